@@ -289,6 +289,8 @@ export interface NodeStatus {
   frames?: number;
   dropped?: number;
   rejected?: number;
+  /** tensors held by the node's engine: shows that a replaced stage was freed */
+  tensors?: number;
 }
 
 export function encodeStatus(s: Omit<NodeStatus, 'v'>): Buffer {

@@ -29,7 +29,7 @@ export const DTYPES = {
   bool: Uint8Array,
 } as const;
 export type DType = keyof typeof DTYPES;
-export type TypedArray = InstanceType<(typeof DTYPES)[DType]>;
+export type TypedArray = Float32Array | Float64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array | Uint32Array;
 export type Codec = 'lz4' | 'none';
 
 export interface RawTensor {

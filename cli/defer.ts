@@ -1,0 +1,238 @@
+#!/usr/bin/env node
+/**
+ * The `defer` command: broker, node, dispatch, up, plan, model, config.
+ */
+import { writeFile } from 'node:fs/promises';
+import { startBroker } from '../broker/broker.js';
+import { configurationDoc } from '../config/schema.js';
+import { Dispatcher } from '../dispatcher/dispatcher.js';
+import { formatSummary, runChain, runLocal, summarise } from '../dispatcher/run-frames.js';
+import { EdgeNode } from '../edge-node/edge-node.js';
+import { initEngine } from '../lib/engine.js';
+import { DeferError, errorMessage } from '../lib/errors.js';
+import { syntheticFrames } from '../lib/frames.js';
+import { log, setLogPrefix } from '../lib/log.js';
+import { saveLayersModel } from '../lib/model-io.js';
+import { loadFlatModel } from '../lib/model-source.js';
+import { createZooModel, ZOO_NAMES } from '../lib/zoo.js';
+import { type FlagSpec, helpText, parseCommand } from './args.js';
+import { formatPlan, planReport } from './plan-table.js';
+import { printSummary, runUp } from './up.js';
+
+const MODEL: FlagSpec = { key: 'dispatcher.model', type: 'string', help: `zoo name (${ZOO_NAMES.join(', ')}) or model.json path` };
+const CUT: FlagSpec = { key: 'dispatcher.cut', type: 'string', list: true, help: 'layers to cut after, comma separated (default: balanced)' };
+const FRAMES: FlagSpec = { key: 'up.frames', type: 'string', number: true, help: 'synthetic frames to stream' };
+const JSON_FLAG: FlagSpec = { key: 'up.json', type: 'boolean', help: 'print the summary as one JSON object on stdout' };
+const NO_BASELINE: FlagSpec = { key: 'up.baseline', type: 'boolean', negate: true, help: 'skip the single-process baseline' };
+const SEED: FlagSpec = { key: 'dispatcher.seed', type: 'string', number: true, help: 'seed of zoo weights and frames' };
+
+interface Command {
+  usage: string;
+  about: string;
+  flags: Record<string, FlagSpec>;
+  run(argv: string[]): Promise<void>;
+}
+
+const commands: Record<string, Command> = {
+  up: {
+    usage: 'defer up [--nodes N] [--model M] [--cut a,b] [--frames F] [--json]',
+    about: 'Run a whole local deployment: embedded broker, N edge-node processes, dispatcher, synthetic frames; print a summary.',
+    flags: {
+      nodes: { key: 'up.nodes', type: 'string', number: true, help: 'edge-node processes (= stages)' },
+      model: MODEL,
+      cut: CUT,
+      frames: FRAMES,
+      json: JSON_FLAG,
+      'no-baseline': NO_BASELINE,
+      port: { key: 'broker.port', type: 'string', number: true, help: 'embedded broker port (0: a free one)' },
+      host: { key: 'broker.host', type: 'string', help: 'embedded broker address' },
+      'max-in-flight': { key: 'dispatcher.maxInFlight', type: 'string', number: true, help: 'frames in the chain at once (0: 2 x stages)' },
+      codec: { key: 'dispatcher.codec', type: 'string', help: 'lz4 | none' },
+      seed: SEED,
+    },
+    async run(argv) {
+      const { config } = parseCommand(argv, this.flags);
+      const summary = await runUp(config);
+      printSummary(summary, config.up.json);
+      if (summary.framesReturned !== summary.frames) process.exitCode = 1;
+    },
+  },
+  broker: {
+    usage: 'defer broker [--host H] [--port P]',
+    about: 'Run the embedded Aedes MQTT broker until SIGINT or SIGTERM.',
+    flags: {
+      host: { key: 'broker.host', type: 'string', help: 'address to listen on' },
+      port: { key: 'broker.port', type: 'string', number: true, help: 'port (0: a free one)' },
+      'max-packet-bytes': { key: 'broker.maxPacketBytes', type: 'string', number: true, help: 'largest packet accepted' },
+    },
+    async run(argv) {
+      const { config } = parseCommand(argv, this.flags);
+      const broker = await startBroker(config.broker);
+      log.info(`broker listening at ${broker.url} (max packet ${config.broker.maxPacketBytes} bytes)`);
+      await waitForSignal();
+      await broker.close();
+      log.info('broker closed');
+    },
+  },
+  node: {
+    usage: 'defer node --id ID [--broker URL]',
+    about: 'Run an edge node: take a stage from the dispatcher and compute it, until SIGINT or SIGTERM.',
+    flags: { id: { key: 'node.id', type: 'string', help: 'node id (unique in the pipeline)' } },
+    async run(argv) {
+      const { config } = parseCommand(argv, this.flags);
+      if (!config.node.id) throw new DeferError('E_CONFIG', 'defer node needs an id: --id n1 (or node.id in the config file, or DEFER_NODE_ID)');
+      setLogPrefix(config.node.id);
+      const node = new EdgeNode({
+        id: config.node.id,
+        brokerUrl: config.broker.url,
+        pipeline: config.pipeline,
+        backend: config.backend,
+        maxMessageBytes: config.dispatcher.maxMessageBytes,
+        maxQueue: config.node.maxQueue,
+      });
+      await node.start();
+      await waitForSignal(process.env.DEFER_EXIT_WITH_PARENT === '1');
+      await node.close();
+    },
+  },
+  dispatch: {
+    usage: 'defer dispatch --model M --nodes n1,n2,n3 [--cut a,b] [--frames F] [--json]',
+    about: 'Deploy a model onto running edge nodes, wait until they are ready, then stream F synthetic frames (0: none) and print a summary.',
+    flags: {
+      model: MODEL,
+      nodes: { key: 'dispatcher.nodes', type: 'string', list: true, help: 'node ids in chain order, one per stage' },
+      cut: CUT,
+      frames: FRAMES,
+      json: JSON_FLAG,
+      'no-baseline': NO_BASELINE,
+      seed: SEED,
+    },
+    async run(argv) {
+      const { config } = parseCommand(argv, this.flags);
+      const nodes = config.dispatcher.nodes;
+      if (!nodes.length) throw new DeferError('E_CONFIG', 'defer dispatch needs the node ids: --nodes n1,n2,n3 (one per stage, in chain order)');
+      const backend = await initEngine(config.backend);
+      const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
+      const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : flat.balancedCuts(nodes.length, config.dispatcher.balanceBy);
+      const d = new Dispatcher({ ...config.dispatcher, brokerUrl: config.broker.url, pipeline: config.pipeline });
+      await d.connect();
+      try {
+        const dep = await d.deploy(flat, nodes, cuts);
+        if (config.up.frames > 0) {
+          const frames = syntheticFrames(flat.inputShape, config.up.frames, config.dispatcher.seed);
+          const local = config.up.baseline ? await runLocal(flat.model, frames) : null;
+          const s = summarise(config.dispatcher.model, backend, flat, dep, frames, await runChain(dep, frames), local);
+          printSummary(s, config.up.json);
+          if (s.framesReturned !== s.frames) process.exitCode = 1;
+        }
+      } finally {
+        await d.close();
+      }
+    },
+  },
+  plan: {
+    usage: 'defer plan --model M [--cut a,b,c | --stages K] [--list-cuts] [--json]',
+    about: 'Show how a model splits into stages: layers, parameters, weight bytes, FLOPs, output shape and bytes per stage.',
+    flags: {
+      model: MODEL,
+      cut: CUT,
+      stages: { type: 'string', help: 'number of balanced stages, when no --cut is given (default 2)' },
+      'list-cuts': { type: 'boolean', help: 'list every valid cut point' },
+      json: { type: 'boolean', help: 'print JSON' },
+      seed: SEED,
+    },
+    async run(argv) {
+      const { config, flags } = parseCommand(argv, this.flags);
+      await initEngine(config.backend);
+      const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
+      const stages = flags.stages === undefined ? 2 : Number(flags.stages);
+      if (!Number.isInteger(stages) || stages < 1) throw new DeferError('E_CONFIG', `--stages must be a positive integer, got '${String(flags.stages)}'`);
+      const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : flat.balancedCuts(stages, config.dispatcher.balanceBy);
+      const report = planReport(config.dispatcher.model, flat, flat.plan(cuts));
+      if (flags.json) process.stdout.write(JSON.stringify(report) + '\n');
+      else {
+        process.stdout.write(formatPlan(report));
+        if (flags['list-cuts']) process.stdout.write(`valid cuts:\n  ${report.validCuts.join('\n  ')}\n`);
+      }
+      flat.model.dispose();
+    },
+  },
+  model: {
+    usage: 'defer model create <name> --out <dir>',
+    about: `Write a zoo model (${ZOO_NAMES.join(', ')}) with its seeded weights as model.json + weights.bin.`,
+    flags: { out: { type: 'string', help: 'output folder' }, seed: SEED },
+    async run(argv) {
+      const { config, flags, positionals } = parseCommand(argv, this.flags);
+      const [verb, name] = positionals;
+      if (verb !== 'create' || !name || typeof flags.out !== 'string') throw new DeferError('E_CONFIG', `usage: ${this.usage}`);
+      await initEngine(config.backend);
+      const model = createZooModel(name, config.dispatcher.seed);
+      const path = await saveLayersModel(model, flags.out);
+      log.info(`wrote ${path} (${model.countParams().toLocaleString('en')} parameters)`);
+      model.dispose();
+    },
+  },
+  config: {
+    usage: 'defer config (show | docs [--out FILE])',
+    about: 'Show the effective configuration, or write docs/configuration.md from the schema.',
+    flags: { out: { type: 'string', help: 'file to write the docs to (default: stdout)' } },
+    async run(argv) {
+      const { config, flags, positionals } = parseCommand(argv, this.flags);
+      if (positionals[0] === 'docs') {
+        if (typeof flags.out === 'string') await writeFile(flags.out, configurationDoc());
+        else process.stdout.write(configurationDoc());
+      } else if (positionals[0] === 'show' || positionals.length === 0) {
+        process.stdout.write(JSON.stringify(config, null, 2) + '\n');
+      } else throw new DeferError('E_CONFIG', `usage: ${this.usage}`);
+    },
+  },
+};
+
+/** Resolve on SIGINT or SIGTERM (or when stdin closes, for child processes). */
+function waitForSignal(withStdin = false): Promise<void> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+    if (withStdin) {
+      process.stdin.on('end', () => resolve());
+      process.stdin.resume();
+    }
+  });
+}
+
+function usage(): string {
+  return [
+    'usage: defer <command> [options]',
+    '',
+    ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(9)} ${c.about}`),
+    '',
+    "'defer <command> --help' lists a command's options. Configuration: docs/configuration.md.",
+    '',
+  ].join('\n');
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage());
+    return;
+  }
+  const cmd = commands[name];
+  if (!cmd) throw new DeferError('E_CONFIG', `unknown command '${name}'\n\n${usage()}`);
+  if (rest.includes('--help')) {
+    process.stdout.write(helpText(cmd.usage, cmd.about, cmd.flags));
+    return;
+  }
+  await cmd.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  () => {
+    // tfjs and mqtt can hold handles open; the work is done
+    setImmediate(() => process.exit(process.exitCode ?? 0));
+  },
+  (err: unknown) => {
+    log.error(err instanceof DeferError ? err.message : (err as Error)?.stack ?? errorMessage(err));
+    process.exit(err instanceof DeferError && err.code === 'E_CONFIG' ? 2 : 1);
+  },
+);

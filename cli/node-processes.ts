@@ -1,0 +1,61 @@
+/**
+ * Edge nodes as real child processes (`defer node ...`), their stderr
+ * prefixed with the node id, stopped cleanly together. A child also exits
+ * when its parent goes away (its stdin closes).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export const CLI_PATH = fileURLToPath(new URL('./defer.js', import.meta.url));
+
+export interface NodeProcessOptions {
+  ids: string[];
+  brokerUrl: string;
+  pipeline: string;
+  backend: string;
+  logLevel: string;
+  /** where child log lines go (default: this process's stderr) */
+  onLine?: (id: string, line: string) => void;
+  extraArgs?: string[];
+}
+
+export class NodeProcesses {
+  readonly children = new Map<string, ChildProcess>();
+  private exits = new Map<string, Promise<number | null>>();
+
+  constructor(readonly opts: NodeProcessOptions) {}
+
+  start(): void {
+    const onLine = this.opts.onLine ?? ((id: string, line: string) => process.stderr.write(`[${id}] ${line}\n`));
+    for (const id of this.opts.ids) {
+      const args = [CLI_PATH, 'node', '--id', id, '--broker', this.opts.brokerUrl, '--pipeline', this.opts.pipeline, '--backend', this.opts.backend, '--log-level', this.opts.logLevel, ...(this.opts.extraArgs ?? [])];
+      const child = spawn(process.execPath, args, {
+        stdio: ['pipe', 'ignore', 'pipe'],
+        env: { ...process.env, DEFER_EXIT_WITH_PARENT: '1' },
+      });
+      this.children.set(id, child);
+      createInterface({ input: child.stderr! }).on('line', (l) => onLine(id, l));
+      this.exits.set(
+        id,
+        new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null)))),
+      );
+    }
+  }
+
+  /** Resolves with the id and exit code of the first child that exits. */
+  firstExit(): Promise<{ id: string; code: number | null }> {
+    return Promise.race([...this.exits].map(([id, p]) => p.then((code) => ({ id, code }))));
+  }
+
+  /** SIGTERM every child, then SIGKILL those still running after `graceMs`. */
+  async stop(graceMs = 5000): Promise<void> {
+    for (const c of this.children.values()) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+    const all = Promise.all(this.exits.values());
+    const timer = setTimeout(() => {
+      for (const c of this.children.values()) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    }, graceMs);
+    await all;
+    clearTimeout(timer);
+  }
+}

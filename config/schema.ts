@@ -1,0 +1,162 @@
+/**
+ * One configuration schema for every role (broker, node, dispatcher, `up`).
+ * Precedence: defaults < config file (--config) < DEFER_* environment
+ * variables < command-line flags. Unknown keys and bad values are rejected
+ * with the key's name. docs/configuration.md is generated from this schema.
+ */
+import convict from 'convict';
+import { existsSync } from 'node:fs';
+import { BACKEND_CHOICES } from '../lib/engine.js';
+import { DeferError, errorMessage } from '../lib/errors.js';
+
+const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+convict.addFormat({
+  name: 'name-list',
+  validate(v: unknown) {
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !NAME.test(x))) {
+      throw new Error('must be a list of names made of letters, digits, _ . -');
+    }
+  },
+  coerce: (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean),
+});
+
+convict.addFormat({
+  name: 'layer-list',
+  validate(v: unknown) {
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || x.length === 0)) throw new Error('must be a list of layer names');
+  },
+  coerce: (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean),
+});
+
+convict.addFormat({
+  name: 'topic-name',
+  validate(v: unknown) {
+    if (typeof v !== 'string' || !NAME.test(v)) throw new Error('must be 1-64 letters, digits, _ . - (it becomes a topic level)');
+  },
+});
+
+convict.addFormat({
+  name: 'mqtt-url',
+  validate(v: unknown) {
+    if (typeof v !== 'string' || !/^(mqtts?|wss?|tcp|ssl):\/\/[^\s/]+(:\d+)?\/?$/.test(v)) throw new Error('must be a broker URL such as mqtt://127.0.0.1:1883');
+  },
+});
+
+const int = (min: number, max: number) => (v: unknown) => {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new Error(`must be an integer from ${min} to ${max}`);
+};
+
+export const schema = {
+  pipeline: { doc: 'Pipeline name: the topic root is defer/<pipeline>/. Nodes and dispatcher must share it.', format: 'topic-name', default: 'default', env: 'DEFER_PIPELINE' },
+  backend: { doc: 'TensorFlow.js engine: auto tries tensorflow (tfjs-node), then wasm, then cpu.', format: [...BACKEND_CHOICES], default: 'auto', env: 'DEFER_BACKEND' },
+  logLevel: { doc: 'Log level (logs go to stderr).', format: ['debug', 'info', 'warn', 'error', 'silent'], default: 'info', env: 'DEFER_LOG_LEVEL' },
+  broker: {
+    url: { doc: 'Broker URL that nodes and dispatcher connect to. Any MQTT 3.1.1 broker (Mosquitto, EMQX, ...) works.', format: 'mqtt-url', default: 'mqtt://127.0.0.1:1883', env: 'DEFER_BROKER_URL' },
+    host: { doc: 'Address the embedded broker listens on (defer broker, defer up).', format: String, default: '127.0.0.1', env: 'DEFER_BROKER_HOST' },
+    port: { doc: 'Port of the embedded broker; 0 picks a free one.', format: int(0, 65535), default: 1883, env: 'DEFER_BROKER_PORT' },
+    maxPacketBytes: { doc: 'Largest MQTT packet the embedded broker accepts; a client sending a larger one is disconnected.', format: int(1024, 268_435_455), default: 64 * 1024 * 1024, env: 'DEFER_BROKER_MAX_PACKET_BYTES' },
+  },
+  node: {
+    id: { doc: 'Id of this edge node (defer node): a topic level, unique in the pipeline.', format: String, default: '', env: 'DEFER_NODE_ID' },
+    maxQueue: { doc: 'Activations a node holds while busy; more are dropped and counted.', format: int(1, 100_000), default: 64, env: 'DEFER_NODE_MAX_QUEUE' },
+  },
+  dispatcher: {
+    model: { doc: 'Model: a zoo name (tiny, resnet50, mobilenet) or the path of a model.json or its folder.', format: String, default: 'resnet50', env: 'DEFER_MODEL' },
+    nodes: { doc: 'Node ids, one per stage, in chain order (defer dispatch).', format: 'name-list', default: [] as string[], env: 'DEFER_NODES' },
+    cut: { doc: 'Layer names to cut after, in order; empty: cuts that balance the estimated work (see balanceBy).', format: 'layer-list', default: [] as string[], env: 'DEFER_CUT' },
+    balanceBy: { doc: 'What the automatic cuts balance: estimated flops or parameter count.', format: ['flops', 'params'], default: 'flops', env: 'DEFER_BALANCE_BY' },
+    seed: { doc: 'Seed of the zoo models\' weights and of synthetic frames.', format: int(0, 2 ** 31 - 1), default: 1, env: 'DEFER_SEED' },
+    chunkBytes: { doc: 'Size of the retained weight chunks. 256 KiB suits every common broker.', format: int(1024, 64 * 1024 * 1024), default: 256 * 1024, env: 'DEFER_CHUNK_BYTES' },
+    readyTimeoutMs: { doc: 'How long to wait for every node to load its stage.', format: int(1000, 3_600_000), default: 180_000, env: 'DEFER_READY_TIMEOUT_MS' },
+    frameTimeoutMs: { doc: 'How long a frame may take end to end before it is reported lost.', format: int(100, 3_600_000), default: 60_000, env: 'DEFER_FRAME_TIMEOUT_MS' },
+    maxInFlight: { doc: 'Frames in the chain at once; 0 means twice the number of stages.', format: int(0, 10_000), default: 0, env: 'DEFER_MAX_IN_FLIGHT' },
+    maxMessageBytes: { doc: 'Largest activation message a node or dispatcher accepts.', format: int(1024, 268_435_455), default: 64 * 1024 * 1024, env: 'DEFER_MAX_MESSAGE_BYTES' },
+    codec: { doc: 'Activation codec: lz4 (lossless, compressed) or none (raw bytes).', format: ['lz4', 'none'], default: 'lz4', env: 'DEFER_CODEC' },
+    qos: { doc: 'MQTT QoS of activations (0 or 1).', format: [0, 1], default: 1, env: 'DEFER_QOS' },
+  },
+  up: {
+    nodes: { doc: 'Number of edge-node processes that defer up starts.', format: int(1, 64), default: 3, env: 'DEFER_UP_NODES' },
+    frames: { doc: 'Synthetic frames that defer up streams through the chain.', format: int(1, 1_000_000), default: 30, env: 'DEFER_UP_FRAMES' },
+    baseline: { doc: 'Also run the whole model in one process on the same frames (throughput baseline and maxAbsDiffVsLocal).', format: Boolean, default: true, env: 'DEFER_UP_BASELINE' },
+    json: { doc: 'Print the summary as one JSON object on stdout.', format: Boolean, default: false, env: 'DEFER_UP_JSON' },
+  },
+};
+
+export type DeferConfig = {
+  pipeline: string;
+  backend: (typeof BACKEND_CHOICES)[number];
+  logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  broker: { url: string; host: string; port: number; maxPacketBytes: number };
+  node: { id: string; maxQueue: number };
+  dispatcher: {
+    model: string;
+    nodes: string[];
+    cut: string[];
+    balanceBy: 'flops' | 'params';
+    seed: number;
+    chunkBytes: number;
+    readyTimeoutMs: number;
+    frameTimeoutMs: number;
+    maxInFlight: number;
+    maxMessageBytes: number;
+    codec: 'lz4' | 'none';
+    qos: 0 | 1;
+  };
+  up: { nodes: number; frames: number; baseline: boolean; json: boolean };
+};
+
+/**
+ * Build the configuration: defaults, then `file`, then DEFER_* variables of
+ * `env`, then `overrides` (flags, as dotted keys). Throws E_CONFIG naming the
+ * offending key.
+ */
+export function loadConfig(file: string | undefined, overrides: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = process.env): DeferConfig {
+  const conf = convict(schema as unknown as convict.Schema<DeferConfig>, { env, args: [] });
+  try {
+    if (file) {
+      if (!existsSync(file)) throw new Error(`config file ${file} does not exist`);
+      conf.loadFile(file);
+    }
+    for (const [k, v] of Object.entries(overrides)) {
+      if (v === undefined) continue;
+      if (!conf.has(k as never)) throw new Error(`unknown option '${k}'`);
+      conf.set(k as never, v as never);
+    }
+    conf.validate({ allowed: 'strict' });
+  } catch (err) {
+    throw new DeferError('E_CONFIG', `bad configuration: ${errorMessage(err)}`);
+  }
+  return conf.getProperties();
+}
+
+/** docs/configuration.md, generated from the schema. */
+export function configurationDoc(): string {
+  const rows: string[] = [];
+  const walk = (node: Record<string, unknown>, prefix: string) => {
+    for (const [k, v] of Object.entries(node)) {
+      const key = prefix ? `${prefix}.${k}` : k;
+      const entry = v as { doc?: string; default?: unknown; env?: string; format?: unknown };
+      if (entry && typeof entry === 'object' && 'doc' in entry) {
+        const fmt = Array.isArray(entry.format) ? entry.format.join(' \\| ') : typeof entry.format === 'string' ? entry.format : entry.format === Boolean ? 'boolean' : entry.format === String ? 'string' : 'integer';
+        rows.push(`| \`${key}\` | \`${entry.env}\` | ${fmt} | \`${JSON.stringify(entry.default)}\` | ${entry.doc} |`);
+      } else walk(v as Record<string, unknown>, key);
+    }
+  };
+  walk(schema as unknown as Record<string, unknown>, '');
+  return [
+    '# Configuration',
+    '',
+    '<!-- generated from config/schema.ts by `defer config docs`; a test checks it is current -->',
+    '',
+    'Every role (`defer broker`, `defer node`, `defer dispatch`, `defer up`, `defer plan`) reads one schema.',
+    'Values are taken, each overriding the one before, from: the defaults below, a JSON config file',
+    '(`--config file.json`, examples in `config/`), `DEFER_*` environment variables, then command-line flags.',
+    'An unknown key or a bad value stops the program with an error that names the key.',
+    '',
+    '| key | environment | format | default | meaning |',
+    '| --- | --- | --- | --- | --- |',
+    ...rows,
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,108 @@
+/**
+ * The dispatcher: owns one MQTT connection, deploys a partitioned model onto
+ * named nodes, waits for them, and streams frames through the chain.
+ */
+import type { MqttClient } from 'mqtt';
+import { randomBytes } from 'node:crypto';
+import { log } from '../lib/log.js';
+import { connectMqtt } from '../lib/mqtt-connect.js';
+import type { FlatModel } from '../lib/partition.js';
+import type { Codec } from '../lib/tensor-codec.js';
+import { assertTopicName, topicsFor, type Topics } from '../lib/topics.js';
+import { type DeploymentPlan, packageDeployment, publishDeployment } from './deploy.js';
+import { NodeWatch } from './node-watch.js';
+import { FrameStream } from './stream.js';
+
+export interface DispatcherOptions {
+  brokerUrl: string;
+  pipeline: string;
+  chunkBytes: number;
+  readyTimeoutMs: number;
+  frameTimeoutMs: number;
+  maxInFlight: number;
+  maxMessageBytes: number;
+  codec: Codec;
+  qos: 0 | 1;
+  /** progress lines while deploying (stderr by default) */
+  progress?: (line: string) => void;
+}
+
+export interface Deployment {
+  id: string;
+  plan: DeploymentPlan;
+  stream: FrameStream;
+  deployMs: number;
+}
+
+export class Dispatcher {
+  readonly id = `disp${randomBytes(3).toString('hex')}`;
+  readonly topics: Topics;
+  private client?: MqttClient;
+  private watch?: NodeWatch;
+  private streams: FrameStream[] = [];
+
+  constructor(readonly opts: DispatcherOptions) {
+    this.topics = topicsFor(opts.pipeline);
+  }
+
+  async connect(): Promise<void> {
+    this.client = await connectMqtt({ url: this.opts.brokerUrl, clientIdPrefix: `defer-${this.id}` });
+    this.client.on('error', (err) => log.warn(`dispatcher mqtt: ${err.message}`));
+    this.watch = new NodeWatch(this.client, this.topics);
+    await this.watch.start();
+  }
+
+  get nodes(): NodeWatch {
+    if (!this.watch) throw new Error('dispatcher is not connected: call connect() first');
+    return this.watch;
+  }
+
+  /** Deploy `flat` cut at `cuts` onto `nodes` (one per stage, in order), and wait until all are ready. */
+  async deploy(flat: FlatModel, nodes: string[], cuts: string[]): Promise<Deployment> {
+    if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
+    for (const n of nodes) assertTopicName('node id', n);
+    const progress = this.opts.progress ?? ((l: string) => log.info(l));
+    const t0 = performance.now();
+    const plan = packageDeployment(flat, this.topics, {
+      nodes,
+      cuts,
+      chunkBytes: this.opts.chunkBytes,
+      codec: this.opts.codec,
+      qos: this.opts.qos,
+      resultTopic: this.topics.results(this.id),
+      pipeline: this.opts.pipeline,
+    });
+    const mb = (b: number) => (b / 1e6).toFixed(1);
+    progress(`deploying ${plan.id}: ${plan.stages.length} stages on ${nodes.join(', ')}, ${mb(plan.totalBytes)} MB of weights`);
+    let lastPct = -1;
+    const ready = this.watch.waitReady(nodes, plan.id, this.opts.readyTimeoutMs, (r) => {
+      if (r.length) progress(`  ready: ${r.length}/${nodes.length} (${r.join(', ')})`);
+    });
+    ready.catch(() => undefined); // observed below
+    await publishDeployment(this.client, this.topics, plan, (sent, total) => {
+      const pct = total ? Math.floor((sent / total) * 10) * 10 : 100;
+      if (pct !== lastPct) {
+        lastPct = pct;
+        progress(`  weights sent: ${mb(sent)}/${mb(total)} MB (${pct}%)`);
+      }
+    });
+    await ready;
+    const deployMs = performance.now() - t0;
+    progress(`deployment ${plan.id} ready in ${(deployMs / 1000).toFixed(1)} s`);
+    const first = plan.stages[0].assignment;
+    const stream = new FrameStream(
+      this.client,
+      { deployment: plan.id, stageCount: plan.stages.length, inputTopic: first.inputTopic, resultTopic: this.topics.results(this.id), codec: this.opts.codec, qos: this.opts.qos },
+      { maxInFlight: this.opts.maxInFlight > 0 ? this.opts.maxInFlight : 2 * plan.stages.length, frameTimeoutMs: this.opts.frameTimeoutMs, maxMessageBytes: this.opts.maxMessageBytes },
+    );
+    await stream.open();
+    this.streams.push(stream);
+    return { id: plan.id, plan, stream, deployMs };
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.streams.splice(0)) await s.close();
+    await this.client?.endAsync();
+    this.client = undefined;
+  }
+}

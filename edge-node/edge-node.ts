@@ -1,0 +1,335 @@
+/**
+ * An edge node: announces itself, takes its assignment and weights from the
+ * broker, builds its stage, and computes every activation that arrives on its
+ * input topic, forwarding the result to its output topic.
+ */
+import type { MqttClient } from 'mqtt';
+import { initEngine, tf, type BackendChoice } from '../lib/engine.js';
+import { DeferError, errorMessage } from '../lib/errors.js';
+import { log } from '../lib/log.js';
+import {
+  type Activation,
+  type Assignment,
+  type NodeState,
+  type NodeStatus,
+  decodeActivation,
+  decodeAssignment,
+  decodeWeightChunk,
+  encodeActivation,
+  encodeStatus,
+} from '../lib/messages.js';
+import { connectMqtt, publish } from '../lib/mqtt-connect.js';
+import { buildStageModel, sha256 } from '../lib/partition.js';
+import { decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
+import { assertTopicName, chunkIndexOf, topicsFor, type Topics } from '../lib/topics.js';
+
+export interface EdgeNodeOptions {
+  id: string;
+  brokerUrl: string;
+  pipeline: string;
+  backend: BackendChoice;
+  /** largest activation or weight-chunk message accepted, in bytes */
+  maxMessageBytes: number;
+  /** activations waiting beyond this are dropped (and counted) */
+  maxQueue: number;
+}
+
+export interface EdgeNodeCounters {
+  frames: number;
+  /** messages for another deployment */
+  dropped: number;
+  /** messages that failed validation or computation */
+  rejected: number;
+  /** activations dropped because the queue was full */
+  overflow: number;
+}
+
+interface Loading {
+  assignment: Assignment;
+  chunks: (Uint8Array | undefined)[];
+  received: number;
+  lastReport: number;
+}
+
+interface Stage {
+  assignment: Assignment;
+  model: tf.LayersModel;
+}
+
+const now = () => performance.timeOrigin + performance.now();
+
+export class EdgeNode {
+  readonly opts: EdgeNodeOptions;
+  readonly topics: Topics;
+  readonly counters: EdgeNodeCounters = { frames: 0, dropped: 0, rejected: 0, overflow: 0 };
+  backend = '';
+  private client?: MqttClient;
+  private stage?: Stage;
+  private loading?: Loading;
+  /** chunks that arrived before their assignment, for one deployment at most */
+  private early?: { deployment: string; chunks: Map<number, Uint8Array> };
+  private state: NodeState = 'online';
+  private queue: { payload: Buffer; recvAt: number }[] = [];
+  private working = false;
+  private closed = false;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(opts: EdgeNodeOptions) {
+    assertTopicName('node id', opts.id);
+    this.opts = opts;
+    this.topics = topicsFor(opts.pipeline);
+  }
+
+  async start(): Promise<void> {
+    this.backend = await initEngine(this.opts.backend);
+    const statusTopic = this.topics.nodeStatus(this.opts.id);
+    this.client = await connectMqtt({
+      url: this.opts.brokerUrl,
+      clientIdPrefix: `defer-node-${this.opts.id}`,
+      will: { topic: statusTopic, payload: encodeStatus({ node: this.opts.id, state: 'offline', at: 0 }), qos: 1, retain: true },
+    });
+    this.client.on('message', (topic, payload) => this.onMessage(topic, payload));
+    this.client.on('error', (err) => log.warn(`mqtt: ${err.message}`));
+    await this.setStatus('online');
+    await this.client.subscribeAsync([this.topics.nodeAssign(this.opts.id), this.topics.nodeWeightsAll(this.opts.id)], { qos: 1 });
+    log.info(`node ${this.opts.id}: online at ${this.opts.brokerUrl} (backend ${this.backend}, pipeline ${this.opts.pipeline})`);
+  }
+
+  get currentState(): NodeState {
+    return this.state;
+  }
+
+  get assignment(): Assignment | undefined {
+    return this.stage?.assignment;
+  }
+
+  private status(state: NodeState, extra: Partial<NodeStatus> = {}): Omit<NodeStatus, 'v'> {
+    const a = this.loading?.assignment ?? this.stage?.assignment;
+    return {
+      node: this.opts.id,
+      state,
+      at: Date.now(),
+      deployment: a?.deployment,
+      stage: a?.stage,
+      backend: this.backend,
+      pid: process.pid,
+      frames: this.counters.frames,
+      dropped: this.counters.dropped,
+      rejected: this.counters.rejected,
+      tensors: tf.memory().numTensors,
+      ...extra,
+    };
+  }
+
+  private async setStatus(state: NodeState, extra: Partial<NodeStatus> = {}): Promise<void> {
+    this.state = state;
+    if (!this.client || this.closed) return;
+    await publish(this.client, this.topics.nodeStatus(this.opts.id), encodeStatus(this.status(state, extra)), { qos: 1, retain: true }).catch((err) =>
+      log.warn(`cannot publish status: ${errorMessage(err)}`),
+    );
+  }
+
+  private reportError(topic: string, reason: string): void {
+    this.counters.rejected++;
+    log.warn(`rejected a message on ${topic}: ${reason}`);
+    this.client?.publish(this.topics.errors, JSON.stringify({ v: 1, node: this.opts.id, topic, reason, at: Date.now() }), { qos: 0 });
+  }
+
+  private onMessage(topic: string, payload: Buffer): void {
+    if (this.closed) return;
+    try {
+      if (topic === this.stage?.assignment.inputTopic) {
+        this.enqueue(payload);
+      } else if (topic === this.topics.nodeAssign(this.opts.id)) {
+        if (payload.length === 0) return; // assignment cleared
+        this.onAssignment(decodeAssignment(payload, this.opts.maxMessageBytes * 4));
+      } else if (chunkIndexOf(topic) >= 0 && topic.startsWith(`${this.topics.root}/node/${this.opts.id}/weights/`)) {
+        if (payload.length === 0) return; // chunk cleared
+        this.onChunk(decodeWeightChunk(payload, this.opts.maxMessageBytes));
+      }
+    } catch (err) {
+      this.reportError(topic, errorMessage(err));
+    }
+  }
+
+  private onAssignment(a: Assignment): void {
+    if (a.nodeId !== this.opts.id) throw new DeferError('E_ENVELOPE', `assignment is for node '${a.nodeId}', not '${this.opts.id}'`);
+    if (a.pipeline !== this.opts.pipeline) throw new DeferError('E_ENVELOPE', `assignment is for pipeline '${a.pipeline}', not '${this.opts.pipeline}'`);
+    if (a.deployment === (this.loading ?? this.stage)?.assignment.deployment) return; // already have it
+    log.info(`node ${this.opts.id}: assignment ${a.deployment}: stage ${a.stage + 1}/${a.stageCount}, ${(a.manifest.totalBytes / 1e6).toFixed(1)} MB of weights in ${a.manifest.chunks.length} chunks`);
+    const chunks = new Array<Uint8Array | undefined>(a.manifest.chunks.length);
+    this.loading = { assignment: a, chunks, received: 0, lastReport: 0 };
+    void this.setStatus('loading', { received: 0, total: chunks.length });
+    if (this.early?.deployment === a.deployment) {
+      const early = this.early.chunks;
+      this.early = undefined;
+      for (const [i, data] of early) this.storeChunk(i, data);
+    }
+    this.maybeBuild();
+  }
+
+  private onChunk(c: { deployment: string; index: number; count: number; data: Uint8Array }): void {
+    const l = this.loading;
+    if (!l || l.assignment.deployment !== c.deployment) {
+      if (this.stage?.assignment.deployment === c.deployment) return; // a chunk of the stage we run
+      // the assignment may come after its chunks: hold them, for one deployment only
+      if (this.early?.deployment !== c.deployment) this.early = { deployment: c.deployment, chunks: new Map() };
+      this.early.chunks.set(c.index, c.data);
+      return;
+    }
+    if (c.count !== l.chunks.length) {
+      this.failLoading(`weight chunk ${c.index} says ${c.count} chunks, the manifest ${l.chunks.length}`);
+      return;
+    }
+    this.storeChunk(c.index, c.data);
+    this.maybeBuild();
+  }
+
+  private storeChunk(index: number, data: Uint8Array): void {
+    const l = this.loading!;
+    if (index >= l.chunks.length || l.chunks[index]) return;
+    const digest = sha256(data);
+    if (digest !== l.assignment.manifest.chunks[index]) {
+      this.failLoading(`weight chunk ${index} does not match its sha256 in the manifest (got ${digest.slice(0, 12)}…, expected ${l.assignment.manifest.chunks[index].slice(0, 12)}…)`);
+      return;
+    }
+    l.chunks[index] = data;
+    l.received++;
+    const t = Date.now();
+    if (t - l.lastReport > 250 && l.received < l.chunks.length) {
+      l.lastReport = t;
+      void this.setStatus('loading', { received: l.received, total: l.chunks.length });
+    }
+  }
+
+  private failLoading(reason: string): void {
+    const a = this.loading?.assignment;
+    this.loading = undefined;
+    log.error(`node ${this.opts.id}: deployment ${a?.deployment} failed: ${reason}`);
+    // report the failed deployment, not the one still running
+    void this.setStatus('failed', { reason, deployment: a?.deployment, stage: a?.stage });
+  }
+
+  private maybeBuild(): void {
+    const l = this.loading;
+    if (!l || l.received < l.chunks.length) return;
+    this.loading = undefined;
+    void this.build(l);
+  }
+
+  private async build(l: Loading): Promise<void> {
+    const a = l.assignment;
+    try {
+      const blob = Buffer.concat(l.chunks as Uint8Array[]);
+      l.chunks.length = 0;
+      if (blob.byteLength !== a.manifest.totalBytes) throw new DeferError('E_WEIGHTS', `weights are ${blob.byteLength} bytes, the manifest says ${a.manifest.totalBytes}`);
+      if (sha256(blob) !== a.manifest.sha256) throw new DeferError('E_WEIGHTS', 'the weights do not match the sha256 of the manifest');
+      let topology: Record<string, unknown>;
+      try {
+        topology = JSON.parse(a.topology) as Record<string, unknown>;
+      } catch {
+        throw new DeferError('E_ENVELOPE', 'the stage topology is not valid JSON');
+      }
+      const t0 = now();
+      const model = await buildStageModel(topology, a.manifest.specs, blob);
+      // warm up: the first call compiles kernels and allocates
+      tf.tidy(() => model.predict(tf.zeros([1, ...a.inputShape], a.inputDtype === 'int32' ? 'int32' : 'float32')));
+      const old = this.stage;
+      this.stage = { assignment: a, model };
+      if (old) {
+        old.model.dispose();
+        if (old.assignment.inputTopic !== a.inputTopic) await this.client?.unsubscribeAsync(old.assignment.inputTopic);
+      }
+      await this.client?.subscribeAsync(a.inputTopic, { qos: a.qos });
+      log.info(`node ${this.opts.id}: ready: stage ${a.stage + 1}/${a.stageCount} of ${a.deployment} (built in ${(now() - t0).toFixed(0)} ms), reading ${a.inputTopic}`);
+      await this.setStatus('ready');
+    } catch (err) {
+      this.failLoading(errorMessage(err));
+    }
+  }
+
+  private enqueue(payload: Buffer): void {
+    if (this.queue.length >= this.opts.maxQueue) {
+      this.counters.overflow++;
+      this.reportError(this.stage!.assignment.inputTopic, `input queue full (${this.opts.maxQueue}); activation dropped`);
+      return;
+    }
+    this.queue.push({ payload, recvAt: now() });
+    if (!this.working) void this.work();
+  }
+
+  private async work(): Promise<void> {
+    this.working = true;
+    while (this.queue.length > 0 && !this.closed) {
+      const job = this.queue.shift()!;
+      const stage = this.stage;
+      if (!stage) break;
+      try {
+        await this.compute(stage, job.payload, job.recvAt);
+      } catch (err) {
+        this.reportError(stage.assignment.inputTopic, errorMessage(err));
+      }
+    }
+    this.working = false;
+    for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private async compute(stage: Stage, payload: Buffer, recvAt: number): Promise<void> {
+    const a = stage.assignment;
+    const msg: Activation = decodeActivation(payload, this.opts.maxMessageBytes);
+    if (msg.deployment !== a.deployment) {
+      this.counters.dropped++;
+      log.debug(`dropped frame ${msg.frame} of deployment ${msg.deployment} (current: ${a.deployment})`);
+      return;
+    }
+    if (msg.stage !== a.stage) throw new DeferError('E_ENVELOPE', `activation for stage ${msg.stage} arrived at stage ${a.stage}`);
+    const t0 = now();
+    const input = decodeTensor(msg.tensor, this.opts.maxMessageBytes * 8);
+    const want = a.inputShape;
+    const got = input.shape;
+    if (got.length !== want.length + 1 || got[0] < 1 || got[0] > 64 || want.some((d, i) => d !== got[i + 1])) {
+      throw new DeferError('E_ENVELOPE', `activation shape [${got}] does not fit stage input [batch,${want}]`);
+    }
+    if (input.dtype !== a.inputDtype) throw new DeferError('E_ENVELOPE', `activation dtype ${input.dtype} does not fit stage input ${a.inputDtype}`);
+    const t1 = now();
+    const out = tf.tidy(() => stage.model.predict(tf.tensor(input.data as Float32Array, got, input.dtype === 'int32' ? 'int32' : 'float32')) as tf.Tensor);
+    const data = (await out.data()) as Float32Array;
+    const shape = [...out.shape];
+    out.dispose();
+    const t2 = now();
+    const tensor = encodeTensor({ dtype: 'float32', shape, data }, { codec: a.codec });
+    const hop = {
+      node: this.opts.id,
+      stage: a.stage,
+      bytesIn: payload.byteLength,
+      recvAt,
+      decodeMs: t1 - t0,
+      computeMs: t2 - t1,
+      encodeMs: 0,
+      sentAt: 0,
+    };
+    const hops = [...msg.hops, hop];
+    hop.encodeMs = now() - t2;
+    hop.sentAt = now();
+    const body = encodeActivation({ deployment: a.deployment, frame: msg.frame, device: msg.device, stage: a.stage + 1, sentAt: msg.sentAt, hops, tensor });
+    this.counters.frames++;
+    await publish(this.client!, a.outputTopic, body, { qos: a.qos });
+  }
+
+  /** Resolves when the input queue is empty (for tests and clean shutdown). */
+  idle(): Promise<void> {
+    if (!this.working) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.setStatus('offline');
+    this.closed = true;
+    this.queue.length = 0;
+    await this.idle();
+    this.stage?.model.dispose();
+    this.stage = undefined;
+    await this.client?.endAsync();
+  }
+}

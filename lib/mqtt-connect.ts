@@ -1,0 +1,49 @@
+/**
+ * One way to open an MQTT connection for every role, with a clear error when
+ * the broker cannot be reached.
+ */
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { DeferError, errorMessage } from './errors.js';
+
+export interface ConnectOptions {
+  url: string;
+  /** prefix of the client id; a short random suffix keeps ids unique */
+  clientIdPrefix: string;
+  will?: IClientOptions['will'];
+  connectTimeoutMs?: number;
+}
+
+export async function connectMqtt(opts: ConnectOptions): Promise<MqttClient> {
+  const clientId = `${opts.clientIdPrefix}-${randomBytes(3).toString('hex')}`;
+  let client: MqttClient;
+  try {
+    client = await mqtt.connectAsync(
+      opts.url,
+      {
+        clientId,
+        protocolVersion: 4,
+        clean: true,
+        reconnectPeriod: 1000,
+        connectTimeout: opts.connectTimeoutMs ?? 10_000,
+        will: opts.will,
+      },
+      false,
+    );
+  } catch (err) {
+    throw new DeferError('E_CONFIG', `cannot connect to the MQTT broker at ${opts.url}: ${errorMessage(err)}. Is a broker running there? ('defer broker' starts one)`);
+  }
+  // Small activations and acknowledgements must not wait for Nagle's algorithm.
+  const noDelay = () => (client.stream as Partial<Socket> | undefined)?.setNoDelay?.(true);
+  noDelay();
+  client.on('connect', noDelay);
+  return client;
+}
+
+/** Publish and wait for the broker's acknowledgement (QoS 1) or the write (QoS 0). */
+export function publish(client: MqttClient, topic: string, payload: Buffer, opts: { qos: 0 | 1; retain?: boolean }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    client.publish(topic, payload, { qos: opts.qos, retain: opts.retain ?? false }, (err) => (err ? reject(err) : resolve()));
+  });
+}
