@@ -9,6 +9,7 @@ import { Dispatcher } from '../dispatcher/dispatcher.js';
 import { formatSummary, runChain, runLocal, summarise } from '../dispatcher/run-frames.js';
 import { EdgeNode } from '../edge-node/edge-node.js';
 import { initEngine } from '../lib/engine.js';
+import { chooseCuts } from '../lib/choose-cuts.js';
 import { DeferError, errorMessage } from '../lib/errors.js';
 import { syntheticFrames } from '../lib/frames.js';
 import { log, setLogPrefix } from '../lib/log.js';
@@ -113,7 +114,7 @@ const commands: Record<string, Command> = {
       if (!nodes.length) throw new DeferError('E_CONFIG', 'defer dispatch needs the node ids: --nodes n1,n2,n3 (one per stage, in chain order)');
       const backend = await initEngine(config.backend);
       const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
-      const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : flat.balancedCuts(nodes.length, config.dispatcher.balanceBy);
+      const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await chooseCuts(flat, nodes.length, config.dispatcher.balanceBy);
       const d = new Dispatcher({ ...config.dispatcher, brokerUrl: config.broker.url, pipeline: config.pipeline });
       await d.connect();
       try {
@@ -147,7 +148,7 @@ const commands: Record<string, Command> = {
       const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
       const stages = flags.stages === undefined ? 2 : Number(flags.stages);
       if (!Number.isInteger(stages) || stages < 1) throw new DeferError('E_CONFIG', `--stages must be a positive integer, got '${String(flags.stages)}'`);
-      const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : flat.balancedCuts(stages, config.dispatcher.balanceBy);
+      const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await chooseCuts(flat, stages, config.dispatcher.balanceBy);
       const report = planReport(config.dispatcher.model, flat, flat.plan(cuts));
       if (flags.json) process.stdout.write(JSON.stringify(report) + '\n');
       else {

@@ -9,6 +9,7 @@ import type { DeferConfig } from '../config/schema.js';
 import { Dispatcher } from '../dispatcher/dispatcher.js';
 import { type RunSummary, formatSummary, runChain, runLocal, summarise } from '../dispatcher/run-frames.js';
 import { initEngine } from '../lib/engine.js';
+import { chooseCuts } from '../lib/choose-cuts.js';
 import { DeferError } from '../lib/errors.js';
 import { syntheticFrames } from '../lib/frames.js';
 import { log } from '../lib/log.js';
@@ -52,7 +53,7 @@ export async function runUp(config: DeferConfig, opts: UpOptions = {}): Promise<
     const work = (async () => {
       progress(`loading model ${config.dispatcher.model} (backend ${backend})`);
       const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
-      const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : flat.balancedCuts(ids.length, config.dispatcher.balanceBy);
+      const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await chooseCuts(flat, ids.length, config.dispatcher.balanceBy);
       if (cuts.length + 1 !== ids.length) {
         throw new DeferError('E_CONFIG', `${cuts.length} cuts make ${cuts.length + 1} stages, but --nodes is ${ids.length}: give ${ids.length - 1} cuts, or leave --cut out to have them chosen`);
       }

@@ -65,7 +65,7 @@ export const schema = {
     model: { doc: 'Model: a zoo name (tiny, resnet50, mobilenet) or the path of a model.json or its folder.', format: String, default: 'resnet50', env: 'DEFER_MODEL' },
     nodes: { doc: 'Node ids, one per stage, in chain order (defer dispatch).', format: 'name-list', default: [] as string[], env: 'DEFER_NODES' },
     cut: { doc: 'Layer names to cut after, in order; empty: cuts that balance the estimated work (see balanceBy).', format: 'layer-list', default: [] as string[], env: 'DEFER_CUT' },
-    balanceBy: { doc: 'What the automatic cuts balance: estimated flops or parameter count.', format: ['flops', 'params'], default: 'flops', env: 'DEFER_BALANCE_BY' },
+    balanceBy: { doc: 'What the automatic cuts balance: time (each segment between valid cuts measured on this backend), estimated flops, or parameter count.', format: ['time', 'flops', 'params'], default: 'time', env: 'DEFER_BALANCE_BY' },
     seed: { doc: 'Seed of the zoo models\' weights and of synthetic frames.', format: int(0, 2 ** 31 - 1), default: 1, env: 'DEFER_SEED' },
     chunkBytes: { doc: 'Size of the retained weight chunks. 256 KiB suits every common broker.', format: int(1024, 64 * 1024 * 1024), default: 256 * 1024, env: 'DEFER_CHUNK_BYTES' },
     readyTimeoutMs: { doc: 'How long to wait for every node to load its stage.', format: int(1000, 3_600_000), default: 180_000, env: 'DEFER_READY_TIMEOUT_MS' },
@@ -93,7 +93,7 @@ export type DeferConfig = {
     model: string;
     nodes: string[];
     cut: string[];
-    balanceBy: 'flops' | 'params';
+    balanceBy: 'time' | 'flops' | 'params';
     seed: number;
     chunkBytes: number;
     readyTimeoutMs: number;

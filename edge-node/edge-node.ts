@@ -233,7 +233,9 @@ export class EdgeNode {
       const t0 = now();
       const model = await buildStageModel(topology, a.manifest.specs, blob);
       // warm up: the first call compiles kernels and allocates
-      tf.tidy(() => model.predict(tf.zeros([1, ...a.inputShape], a.inputDtype === 'int32' ? 'int32' : 'float32')));
+      tf.tidy(() => {
+        model.predict(tf.zeros([1, ...a.inputShape], a.inputDtype === 'int32' ? 'int32' : 'float32'));
+      });
       const old = this.stage;
       this.stage = { assignment: a, model };
       if (old) {

@@ -140,9 +140,9 @@ export class FlatModel {
     return this.cuts.valid.map((i) => this.graph.layers[i].name);
   }
 
-  /** Cuts that split the model into `stages` parts of near-equal estimated FLOPs. */
-  balancedCuts(stages: number, by: 'flops' | 'params' = 'flops'): string[] {
-    const cost = this.layers.map((l) => (by === 'flops' ? l.flops : l.params));
+  /** Cuts that split the model into `stages` parts of near-equal cost: estimated FLOPs, parameters, or given per-layer costs. */
+  balancedCuts(stages: number, by: 'flops' | 'params' | number[] = 'flops'): string[] {
+    const cost = Array.isArray(by) ? by : this.layers.map((l) => (by === 'flops' ? l.flops : l.params));
     const valid = new Set(this.cuts.valid);
     return minMaxCuts(cost, this.cuts.valid, stages).map((i) => {
       // Move a cut past a following activation (ResNet's `_add` -> `_out`): the

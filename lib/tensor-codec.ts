@@ -8,6 +8,7 @@
  */
 import { createRequire } from 'node:module';
 import { endianness } from 'node:os';
+import { crc32 } from 'node:zlib';
 import { CodecError } from './errors.js';
 
 const require = createRequire(import.meta.url);
@@ -45,6 +46,8 @@ export interface WireTensor {
   codec: Codec;
   /** byte length of the raw (uncompressed) data */
   size: number;
+  /** CRC-32 of the raw little-endian bytes: LZ4 blocks carry no checksum of their own */
+  crc: number;
   data: Uint8Array;
 }
 
@@ -94,14 +97,15 @@ export function encodeTensor(t: RawTensor, opts: EncodeOptions = {}): WireTensor
   }
   const raw = toLittleEndianBytes(t.data);
   const size = raw.byteLength;
+  const crc = crc32(raw);
   if ((opts.codec ?? 'lz4') === 'lz4' && size >= MIN_COMPRESS_BYTES) {
     const out = Buffer.allocUnsafe(lz4.encodeBound(size));
     const n = lz4.encodeBlock(raw, out);
     if (n > 0 && n < size) {
-      return { dtype: t.dtype, shape: [...t.shape], codec: 'lz4', size, data: out.subarray(0, n) };
+      return { dtype: t.dtype, shape: [...t.shape], codec: 'lz4', size, crc, data: out.subarray(0, n) };
     }
   }
-  return { dtype: t.dtype, shape: [...t.shape], codec: 'none', size, data: raw };
+  return { dtype: t.dtype, shape: [...t.shape], codec: 'none', size, crc, data: raw };
 }
 
 function validateShape(shape: unknown): asserts shape is number[] {
@@ -120,7 +124,7 @@ function validateShape(shape: unknown): asserts shape is number[] {
  */
 export function decodeTensor(w: unknown, maxBytes = DEFAULT_MAX_TENSOR_BYTES): RawTensor {
   if (w === null || typeof w !== 'object' || Array.isArray(w)) throw new CodecError('tensor must be a map');
-  const { dtype, shape, codec, size, data } = w as Record<string, unknown>;
+  const { dtype, shape, codec, size, crc, data } = w as Record<string, unknown>;
   if (!isDType(dtype)) throw new CodecError(`unknown tensor dtype '${String(dtype)}'`);
   validateShape(shape);
   const width = bytesPerElement(dtype);
@@ -146,6 +150,7 @@ export function decodeTensor(w: unknown, maxBytes = DEFAULT_MAX_TENSOR_BYTES): R
   } else {
     throw new CodecError(`unknown tensor codec '${String(codec)}': expected lz4 or none`);
   }
+  if (crc !== crc32(out)) throw new CodecError(`tensor data does not match its CRC-32 (corrupt in transit)`);
   const bytes = LITTLE_ENDIAN_HOST || width === 1 ? out : swapBytes(out, width);
   const Ctor = DTYPES[dtype];
   return { dtype, shape: [...shape], data: new Ctor(bytes.buffer as ArrayBuffer, bytes.byteOffset, expected / width) as TypedArray };

@@ -1,0 +1,116 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { CodecError, EnvelopeError } from '../lib/errors.js';
+import { decodeActivation, decodeAssignment, decodeStatus, decodeWeightChunk, encodeActivation, encodeCbor } from '../lib/messages.js';
+import { DTYPES, type DType, type RawTensor, decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
+import { prng } from '../lib/zoo.js';
+
+function bytesOf(t: RawTensor): Buffer {
+  return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+}
+
+function randomTensor(dtype: DType, shape: number[], seed: number, sparse = false): RawTensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const Ctor = DTYPES[dtype];
+  const data = new Ctor(n);
+  const bytes = new Uint8Array(data.buffer);
+  const rnd = prng(seed);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = sparse && rnd() < 0.6 ? 0 : Math.floor(rnd() * 256);
+  if (dtype === 'bool') for (let i = 0; i < n; i++) data[i] = data[i] & 1;
+  return { dtype, shape, data };
+}
+
+test('every dtype and shape round-trips bit-exactly through both codecs', () => {
+  const shapes = [[], [0], [1], [7], [3, 0, 2], [2, 3, 4], [1, 16, 16, 8]];
+  let seed = 1;
+  for (const dtype of Object.keys(DTYPES) as DType[]) {
+    for (const shape of shapes) {
+      for (const codec of ['lz4', 'none'] as const) {
+        for (const sparse of [false, true]) {
+          const t = randomTensor(dtype, shape, seed++, sparse);
+          const w = encodeTensor(t, { codec });
+          const back = decodeTensor(w);
+          assert.equal(back.dtype, dtype);
+          assert.deepEqual(back.shape, shape);
+          assert.ok(bytesOf(back).equals(bytesOf(t)), `${dtype} [${shape}] ${codec}`);
+          if (codec === 'none') assert.equal(w.codec, 'none');
+        }
+      }
+    }
+  }
+});
+
+test('special float values (NaN payloads, -0, Infinity) survive bit-exactly', () => {
+  const data = new Float32Array([NaN, -0, Infinity, -Infinity, 1e-45, 3.4e38, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+  new Uint32Array(data.buffer)[0] = 0x7fc00123; // a NaN with a payload
+  const back = decodeTensor(encodeTensor({ dtype: 'float32', shape: [20], data }));
+  assert.ok(bytesOf(back).equals(Buffer.from(data.buffer)));
+});
+
+test('large tensors (> 16 MB) round-trip, compressible and not', () => {
+  const n = 4.5e6; // 18 MB of float32
+  const sparse = new Float32Array(n);
+  for (let i = 0; i < n; i += 3) sparse[i] = i * 0.5;
+  const w1 = encodeTensor({ dtype: 'float32', shape: [1, n], data: sparse });
+  assert.equal(w1.codec, 'lz4');
+  assert.ok(w1.data.byteLength < sparse.byteLength);
+  assert.ok(bytesOf(decodeTensor(w1)).equals(Buffer.from(sparse.buffer)));
+  const noisy = randomTensor('float32', [n], 99);
+  const w2 = encodeTensor(noisy);
+  assert.equal(w2.codec, 'none', 'incompressible data is sent as it is');
+  assert.ok(bytesOf(decodeTensor(w2)).equals(bytesOf(noisy)));
+});
+
+test('corrupt, truncated, inconsistent or oversized tensors raise a typed error', () => {
+  const t = randomTensor('float32', [64, 64], 5, true);
+  const good = encodeTensor(t);
+  assert.equal(good.codec, 'lz4');
+  const cases: [string, unknown, string?][] = [
+    ['truncated lz4', { ...good, data: good.data.subarray(0, good.data.byteLength >> 1) }],
+    ['corrupt lz4', { ...good, data: Buffer.from(good.data).fill(0xff, 4, 40) }],
+    ['size mismatch', { ...good, size: good.size - 4 }],
+    ['shape mismatch', { ...good, shape: [64, 63] }],
+    ['negative dim', { ...good, shape: [-1, 64] }],
+    ['fractional dim', { ...good, shape: [1.5, 64] }],
+    ['unknown dtype', { ...good, dtype: 'float128' }],
+    ['unknown codec', { ...good, codec: 'zstd' }],
+    ['data not bytes', { ...good, data: 'abc' }],
+    ['not a map', [1, 2, 3]],
+    ['null', null],
+    ['bad crc', { ...good, crc: (good.crc + 1) >>> 0 }],
+    ['raw length', { ...encodeTensor(t, { codec: 'none' }), data: new Uint8Array(10) }],
+    ['oversized claim', { dtype: 'float32', shape: [1e6, 1e6], codec: 'lz4', size: 4e12, data: new Uint8Array(8) }, 'E_TOO_LARGE'],
+    ['over limit', { ...good }, 'E_TOO_LARGE'],
+  ];
+  for (const [name, w, code] of cases) {
+    assert.throws(
+      () => decodeTensor(w, name === 'over limit' ? 1000 : undefined),
+      (err: unknown) => err instanceof CodecError && err.code === (code ?? 'E_CODEC'),
+      name,
+    );
+  }
+});
+
+test('envelopes: garbage, wrong version and bad fields are rejected with EnvelopeError', () => {
+  const tensor = encodeTensor({ dtype: 'float32', shape: [1, 2], data: new Float32Array([1, 2]) });
+  const act = { deployment: 'd1', frame: 'f1', device: 'cam', stage: 0, sentAt: 1, hops: [], tensor };
+  const ok = decodeActivation(encodeActivation(act), 1 << 20);
+  assert.equal(ok.frame, 'f1');
+  const bad: [string, Buffer][] = [
+    ['not cbor', Buffer.from([0x1c, 0xff, 0x00])],
+    ['empty', Buffer.alloc(0)],
+    ['not a map', encodeCbor([1, 2])],
+    ['version 2', encodeCbor({ v: 2, kind: 'act', ...act })],
+    ['wrong kind', encodeCbor({ v: 1, kind: 'assign', ...act })],
+    ['missing frame', encodeCbor({ v: 1, kind: 'act', ...act, frame: undefined })],
+    ['stage negative', encodeCbor({ v: 1, kind: 'act', ...act, stage: -1 })],
+    ['hop not map', encodeCbor({ v: 1, kind: 'act', ...act, hops: [3] })],
+    ['tensor missing', encodeCbor({ v: 1, kind: 'act', ...act, tensor: null })],
+  ];
+  for (const [name, buf] of bad) assert.throws(() => decodeActivation(buf, 1 << 20), EnvelopeError, name);
+  assert.throws(() => decodeActivation(encodeActivation(act), 10), (e: unknown) => e instanceof EnvelopeError && e.code === 'E_TOO_LARGE');
+  assert.throws(() => decodeAssignment(encodeCbor({ v: 1, kind: 'assign' })), EnvelopeError);
+  assert.throws(() => decodeWeightChunk(encodeCbor({ v: 1, kind: 'weights', deployment: 'd', index: 5, count: 2, data: Buffer.alloc(1) }), 1000), EnvelopeError);
+  assert.throws(() => decodeStatus(Buffer.from('{"v":1,"node":"n1","state":"dancing"}')), EnvelopeError);
+  assert.throws(() => decodeStatus(Buffer.from('nope')), EnvelopeError);
+});

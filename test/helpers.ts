@@ -1,0 +1,40 @@
+/** Shared test helpers. */
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { tf } from '../lib/engine.js';
+import type { FlatModel } from '../lib/partition.js';
+import { buildStageModel } from '../lib/partition.js';
+
+/** Repository root (tests run from dist/test). */
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const REAL_MODELS = join(ROOT, '..', 'shared', 'testdata', 'real-models');
+export const CLI = join(ROOT, 'dist', 'cli', 'defer.js');
+
+/** Run `input` through the stages cut at `cuts`, each built as an edge node builds it. */
+export async function runChained(flat: FlatModel, cuts: string[], input: tf.Tensor): Promise<Float32Array> {
+  let x = input;
+  for (const plan of flat.plan(cuts)) {
+    const { specs, blob } = flat.stageWeights(plan);
+    const stage = await buildStageModel(JSON.parse(JSON.stringify(flat.stageTopology(plan))), specs, blob);
+    const y = stage.predict(x) as tf.Tensor;
+    if (x !== input) x.dispose();
+    x = y;
+    stage.dispose();
+  }
+  const out = (await x.data()) as Float32Array;
+  x.dispose();
+  return out;
+}
+
+export async function predict(model: tf.LayersModel, input: tf.Tensor): Promise<Float32Array> {
+  const y = model.predict(input) as tf.Tensor;
+  const out = (await y.data()) as Float32Array;
+  y.dispose();
+  return out;
+}
+
+/** Bit-level equality of two float arrays (NaN payloads and -0 included). */
+export function sameBits(a: Float32Array, b: Float32Array): boolean {
+  if (a.length !== b.length) return false;
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}

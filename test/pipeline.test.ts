@@ -1,0 +1,148 @@
+/**
+ * Dispatcher and edge nodes over a real Aedes broker, in this process: the
+ * deployment protocol, its failure cases, and the nodes' handling of bad input.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import mqtt from 'mqtt';
+import { startBroker, type RunningBroker } from '../broker/broker.js';
+import { packageDeployment, publishDeployment } from '../dispatcher/deploy.js';
+import { Dispatcher } from '../dispatcher/dispatcher.js';
+import { runChain, runLocal } from '../dispatcher/run-frames.js';
+import { EdgeNode } from '../edge-node/edge-node.js';
+import { initEngine, tf } from '../lib/engine.js';
+import { syntheticFrames } from '../lib/frames.js';
+import { setLogLevel } from '../lib/log.js';
+import { encodeActivation, decodeStatus } from '../lib/messages.js';
+import { loadFlatModel } from '../lib/model-source.js';
+import type { FlatModel } from '../lib/partition.js';
+import { encodeTensor } from '../lib/tensor-codec.js';
+import { sameBits } from './helpers.js';
+
+let broker: RunningBroker;
+let flat: FlatModel;
+const nodes: EdgeNode[] = [];
+let dispatcher: Dispatcher;
+
+const dispatcherOpts = () => ({
+  brokerUrl: broker.url,
+  pipeline: 'ptest',
+  chunkBytes: 1024, // many chunks even for the tiny model
+  readyTimeoutMs: 20_000,
+  frameTimeoutMs: 20_000,
+  maxInFlight: 3,
+  maxMessageBytes: 1 << 24,
+  codec: 'lz4' as const,
+  qos: 1 as const,
+  progress: () => undefined,
+});
+
+before(async () => {
+  setLogLevel('error');
+  await initEngine('wasm');
+  broker = await startBroker({ host: '127.0.0.1', port: 0, maxPacketBytes: 1 << 24 });
+  flat = await loadFlatModel('tiny');
+  for (const id of ['n1', 'n2']) {
+    const n = new EdgeNode({ id, brokerUrl: broker.url, pipeline: 'ptest', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 16 });
+    await n.start();
+    nodes.push(n);
+  }
+  dispatcher = new Dispatcher(dispatcherOpts());
+  await dispatcher.connect();
+});
+
+after(async () => {
+  await dispatcher.close();
+  for (const n of nodes) await n.close();
+  await broker.close();
+});
+
+test('deploy over retained topics, stream frames, and match the whole model bit for bit', async () => {
+  const d = await dispatcher.deploy(flat, ['n1', 'n2'], ['block_out']);
+  assert.equal(nodes[0].assignment?.deployment, d.id);
+  assert.equal(nodes[1].assignment?.stage, 1);
+  const frames = syntheticFrames(flat.inputShape, 12, 3);
+  const chain = await runChain(d, frames);
+  const local = await runLocal(flat.model, frames);
+  assert.deepEqual(chain.failures, []);
+  assert.equal(chain.results.length, 12);
+  chain.byFrame.forEach((r, i) => {
+    assert.ok(r, `frame ${i}`);
+    assert.ok(sameBits(r.output.data as Float32Array, local.outputs[i]), `frame ${i} differs from the local run`);
+    assert.equal(r.hopBytes.length, 3);
+    assert.deepEqual(r.hops.map((h) => h.node), ['n1', 'n2']);
+  });
+  assert.ok(!sameBits(local.outputs[0], local.outputs[1]), 'different frames give different outputs');
+});
+
+test('messages of another deployment are dropped and counted; garbage is rejected; the node keeps serving', async () => {
+  const d = await dispatcher.deploy(flat, ['n1', 'n2'], ['conv1']);
+  const client = await mqtt.connectAsync(broker.url);
+  const tensor = encodeTensor({ dtype: 'float32', shape: [1, ...flat.inputShape], data: new Float32Array(32 * 32 * 3) });
+  const dropped = nodes[0].counters.dropped;
+  const rejected = nodes[0].counters.rejected;
+  const input = dispatcher.topics.stageIn(0);
+  await client.publishAsync(input, encodeActivation({ deployment: 'someone-else', frame: 'x', device: 'd', stage: 0, sentAt: 0, hops: [], tensor }), { qos: 1 });
+  await client.publishAsync(input, Buffer.from('not cbor at all'), { qos: 1 });
+  const wrongShape = encodeTensor({ dtype: 'float32', shape: [1, 8], data: new Float32Array(8) });
+  await client.publishAsync(input, encodeActivation({ deployment: d.id, frame: 'y', device: 'd', stage: 0, sentAt: 0, hops: [], tensor: wrongShape }), { qos: 1 });
+  await client.endAsync();
+  const chain = await runChain(d, syntheticFrames(flat.inputShape, 3, 9));
+  assert.equal(chain.results.length, 3);
+  await nodes[0].idle();
+  assert.equal(nodes[0].counters.dropped, dropped + 1);
+  assert.equal(nodes[0].counters.rejected, rejected + 2);
+});
+
+test('a new deployment replaces the stage and frees the old one', async () => {
+  await dispatcher.deploy(flat, ['n1', 'n2'], ['pool']);
+  const tensors = tf.memory().numTensors;
+  for (let i = 0; i < 3; i++) await dispatcher.deploy(flat, ['n1', 'n2'], ['pool']);
+  assert.equal(tf.memory().numTensors, tensors, 'old stages were disposed');
+});
+
+test('weights that do not match their manifest: the node reports failed with the reason, deploy fails naming it', async () => {
+  const client = await mqtt.connectAsync(broker.url);
+  const plan = packageDeployment(flat, dispatcher.topics, { nodes: ['n1', 'n2'], cuts: ['block_out'], chunkBytes: 1024, codec: 'lz4', qos: 1, resultTopic: 'x', pipeline: 'ptest' });
+  const bad = Buffer.from(plan.stages[1].chunks[2]);
+  bad[10] ^= 0xff;
+  plan.stages[1].chunks[2] = bad;
+  const ready = dispatcher.nodes.waitReady(['n1', 'n2'], plan.id, 10_000);
+  await publishDeployment(client, dispatcher.topics, plan);
+  await assert.rejects(ready, (e: Error) => /node 'n2' failed.*weight chunk 2 does not match its sha256/.test(e.message));
+  const status = dispatcher.nodes.statuses.get('n2')!;
+  assert.equal(status.state, 'failed');
+  assert.match(status.reason ?? '', /sha256/);
+  await client.endAsync();
+  // the node recovers with the next good deployment
+  await dispatcher.deploy(flat, ['n1', 'n2'], ['block_out']);
+});
+
+test('nodes that never become ready: a timeout that names them', async () => {
+  const d = new Dispatcher({ ...dispatcherOpts(), readyTimeoutMs: 1500 });
+  await d.connect();
+  await assert.rejects(d.deploy(flat, ['n1', 'ghost'], ['block_out']), (e: Error) => /1 of 2 nodes not ready.*ghost \(never seen on the broker/.test(e.message));
+  await d.close();
+});
+
+test('wrong number of nodes for the cuts, and a node listed twice, are configuration errors', async () => {
+  await assert.rejects(dispatcher.deploy(flat, ['n1'], ['block_out']), /2 stages but 1 nodes/);
+  await assert.rejects(dispatcher.deploy(flat, ['n1', 'n1'], ['block_out']), /listed twice/);
+});
+
+test('a node that goes away is reported offline by its Last Will', async () => {
+  const n = new EdgeNode({ id: 'n9', brokerUrl: broker.url, pipeline: 'ptest', backend: 'wasm', maxMessageBytes: 1 << 20, maxQueue: 4 });
+  await n.start();
+  const client = (n as unknown as { client: mqtt.MqttClient }).client;
+  const watcher = await mqtt.connectAsync(broker.url);
+  const states: string[] = [];
+  watcher.on('message', (_t, p) => p.length && states.push(decodeStatus(p).state));
+  await watcher.subscribeAsync(dispatcher.topics.nodeStatus('n9'));
+  await new Promise((r) => setTimeout(r, 100));
+  client.stream.destroy(); // a dropped link, not a clean close
+  client.options.reconnectPeriod = 0;
+  for (let i = 0; i < 50 && !states.includes('offline'); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual([states[0], states.at(-1)], ['online', 'offline']);
+  await watcher.endAsync();
+  client.end(true);
+});
