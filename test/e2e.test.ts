@@ -1,0 +1,96 @@
+/**
+ * End to end through the `defer` command, every node a real child process.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import mqtt from 'mqtt';
+import { decodeStatus } from '../lib/messages.js';
+import { CLI, ROOT } from './helpers.js';
+
+const run = promisify(execFile);
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+function startProcess(args: string[]): { child: ChildProcess; log: () => string } {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  return { child, log: () => out };
+}
+
+const exited = (c: ChildProcess) => new Promise<number | null>((r) => (c.exitCode !== null ? r(c.exitCode) : c.once('exit', (code) => r(code))));
+
+test('defer up: ResNet50 on 3 node processes, 30 frames, all returned, maxAbsDiffVsLocal 0', { timeout: 300_000 }, async () => {
+  const { stdout } = await run(process.execPath, [CLI, 'up', '--nodes', '3', '--model', 'resnet50', '--frames', '30', '--json', '--port', '0', '--log-level', 'warn'], {
+    cwd: ROOT,
+    maxBuffer: 1 << 24,
+  });
+  const lines = stdout.trim().split('\n');
+  assert.equal(lines.length, 1, 'with --json, stdout is one JSON object');
+  const s = JSON.parse(lines[0]);
+  assert.equal(s.model, 'resnet50');
+  assert.equal(s.stages.length, 3);
+  assert.equal(s.frames, 30);
+  assert.equal(s.framesReturned, 30);
+  assert.deepEqual(s.failures, []);
+  assert.equal(s.maxAbsDiffVsLocal, 0);
+  assert.equal(s.bytesPerFramePerHop.length, 4);
+  assert.equal(s.stages.reduce((a: number, st: { params: number }) => a + st.params, 0), 25_636_712);
+  for (const k of ['throughputFps', 'speedupVsSingleProcess']) assert.ok(Number.isFinite(s[k]) && s[k] > 0, k);
+  assert.ok(s.latencyMs.p95 >= s.latencyMs.p50);
+});
+
+test('defer broker + defer node x2 + defer dispatch as separate processes; clean shutdown leaves nodes offline', { timeout: 120_000 }, async () => {
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  const broker = startProcess(['broker', '--port', String(port)]);
+  for (let i = 0; i < 100 && !broker.log().includes('listening'); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.match(broker.log(), /broker listening at mqtt:\/\/127\.0\.0\.1/);
+  const nodes = ['n1', 'n2'].map((id) => startProcess(['node', '--id', id, '--broker', url, '--pipeline', 'e2e']));
+  const { stdout } = await run(process.execPath, [CLI, 'dispatch', '--model', 'tiny', '--nodes', 'n1,n2', '--cut', 'block_out', '--frames', '10', '--json', '--broker', url, '--pipeline', 'e2e', '--log-level', 'warn'], {
+    cwd: ROOT,
+  });
+  const s = JSON.parse(stdout);
+  assert.equal(s.framesReturned, 10);
+  assert.equal(s.maxAbsDiffVsLocal, 0);
+  assert.deepEqual(s.cuts, ['block_out']);
+  for (const n of nodes) n.child.kill('SIGTERM');
+  assert.deepEqual(await Promise.all(nodes.map((n) => exited(n.child))), [0, 0]);
+  const c = await mqtt.connectAsync(url);
+  const states = new Map<string, string>();
+  c.on('message', (_t, p) => p.length && states.set(decodeStatus(p).node, decodeStatus(p).state));
+  await c.subscribeAsync('defer/e2e/node/+/status');
+  for (let i = 0; i < 50 && states.size < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(Object.fromEntries(states), { n1: 'offline', n2: 'offline' });
+  await c.endAsync();
+  broker.child.kill('SIGTERM');
+  assert.equal(await exited(broker.child), 0);
+});
+
+test('defer model create writes a model that defer plan reads back; bad input exits non-zero with the reason', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'defer-model-'));
+  await run(process.execPath, [CLI, 'model', 'create', 'tiny', '--out', dir]);
+  const { stdout } = await run(process.execPath, [CLI, 'plan', '--model', dir, '--cut', 'block_out', '--json']);
+  const plan = JSON.parse(stdout);
+  assert.equal(plan.params, 2730);
+  assert.deepEqual(plan.stages.map((s: { layerCount: number }) => s.layerCount), [6, 4]);
+  await assert.rejects(run(process.execPath, [CLI, 'plan', '--model', dir, '--cut', 'block_conv_b']), (e: { code: number; stderr: string }) => e.code === 1 && /skip connection/.test(e.stderr));
+  await assert.rejects(run(process.execPath, [CLI, 'plan', '--model', '/no/such/model']), (e: { stderr: string }) => /neither a zoo model/.test(e.stderr));
+  await assert.rejects(run(process.execPath, [CLI, 'up', '--nodes', 'two']), (e: { code: number; stderr: string }) => e.code === 2 && /up\.nodes/.test(e.stderr));
+  await assert.rejects(run(process.execPath, [CLI, 'node']), (e: { stderr: string }) => /needs an id/.test(e.stderr));
+  await assert.rejects(run(process.execPath, [CLI, 'node', '--id', 'n1', '--broker', 'mqtt://127.0.0.1:1', '--backend', 'cpu']), (e: { stderr: string }) => /cannot connect to the MQTT broker/.test(e.stderr));
+  await assert.rejects(run(process.execPath, [CLI, 'node', '--id', 'n1', '--backend', 'tensorflow']), (e: { stderr: string }) => /backend 'tensorflow' is not available: install it with 'npm install @tensorflow\/tfjs-node'/.test(e.stderr));
+});
