@@ -44,7 +44,7 @@ export interface LocalRun {
   wallMs: number;
 }
 
-/** The whole model, one frame after another, in this process (after one warm-up frame). */
+/** The whole model, one frame after another, in this process (after two warm-up frames). */
 export async function runLocal(model: tf.LayersModel, frames: RawTensor[]): Promise<LocalRun> {
   const run = async (f: RawTensor) => {
     const out = tf.tidy(() => model.predict(tf.tensor(f.data as Float32Array, f.shape, 'float32')) as tf.Tensor);
@@ -52,7 +52,8 @@ export async function runLocal(model: tf.LayersModel, frames: RawTensor[]): Prom
     out.dispose();
     return data;
   };
-  if (frames.length) await run(frames[0]);
+  // two warm-up frames: the first call compiles kernels and sizes memory
+  for (const f of frames.slice(0, 2)) await run(f);
   const t0 = performance.now();
   const outputs: Float32Array[] = [];
   for (const f of frames) outputs.push(await run(f));
