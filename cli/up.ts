@@ -45,19 +45,20 @@ export async function runUp(config: DeferConfig, opts: UpOptions = {}): Promise<
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
+    // Model and cuts first: profiling times the model here, so the node processes must not be starting meanwhile.
+    progress(`loading model ${config.dispatcher.model} (backend ${backend})`);
+    const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
+    const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await chooseCuts(flat, ids.length, config.dispatcher.balanceBy);
+    if (cuts.length + 1 !== ids.length) {
+      throw new DeferError('E_CONFIG', `${cuts.length} cuts make ${cuts.length + 1} stages, but --nodes is ${ids.length}: give ${ids.length - 1} cuts, or leave --cut out to have them chosen`);
+    }
+    progress(`cuts: ${cuts.join(', ') || '(none: one stage)'}`);
     nodes.start();
     progress(`started ${ids.length} edge-node processes: ${ids.join(', ')}`);
     const crashed = nodes.firstExit().then(({ id, code }) => {
       if (!stopping) throw new DeferError('E_DEPLOY', `edge node ${id} exited early (code ${code}); see its log lines above`);
     });
     const work = (async () => {
-      progress(`loading model ${config.dispatcher.model} (backend ${backend})`);
-      const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
-      const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await chooseCuts(flat, ids.length, config.dispatcher.balanceBy);
-      if (cuts.length + 1 !== ids.length) {
-        throw new DeferError('E_CONFIG', `${cuts.length} cuts make ${cuts.length + 1} stages, but --nodes is ${ids.length}: give ${ids.length - 1} cuts, or leave --cut out to have them chosen`);
-      }
-      progress(`cuts: ${cuts.join(', ') || '(none: one stage)'}`);
       await dispatcher.connect();
       const deployment = await dispatcher.deploy(flat, ids, cuts);
       const frames = syntheticFrames(flat.inputShape, config.up.frames, config.dispatcher.seed);

@@ -16,6 +16,8 @@ export interface ChainRun {
   results: FrameResult[];
   failures: string[];
   wallMs: number;
+  /** CPU time (user + system) this process spent while the frames ran */
+  cpuMs: number;
 }
 
 let runs = 0;
@@ -23,6 +25,7 @@ let runs = 0;
 /** Stream every frame (bounded in flight by the stream); results are kept in frame order. */
 export async function runChain(d: Deployment, frames: RawTensor[], onResult?: (done: number) => void): Promise<ChainRun> {
   const run = ++runs;
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   let done = 0;
   const settled = await Promise.allSettled(
@@ -34,9 +37,10 @@ export async function runChain(d: Deployment, frames: RawTensor[], onResult?: (d
     ),
   );
   const wallMs = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
   const byFrame = settled.map((s) => (s.status === 'fulfilled' ? s.value : undefined));
   const failures = settled.flatMap((s) => (s.status === 'rejected' ? [(s.reason as Error).message] : []));
-  return { byFrame, results: byFrame.filter((r): r is FrameResult => r !== undefined), failures, wallMs };
+  return { byFrame, results: byFrame.filter((r): r is FrameResult => r !== undefined), failures, wallMs, cpuMs: (cpu.user + cpu.system) / 1000 };
 }
 
 export interface LocalRun {
@@ -85,6 +89,8 @@ export interface RunSummary {
   /** mean bytes on the wire per frame, for each hop: dispatcher -> stage 0, ..., last stage -> dispatcher */
   bytesPerFramePerHop: { hop: string; bytes: number; rawBytes: number }[];
   deployMs: number;
+  /** CPU ms per frame of the dispatcher's process while streaming (with `defer up`, the broker runs there too) */
+  dispatcherCpuMsPerFrame: number;
   singleProcess: { throughputFps: number; msPerFrame: number } | null;
   speedupVsSingleProcess: number | null;
   maxAbsDiffVsLocal: number | null;
@@ -135,6 +141,7 @@ export function summarise(modelName: string, backend: string, flat: FlatModel, d
     latencyMs: { p50: round(percentile(lat, 50), 1), p95: round(percentile(lat, 95), 1), mean: round(mean(lat), 1), max: round(Math.max(...lat), 1) },
     bytesPerFramePerHop,
     deployMs: round(d.deployMs, 0),
+    dispatcherCpuMsPerFrame: round(chain.cpuMs / Math.max(1, frames.length), 1),
     singleProcess: single,
     speedupVsSingleProcess: single && throughputFps ? round(throughputFps / single.throughputFps, 3) : null,
     maxAbsDiffVsLocal: diff,
@@ -155,7 +162,7 @@ export function formatSummary(s: RunSummary): string {
       (s.singleProcess ? ` (single process: ${s.singleProcess.throughputFps} frames/s, ${s.singleProcess.msPerFrame} ms/frame; speed-up ${s.speedupVsSingleProcess}x)` : ''),
     `  latency: p50 ${s.latencyMs.p50} ms, p95 ${s.latencyMs.p95} ms`,
     `  bytes per frame per hop: ${s.bytesPerFramePerHop.map((h) => `${h.hop}: ${kb(h.bytes)} (raw ${kb(h.rawBytes)})`).join('; ')}`,
-    `  deployment took ${(s.deployMs / 1000).toFixed(1)} s`,
+    `  deployment took ${(s.deployMs / 1000).toFixed(1)} s; dispatcher CPU ${s.dispatcherCpuMsPerFrame} ms/frame`,
     `  maxAbsDiffVsLocal: ${s.maxAbsDiffVsLocal === null ? 'not measured (--no-baseline)' : s.maxAbsDiffVsLocal}`,
   ];
   return lines.join('\n');

@@ -315,7 +315,10 @@ export class EdgeNode {
     hop.sentAt = now();
     const body = encodeActivation({ deployment: a.deployment, frame: msg.frame, device: msg.device, stage: a.stage + 1, sentAt: msg.sentAt, hops, tensor });
     this.counters.frames++;
-    await publish(this.client!, a.outputTopic, body, { qos: a.qos });
+    // Not awaited: waiting for the broker's PUBACK would idle this node for a round trip on every frame.
+    this.client!.publish(a.outputTopic, body, { qos: a.qos }, (err) => {
+      if (err) log.warn(`cannot publish frame ${msg.frame} to ${a.outputTopic}: ${err.message}`);
+    });
   }
 
   /** Resolves when the input queue is empty (for tests and clean shutdown). */

@@ -1,13 +1,12 @@
 /**
  * Measured cost of a model on this process's backend: the model is cut at
  * every valid cut point, each segment is built as its own model and timed
- * (after a warm-up run), and its median time is charged to its last layer.
+ * (after a warm-up run), and its fastest time is charged to its last layer.
  * Balancing stages on these figures beats balancing on estimated FLOPs,
  * because layers differ in time per FLOP (early, wide convolutions are slower).
  */
 import { tf } from './engine.js';
 import { buildStageModel, type FlatModel } from './partition.js';
-import { percentile } from './stats.js';
 
 export interface SegmentProfile {
   /** per layer: the measured ms of the segment that ends at it, 0 for other layers */
@@ -15,7 +14,7 @@ export interface SegmentProfile {
   totalMs: number;
 }
 
-export async function profileSegments(flat: FlatModel, repeats = 3): Promise<SegmentProfile> {
+export async function profileSegments(flat: FlatModel, repeats = 5): Promise<SegmentProfile> {
   const layerMs = new Array<number>(flat.graph.layers.length).fill(0);
   const index = new Map(flat.graph.layers.map((l, i) => [l.name, i]));
   for (const plan of flat.plan(flat.validCutNames())) {
@@ -32,7 +31,8 @@ export async function profileSegments(flat: FlatModel, repeats = 3): Promise<Seg
     }
     input.dispose();
     model.dispose();
-    layerMs[index.get(plan.last)!] = percentile(times, 50);
+    // the minimum: noise on a shared machine only ever adds time
+    layerMs[index.get(plan.last)!] = Math.min(...times);
   }
   return { layerMs, totalMs: layerMs.reduce((a, b) => a + b, 0) };
 }
