@@ -7,9 +7,13 @@ import { minMaxCuts } from '../lib/graph.js';
 import { loadModel } from '../lib/model-source.js';
 import { FlatModel } from '../lib/partition.js';
 import { prng } from '../lib/zoo.js';
+import { profileSegments } from '../lib/profile.js';
+import { chooseCuts } from '../lib/choose-cuts.js';
+import { setLogLevel } from '../lib/log.js';
 import { REAL_MODELS, predict, runChained, sameBits } from './helpers.js';
 
 before(async () => {
+  setLogLevel('warn');
   await initEngine('wasm');
 });
 
@@ -104,4 +108,16 @@ test('minMaxCuts is exact: it matches brute force on random costs', () => {
     assert.ok(got.every((c) => valid.includes(c)));
     assert.equal(bottleneck(cost, got), best, JSON.stringify({ cost, valid, stages, got }));
   }
+});
+
+test('measured-time profile: every segment between valid cuts is timed, and chosen cuts are valid', async () => {
+  const { flat } = await flatOf('tiny');
+  const profile = await profileSegments(flat, 2);
+  const ends = [...flat.cuts.valid, flat.graph.layers.length - 1];
+  ends.forEach((i) => assert.ok(profile.layerMs[i] > 0, `segment ending at ${flat.graph.layers[i].name} was timed`));
+  profile.layerMs.forEach((ms, i) => assert.ok(ends.includes(i) || ms === 0));
+  const cuts = await chooseCuts(flat, 3, 'time');
+  assert.equal(cuts.length, 2);
+  assert.doesNotThrow(() => flat.plan(cuts));
+  assert.deepEqual(await chooseCuts(flat, 1, 'time'), []);
 });
