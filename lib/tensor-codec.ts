@@ -155,8 +155,3 @@ export function decodeTensor(w: unknown, maxBytes = DEFAULT_MAX_TENSOR_BYTES): R
   const Ctor = DTYPES[dtype];
   return { dtype, shape: [...shape], data: new Ctor(bytes.buffer as ArrayBuffer, bytes.byteOffset, expected / width) as TypedArray };
 }
-
-/** Bytes on the wire for this tensor's body. */
-export function wireBytes(w: WireTensor): number {
-  return w.data.byteLength;
-}
