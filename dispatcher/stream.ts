@@ -45,7 +45,7 @@ export class FrameStream {
   private slots: (() => void)[] = [];
   private inFlight = 0;
   private readonly onMessage = (topic: string, payload: Buffer) => this.handle(topic, payload);
-  /** results for frames this stream does not know (late, duplicate or foreign) */
+  /** results this stream does not know (late, duplicate, foreign, or not from the last stage) */
   unmatched = 0;
 
   constructor(
@@ -75,7 +75,7 @@ export class FrameStream {
     try {
       const msg = decodeActivation(payload, this.opts.maxMessageBytes);
       const p = this.pending.get(msg.frame);
-      if (!p || msg.deployment !== this.target.deployment) {
+      if (!p || msg.deployment !== this.target.deployment || msg.stage !== this.target.stageCount) {
         this.unmatched++;
         return;
       }
