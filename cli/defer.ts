@@ -122,7 +122,7 @@ const commands: Record<string, Command> = {
         if (config.up.frames > 0) {
           const frames = syntheticFrames(flat.inputShape, config.up.frames, config.dispatcher.seed);
           const local = config.up.baseline ? await runLocal(flat.model, frames) : null;
-          const s = summarise(config.dispatcher.model, backend, flat, dep, frames, await runChain(dep, frames), local);
+          const s = summarise(config.dispatcher.model, backend, dep, frames, await runChain(dep, frames), local);
           printSummary(s, config.up.json);
           if (s.framesReturned !== s.frames) process.exitCode = 1;
         }

@@ -76,7 +76,7 @@ export async function runUp(config: DeferConfig, opts: UpOptions = {}): Promise<
           progress(`  results: ${done}/${frames.length}`);
         }
       });
-      const summary = summarise(config.dispatcher.model, backend, flat, deployment, frames, chain, local);
+      const summary = summarise(config.dispatcher.model, backend, deployment, frames, chain, local);
       flat.model.dispose();
       return summary;
     })();

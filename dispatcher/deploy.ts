@@ -69,7 +69,7 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
         stageCount: plans.length,
         topology: JSON.stringify(flat.stageTopology(plan)),
         inputShape: plan.inputShape,
-        inputDtype: k === 0 ? flat.inputDtype : 'float32',
+        inputDtype: plan.inputDtype,
         manifest,
         inputTopic: topics.stageIn(k),
         outputTopic: k === plans.length - 1 ? opts.resultTopic : topics.stageIn(k + 1),

@@ -4,7 +4,6 @@
  * print.
  */
 import { tf } from '../lib/engine.js';
-import type { FlatModel } from '../lib/partition.js';
 import { maxAbsDiff, mean, percentile, round } from '../lib/stats.js';
 import type { RawTensor } from '../lib/tensor-codec.js';
 import type { Deployment } from './dispatcher.js';
@@ -96,7 +95,7 @@ export interface RunSummary {
   maxAbsDiffVsLocal: number | null;
 }
 
-export function summarise(modelName: string, backend: string, flat: FlatModel, d: Deployment, frames: RawTensor[], chain: ChainRun, local: LocalRun | null): RunSummary {
+export function summarise(modelName: string, backend: string, d: Deployment, frames: RawTensor[], chain: ChainRun, local: LocalRun | null): RunSummary {
   const stages = d.plan.stages;
   const res = chain.results;
   const lat = res.map((r) => r.latencyMs);

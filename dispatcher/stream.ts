@@ -4,6 +4,7 @@
  * with its end-to-end latency and the bytes it took on every hop.
  */
 import type { MqttClient } from 'mqtt';
+import { now } from '../lib/clock.js';
 import { DeferError, errorMessage } from '../lib/errors.js';
 import { log } from '../lib/log.js';
 import { type Hop, decodeActivation, encodeActivation } from '../lib/messages.js';
@@ -36,8 +37,6 @@ interface Pending {
   resolve(r: FrameResult): void;
   reject(e: Error): void;
 }
-
-const now = () => performance.timeOrigin + performance.now();
 
 export class FrameStream {
   private pending = new Map<string, Pending>();

@@ -5,6 +5,7 @@
  */
 import type { MqttClient } from 'mqtt';
 import { initEngine, tf, type BackendChoice } from '../lib/engine.js';
+import { now } from '../lib/clock.js';
 import { DeferError, errorMessage } from '../lib/errors.js';
 import { log } from '../lib/log.js';
 import {
@@ -55,8 +56,6 @@ interface Stage {
   assignment: Assignment;
   model: tf.LayersModel;
 }
-
-const now = () => performance.timeOrigin + performance.now();
 
 export class EdgeNode {
   readonly opts: EdgeNodeOptions;
@@ -278,6 +277,7 @@ export class EdgeNode {
 
   private async compute(stage: Stage, payload: Buffer, recvAt: number): Promise<void> {
     const a = stage.assignment;
+    const t0 = now();
     const msg: Activation = decodeActivation(payload, this.opts.maxMessageBytes);
     if (msg.deployment !== a.deployment) {
       this.counters.dropped++;
@@ -285,7 +285,6 @@ export class EdgeNode {
       return;
     }
     if (msg.stage !== a.stage) throw new DeferError('E_ENVELOPE', `activation for stage ${msg.stage} arrived at stage ${a.stage}`);
-    const t0 = now();
     const input = decodeTensor(msg.tensor, this.opts.maxMessageBytes * 8);
     const want = a.inputShape;
     const got = input.shape;

@@ -35,6 +35,8 @@ export interface StagePlan {
   /** name of this stage's last layer */
   last: string;
   inputShape: number[];
+  /** the model's input dtype for stage 0; activations (float32) after it */
+  inputDtype: DType;
   outputShape: number[];
   params: number;
   weightBytes: number;
@@ -167,6 +169,7 @@ export class FlatModel {
         after,
         last: last.name,
         inputShape: k === 0 ? this.inputShape : this.layers[bounds[k]].outputShape,
+        inputDtype: k === 0 ? this.inputDtype : 'float32',
         outputShape: last.outputShape,
         params: infos.reduce((s, l) => s + l.params, 0),
         weightBytes: infos.reduce((s, l) => s + l.weightBytes, 0),
@@ -187,7 +190,7 @@ export class FlatModel {
     const input: FlatLayer = {
       name: inputName,
       className: 'InputLayer',
-      config: { batch_input_shape: [null, ...plan.inputShape], dtype: this.inputDtypeOf(plan), sparse: false, name: inputName },
+      config: { batch_input_shape: [null, ...plan.inputShape], dtype: plan.inputDtype, sparse: false, name: inputName },
       inputs: [],
     };
     const rewired = layers.map((l) => ({ ...l, inputs: l.inputs.map((i) => (i === plan.after ? inputName : i)) }));
@@ -197,10 +200,6 @@ export class FlatModel {
       }
     }
     return toModelTopology(`stage_${plan.index}`, [input, ...rewired], inputName, plan.last);
-  }
-
-  private inputDtypeOf(plan: StagePlan): DType {
-    return plan.index === 0 ? this.inputDtype : 'float32';
   }
 
   /** The weights of one stage as one little-endian blob and its specs. */
