@@ -6,18 +6,18 @@ import { writeFile } from 'node:fs/promises';
 import { startBroker } from '../broker/broker.js';
 import { configurationDoc } from '../config/schema.js';
 import { Dispatcher } from '../dispatcher/dispatcher.js';
-import { formatSummary, runChain, runLocal, summarise } from '../dispatcher/run-frames.js';
+import { deployAndRun } from '../dispatcher/run-deployment.js';
 import { EdgeNode } from '../edge-node/edge-node.js';
 import { initEngine } from '../lib/engine.js';
 import { chooseCuts } from '../lib/choose-cuts.js';
 import { DeferError, errorMessage } from '../lib/errors.js';
-import { syntheticFrames } from '../lib/frames.js';
 import { log, setLogPrefix } from '../lib/log.js';
 import { saveLayersModel } from '../lib/model-io.js';
 import { loadFlatModel } from '../lib/model-source.js';
 import { createZooModel, ZOO_NAMES } from '../lib/zoo.js';
 import { type FlagSpec, helpText, parseCommand } from './args.js';
-import { formatPlan, planReport } from './plan-table.js';
+import { autoPlanReport, formatAutoPlan, formatPlan, planReport } from './plan-table.js';
+import { autoPlan, fetchCapabilities } from '../dispatcher/auto-plan.js';
 import { printSummary, runUp } from './up.js';
 
 const MODEL: FlagSpec = { key: 'dispatcher.model', type: 'string', help: `zoo name (${ZOO_NAMES.join(', ')}) or model.json path` };
@@ -26,6 +26,17 @@ const FRAMES: FlagSpec = { key: 'up.frames', type: 'string', number: true, help:
 const JSON_FLAG: FlagSpec = { key: 'up.json', type: 'boolean', help: 'print the summary as one JSON object on stdout' };
 const NO_BASELINE: FlagSpec = { key: 'up.baseline', type: 'boolean', negate: true, help: 'skip the single-process baseline' };
 const SEED: FlagSpec = { key: 'dispatcher.seed', type: 'string', number: true, help: 'seed of zoo weights and frames' };
+
+const PLANNER: Record<string, FlagSpec> = {
+  auto: { key: 'planner.auto', type: 'boolean', help: 'choose cuts and node order from the model profile and the nodes\' measured speeds' },
+  speeds: { key: 'planner.speeds', type: 'string', help: 'relative node speeds instead of their calibration, e.g. 1,0.5,1' },
+  memory: { key: 'planner.memoryMb', type: 'string', help: 'memory per node in MB (one per node, or one for all)' },
+  bandwidth: { key: 'planner.bandwidthMbps', type: 'string', help: 'link bandwidth per node in Mbit/s (one per node, or one for all)' },
+  latency: { key: 'planner.latencyMs', type: 'string', help: 'link latency per node in ms (one per node, or one for all)' },
+  order: { key: 'planner.order', type: 'string', help: 'best | given: may the planner reorder the nodes' },
+  refresh: { key: 'planner.refresh', type: 'boolean', help: 'profile the model again, ignoring a cached profile' },
+};
+const REPLAN: FlagSpec = { key: 'planner.replan', type: 'boolean', help: 'after the frames, re-plan from the measured stage times, redeploy and run again' };
 
 interface Command {
   usage: string;
@@ -36,12 +47,15 @@ interface Command {
 
 const commands: Record<string, Command> = {
   up: {
-    usage: 'defer up [--nodes N] [--model M] [--cut a,b] [--frames F] [--json]',
+    usage: 'defer up [--nodes N] [--model M] [--cut a,b | --auto [--replan]] [--frames F] [--json]',
     about: 'Run a whole local deployment: embedded broker, N edge-node processes, dispatcher, synthetic frames; print a summary.',
     flags: {
       nodes: { key: 'up.nodes', type: 'string', number: true, help: 'edge-node processes (= stages)' },
       model: MODEL,
       cut: CUT,
+      ...PLANNER,
+      replan: REPLAN,
+      slowdown: { key: 'up.slowdown', type: 'string', help: 'slow-down factor per node, e.g. 1,2,1 (the second node twice as slow)' },
       frames: FRAMES,
       json: JSON_FLAG,
       'no-baseline': NO_BASELINE,
@@ -78,7 +92,10 @@ const commands: Record<string, Command> = {
   node: {
     usage: 'defer node --id ID [--broker URL]',
     about: 'Run an edge node: take a stage from the dispatcher and compute it, until SIGINT or SIGTERM.',
-    flags: { id: { key: 'node.id', type: 'string', help: 'node id (unique in the pipeline)' } },
+    flags: {
+      id: { key: 'node.id', type: 'string', help: 'node id (unique in the pipeline)' },
+      slowdown: { key: 'node.slowdown', type: 'string', number: true, help: 'artificial slow-down factor (>= 1), to test plans on unequal devices' },
+    },
     async run(argv) {
       const { config } = parseCommand(argv, this.flags);
       if (!config.node.id) throw new DeferError('E_CONFIG', 'defer node needs an id: --id n1 (or node.id in the config file, or DEFER_NODE_ID)');
@@ -90,6 +107,7 @@ const commands: Record<string, Command> = {
         backend: config.backend,
         maxMessageBytes: config.dispatcher.maxMessageBytes,
         maxQueue: config.node.maxQueue,
+        slowdown: config.node.slowdown,
       });
       await node.start();
       await waitForSignal(process.env.DEFER_EXIT_WITH_PARENT === '1');
@@ -97,12 +115,14 @@ const commands: Record<string, Command> = {
     },
   },
   dispatch: {
-    usage: 'defer dispatch --model M --nodes n1,n2,n3 [--cut a,b] [--frames F] [--json]',
+    usage: 'defer dispatch --model M --nodes n1,n2,n3 [--cut a,b | --auto [--replan]] [--frames F] [--json]',
     about: 'Deploy a model onto running edge nodes, wait until they are ready, then stream F synthetic frames (0: none) and print a summary.',
     flags: {
       model: MODEL,
       nodes: { key: 'dispatcher.nodes', type: 'string', list: true, help: 'node ids in chain order, one per stage' },
       cut: CUT,
+      ...PLANNER,
+      replan: REPLAN,
       frames: FRAMES,
       json: JSON_FLAG,
       'no-baseline': NO_BASELINE,
@@ -114,17 +134,21 @@ const commands: Record<string, Command> = {
       if (!nodes.length) throw new DeferError('E_CONFIG', 'defer dispatch needs the node ids: --nodes n1,n2,n3 (one per stage, in chain order)');
       const backend = await initEngine(config.backend);
       const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
-      const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await chooseCuts(flat, nodes.length, config.dispatcher.balanceBy);
+      const progress = (l: string) => log.info(l);
       const d = new Dispatcher({ ...config.dispatcher, brokerUrl: config.broker.url, pipeline: config.pipeline });
       await d.connect();
       try {
-        const dep = await d.deploy(flat, nodes, cuts);
+        const caps = config.planner.auto && !config.planner.speeds.length ? await d.nodes.waitCapabilities(nodes, config.planner.onlineTimeoutMs) : undefined;
         if (config.up.frames > 0) {
-          const frames = syntheticFrames(flat.inputShape, config.up.frames, config.dispatcher.seed);
-          const local = config.up.baseline ? await runLocal(flat.model, frames) : null;
-          const s = summarise(config.dispatcher.model, backend, dep, frames, await runChain(dep, frames), local);
+          const s = await deployAndRun(d, { config, backend, flat, ids: nodes, caps, progress });
           printSummary(s, config.up.json);
           if (s.framesReturned !== s.frames) process.exitCode = 1;
+        } else if (config.planner.auto) {
+          const a = await autoPlan(flat, config, backend, nodes, caps, progress);
+          await d.deploy(flat, a.plan.order, a.plan.cuts);
+        } else {
+          const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await chooseCuts(flat, nodes.length, config.dispatcher.balanceBy);
+          await d.deploy(flat, nodes, cuts);
         }
       } finally {
         await d.close();
@@ -132,11 +156,13 @@ const commands: Record<string, Command> = {
     },
   },
   plan: {
-    usage: 'defer plan --model M [--cut a,b,c | --stages K] [--list-cuts] [--json]',
-    about: 'Show how a model splits into stages: layers, parameters, weight bytes, FLOPs, output shape and bytes per stage.',
+    usage: 'defer plan --model M [--cut a,b,c | --stages K | --auto --nodes n1,n2 [--speeds 1,0.5]] [--list-cuts] [--json]',
+    about: 'Show how a model splits into stages: layers, parameters, weight bytes, FLOPs, output shape and bytes per stage; with --auto, the cuts and node order the planner chooses, with predicted times.',
     flags: {
       model: MODEL,
       cut: CUT,
+      nodes: { key: 'dispatcher.nodes', type: 'string', list: true, help: 'node ids (with --auto): online nodes, or as many as --speeds' },
+      ...PLANNER,
       stages: { type: 'string', help: 'number of balanced stages, when no --cut is given (default 2)' },
       'list-cuts': { type: 'boolean', help: 'list every valid cut point' },
       json: { type: 'boolean', help: 'print JSON' },
@@ -144,10 +170,25 @@ const commands: Record<string, Command> = {
     },
     async run(argv) {
       const { config, flags } = parseCommand(argv, this.flags);
-      await initEngine(config.backend);
+      const backend = await initEngine(config.backend);
       const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
       const stages = flags.stages === undefined ? 2 : Number(flags.stages);
       if (!Number.isInteger(stages) || stages < 1) throw new DeferError('E_CONFIG', `--stages must be a positive integer, got '${String(flags.stages)}'`);
+      if (config.planner.auto) {
+        const { speeds } = config.planner;
+        let ids = config.dispatcher.nodes;
+        if (!ids.length && speeds.length) ids = speeds.map((_, i) => `n${i + 1}`);
+        if (!ids.length && flags.stages !== undefined) {
+          ids = Array.from({ length: stages }, (_, i) => `n${i + 1}`);
+          config.planner.speeds = ids.map(() => 1);
+        }
+        if (!ids.length) throw new DeferError('E_CONFIG', 'defer plan --auto needs the nodes: --nodes n1,n2 (their calibration is read from the broker), or --speeds 1,0.5 (one per node), or --stages K (K equal nodes)');
+        const caps = config.planner.speeds.length ? undefined : await fetchCapabilities(config.broker.url, config.pipeline, ids, config.planner.onlineTimeoutMs);
+        const report = autoPlanReport(config.dispatcher.model, flat, await autoPlan(flat, config, backend, ids, caps));
+        process.stdout.write(flags.json ? JSON.stringify(report) + '\n' : formatAutoPlan(report));
+        flat.model.dispose();
+        return;
+      }
       const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await chooseCuts(flat, stages, config.dispatcher.balanceBy);
       const report = planReport(config.dispatcher.model, flat, flat.plan(cuts));
       if (flags.json) process.stdout.write(JSON.stringify(report) + '\n');

@@ -18,6 +18,8 @@ export interface NodeProcessOptions {
   /** where child log lines go (default: this process's stderr) */
   onLine?: (id: string, line: string) => void;
   extraArgs?: string[];
+  /** arguments for one node only (e.g. its --slowdown) */
+  argsFor?: (id: string) => string[];
 }
 
 export class NodeProcesses {
@@ -26,10 +28,15 @@ export class NodeProcesses {
 
   constructor(readonly opts: NodeProcessOptions) {}
 
-  start(): void {
+  /** Start the nodes `ids` (default: all of them not yet started). */
+  start(ids: string[] = this.opts.ids.filter((id) => !this.children.has(id))): void {
     const onLine = this.opts.onLine ?? ((id: string, line: string) => process.stderr.write(`[${id}] ${line}\n`));
-    for (const id of this.opts.ids) {
-      const args = [CLI_PATH, 'node', '--id', id, '--broker', this.opts.brokerUrl, '--pipeline', this.opts.pipeline, '--backend', this.opts.backend, '--log-level', this.opts.logLevel, ...(this.opts.extraArgs ?? [])];
+    for (const id of ids) {
+      const args = [
+        CLI_PATH, 'node', '--id', id, '--broker', this.opts.brokerUrl, '--pipeline', this.opts.pipeline, '--backend', this.opts.backend, '--log-level', this.opts.logLevel,
+        ...(this.opts.extraArgs ?? []),
+        ...(this.opts.argsFor?.(id) ?? []),
+      ];
       const child = spawn(process.execPath, args, {
         stdio: ['pipe', 'ignore', 'pipe'],
         env: { ...process.env, DEFER_EXIT_WITH_PARENT: '1' },
@@ -41,6 +48,11 @@ export class NodeProcesses {
         new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null)))),
       );
     }
+  }
+
+  /** Resolves with the exit code of node `id` when it exits. */
+  exitOf(id: string): Promise<number | null> {
+    return this.exits.get(id) ?? new Promise(() => undefined);
   }
 
   /** Resolves with the id and exit code of the first child that exits. */

@@ -1,5 +1,7 @@
 /** `defer plan` output: one row per stage. */
+import type { AutoPlan } from '../dispatcher/auto-plan.js';
 import type { FlatModel, StagePlan } from '../lib/partition.js';
+import type { PipelinePlan, PlannedStage } from '../lib/planner.js';
 
 export interface PlanReport {
   model: string;
@@ -21,9 +23,9 @@ export function planReport(model: string, flat: FlatModel, plans: StagePlan[]): 
   };
 }
 
-function table(header: string[], rows: string[][]): string {
+function table(header: string[], rows: string[][], textColumns = 2): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (r: string[]) => r.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const line = (r: string[]) => r.map((c, i) => (i < textColumns ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
@@ -44,6 +46,74 @@ export function formatPlan(r: PlanReport): string {
     `cuts: ${r.cuts.join(', ') || '(none)'}`,
     '',
     table(['stage', 'layers', 'count', 'params', 'weight MB', 'GFLOPs', 'output shape', 'output KiB'], rows),
+    '',
+  ].join('\n');
+}
+
+export interface AutoPlanReport {
+  model: string;
+  profile: { path: string; cached: boolean; backend: string; totalMs: number; calibrationMs: number };
+  nodes: { id: string; speed: number; memoryMB: number | null; bandwidthMbps: number | null; latencyMs: number; host: string | null }[];
+  cuts: string[];
+  order: string[];
+  stages: (PlannedStage & { params: number })[];
+  bottleneck: string;
+  bottleneckMs: number;
+  predictedThroughputFps: number;
+  predictedLatencyMs: number;
+  hostLoadMs: PipelinePlan['hostLoadMs'];
+  ordersTried: number;
+}
+
+export function autoPlanReport(model: string, flat: FlatModel, a: AutoPlan): AutoPlanReport {
+  const plans = flat.plan(a.plan.cuts);
+  const p = a.plan;
+  return {
+    model,
+    profile: { path: a.profilePath, cached: a.profileCached, backend: a.profile.backend, totalMs: a.profile.totalMs, calibrationMs: a.profile.calibration.calibrationMs },
+    nodes: a.nodes.map((n) => ({
+      id: n.id,
+      speed: 1 / n.timeFactor,
+      memoryMB: n.memoryBytes === undefined ? null : n.memoryBytes / 1e6,
+      bandwidthMbps: n.bandwidthMbps ?? null,
+      latencyMs: n.latencyMs ?? 0,
+      host: n.host ?? null,
+    })),
+    cuts: p.cuts,
+    order: p.order,
+    stages: p.stages.map((s, i) => ({ ...s, params: plans[i].params })),
+    bottleneck: p.bottleneck,
+    bottleneckMs: p.bottleneckMs,
+    predictedThroughputFps: p.predictedThroughputFps,
+    predictedLatencyMs: p.predictedLatencyMs,
+    hostLoadMs: p.hostLoadMs,
+    ordersTried: p.ordersTried,
+  };
+}
+
+export function formatAutoPlan(r: AutoPlanReport): string {
+  const f1 = (x: number) => x.toFixed(1);
+  const rows = r.stages.map((s) => [
+    String(s.index),
+    s.node,
+    `${s.firstLayer} .. ${s.lastLayer}`,
+    String(s.layerCount),
+    s.params.toLocaleString('en'),
+    (s.weightBytes / 1e6).toFixed(2),
+    f1(s.computeMs),
+    (s.outputBytes / 1024).toFixed(1),
+    f1(s.transferMs),
+  ]);
+  const nodes = r.nodes.map((n) => `${n.id} speed ${n.speed.toFixed(2)}${n.memoryMB !== null ? `, ${n.memoryMB.toFixed(0)} MB` : ''}${n.bandwidthMbps !== null ? `, ${n.bandwidthMbps} Mbit/s` : ''}${n.latencyMs ? `, ${n.latencyMs} ms` : ''}${n.host ? ` on ${n.host}` : ''}`);
+  return [
+    `${r.model}: profile ${r.profile.cached ? 'from cache' : 'measured'} on ${r.profile.backend} (whole model ${f1(r.profile.totalMs)} ms here), ${r.profile.path}`,
+    `nodes: ${nodes.join('; ')}`,
+    `cuts: ${r.cuts.join(', ') || '(none)'}   chain: ${r.order.join(' -> ')}   (${r.ordersTried} node orders tried)`,
+    '',
+    table(['stage', 'node', 'layers', 'count', 'params', 'weight MB', 'predicted ms', 'output KiB', 'transfer ms'], rows, 3),
+    '',
+    `predicted throughput: ${r.predictedThroughputFps.toFixed(2)} frames/s (bottleneck: ${r.bottleneck}, ${f1(r.bottleneckMs)} ms/frame); latency ${f1(r.predictedLatencyMs)} ms`,
+    ...r.hostLoadMs.map((h) => `shared host ${h.host}: ${h.nodes.join(', ')} on ${h.cores} cores, ${f1(h.ms)} ms of CPU per core per frame`),
     '',
   ].join('\n');
 }

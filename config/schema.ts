@@ -30,6 +30,22 @@ convict.addFormat({
 });
 
 convict.addFormat({
+  name: 'number-list',
+  validate(v: unknown) {
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'number' || !Number.isFinite(x) || x < 0)) throw new Error('must be a list of numbers >= 0, comma separated');
+  },
+  coerce: (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean).map(Number),
+});
+
+convict.addFormat({
+  name: 'factor',
+  validate(v: unknown) {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 1 || v > 1000) throw new Error('must be a number from 1 to 1000');
+  },
+  coerce: Number,
+});
+
+convict.addFormat({
   name: 'topic-name',
   validate(v: unknown) {
     if (typeof v !== 'string' || !NAME.test(v)) throw new Error('must be 1-64 letters, digits, _ . - (it becomes a topic level)');
@@ -60,6 +76,7 @@ export const schema = {
   node: {
     id: { doc: 'Id of this edge node (defer node): a topic level, unique in the pipeline.', format: String, default: '', env: 'DEFER_NODE_ID' },
     maxQueue: { doc: 'Activations a node holds while busy; more are dropped and counted.', format: int(1, 100_000), default: 64, env: 'DEFER_NODE_MAX_QUEUE' },
+    slowdown: { doc: 'Artificial slow-down factor (>= 1): after each frame, and in its calibration, the node idles (factor - 1) times its compute time. For testing plans on unequal devices.', format: 'factor', default: 1, env: 'DEFER_NODE_SLOWDOWN' },
   },
   dispatcher: {
     model: { doc: 'Model: a zoo name (tiny, resnet50, mobilenet) or the path of a model.json or its folder.', format: String, default: 'resnet50', env: 'DEFER_MODEL' },
@@ -75,7 +92,23 @@ export const schema = {
     codec: { doc: 'Activation codec: lz4 (lossless, compressed) or none (raw bytes).', format: ['lz4', 'none'], default: 'lz4', env: 'DEFER_CODEC' },
     qos: { doc: 'MQTT QoS of activations (0 or 1).', format: [0, 1], default: 1, env: 'DEFER_QOS' },
   },
+  planner: {
+    auto: { doc: 'Plan the pipeline from measured figures: profile the model (cached), read each node\'s calibration (or planner.speeds), choose cuts and node order that minimise the bottleneck.', format: Boolean, default: false, env: 'DEFER_PLANNER_AUTO' },
+    speeds: { doc: 'Relative speed of each node, in the order of the nodes (1: as fast as the planning machine, 0.5: twice as slow). Empty: each node\'s own calibration.', format: 'number-list', default: [] as number[], env: 'DEFER_PLANNER_SPEEDS' },
+    memoryMb: { doc: 'Memory each node can give its stage, MB, one value per node or one for all. Empty: the free memory each node reports.', format: 'number-list', default: [] as number[], env: 'DEFER_PLANNER_MEMORY_MB' },
+    bandwidthMbps: { doc: 'Bandwidth of each node\'s link to the broker, Mbit/s, one value per node or one for all; 0 or empty: loopback (not a limit).', format: 'number-list', default: [] as number[], env: 'DEFER_PLANNER_BANDWIDTH_MBPS' },
+    latencyMs: { doc: 'One-way latency of each node\'s link, ms, one value per node or one for all; empty: 0.', format: 'number-list', default: [] as number[], env: 'DEFER_PLANNER_LATENCY_MS' },
+    dispatcherBandwidthMbps: { doc: 'Bandwidth of the dispatcher\'s link (frames out, results in), Mbit/s; 0: loopback.', format: int(0, 1_000_000), default: 0, env: 'DEFER_PLANNER_DISPATCHER_BANDWIDTH_MBPS' },
+    relayMsPerMB: { doc: 'CPU ms the broker and dispatcher spend per MB of messages relayed, charged to their host when nodes share it (measured with defer up on a 2-core VM).', format: int(0, 10_000), default: 2, env: 'DEFER_PLANNER_RELAY_MS_PER_MB' },
+    relayMsPerMessage: { doc: 'CPU ms the broker and dispatcher spend per message relayed (a frame makes stages + 1), as relayMsPerMB.', format: int(0, 10_000), default: 4, env: 'DEFER_PLANNER_RELAY_MS_PER_MESSAGE' },
+    order: { doc: 'best: try every order of the nodes along the chain; given: keep the order of dispatcher.nodes.', format: ['best', 'given'], default: 'best', env: 'DEFER_PLANNER_ORDER' },
+    cacheDir: { doc: 'Where profiles of zoo models are cached (profiles of model files are cached beside the model.json); empty: ~/.cache/defer.', format: String, default: '', env: 'DEFER_PLANNER_CACHE_DIR' },
+    refresh: { doc: 'Profile the model again even when a cached profile exists.', format: Boolean, default: false, env: 'DEFER_PLANNER_REFRESH' },
+    replan: { doc: 'After the frames, compare measured stage times with predicted ones, re-plan with the measured figures, redeploy if the plan changed, and run the frames again.', format: Boolean, default: false, env: 'DEFER_PLANNER_REPLAN' },
+    onlineTimeoutMs: { doc: 'How long the planner waits for the nodes to report their calibration.', format: int(1000, 3_600_000), default: 60_000, env: 'DEFER_PLANNER_ONLINE_TIMEOUT_MS' },
+  },
   up: {
+    slowdown: { doc: 'Slow-down factor of each node that defer up starts, in order (see node.slowdown); empty: none.', format: 'number-list', default: [] as number[], env: 'DEFER_UP_SLOWDOWN' },
     nodes: { doc: 'Number of edge-node processes that defer up starts.', format: int(1, 64), default: 3, env: 'DEFER_UP_NODES' },
     frames: { doc: 'Synthetic frames that defer up streams through the chain.', format: int(1, 1_000_000), default: 30, env: 'DEFER_UP_FRAMES' },
     baseline: { doc: 'Also run the whole model in one process on the same frames (throughput baseline and maxAbsDiffVsLocal).', format: Boolean, default: true, env: 'DEFER_UP_BASELINE' },
@@ -88,7 +121,7 @@ export type DeferConfig = {
   backend: (typeof BACKEND_CHOICES)[number];
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
   broker: { url: string; host: string; port: number; maxPacketBytes: number };
-  node: { id: string; maxQueue: number };
+  node: { id: string; maxQueue: number; slowdown: number };
   dispatcher: {
     model: string;
     nodes: string[];
@@ -103,7 +136,22 @@ export type DeferConfig = {
     codec: 'lz4' | 'none';
     qos: 0 | 1;
   };
-  up: { nodes: number; frames: number; baseline: boolean; json: boolean };
+  planner: {
+    auto: boolean;
+    speeds: number[];
+    memoryMb: number[];
+    bandwidthMbps: number[];
+    latencyMs: number[];
+    dispatcherBandwidthMbps: number;
+    relayMsPerMB: number;
+    relayMsPerMessage: number;
+    order: 'best' | 'given';
+    cacheDir: string;
+    refresh: boolean;
+    replan: boolean;
+    onlineTimeoutMs: number;
+  };
+  up: { slowdown: number[]; nodes: number; frames: number; baseline: boolean; json: boolean };
 };
 
 /**

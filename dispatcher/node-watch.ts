@@ -4,6 +4,7 @@
  */
 import type { MqttClient } from 'mqtt';
 import { DeferError } from '../lib/errors.js';
+import type { Capabilities } from '../lib/calibrate.js';
 import { type NodeStatus, decodeStatus } from '../lib/messages.js';
 import type { Topics } from '../lib/topics.js';
 
@@ -36,6 +37,44 @@ export class NodeWatch {
   onChange(listener: () => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Wait until every node in `nodes` is up (any state but offline) and has
+   * reported its calibration; resolves with each node's figures.
+   */
+  waitCapabilities(nodes: string[], timeoutMs: number): Promise<Map<string, Capabilities>> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const caps = new Map<string, Capabilities>();
+        for (const n of nodes) {
+          const s = this.statuses.get(n);
+          if (s && s.state !== 'offline' && s.capabilities) caps.set(n, s.capabilities);
+        }
+        if (caps.size === nodes.length) {
+          done();
+          resolve(caps);
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        const missing = nodes.filter((n) => {
+          const s = this.statuses.get(n);
+          return !(s && s.state !== 'offline' && s.capabilities);
+        });
+        const why = missing.map((n) => {
+          const s = this.statuses.get(n);
+          return `${n} (${!s ? 'never seen on the broker: is it running, with the same pipeline name?' : s.state === 'offline' ? 'offline' : 'online without a calibration: is it an older version?'})`;
+        });
+        reject(new DeferError('E_TIMEOUT', `${missing.length} of ${nodes.length} nodes did not report their calibration within ${timeoutMs} ms: ${why.join('; ')}`));
+      }, timeoutMs);
+      const off = this.onChange(check);
+      const done = () => {
+        clearTimeout(timer);
+        off();
+      };
+      check();
+    });
   }
 
   /**

@@ -7,7 +7,9 @@ import { tf } from '../lib/engine.js';
 import { maxAbsDiff, mean, percentile, round } from '../lib/stats.js';
 import type { RawTensor } from '../lib/tensor-codec.js';
 import type { Deployment } from './dispatcher.js';
+import type { Hop } from '../lib/messages.js';
 import type { FrameResult } from './stream.js';
+import { type PlanCheck, formatPlanCheck } from './auto-plan.js';
 
 export interface ChainRun {
   /** the result of frame i, or undefined where it failed */
@@ -78,6 +80,10 @@ export interface RunSummary {
     outputShape: number[];
     outputBytes: number;
     meanComputeMs: number;
+    /** decode + compute + encode: the node's time per frame */
+    meanBusyMs: number;
+    /** CPU ms of the node's process per frame (null where the node does not report it) */
+    meanCpuMs: number | null;
   }[];
   cuts: string[];
   frames: number;
@@ -93,6 +99,14 @@ export interface RunSummary {
   singleProcess: { throughputFps: number; msPerFrame: number } | null;
   speedupVsSingleProcess: number | null;
   maxAbsDiffVsLocal: number | null;
+  /** with a planned deployment: measured against predicted */
+  predicted?: PlanCheck;
+  /** with --replan: the run after re-planning from measured figures */
+  replanned?: { changed: boolean; summary: RunSummary };
+}
+
+function hopMean(res: FrameResult[], stage: number, f: (h: Hop) => number): number {
+  return round(mean(res.map((r) => (r.hops[stage] ? f(r.hops[stage]) : NaN)).filter((x) => !Number.isNaN(x))), 1);
 }
 
 export function summarise(modelName: string, backend: string, d: Deployment, frames: RawTensor[], chain: ChainRun, local: LocalRun | null): RunSummary {
@@ -130,7 +144,9 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
       weightBytes: s.plan.weightBytes,
       outputShape: s.plan.outputShape,
       outputBytes: s.plan.outputBytes,
-      meanComputeMs: round(mean(res.map((r) => r.hops[k]?.computeMs ?? NaN).filter((x) => !Number.isNaN(x))), 1),
+      meanComputeMs: hopMean(res, k, (h) => h.computeMs),
+      meanBusyMs: hopMean(res, k, (h) => h.decodeMs + h.computeMs + h.encodeMs),
+      meanCpuMs: res.some((r) => r.hops[k]?.cpuMs !== undefined) ? hopMean(res, k, (h) => h.cpuMs ?? NaN) : null,
     })),
     cuts: stages.slice(0, -1).map((s) => s.plan.last),
     frames: frames.length,
@@ -154,7 +170,7 @@ export function formatSummary(s: RunSummary): string {
     `DEFER run: ${s.model} on ${s.stages.length} stages, backend ${s.backend}, deployment ${s.deployment}`,
     ...s.stages.map(
       (st) =>
-        `  stage ${st.index} on ${st.node}: ${st.layers} layers (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame`,
+        `  stage ${st.index} on ${st.node}: ${st.layers} layers (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})`,
     ),
     `  frames: ${s.framesReturned}/${s.frames} returned${s.failures.length ? ` (${s.failures.length} failed: ${s.failures[0]})` : ''}`,
     `  throughput: ${s.throughputFps} frames/s` +
@@ -164,5 +180,7 @@ export function formatSummary(s: RunSummary): string {
     `  deployment took ${(s.deployMs / 1000).toFixed(1)} s; dispatcher CPU ${s.dispatcherCpuMsPerFrame} ms/frame`,
     `  maxAbsDiffVsLocal: ${s.maxAbsDiffVsLocal === null ? 'not measured (--no-baseline)' : s.maxAbsDiffVsLocal}`,
   ];
+  if (s.predicted) lines.push(formatPlanCheck(s.predicted));
+  if (s.replanned) lines.push('', `after re-planning from the measured figures (${s.replanned.changed ? 'new plan, redeployed' : 'same plan, run again'}):`, formatSummary(s.replanned.summary));
   return lines.join('\n');
 }

@@ -11,6 +11,7 @@ import { log } from '../lib/log.js';
 import {
   type Activation,
   type Assignment,
+  type Hop,
   type NodeState,
   type NodeStatus,
   decodeActivation,
@@ -21,6 +22,7 @@ import {
 } from '../lib/messages.js';
 import { connectMqtt, publish } from '../lib/mqtt-connect.js';
 import { buildStageModel, sha256 } from '../lib/partition.js';
+import { type Capabilities, calibrate } from '../lib/calibrate.js';
 import { decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
 import { assertTopicName, chunkIndexOf, topicsFor, type Topics } from '../lib/topics.js';
 
@@ -33,6 +35,10 @@ export interface EdgeNodeOptions {
   maxMessageBytes: number;
   /** activations waiting beyond this are dropped (and counted) */
   maxQueue: number;
+  /** artificial slow-down factor (>= 1): the node idles (factor - 1) x its compute time after each frame; default 1 */
+  slowdown?: number;
+  /** run the calibration workload at start and report it in the status (default true) */
+  calibrate?: boolean;
 }
 
 export interface EdgeNodeCounters {
@@ -44,6 +50,8 @@ export interface EdgeNodeCounters {
   /** activations dropped because the queue was full */
   overflow: number;
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Loading {
   assignment: Assignment;
@@ -62,6 +70,7 @@ export class EdgeNode {
   readonly topics: Topics;
   readonly counters: EdgeNodeCounters = { frames: 0, dropped: 0, rejected: 0, overflow: 0 };
   backend = '';
+  capabilities?: Capabilities;
   private client?: MqttClient;
   private stage?: Stage;
   private loading?: Loading;
@@ -81,6 +90,11 @@ export class EdgeNode {
 
   async start(): Promise<void> {
     this.backend = await initEngine(this.opts.backend);
+    if (this.opts.calibrate !== false) {
+      // before connecting: the first status the planner sees carries the figures
+      this.capabilities = await calibrate({ slowdown: this.slowdown });
+      log.info(`node ${this.opts.id}: calibration ${this.capabilities.calibrationMs.toFixed(1)} ms (cpu ${this.capabilities.calibrationCpuMs.toFixed(1)} ms, slow-down ${this.slowdown}), ${this.capabilities.cores} cores, ${(this.capabilities.freeMemoryBytes / 1e6).toFixed(0)} MB free`);
+    }
     const statusTopic = this.topics.nodeStatus(this.opts.id);
     this.client = await connectMqtt({
       url: this.opts.brokerUrl,
@@ -92,6 +106,10 @@ export class EdgeNode {
     await this.setStatus('online');
     await this.client.subscribeAsync([this.topics.nodeAssign(this.opts.id), this.topics.nodeWeightsAll(this.opts.id)], { qos: 1 });
     log.info(`node ${this.opts.id}: online at ${this.opts.brokerUrl} (backend ${this.backend}, pipeline ${this.opts.pipeline})`);
+  }
+
+  get slowdown(): number {
+    return this.opts.slowdown ?? 1;
   }
 
   get currentState(): NodeState {
@@ -116,6 +134,7 @@ export class EdgeNode {
       dropped: this.counters.dropped,
       rejected: this.counters.rejected,
       tensors: tf.memory().numTensors,
+      capabilities: this.capabilities,
       ...extra,
     };
   }
@@ -277,6 +296,7 @@ export class EdgeNode {
 
   private async compute(stage: Stage, payload: Buffer, recvAt: number): Promise<void> {
     const a = stage.assignment;
+    const cpu0 = process.cpuUsage();
     const t0 = now();
     const msg: Activation = decodeActivation(payload, this.opts.maxMessageBytes);
     if (msg.deployment !== a.deployment) {
@@ -297,9 +317,10 @@ export class EdgeNode {
     const data = (await out.data()) as Float32Array;
     const shape = [...out.shape];
     out.dispose();
+    if (this.slowdown > 1) await sleep((this.slowdown - 1) * (now() - t1));
     const t2 = now();
     const tensor = encodeTensor({ dtype: 'float32', shape, data }, { codec: a.codec });
-    const hop = {
+    const hop: Hop = {
       node: this.opts.id,
       stage: a.stage,
       bytesIn: payload.byteLength,
@@ -312,6 +333,8 @@ export class EdgeNode {
     const hops = [...msg.hops, hop];
     hop.encodeMs = now() - t2;
     hop.sentAt = now();
+    const cpu = process.cpuUsage(cpu0);
+    hop.cpuMs = (cpu.user + cpu.system) / 1000;
     const body = encodeActivation({ deployment: a.deployment, frame: msg.frame, device: msg.device, stage: a.stage + 1, sentAt: msg.sentAt, hops, tensor });
     this.counters.frames++;
     // Not awaited: waiting for the broker's PUBACK would idle this node for a round trip on every frame.

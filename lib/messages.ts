@@ -4,6 +4,7 @@
  * Every decoder validates each field it returns and throws EnvelopeError
  * (or CodecError for the tensor) on anything else. See docs/protocol.md.
  */
+import type { Capabilities } from './calibrate.js';
 import { Encoder } from 'cbor-x';
 import { EnvelopeError } from './errors.js';
 import { type WireTensor, isDType, type DType, type Codec } from './tensor-codec.js';
@@ -212,6 +213,8 @@ export interface Hop {
   computeMs: number;
   encodeMs: number;
   sentAt: number;
+  /** CPU ms (user + system) the node's process spent on this frame, decode to encode (optional) */
+  cpuMs?: number;
 }
 
 export interface Activation {
@@ -251,6 +254,7 @@ export function decodeActivation(buf: Uint8Array, maxBytes: number): Activation 
       computeMs: num(o, 'computeMs', H),
       encodeMs: num(o, 'encodeMs', H),
       sentAt: num(o, 'sentAt', H),
+      ...(o.cpuMs === undefined ? {} : { cpuMs: num(o, 'cpuMs', H) }),
     };
   });
   const t = obj(m.tensor, `${W}: tensor`);
@@ -291,7 +295,11 @@ export interface NodeStatus {
   rejected?: number;
   /** tensors held by the node's engine: shows that a replaced stage was freed */
   tensors?: number;
+  /** the node's calibration and host figures, measured at start */
+  capabilities?: Capabilities;
 }
+
+const CAPABILITY_NUMBERS = ['calibrationMs', 'calibrationCpuMs', 'slowdown', 'cores', 'freeMemoryBytes', 'totalMemoryBytes'] as const;
 
 export function encodeStatus(s: Omit<NodeStatus, 'v'>): Buffer {
   return Buffer.from(JSON.stringify({ v: PROTOCOL_VERSION, ...s }));
@@ -309,5 +317,14 @@ export function decodeStatus(buf: Uint8Array): NodeStatus {
   if (m.v !== PROTOCOL_VERSION) throw new EnvelopeError(`${W} has protocol version ${String(m.v)}`);
   if (!STATES.includes(m.state as NodeState)) throw new EnvelopeError(`${W}: unknown state '${String(m.state)}'`);
   str(m, 'node', W, 64);
+  if (m.capabilities !== undefined) {
+    const c = obj(m.capabilities, `${W} capabilities`);
+    for (const k of CAPABILITY_NUMBERS) {
+      if (typeof c[k] !== 'number' || !Number.isFinite(c[k]) || (c[k] as number) < 0) throw new EnvelopeError(`${W}: capabilities.${k} must be a number >= 0`);
+    }
+    if (!((c.calibrationMs as number) > 0)) throw new EnvelopeError(`${W}: capabilities.calibrationMs must be positive`);
+    str(c, 'backend', `${W} capabilities`, 64);
+    str(c, 'host', `${W} capabilities`, 256);
+  }
   return m as unknown as NodeStatus;
 }
