@@ -9,7 +9,6 @@ import { Dispatcher } from '../dispatcher/dispatcher.js';
 import { deployAndRun } from '../dispatcher/run-deployment.js';
 import { EdgeNode } from '../edge-node/edge-node.js';
 import { initEngine } from '../lib/engine.js';
-import { chooseCuts } from '../lib/choose-cuts.js';
 import { DeferError, errorMessage } from '../lib/errors.js';
 import { log, setLogPrefix } from '../lib/log.js';
 import { saveLayersModel } from '../lib/model-io.js';
@@ -17,11 +16,12 @@ import { loadFlatModel } from '../lib/model-source.js';
 import { createZooModel, ZOO_NAMES } from '../lib/zoo.js';
 import { type FlagSpec, helpText, parseCommand } from './args.js';
 import { autoPlanReport, formatAutoPlan, formatPlan, planReport } from './plan-table.js';
-import { autoPlan, fetchCapabilities } from '../dispatcher/auto-plan.js';
+import { autoPlan, defaultCuts, fetchCapabilities } from '../dispatcher/auto-plan.js';
 import { printSummary, runUp } from './up.js';
 
 const MODEL: FlagSpec = { key: 'dispatcher.model', type: 'string', help: `zoo name (${ZOO_NAMES.join(', ')}) or model.json path` };
 const CUT: FlagSpec = { key: 'dispatcher.cut', type: 'string', list: true, help: 'layers to cut after, comma separated (default: balanced)' };
+const BALANCE: FlagSpec = { key: 'dispatcher.balanceBy', type: 'string', help: 'without --cut or --auto: time | flops | params, what the cuts balance' };
 const FRAMES: FlagSpec = { key: 'up.frames', type: 'string', number: true, help: 'synthetic frames to stream' };
 const JSON_FLAG: FlagSpec = { key: 'up.json', type: 'boolean', help: 'print the summary as one JSON object on stdout' };
 const NO_BASELINE: FlagSpec = { key: 'up.baseline', type: 'boolean', negate: true, help: 'skip the single-process baseline' };
@@ -53,6 +53,7 @@ const commands: Record<string, Command> = {
       nodes: { key: 'up.nodes', type: 'string', number: true, help: 'edge-node processes (= stages)' },
       model: MODEL,
       cut: CUT,
+      'balance-by': BALANCE,
       ...PLANNER,
       replan: REPLAN,
       slowdown: { key: 'up.slowdown', type: 'string', help: 'slow-down factor per node, e.g. 1,2,1 (the second node twice as slow)' },
@@ -121,6 +122,7 @@ const commands: Record<string, Command> = {
       model: MODEL,
       nodes: { key: 'dispatcher.nodes', type: 'string', list: true, help: 'node ids in chain order, one per stage' },
       cut: CUT,
+      'balance-by': BALANCE,
       ...PLANNER,
       replan: REPLAN,
       frames: FRAMES,
@@ -147,7 +149,7 @@ const commands: Record<string, Command> = {
           const a = await autoPlan(flat, config, backend, nodes, caps, progress);
           await d.deploy(flat, a.plan.order, a.plan.cuts);
         } else {
-          const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await chooseCuts(flat, nodes.length, config.dispatcher.balanceBy);
+          const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await defaultCuts(flat, config, backend, nodes.length, progress);
           await d.deploy(flat, nodes, cuts);
         }
       } finally {
@@ -189,7 +191,7 @@ const commands: Record<string, Command> = {
         flat.model.dispose();
         return;
       }
-      const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await chooseCuts(flat, stages, config.dispatcher.balanceBy);
+      const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await defaultCuts(flat, config, backend, stages);
       const report = planReport(config.dispatcher.model, flat, flat.plan(cuts));
       if (flags.json) process.stdout.write(JSON.stringify(report) + '\n');
       else {

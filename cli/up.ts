@@ -7,12 +7,11 @@
 import { startBroker } from '../broker/broker.js';
 import type { DeferConfig } from '../config/schema.js';
 import { Dispatcher } from '../dispatcher/dispatcher.js';
-import { modelProfile } from '../dispatcher/auto-plan.js';
+import { defaultCuts, modelProfile } from '../dispatcher/auto-plan.js';
 import { deployAndRun } from '../dispatcher/run-deployment.js';
 import { type RunSummary, formatSummary } from '../dispatcher/run-frames.js';
 import type { Capabilities } from '../lib/calibrate.js';
 import { initEngine } from '../lib/engine.js';
-import { chooseCuts } from '../lib/choose-cuts.js';
 import { DeferError } from '../lib/errors.js';
 import { log } from '../lib/log.js';
 import { loadFlatModel } from '../lib/model-source.js';
@@ -67,7 +66,7 @@ export async function runUp(config: DeferConfig, opts: UpOptions = {}): Promise<
     let cuts: string[] | undefined;
     if (config.planner.auto) await modelProfile(flat, config, backend, progress);
     else {
-      cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await chooseCuts(flat, ids.length, config.dispatcher.balanceBy);
+      cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await defaultCuts(flat, config, backend, ids.length, progress);
       if (cuts.length + 1 !== ids.length) {
         throw new DeferError('E_CONFIG', `${cuts.length} cuts make ${cuts.length + 1} stages, but --nodes is ${ids.length}: give ${ids.length - 1} cuts, or leave --cut out to have them chosen`);
       }

@@ -4,6 +4,7 @@
  */
 import type { DeferConfig } from '../config/schema.js';
 import type { Capabilities } from '../lib/calibrate.js';
+import { chooseCuts } from '../lib/choose-cuts.js';
 import { log } from '../lib/log.js';
 import { connectMqtt } from '../lib/mqtt-connect.js';
 import { topicsFor } from '../lib/topics.js';
@@ -69,6 +70,8 @@ export async function autoPlan(
 }
 
 export interface PlanCheck {
+  /** the planner's view of each node: speed relative to the planning machine (1/time factor) */
+  nodes: { id: string; speed: number }[];
   /** per stage: predicted and measured ms per frame on the node (decode + compute + encode), and its CPU ms */
   stages: { node: string; predictedMs: number; measuredMs: number; diffPct: number; cpuMs: number | null }[];
   /** largest distance of a stage's measured time from the stages' mean, in % of the mean */
@@ -83,13 +86,14 @@ export interface PlanCheck {
 }
 
 /** Measured against predicted, stage by stage (compute ms per frame) and for the throughput. */
-export function checkPlan(plan: PipelinePlan, summary: RunSummary): PlanCheck {
+export function checkPlan(plan: PipelinePlan, nodes: PlanNode[], summary: RunSummary): PlanCheck {
   const stages = plan.stages.map((p, i) => {
     const measuredMs = summary.stages[i]?.meanBusyMs ?? NaN;
     return { node: p.node, predictedMs: round(p.computeMs, 1), measuredMs, diffPct: round(((measuredMs - p.computeMs) / p.computeMs) * 100, 1), cpuMs: summary.stages[i]?.meanCpuMs ?? null };
   });
   const mean = stages.reduce((s, x) => s + x.measuredMs, 0) / stages.length;
   return {
+    nodes: nodes.map((n) => ({ id: n.id, speed: round(1 / n.timeFactor, 3) })),
     stages,
     measuredSpreadPct: round((Math.max(...stages.map((s) => Math.abs(s.measuredMs - mean))) / mean) * 100, 1),
     predictedThroughputFps: round(plan.predictedThroughputFps, 3),
@@ -119,4 +123,9 @@ export async function fetchCapabilities(brokerUrl: string, pipeline: string, ids
   } finally {
     await client.endAsync();
   }
+}
+
+/** Cuts for `stages` equal nodes without --auto: dispatcher.balanceBy over the cached profile (time), FLOPs or parameters. */
+export function defaultCuts(flat: FlatModel, config: DeferConfig, backend: string, stages: number, progress?: (l: string) => void): Promise<string[]> {
+  return chooseCuts(flat, stages, config.dispatcher.balanceBy, { modelSpec: config.dispatcher.model, backend, cacheDir: config.planner.cacheDir, refresh: config.planner.refresh, progress });
 }

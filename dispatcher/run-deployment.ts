@@ -6,13 +6,12 @@
  */
 import type { DeferConfig } from '../config/schema.js';
 import type { Capabilities } from '../lib/calibrate.js';
-import { chooseCuts } from '../lib/choose-cuts.js';
 import { DeferError } from '../lib/errors.js';
 import { syntheticFrames } from '../lib/frames.js';
 import type { FlatModel } from '../lib/partition.js';
 import { remeasuredNodes } from '../lib/plan-inputs.js';
 import { planPipeline } from '../lib/planner.js';
-import { type AutoPlan, autoPlan, checkPlan, formatPlanCheck, localRelayHost, planOptions } from './auto-plan.js';
+import { type AutoPlan, autoPlan, defaultCuts, checkPlan, formatPlanCheck, localRelayHost, planOptions } from './auto-plan.js';
 import type { Dispatcher } from './dispatcher.js';
 import { type LocalRun, type RunSummary, runChain, runLocal, summarise } from './run-frames.js';
 
@@ -42,7 +41,7 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
     ({ cuts, order } = auto.plan);
     progress(`plan: cuts ${cuts.join(', ') || '(none)'} on ${order.join(' -> ')}; predicted ${auto.plan.predictedThroughputFps.toFixed(2)} frames/s (bottleneck: ${auto.plan.bottleneck})`);
   } else {
-    cuts = r.cuts ?? (config.dispatcher.cut.length ? config.dispatcher.cut : await chooseCuts(flat, r.ids.length, config.dispatcher.balanceBy));
+    cuts = r.cuts ?? (config.dispatcher.cut.length ? config.dispatcher.cut : await defaultCuts(flat, config, r.backend, r.ids.length, progress));
     if (cuts.length + 1 !== r.ids.length) {
       throw new DeferError('E_CONFIG', `${cuts.length} cuts make ${cuts.length + 1} stages, but there are ${r.ids.length} nodes: give ${r.ids.length - 1} cuts, or leave --cut out to have them chosen`);
     }
@@ -68,7 +67,7 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
   };
   const summary = await run(order, cuts, '');
   if (!auto) return summary;
-  summary.predicted = checkPlan(auto.plan, summary);
+  summary.predicted = checkPlan(auto.plan, auto.nodes, summary);
   progress(formatPlanCheck(summary.predicted));
   if (!config.planner.replan) return summary;
   // Re-plan: each node's time factor corrected by measured / predicted
@@ -84,7 +83,7 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
   const changed = second.cuts.join() !== cuts.join() || second.order.join() !== order.join();
   progress(`replan from measured stage times: cuts ${second.cuts.join(', ')} on ${second.order.join(' -> ')}, predicted ${second.predictedThroughputFps.toFixed(2)} frames/s${changed ? '' : ' (unchanged plan: running it again to check the prediction)'}`);
   const again = await run(second.order, second.cuts, ' (replanned)');
-  again.predicted = checkPlan(second, again);
+  again.predicted = checkPlan(second, measured, again);
   progress(formatPlanCheck(again.predicted));
   summary.replanned = { changed, summary: again };
   return summary;

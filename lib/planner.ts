@@ -295,8 +295,17 @@ function evaluate(t: CostTable, order: PlanNode[], bounds: number[], dispatcher:
 }
 
 /** Distinct orders of the nodes: nodes with identical figures are interchangeable, so each order of their kinds is tried once. */
+const kindOf = (n: PlanNode) => JSON.stringify([n.timeFactor, n.cpuFactor, n.memoryBytes, n.bandwidthMbps, n.latencyMs, n.host, n.cores]);
+
+/** The given order first (it wins ties), then every other distinct order. */
 function* distinctOrders(nodes: PlanNode[]): Generator<PlanNode[]> {
-  const sig = (n: PlanNode) => JSON.stringify([n.timeFactor, n.cpuFactor, n.memoryBytes, n.bandwidthMbps, n.latencyMs, n.host, n.cores]);
+  yield nodes;
+  const given = nodes.map(kindOf).join('|');
+  for (const order of allDistinctOrders(nodes)) if (order.map(kindOf).join('|') !== given) yield order;
+}
+
+function* allDistinctOrders(nodes: PlanNode[]): Generator<PlanNode[]> {
+  const sig = kindOf;
   const kinds = new Map<string, PlanNode[]>();
   for (const n of nodes) kinds.set(sig(n), [...(kinds.get(sig(n)) ?? []), n]);
   const groups = [...kinds.values()];
@@ -322,10 +331,7 @@ function* distinctOrders(nodes: PlanNode[]): Generator<PlanNode[]> {
 
 function countDistinctOrders(nodes: PlanNode[]): number {
   const sizes = new Map<string, number>();
-  for (const n of nodes) {
-    const k = JSON.stringify([n.timeFactor, n.cpuFactor, n.memoryBytes, n.bandwidthMbps, n.latencyMs, n.host, n.cores]);
-    sizes.set(k, (sizes.get(k) ?? 0) + 1);
-  }
+  for (const n of nodes) sizes.set(kindOf(n), (sizes.get(kindOf(n)) ?? 0) + 1);
   const fact = (x: number): number => (x <= 1 ? 1 : x * fact(x - 1));
   let total = fact(nodes.length);
   for (const s of sizes.values()) total /= fact(s);

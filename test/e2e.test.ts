@@ -53,6 +53,27 @@ test('defer up: ResNet50 on 3 node processes, 30 frames, all returned, maxAbsDif
   assert.ok(s.latencyMs.p95 >= s.latencyMs.p50);
 });
 
+test('defer up --auto: a node slowed 3x is measured slow and given less of the model; --replan runs again; outputs exact', { timeout: 120_000 }, async () => {
+  const env = { ...process.env, DEFER_PLANNER_CACHE_DIR: mkdtempSync(join(tmpdir(), 'defer-e2e-')) };
+  const { stdout } = await run(process.execPath, [CLI, 'up', '--auto', '--replan', '--model', 'tiny', '--nodes', '2', '--slowdown', '1,3', '--frames', '20', '--json', '--port', '0', '--log-level', 'warn'], {
+    cwd: ROOT,
+    env,
+    maxBuffer: 1 << 24,
+  });
+  const s = JSON.parse(stdout);
+  assert.equal(s.framesReturned, 20);
+  assert.equal(s.maxAbsDiffVsLocal, 0);
+  const speed = Object.fromEntries(s.predicted.nodes.map((n: { id: string; speed: number }) => [n.id, n.speed]));
+  assert.ok(speed.n2 < 0.6 * speed.n1, `n2 (slow-down 3) measured slower: ${JSON.stringify(speed)}`);
+  // work given to each node, in the planning machine's ms: predicted ms on the node x its speed
+  const work = Object.fromEntries(s.predicted.stages.map((st: { node: string; predictedMs: number }) => [st.node, st.predictedMs * speed[st.node]]));
+  assert.ok(work.n2 < work.n1, `the slow node has less of the model: ${JSON.stringify(work)}`);
+  for (const k of ['predictedThroughputFps', 'measuredThroughputFps', 'throughputDiffPct', 'measuredSpreadPct']) assert.ok(Number.isFinite(s.predicted[k]), k);
+  assert.equal(s.replanned.summary.framesReturned, 20);
+  assert.equal(s.replanned.summary.maxAbsDiffVsLocal, 0);
+  assert.ok(s.replanned.summary.predicted);
+});
+
 test('defer broker + defer node x2 + defer dispatch as separate processes; clean shutdown leaves nodes offline', { timeout: 120_000 }, async () => {
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
@@ -67,6 +88,18 @@ test('defer broker + defer node x2 + defer dispatch as separate processes; clean
   assert.equal(s.framesReturned, 10);
   assert.equal(s.maxAbsDiffVsLocal, 0);
   assert.deepEqual(s.cuts, ['block_out']);
+  // the planner reads the running nodes' calibrations from the broker
+  const env = { ...process.env, DEFER_PLANNER_CACHE_DIR: mkdtempSync(join(tmpdir(), 'defer-e2e-')) };
+  const plan = JSON.parse((await run(process.execPath, [CLI, 'plan', '--model', 'tiny', '--auto', '--nodes', 'n1,n2', '--broker', url, '--pipeline', 'e2e', '--json', '--log-level', 'warn'], { cwd: ROOT, env })).stdout);
+  assert.equal(plan.nodes.length, 2);
+  assert.ok(plan.nodes.every((n: { speed: number; host: string }) => n.speed > 0 && n.host), JSON.stringify(plan.nodes));
+  const auto = JSON.parse(
+    (await run(process.execPath, [CLI, 'dispatch', '--model', 'tiny', '--nodes', 'n1,n2', '--auto', '--frames', '5', '--json', '--broker', url, '--pipeline', 'e2e', '--log-level', 'warn'], { cwd: ROOT, env })).stdout,
+  );
+  assert.equal(auto.framesReturned, 5);
+  assert.equal(auto.maxAbsDiffVsLocal, 0);
+  assert.deepEqual(auto.cuts, plan.cuts);
+  assert.equal(auto.predicted.stages.length, 2);
   for (const n of nodes) n.child.kill('SIGTERM');
   assert.deepEqual(await Promise.all(nodes.map((n) => exited(n.child))), [0, 0]);
   const c = await mqtt.connectAsync(url);

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initEngine, tf } from '../lib/engine.js';
 import { CutError } from '../lib/errors.js';
@@ -116,8 +118,9 @@ test('measured-time profile: every segment between valid cuts is timed, and chos
   const ends = [...flat.cuts.valid, flat.graph.layers.length - 1];
   ends.forEach((i) => assert.ok(profile.layerMs[i] > 0, `segment ending at ${flat.graph.layers[i].name} was timed`));
   profile.layerMs.forEach((ms, i) => assert.ok(ends.includes(i) || ms === 0));
-  const cuts = await chooseCuts(flat, 3, 'time');
+  const profileOpts = { modelSpec: 'tiny', backend: 'wasm', cacheDir: mkdtempSync(join(tmpdir(), 'defer-cuts-')), progress: () => undefined };
+  const cuts = await chooseCuts(flat, 3, 'time', profileOpts);
   assert.equal(cuts.length, 2);
   assert.doesNotThrow(() => flat.plan(cuts));
-  assert.deepEqual(await chooseCuts(flat, 1, 'time'), []);
+  assert.deepEqual(await chooseCuts(flat, 1, 'time', profileOpts), []);
 });

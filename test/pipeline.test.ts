@@ -71,8 +71,23 @@ test('deploy over retained topics, stream frames, and match the whole model bit 
     assert.ok(sameBits(r.output.data as Float32Array, local.outputs[i]), `frame ${i} differs from the local run`);
     assert.equal(r.hopBytes.length, 3);
     assert.deepEqual(r.hops.map((h) => h.node), ['n1', 'n2']);
+    assert.ok(r.hops.every((h) => typeof h.cpuMs === 'number' && h.cpuMs >= 0), 'each hop carries its CPU time');
   });
   assert.ok(!sameBits(local.outputs[0], local.outputs[1]), 'different frames give different outputs');
+});
+
+test('nodes report their calibration, host and memory in their status; the dispatcher can wait for them', async () => {
+  const caps = await dispatcher.nodes.waitCapabilities(['n1', 'n2'], 5000);
+  for (const id of ['n1', 'n2']) {
+    const c = caps.get(id)!;
+    assert.equal(c.backend, 'wasm');
+    assert.ok(c.calibrationMs > 0 && c.calibrationCpuMs > 0 && c.cores >= 1 && c.freeMemoryBytes > 0 && c.host.length > 0, JSON.stringify(c));
+    assert.equal(c.slowdown, 1);
+  }
+  await assert.rejects(dispatcher.nodes.waitCapabilities(['ghost'], 300), /1 of 1 nodes did not report their calibration within 300 ms: ghost \(never seen on the broker/);
+  const bad = (c: Record<string, unknown>) => Buffer.from(JSON.stringify({ v: 1, node: 'x', state: 'online', at: 1, capabilities: c }));
+  assert.throws(() => decodeStatus(bad({ ...caps.get('n1'), calibrationMs: -1 })), /capabilities.calibrationMs must be a number >= 0/);
+  assert.throws(() => decodeStatus(bad({ ...caps.get('n1'), host: '' })), /field 'host' must be a non-empty string/);
 });
 
 test('messages of another deployment are dropped and counted; garbage is rejected; the node keeps serving', async () => {
