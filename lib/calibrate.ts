@@ -38,6 +38,8 @@ function workload(): tf.LayersModel {
   return m;
 }
 
+const WARMUP_MS = 600;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function median(xs: number[]): number {
@@ -47,7 +49,7 @@ function median(xs: number[]): number {
 }
 
 /**
- * Time the workload `runs` times after two warm-up runs. With `slowdown` > 1
+ * Time the workload `runs` times after a warm-up (at least two runs and WARMUP_MS). With `slowdown` > 1
  * each run is followed by an idle wait of (slowdown - 1) times its time, as
  * an edge node configured with that slow-down does after each frame.
  */
@@ -59,7 +61,15 @@ export async function calibrate(opts: { slowdown?: number; runs?: number } = {})
   const wall: number[] = [];
   const cpu: number[] = [];
   try {
-    for (let r = -2; r < runs; r++) {
+    // Warm up for at least WARMUP_MS: right after start, V8 is still compiling the wasm kernels'
+    // optimised tier in the background, and runs then are up to 2x slower than later ones.
+    const warmUntil = performance.now() + WARMUP_MS;
+    for (let w = 0; w < 2 || performance.now() < warmUntil; w++) {
+      const out = model.predict(input) as tf.Tensor;
+      await out.data();
+      out.dispose();
+    }
+    for (let r = 0; r < runs; r++) {
       const c0 = process.cpuUsage();
       const t0 = performance.now();
       const out = model.predict(input) as tf.Tensor;
@@ -68,10 +78,8 @@ export async function calibrate(opts: { slowdown?: number; runs?: number } = {})
       const busy = performance.now() - t0;
       if (slowdown > 1) await sleep((slowdown - 1) * busy);
       const c = process.cpuUsage(c0);
-      if (r >= 0) {
-        wall.push(performance.now() - t0);
-        cpu.push((c.user + c.system) / 1000);
-      }
+      wall.push(performance.now() - t0);
+      cpu.push((c.user + c.system) / 1000);
     }
   } finally {
     model.dispose();
