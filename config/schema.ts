@@ -107,7 +107,24 @@ export const schema = {
     replan: { doc: 'After the frames, compare measured stage times with predicted ones, re-plan with the measured figures, redeploy if the plan changed, and run the frames again.', format: Boolean, default: false, env: 'DEFER_PLANNER_REPLAN' },
     onlineTimeoutMs: { doc: 'How long the planner waits for the nodes to report their calibration.', format: int(1000, 3_600_000), default: 60_000, env: 'DEFER_PLANNER_ONLINE_TIMEOUT_MS' },
   },
+  serve: {
+    policy: { doc: 'When devices send faster than the chain serves: latest (keep only the newest waiting frame per device), queue (keep up to serve.queueSize per device), reject (answer busy at once). Every frame not served is counted.', format: ['latest', 'queue', 'reject'], default: 'latest', env: 'DEFER_SERVE_POLICY' },
+    queueSize: { doc: 'Frames a device may have waiting with policy queue; more are dropped and counted.', format: int(1, 10_000), default: 8, env: 'DEFER_SERVE_QUEUE_SIZE' },
+    maxDevices: { doc: 'Devices served at once; frames from more are answered too-many-devices.', format: int(1, 1_000_000), default: 1000, env: 'DEFER_SERVE_MAX_DEVICES' },
+    maxFrameBytes: { doc: 'Largest frame message accepted from a device.', format: int(64, 268_435_455), default: 16 * 1024 * 1024, env: 'DEFER_SERVE_MAX_FRAME_BYTES' },
+    maxPixels: { doc: 'Largest image (width x height) decoded; larger ones are refused before decoding.', format: int(1, 1_000_000_000), default: 40_000_000, env: 'DEFER_SERVE_MAX_PIXELS' },
+    topK: { doc: 'Labels with scores in each JSON result.', format: int(1, 1000), default: 5, env: 'DEFER_SERVE_TOP_K' },
+    reply: { doc: 'Result format when the frame does not ask: json (top-k, latency per hop) or cbor (the same and the full output tensor).', format: ['json', 'cbor'], default: 'json', env: 'DEFER_SERVE_REPLY' },
+    range: { doc: 'Value range the model expects for image pixels; auto: -1,1 for a Teachable Machine model (metadata.json), else 0,1. Ignored when serve.mean and serve.std are set.', format: ['auto', '0,1', '-1,1', '0,255'], default: 'auto', env: 'DEFER_SERVE_RANGE' },
+    mean: { doc: 'Per-channel mean on the 0..1 scale; with serve.std, pixels become (p/255 - mean) / std.', format: 'number-list', default: [] as number[], env: 'DEFER_SERVE_MEAN' },
+    std: { doc: 'Per-channel standard deviation on the 0..1 scale (see serve.mean).', format: 'number-list', default: [] as number[], env: 'DEFER_SERVE_STD' },
+    channelOrder: { doc: 'Channel order of the model\'s colour input.', format: ['rgb', 'bgr'], default: 'rgb', env: 'DEFER_SERVE_CHANNEL_ORDER' },
+    resize: { doc: 'How an image of another size is fitted: crop (scale to cover, centre crop), letterbox (scale to fit, pad), stretch; auto: crop.', format: ['auto', 'crop', 'letterbox', 'stretch'], default: 'auto', env: 'DEFER_SERVE_RESIZE' },
+    labels: { doc: 'Labels file (JSON array or one label per line); empty: metadata.json, labels.json or labels.txt beside the model, else class indices.', format: String, default: '', env: 'DEFER_SERVE_LABELS' },
+    metricsIntervalMs: { doc: 'How often the serving dispatcher publishes its counters on defer/<pipeline>/metrics/<dispatcher>; 0: only when it stops.', format: int(0, 3_600_000), default: 5000, env: 'DEFER_SERVE_METRICS_INTERVAL_MS' },
+  },
   up: {
+    serve: { doc: 'After deploying, serve devices\' frames (defer/<pipeline>/frames/<device>) until SIGINT or SIGTERM, instead of streaming synthetic frames.', format: Boolean, default: false, env: 'DEFER_UP_SERVE' },
     slowdown: { doc: 'Slow-down factor of each node that defer up starts, in order (see node.slowdown); empty: none.', format: 'number-list', default: [] as number[], env: 'DEFER_UP_SLOWDOWN' },
     nodes: { doc: 'Number of edge-node processes that defer up starts.', format: int(1, 64), default: 3, env: 'DEFER_UP_NODES' },
     frames: { doc: 'Synthetic frames that defer up streams through the chain.', format: int(1, 1_000_000), default: 30, env: 'DEFER_UP_FRAMES' },
@@ -151,7 +168,23 @@ export type DeferConfig = {
     replan: boolean;
     onlineTimeoutMs: number;
   };
-  up: { slowdown: number[]; nodes: number; frames: number; baseline: boolean; json: boolean };
+  serve: {
+    policy: 'latest' | 'queue' | 'reject';
+    queueSize: number;
+    maxDevices: number;
+    maxFrameBytes: number;
+    maxPixels: number;
+    topK: number;
+    reply: 'json' | 'cbor';
+    range: 'auto' | '0,1' | '-1,1' | '0,255';
+    mean: number[];
+    std: number[];
+    channelOrder: 'rgb' | 'bgr';
+    resize: 'auto' | 'crop' | 'letterbox' | 'stretch';
+    labels: string;
+    metricsIntervalMs: number;
+  };
+  up: { serve: boolean; slowdown: number[]; nodes: number; frames: number; baseline: boolean; json: boolean };
 };
 
 /**

@@ -52,6 +52,12 @@ export class Dispatcher {
     await this.watch.start();
   }
 
+  /** the dispatcher's MQTT connection (for the frame server) */
+  get mqtt(): MqttClient {
+    if (!this.client) throw new Error('dispatcher is not connected: call connect() first');
+    return this.client;
+  }
+
   get nodes(): NodeWatch {
     if (!this.watch) throw new Error('dispatcher is not connected: call connect() first');
     return this.watch;

@@ -16,6 +16,8 @@ export interface FrameResult {
   device: string;
   output: RawTensor;
   latencyMs: number;
+  /** when the dispatcher sent it (epoch ms, see lib/clock.ts) */
+  sentAt: number;
   /** bytes of each message on the wire: dispatcher -> stage 0, stage 0 -> stage 1, ..., last stage -> dispatcher */
   hopBytes: number[];
   hops: Hop[];
@@ -52,6 +54,11 @@ export class FrameStream {
     private readonly target: StreamTarget,
     private readonly opts: { maxInFlight: number; frameTimeoutMs: number; maxMessageBytes: number },
   ) {}
+
+  /** frames that may be in the chain at once */
+  get maxInFlight(): number {
+    return this.opts.maxInFlight;
+  }
 
   async open(): Promise<void> {
     this.client.on('message', this.onMessage);
@@ -93,6 +100,7 @@ export class FrameStream {
         device: msg.device,
         output,
         latencyMs: at - p.sentAt,
+        sentAt: p.sentAt,
         hopBytes: [p.bytesOut, ...msg.hops.slice(1).map((h) => h.bytesIn), payload.byteLength],
         hops: msg.hops,
       });

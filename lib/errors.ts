@@ -12,7 +12,8 @@ export type DeferErrorCode =
   | 'E_BACKEND' // an engine that is not available
   | 'E_WEIGHTS' // weights that do not match their manifest
   | 'E_TIMEOUT' // something that did not happen in time
-  | 'E_DEPLOY'; // a deployment that failed
+  | 'E_DEPLOY' // a deployment that failed
+  | 'E_FRAME'; // a device's frame that cannot be served (see FrameError.kind)
 
 export class DeferError extends Error {
   readonly code: DeferErrorCode;
@@ -45,6 +46,28 @@ export class CutError extends DeferError {
     this.name = 'CutError';
     this.layer = layer;
     this.nearbyCuts = nearbyCuts;
+  }
+}
+
+/** Why a device's frame was not served: the `kind` goes back to the device in its error result. */
+export type FrameErrorKind =
+  | 'unknown-format' // neither JPEG, PNG, CBOR nor JSON
+  | 'bad-image' // a JPEG or PNG that cannot be decoded, or too many pixels
+  | 'bad-json' // JSON that does not parse or lacks shape and data
+  | 'bad-cbor' // CBOR that does not decode or lacks a tensor
+  | 'bad-tensor' // a tensor with the wrong shape, dtype or values
+  | 'too-large' // over serve.maxFrameBytes
+  | 'busy' // the policy is reject and the chain was full
+  | 'too-many-devices' // over serve.maxDevices
+  | 'failed'; // the chain did not return a result
+
+export class FrameError extends DeferError {
+  constructor(
+    readonly kind: FrameErrorKind,
+    message: string,
+  ) {
+    super('E_FRAME', message);
+    this.name = 'FrameError';
   }
 }
 

@@ -27,6 +27,11 @@ export interface Topics {
   results(dispatcherId: string): string;
   metrics(id: string): string;
   errors: string;
+  /** where a device publishes its frames */
+  frames(device: string): string;
+  framesAll: string;
+  /** where a device reads its results */
+  deviceResults(device: string): string;
 }
 
 export function topicsFor(pipeline: string): Topics {
@@ -43,6 +48,9 @@ export function topicsFor(pipeline: string): Topics {
     results: (d) => `${root}/dispatcher/${d}/out`,
     metrics: (id) => `${root}/metrics/${id}`,
     errors: `${root}/errors`,
+    frames: (d) => `${root}/frames/${d}`,
+    framesAll: `${root}/frames/+`,
+    deviceResults: (d) => `${root}/results/${d}`,
   };
 }
 
