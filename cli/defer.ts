@@ -6,7 +6,8 @@ import { writeFile } from 'node:fs/promises';
 import { startBroker } from '../broker/broker.js';
 import { configurationDoc } from '../config/schema.js';
 import { Dispatcher } from '../dispatcher/dispatcher.js';
-import { deployAndRun } from '../dispatcher/run-deployment.js';
+import { chooseSplit, deployAndRun } from '../dispatcher/run-deployment.js';
+import { servingBanner, startServing } from '../dispatcher/serving.js';
 import { EdgeNode } from '../edge-node/edge-node.js';
 import { initEngine } from '../lib/engine.js';
 import { DeferError, errorMessage } from '../lib/errors.js';
@@ -17,7 +18,8 @@ import { createZooModel, ZOO_NAMES } from '../lib/zoo.js';
 import { type FlagSpec, helpText, parseCommand } from './args.js';
 import { autoPlanReport, formatAutoPlan, formatPlan, planReport } from './plan-table.js';
 import { autoPlan, defaultCuts, fetchCapabilities } from '../dispatcher/auto-plan.js';
-import { printSummary, runUp } from './up.js';
+import { formatServeMetrics, printSummary, runUp, serveUp } from './up.js';
+import { type SensorSource, formatSensorReport, runSensor } from './sensor.js';
 
 const MODEL: FlagSpec = { key: 'dispatcher.model', type: 'string', help: `zoo name (${ZOO_NAMES.join(', ')}) or model.json path` };
 const CUT: FlagSpec = { key: 'dispatcher.cut', type: 'string', list: true, help: 'layers to cut after, comma separated (default: balanced)' };
@@ -36,6 +38,16 @@ const PLANNER: Record<string, FlagSpec> = {
   order: { key: 'planner.order', type: 'string', help: 'best | given: may the planner reorder the nodes' },
   refresh: { key: 'planner.refresh', type: 'boolean', help: 'profile the model again, ignoring a cached profile' },
 };
+const SERVE: Record<string, FlagSpec> = {
+  serve: { key: 'up.serve', type: 'boolean', help: 'serve devices\' frames (defer/<pipeline>/frames/<device>) until SIGINT or SIGTERM, instead of synthetic frames' },
+  policy: { key: 'serve.policy', type: 'string', help: 'latest | queue | reject: what happens to frames while the chain is full' },
+  'queue-size': { key: 'serve.queueSize', type: 'string', number: true, help: 'frames a device may have waiting with --policy queue' },
+  labels: { key: 'serve.labels', type: 'string', help: 'labels file (default: metadata.json, labels.json or labels.txt beside the model)' },
+  reply: { key: 'serve.reply', type: 'string', help: 'json | cbor (cbor adds the full output tensor)' },
+  range: { key: 'serve.range', type: 'string', help: 'auto | 0,1 | -1,1 | 0,255: the value range the model expects for pixels' },
+  resize: { key: 'serve.resize', type: 'string', help: 'auto | crop | letterbox | stretch' },
+  'top-k': { key: 'serve.topK', type: 'string', number: true, help: 'labels with scores in each result' },
+};
 const REPLAN: FlagSpec = { key: 'planner.replan', type: 'boolean', help: 'after the frames, re-plan from the measured stage times, redeploy and run again' };
 
 interface Command {
@@ -47,8 +59,8 @@ interface Command {
 
 const commands: Record<string, Command> = {
   up: {
-    usage: 'defer up [--nodes N] [--model M] [--cut a,b | --auto [--replan]] [--frames F] [--json]',
-    about: 'Run a whole local deployment: embedded broker, N edge-node processes, dispatcher, synthetic frames; print a summary.',
+    usage: 'defer up [--nodes N] [--model M] [--cut a,b | --auto [--replan]] [--frames F | --serve] [--json]',
+    about: 'Run a whole local deployment: embedded broker, N edge-node processes, dispatcher; stream synthetic frames and print a summary, or serve devices until SIGINT or SIGTERM (--serve).',
     flags: {
       nodes: { key: 'up.nodes', type: 'string', number: true, help: 'edge-node processes (= stages)' },
       model: MODEL,
@@ -56,6 +68,7 @@ const commands: Record<string, Command> = {
       'balance-by': BALANCE,
       ...PLANNER,
       replan: REPLAN,
+      ...SERVE,
       slowdown: { key: 'up.slowdown', type: 'string', help: 'slow-down factor per node, e.g. 1,2,1 (the second node twice as slow)' },
       frames: FRAMES,
       json: JSON_FLAG,
@@ -68,9 +81,66 @@ const commands: Record<string, Command> = {
     },
     async run(argv) {
       const { config } = parseCommand(argv, this.flags);
+      if (!config.up.serve && config.up.frames < 1) throw new DeferError('E_CONFIG', 'defer up needs --frames 1 or more (or --serve)');
+      if (config.up.serve) {
+        const m = await serveUp(config);
+        process.stdout.write((config.up.json ? JSON.stringify(m) : formatServeMetrics(m)) + '\n');
+        return;
+      }
       const summary = await runUp(config);
       printSummary(summary, config.up.json);
       if (summary.framesReturned !== summary.frames) process.exitCode = 1;
+    },
+  },
+  sensor: {
+    usage: 'defer sensor --device cam1 [--fps 10] [--count N] (--images DIR | --synthetic | --mnist) [--raw] [--reply json|cbor] [--json]',
+    about: 'Simulate a device: publish frames on defer/<pipeline>/frames/<device> at a steady rate and print the results; with --mnist, real digits and the accuracy.',
+    flags: {
+      device: { type: 'string', help: 'device name (a topic level)' },
+      fps: { type: 'string', help: 'frames per second (default 10)' },
+      count: { type: 'string', help: 'frames to send; 0: until SIGINT/SIGTERM (with --images: one pass over the folder)' },
+      images: { type: 'string', help: 'folder of .jpg/.png/.webp/.gif files to send' },
+      synthetic: { type: 'boolean', help: 'send generated 320x240 JPEG photos' },
+      mnist: { type: 'boolean', help: 'send MNIST digits (the mnist package) as 28x28 PNG, and report the accuracy' },
+      raw: { type: 'boolean', help: 'send bare image bytes (as mosquitto_pub -f would) instead of a CBOR envelope with an id' },
+      reply: { key: 'serve.reply', type: 'string', help: 'json | cbor: the result format to ask for (envelope only)' },
+      wait: { type: 'string', help: 'seconds to wait for the last results (default 10)' },
+      json: { type: 'boolean', help: 'print each result, then the report, as JSON lines' },
+      seed: SEED,
+    },
+    async run(argv) {
+      const { config, flags } = parseCommand(argv, this.flags);
+      const device = typeof flags.device === 'string' ? flags.device : '';
+      if (!device) throw new DeferError('E_CONFIG', 'defer sensor needs a device name: --device cam1');
+      const kinds = [flags.images !== undefined, flags.synthetic === true, flags.mnist === true].filter(Boolean).length;
+      if (kinds !== 1) throw new DeferError('E_CONFIG', 'defer sensor needs exactly one source: --images DIR, --synthetic or --mnist');
+      const num = (name: string, dflt: number, min: number) => {
+        const v = flags[name] === undefined ? dflt : Number(flags[name]);
+        if (!Number.isFinite(v) || v < min) throw new DeferError('E_CONFIG', `--${name} must be a number >= ${min}, got '${String(flags[name])}'`);
+        return v;
+      };
+      const source: SensorSource = typeof flags.images === 'string' ? { kind: 'images', dir: flags.images } : flags.synthetic ? { kind: 'synthetic', width: 320, height: 240 } : { kind: 'mnist' };
+      const count = num('count', source.kind === 'images' ? 0 : 100, 0);
+      let stop!: () => void;
+      const stopped = new Promise<void>((r) => (stop = r));
+      process.once('SIGINT', () => stop());
+      process.once('SIGTERM', () => stop());
+      const report = await runSensor({
+        brokerUrl: config.broker.url,
+        pipeline: config.pipeline,
+        device,
+        fps: num('fps', 10, 0.001),
+        count,
+        source,
+        raw: flags.raw === true,
+        reply: config.serve.reply,
+        waitMs: num('wait', 10, 0) * 1000,
+        json: flags.json === true,
+        seed: config.dispatcher.seed,
+        stop: stopped,
+      });
+      process.stdout.write((flags.json ? JSON.stringify({ report }) : formatSensorReport(report)) + '\n');
+      if (report.unanswered > 0) process.exitCode = 1;
     },
   },
   broker: {
@@ -116,8 +186,8 @@ const commands: Record<string, Command> = {
     },
   },
   dispatch: {
-    usage: 'defer dispatch --model M --nodes n1,n2,n3 [--cut a,b | --auto [--replan]] [--frames F] [--json]',
-    about: 'Deploy a model onto running edge nodes, wait until they are ready, then stream F synthetic frames (0: none) and print a summary.',
+    usage: 'defer dispatch --model M --nodes n1,n2,n3 [--cut a,b | --auto [--replan]] [--frames F | --serve] [--json]',
+    about: 'Deploy a model onto running edge nodes, wait until they are ready, then stream F synthetic frames (0: none) and print a summary, or serve devices until SIGINT or SIGTERM (--serve).',
     flags: {
       model: MODEL,
       nodes: { key: 'dispatcher.nodes', type: 'string', list: true, help: 'node ids in chain order, one per stage' },
@@ -125,6 +195,7 @@ const commands: Record<string, Command> = {
       'balance-by': BALANCE,
       ...PLANNER,
       replan: REPLAN,
+      ...SERVE,
       frames: FRAMES,
       json: JSON_FLAG,
       'no-baseline': NO_BASELINE,
@@ -141,16 +212,22 @@ const commands: Record<string, Command> = {
       await d.connect();
       try {
         const caps = config.planner.auto && !config.planner.speeds.length ? await d.nodes.waitCapabilities(nodes, config.planner.onlineTimeoutMs) : undefined;
-        if (config.up.frames > 0) {
-          const s = await deployAndRun(d, { config, backend, flat, ids: nodes, caps, progress });
+        const req = { config, backend, flat, ids: nodes, caps, progress };
+        if (config.up.serve) {
+          const { order, cuts } = await chooseSplit(req);
+          const serving = await startServing(d, await d.deploy(flat, order, cuts), flat, config);
+          process.stdout.write(servingBanner(config.broker.url, d, serving) + '\n');
+          await waitForSignal();
+          log.info('stopping (signal): finishing the frames in flight');
+          const m = await serving.server.close();
+          process.stdout.write((config.up.json ? JSON.stringify(m) : formatServeMetrics(m)) + '\n');
+        } else if (config.up.frames > 0) {
+          const s = await deployAndRun(d, req);
           printSummary(s, config.up.json);
           if (s.framesReturned !== s.frames) process.exitCode = 1;
-        } else if (config.planner.auto) {
-          const a = await autoPlan(flat, config, backend, nodes, caps, progress);
-          await d.deploy(flat, a.plan.order, a.plan.cuts);
         } else {
-          const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await defaultCuts(flat, config, backend, nodes.length, progress);
-          await d.deploy(flat, nodes, cuts);
+          const { order, cuts } = await chooseSplit(req);
+          await d.deploy(flat, order, cuts);
         }
       } finally {
         await d.close();

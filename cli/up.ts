@@ -8,7 +8,10 @@ import { startBroker } from '../broker/broker.js';
 import type { DeferConfig } from '../config/schema.js';
 import { Dispatcher } from '../dispatcher/dispatcher.js';
 import { defaultCuts, modelProfile } from '../dispatcher/auto-plan.js';
-import { deployAndRun } from '../dispatcher/run-deployment.js';
+import { chooseSplit, deployAndRun } from '../dispatcher/run-deployment.js';
+import type { ServeMetrics } from '../dispatcher/frame-server.js';
+import { servingBanner, startServing } from '../dispatcher/serving.js';
+import type { FlatModel } from '../lib/partition.js';
 import { type RunSummary, formatSummary } from '../dispatcher/run-frames.js';
 import type { Capabilities } from '../lib/calibrate.js';
 import { initEngine } from '../lib/engine.js';
@@ -22,17 +25,34 @@ export interface UpOptions {
   progress?: (line: string) => void;
 }
 
-export async function runUp(config: DeferConfig, opts: UpOptions = {}): Promise<RunSummary> {
+interface Local {
+  config: DeferConfig;
+  backend: string;
+  brokerUrl: string;
+  dispatcher: Dispatcher;
+  flat: FlatModel;
+  ids: string[];
+  caps?: Map<string, Capabilities>;
+  cuts?: string[];
+  progress: (line: string) => void;
+}
+
+/**
+ * Start the embedded broker, the model (profiled or cut before any node starts, so that node
+ * start-up does not disturb the timing), the node processes and the dispatcher; run `body`; then
+ * close everything, also when `body` fails or a node process dies. A signal runs `onSignal`
+ * (serve: a clean stop) or, by default, closes everything and exits 130.
+ */
+async function withLocalDeployment<T>(config: DeferConfig, opts: UpOptions, body: (l: Local) => Promise<T>, onSignal?: () => void): Promise<T> {
   const progress = opts.progress ?? ((l: string) => log.info(l));
-  const t0 = performance.now();
+  const slow = config.up.slowdown;
+  if (slow.length > config.up.nodes) throw new DeferError('E_CONFIG', `up.slowdown has ${slow.length} values for ${config.up.nodes} nodes`);
+  if (slow.some((f) => !(f >= 1))) throw new DeferError('E_CONFIG', `up.slowdown: every factor must be >= 1, got ${slow.join(',')}`);
   const backend = await initEngine(config.backend);
   const broker = await startBroker({ host: config.broker.host, port: config.broker.port, maxPacketBytes: config.broker.maxPacketBytes });
   progress(`broker listening at ${broker.url}`);
   config = { ...config, broker: { ...config.broker, url: broker.url } };
   const ids = Array.from({ length: config.up.nodes }, (_, i) => `n${i + 1}`);
-  const slow = config.up.slowdown;
-  if (slow.length > ids.length) throw new DeferError('E_CONFIG', `up.slowdown has ${slow.length} values for ${ids.length} nodes`);
-  if (slow.some((f) => !(f >= 1))) throw new DeferError('E_CONFIG', `up.slowdown: every factor must be >= 1, got ${slow.join(',')}`);
   const nodes = new NodeProcesses({
     ids,
     brokerUrl: broker.url,
@@ -46,23 +66,24 @@ export async function runUp(config: DeferConfig, opts: UpOptions = {}): Promise<
   });
   const dispatcher = new Dispatcher({ ...config.dispatcher, brokerUrl: broker.url, pipeline: config.pipeline, progress });
   let stopping = false;
-  const onSignal = () => {
-    if (stopping) return;
-    stopping = true;
-    progress('stopping (signal)');
-    void cleanup().then(() => process.exit(130));
-  };
   const cleanup = async () => {
     await dispatcher.close().catch(() => undefined);
     await nodes.stop();
     await broker.close();
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const signalled = () => {
+    if (onSignal) return onSignal();
+    if (stopping) return;
+    stopping = true;
+    progress('stopping (signal)');
+    void cleanup().then(() => process.exit(130));
+  };
+  process.on('SIGINT', signalled);
+  process.on('SIGTERM', signalled);
+  let flat: FlatModel | undefined;
   try {
-    // Model, profile and cuts first: profiling times the model here, so the node processes must not be starting meanwhile.
     progress(`loading model ${config.dispatcher.model} (backend ${backend})`);
-    const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
+    flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
     let cuts: string[] | undefined;
     if (config.planner.auto) await modelProfile(flat, config, backend, progress);
     else {
@@ -92,17 +113,71 @@ export async function runUp(config: DeferConfig, opts: UpOptions = {}): Promise<
     const crashed = nodes.firstExit().then(({ id, code }) => {
       if (!stopping) throw new DeferError('E_DEPLOY', `edge node ${id} exited early (code ${code}); see its log lines above`);
     });
-    const work = deployAndRun(dispatcher, { config, backend, flat, ids, caps, cuts, progress, brokerInProcess: true }).finally(() => flat.model.dispose());
-    const summary = await Promise.race([work, crashed.then(() => work)]);
+    const work = body({ config, backend, brokerUrl: broker.url, dispatcher, flat, ids, caps, cuts, progress });
+    const result = await Promise.race([work, crashed.then(() => work)]);
     stopping = true;
-    progress(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    return summary;
+    return result;
   } finally {
     stopping = true;
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', signalled);
+    process.off('SIGTERM', signalled);
+    flat?.model.dispose();
     await cleanup();
   }
+}
+
+/** `defer up`: deploy, stream synthetic frames, summarise. */
+export async function runUp(config: DeferConfig, opts: UpOptions = {}): Promise<RunSummary> {
+  const t0 = performance.now();
+  const summary = await withLocalDeployment(config, opts, (l) =>
+    deployAndRun(l.dispatcher, { config: l.config, backend: l.backend, flat: l.flat, ids: l.ids, caps: l.caps, cuts: l.cuts, progress: l.progress, brokerInProcess: true }),
+  );
+  (opts.progress ?? ((l: string) => log.info(l)))(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  return summary;
+}
+
+/**
+ * `defer up --serve`: deploy, then serve devices until SIGINT or SIGTERM (or `opts.stop`);
+ * the banner (broker URL, topics) goes to `onReady`. Resolves with the final counters after
+ * everything it started has closed.
+ */
+export async function serveUp(config: DeferConfig, opts: UpOptions & { onReady?: (banner: string) => void; stop?: Promise<void> } = {}): Promise<ServeMetrics> {
+  let stop!: () => void;
+  const stopped = new Promise<void>((r) => (stop = r));
+  void opts.stop?.then(() => stop());
+  const progress = opts.progress ?? ((l: string) => log.info(l));
+  let signals = 0;
+  return withLocalDeployment(
+    config,
+    opts,
+    async (l) => {
+      const req = { config: l.config, backend: l.backend, flat: l.flat, ids: l.ids, caps: l.caps, cuts: l.cuts, progress: l.progress };
+      const { order, cuts } = await chooseSplit(req);
+      const deployment = await l.dispatcher.deploy(l.flat, order, cuts);
+      const serving = await startServing(l.dispatcher, deployment, l.flat, l.config);
+      (opts.onReady ?? ((b: string) => process.stdout.write(b + '\n')))(servingBanner(l.brokerUrl, l.dispatcher, serving));
+      await stopped;
+      const m = await serving.server.close();
+      progress(`served ${m.served} of ${m.received} frames (dropped ${m.dropped}, rejected ${m.rejected}, bad ${m.bad}, failed ${m.failed}); closing`);
+      return m;
+    },
+    () => {
+      if (signals++ > 0) {
+        progress('second signal: exiting now');
+        process.exit(130);
+      }
+      progress('stopping (signal): finishing the frames in flight');
+      stop();
+    },
+  );
+}
+
+export function formatServeMetrics(m: ServeMetrics): string {
+  const bad = Object.entries(m.badByKind).map(([k, n]) => `${k} ${n}`).join(', ');
+  return [
+    `served ${m.served} of ${m.received} frames from ${m.devices} device(s), policy ${m.policy}: dropped ${m.dropped}, rejected ${m.rejected}, bad ${m.bad}${bad ? ` (${bad})` : ''}, failed ${m.failed}`,
+    ...Object.entries(m.perDevice).map(([d, c]) => `  ${d}: received ${c.received}, served ${c.served}, dropped ${c.dropped}, rejected ${c.rejected}, bad ${c.bad}, failed ${c.failed}`),
+  ].join('\n');
 }
 
 export function printSummary(summary: RunSummary, json: boolean): void {

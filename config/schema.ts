@@ -127,7 +127,7 @@ export const schema = {
     serve: { doc: 'After deploying, serve devices\' frames (defer/<pipeline>/frames/<device>) until SIGINT or SIGTERM, instead of streaming synthetic frames.', format: Boolean, default: false, env: 'DEFER_UP_SERVE' },
     slowdown: { doc: 'Slow-down factor of each node that defer up starts, in order (see node.slowdown); empty: none.', format: 'number-list', default: [] as number[], env: 'DEFER_UP_SLOWDOWN' },
     nodes: { doc: 'Number of edge-node processes that defer up starts.', format: int(1, 64), default: 3, env: 'DEFER_UP_NODES' },
-    frames: { doc: 'Synthetic frames that defer up streams through the chain.', format: int(1, 1_000_000), default: 30, env: 'DEFER_UP_FRAMES' },
+    frames: { doc: 'Synthetic frames that defer up and defer dispatch stream through the chain (defer dispatch: 0 deploys only).', format: int(0, 1_000_000), default: 30, env: 'DEFER_UP_FRAMES' },
     baseline: { doc: 'Also run the whole model in one process on the same frames (throughput baseline and maxAbsDiffVsLocal).', format: Boolean, default: true, env: 'DEFER_UP_BASELINE' },
     json: { doc: 'Print the summary as one JSON object on stdout.', format: Boolean, default: false, env: 'DEFER_UP_JSON' },
   },

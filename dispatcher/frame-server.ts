@@ -4,7 +4,8 @@
  * on defer/<pipeline>/results/<device>. The number of frames being prepared
  * or in the chain is bounded; frames beyond it wait per device under the
  * configured policy (latest, queue, reject), and devices take turns. Every
- * frame is counted exactly once: served, dropped, rejected, bad or failed.
+ * frame is counted exactly once: served, dropped, rejected, bad or failed;
+ * and every frame gets exactly one answer: its result, or why not.
  */
 import type { MqttClient } from 'mqtt';
 import { now } from '../lib/clock.js';
@@ -70,6 +71,8 @@ interface Device {
   name: string;
   queue: Waiting[];
   counts: Counts;
+  /** settles when the device's previous frame has gone into the chain: frames enter it, and so come back, in order */
+  lastSend: Promise<void>;
 }
 
 const zero = (): Counts => ({ received: 0, served: 0, dropped: 0, rejected: 0, bad: 0, failed: 0 });
@@ -195,7 +198,7 @@ export class FrameServer {
         this.replyError(name, 0, undefined, new FrameError('too-many-devices', `this dispatcher serves at most ${this.opts.maxDevices} devices (serve.maxDevices)`));
         return;
       }
-      d = { name, queue: [], counts: zero() };
+      d = { name, queue: [], counts: zero(), lastSend: Promise.resolve() };
       this.devices.set(name, d);
     }
     this.count(d, 'received');
@@ -218,15 +221,16 @@ export class FrameServer {
         this.replyError(d.name, seq, frame.id, new FrameError('busy', `the chain is full (${this.maxInFlight} frames in flight) and the policy is reject: send more slowly`));
         return;
       case 'latest':
-        if (d.queue.length) {
+        for (const old of d.queue.splice(0)) {
           this.count(d, 'dropped');
-          d.queue.length = 0;
+          this.replyError(d.name, old.seq, old.frame.id, new FrameError('dropped', `replaced by frame ${seq}, a newer one, while the chain was full (policy latest)`));
         }
         d.queue.push(w);
         return;
       case 'queue':
         if (d.queue.length >= this.opts.queueSize) {
           this.count(d, 'dropped');
+          this.replyError(d.name, seq, frame.id, new FrameError('dropped', `${d.queue.length} frames of this device already wait (policy queue, serve.queueSize ${this.opts.queueSize})`));
           return;
         }
         d.queue.push(w);
@@ -268,17 +272,25 @@ export class FrameServer {
   private async serve(d: Device, w: Waiting): Promise<void> {
     const f = w.frame;
     const started = now();
+    const previous = d.lastSend;
+    let sent!: () => void;
+    d.lastSend = new Promise<void>((r) => (sent = r));
     let tensor;
     try {
       tensor = await frameTensor(f, this.input);
     } catch (err) {
+      void previous.then(sent);
       this.bad(d, w.seq, f.id, err);
       return;
     }
     const prepared = now();
+    // images decode in parallel, but a device's frames enter the chain in the order they came
+    await previous;
     let r: FrameResult;
     try {
-      r = await this.stream.send(tensor, d.name, `${d.name}-${w.seq}-${++this.seq}`);
+      const result = this.stream.send(tensor, d.name, `${d.name}-${w.seq}-${++this.seq}`);
+      sent();
+      r = await result;
     } catch (err) {
       this.count(d, 'failed');
       this.replyError(d.name, w.seq, f.id, new FrameError('failed', errorMessage(err)));

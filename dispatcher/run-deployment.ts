@@ -30,22 +30,33 @@ export interface RunRequest {
   progress: (line: string) => void;
 }
 
-export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSummary> {
+export interface Chosen {
+  /** node ids in chain order */
+  order: string[];
+  cuts: string[];
+  auto?: AutoPlan;
+}
+
+/** The cuts and node order: planned (--auto), given (--cut), or balanced for equal nodes. */
+export async function chooseSplit(r: RunRequest): Promise<Chosen> {
   const { config, flat, progress } = r;
-  let auto: AutoPlan | undefined;
-  let order = r.ids;
-  let cuts: string[];
   if (config.planner.auto) {
     if (config.dispatcher.cut.length) throw new DeferError('E_CONFIG', '--auto chooses the cuts: leave --cut (dispatcher.cut) out, or drop --auto');
-    auto = await autoPlan(flat, config, r.backend, r.ids, r.caps, progress);
-    ({ cuts, order } = auto.plan);
+    const auto = await autoPlan(flat, config, r.backend, r.ids, r.caps, progress);
+    const { cuts, order } = auto.plan;
     progress(`plan: cuts ${cuts.join(', ') || '(none)'} on ${order.join(' -> ')}; predicted ${auto.plan.predictedThroughputFps.toFixed(2)} frames/s (bottleneck: ${auto.plan.bottleneck})`);
-  } else {
-    cuts = r.cuts ?? (config.dispatcher.cut.length ? config.dispatcher.cut : await defaultCuts(flat, config, r.backend, r.ids.length, progress));
-    if (cuts.length + 1 !== r.ids.length) {
-      throw new DeferError('E_CONFIG', `${cuts.length} cuts make ${cuts.length + 1} stages, but there are ${r.ids.length} nodes: give ${r.ids.length - 1} cuts, or leave --cut out to have them chosen`);
-    }
+    return { cuts, order, auto };
   }
+  const cuts = r.cuts ?? (config.dispatcher.cut.length ? config.dispatcher.cut : await defaultCuts(flat, config, r.backend, r.ids.length, progress));
+  if (cuts.length + 1 !== r.ids.length) {
+    throw new DeferError('E_CONFIG', `${cuts.length} cuts make ${cuts.length + 1} stages, but there are ${r.ids.length} nodes: give ${r.ids.length - 1} cuts, or leave --cut out to have them chosen`);
+  }
+  return { cuts, order: r.ids };
+}
+
+export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSummary> {
+  const { config, flat, progress } = r;
+  const { auto, order, cuts } = await chooseSplit(r);
   const frames = syntheticFrames(flat.inputShape, config.up.frames, config.dispatcher.seed);
   let local: LocalRun | null = null;
   const run = async (nodes: string[], at: string[], label: string): Promise<RunSummary> => {

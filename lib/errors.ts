@@ -58,6 +58,7 @@ export type FrameErrorKind =
   | 'bad-tensor' // a tensor with the wrong shape, dtype or values
   | 'too-large' // over serve.maxFrameBytes
   | 'busy' // the policy is reject and the chain was full
+  | 'dropped' // policy latest: a newer frame replaced it; policy queue: the device's queue was full
   | 'too-many-devices' // over serve.maxDevices
   | 'failed'; // the chain did not return a result
 

@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import { decodeStatus } from '../lib/messages.js';
-import { CLI, ROOT } from './helpers.js';
+import { CLI, REAL_MODELS, ROOT } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -111,6 +111,32 @@ test('defer broker + defer node x2 + defer dispatch as separate processes; clean
   await c.endAsync();
   broker.child.kill('SIGTERM');
   assert.equal(await exited(broker.child), 0);
+});
+
+test('defer up --serve + defer sensor as processes: MNIST digits as PNG frames, accuracy reported; SIGTERM stops everything cleanly', { timeout: 180_000 }, async () => {
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  const up = startProcess(['up', '--serve', '--model', join(REAL_MODELS, 'mnist-keras'), '--nodes', '2', '--port', String(port), '--policy', 'queue', '--queue-size', '200', '--json']);
+  for (let i = 0; i < 600 && !up.log().includes('stop with Ctrl-C'); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.match(up.log(), new RegExp(`broker: +mqtt://127\\.0\\.0\\.1:${port}`));
+  assert.match(up.log(), /frames: +defer\/default\/frames\/<device>/);
+  assert.match(up.log(), /results: +defer\/default\/results\/<device>/);
+  const sensor = await run(process.execPath, [CLI, 'sensor', '--device', 'cam1', '--mnist', '--count', '100', '--fps', '50', '--broker', url, '--json'], { cwd: ROOT, maxBuffer: 1 << 24 });
+  const lines = sensor.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const report = lines.at(-1).report;
+  assert.equal(lines.length, 101, 'a line per result, then the report');
+  assert.deepEqual([report.sent, report.served, report.unanswered], [100, 100, 0]);
+  assert.ok(report.accuracy > 0.9, `accuracy ${report.accuracy}`);
+  assert.ok(lines.slice(0, -1).every((r: { ok: boolean; top: unknown[]; hops: unknown[] }) => r.ok && r.top.length === 5 && r.hops.length === 2));
+  // bare JPEG bytes, as mosquitto_pub -f photo.jpg sends them
+  const raw = await run(process.execPath, [CLI, 'sensor', '--device', 'cam2', '--synthetic', '--raw', '--count', '3', '--fps', '20', '--broker', url], { cwd: ROOT });
+  assert.match(raw.stdout, /sent 3 frames.*3 served, 0 not served, 0 unanswered/);
+  up.child.kill('SIGTERM');
+  assert.equal(await exited(up.child), 0);
+  const final = JSON.parse(up.log().split('\n').filter((l) => l.startsWith('{')).at(-1)!);
+  assert.deepEqual([final.received, final.served, final.dropped], [103, 103, 0]);
+  // the broker is gone with it
+  await assert.rejects(mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 2000 }));
 });
 
 test('defer model create writes a model that defer plan reads back; bad input exits non-zero with the reason', { timeout: 60_000 }, async () => {

@@ -29,7 +29,8 @@ export class TestDevice {
   ) {}
 
   static async connect(url: string, pipeline: string, name: string): Promise<TestDevice> {
-    const client = await mqtt.connectAsync(url, { protocolVersion: 4 });
+    // no reconnecting: a test device that lost its broker must not keep the test process alive
+    const client = await mqtt.connectAsync(url, { protocolVersion: 4, reconnectPeriod: 0 });
     const d = new TestDevice(name, client, pipeline);
     client.on('message', (_t, p) => {
       let r: DeviceResult;
@@ -69,7 +70,10 @@ export class TestDevice {
     return (await this.waitFor(n + 1))[n];
   }
 
+  private closing?: Promise<void>;
+
   close(): Promise<void> {
-    return this.client.endAsync();
+    this.closing ??= this.client.endAsync();
+    return this.closing;
   }
 }
