@@ -3,13 +3,14 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
+import sharp from 'sharp';
 import { decodeStatus } from '../lib/messages.js';
 import { CLI, REAL_MODELS, ROOT } from './helpers.js';
 
@@ -138,6 +139,45 @@ test('defer up --serve + defer sensor as processes: MNIST digits as PNG frames, 
   // the broker is gone with it
   await assert.rejects(mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 2000 }));
 });
+
+const hasMosquitto = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto_pub', '/usr/bin/mosquitto_sub'].every((f) => existsSync(f));
+
+test(
+  'Mosquitto as the broker: nodes and defer dispatch --serve on it; mosquitto_pub -f photo.jpg is a device, mosquitto_sub reads its result',
+  { timeout: 120_000, skip: !hasMosquitto && !process.env.CI ? 'mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients; .ci/run installs it)' : false },
+  async (t) => {
+    const port = await freePort();
+    const url = `mqtt://127.0.0.1:${port}`;
+    const dir = mkdtempSync(join(tmpdir(), 'defer-mosq-'));
+    writeFileSync(join(dir, 'mosquitto.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
+    const mosq = spawn('/usr/sbin/mosquitto', ['-c', join(dir, 'mosquitto.conf')], { stdio: 'ignore' });
+    t.after(() => mosq.kill('SIGTERM'));
+    for (let i = 0; i < 50; i++) {
+      const ok = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 500 }).then((c) => c.endAsync().then(() => true), () => false);
+      if (ok) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const nodes = ['m1', 'm2'].map((id) => startProcess(['node', '--id', id, '--broker', url, '--pipeline', 'mq']));
+    t.after(() => nodes.forEach((n) => n.child.kill('SIGTERM')));
+    const disp = startProcess(['dispatch', '--serve', '--model', 'tiny', '--nodes', 'm1,m2', '--broker', url, '--pipeline', 'mq', '--json']);
+    for (let i = 0; i < 600 && !disp.log().includes('stop with Ctrl-C'); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(disp.log(), /frames: +defer\/mq\/frames\/<device>/);
+    const jpeg = join(dir, 'photo.jpg');
+    writeFileSync(jpeg, await sharp({ create: { width: 64, height: 48, channels: 3, background: { r: 200, g: 120, b: 40 } } }).jpeg().toBuffer());
+    const sub = promisify(execFile)('/usr/bin/mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-t', 'defer/mq/results/cam9', '-C', '1', '-W', '30']);
+    await new Promise((r) => setTimeout(r, 500)); // let the subscription settle
+    await promisify(execFile)('/usr/bin/mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-t', 'defer/mq/frames/cam9', '-f', jpeg]);
+    const result = JSON.parse((await sub).stdout.trim());
+    assert.equal(result.ok, true, JSON.stringify(result));
+    assert.equal(result.device, 'cam9');
+    assert.equal(result.top.length, 5);
+    assert.equal(result.hops.length, 2);
+    disp.child.kill('SIGTERM');
+    assert.equal(await exited(disp.child), 0);
+    const final = JSON.parse(disp.log().split('\n').filter((l) => l.startsWith('{')).at(-1)!);
+    assert.deepEqual([final.received, final.served], [1, 1]);
+  },
+);
 
 test('defer model create writes a model that defer plan reads back; bad input exits non-zero with the reason', { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'defer-model-'));
