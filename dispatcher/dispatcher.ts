@@ -25,6 +25,10 @@ export interface DispatcherOptions {
   qos: 0 | 1;
   /** progress lines while deploying (stderr by default) */
   progress?: (line: string) => void;
+  /** use this connection instead of opening one (it is then not closed by close()) */
+  client?: MqttClient;
+  username?: string;
+  password?: string;
 }
 
 export interface Deployment {
@@ -46,8 +50,11 @@ export class Dispatcher {
   }
 
   async connect(): Promise<void> {
-    this.client = await connectMqtt({ url: this.opts.brokerUrl, clientIdPrefix: `defer-${this.id}` });
-    this.client.on('error', (err) => log.warn(`dispatcher mqtt: ${err.message}`));
+    if (this.opts.client) this.client = this.opts.client;
+    else {
+      this.client = await connectMqtt({ url: this.opts.brokerUrl, clientIdPrefix: `defer-${this.id}`, username: this.opts.username, password: this.opts.password });
+      this.client.on('error', (err) => log.warn(`dispatcher mqtt: ${err.message}`));
+    }
     this.watch = new NodeWatch(this.client, this.topics);
     await this.watch.start();
   }
@@ -108,7 +115,8 @@ export class Dispatcher {
 
   async close(): Promise<void> {
     for (const s of this.streams.splice(0)) await s.close();
-    await this.client?.endAsync();
+    this.watch?.stop();
+    if (!this.opts.client) await this.client?.endAsync();
     this.client = undefined;
   }
 }

@@ -20,18 +20,25 @@ export class NodeWatch {
     this.prefix = `${topics.root}/node/`;
   }
 
+  private readonly onMessage = (topic: string, payload: Buffer) => {
+    if (!topic.startsWith(this.prefix) || !topic.endsWith('/status') || payload.length === 0) return;
+    try {
+      const s = decodeStatus(payload);
+      this.statuses.set(s.node, s);
+      for (const l of [...this.listeners]) l();
+    } catch {
+      // a status we cannot read is not ours to act on
+    }
+  };
+
   async start(): Promise<void> {
-    this.client.on('message', (topic, payload) => {
-      if (!topic.startsWith(this.prefix) || !topic.endsWith('/status') || payload.length === 0) return;
-      try {
-        const s = decodeStatus(payload);
-        this.statuses.set(s.node, s);
-        for (const l of [...this.listeners]) l();
-      } catch {
-        // a status we cannot read is not ours to act on
-      }
-    });
+    this.client.on('message', this.onMessage);
     await this.client.subscribeAsync(this.topics.nodeStatusAll, { qos: 1 });
+  }
+
+  /** Stop listening (the connection may be shared and stay open). */
+  stop(): void {
+    this.client.off('message', this.onMessage);
   }
 
   onChange(listener: () => void): () => void {

@@ -39,6 +39,8 @@ export interface EdgeNodeOptions {
   slowdown?: number;
   /** run the calibration workload at start and report it in the status (default true) */
   calibrate?: boolean;
+  username?: string;
+  password?: string;
 }
 
 export interface EdgeNodeCounters {
@@ -99,6 +101,8 @@ export class EdgeNode {
     this.client = await connectMqtt({
       url: this.opts.brokerUrl,
       clientIdPrefix: `defer-node-${this.opts.id}`,
+      username: this.opts.username,
+      password: this.opts.password,
       will: { topic: statusTopic, payload: encodeStatus({ node: this.opts.id, state: 'offline', at: 0 }), qos: 1, retain: true },
     });
     this.client.on('message', (topic, payload) => this.onMessage(topic, payload));

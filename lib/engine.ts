@@ -11,6 +11,8 @@ export type BackendChoice = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
 export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'tensorflow', 'wasm', 'cpu'];
 
 let active: string | undefined;
+/** the selection in progress: concurrent callers (two Node-RED nodes starting at once) share it */
+let pending: { choice: BackendChoice; promise: Promise<string> } | undefined;
 
 async function tryTensorflow(): Promise<boolean> {
   try {
@@ -43,6 +45,15 @@ const INSTALL_HINT: Record<Exclude<BackendChoice, 'auto'>, string> = {
  */
 export async function initEngine(choice: BackendChoice = 'auto'): Promise<string> {
   if (active && (choice === 'auto' || choice === active)) return active;
+  if (pending && (choice === 'auto' || choice === pending.choice)) return pending.promise;
+  const promise = selectBackend(choice).finally(() => {
+    if (pending?.promise === promise) pending = undefined;
+  });
+  pending = { choice, promise };
+  return promise;
+}
+
+async function selectBackend(choice: BackendChoice): Promise<string> {
   const order: Exclude<BackendChoice, 'auto'>[] = choice === 'auto' ? ['tensorflow', 'wasm', 'cpu'] : [choice];
   for (const b of order) {
     const ok = b === 'tensorflow' ? await tryTensorflow() : b === 'wasm' ? await tryWasm() : await tf.setBackend('cpu');

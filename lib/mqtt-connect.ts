@@ -13,6 +13,8 @@ export interface ConnectOptions {
   clientIdPrefix: string;
   will?: IClientOptions['will'];
   connectTimeoutMs?: number;
+  username?: string;
+  password?: string;
 }
 
 export async function connectMqtt(opts: ConnectOptions): Promise<MqttClient> {
@@ -28,6 +30,7 @@ export async function connectMqtt(opts: ConnectOptions): Promise<MqttClient> {
         reconnectPeriod: 1000,
         connectTimeout: opts.connectTimeoutMs ?? 10_000,
         will: opts.will,
+        ...(opts.username ? { username: opts.username, password: opts.password ?? '' } : {}),
       },
       false,
     );

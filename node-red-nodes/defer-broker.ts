@@ -1,0 +1,154 @@
+/**
+ * defer-broker (config node): the MQTT side of DEFER for the nodes that use
+ * it. Either an external broker by URL (with credentials), or "embedded": an
+ * Aedes broker started inside the Node-RED process. Nodes register with it;
+ * it starts and connects on the first registration, closes when the last one
+ * leaves, and tells each user when the connection comes and goes.
+ *
+ * The dispatcher and status nodes share its one MQTT connection. Each edge
+ * node opens its own: a connection has one Last Will, and a node's Will is
+ * what tells the dispatcher it went offline.
+ */
+import type { MqttClient } from 'mqtt';
+import { type RunningBroker, startBroker } from '../broker/broker.js';
+import { errorMessage } from '../lib/errors.js';
+import { connectMqtt } from '../lib/mqtt-connect.js';
+import type { NodeAPI, RedNode } from './red.js';
+import { NAME } from './red.js';
+
+export interface BrokerState {
+  connected: boolean;
+  text: string;
+}
+
+export interface BrokerUser {
+  id: string;
+  brokerState(s: BrokerState): void;
+}
+
+export interface Endpoint {
+  url: string;
+  username?: string;
+  password?: string;
+  pipeline: string;
+  clientIdPrefix: string;
+}
+
+export interface BrokerConfig {
+  name?: string;
+  mode?: 'embedded' | 'external';
+  url?: string;
+  host?: string;
+  port?: number | string;
+  pipeline?: string;
+  clientIdPrefix?: string;
+  maxPacketMB?: number | string;
+}
+
+export interface DeferBrokerNode extends RedNode {
+  /** the configuration error, if any: users show it and do not start */
+  problem: string | null;
+  pipeline: string;
+  register(user: BrokerUser): Promise<Endpoint>;
+  deregister(user: BrokerUser): Promise<void>;
+  /** the shared connection (after register resolved) */
+  client(): MqttClient;
+}
+
+/** Check a defer-broker configuration; null when it is good. */
+export function brokerProblem(c: BrokerConfig): string | null {
+  const mode = c.mode ?? 'embedded';
+  if (mode !== 'embedded' && mode !== 'external') return `mode must be embedded or external, not '${String(mode)}'`;
+  if (!NAME.test(c.pipeline ?? 'default')) return `pipeline '${c.pipeline}' must be 1-64 letters, digits, _ . -`;
+  if (mode === 'external' && !/^(mqtts?|wss?|tcp|ssl):\/\/[^\s/]+(:\d+)?\/?$/.test(c.url ?? '')) return `broker URL '${c.url ?? ''}' must look like mqtt://host:1883`;
+  if (mode === 'embedded') {
+    const port = Number(c.port ?? 1883);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) return `port '${c.port}' must be an integer from 0 to 65535`;
+  }
+  if (c.clientIdPrefix && !NAME.test(c.clientIdPrefix)) return `client id prefix '${c.clientIdPrefix}' must be letters, digits, _ . -`;
+  return null;
+}
+
+export default function (RED: NodeAPI): void {
+  function DeferBroker(this: DeferBrokerNode, config: BrokerConfig) {
+    RED.nodes.createNode(this, config);
+    const node = this;
+    node.problem = brokerProblem(config);
+    node.pipeline = config.pipeline || 'default';
+    const users = new Set<BrokerUser>();
+    let starting: Promise<Endpoint> | undefined;
+    let broker: RunningBroker | undefined;
+    let shared: MqttClient | undefined;
+    let state: BrokerState = { connected: false, text: 'not connected' };
+    const push = (s: BrokerState) => {
+      state = s;
+      for (const u of users) u.brokerState(s);
+    };
+
+    const start = async (): Promise<Endpoint> => {
+      if (node.problem) throw new Error(node.problem);
+      let url = config.url ?? '';
+      if ((config.mode ?? 'embedded') === 'embedded') {
+        const maxMB = Number(config.maxPacketMB || 64);
+        broker = await startBroker({ host: config.host || '127.0.0.1', port: Number(config.port ?? 1883), maxPacketBytes: Math.round(maxMB * 1024 * 1024) });
+        url = broker.url;
+        node.log(`embedded broker listening at ${url}`);
+      }
+      const endpoint: Endpoint = {
+        url,
+        username: node.credentials?.username || undefined,
+        password: node.credentials?.password || undefined,
+        pipeline: node.pipeline,
+        clientIdPrefix: config.clientIdPrefix || 'nodered',
+      };
+      shared = await connectMqtt({ url, clientIdPrefix: `${endpoint.clientIdPrefix}-shared`, username: endpoint.username, password: endpoint.password });
+      shared.on('connect', () => push({ connected: true, text: 'connected' }));
+      shared.on('offline', () => push({ connected: false, text: 'broker offline: reconnecting' }));
+      shared.on('error', (err) => push({ connected: false, text: `broker: ${err.message}` }));
+      push({ connected: true, text: `connected to ${url}` });
+      return endpoint;
+    };
+
+    const stop = async () => {
+      starting = undefined;
+      const c = shared;
+      const b = broker;
+      shared = undefined;
+      broker = undefined;
+      await c?.endAsync().catch(() => undefined);
+      await b?.close();
+      if (b) node.log('embedded broker closed');
+      state = { connected: false, text: 'not connected' };
+    };
+
+    node.register = (user) => {
+      users.add(user);
+      user.brokerState(state);
+      starting ??= start().catch((err: unknown) => {
+        const text = errorMessage(err);
+        node.error(`cannot start the broker connection: ${text}`);
+        push({ connected: false, text });
+        starting = undefined;
+        throw err;
+      });
+      return starting;
+    };
+
+    node.deregister = async (user) => {
+      users.delete(user);
+      if (users.size === 0) await stop();
+    };
+
+    node.client = () => {
+      if (!shared) throw new Error('the broker connection is not open yet');
+      return shared;
+    };
+
+    node.on('close', (_removed, done) => {
+      users.clear();
+      stop().then(done, done);
+    });
+  }
+
+  RED.nodes.registerType('defer-broker', DeferBroker as never, { credentials: { username: { type: 'text' }, password: { type: 'password' } } });
+}

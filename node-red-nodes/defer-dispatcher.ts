@@ -1,0 +1,220 @@
+/**
+ * defer-dispatcher: deploys a model onto DEFER edge nodes and runs every
+ * message's frame through the chain. Input `msg.payload`: an image Buffer
+ * (JPEG, PNG, ...), JSON or CBOR frame bytes, a tensor (anything with `shape`
+ * and `dataSync()`), or a typed array or array with `msg.shape`. Output: the
+ * same message with `payload` (the output scores), `topk` (labels where the
+ * model has them), `frameId`, `latencyMs` and `hops`.
+ */
+import { defaultCuts } from '../dispatcher/auto-plan.js';
+import { Dispatcher, type Deployment } from '../dispatcher/dispatcher.js';
+import { hopLatencies, topK } from '../dispatcher/frame-server.js';
+import { modelInputFor } from '../dispatcher/serving.js';
+import { loadConfig } from '../config/schema.js';
+import { type DeviceFrame, type ModelInput, frameTensor, parseFrame } from '../lib/device-frame.js';
+import { initEngine } from '../lib/engine.js';
+import { errorMessage } from '../lib/errors.js';
+import { loadModelMeta } from '../lib/labels.js';
+import { loadFlatModel } from '../lib/model-source.js';
+import type { FlatModel } from '../lib/partition.js';
+import type { RawTensor } from '../lib/tensor-codec.js';
+import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
+import { NAME, type NodeAPI, type NodeMessage, type RedNode, nameList, positiveInt, short } from './red.js';
+
+export interface DispatcherConfig {
+  name?: string;
+  broker?: string;
+  model?: string;
+  nodes?: string;
+  cuts?: string;
+  codec?: string;
+  topK?: number | string;
+  timeoutMs?: number | string;
+  maxWaiting?: number | string;
+}
+
+interface Settings {
+  model: string;
+  nodes: string[];
+  cuts: string[] | 'auto';
+  codec: 'lz4' | 'none';
+  topK: number;
+  timeoutMs: number;
+  maxWaiting: number;
+}
+
+/** Validate the editor's fields; a string says what is wrong. */
+export function dispatcherSettings(c: DispatcherConfig): Settings | string {
+  const model = (c.model ?? '').trim();
+  if (!model) return 'no model: give a model.json path or a zoo name (tiny, resnet50, mobilenet)';
+  const nodes = nameList(c.nodes);
+  if (!nodes.length) return 'no edge nodes: give their ids, e.g. n1,n2';
+  const badNode = nodes.find((n) => !NAME.test(n));
+  if (badNode) return `node id '${badNode}' must be 1-64 letters, digits, _ . -`;
+  if (new Set(nodes).size !== nodes.length) return 'a node id is listed twice';
+  const cutsText = (c.cuts ?? 'auto').trim();
+  const cuts = cutsText === '' || cutsText === 'auto' ? 'auto' : nameList(cutsText);
+  if (cuts !== 'auto' && cuts.length !== nodes.length - 1) return `${cuts.length} cuts make ${cuts.length + 1} stages, but there are ${nodes.length} nodes: give ${nodes.length - 1} cuts, or 'auto'`;
+  const codec = c.codec || 'lz4';
+  if (codec !== 'lz4' && codec !== 'none') return `codec must be lz4 or none, not '${codec}'`;
+  const topK = positiveInt(c.topK, 5);
+  const timeoutMs = positiveInt(c.timeoutMs, 30_000);
+  const maxWaiting = positiveInt(c.maxWaiting, 100);
+  if (Number.isNaN(topK) || Number.isNaN(timeoutMs) || Number.isNaN(maxWaiting)) return 'top-k, timeout and waiting limit must be positive integers';
+  return { model, nodes, cuts, codec, topK, timeoutMs, maxWaiting };
+}
+
+function isTensorLike(x: unknown): x is { shape: number[]; dtype?: string; dataSync(): ArrayLike<number> } {
+  return typeof x === 'object' && x !== null && Array.isArray((x as { shape?: unknown }).shape) && typeof (x as { dataSync?: unknown }).dataSync === 'function';
+}
+
+/** The frame in a message: bytes (image, JSON, CBOR), a tensor, or an array with msg.shape. */
+export function frameOf(msg: NodeMessage, maxBytes: number): DeviceFrame {
+  const p = msg.payload;
+  if (Buffer.isBuffer(p) || p instanceof Uint8Array) {
+    if (Array.isArray(msg.shape)) return { format: 'json', tensor: { dtype: 'float32', shape: msg.shape as number[], data: Float32Array.from(p) }, bytes: p.byteLength };
+    return parseFrame(p, maxBytes);
+  }
+  if (isTensorLike(p)) {
+    const dtype = p.dtype === 'int32' ? 'int32' : 'float32';
+    return { format: 'json', tensor: { dtype, shape: [...p.shape], data: dtype === 'int32' ? Int32Array.from(p.dataSync()) : Float32Array.from(p.dataSync()) }, bytes: 0 };
+  }
+  if ((ArrayBuffer.isView(p) || Array.isArray(p)) && Array.isArray(msg.shape)) {
+    const data = Float32Array.from(p as ArrayLike<number>);
+    return { format: 'json', tensor: { dtype: 'float32', shape: msg.shape as number[], data }, bytes: data.byteLength };
+  }
+  if (typeof p === 'string') return parseFrame(Buffer.from(p), maxBytes);
+  throw new Error('msg.payload must be an image Buffer (JPEG, PNG), a tensor, or a typed array or array with msg.shape');
+}
+
+export default function (RED: NodeAPI): void {
+  function DeferDispatcherNode(this: RedNode, config: DispatcherConfig) {
+    RED.nodes.createNode(this, config);
+    const node = this;
+    const broker = RED.nodes.getNode(config.broker ?? '') as DeferBrokerNode | null;
+    const settings = dispatcherSettings(config);
+    const problem = !broker ? 'no DEFER broker configured: pick or add one' : broker.problem ? `broker: ${broker.problem}` : typeof settings === 'string' ? settings : null;
+    if (problem) {
+      node.status({ fill: 'red', shape: 'ring', text: short(problem) });
+      node.error(`defer-dispatcher not started: ${problem}`);
+      node.on('input', (_msg, _send, done) => done(new Error(`defer-dispatcher is not configured: ${problem}`)));
+      return;
+    }
+    const s = settings as Settings;
+    let closed = false;
+    let flat: FlatModel | undefined;
+    let dispatcher: Dispatcher | undefined;
+    let deployment: Deployment | undefined;
+    let input: ModelInput | undefined;
+    let labels: string[] | null = null;
+    let ready = false;
+    let waiting = 0;
+    let readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+    let failure: Error | null = null;
+
+    const showNodes = () => {
+      if (!dispatcher || !ready) return;
+      const off = s.nodes.filter((n) => dispatcher!.nodes.statuses.get(n)?.state === 'offline');
+      if (off.length) node.status({ fill: 'red', shape: 'ring', text: `node ${off.join(', ')} offline` });
+      else node.status({ fill: 'green', shape: 'dot', text: `ready (${s.nodes.length} nodes)` });
+    };
+    const user = {
+      id: node.id,
+      brokerState(b: BrokerState) {
+        if (closed) return;
+        if (!b.connected) node.status({ fill: 'red', shape: 'ring', text: short(b.text) });
+        else if (ready) showNodes();
+      },
+    };
+    const fail = (err: unknown) => {
+      failure = err instanceof Error ? err : new Error(errorMessage(err));
+      node.status({ fill: 'red', shape: 'dot', text: short(`error: ${failure.message}`) });
+      node.error(`defer-dispatcher: ${failure.message}`);
+      for (const w of readyWaiters.splice(0)) w.reject(failure);
+    };
+
+    (async () => {
+      node.status({ fill: 'yellow', shape: 'ring', text: 'connecting' });
+      const endpoint = await broker!.register(user);
+      if (closed) return;
+      const conf = loadConfig(undefined, { 'dispatcher.model': s.model, 'dispatcher.codec': s.codec, 'serve.topK': s.topK }, {});
+      const backend = await initEngine('auto');
+      node.status({ fill: 'yellow', shape: 'ring', text: 'loading model' });
+      flat = await loadFlatModel(s.model);
+      const meta = await loadModelMeta(s.model);
+      labels = meta.labels;
+      input = modelInputFor(flat, conf.serve, meta);
+      if (closed) return;
+      const cuts = s.cuts === 'auto' ? await defaultCuts(flat, conf, backend, s.nodes.length, (l) => node.log(l)) : s.cuts;
+      dispatcher = new Dispatcher({
+        ...conf.dispatcher,
+        brokerUrl: endpoint.url,
+        pipeline: endpoint.pipeline,
+        frameTimeoutMs: s.timeoutMs,
+        client: broker!.client(),
+        progress: (l) => {
+          node.log(l.trim());
+          const m = /weights sent: .*\((\d+)%\)|ready: (\d+)\/(\d+)/.exec(l);
+          if (m) node.status({ fill: 'yellow', shape: 'ring', text: m[1] ? `deploying: weights ${m[1]}%` : `deploying: ${m[2]}/${m[3]} nodes ready` });
+        },
+      });
+      await dispatcher.connect();
+      if (closed) return;
+      node.status({ fill: 'yellow', shape: 'ring', text: `deploying on ${s.nodes.join(', ')}` });
+      deployment = await dispatcher.deploy(flat, s.nodes, cuts);
+      ready = true;
+      node.log(`deployment ${deployment.id} ready: cuts ${cuts.join(', ') || '(none)'} on ${s.nodes.join(', ')}`);
+      dispatcher.nodes.onChange(showNodes);
+      showNodes();
+      for (const w of readyWaiters.splice(0)) w.resolve();
+    })().catch((err) => {
+      if (!closed) fail(err);
+    });
+
+    const whenReady = () =>
+      ready ? Promise.resolve() : failure ? Promise.reject(failure) : new Promise<void>((resolve, reject) => readyWaiters.push({ resolve, reject }));
+
+    node.on('input', (msg, send, done) => {
+      if (waiting >= s.maxWaiting) {
+        done(new Error(`busy: ${waiting} messages already wait for the chain (max ${s.maxWaiting}); the message was dropped`));
+        return;
+      }
+      waiting++;
+      (async () => {
+        await whenReady();
+        const frame = frameOf(msg, 64 * 1024 * 1024);
+        const tensor: RawTensor = await frameTensor(frame, input!);
+        const r = await deployment!.stream.send(tensor, 'node-red');
+        msg.payload = Array.from(r.output.data as Float32Array);
+        msg.topk = topK(r.output.data, s.topK, labels);
+        msg.frameId = r.frame;
+        msg.latencyMs = Math.round(r.latencyMs * 10) / 10;
+        msg.hops = hopLatencies(r);
+        send(msg);
+      })().then(
+        () => {
+          waiting--;
+          done();
+        },
+        (err) => {
+          waiting--;
+          done(err instanceof Error ? err : new Error(errorMessage(err)));
+        },
+      );
+    });
+
+    node.on('close', (_removed, done) => {
+      closed = true;
+      for (const w of readyWaiters.splice(0)) w.reject(new Error('the node is closing'));
+      (async () => {
+        await dispatcher?.close().catch(() => undefined);
+        flat?.model.dispose();
+        flat = undefined;
+        await broker!.deregister(user);
+        node.status({});
+      })().then(done, done);
+    });
+  }
+
+  RED.nodes.registerType('defer-dispatcher', DeferDispatcherNode as never);
+}

@@ -1,0 +1,78 @@
+/**
+ * defer-status: every status change of the pipeline's edge nodes, and every
+ * serving dispatcher's counters, as messages for dashboards.
+ * `msg.topic` is `status/<node>` or `metrics/<dispatcher>`; `msg.payload` the
+ * parsed status (see docs/protocol.md) or counters.
+ */
+import type { MqttClient } from 'mqtt';
+import { errorMessage } from '../lib/errors.js';
+import { decodeStatus } from '../lib/messages.js';
+import { topicsFor } from '../lib/topics.js';
+import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
+import { type NodeAPI, type RedNode, short } from './red.js';
+
+export interface StatusConfig {
+  name?: string;
+  broker?: string;
+  metrics?: boolean;
+}
+
+export default function (RED: NodeAPI): void {
+  function DeferStatusNode(this: RedNode, config: StatusConfig) {
+    RED.nodes.createNode(this, config);
+    const node = this;
+    const broker = RED.nodes.getNode(config.broker ?? '') as DeferBrokerNode | null;
+    const problem = !broker ? 'no DEFER broker configured: pick or add one' : broker.problem ? `broker: ${broker.problem}` : null;
+    if (problem) {
+      node.status({ fill: 'red', shape: 'ring', text: short(problem) });
+      node.error(`defer-status not started: ${problem}`);
+      return;
+    }
+    const topics = topicsFor(broker!.pipeline);
+    const statusPrefix = `${topics.root}/node/`;
+    const metricsPrefix = `${topics.metrics('')}`;
+    const wantMetrics = config.metrics !== false;
+    let client: MqttClient | undefined;
+    let closed = false;
+    let seen = 0;
+    const onMessage = (topic: string, payload: Buffer) => {
+      if (payload.length === 0) return;
+      try {
+        if (topic.startsWith(statusPrefix) && topic.endsWith('/status')) {
+          const s = decodeStatus(payload);
+          node.send({ topic: `status/${s.node}`, payload: s });
+        } else if (wantMetrics && topic.startsWith(metricsPrefix)) {
+          node.send({ topic: `metrics/${topic.slice(metricsPrefix.length)}`, payload: JSON.parse(payload.toString('utf8')) as unknown });
+        } else return;
+        seen++;
+        node.status({ fill: 'green', shape: 'dot', text: `${seen} updates` });
+      } catch (err) {
+        node.warn(`unreadable message on ${topic}: ${errorMessage(err)}`);
+      }
+    };
+    const user = {
+      id: node.id,
+      brokerState(b: BrokerState) {
+        if (!closed) node.status(b.connected ? { fill: 'green', shape: 'ring', text: 'listening' } : { fill: 'red', shape: 'ring', text: short(b.text) });
+      },
+    };
+    (async () => {
+      await broker!.register(user);
+      if (closed) return;
+      client = broker!.client();
+      client.on('message', onMessage);
+      await client.subscribeAsync([topics.nodeStatusAll, ...(wantMetrics ? [topics.metrics('+')] : [])], { qos: 1 });
+    })().catch((err) => {
+      if (closed) return;
+      node.status({ fill: 'red', shape: 'dot', text: short(`error: ${errorMessage(err)}`) });
+      node.error(`defer-status: ${errorMessage(err)}`);
+    });
+    node.on('close', (_removed, done) => {
+      closed = true;
+      client?.off('message', onMessage);
+      broker!.deregister(user).then(done, done);
+    });
+  }
+
+  RED.nodes.registerType('defer-status', DeferStatusNode as never);
+}

@@ -1,0 +1,223 @@
+/**
+ * The Node-RED nodes with node-red-node-test-helper (a real Node-RED runtime
+ * in this process): every node loads, configures and runs; a message in gives
+ * the expected message out; bad configurations give a red status and a log
+ * line, never a crash; closing releases the broker, the connections and the
+ * model's memory.
+ */
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
+import { after, afterEach, before, test } from 'node:test';
+import mqtt from 'mqtt';
+import sharp from 'sharp';
+import deferBroker from '../node-red-nodes/defer-broker.js';
+import deferDispatcher from '../node-red-nodes/defer-dispatcher.js';
+import deferEdgeNode from '../node-red-nodes/defer-edge-node.js';
+import deferStatus from '../node-red-nodes/defer-status.js';
+import { loadConfig } from '../config/schema.js';
+import { modelInputFor } from '../dispatcher/serving.js';
+import { initEngine, tf } from '../lib/engine.js';
+import { setLogLevel } from '../lib/log.js';
+import { loadFlatModel } from '../lib/model-source.js';
+import { preprocessImage } from '../lib/preprocess.js';
+
+const require = createRequire(import.meta.url);
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const helper = require('node-red-node-test-helper') as {
+  init(path: string): void;
+  startServer(cb: () => void): void;
+  stopServer(cb: () => void): void;
+  load(nodes: unknown[], flow: unknown[], creds: Record<string, unknown>, cb: () => void): void;
+  unload(): Promise<void>;
+  getNode(id: string): TestNode;
+  log(): { args: unknown[][] };
+};
+helper.init(require.resolve('node-red'));
+
+interface TestNode {
+  id: string;
+  status: (s: { fill?: string; text?: string }) => void;
+  receive(msg: Record<string, unknown>): void;
+  on(ev: string, cb: (msg: Record<string, unknown>) => void): void;
+}
+
+const NODES = [deferBroker, deferDispatcher, deferEdgeNode, deferStatus];
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+const load = (flow: unknown[], creds: Record<string, unknown> = {}) => new Promise<void>((r) => helper.load(NODES, flow, creds, r));
+
+// Every status any node sets, from its creation on: Node-RED keeps no last status to ask for.
+const statusLog = new Map<string, { fill?: string; text?: string }[]>();
+const statusWaiters: (() => void)[] = [];
+{
+  const NodeClass = require(require.resolve('@node-red/runtime/lib/nodes/Node', { paths: [require.resolve('node-red')] })) as { prototype: { status(this: { id: string }, s: object): void } };
+  const orig = NodeClass.prototype.status;
+  NodeClass.prototype.status = function (this: { id: string }, st: { fill?: string; text?: string }) {
+    statusLog.set(this.id, [...(statusLog.get(this.id) ?? []), st]);
+    for (const w of statusWaiters.splice(0)) w();
+    return orig.call(this, st);
+  };
+}
+
+function watchStatus(n: { id: string }): { all: { fill?: string; text?: string }[]; until(re: RegExp, timeoutMs?: number): Promise<{ fill?: string; text?: string }> } {
+  return {
+    get all() {
+      return statusLog.get(n.id) ?? [];
+    },
+    async until(re, timeoutMs = 60_000) {
+      const end = Date.now() + timeoutMs;
+      for (;;) {
+        const hit = (statusLog.get(n.id) ?? []).find((st) => re.test(st.text ?? ''));
+        if (hit) return hit;
+        if (Date.now() > end) throw new Error(`node ${n.id}: no status matching ${re} within ${timeoutMs} ms; saw: ${(statusLog.get(n.id) ?? []).map((st) => st.text).join(' | ')}`);
+        await new Promise<void>((r) => {
+          statusWaiters.push(r);
+          setTimeout(r, 200);
+        });
+      }
+    },
+  };
+}
+
+/** A broker, two edge nodes, a dispatcher on the tiny CNN, a status node, and helper nodes after them. */
+function pipelineFlow(port: number, extra: Record<string, unknown> = {}) {
+  return [
+    { id: 'b', type: 'defer-broker', mode: 'embedded', host: '127.0.0.1', port, pipeline: 'nrtest' },
+    { id: 'e1', type: 'defer-edge-node', broker: 'b', nodeId: 'n1' },
+    { id: 'e2', type: 'defer-edge-node', broker: 'b', nodeId: 'n2' },
+    { id: 'd', type: 'defer-dispatcher', broker: 'b', model: 'tiny', nodes: 'n1,n2', cuts: 'block_out', codec: 'lz4', topK: 3, wires: [['out']], ...extra },
+    { id: 's', type: 'defer-status', broker: 'b', metrics: true, wires: [['statusOut']] },
+    { id: 'out', type: 'helper' },
+    { id: 'statusOut', type: 'helper' },
+  ];
+}
+
+before(async () => {
+  setLogLevel('error');
+  await initEngine('wasm');
+  await new Promise<void>((r) => helper.startServer(r));
+});
+
+afterEach(async () => {
+  await helper.unload();
+  statusLog.clear();
+});
+
+after(async () => {
+  await new Promise<void>((r) => helper.stopServer(r));
+});
+
+test('a flow of broker, 2 edge nodes, dispatcher and status: an image in, the local prediction out, the message kept', { timeout: 120_000 }, async () => {
+  const port = await freePort();
+  const tensors0 = tf.memory().numTensors;
+  await load(pipelineFlow(port));
+  const d = helper.getNode('d');
+  const status = watchStatus(d);
+  const statusMsgs: Record<string, unknown>[] = [];
+  helper.getNode('statusOut').on('input', (m) => statusMsgs.push(m));
+  await status.until(/^ready \(2 nodes\)$/);
+  assert.ok(status.all.some((s) => /deploying/.test(s.text ?? '')), 'it showed deploying first');
+  // the image, and the same through the local whole model
+  const png = await sharp({ create: { width: 48, height: 40, channels: 3, background: { r: 10, g: 200, b: 90 } } }).png().toBuffer();
+  const flat = await loadFlatModel('tiny');
+  const input = modelInputFor(flat, loadConfig(undefined, {}, {}).serve, { teachableMachine: false });
+  const x = await preprocessImage(png, input.preprocess!);
+  const local = tf.tidy(() => flat.model.predict(tf.tensor(x.data as Float32Array, x.shape)) as tf.Tensor);
+  const want = Array.from((await local.data()) as Float32Array);
+  tf.dispose(local);
+  flat.model.dispose();
+  const out = helper.getNode('out');
+  const got = new Promise<Record<string, unknown>>((r) => out.on('input', r));
+  d.receive({ payload: png, topic: 'cameras/cam1/image', _msgid: 'm-1', mine: { keep: true } });
+  const msg = await got;
+  assert.deepEqual(msg.payload, want, 'the chained scores are the local ones, exactly');
+  assert.equal(msg.topic, 'cameras/cam1/image');
+  assert.equal(msg._msgid, 'm-1');
+  assert.deepEqual(msg.mine, { keep: true });
+  assert.equal((msg.topk as unknown[]).length, 3);
+  assert.equal(typeof msg.frameId, 'string');
+  assert.ok(typeof msg.latencyMs === 'number' && msg.latencyMs >= 0);
+  assert.equal((msg.hops as unknown[]).length, 2);
+  // a typed array with msg.shape works too
+  const got2 = new Promise<Record<string, unknown>>((r) => out.on('input', r));
+  d.receive({ payload: x.data, shape: [32, 32, 3] });
+  assert.deepEqual((await got2).payload, want);
+  // the status node reported both edge nodes
+  const seen = new Set(statusMsgs.map((m) => m.topic));
+  assert.ok(seen.has('status/n1') && seen.has('status/n2'), [...seen].join(','));
+  await helper.unload();
+  // closed: the embedded broker is gone, and the stages and the model are freed
+  await assert.rejects(mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 1000 }));
+  assert.equal(tf.memory().numTensors, tensors0, 'no tensors left behind');
+});
+
+test('edge node status shows its stage and frames per second', { timeout: 120_000 }, async () => {
+  const port = await freePort();
+  await load(pipelineFlow(port));
+  const e2 = watchStatus(helper.getNode('e2'));
+  await watchStatus(helper.getNode('d')).until(/^ready/);
+  await e2.until(/^n2: stage 2\/2, [\d.]+ frames\/s$/);
+});
+
+test('bad configurations: a red status and a log line, no crash; a message to a misconfigured dispatcher is an error', { timeout: 60_000 }, async () => {
+  const port = await freePort();
+  await load([
+    { id: 'b', type: 'defer-broker', mode: 'embedded', port, pipeline: 'bad pipeline!' },
+    { id: 'b2', type: 'defer-broker', mode: 'external', url: 'not a url', pipeline: 'ok' },
+    { id: 'good', type: 'defer-broker', mode: 'embedded', port, pipeline: 'ok' },
+    { id: 'd1', type: 'defer-dispatcher', broker: 'good', model: '', nodes: 'n1' },
+    { id: 'd2', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', cuts: 'a,b,c' },
+    { id: 'd3', type: 'defer-dispatcher', broker: 'missing', model: 'tiny', nodes: 'n1' },
+    { id: 'd4', type: 'defer-dispatcher', broker: 'b', model: 'tiny', nodes: 'n1' },
+    { id: 'd5', type: 'defer-dispatcher', broker: 'b2', model: 'tiny', nodes: 'bad id!' },
+    { id: 'e1', type: 'defer-edge-node', broker: 'good', nodeId: 'has space' },
+    { id: 's1', type: 'defer-status' },
+  ]);
+  const errors = helper
+    .log()
+    .args.map((a) => a[0] as { level?: number; msg?: unknown; id?: string })
+    .filter((e) => e?.level === 20)
+    .map((e) => `${e.id}: ${String(e.msg)}`);
+  const expect: [string, RegExp][] = [
+    ['d1', /no model: give a model.json path or a zoo name/],
+    ['d2', /3 cuts make 4 stages, but there are 2 nodes/],
+    ['d3', /no DEFER broker configured/],
+    ['d4', /broker: pipeline 'bad pipeline!' must be 1-64 letters/],
+    ['d5', /broker: broker URL 'not a url' must look like mqtt:\/\/host:1883/],
+    ['e1', /node id 'has space' must be 1-64 letters/],
+    ['s1', /no DEFER broker configured/],
+  ];
+  for (const [id, re] of expect) assert.ok(errors.some((e) => e.startsWith(`${id}:`) && re.test(e)), `${id}: ${re} in\n${errors.join('\n')}`);
+  // an input to a misconfigured dispatcher is reported as an error, and the runtime goes on
+  const d1 = helper.getNode('d1') as TestNode & { error: (e: unknown) => void };
+  const reported = new Promise<unknown>((r) => {
+    const orig = d1.error.bind(d1);
+    d1.error = (e: unknown) => {
+      r(e);
+      orig(e);
+    };
+  });
+  d1.receive({ payload: Buffer.from('x') });
+  assert.match(String(await reported), /not configured: no model/);
+});
+
+test('a model that cannot be loaded or an unreachable broker: red status with the reason', { timeout: 90_000 }, async () => {
+  const port = await freePort();
+  const closedPort = await freePort();
+  await load([
+    { id: 'b', type: 'defer-broker', mode: 'embedded', port, pipeline: 'm' },
+    { id: 'x', type: 'defer-broker', mode: 'external', url: `mqtt://127.0.0.1:${closedPort}`, pipeline: 'm' },
+    { id: 'd', type: 'defer-dispatcher', broker: 'b', model: '/no/such/model.json', nodes: 'n1' },
+    { id: 'e', type: 'defer-edge-node', broker: 'x', nodeId: 'n9' },
+  ]);
+  await watchStatus(helper.getNode('d')).until(/^error: model '\/no\/such\/model.json' is neither/);
+  await watchStatus(helper.getNode('e')).until(/cannot connect to the MQTT broker/);
+});
