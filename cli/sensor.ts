@@ -12,7 +12,7 @@ import sharp from 'sharp';
 import { DeferError, errorMessage } from '../lib/errors.js';
 import { log } from '../lib/log.js';
 import { encodeCbor } from '../lib/messages.js';
-import { connectMqtt } from '../lib/mqtt-connect.js';
+import { closeMqtt, connectMqtt } from '../lib/mqtt-connect.js';
 import { mean, percentile, round } from '../lib/stats.js';
 import { assertTopicName, topicsFor } from '../lib/topics.js';
 import { prng } from '../lib/zoo.js';
@@ -189,7 +189,7 @@ export async function runSensor(o: SensorOptions): Promise<SensorReport> {
       fps: round(sent.length / Math.max(sendSeconds, 1e-9), 2),
     };
   } finally {
-    await client.endAsync();
+    await closeMqtt(client);
   }
 }
 

@@ -6,7 +6,7 @@ import type { DeferConfig } from '../config/schema.js';
 import type { Capabilities } from '../lib/calibrate.js';
 import { chooseCuts } from '../lib/choose-cuts.js';
 import { log } from '../lib/log.js';
-import { connectMqtt } from '../lib/mqtt-connect.js';
+import { closeMqtt, connectMqtt } from '../lib/mqtt-connect.js';
 import { topicsFor } from '../lib/topics.js';
 import { NodeWatch } from './node-watch.js';
 import { costModelOf, planNodes } from '../lib/plan-inputs.js';
@@ -121,7 +121,7 @@ export async function fetchCapabilities(brokerUrl: string, pipeline: string, ids
     await watch.start();
     return await watch.waitCapabilities(ids, timeoutMs);
   } finally {
-    await client.endAsync();
+    await closeMqtt(client);
   }
 }
 

@@ -5,7 +5,7 @@
 import type { MqttClient } from 'mqtt';
 import { randomBytes } from 'node:crypto';
 import { log } from '../lib/log.js';
-import { connectMqtt } from '../lib/mqtt-connect.js';
+import { closeMqtt, connectMqtt } from '../lib/mqtt-connect.js';
 import type { FlatModel } from '../lib/partition.js';
 import type { Codec } from '../lib/tensor-codec.js';
 import { assertTopicName, topicsFor, type Topics } from '../lib/topics.js';
@@ -116,7 +116,7 @@ export class Dispatcher {
   async close(): Promise<void> {
     for (const s of this.streams.splice(0)) await s.close();
     this.watch?.stop();
-    if (!this.opts.client) await this.client?.endAsync();
+    if (!this.opts.client) await closeMqtt(this.client);
     this.client = undefined;
   }
 }

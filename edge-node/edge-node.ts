@@ -20,7 +20,7 @@ import {
   encodeActivation,
   encodeStatus,
 } from '../lib/messages.js';
-import { connectMqtt, publish } from '../lib/mqtt-connect.js';
+import { closeMqtt, connectMqtt, publish } from '../lib/mqtt-connect.js';
 import { buildStageModel, sha256 } from '../lib/partition.js';
 import { type Capabilities, calibrate } from '../lib/calibrate.js';
 import { decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
@@ -355,12 +355,13 @@ export class EdgeNode {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.setStatus('offline');
+    // say so, but do not wait forever for a broker that is gone (its Last Will says it then)
+    await Promise.race([this.setStatus('offline'), new Promise((r) => setTimeout(r, 2000).unref())]);
     this.closed = true;
     this.queue.length = 0;
     await this.idle();
     this.stage?.model.dispose();
     this.stage = undefined;
-    await this.client?.endAsync();
+    await closeMqtt(this.client);
   }
 }

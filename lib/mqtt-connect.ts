@@ -50,3 +50,18 @@ export function publish(client: MqttClient, topic: string, payload: Buffer, opts
     client.publish(topic, payload, { qos: opts.qos, retain: opts.retain ?? false }, (err) => (err ? reject(err) : resolve()));
   });
 }
+
+/**
+ * Close a connection: let queued messages go out for up to `graceMs`, then
+ * drop it. Without the bound, ending a client whose broker has gone waits
+ * forever for acknowledgements that cannot come.
+ */
+export async function closeMqtt(client: MqttClient | undefined, graceMs = 2000): Promise<void> {
+  if (!client) return;
+  let timer: NodeJS.Timeout | undefined;
+  const graceful = client.endAsync().then(() => true, () => true);
+  const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs)));
+  const done = await Promise.race([graceful, late]);
+  clearTimeout(timer);
+  if (!done) await client.endAsync(true).catch(() => undefined);
+}

@@ -12,7 +12,7 @@
 import type { MqttClient } from 'mqtt';
 import { type RunningBroker, startBroker } from '../broker/broker.js';
 import { errorMessage } from '../lib/errors.js';
-import { connectMqtt } from '../lib/mqtt-connect.js';
+import { closeMqtt, connectMqtt } from '../lib/mqtt-connect.js';
 import type { NodeAPI, RedNode } from './red.js';
 import { NAME } from './red.js';
 
@@ -115,7 +115,7 @@ export default function (RED: NodeAPI): void {
       const b = broker;
       shared = undefined;
       broker = undefined;
-      await c?.endAsync().catch(() => undefined);
+      await closeMqtt(c);
       await b?.close();
       if (b) node.log('embedded broker closed');
       state = { connected: false, text: 'not connected' };

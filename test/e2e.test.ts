@@ -158,7 +158,7 @@ test(
       await new Promise((r) => setTimeout(r, 100));
     }
     const nodes = ['m1', 'm2'].map((id) => startProcess(['node', '--id', id, '--broker', url, '--pipeline', 'mq']));
-    t.after(() => nodes.forEach((n) => n.child.kill('SIGTERM')));
+    t.after(() => nodes.forEach((n) => n.child.kill('SIGKILL')));
     const disp = startProcess(['dispatch', '--serve', '--model', 'tiny', '--nodes', 'm1,m2', '--broker', url, '--pipeline', 'mq', '--json']);
     for (let i = 0; i < 600 && !disp.log().includes('stop with Ctrl-C'); i++) await new Promise((r) => setTimeout(r, 100));
     assert.match(disp.log(), /frames: +defer\/mq\/frames\/<device>/);
@@ -176,6 +176,8 @@ test(
     assert.equal(await exited(disp.child), 0);
     const final = JSON.parse(disp.log().split('\n').filter((l) => l.startsWith('{')).at(-1)!);
     assert.deepEqual([final.received, final.served], [1, 1]);
+    for (const n of nodes) n.child.kill('SIGTERM');
+    assert.deepEqual(await Promise.all(nodes.map((n) => exited(n.child))), [0, 0]);
   },
 );
 

@@ -159,12 +159,19 @@ test('a flow of broker, 2 edge nodes, dispatcher and status: an image in, the lo
   assert.equal(tf.memory().numTensors, tensors0, 'no tensors left behind');
 });
 
-test('edge node status shows its stage and frames per second', { timeout: 120_000 }, async () => {
+test('edge node status shows its stage and frames per second; the dispatcher shows a node that went offline', { timeout: 120_000 }, async () => {
   const port = await freePort();
   await load(pipelineFlow(port));
   const e2 = watchStatus(helper.getNode('e2'));
-  await watchStatus(helper.getNode('d')).until(/^ready/);
+  const d = watchStatus(helper.getNode('d'));
+  await d.until(/^ready/);
   await e2.until(/^n2: stage 2\/2, [\d.]+ frames\/s$/);
+  // what n2's Last Will would publish if its host lost power
+  const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0 });
+  await c.publishAsync('defer/nrtest/node/n2/status', JSON.stringify({ v: 1, node: 'n2', state: 'offline', at: Date.now() }), { qos: 1, retain: true });
+  await c.endAsync();
+  const off = await d.until(/^node n2 offline$/);
+  assert.equal(off.fill, 'red');
 });
 
 test('bad configurations: a red status and a log line, no crash; a message to a misconfigured dispatcher is an error', { timeout: 60_000 }, async () => {
