@@ -47,41 +47,53 @@ export class NodeWatch {
   }
 
   /**
+   * Run `check` now and on every status change until it settles the promise
+   * (it returns true once it has resolved or rejected); after `timeoutMs`,
+   * reject with `onTimeout()`.
+   */
+  private waitFor<T>(timeoutMs: number, check: (resolve: (v: T) => void, reject: (e: Error) => void) => boolean, onTimeout: () => Error): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        off();
+        reject(onTimeout());
+      }, timeoutMs);
+      const run = () => {
+        if (check(resolve, reject)) {
+          clearTimeout(timer);
+          off();
+        }
+      };
+      const off = this.onChange(run);
+      run();
+    });
+  }
+
+  /**
    * Wait until every node in `nodes` is up (any state but offline) and has
    * reported its calibration; resolves with each node's figures.
    */
   waitCapabilities(nodes: string[], timeoutMs: number): Promise<Map<string, Capabilities>> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const caps = new Map<string, Capabilities>();
-        for (const n of nodes) {
-          const s = this.statuses.get(n);
-          if (s && s.state !== 'offline' && s.capabilities) caps.set(n, s.capabilities);
-        }
-        if (caps.size === nodes.length) {
-          done();
-          resolve(caps);
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        const missing = nodes.filter((n) => {
-          const s = this.statuses.get(n);
-          return !(s && s.state !== 'offline' && s.capabilities);
-        });
-        const why = missing.map((n) => {
-          const s = this.statuses.get(n);
-          return `${n} (${!s ? 'never seen on the broker: is it running, with the same pipeline name?' : s.state === 'offline' ? 'offline' : 'online without a calibration: is it an older version?'})`;
-        });
-        reject(new DeferError('E_TIMEOUT', `${missing.length} of ${nodes.length} nodes did not report their calibration within ${timeoutMs} ms: ${why.join('; ')}`));
-      }, timeoutMs);
-      const off = this.onChange(check);
-      const done = () => {
-        clearTimeout(timer);
-        off();
-      };
-      check();
-    });
+    const up = (n: string) => {
+      const s = this.statuses.get(n);
+      return s && s.state !== 'offline' && s.capabilities ? s.capabilities : undefined;
+    };
+    return this.waitFor(
+      timeoutMs,
+      (resolve) => {
+        if (!nodes.every(up)) return false;
+        resolve(new Map(nodes.map((n) => [n, up(n)!])));
+        return true;
+      },
+      () => {
+        const why = nodes
+          .filter((n) => !up(n))
+          .map((n) => {
+            const s = this.statuses.get(n);
+            return `${n} (${!s ? 'never seen on the broker: is it running, with the same pipeline name?' : s.state === 'offline' ? 'offline' : 'online without a calibration: is it an older version?'})`;
+          });
+        return new DeferError('E_TIMEOUT', `${why.length} of ${nodes.length} nodes did not report their calibration within ${timeoutMs} ms: ${why.join('; ')}`);
+      },
+    );
   }
 
   /**
@@ -90,17 +102,17 @@ export class NodeWatch {
    * that are not ready and what they last said.
    */
   waitReady(nodes: string[], deployment: string, timeoutMs: number, onProgress?: (ready: string[]) => void): Promise<void> {
-    return new Promise((resolve, reject) => {
-      let lastReady = -1;
-      const check = () => {
+    let lastReady = -1;
+    return this.waitFor<void>(
+      timeoutMs,
+      (resolve, reject) => {
         const ready: string[] = [];
         for (const n of nodes) {
           const s = this.statuses.get(n);
           if (s?.deployment !== deployment) continue;
           if (s.state === 'failed') {
-            done();
             reject(new DeferError('E_DEPLOY', `node '${n}' failed to load its stage of deployment ${deployment}: ${s.reason ?? 'no reason given'}`));
-            return;
+            return true;
           }
           if (s.state === 'ready') ready.push(n);
         }
@@ -108,27 +120,19 @@ export class NodeWatch {
           lastReady = ready.length;
           onProgress?.(ready);
         }
-        if (ready.length === nodes.length) {
-          done();
-          resolve();
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
+        if (ready.length < nodes.length) return false;
+        resolve();
+        return true;
+      },
+      () => {
         const missing = nodes
           .filter((n) => !(this.statuses.get(n)?.deployment === deployment && this.statuses.get(n)?.state === 'ready'))
           .map((n) => {
             const s = this.statuses.get(n);
             return `${n} (${!s ? 'never seen on the broker: is it running, with the same pipeline name?' : s.deployment !== deployment ? `${s.state}, not yet on this deployment` : s.state + (s.received !== undefined ? `, ${s.received}/${s.total} weight chunks` : '')})`;
           });
-        reject(new DeferError('E_TIMEOUT', `deployment ${deployment}: ${missing.length} of ${nodes.length} nodes not ready after ${timeoutMs} ms: ${missing.join('; ')}`));
-      }, timeoutMs);
-      const off = this.onChange(check);
-      const done = () => {
-        clearTimeout(timer);
-        off();
-      };
-      check();
-    });
+        return new DeferError('E_TIMEOUT', `deployment ${deployment}: ${missing.length} of ${nodes.length} nodes not ready after ${timeoutMs} ms: ${missing.join('; ')}`);
+      },
+    );
   }
 }

@@ -384,8 +384,12 @@ export function planPipeline(cost: CostModel, nodes: PlanNode[], opts: PlanOptio
     throw new DeferError('E_CONFIG', `no split of the model fits the nodes' memory (${need}); the whole model needs about ${(stageMemoryBytes(cost, 0, cost.layerNames.length - 1) / 1e6).toFixed(0)} MB: add nodes or memory`);
   }
   const { order, bounds, ev } = best;
+  return planOf(bounds.slice(1, -1).map((b) => cost.layerNames[t.pts[b]]), order, ev, tried);
+}
+
+function planOf(cuts: string[], order: PlanNode[], ev: Evaluation, ordersTried: number): PipelinePlan {
   return {
-    cuts: bounds.slice(1, -1).map((b) => cost.layerNames[t.pts[b]]),
+    cuts,
     order: order.map((n) => n.id),
     stages: ev.stages,
     bottleneckMs: ev.bottleneckMs,
@@ -394,7 +398,7 @@ export function planPipeline(cost: CostModel, nodes: PlanNode[], opts: PlanOptio
     predictedLatencyMs: ev.latencyMs,
     hostLoadMs: ev.hostLoadMs,
     relayCpuMs: ev.relayCpuMs,
-    ordersTried: tried,
+    ordersTried,
   };
 }
 
@@ -408,17 +412,5 @@ export function evaluateSplit(cost: CostModel, nodes: PlanNode[], cuts: string[]
     if (b <= 0) throw new DeferError('E_CUT', `'${c}' is not a valid cut point`);
     return b;
   }), t.pts.length - 1];
-  const ev = evaluate(t, nodes, bounds, opts.dispatcher ?? {}, opts.relay);
-  return {
-    cuts,
-    order: nodes.map((n) => n.id),
-    stages: ev.stages,
-    bottleneckMs: ev.bottleneckMs,
-    bottleneck: ev.bottleneck,
-    predictedThroughputFps: ev.bottleneckMs > 0 ? 1000 / ev.bottleneckMs : Infinity,
-    predictedLatencyMs: ev.latencyMs,
-    hostLoadMs: ev.hostLoadMs,
-    relayCpuMs: ev.relayCpuMs,
-    ordersTried: 1,
-  };
+  return planOf(cuts, nodes, evaluate(t, nodes, bounds, opts.dispatcher ?? {}, opts.relay), 1);
 }

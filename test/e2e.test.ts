@@ -4,7 +4,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -12,17 +11,10 @@ import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import sharp from 'sharp';
 import { decodeStatus } from '../lib/messages.js';
-import { CLI, REAL_MODELS, ROOT } from './helpers.js';
+import { CLI, REAL_MODELS, ROOT, freePort } from './helpers.js';
 
 const run = promisify(execFile);
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 function startProcess(args: string[]): { child: ChildProcess; log: () => string } {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });

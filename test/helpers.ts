@@ -1,4 +1,5 @@
 /** Shared test helpers. */
+import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tf } from '../lib/engine.js';
@@ -37,4 +38,13 @@ export async function predict(model: tf.LayersModel, input: tf.Tensor): Promise<
 export function sameBits(a: Float32Array, b: Float32Array): boolean {
   if (a.length !== b.length) return false;
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
+/** A TCP port that was free a moment ago, on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
 }

@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -21,19 +20,12 @@ import { modelInputFor } from '../dispatcher/serving.js';
 import { initEngine, tf } from '../lib/engine.js';
 import { loadFlatModel } from '../lib/model-source.js';
 import { preprocessImage } from '../lib/preprocess.js';
-import { ROOT } from './helpers.js';
+import { ROOT, freePort } from './helpers.js';
 
 const require = createRequire(import.meta.url);
 const PKG = '@defer-mqtt/node-red-defer';
 const EXAMPLE = 'DEFER - camera frames to predictions';
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 let red: ChildProcess | undefined;
 after(() => {

@@ -7,7 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { after, afterEach, before, test } from 'node:test';
 import mqtt from 'mqtt';
 import sharp from 'sharp';
@@ -21,6 +20,7 @@ import { initEngine, tf } from '../lib/engine.js';
 import { setLogLevel } from '../lib/log.js';
 import { loadFlatModel } from '../lib/model-source.js';
 import { preprocessImage } from '../lib/preprocess.js';
+import { freePort } from './helpers.js';
 
 const require = createRequire(import.meta.url);
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -44,13 +44,6 @@ interface TestNode {
 
 const NODES = [deferBroker, deferDispatcher, deferEdgeNode, deferStatus];
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 const load = (flow: unknown[], creds: Record<string, unknown> = {}) => new Promise<void>((r) => helper.load(NODES, flow, creds, r));
 

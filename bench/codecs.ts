@@ -1,0 +1,270 @@
+/**
+ * Payload per inference by codec, on real ResNet50 activations at the cuts a
+ * pipeline uses: DEFER's JSON lists of numbers, our CBOR envelope raw and
+ * with LZ4 (the default), byte-shuffled float32 + LZ4, and lossy float16 and
+ * int8 (per-tensor scale) each + LZ4, with and without byte shuffling. Bytes,
+ * encode and decode MB/s (of the float32 tensor), and for lossy codecs the
+ * model's output difference and top-1 agreement against the lossless run
+ * (the rest of the model run on the decoded activation).
+ */
+import { createRequire } from 'node:module';
+import { tf } from '../lib/engine.js';
+import { decodeActivation, encodeActivation } from '../lib/messages.js';
+import { buildStageModel, type FlatModel } from '../lib/partition.js';
+import { round } from '../lib/stats.js';
+import { decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
+
+const require = createRequire(import.meta.url);
+const lz4 = require('lz4') as { encodeBound(n: number): number; encodeBlock(s: Uint8Array, d: Uint8Array): number; decodeBlock(s: Uint8Array, d: Uint8Array): number };
+
+export interface CodecRow {
+  cut: string;
+  shape: number[];
+  codec: string;
+  lossy: boolean;
+  bytes: number;
+  /** how many times smaller than DEFER's JSON */
+  vsJson: number;
+  /** how many times smaller than the raw float32 bytes */
+  vsRaw: number;
+  encodeMBps: number;
+  decodeMBps: number;
+  /** lossy only: largest |output - lossless output| over the frames */
+  maxOutputDiff: number | null;
+  /** lossy only: share of frames whose top-1 class is the lossless one */
+  top1Agreement: number | null;
+}
+
+interface Codec {
+  name: string;
+  lossy: boolean;
+  encode(x: Float32Array, shape: number[]): Uint8Array;
+  decode(b: Uint8Array, n: number): Float32Array;
+}
+
+function lz4Pack(raw: Uint8Array): Uint8Array {
+  const out = Buffer.allocUnsafe(lz4.encodeBound(raw.byteLength));
+  const n = lz4.encodeBlock(raw, out);
+  return n > 0 ? out.subarray(0, n) : raw;
+}
+function lz4Unpack(b: Uint8Array, size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  const n = lz4.decodeBlock(b, out);
+  if (n !== size) throw new Error(`lz4: ${n} of ${size} bytes`);
+  return out;
+}
+/** Group byte k of every element together: similar bytes (exponents, high bytes) then sit side by side. */
+function shuffle(bytes: Uint8Array, width: number): Uint8Array {
+  const n = bytes.length / width;
+  const out = new Uint8Array(bytes.length);
+  for (let i = 0; i < n; i++) for (let k = 0; k < width; k++) out[k * n + i] = bytes[i * width + k];
+  return out;
+}
+function unshuffle(bytes: Uint8Array, width: number): Uint8Array {
+  const n = bytes.length / width;
+  const out = new Uint8Array(bytes.length);
+  for (let i = 0; i < n; i++) for (let k = 0; k < width; k++) out[i * width + k] = bytes[k * n + i];
+  return out;
+}
+
+// float32 <-> float16 (IEEE half, round to nearest even), without Float16Array (Node 20)
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+function toHalf(v: number): number {
+  f32[0] = v;
+  const x = u32[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >> shift;
+    if ((mant >> (shift - 1)) & 1 && (mant & ((1 << (shift - 1)) - 1) || h & 1)) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >> 13);
+  if (mant & 0x1000 && (mant & 0xfff || h & 1)) h++;
+  e = h >> 10;
+  return sign | h;
+}
+function fromHalf(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+
+const bytesOf = (x: Float32Array | Uint16Array | Int8Array) => new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+
+function f16Codec(shuffled: boolean): Codec {
+  return {
+    name: shuffled ? 'float16 + shuffle + LZ4' : 'float16 + LZ4',
+    lossy: true,
+    encode(x) {
+      const h = new Uint16Array(x.length);
+      for (let i = 0; i < x.length; i++) h[i] = toHalf(x[i]);
+      return lz4Pack(shuffled ? shuffle(bytesOf(h), 2) : bytesOf(h));
+    },
+    decode(b, n) {
+      let raw = lz4Unpack(b, n * 2);
+      if (shuffled) raw = unshuffle(raw, 2);
+      const h = new Uint16Array(raw.buffer, raw.byteOffset, n);
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = fromHalf(h[i]);
+      return out;
+    },
+  };
+}
+
+const int8Codec: Codec = {
+  name: 'int8 (per-tensor scale) + LZ4',
+  lossy: true,
+  encode(x) {
+    let max = 0;
+    for (let i = 0; i < x.length; i++) max = Math.max(max, Math.abs(x[i]));
+    const scale = max / 127 || 1;
+    const q = new Int8Array(x.length + 4);
+    new DataView(q.buffer).setFloat32(0, scale, true);
+    for (let i = 0; i < x.length; i++) q[i + 4] = Math.round(x[i] / scale);
+    return lz4Pack(bytesOf(q));
+  },
+  decode(b, n) {
+    const raw = lz4Unpack(b, n + 4);
+    const scale = new DataView(raw.buffer, raw.byteOffset).getFloat32(0, true);
+    const q = new Int8Array(raw.buffer, raw.byteOffset + 4, n);
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = q[i] * scale;
+    return out;
+  },
+};
+
+const envelope = (shape: number[], tensor: ReturnType<typeof encodeTensor>) => encodeActivation({ deployment: 'bench', frame: 'f', device: 'd', stage: 1, sentAt: 0, hops: [], tensor });
+
+const CODECS: Codec[] = [
+  {
+    name: 'JSON list (DEFER)',
+    lossy: false,
+    encode: (x, shape) => Buffer.from(JSON.stringify({ shape, data: Array.from(x) })),
+    decode: (b) => Float32Array.from((JSON.parse(Buffer.from(b).toString('utf8')) as { data: number[] }).data),
+  },
+  {
+    name: 'CBOR, raw float32',
+    lossy: false,
+    encode: (x, shape) => envelope(shape, encodeTensor({ dtype: 'float32', shape, data: x }, { codec: 'none' })),
+    decode: (b) => decodeTensor(decodeActivation(b, 1 << 30).tensor, 1 << 30).data as Float32Array,
+  },
+  {
+    name: 'CBOR + LZ4 (default)',
+    lossy: false,
+    encode: (x, shape) => envelope(shape, encodeTensor({ dtype: 'float32', shape, data: x }, { codec: 'lz4' })),
+    decode: (b) => decodeTensor(decodeActivation(b, 1 << 30).tensor, 1 << 30).data as Float32Array,
+  },
+  {
+    name: 'float32 + shuffle + LZ4',
+    lossy: false,
+    encode: (x) => lz4Pack(shuffle(bytesOf(x), 4)),
+    decode: (b, n) => {
+      const raw = unshuffle(lz4Unpack(b, n * 4), 4);
+      return new Float32Array(raw.buffer, raw.byteOffset, n);
+    },
+  },
+  f16Codec(false),
+  f16Codec(true),
+  int8Codec,
+];
+
+function timeIt(reps: number, f: () => void): number {
+  f(); // warm-up
+  const t0 = performance.now();
+  for (let r = 0; r < reps; r++) f();
+  return (performance.now() - t0) / reps;
+}
+
+/** Rows for each cut and codec; lossy quality from `frames` random frames through the rest of the model. */
+export async function codecBench(flat: FlatModel, cuts: string[], frames: number, reps: number): Promise<CodecRow[]> {
+  const rows: CodecRow[] = [];
+  const plans = flat.plan(cuts);
+  const stages: tf.LayersModel[] = [];
+  for (const p of plans) {
+    const { specs, blob } = flat.stageWeights(p);
+    stages.push(await buildStageModel(flat.stageTopology(p), specs, blob));
+  }
+  const run = async (from: number, x: tf.Tensor): Promise<Float32Array> => {
+    let t = x;
+    for (let k = from; k < stages.length; k++) {
+      const y = stages[k].predict(t) as tf.Tensor;
+      if (t !== x) t.dispose();
+      t = y;
+    }
+    const out = (await t.data()) as Float32Array;
+    if (t !== x) t.dispose();
+    return out;
+  };
+  try {
+    // the activations at every cut, for every frame
+    const acts: { data: Float32Array; shape: number[] }[][] = cuts.map(() => []);
+    const lossless: Float32Array[] = [];
+    for (let f = 0; f < frames; f++) {
+      let x: tf.Tensor = tf.randomUniform([1, ...flat.inputShape], 0, 1, 'float32', 100 + f);
+      for (let k = 0; k < stages.length; k++) {
+        const y = stages[k].predict(x) as tf.Tensor;
+        x.dispose();
+        x = y;
+        if (k < cuts.length) acts[k].push({ data: (await y.data()) as Float32Array, shape: [...y.shape] });
+      }
+      lossless.push((await x.data()) as Float32Array);
+      x.dispose();
+    }
+    for (let c = 0; c < cuts.length; c++) {
+      const { data, shape } = acts[c][0];
+      const rawBytes = data.byteLength;
+      let jsonBytes = 0;
+      for (const codec of CODECS) {
+        const enc = codec.encode(data, shape);
+        const encMs = timeIt(reps, () => codec.encode(data, shape));
+        const decMs = timeIt(reps, () => codec.decode(enc, data.length));
+        if (codec.name.startsWith('JSON')) jsonBytes = enc.byteLength;
+        let maxDiff: number | null = null;
+        let agree: number | null = null;
+        if (codec.lossy) {
+          maxDiff = 0;
+          let same = 0;
+          for (let f = 0; f < frames; f++) {
+            const a = acts[c][f];
+            const back = codec.decode(codec.encode(a.data, a.shape), a.data.length);
+            const x = tf.tensor(back, a.shape);
+            const out = await run(c + 1, x);
+            x.dispose();
+            const ref = lossless[f];
+            for (let i = 0; i < out.length; i++) maxDiff = Math.max(maxDiff, Math.abs(out[i] - ref[i]));
+            if (out.indexOf(Math.max(...out)) === ref.indexOf(Math.max(...ref))) same++;
+          }
+          agree = same / frames;
+        }
+        rows.push({
+          cut: cuts[c],
+          shape: shape.slice(1),
+          codec: codec.name,
+          lossy: codec.lossy,
+          bytes: enc.byteLength,
+          vsJson: round(jsonBytes / enc.byteLength, 2),
+          vsRaw: round(rawBytes / enc.byteLength, 2),
+          encodeMBps: round(rawBytes / 1e6 / (encMs / 1000), 0),
+          decodeMBps: round(rawBytes / 1e6 / (decMs / 1000), 0),
+          maxOutputDiff: maxDiff === null ? null : Number(maxDiff.toPrecision(3)),
+          top1Agreement: agree,
+        });
+      }
+    }
+  } finally {
+    for (const s of stages) s.dispose();
+  }
+  return rows;
+}
