@@ -1,121 +1,182 @@
 /**
- * `npm run bench`: throughput of the chain against the single-process
- * baseline measured in the same run, and the activation codec's speed.
- * Quick mode (default): the tiny CNN and MobileNet on 1-2 nodes. `--full`: ResNet50 on 1-3 nodes.
- * Writes bench/results/<date>-<host>.json and .md.
+ * `npm run bench`: DEFER's evaluation on our stack. Quick mode (default, for
+ * CI): the tiny CNN and MobileNet on 1-2 node processes, the codecs on one
+ * ResNet50 activation, broker throughput. `--full` (the published figures):
+ * ResNet50, MobileNet and the Teachable Machine MobileNetV2 on 1..N nodes
+ * (N = --max-nodes, default 4), the codecs at three cuts, deployment of
+ * ResNet50. Writes <out>/<date>-<host>[-quick].json and .md, and PNG charts.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
-import { cpus, hostname } from 'node:os';
+import { cpus, hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { runUp } from '../cli/up.js';
 import { loadConfig } from '../config/schema.js';
-import { initEngine, tf } from '../lib/engine.js';
+import { initEngine } from '../lib/engine.js';
 import { setLogLevel } from '../lib/log.js';
 import { loadFlatModel } from '../lib/model-source.js';
-import { round } from '../lib/stats.js';
-import { decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
+import { type BrokerRow, brokerBench } from './broker.js';
+import { payloadSvg, throughputSvg, writePng } from './charts.js';
+import { type CodecRow, codecBench } from './codecs.js';
+import { netemCheck } from './netem.js';
+import { type PipelineRow, measurePipeline, raplMicrojoules } from './pipeline.js';
 
-interface CodecRow {
-  activation: string;
-  rawBytes: number;
-  wireBytes: number;
-  ratio: number;
-  encodeMBps: number;
-  decodeMBps: number;
+const REAL_MODELS = join('..', 'shared', 'testdata', 'real-models');
+
+interface Plan {
+  pipeline: { model: string; label: string; frames: number; maxNodes: number }[];
+  codecCuts: string[];
+  codecFrames: number;
+  codecReps: number;
+  brokerSizes: number[];
+  brokerMessages: number;
 }
 
-async function codecBench(): Promise<CodecRow[]> {
-  const flat = await loadFlatModel('resnet50');
-  const rows: CodecRow[] = [];
-  const cuts = ['conv2_block3_out', 'conv3_block4_out', 'conv4_block6_out'];
-  const probe = tf.model({ inputs: flat.model.inputs, outputs: cuts.map((c) => flat.model.getLayer(c).output as tf.SymbolicTensor) });
-  const x = tf.randomUniform([1, ...flat.inputShape], 0, 1, 'float32', 1);
-  const outs = probe.predict(x) as tf.Tensor[];
-  for (let i = 0; i < cuts.length; i++) {
-    const data = (await outs[i].data()) as Float32Array;
-    const t = { dtype: 'float32' as const, shape: [...outs[i].shape], data };
-    const reps = 20;
-    let t0 = performance.now();
-    let w = encodeTensor(t);
-    for (let r = 1; r < reps; r++) w = encodeTensor(t);
-    const enc = (performance.now() - t0) / reps;
-    t0 = performance.now();
-    for (let r = 0; r < reps; r++) decodeTensor(w);
-    const dec = (performance.now() - t0) / reps;
-    rows.push({
-      activation: `${cuts[i]} [${t.shape.slice(1)}]`,
-      rawBytes: data.byteLength,
-      wireBytes: w.data.byteLength,
-      ratio: round(data.byteLength / w.data.byteLength, 2),
-      encodeMBps: round(data.byteLength / 1e6 / (enc / 1000), 0),
-      decodeMBps: round(data.byteLength / 1e6 / (dec / 1000), 0),
-    });
-  }
-  tf.dispose([x, ...outs]);
-  flat.model.dispose();
-  return rows;
+function plan(full: boolean, maxNodes: number): Plan {
+  return full
+    ? {
+        pipeline: [
+          { model: 'resnet50', label: 'resnet50', frames: 30, maxNodes },
+          { model: 'mobilenet', label: 'mobilenet', frames: 40, maxNodes },
+          { model: join(REAL_MODELS, 'tm-aircraft'), label: 'tm-aircraft (MobileNetV2)', frames: 40, maxNodes },
+        ],
+        codecCuts: ['conv2_block3_out', 'conv3_block4_out', 'conv4_block6_out'],
+        codecFrames: 10,
+        codecReps: 10,
+        brokerSizes: [4_000, 600_000, 1_600_000, 3_200_000],
+        brokerMessages: 200,
+      }
+    : {
+        pipeline: [
+          { model: 'tiny', label: 'tiny', frames: 60, maxNodes: 2 },
+          { model: 'mobilenet', label: 'mobilenet', frames: 12, maxNodes: 2 },
+        ],
+        codecCuts: ['conv3_block4_out'],
+        codecFrames: 2,
+        codecReps: 3,
+        brokerSizes: [4_000, 1_600_000],
+        brokerMessages: 40,
+      };
+}
+
+const f = (x: number | null, d = 1) => (x === null ? 'n/a' : x.toFixed(d));
+
+function markdown(r: BenchResult): string {
+  const m = r.machine;
+  const lines = [
+    `# DEFER benchmark, ${r.mode} mode: ${r.date} on ${m.host}`,
+    '',
+    `Machine: ${m.cpus} x ${m.cpu}, ${(m.memoryBytes / 2 ** 30).toFixed(0)} GiB, Node ${m.node}, TensorFlow.js backend ${m.backend}. Every node is a process on this machine, with the broker and dispatcher.`,
+    'Speed-up is against the whole model run in one process on the same frames in the same run; the ideal is single-process ms per frame over the slowest stage.',
+    '',
+    '## Throughput and latency against nodes',
+    '',
+    '| model | nodes | cuts | frames/s | single process | speed-up | ideal speed-up | p50 / p95 ms | stage compute ms | node CPU ms/frame | broker+dispatcher CPU ms/frame | energy J/frame |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...r.pipeline.map(
+      (p) =>
+        `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${p.cuts.join(', ') || '-'} | ${p.throughputFps} | ${p.singleProcessFps} | ${p.speedup}x | ${p.idealSpeedup}x | ${p.p50Ms} / ${p.p95Ms} | ${p.stageComputeMs.join(' / ')} | ${p.nodeCpuMsPerFrame.map((x) => f(x)).join(' / ')} | ${p.brokerDispatcherCpuMsPerFrame} | ${p.joulesPerFrame ?? 'n/a'} |`,
+    ),
+    '',
+    `Energy: ${r.energy}`,
+    '',
+    '## Overhead per hop',
+    '',
+    'Per node, ms per frame: decode + encode against compute (the codec\'s share of the node\'s busy time), and transfer: from the sender\'s publish to this node\'s receipt, which includes the broker, the sockets, and the time a message waits in the socket while the node (single-threaded) computes the frame before it. The broker\'s own cost is in the broker table below and in the broker+dispatcher CPU above.',
+    '',
+    '| model | nodes | per node: decode + encode / compute ms (codec share); transfer ms |',
+    '| --- | --- | --- |',
+    ...r.pipeline.map((p) => `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${p.overhead.map((o) => `${o.node}: ${o.decodeMs} + ${o.encodeMs} / ${o.computeMs} (${(o.codecShare * 100).toFixed(1)}%); ${o.transferMs}`).join('; ')} |`),
+    '',
+    '## Payload per inference by codec (ResNet50 activations)',
+    '',
+    '| cut | shape | codec | bytes | smaller than JSON | smaller than raw | encode MB/s | decode MB/s | max output diff | top-1 agreement |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...r.codecs.map((c) => `| ${c.cut} | ${c.shape.join('x')} | ${c.codec} | ${c.bytes.toLocaleString('en')} | ${c.vsJson}x | ${c.vsRaw}x | ${c.encodeMBps} | ${c.decodeMBps} | ${c.maxOutputDiff ?? 'lossless'} | ${c.top1Agreement === null ? 'lossless' : `${(c.top1Agreement * 100).toFixed(0)}% of ${r.codecFrames}`} |`),
+    '',
+    '## Broker throughput (embedded Aedes, QoS 1, 8 messages in flight, publisher and subscriber in one process)',
+    '',
+    '| message bytes | messages/s | MB/s |',
+    '| --- | --- | --- |',
+    ...r.broker.map((b) => `| ${b.messageBytes.toLocaleString('en')} | ${b.messagesPerSecond} | ${b.MBps} |`),
+    '',
+    '## Deployment (weights retained on the broker, chunks sha256-checked by each node)',
+    '',
+    '| model | nodes | weights MB | first deployment s | redeployment s |',
+    '| --- | --- | --- | --- | --- |',
+    ...r.pipeline.map((p) => `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${(p.weightBytes / 1e6).toFixed(1)} | ${(p.deployMs / 1000).toFixed(2)} | ${(p.redeployMs / 1000).toFixed(2)} |`),
+    '',
+    `## Network emulation`,
+    '',
+    r.netem.available ? 'Available (not run in this version of the bench).' : `Skipped: ${r.netem.reason}.`,
+    '',
+  ];
+  return lines.join('\n');
+}
+
+interface BenchResult {
+  date: string;
+  mode: 'quick' | 'full';
+  machine: { host: string; cpus: number; cpu: string; memoryBytes: number; node: string; backend: string };
+  pipeline: PipelineRow[];
+  codecs: CodecRow[];
+  codecFrames: number;
+  broker: BrokerRow[];
+  energy: string;
+  netem: { available: boolean; reason: string };
+  charts: string[];
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { full: { type: 'boolean' }, frames: { type: 'string' } } });
+  const { values } = parseArgs({ options: { full: { type: 'boolean' }, 'max-nodes': { type: 'string' }, out: { type: 'string' } } });
   setLogLevel('warn');
+  const full = values.full === true;
+  const maxNodes = Number(values['max-nodes'] ?? 4);
+  if (!Number.isInteger(maxNodes) || maxNodes < 1) throw new Error(`--max-nodes must be a positive integer, got ${values['max-nodes']}`);
+  const out = values.out ?? join('bench', 'results');
+  const p = plan(full, maxNodes);
   const backend = await initEngine('auto');
-  const runs: { model: string; nodes: number; frames: number[] }[] = values.full
-    ? [{ model: 'resnet50', nodes: 3, frames: [40] }]
-    : [
-        { model: 'tiny', nodes: 2, frames: [100] },
-        { model: 'mobilenet', nodes: 2, frames: [20] },
-      ];
-  const pipeline: Record<string, unknown>[] = [];
-  for (const r of runs) {
-    for (let n = 1; n <= r.nodes; n++) {
-      const frames = values.frames ? Number(values.frames) : r.frames[0];
-      const config = loadConfig(undefined, { 'dispatcher.model': r.model, 'up.nodes': n, 'up.frames': frames, 'broker.port': 0, logLevel: 'warn' });
-      process.stderr.write(`bench: ${r.model} on ${n} node(s), ${frames} frames\n`);
-      const s = await runUp(config, { progress: () => undefined });
-      pipeline.push({
-        model: r.model,
-        nodes: n,
-        frames,
-        throughputFps: s.throughputFps,
-        singleProcessFps: s.singleProcess?.throughputFps ?? null,
-        speedup: s.speedupVsSingleProcess,
-        p50Ms: s.latencyMs.p50,
-        p95Ms: s.latencyMs.p95,
-        stageMs: s.stages.map((st) => st.meanComputeMs),
-        bytesPerHop: s.bytesPerFramePerHop.map((h) => h.bytes),
-        maxAbsDiffVsLocal: s.maxAbsDiffVsLocal,
-      });
+  const say = (l: string) => process.stderr.write(`bench: ${l}\n`);
+  const pipeline: PipelineRow[] = [];
+  for (const run of p.pipeline) {
+    for (let n = 1; n <= run.maxNodes; n++) {
+      say(`${run.label} on ${n} node(s), ${run.frames} frames`);
+      const config = loadConfig(undefined, { 'dispatcher.model': run.model, 'up.nodes': n, 'up.frames': run.frames, 'broker.port': 0, logLevel: 'warn' }, {});
+      pipeline.push({ ...(await measurePipeline(config, say)), model: run.label });
     }
   }
-  process.stderr.write('bench: codec\n');
-  const codec = await codecBench();
+  say(`codecs on ResNet50 at ${p.codecCuts.join(', ')}`);
+  const resnet = await loadFlatModel('resnet50');
+  const codecs = await codecBench(resnet, p.codecCuts, p.codecFrames, p.codecReps);
+  resnet.model.dispose();
+  say('broker throughput');
+  const broker = await brokerBench(p.brokerSizes, p.brokerMessages);
+  const energy = (await raplMicrojoules()) === null ? 'not measured: this machine exposes no RAPL counters (/sys/class/powercap/intel-rapl:*; typical of VMs). CPU ms per frame per node, from each process\'s own accounting, is the proxy.' : 'RAPL package counters over the streamed frames (all packages; nodes, broker and dispatcher together).';
+  const netem = await netemCheck();
+  say(`network emulation: ${netem.available ? 'available' : `skipped: ${netem.reason}`}`);
   const date = new Date().toISOString().slice(0, 10);
   const host = hostname();
-  const machine = { host, cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version, backend };
-  const result = { date, mode: values.full ? 'full' : 'quick', machine, pipeline, codec };
-  const dir = join('bench', 'results');
-  await mkdir(dir, { recursive: true });
-  const base = join(dir, `${date}-${host}`);
+  const base = join(out, `${date}-${host}${full ? '' : '-quick'}`);
+  await mkdir(out, { recursive: true });
+  const charts = [`${base}-throughput.png`, `${base}-payload.png`];
+  await writePng(throughputSvg(pipeline, `DEFER over MQTT: throughput against node processes (${cpus().length} cores, ${host}, ${backend})`), charts[0]);
+  await writePng(payloadSvg(codecs.filter((c) => c.cut === p.codecCuts[p.codecCuts.length > 1 ? 1 : 0]), `Payload per inference: ResNet50 ${p.codecCuts[p.codecCuts.length > 1 ? 1 : 0]} activation`), charts[1]);
+  const result: BenchResult = {
+    date,
+    mode: full ? 'full' : 'quick',
+    machine: { host, cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryBytes: totalmem(), node: process.version, backend },
+    pipeline,
+    codecs,
+    codecFrames: p.codecFrames,
+    broker,
+    energy,
+    netem,
+    charts,
+  };
   await writeFile(`${base}.json`, JSON.stringify(result, null, 2) + '\n');
-  const md = [
-    `# Benchmark ${date} on ${host} (${machine.cpus} cores, ${machine.cpu}, Node ${machine.node}, backend ${backend}, ${result.mode} mode)`,
-    '',
-    'Speed-up is against the whole model run in one process on the same frames, measured in the same run.',
-    '',
-    '| model | nodes | frames | frames/s | single-process frames/s | speed-up | p50 ms | p95 ms | stage ms | maxAbsDiffVsLocal |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-    ...pipeline.map((p) => `| ${p.model} | ${p.nodes} | ${p.frames} | ${p.throughputFps} | ${p.singleProcessFps} | ${p.speedup}x | ${p.p50Ms} | ${p.p95Ms} | ${(p.stageMs as number[]).join(' / ')} | ${p.maxAbsDiffVsLocal} |`),
-    '',
-    '| ResNet50 activation | raw bytes | LZ4 bytes | ratio | encode MB/s | decode MB/s |',
-    '| --- | --- | --- | --- | --- | --- |',
-    ...codec.map((c) => `| ${c.activation} | ${c.rawBytes} | ${c.wireBytes} | ${c.ratio} | ${c.encodeMBps} | ${c.decodeMBps} |`),
-    '',
-  ].join('\n');
+  const md = markdown(result);
   await writeFile(`${base}.md`, md);
   process.stdout.write(md);
-  process.stderr.write(`bench: wrote ${base}.json and ${base}.md\n`);
+  say(`wrote ${base}.json, ${base}.md, ${charts.join(', ')}`);
 }
 
 main().then(

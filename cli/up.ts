@@ -25,7 +25,7 @@ export interface UpOptions {
   progress?: (line: string) => void;
 }
 
-interface Local {
+export interface Local {
   config: DeferConfig;
   backend: string;
   brokerUrl: string;
@@ -43,7 +43,7 @@ interface Local {
  * close everything, also when `body` fails or a node process dies. A signal runs `onSignal`
  * (serve: a clean stop) or, by default, closes everything and exits 130.
  */
-async function withLocalDeployment<T>(config: DeferConfig, opts: UpOptions, body: (l: Local) => Promise<T>, onSignal?: () => void): Promise<T> {
+export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOptions, body: (l: Local) => Promise<T>, onSignal?: () => void): Promise<T> {
   const progress = opts.progress ?? ((l: string) => log.info(l));
   const slow = config.up.slowdown;
   if (slow.length > config.up.nodes) throw new DeferError('E_CONFIG', `up.slowdown has ${slow.length} values for ${config.up.nodes} nodes`);

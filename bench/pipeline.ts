@@ -1,0 +1,119 @@
+/**
+ * One pipeline measurement: a local deployment (embedded broker, N node
+ * processes), first deployment and redeployment timed, frames through the
+ * chain, and the figures DEFER's evaluation reports: throughput and latency
+ * against the single-process baseline, the ideal bound, CPU per frame per
+ * node, energy where RAPL counters exist, and per-hop overhead.
+ */
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Local, withLocalDeployment } from '../cli/up.js';
+import type { DeferConfig } from '../config/schema.js';
+import { chooseSplit } from '../dispatcher/run-deployment.js';
+import { type LocalRun, runChain, runLocal, summarise } from '../dispatcher/run-frames.js';
+import { hopLatencies } from '../dispatcher/frame-server.js';
+import { syntheticFrames } from '../lib/frames.js';
+import { mean, round } from '../lib/stats.js';
+
+export interface PipelineRow {
+  model: string;
+  nodes: number;
+  frames: number;
+  cuts: string[];
+  throughputFps: number;
+  singleProcessFps: number;
+  speedup: number;
+  /** single-process ms per frame over the slowest stage's compute ms: what a perfect chain would reach */
+  idealSpeedup: number;
+  idealFps: number;
+  p50Ms: number;
+  p95Ms: number;
+  stageComputeMs: number[];
+  /** CPU ms per frame of each node process (its own accounting, process.cpuUsage) */
+  nodeCpuMsPerFrame: number[];
+  /** CPU ms per frame of the process holding the broker and the dispatcher */
+  brokerDispatcherCpuMsPerFrame: number;
+  /**
+   * per node, ms per frame: transfer (from the sender's publish to this node's receipt: the broker, the
+   * sockets, and the time the message waits in the socket while the node, single-threaded, computes the
+   * frame before), decode, compute, encode; and the codec's share of the node's busy time
+   */
+  overhead: { node: string; transferMs: number; decodeMs: number; encodeMs: number; computeMs: number; codecShare: number }[];
+  bytesPerHop: number[];
+  deployMs: number;
+  redeployMs: number;
+  weightBytes: number;
+  /** joules per frame from RAPL, or null where the machine has no counters */
+  joulesPerFrame: number | null;
+  maxAbsDiffVsLocal: number;
+}
+
+/** Sum of the RAPL package counters in µJ, or null where there are none (VMs, non-Intel/AMD, no permission). */
+export async function raplMicrojoules(): Promise<number | null> {
+  const base = '/sys/class/powercap';
+  try {
+    const zones = (await readdir(base)).filter((z) => /^intel-rapl:\d+$/.test(z));
+    if (!zones.length) return null;
+    let total = 0;
+    for (const z of zones) total += Number((await readFile(join(base, z, 'energy_uj'), 'utf8')).trim());
+    return total;
+  } catch {
+    return null;
+  }
+}
+
+/** Baselines per model, measured once in this process on the same frames. */
+const baselines = new Map<string, LocalRun>();
+
+export async function measurePipeline(config: DeferConfig, progress: (l: string) => void): Promise<PipelineRow> {
+  return withLocalDeployment(config, { progress: () => undefined }, async (l: Local) => {
+    const { order, cuts } = await chooseSplit({ config: l.config, backend: l.backend, flat: l.flat, ids: l.ids, caps: l.caps, cuts: l.cuts, progress: () => undefined });
+    // nodes up first: the deployment time is from dispatch to all ready, not node start-up
+    await l.dispatcher.nodes.waitCapabilities(l.ids, 120_000);
+    const first = await l.dispatcher.deploy(l.flat, order, cuts);
+    const again = await l.dispatcher.deploy(l.flat, order, cuts);
+    const frames = syntheticFrames(l.flat.inputShape, config.up.frames, config.dispatcher.seed);
+    const key = `${config.dispatcher.model}/${frames.length}`;
+    if (!baselines.has(key)) baselines.set(key, await runLocal(l.flat.model, frames));
+    const local = baselines.get(key)!;
+    const e0 = await raplMicrojoules();
+    const chain = await runChain(again, frames);
+    const e1 = await raplMicrojoules();
+    const s = summarise(config.dispatcher.model, l.backend, again, frames, chain, local);
+    const hops = chain.results.map(hopLatencies);
+    const overhead = s.stages.map((st, k) => {
+      const m = (f: (h: ReturnType<typeof hopLatencies>[number]) => number) => round(mean(hops.map((h) => f(h[k]))), 2);
+      const transferMs = m((h) => h.transferMs);
+      const decodeMs = m((h) => h.decodeMs);
+      const encodeMs = m((h) => h.encodeMs);
+      const computeMs = m((h) => h.computeMs);
+      return { node: st.node, transferMs, decodeMs, encodeMs, computeMs, codecShare: round((decodeMs + encodeMs) / (decodeMs + encodeMs + computeMs), 4) };
+    });
+    const single = s.singleProcess!;
+    const slowest = Math.max(...s.stages.map((st) => st.meanComputeMs));
+    progress(`  ${config.dispatcher.model} on ${order.length} node(s): ${s.throughputFps} frames/s (single ${single.throughputFps}), deploy ${(first.deployMs / 1000).toFixed(1)} s, redeploy ${(again.deployMs / 1000).toFixed(1)} s`);
+    return {
+      model: config.dispatcher.model,
+      nodes: order.length,
+      frames: frames.length,
+      cuts,
+      throughputFps: s.throughputFps,
+      singleProcessFps: single.throughputFps,
+      speedup: s.speedupVsSingleProcess ?? 0,
+      idealSpeedup: round(single.msPerFrame / slowest, 3),
+      idealFps: round(1000 / slowest, 3),
+      p50Ms: s.latencyMs.p50,
+      p95Ms: s.latencyMs.p95,
+      stageComputeMs: s.stages.map((st) => st.meanComputeMs),
+      nodeCpuMsPerFrame: s.stages.map((st) => st.meanCpuMs ?? NaN),
+      brokerDispatcherCpuMsPerFrame: s.dispatcherCpuMsPerFrame,
+      overhead,
+      bytesPerHop: s.bytesPerFramePerHop.map((h) => h.bytes),
+      deployMs: round(first.deployMs, 0),
+      redeployMs: round(again.deployMs, 0),
+      weightBytes: again.plan.totalBytes,
+      joulesPerFrame: e0 !== null && e1 !== null ? round((e1 - e0) / 1e6 / frames.length, 3) : null,
+      maxAbsDiffVsLocal: s.maxAbsDiffVsLocal ?? NaN,
+    };
+  });
+}
