@@ -1,42 +1,108 @@
 /**
- * Network emulation (DEFER's CORE runs): nodes in Linux network namespaces
- * joined by veth links shaped with `tc netem`. This checks, without touching
- * anything but a namespace and a veth pair of its own (named defer-bench*),
- * whether the machine can do it: root, ip netns, veth, and the netem qdisc.
+ * Network emulation (like DEFER's CORE runs): each node process in a Linux
+ * network namespace of its own, joined to this one by a veth pair whose two
+ * ends are shaped with `tc`: netem (bandwidth and delay) where the kernel has
+ * it, else tbf (bandwidth only, and the report says so). Only the bench's own
+ * namespaces (defer-bench-*), veth pairs (dfb*) and 10.77.0.0/16 addresses
+ * are ever created, addressed or removed.
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
+const sh = async (cmd: string[]) => {
+  try {
+    await run(cmd[0], cmd.slice(1));
+  } catch (err) {
+    throw new Error(`${cmd.join(' ')}: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`);
+  }
+};
 
 export interface NetemCheck {
+  /** namespaces and veth links can be made */
   available: boolean;
+  /** the netem qdisc exists (delay can be emulated); else bandwidth only, with tbf */
+  netem: boolean;
   reason: string;
 }
 
+export interface Shape {
+  label: string;
+  mbit: number;
+  delayMs: number;
+}
+
+export interface Links {
+  brokerUrlFor(id: string, port: number): string;
+  commandPrefix(id: string): string[];
+  /** what was applied: netem, or tbf without the delay */
+  applied: string;
+  close(): Promise<void>;
+}
+
+const nsName = (k: number) => `defer-bench-${k}`;
+
+async function removeLeftovers(max: number): Promise<void> {
+  for (let k = 1; k <= max; k++) {
+    await run('ip', ['link', 'del', `dfbh${k}`]).catch(() => undefined);
+    await run('ip', ['netns', 'del', nsName(k)]).catch(() => undefined);
+  }
+}
+
 export async function netemCheck(): Promise<NetemCheck> {
-  if (process.getuid?.() !== 0) return { available: false, reason: 'not running as root: namespaces and tc need it' };
-  const ns = `defer-bench${process.pid}`;
-  const a = `dfb${process.pid % 100000}a`;
-  const b = `dfb${process.pid % 100000}b`;
+  if (process.getuid?.() !== 0) return { available: false, netem: false, reason: 'not running as root: namespaces and tc need it' };
+  await removeLeftovers(1);
   try {
-    await run('ip', ['netns', 'add', ns]);
+    await sh(['ip', 'netns', 'add', nsName(1)]);
+    await sh(['ip', 'link', 'add', 'dfbh1', 'type', 'veth', 'peer', 'name', 'dfbn1']);
+    await sh(['ip', 'link', 'set', 'dfbn1', 'netns', nsName(1)]);
+    const netem = await sh(['tc', 'qdisc', 'add', 'dev', 'dfbh1', 'root', 'netem', 'delay', '5ms', 'rate', '100mbit']).then(() => true, () => false);
+    if (!netem) await sh(['tc', 'qdisc', 'add', 'dev', 'dfbh1', 'root', 'tbf', 'rate', '100mbit', 'burst', '256kb', 'latency', '400ms']);
+    return {
+      available: true,
+      netem,
+      reason: netem ? 'root, network namespaces, veth and netem: bandwidth and delay' : 'the kernel has no netem qdisc: bandwidth is shaped with tbf, delay cannot be emulated',
+    };
   } catch (err) {
-    return { available: false, reason: `ip netns add failed: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}` };
-  }
-  try {
-    await run('ip', ['link', 'add', a, 'type', 'veth', 'peer', 'name', b]);
-    await run('ip', ['link', 'set', b, 'netns', ns]);
-    try {
-      await run('tc', ['qdisc', 'add', 'dev', a, 'root', 'netem', 'delay', '5ms', 'rate', '100mbit']);
-    } catch (err) {
-      return { available: false, reason: `the kernel has no netem qdisc (tc: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}); delay and bandwidth cannot be emulated here` };
-    }
-    return { available: true, reason: 'root, network namespaces, veth and netem are available' };
-  } catch (err) {
-    return { available: false, reason: `veth links failed: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}` };
+    return { available: false, netem: false, reason: (err as Error).message };
   } finally {
-    await run('ip', ['link', 'del', a]).catch(() => undefined);
-    await run('ip', ['netns', 'del', ns]).catch(() => undefined);
+    await removeLeftovers(1);
   }
+}
+
+/** Namespaces and shaped links for `ids` (node k gets 10.77.k.2, this side 10.77.k.1). */
+export async function createLinks(ids: string[], shape: Shape, netem: boolean): Promise<Links> {
+  await removeLeftovers(ids.length);
+  const qdisc = (dev: string, ns?: string) => {
+    const base = ns ? ['ip', 'netns', 'exec', ns, 'tc'] : ['tc'];
+    return netem
+      ? [...base, 'qdisc', 'add', 'dev', dev, 'root', 'netem', 'delay', `${shape.delayMs}ms`, 'rate', `${shape.mbit}mbit`, 'limit', '100000']
+      : [...base, 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', `${shape.mbit}mbit`, 'burst', '256kb', 'latency', '2000ms'];
+  };
+  try {
+    for (let k = 1; k <= ids.length; k++) {
+      const ns = nsName(k);
+      await sh(['ip', 'netns', 'add', ns]);
+      await sh(['ip', 'link', 'add', `dfbh${k}`, 'type', 'veth', 'peer', 'name', `dfbn${k}`]);
+      await sh(['ip', 'link', 'set', `dfbn${k}`, 'netns', ns]);
+      await sh(['ip', 'addr', 'add', `10.77.${k}.1/24`, 'dev', `dfbh${k}`]);
+      await sh(['ip', 'link', 'set', `dfbh${k}`, 'up']);
+      await sh(['ip', 'netns', 'exec', ns, 'ip', 'addr', 'add', `10.77.${k}.2/24`, 'dev', `dfbn${k}`]);
+      await sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', `dfbn${k}`, 'up']);
+      await sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
+      // both directions: towards the node, and from it
+      await sh(qdisc(`dfbh${k}`));
+      await sh(qdisc(`dfbn${k}`, ns));
+    }
+  } catch (err) {
+    await removeLeftovers(ids.length);
+    throw err;
+  }
+  const index = (id: string) => ids.indexOf(id) + 1;
+  return {
+    brokerUrlFor: (id, port) => `mqtt://10.77.${index(id)}.1:${port}`,
+    commandPrefix: (id) => ['ip', 'netns', 'exec', nsName(index(id))],
+    applied: netem ? `netem: ${shape.mbit} Mbit/s and ${shape.delayMs} ms each way on every node's link` : `tbf: ${shape.mbit} Mbit/s each way on every node's link; no delay (no netem in this kernel)`,
+    close: () => removeLeftovers(ids.length),
+  };
 }

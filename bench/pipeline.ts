@@ -7,7 +7,7 @@
  */
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Local, withLocalDeployment } from '../cli/up.js';
+import { type Local, type UpOptions, withLocalDeployment } from '../cli/up.js';
 import type { DeferConfig } from '../config/schema.js';
 import { chooseSplit } from '../dispatcher/run-deployment.js';
 import { type LocalRun, runChain, runLocal, summarise } from '../dispatcher/run-frames.js';
@@ -41,7 +41,8 @@ export interface PipelineRow {
   overhead: { node: string; transferMs: number; decodeMs: number; encodeMs: number; computeMs: number; codecShare: number }[];
   bytesPerHop: number[];
   deployMs: number;
-  redeployMs: number;
+  /** null where the run skipped the redeployment */
+  redeployMs: number | null;
   weightBytes: number;
   /** joules per frame from RAPL, or null where the machine has no counters */
   joulesPerFrame: number | null;
@@ -65,13 +66,13 @@ export async function raplMicrojoules(): Promise<number | null> {
 /** Baselines per model, measured once in this process on the same frames. */
 const baselines = new Map<string, LocalRun>();
 
-export async function measurePipeline(config: DeferConfig, progress: (l: string) => void): Promise<PipelineRow> {
-  return withLocalDeployment(config, { progress: () => undefined }, async (l: Local) => {
+export async function measurePipeline(config: DeferConfig, progress: (l: string) => void, opts: Pick<UpOptions, 'nodeNetwork'> & { redeploy?: boolean } = {}): Promise<PipelineRow> {
+  return withLocalDeployment(config, { progress: () => undefined, ...opts }, async (l: Local) => {
     const { order, cuts } = await chooseSplit({ config: l.config, backend: l.backend, flat: l.flat, ids: l.ids, caps: l.caps, cuts: l.cuts, progress: () => undefined });
     // nodes up first: the deployment time is from dispatch to all ready, not node start-up
     await l.dispatcher.nodes.waitCapabilities(l.ids, 120_000);
     const first = await l.dispatcher.deploy(l.flat, order, cuts);
-    const again = await l.dispatcher.deploy(l.flat, order, cuts);
+    const again = opts.redeploy === false ? first : await l.dispatcher.deploy(l.flat, order, cuts);
     const frames = syntheticFrames(l.flat.inputShape, config.up.frames, config.dispatcher.seed);
     const key = `${config.dispatcher.model}/${frames.length}`;
     if (!baselines.has(key)) baselines.set(key, await runLocal(l.flat.model, frames));
@@ -110,7 +111,7 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
       overhead,
       bytesPerHop: s.bytesPerFramePerHop.map((h) => h.bytes),
       deployMs: round(first.deployMs, 0),
-      redeployMs: round(again.deployMs, 0),
+      redeployMs: opts.redeploy === false ? null : round(again.deployMs, 0),
       weightBytes: again.plan.totalBytes,
       joulesPerFrame: e0 !== null && e1 !== null ? round((e1 - e0) / 1e6 / frames.length, 3) : null,
       maxAbsDiffVsLocal: s.maxAbsDiffVsLocal ?? NaN,

@@ -17,7 +17,7 @@ import { loadFlatModel } from '../lib/model-source.js';
 import { type BrokerRow, brokerBench } from './broker.js';
 import { payloadSvg, throughputSvg, writePng } from './charts.js';
 import { type CodecRow, codecBench } from './codecs.js';
-import { netemCheck } from './netem.js';
+import { type Shape, createLinks, netemCheck } from './netem.js';
 import { type PipelineRow, measurePipeline, raplMicrojoules } from './pipeline.js';
 
 const REAL_MODELS = join('..', 'shared', 'testdata', 'real-models');
@@ -29,6 +29,8 @@ interface Plan {
   codecReps: number;
   brokerSizes: number[];
   brokerMessages: number;
+  /** network emulation runs (full mode, where the machine allows) */
+  emulate: { model: string; nodes: number; frames: number; shapes: Shape[] } | null;
 }
 
 function plan(full: boolean, maxNodes: number): Plan {
@@ -44,6 +46,15 @@ function plan(full: boolean, maxNodes: number): Plan {
         codecReps: 10,
         brokerSizes: [4_000, 600_000, 1_600_000, 3_200_000],
         brokerMessages: 200,
+        emulate: {
+          model: 'resnet50',
+          nodes: 2,
+          frames: 10,
+          shapes: [
+            { label: '100 Mbit/s, 5 ms', mbit: 100, delayMs: 5 },
+            { label: '20 Mbit/s, 20 ms', mbit: 20, delayMs: 20 },
+          ],
+        },
       }
     : {
         pipeline: [
@@ -55,6 +66,7 @@ function plan(full: boolean, maxNodes: number): Plan {
         codecReps: 3,
         brokerSizes: [4_000, 1_600_000],
         brokerMessages: 40,
+        emulate: null,
       };
 }
 
@@ -103,12 +115,20 @@ function markdown(r: BenchResult): string {
     '',
     '| model | nodes | weights MB | first deployment s | redeployment s |',
     '| --- | --- | --- | --- | --- |',
-    ...r.pipeline.map((p) => `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${(p.weightBytes / 1e6).toFixed(1)} | ${(p.deployMs / 1000).toFixed(2)} | ${(p.redeployMs / 1000).toFixed(2)} |`),
+    ...r.pipeline.map((p) => `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${(p.weightBytes / 1e6).toFixed(1)} | ${(p.deployMs / 1000).toFixed(2)} | ${p.redeployMs === null ? '-' : (p.redeployMs / 1000).toFixed(2)} |`),
     '',
     `## Network emulation`,
     '',
-    r.netem.available ? 'Available (not run in this version of the bench).' : `Skipped: ${r.netem.reason}.`,
+    r.netem.available ? `Each node in a network namespace of its own, its veth link to the broker shaped: ${r.netem.reason}.` : `Skipped: ${r.netem.reason}.`,
     '',
+    ...(r.emulated.length
+      ? [
+          '| model | nodes | link | applied | frames/s | single process | p50 / p95 ms | bytes per hop | deployment s |',
+          '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+          ...r.emulated.map((e) => `| ${e.row.model} | ${e.row.nodes} | ${e.shape} | ${e.applied} | ${e.row.throughputFps} | ${e.row.singleProcessFps} | ${e.row.p50Ms} / ${e.row.p95Ms} | ${e.row.bytesPerHop.map((b) => b.toLocaleString('en')).join(' / ')} | ${(e.row.deployMs / 1000).toFixed(1)} |`),
+          '',
+        ]
+      : []),
   ];
   return lines.join('\n');
 }
@@ -122,12 +142,17 @@ interface BenchResult {
   codecFrames: number;
   broker: BrokerRow[];
   energy: string;
-  netem: { available: boolean; reason: string };
+  netem: { available: boolean; netem: boolean; reason: string };
+  emulated: { shape: string; applied: string; row: PipelineRow }[];
   charts: string[];
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { full: { type: 'boolean' }, 'max-nodes': { type: 'string' }, out: { type: 'string' } } });
+  const { values } = parseArgs({ options: { full: { type: 'boolean' }, 'max-nodes': { type: 'string' }, out: { type: 'string' }, only: { type: 'string' } } });
+  const PARTS = ['pipeline', 'codecs', 'broker', 'emulation'];
+  const only = values.only ? values.only.split(',') : PARTS;
+  const bad = only.filter((x) => !PARTS.includes(x));
+  if (bad.length) throw new Error(`--only takes ${PARTS.join(', ')}; not ${bad.join(', ')}`);
   setLogLevel('warn');
   const full = values.full === true;
   const maxNodes = Number(values['max-nodes'] ?? 4);
@@ -137,29 +162,58 @@ async function main(): Promise<void> {
   const backend = await initEngine('auto');
   const say = (l: string) => process.stderr.write(`bench: ${l}\n`);
   const pipeline: PipelineRow[] = [];
-  for (const run of p.pipeline) {
+  for (const run of only.includes('pipeline') ? p.pipeline : []) {
     for (let n = 1; n <= run.maxNodes; n++) {
       say(`${run.label} on ${n} node(s), ${run.frames} frames`);
       const config = loadConfig(undefined, { 'dispatcher.model': run.model, 'up.nodes': n, 'up.frames': run.frames, 'broker.port': 0, logLevel: 'warn' }, {});
       pipeline.push({ ...(await measurePipeline(config, say)), model: run.label });
     }
   }
-  say(`codecs on ResNet50 at ${p.codecCuts.join(', ')}`);
-  const resnet = await loadFlatModel('resnet50');
-  const codecs = await codecBench(resnet, p.codecCuts, p.codecFrames, p.codecReps);
-  resnet.model.dispose();
-  say('broker throughput');
-  const broker = await brokerBench(p.brokerSizes, p.brokerMessages);
+  let codecs: CodecRow[] = [];
+  if (only.includes('codecs')) {
+    say(`codecs on ResNet50 at ${p.codecCuts.join(', ')}`);
+    const resnet = await loadFlatModel('resnet50');
+    codecs = await codecBench(resnet, p.codecCuts, p.codecFrames, p.codecReps);
+    resnet.model.dispose();
+  }
+  let broker: BrokerRow[] = [];
+  if (only.includes('broker')) {
+    say('broker throughput');
+    broker = await brokerBench(p.brokerSizes, p.brokerMessages);
+  }
   const energy = (await raplMicrojoules()) === null ? 'not measured: this machine exposes no RAPL counters (/sys/class/powercap/intel-rapl:*; typical of VMs). CPU ms per frame per node, from each process\'s own accounting, is the proxy.' : 'RAPL package counters over the streamed frames (all packages; nodes, broker and dispatcher together).';
   const netem = await netemCheck();
-  say(`network emulation: ${netem.available ? 'available' : `skipped: ${netem.reason}`}`);
+  say(`network emulation: ${netem.available ? netem.reason : `skipped: ${netem.reason}`}`);
+  const emulated: BenchResult['emulated'] = [];
+  if (p.emulate && netem.available && only.includes('emulation')) {
+    const e = p.emulate;
+    const ids = Array.from({ length: e.nodes }, (_, i) => `n${i + 1}`);
+    for (const shape of e.shapes) {
+      say(`${e.model} on ${e.nodes} nodes in network namespaces, links ${shape.label}`);
+      const links = await createLinks(ids, shape, netem.netem);
+      try {
+        const config = loadConfig(undefined, { 'dispatcher.model': e.model, 'up.nodes': e.nodes, 'up.frames': e.frames, 'broker.port': 0, 'broker.host': '0.0.0.0', 'dispatcher.readyTimeoutMs': 600_000, logLevel: 'warn' }, {});
+        const row = await measurePipeline(config, say, { nodeNetwork: links, redeploy: false });
+        emulated.push({ shape: shape.label, applied: links.applied, row });
+      } finally {
+        await links.close();
+      }
+    }
+  }
   const date = new Date().toISOString().slice(0, 10);
   const host = hostname();
-  const base = join(out, `${date}-${host}${full ? '' : '-quick'}`);
+  const base = join(out, `${date}-${host}${full ? '' : '-quick'}${values.only ? `-${only.join('-')}` : ''}`);
   await mkdir(out, { recursive: true });
-  const charts = [`${base}-throughput.png`, `${base}-payload.png`];
-  await writePng(throughputSvg(pipeline, `DEFER over MQTT: throughput against node processes (${cpus().length} cores, ${host}, ${backend})`), charts[0]);
-  await writePng(payloadSvg(codecs.filter((c) => c.cut === p.codecCuts[p.codecCuts.length > 1 ? 1 : 0]), `Payload per inference: ResNet50 ${p.codecCuts[p.codecCuts.length > 1 ? 1 : 0]} activation`), charts[1]);
+  const charts: string[] = [];
+  if (pipeline.length) {
+    charts.push(`${base}-throughput.png`);
+    await writePng(throughputSvg(pipeline, `DEFER over MQTT: throughput against node processes (${cpus().length} cores, ${host}, ${backend})`), charts.at(-1)!);
+  }
+  if (codecs.length) {
+    const cut = p.codecCuts[p.codecCuts.length > 1 ? 1 : 0];
+    charts.push(`${base}-payload.png`);
+    await writePng(payloadSvg(codecs.filter((c) => c.cut === cut), `Payload per inference: ResNet50 ${cut} activation`), charts.at(-1)!);
+  }
   const result: BenchResult = {
     date,
     mode: full ? 'full' : 'quick',
@@ -170,6 +224,7 @@ async function main(): Promise<void> {
     broker,
     energy,
     netem,
+    emulated,
     charts,
   };
   await writeFile(`${base}.json`, JSON.stringify(result, null, 2) + '\n');

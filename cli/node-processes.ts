@@ -20,6 +20,10 @@ export interface NodeProcessOptions {
   extraArgs?: string[];
   /** arguments for one node only (e.g. its --slowdown) */
   argsFor?: (id: string) => string[];
+  /** the broker URL one node uses, when it differs (a node in a network namespace) */
+  brokerUrlFor?: (id: string) => string;
+  /** a command that runs the node, e.g. ['ip', 'netns', 'exec', 'ns1'] */
+  commandPrefix?: (id: string) => string[];
 }
 
 export class NodeProcesses {
@@ -33,11 +37,12 @@ export class NodeProcesses {
     const onLine = this.opts.onLine ?? ((id: string, line: string) => process.stderr.write(`[${id}] ${line}\n`));
     for (const id of ids) {
       const args = [
-        CLI_PATH, 'node', '--id', id, '--broker', this.opts.brokerUrl, '--pipeline', this.opts.pipeline, '--backend', this.opts.backend, '--log-level', this.opts.logLevel,
+        CLI_PATH, 'node', '--id', id, '--broker', this.opts.brokerUrlFor?.(id) ?? this.opts.brokerUrl, '--pipeline', this.opts.pipeline, '--backend', this.opts.backend, '--log-level', this.opts.logLevel,
         ...(this.opts.extraArgs ?? []),
         ...(this.opts.argsFor?.(id) ?? []),
       ];
-      const child = spawn(process.execPath, args, {
+      const prefix = this.opts.commandPrefix?.(id) ?? [];
+      const child = spawn(prefix[0] ?? process.execPath, prefix.length ? [...prefix.slice(1), process.execPath, ...args] : args, {
         stdio: ['pipe', 'ignore', 'pipe'],
         env: { ...process.env, DEFER_EXIT_WITH_PARENT: '1' },
       });

@@ -21,6 +21,8 @@ import { loadFlatModel } from '../lib/model-source.js';
 import { NodeProcesses } from './node-processes.js';
 
 export interface UpOptions {
+  /** where node processes run and which broker URL they use (network emulation); default: here, the broker's URL */
+  nodeNetwork?: { brokerUrlFor(id: string, brokerPort: number): string; commandPrefix(id: string): string[] };
   /** called with each progress line; default: stderr */
   progress?: (line: string) => void;
 }
@@ -63,6 +65,7 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
       const f = slow[ids.indexOf(id)];
       return f && f !== 1 ? ['--slowdown', String(f)] : [];
     },
+    ...(opts.nodeNetwork ? { brokerUrlFor: (id: string) => opts.nodeNetwork!.brokerUrlFor(id, broker.port), commandPrefix: (id: string) => opts.nodeNetwork!.commandPrefix(id) } : {}),
   });
   const dispatcher = new Dispatcher({ ...config.dispatcher, brokerUrl: broker.url, pipeline: config.pipeline, progress });
   let stopping = false;
