@@ -12,6 +12,8 @@ import { EdgeNode } from '../edge-node/edge-node.js';
 import { initEngine } from '../lib/engine.js';
 import { DeferError, errorMessage } from '../lib/errors.js';
 import { log, setLogPrefix } from '../lib/log.js';
+import { brokerAuth } from '../lib/mqtt-connect.js';
+import { ROLES, type Role, addUser, readUsers } from '../broker/auth.js';
 import { saveLayersModel } from '../lib/model-io.js';
 import { loadFlatModel } from '../lib/model-source.js';
 import { createZooModel, ZOO_NAMES } from '../lib/zoo.js';
@@ -138,9 +140,27 @@ const commands: Record<string, Command> = {
         json: flags.json === true,
         seed: config.dispatcher.seed,
         stop: stopped,
+        auth: brokerAuth(config.broker),
       });
       process.stdout.write((flags.json ? JSON.stringify({ report }) : formatSensorReport(report)) + '\n');
       if (report.unanswered > 0) process.exitCode = 1;
+    },
+  },
+  user: {
+    usage: 'defer user add --file users.json --user NAME --role dispatcher|node|sensor|admin [--id ID]   (password from DEFER_PASSWORD or stdin)',
+    about: 'Add or replace a broker user: a salted password hash (scrypt) and a role whose topics it may use.',
+    flags: {
+      file: { type: 'string', help: 'users file (created if missing; mode 600)' },
+      user: { type: 'string', help: 'username' },
+      role: { type: 'string', help: ROLES.join(' | ') },
+      id: { type: 'string', help: 'node or device id the user stands for (default: the username)' },
+    },
+    async run(argv) {
+      const { flags, positionals } = parseCommand(argv, this.flags);
+      if (positionals[0] !== 'add' || typeof flags.file !== 'string' || typeof flags.user !== 'string' || typeof flags.role !== 'string') throw new DeferError('E_CONFIG', `usage: ${this.usage}`);
+      const password = process.env.DEFER_PASSWORD ?? (await readStdinLine());
+      await addUser(flags.file, flags.user, flags.role as Role, password, typeof flags.id === 'string' ? flags.id : undefined);
+      log.info(`user ${flags.user} (${flags.role}) written to ${flags.file}`);
     },
   },
   broker: {
@@ -150,11 +170,16 @@ const commands: Record<string, Command> = {
       host: { key: 'broker.host', type: 'string', help: 'address to listen on' },
       port: { key: 'broker.port', type: 'string', number: true, help: 'port (0: a free one)' },
       'max-packet-bytes': { key: 'broker.maxPacketBytes', type: 'string', number: true, help: 'largest packet accepted' },
+      users: { key: 'broker.users', type: 'string', help: 'users file (defer user add): clients must log in, per-role ACLs apply' },
+      'tls-cert': { key: 'broker.tlsCert', type: 'string', help: 'TLS certificate (PEM): speak mqtts' },
+      'tls-key': { key: 'broker.tlsKey', type: 'string', help: 'TLS private key (PEM)' },
     },
     async run(argv) {
       const { config } = parseCommand(argv, this.flags);
-      const broker = await startBroker(config.broker);
-      log.info(`broker listening at ${broker.url} (max packet ${config.broker.maxPacketBytes} bytes)`);
+      const users = config.broker.users ? await readUsers(config.broker.users) : undefined;
+      const broker = await startBroker({ ...config.broker, users, tlsCert: config.broker.tlsCert || undefined, tlsKey: config.broker.tlsKey || undefined });
+      log.info(`broker listening at ${broker.url} (max packet ${config.broker.maxPacketBytes} bytes; ${users ? `${users.length} users, per-role ACLs` : 'anonymous clients, no ACLs'}${broker.url.startsWith('mqtts') ? ', TLS' : ''})`);
+      if (!users && !['127.0.0.1', 'localhost', '::1'].includes(config.broker.host)) log.warn(`broker: listening on ${config.broker.host} without users: anyone who reaches this port can deploy models and read every frame; set broker.users (defer user add)`);
       await waitForSignal();
       await broker.close();
       log.info('broker closed');
@@ -179,6 +204,7 @@ const commands: Record<string, Command> = {
         maxMessageBytes: config.dispatcher.maxMessageBytes,
         maxQueue: config.node.maxQueue,
         slowdown: config.node.slowdown,
+        ...brokerAuth(config.broker),
       });
       await node.start();
       await waitForSignal(process.env.DEFER_EXIT_WITH_PARENT === '1');
@@ -208,7 +234,7 @@ const commands: Record<string, Command> = {
       const backend = await initEngine(config.backend);
       const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
       const progress = (l: string) => log.info(l);
-      const d = new Dispatcher({ ...config.dispatcher, brokerUrl: config.broker.url, pipeline: config.pipeline });
+      const d = new Dispatcher({ ...config.dispatcher, ...brokerAuth(config.broker), brokerUrl: config.broker.url, pipeline: config.pipeline });
       await d.connect();
       try {
         const caps = config.planner.auto && !config.planner.speeds.length ? await d.nodes.waitCapabilities(nodes, config.planner.onlineTimeoutMs) : undefined;
@@ -262,7 +288,7 @@ const commands: Record<string, Command> = {
           config.planner.speeds = ids.map(() => 1);
         }
         if (!ids.length) throw new DeferError('E_CONFIG', 'defer plan --auto needs the nodes: --nodes n1,n2 (their calibration is read from the broker), or --speeds 1,0.5 (one per node), or --stages K (K equal nodes)');
-        const caps = config.planner.speeds.length ? undefined : await fetchCapabilities(config.broker.url, config.pipeline, ids, config.planner.onlineTimeoutMs);
+        const caps = config.planner.speeds.length ? undefined : await fetchCapabilities(config.broker.url, config.pipeline, ids, config.planner.onlineTimeoutMs, brokerAuth(config.broker));
         const report = autoPlanReport(config.dispatcher.model, flat, await autoPlan(flat, config, backend, ids, caps));
         process.stdout.write(flags.json ? JSON.stringify(report) + '\n' : formatAutoPlan(report));
         flat.model.dispose();
@@ -303,11 +329,22 @@ const commands: Record<string, Command> = {
         if (typeof flags.out === 'string') await writeFile(flags.out, configurationDoc());
         else process.stdout.write(configurationDoc());
       } else if (positionals[0] === 'show' || positionals.length === 0) {
-        process.stdout.write(JSON.stringify(config, null, 2) + '\n');
+        const shown = { ...config, broker: { ...config.broker, password: config.broker.password ? '(set)' : '' } };
+        process.stdout.write(JSON.stringify(shown, null, 2) + '\n');
       } else throw new DeferError('E_CONFIG', `usage: ${this.usage}`);
     },
   },
 };
+
+/** The first line of standard input (a password piped in). */
+async function readStdinLine(): Promise<string> {
+  let data = '';
+  for await (const chunk of process.stdin) {
+    data += chunk;
+    if (data.includes('\n')) break;
+  }
+  return data.split(/\r?\n/)[0];
+}
 
 /** Resolve on SIGINT or SIGTERM (or when stdin closes, for child processes). */
 function waitForSignal(withStdin = false): Promise<void> {

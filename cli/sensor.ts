@@ -12,7 +12,7 @@ import sharp from 'sharp';
 import { DeferError, errorMessage } from '../lib/errors.js';
 import { log } from '../lib/log.js';
 import { encodeCbor } from '../lib/messages.js';
-import { closeMqtt, connectMqtt } from '../lib/mqtt-connect.js';
+import { type BrokerAuth, closeMqtt, connectMqtt } from '../lib/mqtt-connect.js';
 import { mean, percentile, round } from '../lib/stats.js';
 import { assertTopicName, topicsFor } from '../lib/topics.js';
 import { prng } from '../lib/zoo.js';
@@ -37,6 +37,7 @@ export interface SensorOptions {
   seed: number;
   stop?: Promise<void>;
   out?: (line: string) => void;
+  auth?: BrokerAuth;
 }
 
 export interface SensorReport {
@@ -110,7 +111,7 @@ export async function runSensor(o: SensorOptions): Promise<SensorReport> {
   if (!(o.fps > 0)) throw new DeferError('E_CONFIG', `--fps must be a positive number, got ${o.fps}`);
   const out = o.out ?? ((l: string) => process.stdout.write(l + '\n'));
   const topics = topicsFor(o.pipeline);
-  const client = await connectMqtt({ url: o.brokerUrl, clientIdPrefix: `defer-sensor-${o.device}` });
+  const client = await connectMqtt({ url: o.brokerUrl, clientIdPrefix: `defer-sensor-${o.device}`, ...o.auth });
   const sent: { at: number; frame: Frame }[] = [];
   const byId = new Map<string, number>();
   let answered = 0;

@@ -72,6 +72,12 @@ export const schema = {
     host: { doc: 'Address the embedded broker listens on (defer broker, defer up).', format: String, default: '127.0.0.1', env: 'DEFER_BROKER_HOST' },
     port: { doc: 'Port of the embedded broker; 0 picks a free one.', format: int(0, 65535), default: 1883, env: 'DEFER_BROKER_PORT' },
     maxPacketBytes: { doc: 'Largest MQTT packet the embedded broker accepts; a client sending a larger one is disconnected.', format: int(1024, 268_435_455), default: 64 * 1024 * 1024, env: 'DEFER_BROKER_MAX_PACKET_BYTES' },
+    users: { doc: 'Users file of the embedded broker (defer broker): salted password hashes and roles, made with defer user add. Empty: anonymous clients, no ACLs (keep broker.host 127.0.0.1 then).', format: String, default: '', env: 'DEFER_BROKER_USERS' },
+    tlsCert: { doc: 'TLS certificate (PEM) of the embedded broker (defer broker): it then speaks mqtts.', format: String, default: '', env: 'DEFER_BROKER_TLS_CERT' },
+    tlsKey: { doc: 'TLS private key (PEM) for broker.tlsCert.', format: String, default: '', env: 'DEFER_BROKER_TLS_KEY' },
+    ca: { doc: 'CA certificate (PEM) that clients check the broker\'s TLS certificate against (mqtts:// URLs).', format: String, default: '', env: 'DEFER_BROKER_CA' },
+    username: { doc: 'Username that nodes, dispatchers and sensors connect with.', format: String, default: '', env: 'DEFER_BROKER_USERNAME' },
+    password: { doc: 'Password for broker.username (prefer the environment variable to a file).', format: String, default: '', env: 'DEFER_BROKER_PASSWORD', sensitive: true },
   },
   node: {
     id: { doc: 'Id of this edge node (defer node): a topic level, unique in the pipeline.', format: String, default: '', env: 'DEFER_NODE_ID' },
@@ -137,7 +143,7 @@ export type DeferConfig = {
   pipeline: string;
   backend: (typeof BACKEND_CHOICES)[number];
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
-  broker: { url: string; host: string; port: number; maxPacketBytes: number };
+  broker: { url: string; host: string; port: number; maxPacketBytes: number; users: string; tlsCert: string; tlsKey: string; ca: string; username: string; password: string };
   node: { id: string; maxQueue: number; slowdown: number };
   dispatcher: {
     model: string;

@@ -6,7 +6,7 @@ import type { DeferConfig } from '../config/schema.js';
 import type { Capabilities } from '../lib/calibrate.js';
 import { chooseCuts } from '../lib/choose-cuts.js';
 import { log } from '../lib/log.js';
-import { closeMqtt, connectMqtt } from '../lib/mqtt-connect.js';
+import { type BrokerAuth, closeMqtt, connectMqtt } from '../lib/mqtt-connect.js';
 import { topicsFor } from '../lib/topics.js';
 import { NodeWatch } from './node-watch.js';
 import { costModelOf, planNodes } from '../lib/plan-inputs.js';
@@ -114,8 +114,8 @@ export function formatPlanCheck(c: PlanCheck): string {
 }
 
 /** Read the nodes' calibrations from their retained status on the broker. */
-export async function fetchCapabilities(brokerUrl: string, pipeline: string, ids: string[], timeoutMs: number): Promise<Map<string, Capabilities>> {
-  const client = await connectMqtt({ url: brokerUrl, clientIdPrefix: 'defer-plan' });
+export async function fetchCapabilities(brokerUrl: string, pipeline: string, ids: string[], timeoutMs: number, auth: BrokerAuth = {}): Promise<Map<string, Capabilities>> {
+  const client = await connectMqtt({ url: brokerUrl, clientIdPrefix: 'defer-plan', ...auth });
   try {
     const watch = new NodeWatch(client, topicsFor(pipeline));
     await watch.start();

@@ -29,6 +29,7 @@ export interface DispatcherOptions {
   client?: MqttClient;
   username?: string;
   password?: string;
+  ca?: string;
 }
 
 export interface Deployment {
@@ -52,7 +53,7 @@ export class Dispatcher {
   async connect(): Promise<void> {
     if (this.opts.client) this.client = this.opts.client;
     else {
-      this.client = await connectMqtt({ url: this.opts.brokerUrl, clientIdPrefix: `defer-${this.id}`, username: this.opts.username, password: this.opts.password });
+      this.client = await connectMqtt({ url: this.opts.brokerUrl, clientIdPrefix: `defer-${this.id}`, username: this.opts.username, password: this.opts.password, ca: this.opts.ca });
       this.client.on('error', (err) => log.warn(`dispatcher mqtt: ${err.message}`));
     }
     this.watch = new NodeWatch(this.client, this.topics);

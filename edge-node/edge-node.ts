@@ -41,6 +41,7 @@ export interface EdgeNodeOptions {
   calibrate?: boolean;
   username?: string;
   password?: string;
+  ca?: string;
 }
 
 export interface EdgeNodeCounters {
@@ -103,6 +104,7 @@ export class EdgeNode {
       clientIdPrefix: `defer-node-${this.opts.id}`,
       username: this.opts.username,
       password: this.opts.password,
+      ca: this.opts.ca,
       will: { topic: statusTopic, payload: encodeStatus({ node: this.opts.id, state: 'offline', at: 0 }), qos: 1, retain: true },
     });
     this.client.on('message', (topic, payload) => this.onMessage(topic, payload));

@@ -4,8 +4,21 @@
  */
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { DeferError, errorMessage } from './errors.js';
+
+/** Credentials and trust for a client (from broker.username, broker.password, broker.ca). */
+export interface BrokerAuth {
+  username?: string;
+  password?: string;
+  ca?: string;
+}
+
+/** BrokerAuth from the configuration: empty strings mean unset. */
+export function brokerAuth(b: { username: string; password: string; ca: string }): BrokerAuth {
+  return { username: b.username || undefined, password: b.password || undefined, ca: b.ca || undefined };
+}
 
 export interface ConnectOptions {
   url: string;
@@ -15,6 +28,16 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   username?: string;
   password?: string;
+  /** CA certificate file (PEM) that the broker's TLS certificate must chain to (mqtts://) */
+  ca?: string;
+}
+
+function readCa(file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new DeferError('E_CONFIG', `cannot read the CA certificate ${file} (broker.ca): ${errorMessage(err)}`);
+  }
 }
 
 export async function connectMqtt(opts: ConnectOptions): Promise<MqttClient> {
@@ -31,11 +54,14 @@ export async function connectMqtt(opts: ConnectOptions): Promise<MqttClient> {
         connectTimeout: opts.connectTimeoutMs ?? 10_000,
         will: opts.will,
         ...(opts.username ? { username: opts.username, password: opts.password ?? '' } : {}),
+        ...(opts.ca ? { ca: readCa(opts.ca) } : {}),
       },
       false,
     );
   } catch (err) {
-    throw new DeferError('E_CONFIG', `cannot connect to the MQTT broker at ${opts.url}: ${errorMessage(err)}. Is a broker running there? ('defer broker' starts one)`);
+    const msg = errorMessage(err);
+    const hint = /Not authorized|Bad username or password/i.test(msg) ? 'Check broker.username and broker.password (DEFER_BROKER_USERNAME, DEFER_BROKER_PASSWORD)' : /certificate|self.signed|SSL|TLS/i.test(msg) ? 'Give the CA that signed the broker\'s certificate: broker.ca (--ca)' : "Is a broker running there? ('defer broker' starts one)";
+    throw new DeferError('E_CONFIG', `cannot connect to the MQTT broker at ${opts.url}: ${msg}. ${hint}`);
   }
   // Small activations and acknowledgements must not wait for Nagle's algorithm.
   const noDelay = () => (client.stream as Partial<Socket> | undefined)?.setNoDelay?.(true);

@@ -1,0 +1,123 @@
+/**
+ * Broker security: users with salted password hashes (scrypt) in a JSON file,
+ * and per-role topic ACLs. Roles:
+ *  - dispatcher: everything under defer/ (assignments, weights, frames in, results out);
+ *  - node <id>: reads its assignment, its weights and stage inputs; writes its status, stage inputs
+ *    (its output), results to a dispatcher, and errors;
+ *  - sensor <id>: writes defer/<p>/frames/<id>, reads defer/<p>/results/<id>;
+ *  - admin: everything (monitoring, tools).
+ * The file: { "users": [{ "username", "role", "id"?, "salt", "hash" }] }, written by `defer user add`.
+ */
+import { randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { DeferError, errorMessage } from '../lib/errors.js';
+
+export type Role = 'dispatcher' | 'node' | 'sensor' | 'admin';
+export const ROLES: readonly Role[] = ['dispatcher', 'node', 'sensor', 'admin'];
+
+export interface UserRecord {
+  username: string;
+  role: Role;
+  /** node or device id the user stands for (default: the username) */
+  id?: string;
+  salt: string;
+  hash: string;
+}
+
+export interface Principal {
+  username: string;
+  role: Role;
+  id: string;
+}
+
+const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const KEYLEN = 32;
+
+export function hashPassword(password: string, salt = randomBytes(16).toString('hex')): { salt: string; hash: string } {
+  return { salt, hash: scryptSync(password, salt, KEYLEN).toString('hex') };
+}
+
+export function verifyPassword(password: string, u: Pick<UserRecord, 'salt' | 'hash'>): boolean {
+  const want = Buffer.from(u.hash, 'hex');
+  const got = scryptSync(password, u.salt, KEYLEN);
+  return want.length === got.length && timingSafeEqual(want, got);
+}
+
+export async function readUsers(file: string): Promise<UserRecord[]> {
+  let j: unknown;
+  try {
+    j = JSON.parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    throw new DeferError('E_CONFIG', `cannot read the users file ${file} (broker.users): ${errorMessage(err)}`);
+  }
+  const users = (j as { users?: unknown }).users;
+  if (!Array.isArray(users)) throw new DeferError('E_CONFIG', `users file ${file}: expected {"users": [...]}`);
+  users.forEach((u: Partial<UserRecord>, i) => {
+    if (!u || typeof u.username !== 'string' || !ROLES.includes(u.role as Role) || typeof u.salt !== 'string' || !/^[0-9a-f]{64}$/.test(String(u.hash)) || (u.id !== undefined && !NAME.test(u.id))) {
+      throw new DeferError('E_CONFIG', `users file ${file}: user ${i} needs username, role (${ROLES.join(', ')}), salt, hash (64 hex), and an optional id of letters, digits, _ . -`);
+    }
+  });
+  return users as UserRecord[];
+}
+
+/** Add or replace a user in the file (created if missing). */
+export async function addUser(file: string, username: string, role: Role, password: string, id?: string): Promise<void> {
+  if (!NAME.test(username)) throw new DeferError('E_CONFIG', `username '${username}' must be 1-64 letters, digits, _ . -`);
+  if (!ROLES.includes(role)) throw new DeferError('E_CONFIG', `role must be one of ${ROLES.join(', ')}, not '${role}'`);
+  if (id !== undefined && !NAME.test(id)) throw new DeferError('E_CONFIG', `id '${id}' must be 1-64 letters, digits, _ . -`);
+  if (password.length < 8) throw new DeferError('E_CONFIG', 'the password must have at least 8 characters');
+  let users: UserRecord[] = [];
+  try {
+    users = await readUsers(file);
+  } catch (err) {
+    if (!/ENOENT/.test(errorMessage(err))) throw err;
+  }
+  users = users.filter((u) => u.username !== username);
+  users.push({ username, role, ...(id ? { id } : {}), ...hashPassword(password) });
+  await writeFile(file, JSON.stringify({ users }, null, 2) + '\n', { mode: 0o600 });
+}
+
+/** Does topic filter `want` (may hold + and #) only ever match topics that `allowed` matches? */
+export function filterWithin(want: string, allowed: string): boolean {
+  const w = want.split('/');
+  const a = allowed.split('/');
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] === '#') return true;
+    if (i >= w.length) return false;
+    if (w[i] === '#') return false;
+    if (a[i] === '+') continue;
+    if (w[i] !== a[i]) return false;
+  }
+  return w.length === a.length;
+}
+
+/** Topic filters a principal may publish to and subscribe to. */
+export function aclFor(p: Principal): { publish: string[]; subscribe: string[] } {
+  switch (p.role) {
+    case 'admin':
+    case 'dispatcher':
+      return { publish: ['defer/#'], subscribe: ['defer/#'] };
+    case 'node':
+      return {
+        publish: [`defer/+/node/${p.id}/status`, 'defer/+/stage/+/in', 'defer/+/dispatcher/+/out', 'defer/+/errors'],
+        subscribe: [`defer/+/node/${p.id}/assign`, `defer/+/node/${p.id}/weights/+`, 'defer/+/stage/+/in'],
+      };
+    case 'sensor':
+      return { publish: [`defer/+/frames/${p.id}`], subscribe: [`defer/+/results/${p.id}`] };
+  }
+}
+
+export function mayPublish(p: Principal, topic: string): boolean {
+  return aclFor(p).publish.some((f) => filterWithin(topic, f));
+}
+
+export function maySubscribe(p: Principal, filter: string): boolean {
+  return aclFor(p).subscribe.some((f) => filterWithin(filter, f));
+}
+
+/** The principal for a username and password, or null. */
+export function authenticateUser(users: UserRecord[], username: string | undefined, password: Buffer | undefined): Principal | null {
+  const u = users.find((x) => x.username === username);
+  if (!u || !password || !verifyPassword(password.toString('utf8'), u)) return null;
+  return { username: u.username, role: u.role, id: u.id ?? u.username };
+}

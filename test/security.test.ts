@@ -1,0 +1,162 @@
+/**
+ * Broker security with real clients: users with salted password hashes, the
+ * per-role topic ACLs (each role refused outside its topics, and enough for a
+ * real deployment), and TLS with a certificate made in the test.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { promisify } from 'node:util';
+import mqtt from 'mqtt';
+import { addUser, filterWithin, hashPassword, mayPublish, maySubscribe, readUsers, verifyPassword } from '../broker/auth.js';
+import { startBroker, type RunningBroker } from '../broker/broker.js';
+import { Dispatcher } from '../dispatcher/dispatcher.js';
+import { runChain } from '../dispatcher/run-frames.js';
+import { EdgeNode } from '../edge-node/edge-node.js';
+import { initEngine } from '../lib/engine.js';
+import { syntheticFrames } from '../lib/frames.js';
+import { setLogLevel } from '../lib/log.js';
+import { loadFlatModel } from '../lib/model-source.js';
+import { CLI, ROOT } from './helpers.js';
+
+const run = promisify(execFile);
+const dir = mkdtempSync(join(tmpdir(), 'defer-sec-'));
+const usersFile = join(dir, 'users.json');
+const PASS = 'correct horse battery';
+let broker: RunningBroker;
+
+before(async () => {
+  setLogLevel('silent');
+  await initEngine('wasm');
+  for (const [u, role, id] of [
+    ['disp', 'dispatcher'],
+    ['n1', 'node'],
+    ['n2', 'node'],
+    ['cam1', 'sensor'],
+    ['ops', 'admin'],
+    ['camera-7', 'sensor', 'cam7'],
+  ] as const) {
+    await addUser(usersFile, u, role, PASS, id);
+  }
+  broker = await startBroker({ host: '127.0.0.1', port: 0, maxPacketBytes: 1 << 24, users: await readUsers(usersFile) });
+});
+
+after(async () => {
+  await broker.close();
+});
+
+const connect = (username?: string, password = PASS) => mqtt.connectAsync(broker.url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 3000, ...(username ? { username, password } : {}) });
+
+test('passwords are salted scrypt hashes; the users file is private; ACL filters nest correctly', async () => {
+  const a = hashPassword('s3cret-pass');
+  const b = hashPassword('s3cret-pass');
+  assert.notEqual(a.hash, b.hash, 'a fresh salt each time');
+  assert.ok(verifyPassword('s3cret-pass', a) && !verifyPassword('s3cret-pasS', a));
+  const file = JSON.parse(readFileSync(usersFile, 'utf8'));
+  assert.equal(file.users.length, 6);
+  assert.ok(!readFileSync(usersFile, 'utf8').includes(PASS), 'no clear-text password in the file');
+  assert.equal(statSync(usersFile).mode & 0o777, 0o600);
+  await assert.rejects(addUser(usersFile, 'x', 'node', 'short'), /at least 8 characters/);
+  await assert.rejects(addUser(usersFile, 'x', 'root' as never, PASS), /role must be one of/);
+  assert.ok(filterWithin('defer/p/node/n1/weights/+', 'defer/+/node/n1/weights/+'));
+  assert.ok(!filterWithin('defer/p/node/+/weights/+', 'defer/+/node/n1/weights/+'), 'a wildcard may not widen the grant');
+  assert.ok(!filterWithin('defer/#', 'defer/+/frames/cam1'));
+  assert.ok(filterWithin('defer/a/b/c', 'defer/#'));
+  const node = { username: 'n1', role: 'node' as const, id: 'n1' };
+  assert.ok(mayPublish(node, 'defer/p/node/n1/status') && !mayPublish(node, 'defer/p/node/n2/status') && !mayPublish(node, 'defer/p/node/n1/assign'));
+  assert.ok(maySubscribe(node, 'defer/p/stage/3/in') && !maySubscribe(node, 'defer/p/frames/+'));
+});
+
+test('wrong password, unknown user and no credentials are refused', async () => {
+  await assert.rejects(connect('disp', 'wrong password'), /Bad username or password|Not authorized/);
+  await assert.rejects(connect('nobody'), /Bad username or password|Not authorized/);
+  await assert.rejects(connect(), /Bad username or password|Not authorized/);
+  const ok = await connect('disp');
+  await ok.endAsync();
+});
+
+/** Subscribe to each filter on its own: 'ok', or 'refused' (SUBACK 0x80). */
+async function grants(c: mqtt.MqttClient, filters: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const f of filters) out.push(await c.subscribeAsync(f, { qos: 1 }).then(() => 'ok', (e: { packet?: { granted?: number[] } }) => (e.packet?.granted?.[0] === 128 ? 'refused' : `error ${String(e)}`)));
+  return out;
+}
+
+/** Publish as `who` and report whether the admin watcher saw it. */
+async function delivered(who: mqtt.MqttClient, topic: string, watcher: { seen: string[] }): Promise<boolean> {
+  const marker = `${topic}#${Math.random()}`;
+  who.publish(topic, marker, { qos: 0 });
+  await new Promise((r) => setTimeout(r, 300));
+  return watcher.seen.includes(marker);
+}
+
+test('each role is refused outside its topics: sensors, nodes; only the dispatcher writes assignments', async () => {
+  const ops = await connect('ops');
+  const watcher = { seen: [] as string[] };
+  ops.on('message', (_t, p) => watcher.seen.push(p.toString()));
+  await ops.subscribeAsync('defer/#', { qos: 0 });
+  const cam1 = await connect('cam1');
+  assert.equal(await delivered(cam1, 'defer/p/frames/cam1', watcher), true, 'a sensor publishes its own frames');
+  const cam7 = await connect('camera-7');
+  assert.equal(await delivered(cam7, 'defer/p/frames/cam7', watcher), true, 'as the id it was given');
+  assert.deepEqual(await grants(cam1, ['defer/p/results/cam1', 'defer/p/results/cam2', 'defer/p/frames/#']), ['ok', 'refused', 'refused'], 'its own results only');
+  assert.equal(await delivered(cam1, 'defer/p/frames/cam2', watcher), false, 'not another device\'s frames');
+  const n1 = await connect('n1');
+  assert.deepEqual(await grants(n1, ['defer/p/node/n1/assign', 'defer/p/node/n1/weights/+', 'defer/p/stage/0/in', 'defer/p/node/n2/assign', 'defer/p/frames/+']), ['ok', 'ok', 'ok', 'refused', 'refused']);
+  assert.equal(await delivered(n1, 'defer/p/node/n1/status', watcher), true);
+  assert.equal(await delivered(n1, 'defer/p/stage/1/in', watcher), true);
+  const n2 = await connect('n2');
+  assert.equal(await delivered(n2, 'defer/p/node/n1/assign', watcher), false, 'a node cannot write assignments');
+  assert.equal(await delivered(n2, 'defer/p/node/n1/status', watcher), false, "nor another node's status");
+  const disp = await connect('disp');
+  assert.equal(await delivered(disp, 'defer/p/node/n1/assign', watcher), true, 'the dispatcher writes assignments');
+  for (const c of [ops, cam1, cam7, n1, n2, disp]) await c.endAsync(true);
+});
+
+test('the ACLs are enough for a real deployment: nodes and dispatcher with credentials deploy and stream', { timeout: 60_000 }, async () => {
+  const flat = await loadFlatModel('tiny');
+  const nodes = ['n1', 'n2'].map((id) => new EdgeNode({ id, brokerUrl: broker.url, pipeline: 'sec', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 8, calibrate: false, username: id, password: PASS }));
+  for (const n of nodes) await n.start();
+  const d = new Dispatcher({ brokerUrl: broker.url, pipeline: 'sec', chunkBytes: 2048, readyTimeoutMs: 20_000, frameTimeoutMs: 20_000, maxInFlight: 4, maxMessageBytes: 1 << 24, codec: 'lz4', qos: 1, progress: () => undefined, username: 'disp', password: PASS });
+  await d.connect();
+  try {
+    const dep = await d.deploy(flat, ['n1', 'n2'], ['block_out']);
+    const r = await runChain(dep, syntheticFrames(flat.inputShape, 5, 2));
+    assert.equal(r.results.length, 5);
+  } finally {
+    await d.close();
+    for (const n of nodes) await n.close();
+    flat.model.dispose();
+  }
+});
+
+test('TLS: the broker speaks mqtts with a certificate made here; a client with the CA connects, one without is refused', { timeout: 60_000 }, async () => {
+  const key = join(dir, 'key.pem');
+  const cert = join(dir, 'cert.pem');
+  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
+  const tls = await startBroker({ host: '127.0.0.1', port: 0, maxPacketBytes: 1 << 20, tlsCert: cert, tlsKey: key, users: await readUsers(usersFile) });
+  try {
+    assert.match(tls.url, /^mqtts:\/\/127\.0\.0\.1:\d+$/);
+    const c = await mqtt.connectAsync(tls.url, { ca: readFileSync(cert), username: 'ops', password: PASS, reconnectPeriod: 0 });
+    const got = new Promise<string>((r) => c.on('message', (_t, p) => r(p.toString())));
+    await c.subscribeAsync('defer/t/x');
+    await c.publishAsync('defer/t/x', 'over TLS');
+    assert.equal(await got, 'over TLS');
+    await c.endAsync();
+    await assert.rejects(mqtt.connectAsync(tls.url, { username: 'ops', password: PASS, reconnectPeriod: 0, connectTimeout: 3000 }), /self.signed|certificate/i);
+    // the command line: defer node with --broker mqtts://... and the CA in DEFER_BROKER_CA connects and says online
+    const node = run(process.execPath, [CLI, 'node', '--id', 'n1', '--broker', tls.url, '--pipeline', 'tls', '--log-level', 'info'], {
+      cwd: ROOT,
+      env: { ...process.env, DEFER_BROKER_CA: cert, DEFER_BROKER_USERNAME: 'n1', DEFER_BROKER_PASSWORD: PASS },
+      timeout: 20_000,
+      killSignal: 'SIGTERM',
+    }).catch((e: { stderr: string }) => e);
+    const out = (await node) as { stderr: string };
+    assert.match(out.stderr, /node n1: online at mqtts:\/\//);
+  } finally {
+    await tls.close();
+  }
+});
