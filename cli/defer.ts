@@ -204,6 +204,7 @@ const commands: Record<string, Command> = {
         maxMessageBytes: config.dispatcher.maxMessageBytes,
         maxQueue: config.node.maxQueue,
         slowdown: config.node.slowdown,
+        weightCache: config.node.weightCache || undefined,
         ...brokerAuth(config.broker),
       });
       await node.start();

@@ -6,6 +6,8 @@
  */
 import convict from 'convict';
 import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { BACKEND_CHOICES } from '../lib/engine.js';
 import { DeferError, errorMessage } from '../lib/errors.js';
 
@@ -82,6 +84,7 @@ export const schema = {
   node: {
     id: { doc: 'Id of this edge node (defer node): a topic level, unique in the pipeline.', format: String, default: '', env: 'DEFER_NODE_ID' },
     maxQueue: { doc: 'Activations a node holds while busy; more are dropped and counted.', format: int(1, 100_000), default: 64, env: 'DEFER_NODE_MAX_QUEUE' },
+    weightCache: { doc: 'Folder where a node keeps its stage weights by sha256 (the newest 4), so that after a restart it builds its stage without a transfer; empty: no cache.', format: String, default: join(homedir(), '.cache', 'defer', 'weights'), env: 'DEFER_NODE_WEIGHT_CACHE' },
     slowdown: { doc: 'Artificial slow-down factor (>= 1): after each frame, and in its calibration, the node idles (factor - 1) times its compute time. For testing plans on unequal devices.', format: 'factor', default: 1, env: 'DEFER_NODE_SLOWDOWN' },
   },
   dispatcher: {
@@ -144,7 +147,7 @@ export type DeferConfig = {
   backend: (typeof BACKEND_CHOICES)[number];
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
   broker: { url: string; host: string; port: number; maxPacketBytes: number; users: string; tlsCert: string; tlsKey: string; ca: string; username: string; password: string };
-  node: { id: string; maxQueue: number; slowdown: number };
+  node: { id: string; maxQueue: number; weightCache: string; slowdown: number };
   dispatcher: {
     model: string;
     nodes: string[];
@@ -226,7 +229,9 @@ export function configurationDoc(): string {
       const entry = v as { doc?: string; default?: unknown; env?: string; format?: unknown };
       if (entry && typeof entry === 'object' && 'doc' in entry) {
         const fmt = Array.isArray(entry.format) ? entry.format.join(' \\| ') : typeof entry.format === 'string' ? entry.format : entry.format === Boolean ? 'boolean' : entry.format === String ? 'string' : 'integer';
-        rows.push(`| \`${key}\` | \`${entry.env}\` | ${fmt} | \`${JSON.stringify(entry.default)}\` | ${entry.doc} |`);
+        // the home folder as ~, so that the generated page is the same on every machine
+        const dflt = JSON.stringify(entry.default).replace(JSON.stringify(homedir()).slice(1, -1), '~');
+        rows.push(`| \`${key}\` | \`${entry.env}\` | ${fmt} | \`${dflt}\` | ${entry.doc} |`);
       } else walk(v as Record<string, unknown>, key);
     }
   };

@@ -23,6 +23,7 @@ import {
 import { closeMqtt, connectMqtt, publish } from '../lib/mqtt-connect.js';
 import { buildStageModel, sha256 } from '../lib/partition.js';
 import { type Capabilities, calibrate } from '../lib/calibrate.js';
+import { WeightCache } from '../lib/weight-cache.js';
 import { decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
 import { assertTopicName, chunkIndexOf, topicsFor, type Topics } from '../lib/topics.js';
 
@@ -42,6 +43,8 @@ export interface EdgeNodeOptions {
   username?: string;
   password?: string;
   ca?: string;
+  /** folder for stage weights by hash (a restarted node builds from it without a transfer); unset: none */
+  weightCache?: string;
 }
 
 export interface EdgeNodeCounters {
@@ -52,6 +55,8 @@ export interface EdgeNodeCounters {
   rejected: number;
   /** activations dropped because the queue was full */
   overflow: number;
+  /** weight chunks taken from the broker */
+  chunks: number;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -71,9 +76,11 @@ interface Stage {
 export class EdgeNode {
   readonly opts: EdgeNodeOptions;
   readonly topics: Topics;
-  readonly counters: EdgeNodeCounters = { frames: 0, dropped: 0, rejected: 0, overflow: 0 };
+  readonly counters: EdgeNodeCounters = { frames: 0, dropped: 0, rejected: 0, overflow: 0, chunks: 0 };
   backend = '';
   capabilities?: Capabilities;
+  /** where the running stage's weights came from */
+  weightsFrom?: 'broker' | 'cache';
   private client?: MqttClient;
   private stage?: Stage;
   private loading?: Loading;
@@ -89,6 +96,7 @@ export class EdgeNode {
     assertTopicName('node id', opts.id);
     this.opts = opts;
     this.topics = topicsFor(opts.pipeline);
+    if (opts.weightCache) this.cache = new WeightCache(opts.weightCache);
   }
 
   async start(): Promise<void> {
@@ -110,7 +118,8 @@ export class EdgeNode {
     this.client.on('message', (topic, payload) => this.onMessage(topic, payload));
     this.client.on('error', (err) => log.warn(`mqtt: ${err.message}`));
     await this.setStatus('online');
-    await this.client.subscribeAsync([this.topics.nodeAssign(this.opts.id), this.topics.nodeWeightsAll(this.opts.id)], { qos: 1 });
+    // weights are subscribed to only when an assignment needs them (they are retained): not when the cache has them
+    await this.client.subscribeAsync(this.topics.nodeAssign(this.opts.id), { qos: 1 });
     log.info(`node ${this.opts.id}: online at ${this.opts.brokerUrl} (backend ${this.backend}, pipeline ${this.opts.pipeline})`);
   }
 
@@ -141,6 +150,7 @@ export class EdgeNode {
       rejected: this.counters.rejected,
       tensors: tf.memory().numTensors,
       capabilities: this.capabilities,
+      weightsFrom: this.weightsFrom,
       ...extra,
     };
   }
@@ -176,6 +186,30 @@ export class EdgeNode {
     }
   }
 
+  private weightsSubscribed = false;
+  private cache?: WeightCache;
+
+  private async subscribeWeights(on: boolean): Promise<void> {
+    if (on === this.weightsSubscribed || !this.client || this.closed) return;
+    this.weightsSubscribed = on;
+    const topic = this.topics.nodeWeightsAll(this.opts.id);
+    await (on ? this.client.subscribeAsync(topic, { qos: 1 }) : this.client.unsubscribeAsync(topic)).catch((err: unknown) => log.warn(`cannot ${on ? 'subscribe to' : 'unsubscribe from'} ${topic}: ${errorMessage(err)}`));
+  }
+
+  /** Build from the weight cache if it holds the blob; else fetch the chunks. */
+  private async fetchWeights(l: Loading): Promise<void> {
+    const m = l.assignment.manifest;
+    const blob = this.cache ? await this.cache.get(m.sha256, m.totalBytes) : null;
+    if (this.loading !== l) return; // replaced meanwhile
+    if (blob) {
+      log.info(`node ${this.opts.id}: weights of ${l.assignment.deployment} from the cache (${(m.totalBytes / 1e6).toFixed(1)} MB, no transfer)`);
+      this.loading = undefined;
+      await this.build(l.assignment, blob, 'cache');
+      return;
+    }
+    await this.subscribeWeights(true);
+  }
+
   private onAssignment(a: Assignment): void {
     if (a.nodeId !== this.opts.id) throw new DeferError('E_ENVELOPE', `assignment is for node '${a.nodeId}', not '${this.opts.id}'`);
     if (a.pipeline !== this.opts.pipeline) throw new DeferError('E_ENVELOPE', `assignment is for pipeline '${a.pipeline}', not '${this.opts.pipeline}'`);
@@ -190,6 +224,7 @@ export class EdgeNode {
       for (const [i, data] of early) this.storeChunk(i, data);
     }
     this.maybeBuild();
+    if (this.loading?.assignment === a) void this.fetchWeights(this.loading);
   }
 
   private onChunk(c: { deployment: string; index: number; count: number; data: Uint8Array }): void {
@@ -219,6 +254,7 @@ export class EdgeNode {
     }
     l.chunks[index] = data;
     l.received++;
+    this.counters.chunks++;
     const t = Date.now();
     if (t - l.lastReport > 250 && l.received < l.chunks.length) {
       l.lastReport = t;
@@ -226,8 +262,8 @@ export class EdgeNode {
     }
   }
 
-  private failLoading(reason: string): void {
-    const a = this.loading?.assignment;
+  private failLoading(reason: string, failed?: Assignment): void {
+    const a = failed ?? this.loading?.assignment;
     this.loading = undefined;
     log.error(`node ${this.opts.id}: deployment ${a?.deployment} failed: ${reason}`);
     // report the failed deployment, not the one still running
@@ -238,14 +274,13 @@ export class EdgeNode {
     const l = this.loading;
     if (!l || l.received < l.chunks.length) return;
     this.loading = undefined;
-    void this.build(l);
+    const blob = Buffer.concat(l.chunks as Uint8Array[]);
+    l.chunks.length = 0;
+    void this.build(l.assignment, blob, 'broker');
   }
 
-  private async build(l: Loading): Promise<void> {
-    const a = l.assignment;
+  private async build(a: Assignment, blob: Buffer, from: 'broker' | 'cache'): Promise<void> {
     try {
-      const blob = Buffer.concat(l.chunks as Uint8Array[]);
-      l.chunks.length = 0;
       if (blob.byteLength !== a.manifest.totalBytes) throw new DeferError('E_WEIGHTS', `weights are ${blob.byteLength} bytes, the manifest says ${a.manifest.totalBytes}`);
       if (sha256(blob) !== a.manifest.sha256) throw new DeferError('E_WEIGHTS', 'the weights do not match the sha256 of the manifest');
       let topology: Record<string, unknown>;
@@ -267,10 +302,13 @@ export class EdgeNode {
         if (old.assignment.inputTopic !== a.inputTopic) await this.client?.unsubscribeAsync(old.assignment.inputTopic);
       }
       await this.client?.subscribeAsync(a.inputTopic, { qos: a.qos });
-      log.info(`node ${this.opts.id}: ready: stage ${a.stage + 1}/${a.stageCount} of ${a.deployment} (built in ${(now() - t0).toFixed(0)} ms), reading ${a.inputTopic}`);
+      if (!this.loading) await this.subscribeWeights(false); // nothing more to fetch
+      if (from === 'broker') await this.cache?.put(a.manifest.sha256, blob);
+      this.weightsFrom = from;
+      log.info(`node ${this.opts.id}: ready: stage ${a.stage + 1}/${a.stageCount} of ${a.deployment} (weights from the ${from}, built in ${(now() - t0).toFixed(0)} ms), reading ${a.inputTopic}`);
       await this.setStatus('ready');
     } catch (err) {
-      this.failLoading(errorMessage(err));
+      this.failLoading(errorMessage(err), a);
     }
   }
 

@@ -297,6 +297,8 @@ export interface NodeStatus {
   tensors?: number;
   /** the node's calibration and host figures, measured at start */
   capabilities?: Capabilities;
+  /** where the running stage's weights came from: the broker, or the node's weight cache */
+  weightsFrom?: 'broker' | 'cache';
 }
 
 const CAPABILITY_NUMBERS = ['calibrationMs', 'calibrationCpuMs', 'slowdown', 'cores', 'freeMemoryBytes', 'totalMemoryBytes'] as const;

@@ -17,6 +17,9 @@ import { encodeActivation, decodeStatus } from '../lib/messages.js';
 import { loadFlatModel } from '../lib/model-source.js';
 import type { FlatModel } from '../lib/partition.js';
 import { encodeTensor } from '../lib/tensor-codec.js';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { sameBits } from './helpers.js';
 
 let broker: RunningBroker;
@@ -143,6 +146,34 @@ test('nodes that never become ready: a timeout that names them', async () => {
 test('wrong number of nodes for the cuts, and a node listed twice, are configuration errors', async () => {
   await assert.rejects(dispatcher.deploy(flat, ['n1'], ['block_out']), /2 stages but 1 nodes/);
   await assert.rejects(dispatcher.deploy(flat, ['n1', 'n1'], ['block_out']), /listed twice/);
+});
+
+test('a restarted node builds its stage from its weight cache, without a transfer; a damaged cache file is fetched again', async () => {
+  const cacheDir = mkdtempSync(join(tmpdir(), 'defer-wcache-'));
+  const opts = { id: 'c1', brokerUrl: broker.url, pipeline: 'ptest', backend: 'wasm' as const, maxMessageBytes: 1 << 24, maxQueue: 8, calibrate: false, weightCache: cacheDir };
+  const first = new EdgeNode(opts);
+  await first.start();
+  const d = await dispatcher.deploy(flat, ['c1', 'n2'], ['pool']);
+  assert.equal(first.weightsFrom, 'broker');
+  assert.ok(first.counters.chunks > 0);
+  await first.close();
+  // the same node again: the retained assignment, its weights from disk
+  const again = new EdgeNode(opts);
+  await again.start();
+  for (let i = 0; i < 100 && again.currentState !== 'ready'; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(again.weightsFrom, 'cache');
+  assert.equal(again.counters.chunks, 0, 'no weight chunk came from the broker');
+  const run = await runChain(d, syntheticFrames(flat.inputShape, 3, 4));
+  assert.equal(run.results.length, 3);
+  await again.close();
+  // a damaged file is not trusted
+  for (const f of readdirSync(cacheDir)) writeFileSync(join(cacheDir, f), Buffer.from('garbage'));
+  const third = new EdgeNode(opts);
+  await third.start();
+  for (let i = 0; i < 100 && third.currentState !== 'ready'; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(third.weightsFrom, 'broker');
+  assert.ok(third.counters.chunks > 0);
+  await third.close();
 });
 
 test('a node that goes away is reported offline by its Last Will', async () => {
