@@ -223,13 +223,14 @@ const commands: Record<string, Command> = {
       ...PLANNER,
       replan: REPLAN,
       ...SERVE,
+      redeploy: { type: 'boolean', help: 'send the weights again even when the nodes already run this split (default: carry on with it)' },
       frames: FRAMES,
       json: JSON_FLAG,
       'no-baseline': NO_BASELINE,
       seed: SEED,
     },
     async run(argv) {
-      const { config } = parseCommand(argv, this.flags);
+      const { config, flags } = parseCommand(argv, this.flags);
       const nodes = config.dispatcher.nodes;
       if (!nodes.length) throw new DeferError('E_CONFIG', 'defer dispatch needs the node ids: --nodes n1,n2,n3 (one per stage, in chain order)');
       const backend = await initEngine(config.backend);
@@ -239,10 +240,12 @@ const commands: Record<string, Command> = {
       await d.connect();
       try {
         const caps = config.planner.auto && !config.planner.speeds.length ? await d.nodes.waitCapabilities(nodes, config.planner.onlineTimeoutMs) : undefined;
-        const req = { config, backend, flat, ids: nodes, caps, progress };
+        const adopt = flags.redeploy !== true;
+        const req = { config, backend, flat, ids: nodes, caps, progress, adopt };
+        const deploy = async (order: string[], cuts: string[]) => (adopt && (await d.adopt(flat, order, cuts))) || (await d.deploy(flat, order, cuts));
         if (config.up.serve) {
           const { order, cuts } = await chooseSplit(req);
-          const serving = await startServing(d, await d.deploy(flat, order, cuts), flat, config);
+          const serving = await startServing(d, await deploy(order, cuts), flat, config);
           process.stdout.write(servingBanner(config.broker.url, d, serving) + '\n');
           await waitForSignal();
           log.info('stopping (signal): finishing the frames in flight');
@@ -254,7 +257,7 @@ const commands: Record<string, Command> = {
           if (s.framesReturned !== s.frames) process.exitCode = 1;
         } else {
           const { order, cuts } = await chooseSplit(req);
-          await d.deploy(flat, order, cuts);
+          await deploy(order, cuts);
         }
       } finally {
         await d.close();

@@ -10,6 +10,7 @@ import type { FlatModel } from '../lib/partition.js';
 import type { Codec } from '../lib/tensor-codec.js';
 import { assertTopicName, topicsFor, type Topics } from '../lib/topics.js';
 import { type DeploymentPlan, packageDeployment, publishDeployment } from './deploy.js';
+import { type Assignment, decodeAssignment } from '../lib/messages.js';
 import { NodeWatch } from './node-watch.js';
 import { FrameStream } from './stream.js';
 
@@ -71,6 +72,46 @@ export class Dispatcher {
     return this.watch;
   }
 
+  /**
+   * A dispatcher that restarts: if the retained assignments of `nodes` are a
+   * deployment of exactly this split (each stage's weights by sha256, in this
+   * order) and every node reports it ready, carry on with it: no weights are
+   * sent, results are read where its last stage writes them. Null otherwise.
+   */
+  async adopt(flat: FlatModel, nodes: string[], cuts: string[], waitMs = 1500): Promise<Deployment | null> {
+    if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
+    const t0 = performance.now();
+    const plan = packageDeployment(flat, this.topics, { nodes, cuts, chunkBytes: this.opts.chunkBytes, codec: this.opts.codec, qos: this.opts.qos, resultTopic: '', pipeline: this.opts.pipeline });
+    const found = new Map<string, Assignment>();
+    const topics = nodes.map((n) => this.topics.nodeAssign(n));
+    const onMessage = (topic: string, payload: Buffer) => {
+      const i = topics.indexOf(topic);
+      if (i < 0 || payload.length === 0) return;
+      try {
+        found.set(nodes[i], decodeAssignment(payload, this.opts.maxMessageBytes * 4));
+      } catch {
+        // not one we can adopt
+      }
+    };
+    this.client.on('message', onMessage);
+    try {
+      await this.client.subscribeAsync(topics, { qos: 1 });
+      const seen = () => found.size === nodes.length && nodes.every((n) => this.watch!.statuses.has(n));
+      for (let t = 0; t < waitMs && !seen(); t += 50) await new Promise((r) => setTimeout(r, 50));
+      await this.client.unsubscribeAsync(topics);
+    } finally {
+      this.client.off('message', onMessage);
+    }
+    const as = nodes.map((n) => found.get(n));
+    const id = as[0]?.deployment;
+    const fits = as.every(
+      (a, k) => a && a.deployment === id && a.stage === k && a.stageCount === nodes.length && a.manifest.sha256 === plan.stages[k].assignment.manifest.sha256 && a.codec === this.opts.codec && this.watch!.statuses.get(nodes[k])?.deployment === id && this.watch!.statuses.get(nodes[k])?.state === 'ready',
+    );
+    if (!fits || !id) return null;
+    (this.opts.progress ?? ((l: string) => log.info(l)))(`adopted deployment ${id}, already running on ${nodes.join(', ')}: no weights sent`);
+    return this.openStream({ ...plan, id }, as[0]!.inputTopic, as[nodes.length - 1]!.outputTopic, performance.now() - t0);
+  }
+
   /** Deploy `flat` cut at `cuts` onto `nodes` (one per stage, in order), and wait until all are ready. */
   async deploy(flat: FlatModel, nodes: string[], cuts: string[]): Promise<Deployment> {
     if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
@@ -104,9 +145,13 @@ export class Dispatcher {
     const deployMs = performance.now() - t0;
     progress(`deployment ${plan.id} ready in ${(deployMs / 1000).toFixed(1)} s`);
     const first = plan.stages[0].assignment;
+    return this.openStream(plan, first.inputTopic, this.topics.results(this.id), deployMs);
+  }
+
+  private async openStream(plan: DeploymentPlan, inputTopic: string, resultTopic: string, deployMs: number): Promise<Deployment> {
     const stream = new FrameStream(
-      this.client,
-      { deployment: plan.id, stageCount: plan.stages.length, inputTopic: first.inputTopic, resultTopic: this.topics.results(this.id), codec: this.opts.codec, qos: this.opts.qos },
+      this.client!,
+      { deployment: plan.id, stageCount: plan.stages.length, inputTopic, resultTopic, codec: this.opts.codec, qos: this.opts.qos },
       { maxInFlight: this.opts.maxInFlight > 0 ? this.opts.maxInFlight : 2 * plan.stages.length, frameTimeoutMs: this.opts.frameTimeoutMs, maxMessageBytes: this.opts.maxMessageBytes },
     );
     await stream.open();

@@ -27,6 +27,8 @@ export interface RunRequest {
   cuts?: string[];
   /** the broker runs in this process (defer up): its CPU is in the dispatcher's measured CPU */
   brokerInProcess?: boolean;
+  /** carry on with the deployment already running on the nodes when it is this split (a restarted dispatcher) */
+  adopt?: boolean;
   progress: (line: string) => void;
 }
 
@@ -59,8 +61,10 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
   const { auto, order, cuts } = await chooseSplit(r);
   const frames = syntheticFrames(flat.inputShape, config.up.frames, config.dispatcher.seed);
   let local: LocalRun | null = null;
+  let adoptable = r.adopt === true;
   const run = async (nodes: string[], at: string[], label: string): Promise<RunSummary> => {
-    const deployment = await d.deploy(flat, nodes, at);
+    const deployment = (adoptable && (await d.adopt(flat, nodes, at))) || (await d.deploy(flat, nodes, at));
+    adoptable = false;
     if (config.up.baseline && !local) {
       progress(`single-process baseline: ${frames.length} frames through the whole model here`);
       local = await runLocal(flat.model, frames);

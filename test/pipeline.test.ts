@@ -148,6 +148,28 @@ test('wrong number of nodes for the cuts, and a node listed twice, are configura
   await assert.rejects(dispatcher.deploy(flat, ['n1', 'n1'], ['block_out']), /listed twice/);
 });
 
+test('a restarted dispatcher adopts the deployment the nodes run: no weights sent, frames flow; another split is not adopted', async () => {
+  const a = new Dispatcher(dispatcherOpts());
+  await a.connect();
+  const first = await a.deploy(flat, ['n1', 'n2'], ['conv2']);
+  await a.close();
+  const chunks = nodes.map((n) => n.counters.chunks);
+  const b = new Dispatcher(dispatcherOpts());
+  await b.connect();
+  try {
+    assert.equal(await b.adopt(flat, ['n1', 'n2'], ['block_out']), null, 'a different split is not adopted');
+    assert.equal(await b.adopt(flat, ['n2', 'n1'], ['conv2']), null, 'nor the same split on other nodes');
+    const adopted = await b.adopt(flat, ['n1', 'n2'], ['conv2']);
+    assert.ok(adopted);
+    assert.equal(adopted.id, first.id);
+    const run = await runChain(adopted, syntheticFrames(flat.inputShape, 4, 8));
+    assert.equal(run.results.length, 4);
+    assert.deepEqual(nodes.map((n) => n.counters.chunks), chunks, 'no weight chunk was sent');
+  } finally {
+    await b.close();
+  }
+});
+
 test('a restarted node builds its stage from its weight cache, without a transfer; a damaged cache file is fetched again', async () => {
   const cacheDir = mkdtempSync(join(tmpdir(), 'defer-wcache-'));
   const opts = { id: 'c1', brokerUrl: broker.url, pipeline: 'ptest', backend: 'wasm' as const, maxMessageBytes: 1 << 24, maxQueue: 8, calibrate: false, weightCache: cacheDir };
