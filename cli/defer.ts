@@ -242,7 +242,7 @@ const commands: Record<string, Command> = {
         const caps = config.planner.auto && !config.planner.speeds.length ? await d.nodes.waitCapabilities(nodes, config.planner.onlineTimeoutMs) : undefined;
         const adopt = flags.redeploy !== true;
         const req = { config, backend, flat, ids: nodes, caps, progress, adopt };
-        const deploy = async (order: string[], cuts: string[]) => (adopt && (await d.adopt(flat, order, cuts))) || (await d.deploy(flat, order, cuts));
+        const deploy = (order: string[], cuts: string[]) => d.adoptOrDeploy(flat, order, cuts, adopt);
         if (config.up.serve) {
           const { order, cuts } = await chooseSplit(req);
           const serving = await startServing(d, await deploy(order, cuts), flat, config);

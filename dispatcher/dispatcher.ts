@@ -6,7 +6,7 @@ import type { MqttClient } from 'mqtt';
 import { randomBytes } from 'node:crypto';
 import { log } from '../lib/log.js';
 import { closeMqtt, connectMqtt } from '../lib/mqtt-connect.js';
-import type { FlatModel } from '../lib/partition.js';
+import { type FlatModel, sha256 } from '../lib/partition.js';
 import type { Codec } from '../lib/tensor-codec.js';
 import { assertTopicName, topicsFor, type Topics } from '../lib/topics.js';
 import { type DeploymentPlan, packageDeployment, publishDeployment } from './deploy.js';
@@ -81,7 +81,8 @@ export class Dispatcher {
   async adopt(flat: FlatModel, nodes: string[], cuts: string[], waitMs = 1500): Promise<Deployment | null> {
     if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
     const t0 = performance.now();
-    const plan = packageDeployment(flat, this.topics, { nodes, cuts, chunkBytes: this.opts.chunkBytes, codec: this.opts.codec, qos: this.opts.qos, resultTopic: '', pipeline: this.opts.pipeline });
+    const plans = flat.plan(cuts);
+    if (plans.length !== nodes.length || new Set(nodes).size !== nodes.length) return null;
     const found = new Map<string, Assignment>();
     const topics = nodes.map((n) => this.topics.nodeAssign(n));
     const onMessage = (topic: string, payload: Buffer) => {
@@ -104,12 +105,23 @@ export class Dispatcher {
     }
     const as = nodes.map((n) => found.get(n));
     const id = as[0]?.deployment;
-    const fits = as.every(
-      (a, k) => a && a.deployment === id && a.stage === k && a.stageCount === nodes.length && a.manifest.sha256 === plan.stages[k].assignment.manifest.sha256 && a.codec === this.opts.codec && this.watch!.statuses.get(nodes[k])?.deployment === id && this.watch!.statuses.get(nodes[k])?.state === 'ready',
+    const running = as.every(
+      (a, k) => a && a.deployment === id && a.stage === k && a.stageCount === nodes.length && a.codec === this.opts.codec && this.watch!.statuses.get(nodes[k])?.deployment === id && this.watch!.statuses.get(nodes[k])?.state === 'ready',
     );
-    if (!fits || !id) return null;
+    // the same weights, stage by stage: only the blobs' hashes are needed (no chunking)
+    if (!running || !id || !plans.every((p, k) => sha256(flat.stageWeights(p).blob) === as[k]!.manifest.sha256)) return null;
     (this.opts.progress ?? ((l: string) => log.info(l)))(`adopted deployment ${id}, already running on ${nodes.join(', ')}: no weights sent`);
-    return this.openStream({ ...plan, id }, as[0]!.inputTopic, as[nodes.length - 1]!.outputTopic, performance.now() - t0);
+    const plan: DeploymentPlan = {
+      id,
+      stages: plans.map((p, k) => ({ plan: p, nodeId: nodes[k], assignment: as[k]!, chunks: [] })),
+      totalBytes: as.reduce((t, a) => t + a!.manifest.totalBytes, 0),
+    };
+    return this.openStream(plan, as[0]!.inputTopic, as[nodes.length - 1]!.outputTopic, performance.now() - t0);
+  }
+
+  /** `adopt` when allowed and possible, else `deploy`. */
+  async adoptOrDeploy(flat: FlatModel, nodes: string[], cuts: string[], adopt: boolean): Promise<Deployment> {
+    return (adopt && (await this.adopt(flat, nodes, cuts))) || this.deploy(flat, nodes, cuts);
   }
 
   /** Deploy `flat` cut at `cuts` onto `nodes` (one per stage, in order), and wait until all are ready. */

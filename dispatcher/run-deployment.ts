@@ -63,7 +63,7 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
   let local: LocalRun | null = null;
   let adoptable = r.adopt === true;
   const run = async (nodes: string[], at: string[], label: string): Promise<RunSummary> => {
-    const deployment = (adoptable && (await d.adopt(flat, nodes, at))) || (await d.deploy(flat, nodes, at));
+    const deployment = await d.adoptOrDeploy(flat, nodes, at, adoptable);
     adoptable = false;
     if (config.up.baseline && !local) {
       progress(`single-process baseline: ${frames.length} frames through the whole model here`);
