@@ -50,6 +50,7 @@ const SERVE: Record<string, FlagSpec> = {
   resize: { key: 'serve.resize', type: 'string', help: 'auto | crop | letterbox | stretch' },
   'top-k': { key: 'serve.topK', type: 'string', number: true, help: 'labels with scores in each result' },
 };
+const ON_FAILURE: FlagSpec = { key: 'dispatcher.onNodeFailure', type: 'string', help: 'merge | replan | off: what a node failure with no standby up does' };
 const REPLAN: FlagSpec = { key: 'planner.replan', type: 'boolean', help: 'after the frames, re-plan from the measured stage times, redeploy and run again' };
 
 interface Command {
@@ -65,6 +66,8 @@ const commands: Record<string, Command> = {
     about: 'Run a whole local deployment: embedded broker, N edge-node processes, dispatcher; stream synthetic frames and print a summary, or serve devices until SIGINT or SIGTERM (--serve).',
     flags: {
       nodes: { key: 'up.nodes', type: 'string', number: true, help: 'edge-node processes (= stages)' },
+      standby: { key: 'up.standby', type: 'string', number: true, help: 'extra edge-node processes kept as standbys (s1, s2, ...)' },
+      'on-node-failure': ON_FAILURE,
       model: MODEL,
       cut: CUT,
       'balance-by': BALANCE,
@@ -191,6 +194,7 @@ const commands: Record<string, Command> = {
     flags: {
       id: { key: 'node.id', type: 'string', help: 'node id (unique in the pipeline)' },
       slowdown: { key: 'node.slowdown', type: 'string', number: true, help: 'artificial slow-down factor (>= 1), to test plans on unequal devices' },
+      'weight-cache': { key: 'node.weightCache', type: 'string', help: 'folder of the stage weights cache (default ~/.cache/defer/weights; empty string: none)' },
     },
     async run(argv) {
       const { config } = parseCommand(argv, this.flags);
@@ -205,6 +209,7 @@ const commands: Record<string, Command> = {
         maxQueue: config.node.maxQueue,
         slowdown: config.node.slowdown,
         weightCache: config.node.weightCache || undefined,
+        heartbeatMs: config.node.heartbeatMs,
         ...brokerAuth(config.broker),
       });
       await node.start();
@@ -218,6 +223,8 @@ const commands: Record<string, Command> = {
     flags: {
       model: MODEL,
       nodes: { key: 'dispatcher.nodes', type: 'string', list: true, help: 'node ids in chain order, one per stage' },
+      standby: { key: 'dispatcher.standby', type: 'string', list: true, help: 'standby node ids: one takes over the stage of a node that fails' },
+      'on-node-failure': ON_FAILURE,
       cut: CUT,
       'balance-by': BALANCE,
       ...PLANNER,
@@ -236,7 +243,7 @@ const commands: Record<string, Command> = {
       const backend = await initEngine(config.backend);
       const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
       const progress = (l: string) => log.info(l);
-      const d = new Dispatcher({ ...config.dispatcher, ...brokerAuth(config.broker), brokerUrl: config.broker.url, pipeline: config.pipeline });
+      const d = new Dispatcher({ ...config.dispatcher, ...brokerAuth(config.broker), brokerUrl: config.broker.url, pipeline: config.pipeline, chooseCuts: (f, n) => defaultCuts(f, config, backend, n, progress) });
       await d.connect();
       try {
         const caps = config.planner.auto && !config.planner.speeds.length ? await d.nodes.waitCapabilities(nodes, config.planner.onlineTimeoutMs) : undefined;

@@ -55,8 +55,9 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
   progress(`broker listening at ${broker.url}`);
   config = { ...config, broker: { ...config.broker, url: broker.url } };
   const ids = Array.from({ length: config.up.nodes }, (_, i) => `n${i + 1}`);
+  const standby = Array.from({ length: config.up.standby }, (_, i) => `s${i + 1}`);
   const nodes = new NodeProcesses({
-    ids,
+    ids: [...ids, ...standby],
     brokerUrl: broker.url,
     pipeline: config.pipeline,
     backend,
@@ -67,7 +68,14 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
     },
     ...(opts.nodeNetwork ? { brokerUrlFor: (id: string) => opts.nodeNetwork!.brokerUrlFor(id, broker.port), commandPrefix: (id: string) => opts.nodeNetwork!.commandPrefix(id) } : {}),
   });
-  const dispatcher = new Dispatcher({ ...config.dispatcher, brokerUrl: broker.url, pipeline: config.pipeline, progress });
+  const dispatcher = new Dispatcher({
+    ...config.dispatcher,
+    standby: [...config.dispatcher.standby, ...standby],
+    chooseCuts: (f, n) => defaultCuts(f, config, backend, n, progress),
+    brokerUrl: broker.url,
+    pipeline: config.pipeline,
+    progress,
+  });
   let stopping = false;
   const cleanup = async () => {
     await dispatcher.close().catch(() => undefined);
@@ -109,12 +117,20 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
       }
       caps = await dispatcher.nodes.waitCapabilities(ids, config.planner.onlineTimeoutMs);
       progress(`started ${ids.length} edge-node processes, one at a time: ${ids.map((id) => `${id} (calibration ${caps!.get(id)!.calibrationMs.toFixed(1)} ms)`).join(', ')}`);
+      nodes.start(standby);
     } else {
       nodes.start();
       progress(`started ${ids.length} edge-node processes: ${ids.join(', ')}`);
     }
+    if (standby.length) progress(`started ${standby.length} standby node processes: ${standby.join(', ')}`);
+    // a node that dies is the supervisor's to mend (standby, merge); without either, the run stops
     const crashed = nodes.firstExit().then(({ id, code }) => {
-      if (!stopping) throw new DeferError('E_DEPLOY', `edge node ${id} exited early (code ${code}); see its log lines above`);
+      if (stopping) return new Promise<never>(() => undefined);
+      if (config.dispatcher.onNodeFailure !== 'off' || standby.length) {
+        progress(`edge node ${id} exited (code ${code}); the dispatcher mends the chain`);
+        return new Promise<never>(() => undefined);
+      }
+      throw new DeferError('E_DEPLOY', `edge node ${id} exited early (code ${code}); see its log lines above`);
     });
     const work = body({ config, backend, brokerUrl: broker.url, dispatcher, flat, ids, caps, cuts, progress });
     const result = await Promise.race([work, crashed.then(() => work)]);

@@ -86,6 +86,7 @@ export const schema = {
     maxQueue: { doc: 'Activations a node holds while busy; more are dropped and counted.', format: int(1, 100_000), default: 64, env: 'DEFER_NODE_MAX_QUEUE' },
     weightCache: { doc: 'Folder where a node keeps its stage weights by sha256 (the newest 4), so that after a restart it builds its stage without a transfer; empty: no cache.', format: String, default: join(homedir(), '.cache', 'defer', 'weights'), env: 'DEFER_NODE_WEIGHT_CACHE' },
     slowdown: { doc: 'Artificial slow-down factor (>= 1): after each frame, and in its calibration, the node idles (factor - 1) times its compute time. For testing plans on unequal devices.', format: 'factor', default: 1, env: 'DEFER_NODE_SLOWDOWN' },
+    heartbeatMs: { doc: 'How often a node publishes its heartbeat (defer/<pipeline>/node/<id>/alive), ms; the dispatcher takes a silent node as failed after dispatcher.heartbeatTimeoutMs. 0: none.', format: int(0, 3_600_000), default: 1000, env: 'DEFER_NODE_HEARTBEAT_MS' },
   },
   dispatcher: {
     model: { doc: 'Model: a zoo name (tiny, resnet50, mobilenet) or the path of a model.json or its folder.', format: String, default: 'resnet50', env: 'DEFER_MODEL' },
@@ -100,6 +101,9 @@ export const schema = {
     maxMessageBytes: { doc: 'Largest activation message a node or dispatcher accepts.', format: int(1024, 268_435_455), default: 64 * 1024 * 1024, env: 'DEFER_MAX_MESSAGE_BYTES' },
     codec: { doc: 'Activation codec: lz4 (lossless, compressed) or none (raw bytes).', format: ['lz4', 'none'], default: 'lz4', env: 'DEFER_CODEC' },
     qos: { doc: 'MQTT QoS of activations (0 or 1).', format: [0, 1], default: 1, env: 'DEFER_QOS' },
+    standby: { doc: 'Standby node ids, kept out of the chain: when a node of the chain fails, the first standby that is up takes over its stage (weights from the broker, or its cache). Nodes that fail and come back join them.', format: 'name-list', default: [] as string[], env: 'DEFER_STANDBY' },
+    heartbeatTimeoutMs: { doc: 'A node of the chain whose heartbeat is older than this is taken as failed (a half-open link, a frozen process); its Last Will catches a crash at once. 0: Last Will only.', format: int(0, 3_600_000), default: 5000, env: 'DEFER_HEARTBEAT_TIMEOUT_MS' },
+    onNodeFailure: { doc: 'When a node of the chain fails and no standby is up: merge its stage into the lighter neighbour, replan (cuts balanced again over the nodes left, see balanceBy), or off (its frames fail).', format: ['merge', 'replan', 'off'], default: 'merge', env: 'DEFER_ON_NODE_FAILURE' },
   },
   planner: {
     auto: { doc: 'Plan the pipeline from measured figures: profile the model (cached), read each node\'s calibration (or planner.speeds), choose cuts and node order that minimise the bottleneck.', format: Boolean, default: false, env: 'DEFER_PLANNER_AUTO' },
@@ -136,6 +140,7 @@ export const schema = {
     serve: { doc: 'After deploying, serve devices\' frames (defer/<pipeline>/frames/<device>) until SIGINT or SIGTERM, instead of streaming synthetic frames.', format: Boolean, default: false, env: 'DEFER_UP_SERVE' },
     slowdown: { doc: 'Slow-down factor of each node that defer up starts, in order (see node.slowdown); empty: none.', format: 'number-list', default: [] as number[], env: 'DEFER_UP_SLOWDOWN' },
     nodes: { doc: 'Number of edge-node processes that defer up starts.', format: int(1, 64), default: 3, env: 'DEFER_UP_NODES' },
+    standby: { doc: 'Extra edge-node processes that defer up starts as standbys (see dispatcher.standby).', format: int(0, 64), default: 0, env: 'DEFER_UP_STANDBY' },
     frames: { doc: 'Synthetic frames that defer up and defer dispatch stream through the chain (defer dispatch: 0 deploys only).', format: int(0, 1_000_000), default: 30, env: 'DEFER_UP_FRAMES' },
     baseline: { doc: 'Also run the whole model in one process on the same frames (throughput baseline and maxAbsDiffVsLocal).', format: Boolean, default: true, env: 'DEFER_UP_BASELINE' },
     json: { doc: 'Print the summary as one JSON object on stdout.', format: Boolean, default: false, env: 'DEFER_UP_JSON' },
@@ -147,7 +152,7 @@ export type DeferConfig = {
   backend: (typeof BACKEND_CHOICES)[number];
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
   broker: { url: string; host: string; port: number; maxPacketBytes: number; users: string; tlsCert: string; tlsKey: string; ca: string; username: string; password: string };
-  node: { id: string; maxQueue: number; weightCache: string; slowdown: number };
+  node: { id: string; maxQueue: number; weightCache: string; slowdown: number; heartbeatMs: number };
   dispatcher: {
     model: string;
     nodes: string[];
@@ -161,6 +166,9 @@ export type DeferConfig = {
     maxMessageBytes: number;
     codec: 'lz4' | 'none';
     qos: 0 | 1;
+    standby: string[];
+    heartbeatTimeoutMs: number;
+    onNodeFailure: 'merge' | 'replan' | 'off';
   };
   planner: {
     auto: boolean;
@@ -193,7 +201,7 @@ export type DeferConfig = {
     labels: string;
     metricsIntervalMs: number;
   };
-  up: { serve: boolean; slowdown: number[]; nodes: number; frames: number; baseline: boolean; json: boolean };
+  up: { serve: boolean; slowdown: number[]; nodes: number; standby: number; frames: number; baseline: boolean; json: boolean };
 };
 
 /**

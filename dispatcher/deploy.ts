@@ -96,7 +96,7 @@ export async function publishDeployment(client: MqttClient, topics: Topics, d: D
     s.chunks.forEach((data, index) => {
       jobs.push(async () => {
         const body = encodeWeightChunk({ deployment: d.id, index, count: s.chunks.length, data });
-        await publish(client, topics.nodeWeights(s.nodeId, index), body, { qos: 1, retain: true });
+        await publish(client, topics.nodeWeights(s.assignment.weightsNode ?? s.nodeId, index), body, { qos: 1, retain: true });
         sent += data.byteLength;
         onProgress?.(sent, d.totalBytes);
       });
@@ -108,4 +108,22 @@ export async function publishDeployment(client: MqttClient, topics: Topics, d: D
     while (next < jobs.length) await jobs[next++]();
   };
   await Promise.all(Array.from({ length: Math.min(WINDOW, jobs.length) }, worker));
+}
+
+/**
+ * Publish a running deployment again, as it is now (a broker that restarted
+ * without persistence lost it): every assignment, and the weight chunks under
+ * the topics the assignments name (a standby's are its failed node's). An
+ * adopted deployment carries no chunks: they are cut again from the model.
+ */
+export async function republishDeployment(client: MqttClient, topics: Topics, d: DeploymentPlan, flat: FlatModel): Promise<void> {
+  const stages = d.stages.map((s) => {
+    if (s.chunks.length || s.assignment.manifest.totalBytes === 0) return s;
+    const { blob } = flat.stageWeights(s.plan);
+    const size = s.assignment.manifest.chunkBytes;
+    const chunks: Uint8Array[] = [];
+    for (let off = 0; off < blob.byteLength; off += size) chunks.push(blob.subarray(off, Math.min(off + size, blob.byteLength)));
+    return { ...s, chunks };
+  });
+  await publishDeployment(client, topics, { ...d, stages });
 }

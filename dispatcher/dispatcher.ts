@@ -13,6 +13,7 @@ import { type DeploymentPlan, packageDeployment, publishDeployment } from './dep
 import { type Assignment, decodeAssignment } from '../lib/messages.js';
 import { NodeWatch } from './node-watch.js';
 import { FrameStream } from './stream.js';
+import { type FailurePolicy, Supervisor } from './supervisor.js';
 
 export interface DispatcherOptions {
   brokerUrl: string;
@@ -31,13 +32,27 @@ export interface DispatcherOptions {
   username?: string;
   password?: string;
   ca?: string;
+  /** mend the chain when a node fails or the broker goes (default true) */
+  supervise?: boolean;
+  /** nodes kept out of the chain to take over a failed node's stage */
+  standby?: string[];
+  /** a node of the chain silent for longer is taken as failed; 0: its Last Will only (default 5000) */
+  heartbeatTimeoutMs?: number;
+  /** with no standby up: merge the orphaned stage into a neighbour (default), re-plan (needs chooseCuts), or off */
+  onNodeFailure?: FailurePolicy;
+  /** cuts for a number of stages, for onNodeFailure 'replan' */
+  chooseCuts?: (flat: FlatModel, stages: number) => Promise<string[]>;
 }
 
+/** A running deployment. `id` and `plan` change when the supervisor mends the chain with a new deployment. */
 export interface Deployment {
   id: string;
   plan: DeploymentPlan;
   stream: FrameStream;
   deployMs: number;
+  flat: FlatModel;
+  /** watches the chain and mends it (absent with supervise: false) */
+  supervisor?: Supervisor;
 }
 
 export class Dispatcher {
@@ -46,6 +61,7 @@ export class Dispatcher {
   private client?: MqttClient;
   private watch?: NodeWatch;
   private streams: FrameStream[] = [];
+  private supervisors: Supervisor[] = [];
 
   constructor(readonly opts: DispatcherOptions) {
     this.topics = topicsFor(opts.pipeline);
@@ -116,7 +132,7 @@ export class Dispatcher {
       stages: plans.map((p, k) => ({ plan: p, nodeId: nodes[k], assignment: as[k]!, chunks: [] })),
       totalBytes: as.reduce((t, a) => t + a!.manifest.totalBytes, 0),
     };
-    return this.openStream(plan, as[0]!.inputTopic, as[nodes.length - 1]!.outputTopic, performance.now() - t0);
+    return this.openStream(plan, flat, as[0]!.inputTopic, as[nodes.length - 1]!.outputTopic, performance.now() - t0);
   }
 
   /** `adopt` when allowed and possible, else `deploy`. */
@@ -124,8 +140,15 @@ export class Dispatcher {
     return (adopt && (await this.adopt(flat, nodes, cuts))) || this.deploy(flat, nodes, cuts);
   }
 
-  /** Deploy `flat` cut at `cuts` onto `nodes` (one per stage, in order), and wait until all are ready. */
+  /** Deploy `flat` cut at `cuts` onto `nodes` (one per stage, in order), wait until all are ready, and open a stream into it. */
   async deploy(flat: FlatModel, nodes: string[], cuts: string[]): Promise<Deployment> {
+    const { plan, deployMs } = await this.publishPlan(flat, nodes, cuts);
+    const first = plan.stages[0].assignment;
+    return this.openStream(plan, flat, first.inputTopic, this.topics.results(this.id), deployMs);
+  }
+
+  /** Publish a new deployment of `flat` cut at `cuts` onto `nodes`, and wait until all are ready. */
+  async publishPlan(flat: FlatModel, nodes: string[], cuts: string[]): Promise<{ plan: DeploymentPlan; deployMs: number }> {
     if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
     for (const n of nodes) assertTopicName('node id', n);
     const progress = this.opts.progress ?? ((l: string) => log.info(l));
@@ -156,11 +179,28 @@ export class Dispatcher {
     await ready;
     const deployMs = performance.now() - t0;
     progress(`deployment ${plan.id} ready in ${(deployMs / 1000).toFixed(1)} s`);
-    const first = plan.stages[0].assignment;
-    return this.openStream(plan, first.inputTopic, this.topics.results(this.id), deployMs);
+    return { plan, deployMs };
   }
 
-  private async openStream(plan: DeploymentPlan, inputTopic: string, resultTopic: string, deployMs: number): Promise<Deployment> {
+  /** The retained message on `topic`, if the broker has one within `waitMs`. */
+  async readRetained(topic: string, waitMs: number): Promise<Buffer | null> {
+    const client = this.mqtt;
+    let got: Buffer | null = null;
+    const onMessage = (t: string, payload: Buffer, packet: { retain?: boolean }) => {
+      if (t === topic && packet.retain && payload.length) got = payload;
+    };
+    client.on('message', onMessage);
+    try {
+      await client.subscribeAsync(topic, { qos: 1 });
+      for (let t = 0; t < waitMs && !got; t += 50) await new Promise((r) => setTimeout(r, 50));
+      await client.unsubscribeAsync(topic).catch(() => undefined);
+    } finally {
+      client.off('message', onMessage);
+    }
+    return got;
+  }
+
+  private async openStream(plan: DeploymentPlan, flat: FlatModel, inputTopic: string, resultTopic: string, deployMs: number): Promise<Deployment> {
     const stream = new FrameStream(
       this.client!,
       { deployment: plan.id, stageCount: plan.stages.length, inputTopic, resultTopic, codec: this.opts.codec, qos: this.opts.qos },
@@ -168,10 +208,26 @@ export class Dispatcher {
     );
     await stream.open();
     this.streams.push(stream);
-    return { id: plan.id, plan, stream, deployMs };
+    const d: Deployment = { id: plan.id, plan, stream, deployMs, flat };
+    if (this.opts.supervise !== false) {
+      // one deployment is supervised at a time: the newest
+      for (const s of this.supervisors.splice(0)) s.stop();
+      d.supervisor = new Supervisor(this, d, {
+        standby: (this.opts.standby ?? []).filter((n) => !plan.stages.some((s) => s.nodeId === n)),
+        heartbeatTimeoutMs: this.opts.heartbeatTimeoutMs ?? 5000,
+        onNodeFailure: this.opts.onNodeFailure ?? 'merge',
+        chooseCuts: this.opts.chooseCuts,
+        readyTimeoutMs: this.opts.readyTimeoutMs,
+        progress: this.opts.progress ?? ((l: string) => log.info(l)),
+      });
+      d.supervisor.start();
+      this.supervisors.push(d.supervisor);
+    }
+    return d;
   }
 
   async close(): Promise<void> {
+    for (const s of this.supervisors.splice(0)) s.stop();
     for (const s of this.streams.splice(0)) await s.close();
     this.watch?.stop();
     if (!this.opts.client) await closeMqtt(this.client);

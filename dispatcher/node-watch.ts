@@ -10,6 +10,10 @@ import type { Topics } from '../lib/topics.js';
 
 export class NodeWatch {
   readonly statuses = new Map<string, NodeStatus>();
+  /** when each node was last heard from (a status or a heartbeat), performance.now() ms */
+  readonly lastSeen = new Map<string, number>();
+  /** nodes that send heartbeats, by their status (older nodes do not: they are judged by their status alone) */
+  readonly beating = new Set<string>();
   private listeners = new Set<() => void>();
   private readonly prefix: string;
 
@@ -21,10 +25,20 @@ export class NodeWatch {
   }
 
   private readonly onMessage = (topic: string, payload: Buffer) => {
-    if (!topic.startsWith(this.prefix) || !topic.endsWith('/status') || payload.length === 0) return;
+    if (!topic.startsWith(this.prefix) || payload.length === 0) return;
+    if (topic.endsWith('/alive')) {
+      const node = topic.slice(this.prefix.length, -'/alive'.length);
+      if (!this.statuses.has(node)) return; // a node we do not know yet: its status comes first
+      this.lastSeen.set(node, performance.now());
+      return;
+    }
+    if (!topic.endsWith('/status')) return;
     try {
       const s = decodeStatus(payload);
       this.statuses.set(s.node, s);
+      this.lastSeen.set(s.node, performance.now());
+      if (s.heartbeatMs) this.beating.add(s.node);
+      else this.beating.delete(s.node);
       for (const l of [...this.listeners]) l();
     } catch {
       // a status we cannot read is not ours to act on
@@ -33,12 +47,19 @@ export class NodeWatch {
 
   async start(): Promise<void> {
     this.client.on('message', this.onMessage);
-    await this.client.subscribeAsync(this.topics.nodeStatusAll, { qos: 1 });
+    await this.client.subscribeAsync([this.topics.nodeStatusAll, this.topics.nodeAliveAll], { qos: 1 });
   }
 
   /** Stop listening (the connection may be shared and stay open). */
   stop(): void {
     this.client.off('message', this.onMessage);
+  }
+
+  /** Up as far as we can tell: its status is not offline, and its heartbeat (if it sends one) is not older than `staleMs`. */
+  isUp(node: string, staleMs: number): boolean {
+    const s = this.statuses.get(node);
+    if (!s || s.state === 'offline') return false;
+    return !this.beating.has(node) || staleMs <= 0 || performance.now() - (this.lastSeen.get(node) ?? 0) <= staleMs;
   }
 
   onChange(listener: () => void): () => void {
@@ -93,6 +114,26 @@ export class NodeWatch {
           });
         return new DeferError('E_TIMEOUT', `${why.length} of ${nodes.length} nodes did not report their calibration within ${timeoutMs} ms: ${why.join('; ')}`);
       },
+    );
+  }
+
+  /** Wait until `node` is ready with stage `stage` of `deployment`; fails when it reports failed for it or goes offline. */
+  waitStage(node: string, deployment: string, stage: number, timeoutMs: number): Promise<void> {
+    return this.waitFor<void>(
+      timeoutMs,
+      (resolve, reject) => {
+        const s = this.statuses.get(node);
+        if (s?.state === 'offline') {
+          reject(new DeferError('E_DEPLOY', `node '${node}' went offline`));
+          return true;
+        }
+        if (s?.deployment !== deployment || s.stage !== stage) return false;
+        if (s.state === 'failed') reject(new DeferError('E_DEPLOY', `node '${node}' failed to load stage ${stage + 1} of ${deployment}: ${s.reason ?? 'no reason given'}`));
+        else if (s.state === 'ready') resolve();
+        else return false;
+        return true;
+      },
+      () => new DeferError('E_TIMEOUT', `node '${node}' was not ready with stage ${stage + 1} of ${deployment} after ${timeoutMs} ms (last: ${this.statuses.get(node)?.state ?? 'never seen'})`),
     );
   }
 

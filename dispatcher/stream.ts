@@ -2,6 +2,12 @@
  * Streaming frames through a deployed chain: each frame is sent into stage 0
  * with a bounded number in flight, and its result matched back by frame id,
  * with its end-to-end latency and the bytes it took on every hop.
+ *
+ * Nothing is lost when the chain breaks: every frame stays pending (with its
+ * encoded input) until its result arrives, so the supervisor can pause the
+ * stream, mend the chain (a standby, a merged stage, a reconnected broker),
+ * retarget it, and send every pending frame again. A frame's first result is
+ * delivered; later copies are dropped by frame id and counted.
  */
 import type { MqttClient } from 'mqtt';
 import { now } from '../lib/clock.js';
@@ -9,7 +15,7 @@ import { DeferError, errorMessage } from '../lib/errors.js';
 import { log } from '../lib/log.js';
 import { type Hop, decodeActivation, encodeActivation } from '../lib/messages.js';
 import { publish } from '../lib/mqtt-connect.js';
-import { type Codec, type RawTensor, decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
+import { type Codec, type RawTensor, type WireTensor, decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
 
 export interface FrameResult {
   frame: string;
@@ -33,12 +39,19 @@ export interface StreamTarget {
 }
 
 interface Pending {
+  device: string;
+  tensor: WireTensor;
   sentAt: number;
   bytesOut: number;
-  timer: NodeJS.Timeout;
+  /** times sent into the chain */
+  sends: number;
+  timer?: NodeJS.Timeout;
   resolve(r: FrameResult): void;
   reject(e: Error): void;
 }
+
+/** frame ids remembered after their result, to tell a duplicate from a stranger */
+const DONE_MEMORY = 8192;
 
 export class FrameStream {
   private pending = new Map<string, Pending>();
@@ -46,14 +59,91 @@ export class FrameStream {
   private slots: (() => void)[] = [];
   private inFlight = 0;
   private readonly onMessage = (topic: string, payload: Buffer) => this.handle(topic, payload);
-  /** results this stream does not know (late, duplicate, foreign, or not from the last stage) */
+  /** deployments whose results this stream accepts (the current one and those it replaced), with their stage counts */
+  private readonly deployments = new Map<string, number>();
+  private readonly done = new Set<string>();
+  private paused?: { reason: string; resumed: Promise<void>; resume(): void };
+  private target: StreamTarget;
+  private broken?: Error;
+  /** results this stream does not know (foreign, or not from the last stage) */
   unmatched = 0;
+  /** second and later results of a frame (after frames were sent again), dropped */
+  duplicates = 0;
+  /** frames sent again after the chain was mended */
+  resent = 0;
 
   constructor(
     private readonly client: MqttClient,
-    private readonly target: StreamTarget,
+    target: StreamTarget,
     private readonly opts: { maxInFlight: number; frameTimeoutMs: number; maxMessageBytes: number },
-  ) {}
+  ) {
+    this.target = target;
+    this.deployments.set(target.deployment, target.stageCount);
+  }
+
+  get current(): Readonly<StreamTarget> {
+    return this.target;
+  }
+
+  /** frames sent and not yet answered */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  get isPaused(): boolean {
+    return this.paused !== undefined;
+  }
+
+  /**
+   * The chain cannot be mended: every pending frame and every later send
+   * fails with `err`.
+   */
+  fail(err: Error): void {
+    this.broken = err;
+    for (const [frame, p] of this.pending) {
+      clearTimeout(p.timer);
+      this.pending.delete(frame);
+      this.release();
+      p.reject(err);
+    }
+    const paused = this.paused;
+    this.paused = undefined;
+    paused?.resume();
+  }
+
+  /** Hold new frames (they wait in send()) while the chain is being mended; pending frames stay pending. */
+  pause(reason: string): void {
+    if (this.paused) return;
+    let resume!: () => void;
+    const resumed = new Promise<void>((r) => (resume = r));
+    this.paused = { reason, resumed, resume };
+  }
+
+  /**
+   * The chain works again, possibly as another deployment (`to`): send every
+   * pending frame into it again (their timeouts start again), then let new
+   * frames through. Returns how many were sent again.
+   */
+  async resume(to?: Partial<StreamTarget>): Promise<number> {
+    if (to) await this.retarget({ ...this.target, ...to });
+    const again = [...this.pending.keys()];
+    for (const frame of again) void this.transmit(frame); // not awaited: a broker that goes again must not hold the supervisor
+    this.resent += again.length;
+    const p = this.paused;
+    this.paused = undefined;
+    p?.resume();
+    return again.length;
+  }
+
+  private async retarget(next: StreamTarget): Promise<void> {
+    const old = this.target;
+    this.target = next;
+    this.deployments.set(next.deployment, next.stageCount);
+    if (next.resultTopic !== old.resultTopic) {
+      await this.client.subscribeAsync(next.resultTopic, { qos: next.qos });
+      await this.client.unsubscribeAsync(old.resultTopic).catch(() => undefined);
+    }
+  }
 
   /** frames that may be in the chain at once */
   get maxInFlight(): number {
@@ -72,6 +162,8 @@ export class FrameStream {
       p.reject(new DeferError('E_DEPLOY', `stream closed before frame ${frame} returned`));
     }
     this.pending.clear();
+    this.paused?.resume();
+    this.paused = undefined;
     if (!this.client.disconnected) await this.client.unsubscribeAsync(this.target.resultTopic).catch(() => undefined);
   }
 
@@ -81,11 +173,13 @@ export class FrameStream {
     try {
       const msg = decodeActivation(payload, this.opts.maxMessageBytes);
       const p = this.pending.get(msg.frame);
-      if (!p || msg.deployment !== this.target.deployment || msg.stage !== this.target.stageCount) {
-        this.unmatched++;
+      if (!p || this.deployments.get(msg.deployment) !== msg.stage) {
+        if (this.done.has(msg.frame) && this.deployments.get(msg.deployment) === msg.stage) this.duplicates++;
+        else this.unmatched++;
         return;
       }
       this.pending.delete(msg.frame);
+      this.remember(msg.frame);
       clearTimeout(p.timer);
       this.release();
       let output: RawTensor;
@@ -109,6 +203,11 @@ export class FrameStream {
     }
   }
 
+  private remember(frame: string): void {
+    this.done.add(frame);
+    if (this.done.size > DONE_MEMORY) this.done.delete(this.done.values().next().value as string);
+  }
+
   private release(): void {
     this.inFlight--;
     this.slots.shift()?.();
@@ -124,30 +223,51 @@ export class FrameStream {
    * `maxInFlight` frames are already on their way.
    */
   async send(input: RawTensor, device = 'dispatcher', frameId?: string): Promise<FrameResult> {
+    if (this.broken) throw this.broken;
     await this.acquire();
-    const frame = frameId ?? `f${++this.seq}`;
-    const tensor = encodeTensor(input, { codec: this.target.codec });
-    const sentAt = now();
-    const body = encodeActivation({ deployment: this.target.deployment, frame, device, stage: 0, sentAt, hops: [], tensor });
-    const result = new Promise<FrameResult>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        if (!this.pending.delete(frame)) return;
-        this.release();
-        reject(new DeferError('E_TIMEOUT', `frame ${frame} got no result within ${this.opts.frameTimeoutMs} ms (dispatcher.frameTimeoutMs): is every node of deployment ${this.target.deployment} still up?`));
-      }, this.opts.frameTimeoutMs);
-      this.pending.set(frame, { sentAt, bytesOut: body.byteLength, timer, resolve, reject });
-    });
-    try {
-      await publish(this.client, this.target.inputTopic, body, { qos: this.target.qos });
-    } catch (err) {
-      const p = this.pending.get(frame);
-      if (p) {
-        this.pending.delete(frame);
-        clearTimeout(p.timer);
-        this.release();
-        p.reject(new DeferError('E_DEPLOY', `cannot publish frame ${frame}: ${errorMessage(err)}`));
-      }
+    while (this.paused) await this.paused.resumed;
+    if (this.broken) {
+      this.release();
+      throw this.broken;
     }
+    const frame = frameId ?? `f${++this.seq}`;
+    if (this.pending.has(frame)) {
+      this.release();
+      throw new DeferError('E_ENVELOPE', `frame id ${frame} is already in the chain: frame ids must be unique`);
+    }
+    const tensor = encodeTensor(input, { codec: this.target.codec });
+    const result = new Promise<FrameResult>((resolve, reject) => {
+      this.pending.set(frame, { device, tensor, sentAt: now(), bytesOut: 0, sends: 0, resolve, reject });
+    });
+    await this.transmit(frame);
     return result;
+  }
+
+  /** (Re)send a pending frame into the current deployment, and (re)start its timeout. */
+  private async transmit(frame: string): Promise<void> {
+    const p = this.pending.get(frame);
+    if (!p) return;
+    const t = this.target;
+    const body = encodeActivation({ deployment: t.deployment, frame, device: p.device, stage: 0, sentAt: p.sentAt, hops: [], tensor: p.tensor });
+    p.bytesOut = body.byteLength;
+    p.sends++;
+    clearTimeout(p.timer);
+    p.timer = setTimeout(() => {
+      if (this.pending.get(frame) !== p) return;
+      this.pending.delete(frame);
+      this.release();
+      p.reject(new DeferError('E_TIMEOUT', `frame ${frame} got no result within ${this.opts.frameTimeoutMs} ms (dispatcher.frameTimeoutMs)${p.sends > 1 ? `, sent ${p.sends} times` : ''}: is every node of deployment ${t.deployment} still up?`));
+    }, this.opts.frameTimeoutMs);
+    try {
+      await publish(this.client, t.inputTopic, body, { qos: t.qos });
+    } catch (err) {
+      // a connection that is down keeps the frame pending: it is sent again once the chain works
+      if (this.paused || !this.client.connected) return;
+      if (this.pending.get(frame) !== p) return;
+      this.pending.delete(frame);
+      clearTimeout(p.timer);
+      this.release();
+      p.reject(new DeferError('E_DEPLOY', `cannot publish frame ${frame}: ${errorMessage(err)}`));
+    }
   }
 }

@@ -45,6 +45,8 @@ export interface EdgeNodeOptions {
   ca?: string;
   /** folder for stage weights by hash (a restarted node builds from it without a transfer); unset: none */
   weightCache?: string;
+  /** how often the node publishes its heartbeat on node/<id>/alive, ms; 0: never (default 1000) */
+  heartbeatMs?: number;
 }
 
 export interface EdgeNodeCounters {
@@ -91,6 +93,7 @@ export class EdgeNode {
   private working = false;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
+  private heartbeat?: NodeJS.Timeout;
 
   constructor(opts: EdgeNodeOptions) {
     assertTopicName('node id', opts.id);
@@ -117,7 +120,26 @@ export class EdgeNode {
     });
     this.client.on('message', (topic, payload) => this.onMessage(topic, payload));
     this.client.on('error', (err) => log.warn(`mqtt: ${err.message}`));
+    // mqtt.js reconnects (with backoff, lib/mqtt-connect.ts) and subscribes again by itself; a
+    // broker that restarted without persistence has lost the retained status: say it again
+    this.client.on('offline', () => log.warn(`node ${this.opts.id}: lost the broker at ${this.opts.brokerUrl}; reconnecting`));
+    this.client.on('connect', () => {
+      if (this.connectedOnce) {
+        log.info(`node ${this.opts.id}: reconnected to the broker`);
+        void this.setStatus(this.state);
+      }
+      this.connectedOnce = true;
+    });
+    this.connectedOnce = true;
     await this.setStatus('online');
+    const every = this.opts.heartbeatMs ?? 1000;
+    if (every > 0) {
+      const alive = this.topics.nodeAlive(this.opts.id);
+      this.heartbeat = setInterval(() => {
+        if (this.client?.connected) this.client.publish(alive, JSON.stringify({ v: 1, node: this.opts.id, at: Date.now(), frames: this.counters.frames }), { qos: 0 });
+      }, every);
+      this.heartbeat.unref();
+    }
     // weights are subscribed to only when an assignment needs them (they are retained): not when the cache has them
     await this.client.subscribeAsync(this.topics.nodeAssign(this.opts.id), { qos: 1 });
     log.info(`node ${this.opts.id}: online at ${this.opts.brokerUrl} (backend ${this.backend}, pipeline ${this.opts.pipeline})`);
@@ -151,6 +173,7 @@ export class EdgeNode {
       tensors: tf.memory().numTensors,
       capabilities: this.capabilities,
       weightsFrom: this.weightsFrom,
+      heartbeatMs: (this.opts.heartbeatMs ?? 1000) || undefined,
       ...extra,
     };
   }
@@ -175,9 +198,12 @@ export class EdgeNode {
       if (topic === this.stage?.assignment.inputTopic) {
         this.enqueue(payload);
       } else if (topic === this.topics.nodeAssign(this.opts.id)) {
-        if (payload.length === 0) return; // assignment cleared
+        if (payload.length === 0) {
+          void this.standDown();
+          return;
+        }
         this.onAssignment(decodeAssignment(payload, this.opts.maxMessageBytes * 4));
-      } else if (chunkIndexOf(topic) >= 0 && topic.startsWith(`${this.topics.root}/node/${this.opts.id}/weights/`)) {
+      } else if (chunkIndexOf(topic) >= 0 && topic.startsWith(`${this.topics.root}/node/${this.weightsNode}/weights/`)) {
         if (payload.length === 0) return; // chunk cleared
         this.onChunk(decodeWeightChunk(payload, this.opts.maxMessageBytes));
       }
@@ -186,14 +212,48 @@ export class EdgeNode {
     }
   }
 
-  private weightsSubscribed = false;
+  private connectedOnce = false;
+  private weightsTopic?: string;
+  private standDowns = 0;
   private cache?: WeightCache;
 
+  /** whose retained chunks hold the weights being loaded: this node's own, or a failed node's that this one replaces */
+  private get weightsNode(): string {
+    return this.loading?.assignment.weightsNode ?? this.opts.id;
+  }
+
+  /**
+   * The assignment was cleared (the dispatcher gave this node's stage to
+   * another, or ended the deployment): stop computing, free the stage, and
+   * wait as a standby.
+   */
+  private async standDown(): Promise<void> {
+    const old = this.stage;
+    this.standDowns++; // a stage being built now is dropped when built
+    if (!old && !this.loading) return;
+    this.loading = undefined;
+    this.stage = undefined;
+    this.queue.length = 0;
+    await this.idle();
+    old?.model.dispose();
+    await this.subscribeWeights(false);
+    if (old) await this.client?.unsubscribeAsync(old.assignment.inputTopic).catch(() => undefined);
+    log.info(`node ${this.opts.id}: assignment cleared${old ? ` (was stage ${old.assignment.stage + 1}/${old.assignment.stageCount} of ${old.assignment.deployment})` : ''}: standing by`);
+    await this.setStatus('online');
+  }
+
   private async subscribeWeights(on: boolean): Promise<void> {
-    if (on === this.weightsSubscribed || !this.client || this.closed) return;
-    this.weightsSubscribed = on;
-    const topic = this.topics.nodeWeightsAll(this.opts.id);
-    await (on ? this.client.subscribeAsync(topic, { qos: 1 }) : this.client.unsubscribeAsync(topic)).catch((err: unknown) => log.warn(`cannot ${on ? 'subscribe to' : 'unsubscribe from'} ${topic}: ${errorMessage(err)}`));
+    if (!this.client || this.closed) return;
+    const want = on ? this.topics.nodeWeightsAll(this.weightsNode) : undefined;
+    if (want === this.weightsTopic) return;
+    const old = this.weightsTopic;
+    this.weightsTopic = want;
+    try {
+      if (old) await this.client.unsubscribeAsync(old);
+      if (want) await this.client.subscribeAsync(want, { qos: 1 });
+    } catch (err) {
+      log.warn(`cannot change the weights subscription (${old ?? 'none'} -> ${want ?? 'none'}): ${errorMessage(err)}`);
+    }
   }
 
   /** Build from the weight cache if it holds the blob; else fetch the chunks. */
@@ -213,7 +273,8 @@ export class EdgeNode {
   private onAssignment(a: Assignment): void {
     if (a.nodeId !== this.opts.id) throw new DeferError('E_ENVELOPE', `assignment is for node '${a.nodeId}', not '${this.opts.id}'`);
     if (a.pipeline !== this.opts.pipeline) throw new DeferError('E_ENVELOPE', `assignment is for pipeline '${a.pipeline}', not '${this.opts.pipeline}'`);
-    if (a.deployment === (this.loading ?? this.stage)?.assignment.deployment) return; // already have it
+    const have = (this.loading ?? this.stage)?.assignment;
+    if (a.deployment === have?.deployment && a.stage === have.stage) return; // already have it
     log.info(`node ${this.opts.id}: assignment ${a.deployment}: stage ${a.stage + 1}/${a.stageCount}, ${(a.manifest.totalBytes / 1e6).toFixed(1)} MB of weights in ${a.manifest.chunks.length} chunks`);
     const chunks = new Array<Uint8Array | undefined>(a.manifest.chunks.length);
     this.loading = { assignment: a, chunks, received: 0, lastReport: 0 };
@@ -290,7 +351,12 @@ export class EdgeNode {
         throw new DeferError('E_ENVELOPE', 'the stage topology is not valid JSON');
       }
       const t0 = now();
+      const standDowns = this.standDowns;
       const model = await buildStageModel(topology, a.manifest.specs, blob);
+      if (standDowns !== this.standDowns) {
+        model.dispose(); // the assignment was cleared meanwhile
+        return;
+      }
       // warm up: the first call compiles kernels and allocates
       tf.tidy(() => {
         model.predict(tf.zeros([1, ...a.inputShape], a.inputDtype === 'int32' ? 'int32' : 'float32'));
@@ -395,6 +461,7 @@ export class EdgeNode {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    clearInterval(this.heartbeat);
     // say so, but do not wait forever for a broker that is gone (its Last Will says it then)
     await Promise.race([this.setStatus('offline'), new Promise((r) => setTimeout(r, 2000).unref())]);
     this.closed = true;

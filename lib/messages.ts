@@ -40,6 +40,12 @@ function str(m: Record<string, unknown>, key: string, what: string, max = 256): 
   if (typeof x !== 'string' || x.length === 0 || x.length > max) throw new EnvelopeError(`${what}: field '${key}' must be a non-empty string of at most ${max} characters`);
   return x;
 }
+/** a name that is one topic level (node, pipeline, device) */
+function name(m: Record<string, unknown>, key: string, what: string): string {
+  const x = str(m, key, what, 64);
+  if (!/^[A-Za-z0-9_.-]+$/.test(x)) throw new EnvelopeError(`${what}: field '${key}' must be made of letters, digits, _ . -`);
+  return x;
+}
 function int(m: Record<string, unknown>, key: string, what: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   const x = m[key];
   if (typeof x !== 'number' || !Number.isInteger(x) || x < min || x > max) throw new EnvelopeError(`${what}: field '${key}' must be an integer in [${min}, ${max}]`);
@@ -107,6 +113,8 @@ export interface Assignment {
   codec: Codec;
   qos: 0 | 1;
   createdAt: number;
+  /** the node whose retained weight chunks hold this stage's weights (a standby taking over a failed node's stage); unset: the assigned node's own */
+  weightsNode?: string;
 }
 
 export function encodeAssignment(a: Omit<Assignment, 'v' | 'kind'>): Buffer {
@@ -174,6 +182,7 @@ export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): 
     codec,
     qos,
     createdAt: num(m, 'createdAt', W),
+    ...(m.weightsNode === undefined ? {} : { weightsNode: name(m, 'weightsNode', W) }),
   };
 }
 
@@ -299,6 +308,8 @@ export interface NodeStatus {
   capabilities?: Capabilities;
   /** where the running stage's weights came from: the broker, or the node's weight cache */
   weightsFrom?: 'broker' | 'cache';
+  /** the node publishes a heartbeat on node/<id>/alive this often (ms); absent: none */
+  heartbeatMs?: number;
 }
 
 const CAPABILITY_NUMBERS = ['calibrationMs', 'calibrationCpuMs', 'slowdown', 'cores', 'freeMemoryBytes', 'totalMemoryBytes'] as const;
@@ -319,6 +330,7 @@ export function decodeStatus(buf: Uint8Array): NodeStatus {
   if (m.v !== PROTOCOL_VERSION) throw new EnvelopeError(`${W} has protocol version ${String(m.v)}`);
   if (!STATES.includes(m.state as NodeState)) throw new EnvelopeError(`${W}: unknown state '${String(m.state)}'`);
   str(m, 'node', W, 64);
+  if (m.heartbeatMs !== undefined) int(m, 'heartbeatMs', W, 1, 3_600_000);
   if (m.capabilities !== undefined) {
     const c = obj(m.capabilities, `${W} capabilities`);
     for (const k of CAPABILITY_NUMBERS) {

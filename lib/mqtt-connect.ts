@@ -50,7 +50,7 @@ export async function connectMqtt(opts: ConnectOptions): Promise<MqttClient> {
         clientId,
         protocolVersion: 4,
         clean: true,
-        reconnectPeriod: 1000,
+        reconnectPeriod: RECONNECT_MIN_MS,
         connectTimeout: opts.connectTimeoutMs ?? 10_000,
         will: opts.will,
         ...(opts.username ? { username: opts.username, password: opts.password ?? '' } : {}),
@@ -67,7 +67,30 @@ export async function connectMqtt(opts: ConnectOptions): Promise<MqttClient> {
   const noDelay = () => (client.stream as Partial<Socket> | undefined)?.setNoDelay?.(true);
   noDelay();
   client.on('connect', noDelay);
+  withBackoff(client);
   return client;
+}
+
+export const RECONNECT_MIN_MS = 500;
+export const RECONNECT_MAX_MS = 8000;
+
+/**
+ * Reconnect with exponential backoff: mqtt.js retries at a fixed period; this
+ * doubles the period after every failed attempt (with up to 20% jitter, so
+ * nodes that lost the same broker do not return in lockstep) up to
+ * RECONNECT_MAX_MS, and starts again from RECONNECT_MIN_MS once connected.
+ * mqtt.js subscribes again to what it had (resubscribe) and re-sends
+ * unacknowledged QoS 1 messages.
+ */
+export function withBackoff(client: MqttClient): void {
+  if (!client.options.reconnectPeriod) return;
+  client.on('reconnect', () => {
+    const next = Math.min(RECONNECT_MAX_MS, (client.options.reconnectPeriod ?? RECONNECT_MIN_MS) * 2);
+    client.options.reconnectPeriod = Math.round(next * (1 + Math.random() * 0.2));
+  });
+  client.on('connect', () => {
+    client.options.reconnectPeriod = RECONNECT_MIN_MS;
+  });
 }
 
 /** Publish and wait for the broker's acknowledgement (QoS 1) or the write (QoS 0). */

@@ -20,6 +20,9 @@ export interface Topics {
   nodeStatus(nodeId: string): string;
   nodeStatusAll: string;
   nodeAssign(nodeId: string): string;
+  /** a node's heartbeat (not retained): how the dispatcher tells a half-open link from a quiet node */
+  nodeAlive(nodeId: string): string;
+  nodeAliveAll: string;
   nodeWeights(nodeId: string, index: number): string;
   nodeWeightsAll(nodeId: string): string;
   stageIn(stage: number): string;
@@ -42,6 +45,8 @@ export function topicsFor(pipeline: string): Topics {
     nodeStatus: (id) => `${root}/node/${id}/status`,
     nodeStatusAll: `${root}/node/+/status`,
     nodeAssign: (id) => `${root}/node/${id}/assign`,
+    nodeAlive: (id) => `${root}/node/${id}/alive`,
+    nodeAliveAll: `${root}/node/+/alive`,
     nodeWeights: (id, i) => `${root}/node/${id}/weights/${i}`,
     nodeWeightsAll: (id) => `${root}/node/${id}/weights/+`,
     stageIn: (k) => `${root}/stage/${k}/in`,

@@ -1,0 +1,275 @@
+/**
+ * Keeping a deployment alive: the supervisor watches the nodes of the running
+ * chain (their Last Will turns a status offline; a heartbeat that stops tells a
+ * half-open link) and the dispatcher's own broker connection, and mends the
+ * chain when either breaks.
+ *
+ * - A node fails: its retained assignment is cleared (so it comes back as a
+ *   standby, not into the chain), and its stage goes to an up standby, which
+ *   reads the weights retained under the failed node's topics (or its own
+ *   cache): same deployment, same stage topics, nothing else changes. With no
+ *   standby, the orphaned stage is merged into its lighter neighbour (or the
+ *   model is re-planned over the nodes left): a new deployment.
+ * - The broker goes: new frames wait; once reconnected and the nodes are
+ *   back, the retained deployment is republished if the broker lost it.
+ *
+ * Either way every frame still pending is then sent again; the stream delivers
+ * the first result of each frame and drops later copies.
+ */
+import { DeferError, errorMessage } from '../lib/errors.js';
+import { log } from '../lib/log.js';
+import { encodeAssignment, type Assignment } from '../lib/messages.js';
+import { publish } from '../lib/mqtt-connect.js';
+import type { FlatModel } from '../lib/partition.js';
+import type { DeploymentPlan } from './deploy.js';
+import { republishDeployment } from './deploy.js';
+import type { Deployment, Dispatcher } from './dispatcher.js';
+
+export type FailurePolicy = 'merge' | 'replan' | 'off';
+
+export interface SupervisorOptions {
+  /** nodes kept out of the chain to take over a failed node's stage, in order of preference */
+  standby: string[];
+  /** a node whose heartbeat is older than this is taken as failed (half-open link); 0: Last Will only */
+  heartbeatTimeoutMs: number;
+  /** with no standby up: merge the orphaned stage into a neighbour, re-plan over the nodes left, or give up */
+  onNodeFailure: FailurePolicy;
+  /** cuts for `stages` stages (replan); without it, replan merges */
+  chooseCuts?: (flat: FlatModel, stages: number) => Promise<string[]>;
+  readyTimeoutMs: number;
+  progress: (line: string) => void;
+}
+
+export interface RepairEvent {
+  /** standby: stage moved to a standby; merge / replan: new deployment over the nodes left; reconnect: broker connection back */
+  kind: 'standby' | 'merge' | 'replan' | 'reconnect';
+  /** epoch ms when the failure was noticed */
+  at: number;
+  /** the failed node (not for reconnect) */
+  node?: string;
+  stage?: number;
+  /** what it was: 'offline' (Last Will or clean stop), 'heartbeat', 'failed' */
+  cause: string;
+  /** the standby that took the stage */
+  replacement?: string;
+  deployment: string;
+  /** ms from noticing the failure to the chain working again */
+  repairMs: number;
+  /** frames sent again */
+  resent: number;
+  /** the retained deployment was republished (the broker had lost it) */
+  republished?: boolean;
+}
+
+/** The cuts without the one between stage `k` and its lighter neighbour (by FLOPs): stage k merged into it. */
+export function mergeCuts(plan: DeploymentPlan, k: number): { cuts: string[]; into: number } {
+  const stages = plan.stages;
+  const cuts = stages.slice(0, -1).map((s) => s.plan.last);
+  if (stages.length < 2) throw new DeferError('E_DEPLOY', 'a one-stage chain has no neighbour to merge into');
+  const prev = k > 0 ? stages[k - 1].plan.flops : Infinity;
+  const next = k < stages.length - 1 ? stages[k + 1].plan.flops : Infinity;
+  const into = prev <= next ? k - 1 : k + 1;
+  // merging into the previous stage removes the cut before k; into the next, the cut after k
+  cuts.splice(into < k ? k - 1 : k, 1);
+  return { cuts, into };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class Supervisor {
+  readonly events: RepairEvent[] = [];
+  private timer?: NodeJS.Timeout;
+  private offChange?: () => void;
+  private repairing: Promise<void> = Promise.resolve();
+  private busy = false;
+  /** nodes taken out of the chain; they may come back as standbys */
+  private readonly dropped = new Set<string>();
+  private lostAt = 0;
+  private stopped = false;
+  private readonly onOffline = () => this.connectionLost();
+  private readonly onConnect = () => this.connectionBack();
+
+  constructor(
+    private readonly dispatcher: Dispatcher,
+    private readonly deployment: Deployment,
+    private readonly opts: SupervisorOptions,
+  ) {}
+
+  start(): void {
+    const watch = this.dispatcher.nodes;
+    this.offChange = watch.onChange(() => this.check());
+    const every = Math.max(100, Math.min(1000, (this.opts.heartbeatTimeoutMs || 4000) / 4));
+    this.timer = setInterval(() => this.check(), every);
+    this.timer.unref();
+    this.dispatcher.mqtt.on('offline', this.onOffline);
+    this.dispatcher.mqtt.on('close', this.onOffline);
+    this.dispatcher.mqtt.on('connect', this.onConnect);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.timer);
+    this.offChange?.();
+    this.dispatcher.mqtt.off('offline', this.onOffline);
+    this.dispatcher.mqtt.off('close', this.onOffline);
+    this.dispatcher.mqtt.off('connect', this.onConnect);
+  }
+
+  /** Resolves when no repair is under way (for tests and clean shutdown). */
+  async settled(): Promise<void> {
+    let last: Promise<void>;
+    do {
+      last = this.repairing;
+      await last;
+    } while (last !== this.repairing);
+  }
+
+  /** The standbys: configured ones and nodes dropped from the chain, not in the chain now. */
+  get standbys(): string[] {
+    const inChain = new Set(this.deployment.plan.stages.map((s) => s.nodeId));
+    return [...new Set([...this.opts.standby, ...this.dropped])].filter((n) => !inChain.has(n));
+  }
+
+  private enqueue(job: () => Promise<void>): void {
+    this.repairing = this.repairing.then(async () => {
+      if (this.stopped) return;
+      this.busy = true;
+      try {
+        await job();
+      } catch (err) {
+        log.error(`supervisor: ${errorMessage(err)}`);
+        this.opts.progress(`could not mend the chain: ${errorMessage(err)}`);
+      } finally {
+        this.busy = false;
+      }
+    });
+  }
+
+  /** Which node of the chain is down, if any. */
+  private check(): void {
+    if (this.stopped || this.busy || !this.dispatcher.mqtt.connected || this.lostAt) return;
+    const watch = this.dispatcher.nodes;
+    for (const [k, s] of this.deployment.plan.stages.entries()) {
+      const st = watch.statuses.get(s.nodeId);
+      let cause: string | undefined;
+      if (st?.state === 'offline') cause = 'offline';
+      else if (st?.state === 'failed' && st.deployment === this.deployment.id) cause = `failed: ${st.reason ?? 'no reason given'}`;
+      else if (st && !watch.isUp(s.nodeId, this.opts.heartbeatTimeoutMs)) cause = `no heartbeat for ${this.opts.heartbeatTimeoutMs} ms`;
+      if (!cause) continue;
+      const node = s.nodeId;
+      this.busy = true; // until the queued repair runs
+      this.enqueue(() => this.nodeFailed(node, k, cause!));
+      return;
+    }
+  }
+
+  private async nodeFailed(node: string, k: number, cause: string): Promise<void> {
+    const d = this.deployment;
+    if (d.plan.stages[k]?.nodeId !== node) return; // already mended
+    const t0 = performance.now();
+    const at = Date.now();
+    const stream = d.stream;
+    const n = d.plan.stages.length;
+    stream.pause(`node ${node} failed`);
+    this.opts.progress(`node ${node} (stage ${k + 1}/${n} of ${d.id}) is down (${cause}); ${stream.pendingCount} frames in flight are held`);
+    const client = this.dispatcher.mqtt;
+    const topics = this.dispatcher.topics;
+    // it must not come back into its stage: cleared, it returns as a standby
+    await publish(client, topics.nodeAssign(node), Buffer.alloc(0), { qos: 1, retain: true });
+    this.dropped.add(node);
+    const watch = this.dispatcher.nodes;
+    for (const spare of this.standbys) {
+      if (spare === node || !watch.isUp(spare, this.opts.heartbeatTimeoutMs)) continue;
+      const old = d.plan.stages[k].assignment;
+      const a: Omit<Assignment, 'v' | 'kind'> = { ...old, nodeId: spare, weightsNode: old.weightsNode ?? node, createdAt: Date.now() };
+      this.opts.progress(`  stage ${k + 1}/${n} goes to standby ${spare} (weights retained under ${a.weightsNode})`);
+      await publish(client, topics.nodeAssign(spare), encodeAssignment(a), { qos: 1, retain: true });
+      try {
+        await watch.waitStage(spare, d.id, k, this.opts.readyTimeoutMs);
+      } catch (err) {
+        this.opts.progress(`  standby ${spare} did not take the stage: ${errorMessage(err)}`);
+        await publish(client, topics.nodeAssign(spare), Buffer.alloc(0), { qos: 1, retain: true });
+        continue;
+      }
+      d.plan.stages[k] = { ...d.plan.stages[k], nodeId: spare, assignment: a };
+      const resent = await stream.resume();
+      const repairMs = performance.now() - t0;
+      this.opts.progress(`  chain mended in ${(repairMs / 1000).toFixed(2)} s: ${d.plan.stages.map((s) => s.nodeId).join(' -> ')}; ${resent} frames sent again`);
+      this.events.push({ kind: 'standby', at, node, stage: k, cause, replacement: spare, deployment: d.id, repairMs, resent });
+      return;
+    }
+    const policy = this.opts.onNodeFailure;
+    if (policy === 'off' || n < 2) {
+      const why = n < 2 ? 'it ran the only stage' : 'dispatcher.onNodeFailure is off';
+      stream.fail(new DeferError('E_DEPLOY', `node ${node} failed (${cause}) and no standby is up; the chain cannot be mended because ${why}`));
+      this.opts.progress(`  no standby is up and ${why}: frames fail until a node is added`);
+      return;
+    }
+    const nodes = d.plan.stages.map((s) => s.nodeId).filter((x) => x !== node);
+    let cuts: string[];
+    let how: string;
+    if (policy === 'replan' && this.opts.chooseCuts) {
+      cuts = await this.opts.chooseCuts(d.flat, nodes.length);
+      how = `re-planned over the ${nodes.length} nodes left`;
+    } else {
+      const m = mergeCuts(d.plan, k);
+      cuts = m.cuts;
+      how = `stage ${k + 1} merged into stage ${m.into + 1} (on ${d.plan.stages[m.into].nodeId})${policy === 'replan' ? ' (no planner here: merged)' : ''}`;
+    }
+    this.opts.progress(`  no standby is up: ${how}; cuts ${cuts.join(', ') || '(none)'} on ${nodes.join(' -> ')}`);
+    const { plan, deployMs } = await this.dispatcher.publishPlan(d.flat, nodes, cuts);
+    const old = d.id;
+    d.id = plan.id;
+    d.plan = plan;
+    d.deployMs += deployMs;
+    const resent = await stream.resume({ deployment: plan.id, stageCount: plan.stages.length, inputTopic: plan.stages[0].assignment.inputTopic, resultTopic: plan.stages.at(-1)!.assignment.outputTopic });
+    const repairMs = performance.now() - t0;
+    this.opts.progress(`  chain mended in ${(repairMs / 1000).toFixed(2)} s as deployment ${plan.id} (was ${old}); ${resent} frames sent again`);
+    this.events.push({ kind: policy === 'replan' && this.opts.chooseCuts ? 'replan' : 'merge', at, node, stage: k, cause, deployment: plan.id, repairMs, resent });
+  }
+
+  private connectionLost(): void {
+    if (this.stopped || this.lostAt) return;
+    this.lostAt = Date.now();
+    this.deployment.stream.pause('broker connection lost');
+    this.opts.progress(`lost the broker; ${this.deployment.stream.pendingCount} frames in flight are held, new frames wait; reconnecting`);
+  }
+
+  private connectionBack(): void {
+    if (this.stopped || !this.lostAt) return;
+    const at = this.lostAt;
+    this.enqueue(async () => {
+      const t0 = performance.now();
+      const d = this.deployment;
+      const watch = this.dispatcher.nodes;
+      const nodes = d.plan.stages.map((s) => s.nodeId);
+      this.opts.progress(`reconnected to the broker after ${((Date.now() - at) / 1000).toFixed(1)} s; waiting for ${nodes.join(', ')}`);
+      // heartbeats stopped for everyone while the broker was gone: start their clocks again
+      const since = performance.now();
+      for (const n of nodes) watch.lastSeen.set(n, since);
+      const republished = await this.restoreRetained();
+      // the nodes reconnect on their own backoff: wait until each has said something since
+      const waitMs = Math.max(3000, 2 * this.opts.heartbeatTimeoutMs);
+      for (let t = 0; t < waitMs; t += 100) {
+        if (nodes.every((n) => (watch.lastSeen.get(n) ?? 0) > since && watch.statuses.get(n)?.state === 'ready')) break;
+        await sleep(100);
+      }
+      this.lostAt = 0;
+      const resent = await d.stream.resume();
+      const repairMs = performance.now() - t0;
+      this.opts.progress(`  chain back after ${(repairMs / 1000).toFixed(2)} s${republished ? ' (the broker had lost the retained deployment: republished)' : ''}; ${resent} frames sent again`);
+      this.events.push({ kind: 'reconnect', at, cause: 'broker connection lost', deployment: d.id, repairMs, resent, republished });
+      this.check();
+    });
+  }
+
+  /** If the broker lost the retained assignments (a restart without persistence), publish them again. */
+  private async restoreRetained(): Promise<boolean> {
+    const d = this.deployment;
+    const first = d.plan.stages[0].nodeId;
+    const have = await this.dispatcher.readRetained(this.dispatcher.topics.nodeAssign(first), 1000);
+    if (have) return false;
+    await republishDeployment(this.dispatcher.mqtt, this.dispatcher.topics, d.plan, d.flat);
+    return true;
+  }
+}

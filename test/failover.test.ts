@@ -1,0 +1,210 @@
+/**
+ * Node failure, with edge nodes as real child processes (`defer node`) on a
+ * real Aedes broker: kill -9 of a node mid-run with a standby, without one
+ * (merge), and a frozen node (half-open link: SIGSTOP) caught by its missing
+ * heartbeat. Every frame must get exactly one result, equal to the whole
+ * model's output here.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { startBroker, type RunningBroker } from '../broker/broker.js';
+import { NodeProcesses } from '../cli/node-processes.js';
+import { type Deployment, Dispatcher } from '../dispatcher/dispatcher.js';
+import { type LocalRun, runLocal } from '../dispatcher/run-frames.js';
+import type { FrameResult } from '../dispatcher/stream.js';
+import { initEngine } from '../lib/engine.js';
+import { syntheticFrames } from '../lib/frames.js';
+import { setLogLevel } from '../lib/log.js';
+import { loadFlatModel } from '../lib/model-source.js';
+import type { FlatModel } from '../lib/partition.js';
+import type { RawTensor } from '../lib/tensor-codec.js';
+import { sameBits } from './helpers.js';
+
+let broker: RunningBroker;
+let flat: FlatModel;
+const frames200: RawTensor[] = [];
+let local: LocalRun;
+
+before(async () => {
+  setLogLevel('error');
+  await initEngine('wasm');
+  broker = await startBroker({ host: '127.0.0.1', port: 0, maxPacketBytes: 1 << 24 });
+  flat = await loadFlatModel('tiny');
+  frames200.push(...syntheticFrames(flat.inputShape, 200, 7));
+  local = await runLocal(flat.model, frames200);
+});
+
+after(async () => {
+  await broker.close();
+});
+
+function startNodes(pipeline: string, ids: string[], slowdown: number): NodeProcesses {
+  // each node its own empty weight cache: a standby must take the failed node's weights from the broker
+  const cache = mkdtempSync(join(tmpdir(), 'defer-failover-cache-'));
+  const p = new NodeProcesses({
+    ids,
+    brokerUrl: broker.url,
+    pipeline,
+    backend: 'wasm',
+    logLevel: process.env.DEFER_TEST_NODE_LOG || 'error',
+    argsFor: (id) => ['--slowdown', String(slowdown), '--weight-cache', join(cache, id)],
+    onLine: (id, l) => process.env.DEFER_TEST_NODE_LOG && process.stderr.write(`[${id}] ${l}\n`),
+  });
+  p.start();
+  return p;
+}
+
+function dispatcher(pipeline: string, lines: string[], extra: Partial<ConstructorParameters<typeof Dispatcher>[0]> = {}): Dispatcher {
+  return new Dispatcher({
+    brokerUrl: broker.url,
+    pipeline,
+    chunkBytes: 4096,
+    readyTimeoutMs: 30_000,
+    frameTimeoutMs: 30_000,
+    maxInFlight: 6,
+    maxMessageBytes: 1 << 24,
+    codec: 'lz4',
+    qos: 1,
+    progress: (l) => {
+      lines.push(l);
+      if (process.env.DEFER_TEST_NODE_LOG) process.stderr.write(`[dispatcher] ${l}\n`);
+    },
+    ...extra,
+  });
+}
+
+interface Run {
+  results: (FrameResult | undefined)[];
+  /** performance.now() when each result arrived */
+  arrivedAt: number[];
+  failures: string[];
+}
+
+/** Send every frame; after `at` results, call `hit` once. */
+async function stream(d: Deployment, frames: RawTensor[], at: number, hit: () => void): Promise<Run> {
+  const results: (FrameResult | undefined)[] = [];
+  const arrivedAt: number[] = [];
+  const failures: string[] = [];
+  let done = 0;
+  await Promise.all(
+    frames.map((f, i) =>
+      d.stream.send(f, 'cam', `f${i}`).then(
+        (r) => {
+          results[i] = r;
+          arrivedAt[i] = performance.now();
+          if (++done === at) hit();
+        },
+        (e: Error) => failures.push(e.message),
+      ),
+    ),
+  );
+  return { results, arrivedAt, failures };
+}
+
+function assertExact(run: Run, frames: RawTensor[]): void {
+  assert.deepEqual(run.failures, []);
+  assert.equal(run.results.filter(Boolean).length, frames.length, 'a result for every frame');
+  run.results.forEach((r, i) => {
+    assert.equal(r!.frame, `f${i}`);
+    assert.ok(sameBits(r!.output.data as Float32Array, local.outputs[i]), `frame ${i}: chained output bit-identical to the whole model`);
+  });
+}
+
+test('kill -9 of the middle node during a 200-frame run, one standby: every frame answered once, outputs exact; the node comes back as a standby', { timeout: 120_000 }, async (t) => {
+  const pipe = 'fo1';
+  const procs = startNodes(pipe, ['n1', 'n2', 'n3', 's1'], 8);
+  const lines: string[] = [];
+  const d = dispatcher(pipe, lines, { standby: ['s1'] });
+  t.after(async () => {
+    await d.close();
+    await procs.stop();
+  });
+  await d.connect();
+  await d.nodes.waitCapabilities(['n1', 'n2', 'n3', 's1'], 30_000);
+  const dep = await d.deploy(flat, ['n1', 'n2', 'n3'], ['block_out', 'conv2']);
+  let killedAt = 0;
+  const run = await stream(dep, frames200, 60, () => {
+    killedAt = performance.now();
+    procs.children.get('n2')!.kill('SIGKILL');
+  });
+  assertExact(run, frames200);
+  assert.ok(killedAt > 0);
+  const ev = dep.supervisor!.events;
+  assert.equal(ev.length, 1, JSON.stringify(ev));
+  assert.deepEqual([ev[0].kind, ev[0].node, ev[0].stage, ev[0].replacement, ev[0].cause], ['standby', 'n2', 1, 's1', 'offline']);
+  assert.deepEqual(dep.plan.stages.map((s) => s.nodeId), ['n1', 's1', 'n3']);
+  // results went through the standby after the kill; none through n2 after its stage moved
+  const viaStandby = run.results.map((r, i) => (r!.hops.some((h) => h.node === 's1') ? run.arrivedAt[i] : Infinity));
+  const firstViaStandby = Math.min(...viaStandby);
+  assert.ok(Number.isFinite(firstViaStandby), 'some frames went through the standby');
+  const killToFirst = firstViaStandby - killedAt;
+  const s1 = d.nodes.statuses.get('s1')!;
+  assert.equal(s1.weightsFrom, 'broker', 'the standby built the stage from the retained weights of n2');
+  process.stderr.write(`# failover: kill -9 n2 to the first result through s1: ${killToFirst.toFixed(0)} ms (repair ${ev[0].repairMs.toFixed(0)} ms, ${ev[0].resent} frames sent again, ${dep.stream.duplicates} duplicate results dropped)\n`);
+  assert.ok(lines.some((l) => /n2 .*is down \(offline\)/.test(l)) && lines.some((l) => /goes to standby s1/.test(l)), lines.join('\n'));
+
+  // n2 restarts: its assignment was cleared, so it joins the standbys instead of its old stage
+  procs.start(['n2']);
+  for (let i = 0; i < 200 && d.nodes.statuses.get('n2')?.state !== 'online'; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(d.nodes.statuses.get('n2')?.state, 'online');
+  assert.equal(d.nodes.statuses.get('n2')?.deployment, undefined);
+  assert.deepEqual(dep.supervisor!.standbys, ['n2']);
+  // and the chain still answers, exactly
+  const again = await stream(dep, frames200.slice(0, 10), -1, () => undefined);
+  assertExact(again, frames200.slice(0, 10));
+});
+
+test('kill -9 of a node with no standby: its stage is merged into the lighter neighbour, every frame answered once', { timeout: 120_000 }, async (t) => {
+  const pipe = 'fo2';
+  const procs = startNodes(pipe, ['m1', 'm2', 'm3'], 8);
+  const lines: string[] = [];
+  const d = dispatcher(pipe, lines);
+  t.after(async () => {
+    await d.close();
+    await procs.stop();
+  });
+  await d.connect();
+  await d.nodes.waitCapabilities(['m1', 'm2', 'm3'], 30_000);
+  const dep = await d.deploy(flat, ['m1', 'm2', 'm3'], ['block_out', 'conv2']);
+  const first = dep.id;
+  const frames = frames200.slice(0, 80);
+  const run = await stream(dep, frames, 20, () => procs.children.get('m2')!.kill('SIGKILL'));
+  assertExact(run, frames);
+  const ev = dep.supervisor!.events;
+  assert.equal(ev.length, 1, JSON.stringify(ev));
+  assert.equal(ev[0].kind, 'merge');
+  assert.notEqual(dep.id, first, 'a new deployment');
+  assert.equal(dep.plan.stages.length, 2);
+  assert.deepEqual(dep.plan.stages.map((s) => s.nodeId), ['m1', 'm3']);
+  assert.ok(lines.some((l) => /stage 2 merged into stage \d \(on m[13]\)/.test(l)), lines.join('\n'));
+});
+
+test('a frozen node (SIGSTOP: its link stays open) is caught by its missing heartbeat; SIGCONT: it stands by', { timeout: 120_000 }, async (t) => {
+  const pipe = 'fo3';
+  const procs = startNodes(pipe, ['h1', 'h2', 'hs'], 4);
+  const lines: string[] = [];
+  const d = dispatcher(pipe, lines, { standby: ['hs'], heartbeatTimeoutMs: 1500 });
+  t.after(async () => {
+    await d.close();
+    procs.children.get('h2')?.kill('SIGCONT');
+    await procs.stop();
+  });
+  await d.connect();
+  await d.nodes.waitCapabilities(['h1', 'h2', 'hs'], 30_000);
+  const dep = await d.deploy(flat, ['h1', 'h2'], ['pool']);
+  const frames = frames200.slice(0, 60);
+  const run = await stream(dep, frames, 15, () => procs.children.get('h2')!.kill('SIGSTOP'));
+  assertExact(run, frames);
+  const ev = dep.supervisor!.events;
+  assert.equal(ev.length, 1, JSON.stringify(ev));
+  assert.deepEqual([ev[0].kind, ev[0].node, ev[0].replacement], ['standby', 'h2', 'hs']);
+  assert.match(ev[0].cause, /no heartbeat for 1500 ms/);
+  procs.children.get('h2')!.kill('SIGCONT');
+  // the thawed node reads its cleared assignment and stands by
+  for (let i = 0; i < 200 && d.nodes.statuses.get('h2')?.deployment !== undefined; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(d.nodes.statuses.get('h2')?.state, 'online');
+  assert.equal(d.nodes.statuses.get('h2')?.deployment, undefined);
+});
