@@ -7,10 +7,14 @@
  *  - sensor <id>: writes defer/<p>/frames/<id>, reads defer/<p>/results/<id>;
  *  - admin: everything (monitoring, tools).
  * The file: { "users": [{ "username", "role", "id"?, "salt", "hash" }] }, written by `defer user add`.
+ * An external check (broker.authModule) may answer for users the file does not know.
  */
 import { randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { DeferError, errorMessage } from '../lib/errors.js';
+import { log } from '../lib/log.js';
 
 export type Role = 'dispatcher' | 'node' | 'sensor' | 'admin';
 export const ROLES: readonly Role[] = ['dispatcher', 'node', 'sensor', 'admin'];
@@ -121,4 +125,35 @@ export function authenticateUser(users: UserRecord[], username: string | undefin
   const u = users.find((x) => x.username === username);
   if (!u || !password || !verifyPassword(password.toString('utf8'), u)) return null;
   return { username: u.username, role: u.role, id: u.id ?? u.username };
+}
+
+/** What an external auth hook answers: the role (and id) of a valid user, or null / false to refuse. */
+export type AuthResult = { role: Role; id?: string } | null | false;
+
+/** An external check of a connecting client's credentials (an LDAP or HTTP lookup, a token check). */
+export type AuthHook = (req: { username: string; password: string; clientId: string }) => AuthResult | Promise<AuthResult>;
+
+/**
+ * Load broker.authModule: an ES module whose default export (or `authenticate`
+ * export) is an AuthHook. Its answers are checked: an unknown role refuses.
+ */
+export async function loadAuthHook(file: string): Promise<AuthHook> {
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(pathToFileURL(resolve(file)).href)) as Record<string, unknown>;
+  } catch (err) {
+    throw new DeferError('E_CONFIG', `cannot load the auth module ${file} (broker.authModule): ${errorMessage(err)}`);
+  }
+  const fn = (typeof mod.authenticate === 'function' ? mod.authenticate : mod.default) as unknown;
+  if (typeof fn !== 'function') throw new DeferError('E_CONFIG', `the auth module ${file} (broker.authModule) must export a function: export default async ({ username, password, clientId }) => ({ role: 'node', id: 'n1' }) or null`);
+  return async (req) => {
+    const r = (await (fn as AuthHook)(req)) as unknown;
+    if (!r) return null;
+    const { role, id } = r as { role?: unknown; id?: unknown };
+    if (!ROLES.includes(role as Role) || (id !== undefined && (typeof id !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(id)))) {
+      log.warn(`broker: the auth module answered ${JSON.stringify(r)} for '${req.username}': not a role of ${ROLES.join(', ')} with an optional id; refused`);
+      return null;
+    }
+    return { role: role as Role, ...(id ? { id: id as string } : {}) };
+  };
 }

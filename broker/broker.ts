@@ -1,13 +1,16 @@
 /**
  * The embedded MQTT broker: Aedes on a TCP port (or TLS, with a certificate),
- * with a maximum packet size (Aedes itself sets none), optional users and
- * per-role topic ACLs (broker/auth.ts), and a clean, awaitable shutdown.
+ * with a maximum packet size (Aedes itself sets none) and per-topic size
+ * limits, optional users or an external auth hook with per-role topic ACLs
+ * (broker/auth.ts), optional persistence on disk (retained messages and
+ * sessions survive a restart), and a clean, awaitable shutdown.
  */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { Aedes } from 'aedes';
-import { type Principal, type UserRecord, authenticateUser, mayPublish, maySubscribe } from './auth.js';
+import { type AuthHook, type Principal, type UserRecord, authenticateUser, mayPublish, maySubscribe } from './auth.js';
+import { DEFAULT_TOPIC_LIMITS, type TopicLimits, limitFor } from './topic-limits.js';
 import { DeferError } from '../lib/errors.js';
 import { log } from '../lib/log.js';
 
@@ -22,6 +25,12 @@ export interface BrokerOptions {
   /** TLS certificate and key files (PEM): the broker then speaks mqtts */
   tlsCert?: string;
   tlsKey?: string;
+  /** an external check of username and password (loaded from broker.authModule); asked when the users file does not know the user */
+  authHook?: AuthHook;
+  /** largest payload per topic pattern under defer/<pipeline>/ (default DEFAULT_TOPIC_LIMITS); a client publishing more is disconnected, and the refusal reported on the pipeline's errors topic */
+  topicLimits?: TopicLimits;
+  /** folder of a LevelDB store: retained messages (deployments, statuses) and sessions survive a broker restart; unset: memory only */
+  persistence?: string;
 }
 
 export interface RunningBroker {
@@ -31,6 +40,8 @@ export interface RunningBroker {
   aedes: Aedes;
   /** how many connections were closed for sending an oversized packet */
   readonly oversized: number;
+  /** how many publishes were refused for exceeding their topic's size limit */
+  readonly overLimit: number;
   close(): Promise<void>;
 }
 
@@ -69,38 +80,95 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
   }
   const principals = new WeakMap<object, Principal>();
   const users = opts.users;
-  const security = users
-    ? {
-        authenticate: (client: object, username: string | undefined, password: Buffer | undefined, done: (err: (Error & { returnCode?: number }) | null, ok: boolean | null) => void) => {
-          const p = authenticateUser(users, username, password);
-          if (!p) {
-            log.warn(`broker: refused a connection: bad username or password (user '${username ?? ''}')`);
-            const err = Object.assign(new Error('bad username or password'), { returnCode: 4 });
-            return done(err, null);
-          }
-          principals.set(client, p);
-          done(null, true);
-        },
-        authorizePublish: (client: object | null, packet: { topic: string }, done: (err?: Error | null) => void) => {
-          const p = client ? principals.get(client) : undefined;
-          if (!client) return done(null); // the broker's own messages ($SYS, wills are checked at connect)
-          if (!p || !mayPublish(p, packet.topic)) {
-            log.warn(`broker: refused a publish to ${packet.topic} by ${p ? `${p.role} ${p.id}` : 'an unknown client'}`);
-            return done(new Error(`not allowed to publish to ${packet.topic}`));
-          }
-          done(null);
-        },
-        authorizeSubscribe: (client: object, sub: { topic: string }, done: (err: Error | null, sub?: unknown) => void) => {
-          const p = principals.get(client);
-          if (!p || !maySubscribe(p, sub.topic)) {
-            log.warn(`broker: refused a subscription to ${sub.topic} by ${p ? `${p.role} ${p.id}` : 'an unknown client'}`);
-            return done(null, null); // SUBACK 0x80: refused
-          }
-          done(null, sub);
-        },
+  const hook = opts.authHook;
+  const secured = Boolean(users || hook);
+  let overLimit = 0;
+  const refuse = (client: object | null, topic: string, why: string): Error => {
+    log.warn(`broker: refused a publish to ${topic} by ${describe(client)}: ${why}`);
+    return new Error(`publish to ${topic} refused: ${why}`);
+  };
+  const describe = (client: object | null) => {
+    const p = client ? principals.get(client) : undefined;
+    return p ? `${p.role} ${p.id}` : `client ${(client as { id?: string } | null)?.id ?? '(unknown)'}`;
+  };
+  const authenticate = async (client: object, username: string | undefined, password: Buffer | undefined): Promise<Principal | null> => {
+    const known = users ? authenticateUser(users, username, password) : null;
+    if (known || !hook) return known;
+    const r = await hook({ username: username ?? '', password: password?.toString('utf8') ?? '', clientId: (client as { id?: string }).id ?? '' });
+    return r ? { username: username ?? '', role: r.role, id: r.id ?? username ?? '' } : null;
+  };
+  const security = {
+    ...(secured
+      ? {
+          authenticate: (client: object, username: string | undefined, password: Buffer | undefined, done: (err: (Error & { returnCode?: number }) | null, ok: boolean | null) => void) => {
+            authenticate(client, username, password).then(
+              (p) => {
+                if (!p) {
+                  log.warn(`broker: refused a connection: bad username or password (user '${username ?? ''}')`);
+                  return done(Object.assign(new Error('bad username or password'), { returnCode: 4 }), null);
+                }
+                principals.set(client, p);
+                done(null, true);
+              },
+              (err: unknown) => {
+                log.error(`broker: the auth hook failed (${(err as Error)?.message ?? String(err)}): connection refused`);
+                done(Object.assign(new Error('authentication unavailable'), { returnCode: 3 }), null);
+              },
+            );
+          },
+          authorizeSubscribe: (client: object, sub: { topic: string }, done: (err: Error | null, sub?: unknown) => void) => {
+            const p = principals.get(client);
+            if (!p || !maySubscribe(p, sub.topic)) {
+              log.warn(`broker: refused a subscription to ${sub.topic} by ${describe(client)}`);
+              return done(null, null); // SUBACK 0x80: refused
+            }
+            done(null, sub);
+          },
+        }
+      : {}),
+    authorizePublish: (client: object | null, packet: { topic: string; payload: Buffer | string }, done: (err?: Error | null) => void) => {
+      if (!client) return done(null); // the broker's own messages ($SYS, wills are checked at connect)
+      if (packet.topic.startsWith('$SYS/')) return done(refuse(client, packet.topic, '$SYS/ is reserved'));
+      if (secured) {
+        const p = principals.get(client);
+        if (!p || !mayPublish(p, packet.topic)) return done(refuse(client, packet.topic, 'not allowed for this role'));
       }
-    : {};
-  const aedes = await Aedes.createBroker({ maxClientsIdLength: 128, concurrency: 1000, ...(security as object) });
+      const limit = limitFor(opts.topicLimits ?? DEFAULT_TOPIC_LIMITS, packet.topic);
+      const size = typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length;
+      if (limit !== undefined && size > limit) {
+        overLimit++;
+        const err = refuse(client, packet.topic, `${size} bytes, over the topic's limit of ${limit} (broker.topicLimits)`);
+        reportOverLimit(packet.topic, size, limit, describe(client));
+        return done(err);
+      }
+      done(null);
+    },
+  };
+  let reportOverLimit = (_topic: string, _size: number, _limit: number, _who: string) => undefined as void;
+  let db: { close(): Promise<void> } | undefined;
+  let persistence: unknown;
+  if (opts.persistence) {
+    try {
+      mkdirSync(opts.persistence, { recursive: true });
+      const { Level } = await import('level');
+      const { default: levelPersistence } = (await import('aedes-persistence-level')) as { default: (db: unknown) => unknown };
+      const level = new Level(opts.persistence);
+      await level.open();
+      db = level;
+      persistence = levelPersistence(level);
+    } catch (err) {
+      throw new DeferError('E_CONFIG', `cannot open the broker's persistence store at ${opts.persistence} (broker.persistence): ${(err as Error).message}. Is another broker using it?`);
+    }
+  }
+  const aedes = await Aedes.createBroker({ maxClientsIdLength: 128, concurrency: 1000, ...(persistence ? { persistence } : {}), ...(security as object) } as Parameters<typeof Aedes.createBroker>[0]);
+  reportOverLimit = (topic, size, limit, who) => {
+    const m = /^defer\/([^/]+)\//.exec(topic);
+    if (!m) return;
+    aedes.publish(
+      { cmd: 'publish', topic: `defer/${m[1]}/errors`, payload: Buffer.from(JSON.stringify({ v: 1, broker: true, topic, reason: `${size} bytes from ${who}, over the topic's limit of ${limit} bytes (broker.topicLimits): connection closed`, at: Date.now() })), qos: 0, retain: false, dup: false } as Parameters<typeof aedes.publish>[0],
+      () => undefined,
+    );
+  };
   let oversized = 0;
   const sockets = new Set<Socket>();
   const tls = opts.tlsCert || opts.tlsKey;
@@ -160,13 +228,19 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
     get oversized() {
       return oversized;
     },
+    get overLimit() {
+      return overLimit;
+    },
     close() {
-      closing ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        aedes.close(() => {
-          for (const s of sockets) s.destroy();
-        });
-      });
+      closing ??= Promise.all([
+        new Promise<void>((resolve) => server.close(() => resolve())),
+        new Promise<void>((resolve) =>
+          aedes.close(() => {
+            for (const s of sockets) s.destroy();
+            resolve();
+          }),
+        ).then(() => db?.close().catch((err: Error) => log.warn(`broker: closing the persistence store: ${err.message}`))),
+      ]).then(() => undefined);
       return closing;
     },
   };

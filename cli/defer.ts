@@ -13,7 +13,7 @@ import { initEngine } from '../lib/engine.js';
 import { DeferError, errorMessage } from '../lib/errors.js';
 import { log, setLogPrefix } from '../lib/log.js';
 import { brokerAuth } from '../lib/mqtt-connect.js';
-import { ROLES, type Role, addUser, readUsers } from '../broker/auth.js';
+import { ROLES, type Role, addUser, loadAuthHook, readUsers } from '../broker/auth.js';
 import { saveLayersModel } from '../lib/model-io.js';
 import { loadFlatModel } from '../lib/model-source.js';
 import { createZooModel, ZOO_NAMES } from '../lib/zoo.js';
@@ -176,13 +176,30 @@ const commands: Record<string, Command> = {
       users: { key: 'broker.users', type: 'string', help: 'users file (defer user add): clients must log in, per-role ACLs apply' },
       'tls-cert': { key: 'broker.tlsCert', type: 'string', help: 'TLS certificate (PEM): speak mqtts' },
       'tls-key': { key: 'broker.tlsKey', type: 'string', help: 'TLS private key (PEM)' },
+      'auth-module': { key: 'broker.authModule', type: 'string', help: 'ES module that checks credentials the users file does not know' },
+      persistence: { key: 'broker.persistence', type: 'string', help: 'folder that keeps retained messages and sessions across restarts' },
     },
     async run(argv) {
       const { config } = parseCommand(argv, this.flags);
       const users = config.broker.users ? await readUsers(config.broker.users) : undefined;
-      const broker = await startBroker({ ...config.broker, users, tlsCert: config.broker.tlsCert || undefined, tlsKey: config.broker.tlsKey || undefined });
-      log.info(`broker listening at ${broker.url} (max packet ${config.broker.maxPacketBytes} bytes; ${users ? `${users.length} users, per-role ACLs` : 'anonymous clients, no ACLs'}${broker.url.startsWith('mqtts') ? ', TLS' : ''})`);
-      if (!users && !['127.0.0.1', 'localhost', '::1'].includes(config.broker.host)) log.warn(`broker: listening on ${config.broker.host} without users: anyone who reaches this port can deploy models and read every frame; set broker.users (defer user add)`);
+      const authHook = config.broker.authModule ? await loadAuthHook(config.broker.authModule) : undefined;
+      const b = config.broker;
+      const broker = await startBroker({
+        host: b.host,
+        port: b.port,
+        maxPacketBytes: b.maxPacketBytes,
+        users,
+        authHook,
+        topicLimits: b.topicLimits,
+        persistence: b.persistence || undefined,
+        tlsCert: b.tlsCert || undefined,
+        tlsKey: b.tlsKey || undefined,
+      });
+      const auth = [users && `${users.length} users`, authHook && `auth module ${b.authModule}`].filter(Boolean).join(' and ');
+      log.info(
+        `broker listening at ${broker.url} (max packet ${b.maxPacketBytes} bytes; ${auth ? `${auth}, per-role ACLs` : 'anonymous clients, no ACLs'}${broker.url.startsWith('mqtts') ? ', TLS' : ''}; ${b.persistence ? `persistent store ${b.persistence}` : 'retained messages in memory only'})`,
+      );
+      if (!auth && !['127.0.0.1', 'localhost', '::1'].includes(config.broker.host)) log.warn(`broker: listening on ${config.broker.host} without users: anyone who reaches this port can deploy models and read every frame; set broker.users (defer user add)`);
       await waitForSignal();
       await broker.close();
       log.info('broker closed');

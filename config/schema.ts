@@ -10,6 +10,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { BACKEND_CHOICES } from '../lib/engine.js';
 import { DeferError, errorMessage } from '../lib/errors.js';
+import { DEFAULT_TOPIC_LIMITS, type TopicLimits, checkTopicLimits } from '../broker/topic-limits.js';
 
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
@@ -61,6 +62,24 @@ convict.addFormat({
   },
 });
 
+convict.addFormat({
+  name: 'topic-limits',
+  validate(v: unknown) {
+    try {
+      checkTopicLimits(v, 'the map');
+    } catch (err) {
+      throw new Error(errorMessage(err).replace(/^the map:? ?/, ''));
+    }
+  },
+  coerce: (v: string) => {
+    try {
+      return JSON.parse(v) as unknown;
+    } catch {
+      return v;
+    }
+  },
+});
+
 const int = (min: number, max: number) => (v: unknown) => {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new Error(`must be an integer from ${min} to ${max}`);
 };
@@ -80,6 +99,9 @@ export const schema = {
     ca: { doc: 'CA certificate (PEM) that clients check the broker\'s TLS certificate against (mqtts:// URLs).', format: String, default: '', env: 'DEFER_BROKER_CA' },
     username: { doc: 'Username that nodes, dispatchers and sensors connect with.', format: String, default: '', env: 'DEFER_BROKER_USERNAME' },
     password: { doc: 'Password for broker.username (prefer the environment variable to a file).', format: String, default: '', env: 'DEFER_BROKER_PASSWORD', sensitive: true },
+    authModule: { doc: 'ES module with an external credential check for the embedded broker (defer broker): its default export gets { username, password, clientId } and returns { role, id } or null. Asked for users the users file does not know.', format: String, default: '', env: 'DEFER_BROKER_AUTH_MODULE' },
+    topicLimits: { doc: 'Largest payload per topic pattern under defer/<pipeline>/ (JSON map of MQTT filters to bytes) in the embedded broker; a client publishing more is disconnected and the refusal reported on the errors topic. broker.maxPacketBytes bounds every topic.', format: 'topic-limits', default: DEFAULT_TOPIC_LIMITS as TopicLimits, env: 'DEFER_BROKER_TOPIC_LIMITS' },
+    persistence: { doc: 'Folder where the embedded broker keeps retained messages and sessions (LevelDB), so that deployments and statuses survive its restart; empty: memory only (the dispatcher then republishes its deployment when the broker comes back).', format: String, default: '', env: 'DEFER_BROKER_PERSISTENCE' },
   },
   node: {
     id: { doc: 'Id of this edge node (defer node): a topic level, unique in the pipeline.', format: String, default: '', env: 'DEFER_NODE_ID' },
@@ -151,7 +173,21 @@ export type DeferConfig = {
   pipeline: string;
   backend: (typeof BACKEND_CHOICES)[number];
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
-  broker: { url: string; host: string; port: number; maxPacketBytes: number; users: string; tlsCert: string; tlsKey: string; ca: string; username: string; password: string };
+  broker: {
+    url: string;
+    host: string;
+    port: number;
+    maxPacketBytes: number;
+    users: string;
+    tlsCert: string;
+    tlsKey: string;
+    ca: string;
+    username: string;
+    password: string;
+    authModule: string;
+    topicLimits: TopicLimits;
+    persistence: string;
+  };
   node: { id: string; maxQueue: number; weightCache: string; slowdown: number; heartbeatMs: number };
   dispatcher: {
     model: string;

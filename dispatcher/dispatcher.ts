@@ -142,6 +142,8 @@ export class Dispatcher {
 
   /** Deploy `flat` cut at `cuts` onto `nodes` (one per stage, in order), wait until all are ready, and open a stream into it. */
   async deploy(flat: FlatModel, nodes: string[], cuts: string[]): Promise<Deployment> {
+    // the deployment it replaces is no longer mended (its supervisor would take the nodes back)
+    for (const s of this.supervisors.splice(0)) s.stop();
     const { plan, deployMs } = await this.publishPlan(flat, nodes, cuts);
     const first = plan.stages[0].assignment;
     return this.openStream(plan, flat, first.inputTopic, this.topics.results(this.id), deployMs);

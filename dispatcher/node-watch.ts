@@ -12,6 +12,8 @@ export class NodeWatch {
   readonly statuses = new Map<string, NodeStatus>();
   /** when each node was last heard from (a status or a heartbeat), performance.now() ms */
   readonly lastSeen = new Map<string, number>();
+  /** when each node last sent something live (a heartbeat, or a status as it was published, not one the broker kept) */
+  readonly lastLive = new Map<string, number>();
   /** nodes that send heartbeats, by their status (older nodes do not: they are judged by their status alone) */
   readonly beating = new Set<string>();
   private listeners = new Set<() => void>();
@@ -24,12 +26,13 @@ export class NodeWatch {
     this.prefix = `${topics.root}/node/`;
   }
 
-  private readonly onMessage = (topic: string, payload: Buffer) => {
+  private readonly onMessage = (topic: string, payload: Buffer, packet?: { retain?: boolean }) => {
     if (!topic.startsWith(this.prefix) || payload.length === 0) return;
     if (topic.endsWith('/alive')) {
       const node = topic.slice(this.prefix.length, -'/alive'.length);
       if (!this.statuses.has(node)) return; // a node we do not know yet: its status comes first
       this.lastSeen.set(node, performance.now());
+      this.lastLive.set(node, performance.now());
       return;
     }
     if (!topic.endsWith('/status')) return;
@@ -37,6 +40,7 @@ export class NodeWatch {
       const s = decodeStatus(payload);
       this.statuses.set(s.node, s);
       this.lastSeen.set(s.node, performance.now());
+      if (!packet?.retain) this.lastLive.set(s.node, performance.now());
       if (s.heartbeatMs) this.beating.add(s.node);
       else this.beating.delete(s.node);
       for (const l of [...this.listeners]) l();

@@ -41,8 +41,8 @@ export interface SupervisorOptions {
 }
 
 export interface RepairEvent {
-  /** standby: stage moved to a standby; merge / replan: new deployment over the nodes left; reconnect: broker connection back */
-  kind: 'standby' | 'merge' | 'replan' | 'reconnect';
+  /** standby: stage moved to a standby; merge / replan: new deployment over the nodes left; reassign: a node that dropped its stage got it again; reconnect: broker connection back */
+  kind: 'standby' | 'merge' | 'replan' | 'reassign' | 'reconnect';
   /** epoch ms when the failure was noticed */
   at: number;
   /** the failed node (not for reconnect) */
@@ -137,6 +137,7 @@ export class Supervisor {
       try {
         await job();
       } catch (err) {
+        if (this.stopped) return; // the dispatcher closed under it
         log.error(`supervisor: ${errorMessage(err)}`);
         this.opts.progress(`could not mend the chain: ${errorMessage(err)}`);
       } finally {
@@ -155,6 +156,18 @@ export class Supervisor {
       if (st?.state === 'offline') cause = 'offline';
       else if (st?.state === 'failed' && st.deployment === this.deployment.id) cause = `failed: ${st.reason ?? 'no reason given'}`;
       else if (st && !watch.isUp(s.nodeId, this.opts.heartbeatTimeoutMs)) cause = `no heartbeat for ${this.opts.heartbeatTimeoutMs} ms`;
+      else if (st && st.deployment && st.deployment !== this.deployment.id) {
+        // another deployment (another dispatcher, or this one redeploying) has the node: do not fight over it
+        this.opts.progress(`node ${s.nodeId} now runs deployment ${st.deployment}, not ${this.deployment.id}: deployment ${this.deployment.id} is no longer supervised`);
+        this.stop();
+        return;
+      } else if (st && st.state !== 'loading' && (st.deployment !== this.deployment.id || st.stage !== k)) {
+        // up, but no longer running its stage (its assignment was cleared or replaced by someone else): give it back
+        const node = s.nodeId;
+        this.busy = true;
+        this.enqueue(() => this.reassign(node, k, `left the deployment (now ${st.state}${st.deployment ? ` on ${st.deployment}` : ''})`));
+        return;
+      }
       if (!cause) continue;
       const node = s.nodeId;
       this.busy = true; // until the queued repair runs
@@ -163,14 +176,36 @@ export class Supervisor {
     }
   }
 
-  private async nodeFailed(node: string, k: number, cause: string): Promise<void> {
+  /** A node of the chain is up but dropped its stage: publish its assignment again (it builds from its cache or the retained chunks). */
+  private async reassign(node: string, k: number, cause: string): Promise<void> {
+    const d = this.deployment;
+    const stage = d.plan.stages[k];
+    if (stage?.nodeId !== node) return;
+    const t0 = performance.now();
+    const at = Date.now();
+    d.stream.pause(`node ${node} left the deployment`);
+    this.opts.progress(`node ${node} (stage ${k + 1}/${d.plan.stages.length} of ${d.id}) ${cause}: assigning it again`);
+    await publish(this.dispatcher.mqtt, this.dispatcher.topics.nodeAssign(node), encodeAssignment({ ...stage.assignment, createdAt: Date.now() }), { qos: 1, retain: true });
+    try {
+      await this.dispatcher.nodes.waitStage(node, d.id, k, this.opts.readyTimeoutMs);
+    } catch (err) {
+      await this.nodeFailed(node, k, `did not take its stage again: ${errorMessage(err)}`, true);
+      return;
+    }
+    const resent = await d.stream.resume();
+    const repairMs = performance.now() - t0;
+    this.opts.progress(`  ${node} runs stage ${k + 1} again after ${(repairMs / 1000).toFixed(2)} s; ${resent} frames sent again`);
+    this.events.push({ kind: 'reassign', at, node, stage: k, cause, replacement: node, deployment: d.id, repairMs, resent });
+  }
+
+  private async nodeFailed(node: string, k: number, cause: string, paused = false): Promise<void> {
     const d = this.deployment;
     if (d.plan.stages[k]?.nodeId !== node) return; // already mended
     const t0 = performance.now();
     const at = Date.now();
     const stream = d.stream;
     const n = d.plan.stages.length;
-    stream.pause(`node ${node} failed`);
+    if (!paused) stream.pause(`node ${node} failed`);
     this.opts.progress(`node ${node} (stage ${k + 1}/${n} of ${d.id}) is down (${cause}); ${stream.pendingCount} frames in flight are held`);
     const client = this.dispatcher.mqtt;
     const topics = this.dispatcher.topics;
@@ -251,7 +286,8 @@ export class Supervisor {
       // the nodes reconnect on their own backoff: wait until each has said something since
       const waitMs = Math.max(3000, 2 * this.opts.heartbeatTimeoutMs);
       for (let t = 0; t < waitMs; t += 100) {
-        if (nodes.every((n) => (watch.lastSeen.get(n) ?? 0) > since && watch.statuses.get(n)?.state === 'ready')) break;
+        // live, not the status the broker kept: the node is connected and subscribed again
+        if (nodes.every((n) => (watch.lastLive.get(n) ?? 0) > since && watch.statuses.get(n)?.state === 'ready')) break;
         await sleep(100);
       }
       this.lostAt = 0;

@@ -175,7 +175,11 @@ test('a restarted node builds its stage from its weight cache, without a transfe
   const opts = { id: 'c1', brokerUrl: broker.url, pipeline: 'ptest', backend: 'wasm' as const, maxMessageBytes: 1 << 24, maxQueue: 8, calibrate: false, weightCache: cacheDir };
   const first = new EdgeNode(opts);
   await first.start();
-  const d = await dispatcher.deploy(flat, ['c1', 'n2'], ['pool']);
+  // no supervisor: it would give c1's stage away when c1 stops (test/failover.test.ts)
+  const unsupervised = new Dispatcher({ ...dispatcherOpts(), supervise: false });
+  await unsupervised.connect();
+  after(() => unsupervised.close());
+  const d = await unsupervised.deploy(flat, ['c1', 'n2'], ['pool']);
   assert.equal(first.weightsFrom, 'broker');
   assert.ok(first.counters.chunks > 0);
   await first.close();

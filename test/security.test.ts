@@ -1,17 +1,19 @@
 /**
  * Broker security with real clients: users with salted password hashes, the
  * per-role topic ACLs (each role refused outside its topics, and enough for a
- * real deployment), and TLS with a certificate made in the test.
+ * real deployment), TLS with a certificate made in the test, an external auth
+ * hook, and per-topic size limits.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
-import { addUser, filterWithin, hashPassword, mayPublish, maySubscribe, readUsers, verifyPassword } from '../broker/auth.js';
+import { addUser, filterWithin, hashPassword, loadAuthHook, mayPublish, maySubscribe, readUsers, verifyPassword } from '../broker/auth.js';
+import { DEFAULT_TOPIC_LIMITS, checkTopicLimits, limitFor } from '../broker/topic-limits.js';
 import { startBroker, type RunningBroker } from '../broker/broker.js';
 import { Dispatcher } from '../dispatcher/dispatcher.js';
 import { runChain } from '../dispatcher/run-frames.js';
@@ -159,4 +161,69 @@ test('TLS: the broker speaks mqtts with a certificate made here; a client with t
   } finally {
     await tls.close();
   }
+});
+
+test('an external auth hook (broker.authModule) answers for users the file does not know; its roles get the same ACLs; a broken hook refuses', { timeout: 60_000 }, async () => {
+  const hookFile = join(dir, 'auth-hook.mjs');
+  writeFileSync(
+    hookFile,
+    `export default async ({ username, password, clientId }) => {
+  if (username === 'broken') throw new Error('directory down');
+  if (username === 'odd') return { role: 'superuser' };
+  return password === 'token-' + username && clientId ? { role: 'sensor', id: username } : null;
+};\n`,
+  );
+  const hooked = await startBroker({ host: '127.0.0.1', port: 0, maxPacketBytes: 1 << 20, users: await readUsers(usersFile), authHook: await loadAuthHook(hookFile) });
+  try {
+    const to = (username: string, password: string) => mqtt.connectAsync(hooked.url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 3000, username, password });
+    const cam = await to('cam42', 'token-cam42');
+    // the hook's sensor may publish its own frames and nothing else
+    assert.deepEqual(await Promise.all(['defer/p/results/cam42', 'defer/p/results/cam1'].map((f) => cam.subscribeAsync(f).then((g) => (g[0].qos === 128 ? 'refused' : 'ok'), () => 'refused'))), ['ok', 'refused']);
+    await cam.endAsync();
+    // users of the file still log in; wrong tokens, a hook that throws, and an unknown role are refused
+    await (await to('ops', PASS)).endAsync();
+    for (const [u, p] of [['cam42', 'token-cam43'], ['broken', 'x'], ['odd', 'x']]) await assert.rejects(to(u, p), /Not authorized|Bad username|Server unavailable|unavailable/i, `${u} refused`);
+  } finally {
+    await hooked.close();
+  }
+  await assert.rejects(loadAuthHook(join(dir, 'missing.mjs')), /cannot load the auth module/);
+  writeFileSync(join(dir, 'no-fn.mjs'), 'export const x = 1;\n');
+  await assert.rejects(loadAuthHook(join(dir, 'no-fn.mjs')), /must export a function/);
+});
+
+test('per-topic size limits: a 70 KB node status or a 2 KB heartbeat is refused (client disconnected, reported on errors); activations may be large', { timeout: 60_000 }, async () => {
+  const open = await startBroker({ host: '127.0.0.1', port: 0, maxPacketBytes: 1 << 22 });
+  try {
+    const watcher = await mqtt.connectAsync(open.url, { reconnectPeriod: 0 });
+    const errors: { topic: string; reason: string }[] = [];
+    watcher.on('message', (_t, p) => errors.push(JSON.parse(p.toString())));
+    await watcher.subscribeAsync('defer/lim/errors');
+    const bad = [
+      ['defer/lim/node/n1/status', 70 * 1024],
+      ['defer/lim/node/n1/alive', 2048],
+      ['defer/lim/errors', 17 * 1024],
+    ] as const;
+    for (const [topic, size] of bad) {
+      const c = await mqtt.connectAsync(open.url, { reconnectPeriod: 0 });
+      const closed = new Promise<void>((r) => c.once('close', () => r()));
+      c.publish(topic, Buffer.alloc(size, 1), { qos: 1 });
+      await closed;
+      c.end(true);
+    }
+    // a large activation is within the packet limit and has no topic limit
+    const node = await mqtt.connectAsync(open.url, { reconnectPeriod: 0 });
+    await node.publishAsync('defer/lim/stage/1/in', Buffer.alloc(3 << 20, 2), { qos: 1 });
+    await node.endAsync();
+    for (let i = 0; i < 40 && errors.length < bad.length; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(open.overLimit, 3);
+    assert.deepEqual(errors.map((e) => e.topic).sort(), ['defer/lim/errors', 'defer/lim/node/n1/alive', 'defer/lim/node/n1/status']);
+    assert.match(errors[0].reason, /over the topic's limit of \d+ bytes \(broker.topicLimits\)/);
+    await watcher.endAsync();
+  } finally {
+    await open.close();
+  }
+  assert.throws(() => checkTopicLimits({ 'frames/+': -1 }), /limit of 'frames\/\+' must be an integer/);
+  assert.throws(() => checkTopicLimits({ '/abs': 1 }), /not a topic pattern/);
+  assert.equal(limitFor(DEFAULT_TOPIC_LIMITS, 'defer/p/frames/cam1'), 16 * 1024 * 1024);
+  assert.equal(limitFor(DEFAULT_TOPIC_LIMITS, 'defer/p/stage/0/in'), undefined);
 });

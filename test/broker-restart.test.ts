@@ -1,0 +1,188 @@
+/**
+ * The broker dies mid-run and comes back on the same port: `defer broker`
+ * (Aedes) with a persistent store, and Mosquitto from Debian without one. Edge
+ * nodes are real `defer node` processes; the dispatcher runs here. Every frame
+ * must get exactly one result, equal to the whole model's.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { before, test } from 'node:test';
+import mqtt from 'mqtt';
+import { NodeProcesses } from '../cli/node-processes.js';
+import { type Deployment, Dispatcher } from '../dispatcher/dispatcher.js';
+import { type LocalRun, runLocal } from '../dispatcher/run-frames.js';
+import type { FrameResult } from '../dispatcher/stream.js';
+import { initEngine } from '../lib/engine.js';
+import { syntheticFrames } from '../lib/frames.js';
+import { setLogLevel } from '../lib/log.js';
+import { loadFlatModel } from '../lib/model-source.js';
+import type { FlatModel } from '../lib/partition.js';
+import type { RawTensor } from '../lib/tensor-codec.js';
+import { CLI, ROOT, freePort, sameBits } from './helpers.js';
+
+let flat: FlatModel;
+let frames: RawTensor[];
+let local: LocalRun;
+
+before(async () => {
+  setLogLevel('error');
+  await initEngine('wasm');
+  flat = await loadFlatModel('tiny');
+  frames = syntheticFrames(flat.inputShape, 150, 9);
+  local = await runLocal(flat.model, frames);
+});
+
+const verbose = Boolean(process.env.DEFER_TEST_NODE_LOG);
+const exited = (c: ChildProcess) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())));
+
+async function reachable(url: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 500 }).then((c) => c.endAsync().then(() => true), () => false);
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no broker at ${url}`);
+}
+
+/**
+ * Nodes n1, n2 (slowed so the run lasts a few seconds) and a dispatcher on
+ * `url`; 150 frames; after 40 results `kill()` the broker, wait, `restart()` it.
+ */
+async function runThroughRestart(t: { after(fn: () => Promise<void> | void): void }, url: string, pipeline: string, kill: () => Promise<void>, restart: () => Promise<void>) {
+  const cache = mkdtempSync(join(tmpdir(), 'defer-restart-cache-'));
+  const procs = new NodeProcesses({
+    ids: ['n1', 'n2'],
+    brokerUrl: url,
+    pipeline,
+    backend: 'wasm',
+    logLevel: verbose ? 'info' : 'error',
+    argsFor: (id) => ['--slowdown', '8', '--weight-cache', join(cache, id)],
+    onLine: (id, l) => verbose && process.stderr.write(`[${id}] ${l}\n`),
+  });
+  const lines: string[] = [];
+  const d = new Dispatcher({
+    brokerUrl: url,
+    pipeline,
+    chunkBytes: 4096,
+    readyTimeoutMs: 30_000,
+    frameTimeoutMs: 40_000,
+    maxInFlight: 6,
+    maxMessageBytes: 1 << 24,
+    codec: 'lz4',
+    qos: 1,
+    progress: (l) => {
+      lines.push(l);
+      if (verbose) process.stderr.write(`[dispatcher] ${l}\n`);
+    },
+  });
+  t.after(async () => {
+    await d.close();
+    await procs.stop();
+  });
+  procs.start();
+  await d.connect();
+  await d.nodes.waitCapabilities(['n1', 'n2'], 30_000);
+  const dep: Deployment = await d.deploy(flat, ['n1', 'n2'], ['block_out']);
+  const results: (FrameResult | undefined)[] = [];
+  const failures: string[] = [];
+  let done = 0;
+  let outage: Promise<void> | undefined;
+  await Promise.all(
+    frames.map((f, i) =>
+      dep.stream.send(f, 'cam', `f${i}`).then(
+        (r) => {
+          results[i] = r;
+          if (++done === 40) {
+            outage = (async () => {
+              await kill();
+              await new Promise((r) => setTimeout(r, 1000));
+              await restart();
+            })();
+          }
+        },
+        (e: Error) => failures.push(e.message),
+      ),
+    ),
+  );
+  await outage;
+  assert.deepEqual(failures, []);
+  assert.equal(results.filter(Boolean).length, frames.length, 'a result for every frame');
+  results.forEach((r, i) => assert.ok(sameBits(r!.output.data as Float32Array, local.outputs[i]), `frame ${i} exact`));
+  const ev = dep.supervisor!.events;
+  assert.equal(ev.filter((e) => e.kind === 'reconnect').length, 1, JSON.stringify(ev) + '\n' + lines.join('\n'));
+  assert.deepEqual(ev.filter((e) => e.kind !== 'reconnect'), [], 'no node was taken for failed');
+  process.stderr.write(`# ${pipeline}: broker back, chain resumed in ${ev[0].repairMs.toFixed(0)} ms, ${ev[0].resent} frames sent again, ${dep.stream.duplicates} duplicate results dropped, republished: ${ev[0].republished}\n`);
+  return { dep, event: ev[0] };
+}
+
+test('defer broker (Aedes) with a persistent store, killed -9 and restarted mid-run: every frame answered once; the retained deployment survived', { timeout: 120_000 }, async (t) => {
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  const store = mkdtempSync(join(tmpdir(), 'defer-broker-store-'));
+  let broker: ChildProcess | undefined;
+  const start = async () => {
+    broker = spawn(process.execPath, [CLI, 'broker', '--port', String(port), '--persistence', store, '--log-level', 'warn'], { cwd: ROOT, stdio: ['ignore', 'ignore', verbose ? 'inherit' : 'ignore'] });
+    await reachable(url);
+  };
+  t.after(async () => {
+    broker?.kill('SIGTERM');
+    if (broker) await exited(broker);
+  });
+  await start();
+  const { event } = await runThroughRestart(
+    t,
+    url,
+    'rs1',
+    async () => {
+      broker!.kill('SIGKILL');
+      await exited(broker!);
+    },
+    start,
+  );
+  assert.equal(event.republished, false, 'the persistent store kept the retained assignments');
+});
+
+const hasMosquitto = existsSync('/usr/sbin/mosquitto');
+
+test(
+  'Mosquitto killed -9 and restarted mid-run (no persistence): every frame answered once; the dispatcher republished its deployment',
+  { timeout: 120_000, skip: !hasMosquitto && !process.env.CI ? 'mosquitto is not installed (apt-get install -y mosquitto; .ci/run installs it)' : false },
+  async (t) => {
+    const port = await freePort();
+    const url = `mqtt://127.0.0.1:${port}`;
+    const dir = mkdtempSync(join(tmpdir(), 'defer-mosq-restart-'));
+    writeFileSync(join(dir, 'mosquitto.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
+    let mosq: ChildProcess | undefined;
+    const start = async () => {
+      mosq = spawn('/usr/sbin/mosquitto', ['-c', join(dir, 'mosquitto.conf')], { stdio: 'ignore' });
+      await reachable(url);
+    };
+    t.after(async () => {
+      mosq?.kill('SIGTERM');
+      if (mosq) await exited(mosq);
+    });
+    await start();
+    const { dep, event } = await runThroughRestart(
+      t,
+      url,
+      'rs2',
+      async () => {
+        mosq!.kill('SIGKILL');
+        await exited(mosq!);
+      },
+      start,
+    );
+    assert.equal(event.republished, true, 'Mosquitto without persistence lost the retained deployment: the dispatcher published it again');
+    // what a node restarting now would read: its assignment is retained again
+    const c = await mqtt.connectAsync(url, { reconnectPeriod: 0 });
+    let retained = 0;
+    c.on('message', (_t, p, packet) => packet.retain && p.length && retained++);
+    await c.subscribeAsync(['defer/rs2/node/n1/assign', 'defer/rs2/node/n2/assign']);
+    for (let i = 0; i < 40 && retained < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    await c.endAsync();
+    assert.equal(retained, 2, `assignments of ${dep.id} retained again`);
+  },
+);
