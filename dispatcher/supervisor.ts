@@ -97,9 +97,17 @@ export class Supervisor {
 
   start(): void {
     const watch = this.dispatcher.nodes;
-    this.offChange = watch.onChange(() => this.check());
+    this.offChange = watch.onChange(() => this.check(false));
     const every = Math.max(100, Math.min(1000, (this.opts.heartbeatTimeoutMs || 4000) / 4));
-    this.timer = setInterval(() => this.check(), every);
+    let last = performance.now();
+    this.timer = setInterval(() => {
+      const now = performance.now();
+      const late = now - last - every;
+      last = now;
+      // This process was blocked (a long computation here): the nodes' heartbeats may sit unread in the
+      // socket, and timers run before I/O. Judge heartbeats again at the next tick, once they are read.
+      this.check(late < every);
+    }, every);
     this.timer.unref();
     this.dispatcher.mqtt.on('offline', this.onOffline);
     this.dispatcher.mqtt.on('close', this.onOffline);
@@ -146,8 +154,8 @@ export class Supervisor {
     });
   }
 
-  /** Which node of the chain is down, if any. */
-  private check(): void {
+  /** Which node of the chain is down, if any; heartbeats are judged only when `beats` (from the timer, on time). */
+  private check(beats = false): void {
     if (this.stopped || this.busy || !this.dispatcher.mqtt.connected || this.lostAt) return;
     const watch = this.dispatcher.nodes;
     for (const [k, s] of this.deployment.plan.stages.entries()) {
@@ -155,7 +163,7 @@ export class Supervisor {
       let cause: string | undefined;
       if (st?.state === 'offline') cause = 'offline';
       else if (st?.state === 'failed' && st.deployment === this.deployment.id) cause = `failed: ${st.reason ?? 'no reason given'}`;
-      else if (st && !watch.isUp(s.nodeId, this.opts.heartbeatTimeoutMs)) cause = `no heartbeat for ${this.opts.heartbeatTimeoutMs} ms`;
+      else if (beats && st && !watch.isUp(s.nodeId, this.opts.heartbeatTimeoutMs)) cause = `no heartbeat for ${this.opts.heartbeatTimeoutMs} ms`;
       else if (st && st.deployment && st.deployment !== this.deployment.id) {
         // another deployment (another dispatcher, or this one redeploying) has the node: do not fight over it
         this.opts.progress(`node ${s.nodeId} now runs deployment ${st.deployment}, not ${this.deployment.id}: deployment ${this.deployment.id} is no longer supervised`);
@@ -295,7 +303,7 @@ export class Supervisor {
       const repairMs = performance.now() - t0;
       this.opts.progress(`  chain back after ${(repairMs / 1000).toFixed(2)} s${republished ? ' (the broker had lost the retained deployment: republished)' : ''}; ${resent} frames sent again`);
       this.events.push({ kind: 'reconnect', at, cause: 'broker connection lost', deployment: d.id, repairMs, resent, republished });
-      this.check();
+      this.check(false);
     });
   }
 
