@@ -14,6 +14,7 @@ import { DeferError, errorMessage } from '../lib/errors.js';
 import { log, setLogPrefix } from '../lib/log.js';
 import { brokerAuth } from '../lib/mqtt-connect.js';
 import { ROLES, type Role, addUser, loadAuthHook, readUsers } from '../broker/auth.js';
+import { DEFAULT_TOPIC_LIMITS } from '../broker/topic-limits.js';
 import { saveLayersModel } from '../lib/model-io.js';
 import { loadFlatModel } from '../lib/model-source.js';
 import { createZooModel, ZOO_NAMES } from '../lib/zoo.js';
@@ -190,7 +191,7 @@ const commands: Record<string, Command> = {
         maxPacketBytes: b.maxPacketBytes,
         users,
         authHook,
-        topicLimits: b.topicLimits,
+        topicLimits: { ...DEFAULT_TOPIC_LIMITS, ...b.topicLimits }, // a map given adds to the defaults or overrides them
         persistence: b.persistence || undefined,
         tlsCert: b.tlsCert || undefined,
         tlsKey: b.tlsKey || undefined,

@@ -40,6 +40,11 @@ test('unknown keys and bad values are rejected with the key named', () => {
   assert.throws(() => loadConfig(undefined, {}, { DEFER_PIPELINE: 'a/b' }), /pipeline/);
   assert.throws(() => loadConfig(undefined, { 'up.frames': Number('many') }, {}), /up\.frames/);
   assert.throws(() => loadConfig(join(dir, 'missing.json'), {}, {}), /does not exist/);
+  assert.throws(() => loadConfig(undefined, {}, { DEFER_ON_NODE_FAILURE: 'panic' }), /dispatcher\.onNodeFailure: must be one of/);
+  assert.throws(() => loadConfig(undefined, {}, { DEFER_STANDBY: 'n1,bad/id' }), /dispatcher\.standby/);
+  assert.throws(() => loadConfig(undefined, {}, { DEFER_BROKER_TOPIC_LIMITS: '{"frames/+": -5}' }), /broker\.topicLimits: .*limit of 'frames\/\+' must be an integer/);
+  assert.throws(() => loadConfig(undefined, {}, { DEFER_BROKER_TOPIC_LIMITS: 'not json' }), /broker\.topicLimits/);
+  assert.deepEqual(loadConfig(undefined, {}, { DEFER_BROKER_TOPIC_LIMITS: '{"frames/+": 1024}' }).broker.topicLimits, { 'frames/+': 1024 });
   assert.throws(() => parseCommand(['--nodez', '3'], {}, {}), /Unknown option '--nodez'/);
 });
 
