@@ -26,6 +26,7 @@ export interface DispatcherConfig {
   broker?: string;
   model?: string;
   nodes?: string;
+  standby?: string;
   cuts?: string;
   codec?: string;
   topK?: number | string;
@@ -36,6 +37,7 @@ export interface DispatcherConfig {
 interface Settings {
   model: string;
   nodes: string[];
+  standby: string[];
   cuts: string[] | 'auto';
   codec: 'lz4' | 'none';
   topK: number;
@@ -52,6 +54,11 @@ export function dispatcherSettings(c: DispatcherConfig): Settings | string {
   const badNode = nodes.find((n) => !NAME.test(n));
   if (badNode) return `node id '${badNode}' must be 1-64 letters, digits, _ . -`;
   if (new Set(nodes).size !== nodes.length) return 'a node id is listed twice';
+  const standby = nameList(c.standby);
+  const badStandby = standby.find((n) => !NAME.test(n));
+  if (badStandby) return `standby id '${badStandby}' must be 1-64 letters, digits, _ . -`;
+  const both = standby.find((n) => nodes.includes(n));
+  if (both) return `'${both}' is both an edge node of the chain and a standby`;
   const cutsText = (c.cuts ?? 'auto').trim();
   const cuts = cutsText === '' || cutsText === 'auto' ? 'auto' : nameList(cutsText);
   if (cuts !== 'auto' && cuts.length !== nodes.length - 1) return `${cuts.length} cuts make ${cuts.length + 1} stages, but there are ${nodes.length} nodes: give ${nodes.length - 1} cuts, or 'auto'`;
@@ -61,7 +68,7 @@ export function dispatcherSettings(c: DispatcherConfig): Settings | string {
   const timeoutMs = positiveInt(c.timeoutMs, 30_000);
   const maxWaiting = positiveInt(c.maxWaiting, 100);
   if (Number.isNaN(topK) || Number.isNaN(timeoutMs) || Number.isNaN(maxWaiting)) return 'top-k, timeout and waiting limit must be positive integers';
-  return { model, nodes, cuts, codec, topK, timeoutMs, maxWaiting };
+  return { model, nodes, standby, cuts, codec, topK, timeoutMs, maxWaiting };
 }
 
 function isTensorLike(x: unknown): x is { shape: number[]; dtype?: string; dataSync(): ArrayLike<number> } {
@@ -112,11 +119,14 @@ export default function (RED: NodeAPI): void {
     let readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
     let failure: Error | null = null;
 
+    let mending = false;
     const showNodes = () => {
-      if (!dispatcher || !ready) return;
-      const off = s.nodes.filter((n) => dispatcher!.nodes.statuses.get(n)?.state === 'offline');
+      if (!dispatcher || !ready || mending) return;
+      // the chain as it is now: the supervisor may have moved a stage to a standby, or merged one
+      const chain = deployment ? deployment.plan.stages.map((st) => st.nodeId) : s.nodes;
+      const off = chain.filter((n) => dispatcher!.nodes.statuses.get(n)?.state === 'offline');
       if (off.length) node.status({ fill: 'red', shape: 'ring', text: `node ${off.join(', ')} offline` });
-      else node.status({ fill: 'green', shape: 'dot', text: `ready (${s.nodes.length} nodes)` });
+      else node.status({ fill: 'green', shape: 'dot', text: `ready (${chain.length} node${chain.length === 1 ? '' : 's'}: ${chain.join(', ')})` });
     };
     const user = {
       id: node.id,
@@ -152,10 +162,24 @@ export default function (RED: NodeAPI): void {
         pipeline: endpoint.pipeline,
         frameTimeoutMs: s.timeoutMs,
         client: broker!.client(),
+        standby: s.standby,
+        chooseCuts: (f, n) => defaultCuts(f, conf, backend, n, (l) => node.log(l)),
         progress: (l) => {
           node.log(l.trim());
+          const down = /^node (\S+) .* is down \(([^)]*)\)|^node (\S+) .* left the deployment|^lost the broker/.exec(l);
+          if (down) {
+            mending = true;
+            node.status({ fill: 'yellow', shape: 'ring', text: down[0].startsWith('lost') ? 'broker lost: frames held' : `node ${down[1] ?? down[3]} down: mending` });
+            return;
+          }
+          if (/chain mended|chain back|runs stage \d+ again|could not mend/.test(l)) {
+            mending = false;
+            if (/could not mend/.test(l)) node.status({ fill: 'red', shape: 'ring', text: short(l.trim()) });
+            else showNodes();
+            return;
+          }
           const m = /weights sent: .*\((\d+)%\)|ready: (\d+)\/(\d+)/.exec(l);
-          if (m) node.status({ fill: 'yellow', shape: 'ring', text: m[1] ? `deploying: weights ${m[1]}%` : `deploying: ${m[2]}/${m[3]} nodes ready` });
+          if (m && !mending) node.status({ fill: 'yellow', shape: 'ring', text: m[1] ? `deploying: weights ${m[1]}%` : `deploying: ${m[2]}/${m[3]} nodes ready` });
         },
       });
       await dispatcher.connect();

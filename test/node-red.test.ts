@@ -116,7 +116,7 @@ test('a flow of broker, 2 edge nodes, dispatcher and status: an image in, the lo
   const status = watchStatus(d);
   const statusMsgs: Record<string, unknown>[] = [];
   helper.getNode('statusOut').on('input', (m) => statusMsgs.push(m));
-  await status.until(/^ready \(2 nodes\)$/);
+  await status.until(/^ready \(2 nodes: n1, n2\)$/);
   assert.ok(status.all.some((s) => /deploying/.test(s.text ?? '')), 'it showed deploying first');
   // the image, and the same through the local whole model
   const png = await sharp({ create: { width: 48, height: 40, channels: 3, background: { r: 10, g: 200, b: 90 } } }).png().toBuffer();
@@ -152,7 +152,7 @@ test('a flow of broker, 2 edge nodes, dispatcher and status: an image in, the lo
   assert.equal(tf.memory().numTensors, tensors0, 'no tensors left behind');
 });
 
-test('edge node status shows its stage and frames per second; the dispatcher shows a node that went offline', { timeout: 120_000 }, async () => {
+test('edge node status shows its stage and frames per second; the dispatcher shows a node that went offline, mends the chain, and says so', { timeout: 120_000 }, async () => {
   const port = await freePort();
   await load(pipelineFlow(port));
   const e2 = watchStatus(helper.getNode('e2'));
@@ -163,8 +163,12 @@ test('edge node status shows its stage and frames per second; the dispatcher sho
   const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0 });
   await c.publishAsync('defer/nrtest/node/n2/status', JSON.stringify({ v: 1, node: 'n2', state: 'offline', at: Date.now() }), { qos: 1, retain: true });
   await c.endAsync();
-  const off = await d.until(/^node n2 offline$/);
-  assert.equal(off.fill, 'red');
+  const down = await d.until(/^node n2 down: mending$/);
+  assert.equal(down.fill, 'yellow');
+  // no standby: n2's stage is merged into n1, which now runs the whole model (n2, alive, stands by)
+  const mended = await d.until(/^ready \(1 node: n1\)$/);
+  assert.equal(mended.fill, 'green');
+  await e2.until(/^n2: waiting for a stage$/);
 });
 
 test('bad configurations: a red status and a log line, no crash; a message to a misconfigured dispatcher is an error', { timeout: 60_000 }, async () => {
@@ -178,6 +182,7 @@ test('bad configurations: a red status and a log line, no crash; a message to a 
     { id: 'd3', type: 'defer-dispatcher', broker: 'missing', model: 'tiny', nodes: 'n1' },
     { id: 'd4', type: 'defer-dispatcher', broker: 'b', model: 'tiny', nodes: 'n1' },
     { id: 'd5', type: 'defer-dispatcher', broker: 'b2', model: 'tiny', nodes: 'bad id!' },
+    { id: 'd6', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', standby: 'n3,n2' },
     { id: 'e1', type: 'defer-edge-node', broker: 'good', nodeId: 'has space' },
     { id: 's1', type: 'defer-status' },
   ]);
@@ -192,6 +197,7 @@ test('bad configurations: a red status and a log line, no crash; a message to a 
     ['d3', /no DEFER broker configured/],
     ['d4', /broker: pipeline 'bad pipeline!' must be 1-64 letters/],
     ['d5', /broker: broker URL 'not a url' must look like mqtt:\/\/host:1883/],
+    ['d6', /'n2' is both an edge node of the chain and a standby/],
     ['e1', /node id 'has space' must be 1-64 letters/],
     ['s1', /no DEFER broker configured/],
   ];
