@@ -208,3 +208,42 @@ test('a frozen node (SIGSTOP: its link stays open) is caught by its missing hear
   assert.equal(d.nodes.statuses.get('h2')?.state, 'online');
   assert.equal(d.nodes.statuses.get('h2')?.deployment, undefined);
 });
+
+test('onNodeFailure replan: the model is cut again over the nodes left (chooseCuts); off: the frames fail with the reason', { timeout: 120_000 }, async (t) => {
+  const pipe = 'fo4';
+  const procs = startNodes(pipe, ['r1', 'r2', 'r3'], 8);
+  const lines: string[] = [];
+  const asked: number[] = [];
+  const d = dispatcher(pipe, lines, {
+    onNodeFailure: 'replan',
+    chooseCuts: async (f, stages) => {
+      asked.push(stages);
+      return f.balancedCuts(stages, 'params');
+    },
+  });
+  t.after(async () => {
+    await d.close();
+    await procs.stop();
+  });
+  await d.connect();
+  await d.nodes.waitCapabilities(['r1', 'r2', 'r3'], 30_000);
+  const dep = await d.deploy(flat, ['r1', 'r2', 'r3'], ['block_out', 'conv2']);
+  const frames = frames200.slice(0, 60);
+  const run = await stream(dep, frames, 15, () => procs.children.get('r3')!.kill('SIGKILL'));
+  assertExact(run, frames);
+  assert.deepEqual(asked, [2]);
+  assert.equal(dep.supervisor!.events[0].kind, 'replan');
+  assert.deepEqual(dep.plan.stages.map((s) => s.nodeId), ['r1', 'r2']);
+  assert.deepEqual(dep.plan.stages.slice(0, -1).map((s) => s.plan.last), flat.balancedCuts(2, 'params'));
+  assert.ok(lines.some((l) => /re-planned over the 2 nodes left/.test(l)), lines.join('\n'));
+
+  // the same chain with onNodeFailure off: a failure is not mended, and the frames say why
+  const off = dispatcher(pipe, [], { onNodeFailure: 'off' });
+  t.after(() => off.close());
+  await off.connect();
+  const dep2 = await off.deploy(flat, ['r1', 'r2'], ['pool']);
+  const run2 = await stream(dep2, frames.slice(0, 30), 5, () => procs.children.get('r2')!.kill('SIGKILL'));
+  assert.ok(run2.failures.length > 0, 'frames failed');
+  assert.ok(run2.failures.every((m) => /node r2 failed \(offline\) and no standby is up; the chain cannot be mended because dispatcher.onNodeFailure is off/.test(m)), run2.failures[0]);
+  await assert.rejects(dep2.stream.send(frames[0], 'cam', 'late'), /onNodeFailure is off/);
+});
