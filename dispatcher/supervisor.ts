@@ -148,6 +148,11 @@ export class Supervisor {
         if (this.stopped) return; // the dispatcher closed under it
         log.error(`supervisor: ${errorMessage(err)}`);
         this.opts.progress(`could not mend the chain: ${errorMessage(err)}`);
+        // frames must not wait forever on a chain that will not come back: they fail with the reason
+        if (this.dispatcher.mqtt.connected && this.deployment.stream.isPaused) {
+          this.deployment.stream.fail(new DeferError('E_DEPLOY', `the chain of deployment ${this.deployment.id} broke and could not be mended: ${errorMessage(err)}`));
+          this.stop();
+        }
       } finally {
         this.busy = false;
       }
@@ -223,6 +228,8 @@ export class Supervisor {
     const watch = this.dispatcher.nodes;
     for (const spare of this.standbys) {
       if (spare === node || !watch.isUp(spare, this.opts.heartbeatTimeoutMs)) continue;
+      const busy = watch.statuses.get(spare)?.deployment;
+      if (busy && busy !== d.id) continue; // it runs another deployment: not ours to take
       const old = d.plan.stages[k].assignment;
       const a: Omit<Assignment, 'v' | 'kind'> = { ...old, nodeId: spare, weightsNode: old.weightsNode ?? node, createdAt: Date.now() };
       this.opts.progress(`  stage ${k + 1}/${n} goes to standby ${spare} (weights retained under ${a.weightsNode})`);
