@@ -11,8 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import mqtt from 'mqtt';
-import { NodeProcesses } from '../cli/node-processes.js';
-import { type Deployment, Dispatcher } from '../dispatcher/dispatcher.js';
+import type { Deployment } from '../dispatcher/dispatcher.js';
 import { type LocalRun, runLocal } from '../dispatcher/run-frames.js';
 import type { FrameResult } from '../dispatcher/stream.js';
 import { initEngine } from '../lib/engine.js';
@@ -22,6 +21,7 @@ import { loadFlatModel } from '../lib/model-source.js';
 import type { FlatModel } from '../lib/partition.js';
 import type { RawTensor } from '../lib/tensor-codec.js';
 import { CLI, ROOT, freePort, sameBits } from './helpers.js';
+import { startNodeProcesses, testDispatcher, verbose } from './helpers-chain.js';
 
 let flat: FlatModel;
 let frames: RawTensor[];
@@ -35,7 +35,6 @@ before(async () => {
   local = await runLocal(flat.model, frames);
 });
 
-const verbose = Boolean(process.env.DEFER_TEST_NODE_LOG);
 const exited = (c: ChildProcess) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())));
 
 async function reachable(url: string): Promise<void> {
@@ -52,37 +51,13 @@ async function reachable(url: string): Promise<void> {
  * `url`; 150 frames; after 40 results `kill()` the broker, wait, `restart()` it.
  */
 async function runThroughRestart(t: { after(fn: () => Promise<void> | void): void }, url: string, pipeline: string, kill: () => Promise<void>, restart: () => Promise<void>) {
-  const cache = mkdtempSync(join(tmpdir(), 'defer-restart-cache-'));
-  const procs = new NodeProcesses({
-    ids: ['n1', 'n2'],
-    brokerUrl: url,
-    pipeline,
-    backend: 'wasm',
-    logLevel: verbose ? 'info' : 'error',
-    argsFor: (id) => ['--slowdown', '8', '--weight-cache', join(cache, id)],
-    onLine: (id, l) => verbose && process.stderr.write(`[${id}] ${l}\n`),
-  });
   const lines: string[] = [];
-  const d = new Dispatcher({
-    brokerUrl: url,
-    pipeline,
-    chunkBytes: 4096,
-    readyTimeoutMs: 30_000,
-    frameTimeoutMs: 40_000,
-    maxInFlight: 6,
-    maxMessageBytes: 1 << 24,
-    codec: 'lz4',
-    qos: 1,
-    progress: (l) => {
-      lines.push(l);
-      if (verbose) process.stderr.write(`[dispatcher] ${l}\n`);
-    },
-  });
+  const procs = startNodeProcesses(url, pipeline, ['n1', 'n2'], 8);
+  const d = testDispatcher(url, pipeline, lines, { frameTimeoutMs: 40_000 });
   t.after(async () => {
     await d.close();
     await procs.stop();
   });
-  procs.start();
   await d.connect();
   await d.nodes.waitCapabilities(['n1', 'n2'], 30_000);
   const dep: Deployment = await d.deploy(flat, ['n1', 'n2'], ['block_out']);

@@ -6,13 +6,9 @@
  * model's output here.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { startBroker, type RunningBroker } from '../broker/broker.js';
-import { NodeProcesses } from '../cli/node-processes.js';
-import { type Deployment, Dispatcher } from '../dispatcher/dispatcher.js';
+import type { Deployment, DispatcherOptions } from '../dispatcher/dispatcher.js';
 import { type LocalRun, runLocal } from '../dispatcher/run-frames.js';
 import type { FrameResult } from '../dispatcher/stream.js';
 import { initEngine } from '../lib/engine.js';
@@ -22,6 +18,7 @@ import { loadFlatModel } from '../lib/model-source.js';
 import type { FlatModel } from '../lib/partition.js';
 import type { RawTensor } from '../lib/tensor-codec.js';
 import { sameBits } from './helpers.js';
+import { startNodeProcesses, testDispatcher } from './helpers-chain.js';
 
 let broker: RunningBroker;
 let flat: FlatModel;
@@ -41,40 +38,8 @@ after(async () => {
   await broker.close();
 });
 
-function startNodes(pipeline: string, ids: string[], slowdown: number): NodeProcesses {
-  // each node its own empty weight cache: a standby must take the failed node's weights from the broker
-  const cache = mkdtempSync(join(tmpdir(), 'defer-failover-cache-'));
-  const p = new NodeProcesses({
-    ids,
-    brokerUrl: broker.url,
-    pipeline,
-    backend: 'wasm',
-    logLevel: process.env.DEFER_TEST_NODE_LOG || 'error',
-    argsFor: (id) => ['--slowdown', String(slowdown), '--weight-cache', join(cache, id)],
-    onLine: (id, l) => process.env.DEFER_TEST_NODE_LOG && process.stderr.write(`[${id}] ${l}\n`),
-  });
-  p.start();
-  return p;
-}
-
-function dispatcher(pipeline: string, lines: string[], extra: Partial<ConstructorParameters<typeof Dispatcher>[0]> = {}): Dispatcher {
-  return new Dispatcher({
-    brokerUrl: broker.url,
-    pipeline,
-    chunkBytes: 4096,
-    readyTimeoutMs: 30_000,
-    frameTimeoutMs: 30_000,
-    maxInFlight: 6,
-    maxMessageBytes: 1 << 24,
-    codec: 'lz4',
-    qos: 1,
-    progress: (l) => {
-      lines.push(l);
-      if (process.env.DEFER_TEST_NODE_LOG) process.stderr.write(`[dispatcher] ${l}\n`);
-    },
-    ...extra,
-  });
-}
+const startNodes = (pipeline: string, ids: string[], slowdown: number) => startNodeProcesses(broker.url, pipeline, ids, slowdown);
+const dispatcher = (pipeline: string, lines: string[], extra: Partial<DispatcherOptions> = {}) => testDispatcher(broker.url, pipeline, lines, extra);
 
 interface Run {
   results: (FrameResult | undefined)[];
