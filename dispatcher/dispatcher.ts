@@ -92,47 +92,65 @@ export class Dispatcher {
    * A dispatcher that restarts: if the retained assignments of `nodes` are a
    * deployment of exactly this split (each stage's weights by sha256, in this
    * order) and every node reports it ready, carry on with it: no weights are
-   * sent, results are read where its last stage writes them. Null otherwise.
+   * sent, results are read where its last stage writes them. A stage that a
+   * standby (dispatcher.standby) took over from its node is adopted on the
+   * standby. Null otherwise.
    */
   async adopt(flat: FlatModel, nodes: string[], cuts: string[], waitMs = 1500): Promise<Deployment | null> {
     if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
+    const watch = this.watch;
     const t0 = performance.now();
     const plans = flat.plan(cuts);
     if (plans.length !== nodes.length || new Set(nodes).size !== nodes.length) return null;
+    const standby = (this.opts.standby ?? []).filter((n) => !nodes.includes(n));
+    const candidates = [...nodes, ...standby];
     const found = new Map<string, Assignment>();
-    const topics = nodes.map((n) => this.topics.nodeAssign(n));
+    const topics = candidates.map((n) => this.topics.nodeAssign(n));
     const onMessage = (topic: string, payload: Buffer) => {
       const i = topics.indexOf(topic);
       if (i < 0 || payload.length === 0) return;
       try {
-        found.set(nodes[i], decodeAssignment(payload, this.opts.maxMessageBytes * 4));
+        found.set(candidates[i], decodeAssignment(payload, this.opts.maxMessageBytes * 4));
       } catch {
         // not one we can adopt
       }
     };
+    const runs = (n: string, id: string, k: number) => {
+      const a = found.get(n);
+      const st = watch.statuses.get(n);
+      return a?.deployment === id && a.stage === k && a.stageCount === plans.length && a.codec === this.opts.codec && st?.deployment === id && st.stage === k && st.state === 'ready';
+    };
+    // stage k runs on its own node or on a standby; the deployment is the one stage 0 runs
+    const chain = (): string[] | null => {
+      const first = [nodes[0], ...standby].find((n) => found.get(n)?.stage === 0);
+      const id = first && found.get(first)!.deployment;
+      if (!id) return null;
+      const order = plans.map((_, k) => [nodes[k], ...standby].find((n) => runs(n, id, k)));
+      return order.every(Boolean) && new Set(order).size === order.length ? (order as string[]) : null;
+    };
     this.client.on('message', onMessage);
     try {
       await this.client.subscribeAsync(topics, { qos: 1 });
-      const seen = () => found.size === nodes.length && nodes.every((n) => this.watch!.statuses.has(n));
-      for (let t = 0; t < waitMs && !seen(); t += 50) await new Promise((r) => setTimeout(r, 50));
+      for (let t = 0; t < waitMs && !chain(); t += 50) await new Promise((r) => setTimeout(r, 50));
       await this.client.unsubscribeAsync(topics);
     } finally {
       this.client.off('message', onMessage);
     }
-    const as = nodes.map((n) => found.get(n));
-    const id = as[0]?.deployment;
-    const running = as.every(
-      (a, k) => a && a.deployment === id && a.stage === k && a.stageCount === nodes.length && a.codec === this.opts.codec && this.watch!.statuses.get(nodes[k])?.deployment === id && this.watch!.statuses.get(nodes[k])?.state === 'ready',
-    );
+    const order = chain();
+    if (!order) return null;
+    const as = order.map((n) => found.get(n)!);
+    const id = as[0].deployment;
     // the same weights, stage by stage: only the blobs' hashes are needed (no chunking)
-    if (!running || !id || !plans.every((p, k) => sha256(flat.stageWeights(p).blob) === as[k]!.manifest.sha256)) return null;
-    (this.opts.progress ?? ((l: string) => log.info(l)))(`adopted deployment ${id}, already running on ${nodes.join(', ')}: no weights sent`);
+    if (!plans.every((p, k) => sha256(flat.stageWeights(p).blob) === as[k].manifest.sha256)) return null;
+    const swapped = order.map((n, k) => (n === nodes[k] ? '' : `${n} in place of ${nodes[k]}`)).filter(Boolean);
+    (this.opts.progress ?? ((l: string) => log.info(l)))(`adopted deployment ${id}, already running on ${order.join(', ')}${swapped.length ? ` (${swapped.join(', ')})` : ''}: no weights sent`);
     const plan: DeploymentPlan = {
       id,
-      stages: plans.map((p, k) => ({ plan: p, nodeId: nodes[k], assignment: as[k]!, chunks: [] })),
-      totalBytes: as.reduce((t, a) => t + a!.manifest.totalBytes, 0),
+      stages: plans.map((p, k) => ({ plan: p, nodeId: order[k], assignment: as[k], chunks: [] })),
+      totalBytes: as.reduce((t, a) => t + a.manifest.totalBytes, 0),
     };
-    return this.openStream(plan, flat, as[0]!.inputTopic, as[nodes.length - 1]!.outputTopic, performance.now() - t0);
+    // nodes a standby replaced are standbys now
+    return this.openStream(plan, flat, as[0].inputTopic, as[nodes.length - 1].outputTopic, performance.now() - t0, nodes.filter((n) => !order.includes(n)));
   }
 
   /** `adopt` when allowed and possible, else `deploy`. */
@@ -202,7 +220,7 @@ export class Dispatcher {
     return got;
   }
 
-  private async openStream(plan: DeploymentPlan, flat: FlatModel, inputTopic: string, resultTopic: string, deployMs: number): Promise<Deployment> {
+  private async openStream(plan: DeploymentPlan, flat: FlatModel, inputTopic: string, resultTopic: string, deployMs: number, spares: string[] = []): Promise<Deployment> {
     const stream = new FrameStream(
       this.client!,
       { deployment: plan.id, stageCount: plan.stages.length, inputTopic, resultTopic, codec: this.opts.codec, qos: this.opts.qos },
@@ -215,7 +233,7 @@ export class Dispatcher {
       // one deployment is supervised at a time: the newest
       for (const s of this.supervisors.splice(0)) s.stop();
       d.supervisor = new Supervisor(this, d, {
-        standby: (this.opts.standby ?? []).filter((n) => !plan.stages.some((s) => s.nodeId === n)),
+        standby: [...(this.opts.standby ?? []), ...spares].filter((n) => !plan.stages.some((s) => s.nodeId === n)),
         heartbeatTimeoutMs: this.opts.heartbeatTimeoutMs ?? 5000,
         onNodeFailure: this.opts.onNodeFailure ?? 'merge',
         chooseCuts: this.opts.chooseCuts,

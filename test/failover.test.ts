@@ -120,6 +120,21 @@ test('kill -9 of the middle node during a 200-frame run, one standby: every fram
   // and the chain still answers, exactly
   const again = await stream(dep, frames200.slice(0, 10), -1, () => undefined);
   assertExact(again, frames200.slice(0, 10));
+
+  // the dispatcher restarts, given the original node list: it adopts the chain as mended (s1 in place of n2)
+  await d.close();
+  const lines2: string[] = [];
+  const d2 = dispatcher(pipe, lines2, { standby: ['s1'] });
+  t.after(() => d2.close());
+  await d2.connect();
+  const adopted = await d2.adopt(flat, ['n1', 'n2', 'n3'], ['block_out', 'conv2']);
+  assert.ok(adopted, lines2.join('\n'));
+  assert.equal(adopted.id, dep.id);
+  assert.deepEqual(adopted.plan.stages.map((s) => s.nodeId), ['n1', 's1', 'n3']);
+  assert.ok(lines2.some((l) => /adopted deployment .* on n1, s1, n3 \(s1 in place of n2\): no weights sent/.test(l)), lines2.join('\n'));
+  assert.deepEqual(adopted.supervisor!.standbys, ['n2'], 'the node s1 replaced is a standby');
+  const third = await stream(adopted, frames200.slice(0, 10), -1, () => undefined);
+  assertExact(third, frames200.slice(0, 10));
 });
 
 test('kill -9 of a node with no standby: its stage is merged into the lighter neighbour, every frame answered once', { timeout: 120_000 }, async (t) => {
