@@ -132,6 +132,37 @@ test('defer up --serve + defer sensor as processes: MNIST digits as PNG frames, 
   await assert.rejects(mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 2000 }));
 });
 
+test('defer up --serve --standby 1 + defer sensor: kill -9 of a node process mid-stream; every MNIST frame answered exactly once, accuracy kept', { timeout: 180_000 }, async () => {
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  const up = startProcess(['up', '--serve', '--model', join(REAL_MODELS, 'mnist-keras'), '--nodes', '2', '--standby', '1', '--slowdown', '4,4', '--port', String(port), '--policy', 'queue', '--queue-size', '500', '--json']);
+  for (let i = 0; i < 600 && !up.log().includes('stop with Ctrl-C'); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.match(up.log(), /started 1 standby node processes: s1/);
+  // n2's process id, from its retained status
+  const c = await mqtt.connectAsync(url, { reconnectPeriod: 0 });
+  let pid = 0;
+  c.on('message', (_t, p) => (pid = decodeStatus(p).pid ?? 0));
+  await c.subscribeAsync('defer/default/node/n2/status');
+  for (let i = 0; i < 40 && !pid; i++) await new Promise((r) => setTimeout(r, 50));
+  await c.endAsync();
+  assert.ok(pid > 0);
+  const sensor = run(process.execPath, [CLI, 'sensor', '--device', 'cam1', '--mnist', '--count', '200', '--fps', '40', '--broker', url, '--json'], { cwd: ROOT, maxBuffer: 1 << 24 });
+  await new Promise((r) => setTimeout(r, 1500));
+  process.kill(pid, 'SIGKILL');
+  const lines = (await sensor).stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const report = lines.at(-1).report;
+  const ids = lines.slice(0, -1).map((r: { id: string }) => r.id);
+  assert.equal(new Set(ids).size, ids.length, 'no frame answered twice');
+  assert.deepEqual([report.sent, report.served, report.unanswered, ids.length], [200, 200, 0, 200]);
+  assert.ok(report.accuracy > 0.9, `accuracy ${report.accuracy}`);
+  assert.match(up.log(), /node n2 \(stage 2\/2 of \S+\) is down \(offline\)/);
+  assert.match(up.log(), /stage 2\/2 goes to standby s1/);
+  up.child.kill('SIGTERM');
+  assert.equal(await exited(up.child), 0);
+  const final = JSON.parse(up.log().split('\n').filter((l) => l.startsWith('{')).at(-1)!);
+  assert.deepEqual([final.received, final.served, final.failed], [200, 200, 0]);
+});
+
 const hasMosquitto = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto_pub', '/usr/bin/mosquitto_sub'].every((f) => existsSync(f));
 
 test(
