@@ -38,6 +38,8 @@ export class NodeWatch {
     if (!topic.endsWith('/status')) return;
     try {
       const s = decodeStatus(payload);
+      // a status speaks for the node of its topic only (the ACLs let a node write its own topic, not another's)
+      if (s.node !== topic.slice(this.prefix.length, -'/status'.length)) return;
       this.statuses.set(s.node, s);
       this.lastSeen.set(s.node, performance.now());
       if (!packet?.retain) this.lastLive.set(s.node, performance.now());

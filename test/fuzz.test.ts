@@ -145,7 +145,7 @@ after(async () => {
   await broker?.close();
 });
 
-test('handlers: an edge node and a serving dispatcher take 6,000 hostile messages and keep serving, memory flat', { timeout: 120_000 }, async () => {
+test('handlers: an edge node and a serving dispatcher take 8,000 hostile messages and keep serving, memory flat', { timeout: 120_000 }, async () => {
   broker = await startBroker({ host: '127.0.0.1', port: 0, maxPacketBytes: 1 << 20 });
   const nodes = ['z1', 'z2'].map((id) => new EdgeNode({ id, brokerUrl: broker.url, pipeline: 'fz', backend: 'wasm', maxMessageBytes: 1 << 20, maxQueue: 16, calibrate: false }));
   for (const n of nodes) await n.start();
@@ -160,7 +160,7 @@ test('handlers: an edge node and a serving dispatcher take 6,000 hostile message
   closers.push(() => server.close());
   const attacker = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
   closers.push(() => attacker.endAsync());
-  const topics = [d.topics.stageIn(0), d.topics.stageIn(1), d.topics.nodeAssign('z1'), `${d.topics.root}/node/z2/weights/0`, d.topics.results(d.id), d.topics.frames('evil')];
+  const topics = [d.topics.stageIn(0), d.topics.stageIn(1), d.topics.nodeAssign('z1'), `${d.topics.root}/node/z2/weights/0`, d.topics.results(d.id), d.topics.frames('evil'), d.topics.nodeStatus('z1'), d.topics.nodeAlive('z2')];
   const messages = fc.sample(hostile(samples()), { numRuns: 1000, seed: 11 });
   const check = async () => {
     const run = await runChain(dep, syntheticFrames(flat.inputShape, 3, 5));
