@@ -71,6 +71,8 @@ export class FrameStream {
   duplicates = 0;
   /** frames sent again after the chain was mended */
   resent = 0;
+  /** the longest a node spent on one frame (decode + compute + encode, from the hop records), ms: its event loop was busy that long */
+  readonly busyMs = new Map<string, number>();
 
   constructor(
     private readonly client: MqttClient,
@@ -180,6 +182,10 @@ export class FrameStream {
       }
       this.pending.delete(msg.frame);
       this.remember(msg.frame);
+      for (const h of msg.hops) {
+        const busy = h.decodeMs + h.computeMs + h.encodeMs;
+        if (busy > (this.busyMs.get(h.node) ?? 0)) this.busyMs.set(h.node, busy);
+      }
       clearTimeout(p.timer);
       this.release();
       let output: RawTensor;

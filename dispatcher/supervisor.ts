@@ -159,6 +159,16 @@ export class Supervisor {
     });
   }
 
+  /**
+   * How long a node may be silent: the heartbeat timeout, or three times the
+   * longest it spent on one frame (its heartbeat cannot go out while it
+   * computes), whichever is longer. 0: heartbeats are not judged.
+   */
+  private silenceMs(node: string): number {
+    const hb = this.opts.heartbeatTimeoutMs;
+    return hb > 0 ? Math.max(hb, Math.ceil(3 * (this.deployment.stream.busyMs.get(node) ?? 0))) : 0;
+  }
+
   /** Which node of the chain is down, if any; heartbeats are judged only when `beats` (from the timer, on time). */
   private check(beats = false): void {
     if (this.stopped || this.busy || !this.dispatcher.mqtt.connected || this.lostAt) return;
@@ -168,7 +178,7 @@ export class Supervisor {
       let cause: string | undefined;
       if (st?.state === 'offline') cause = 'offline';
       else if (st?.state === 'failed' && st.deployment === this.deployment.id) cause = `failed: ${st.reason ?? 'no reason given'}`;
-      else if (beats && st && !watch.isUp(s.nodeId, this.opts.heartbeatTimeoutMs)) cause = `no heartbeat for ${this.opts.heartbeatTimeoutMs} ms`;
+      else if (beats && st && !watch.isUp(s.nodeId, this.silenceMs(s.nodeId))) cause = `no heartbeat for ${this.silenceMs(s.nodeId)} ms`;
       else if (st && st.deployment && st.deployment !== this.deployment.id) {
         // another deployment (another dispatcher, or this one redeploying) has the node: do not fight over it
         this.opts.progress(`node ${s.nodeId} now runs deployment ${st.deployment}, not ${this.deployment.id}: deployment ${this.deployment.id} is no longer supervised`);
