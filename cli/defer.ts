@@ -15,6 +15,7 @@ import { log, setLogPrefix } from '../lib/log.js';
 import { brokerAuth } from '../lib/mqtt-connect.js';
 import { ROLES, type Role, addUser, loadAuthHook, readUsers } from '../broker/auth.js';
 import { DEFAULT_TOPIC_LIMITS } from '../broker/topic-limits.js';
+import { mosquittoAcl } from '../broker/mosquitto-acl.js';
 import { saveLayersModel } from '../lib/model-io.js';
 import { loadFlatModel } from '../lib/model-source.js';
 import { createZooModel, ZOO_NAMES } from '../lib/zoo.js';
@@ -151,16 +152,25 @@ const commands: Record<string, Command> = {
     },
   },
   user: {
-    usage: 'defer user add --file users.json --user NAME --role dispatcher|node|sensor|admin [--id ID]   (password from DEFER_PASSWORD or stdin)',
-    about: 'Add or replace a broker user: a salted password hash (scrypt) and a role whose topics it may use.',
+    usage: 'defer user add --file users.json --user NAME --role dispatcher|node|sensor|admin [--id ID]   (password from DEFER_PASSWORD or stdin)\n       defer user acl --file users.json [--out acl]   (the same ACLs as a Mosquitto acl_file)',
+    about: 'Add or replace a broker user: a salted password hash (scrypt) and a role whose topics it may use; or write the users\' ACLs for Mosquitto.',
     flags: {
       file: { type: 'string', help: 'users file (created if missing; mode 600)' },
       user: { type: 'string', help: 'username' },
       role: { type: 'string', help: ROLES.join(' | ') },
       id: { type: 'string', help: 'node or device id the user stands for (default: the username)' },
+      out: { type: 'string', help: 'with acl: the file to write (default: stdout)' },
     },
     async run(argv) {
       const { flags, positionals } = parseCommand(argv, this.flags);
+      if (positionals[0] === 'acl' && typeof flags.file === 'string') {
+        const acl = mosquittoAcl(await readUsers(flags.file));
+        if (typeof flags.out === 'string') {
+          await writeFile(flags.out, acl);
+          log.info(`Mosquitto acl_file for ${flags.file} written to ${flags.out}`);
+        } else process.stdout.write(acl);
+        return;
+      }
       if (positionals[0] !== 'add' || typeof flags.file !== 'string' || typeof flags.user !== 'string' || typeof flags.role !== 'string') throw new DeferError('E_CONFIG', `usage: ${this.usage}`);
       const password = process.env.DEFER_PASSWORD ?? (await readStdinLine());
       await addUser(flags.file, flags.user, flags.role as Role, password, typeof flags.id === 'string' ? flags.id : undefined);

@@ -5,8 +5,8 @@
  * hook, and per-topic size limits.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -22,7 +22,7 @@ import { initEngine } from '../lib/engine.js';
 import { syntheticFrames } from '../lib/frames.js';
 import { setLogLevel } from '../lib/log.js';
 import { loadFlatModel } from '../lib/model-source.js';
-import { CLI, ROOT } from './helpers.js';
+import { CLI, ROOT, freePort } from './helpers.js';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'defer-sec-'));
@@ -227,3 +227,56 @@ test('per-topic size limits: a 70 KB node status or a 2 KB heartbeat is refused 
   assert.equal(limitFor(DEFAULT_TOPIC_LIMITS, 'defer/p/frames/cam1'), 16 * 1024 * 1024);
   assert.equal(limitFor(DEFAULT_TOPIC_LIMITS, 'defer/p/stage/0/in'), undefined);
 });
+
+const hasMosquitto = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto_passwd'].every((f) => existsSync(f));
+
+test(
+  'Mosquitto with `defer user acl` and mosquitto_passwd: a deployment under the roles works; a sensor reads no activations, only its results',
+  { timeout: 60_000, skip: !hasMosquitto && !process.env.CI ? 'mosquitto is not installed (.ci/run installs it)' : false },
+  async (t) => {
+    const port = await freePort();
+    const url = `mqtt://127.0.0.1:${port}`;
+    // Mosquitto started as root reads these after dropping to its own user: they must be readable by it
+    const mdir = mkdtempSync(join(tmpdir(), 'defer-mosq-acl-'));
+    chmodSync(mdir, 0o755);
+    const acl = join(mdir, 'mosquitto.acl');
+    await run(process.execPath, [CLI, 'user', 'acl', '--file', usersFile, '--out', acl], { cwd: ROOT });
+    assert.match(readFileSync(acl, 'utf8'), /user n1\ntopic readwrite defer\/\+\/stage\/\+\/in\ntopic write defer\/\+\/node\/n1\/status\n/);
+    const pw = join(mdir, 'mosquitto.pw');
+    for (const [i, u] of ['disp', 'n1', 'n2', 'cam1', 'ops'].entries()) await run('/usr/bin/mosquitto_passwd', [...(i === 0 ? ['-c'] : []), '-b', pw, u, PASS]);
+    for (const f of [acl, pw]) chmodSync(f, 0o644);
+    writeFileSync(join(mdir, 'mosq-acl.conf'), `listener ${port} 127.0.0.1\nallow_anonymous false\npassword_file ${pw}\nacl_file ${acl}\npersistence false\n`);
+    const mosq = spawn('/usr/sbin/mosquitto', ['-c', join(mdir, 'mosq-acl.conf')], { stdio: 'ignore' });
+    t.after(() => mosq.kill('SIGTERM'));
+    const as = (username: string) => mqtt.connectAsync(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 2000, username, password: PASS });
+    for (let i = 0; i < 50; i++) {
+      if (await as('ops').then((c) => c.endAsync().then(() => true), () => false)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await assert.rejects(mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 2000 }), /Not authorized|Connection refused/i, 'anonymous refused');
+    // a sensor listening to everything hears nothing of the chain
+    const cam = await as('cam1');
+    const heard: string[] = [];
+    cam.on('message', (topic) => heard.push(topic));
+    await cam.subscribeAsync(['defer/#', 'defer/mq/results/cam1']).catch(() => undefined);
+    const flat = await loadFlatModel('tiny');
+    const nodes = ['n1', 'n2'].map((id) => new EdgeNode({ id, brokerUrl: url, pipeline: 'mq', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 8, calibrate: false, username: id, password: PASS }));
+    for (const n of nodes) await n.start();
+    const d = new Dispatcher({ brokerUrl: url, pipeline: 'mq', chunkBytes: 2048, readyTimeoutMs: 20_000, frameTimeoutMs: 20_000, maxInFlight: 4, maxMessageBytes: 1 << 24, codec: 'lz4', qos: 1, progress: () => undefined, username: 'disp', password: PASS });
+    try {
+      await d.connect();
+      const dep = await d.deploy(flat, ['n1', 'n2'], ['block_out']);
+      const r = await runChain(dep, syntheticFrames(flat.inputShape, 5, 2));
+      assert.equal(r.results.length, 5);
+      const ops = await as('ops');
+      await ops.publishAsync('defer/mq/results/cam1', '{"ok":true}', { qos: 1 });
+      await ops.endAsync();
+      for (let i = 0; i < 40 && !heard.includes('defer/mq/results/cam1'); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual([...new Set(heard)], ['defer/mq/results/cam1'], 'the sensor heard only its results');
+    } finally {
+      await cam.endAsync();
+      await d.close();
+      for (const n of nodes) await n.close();
+    }
+  },
+);
