@@ -10,6 +10,7 @@ import type { Deployment } from './dispatcher.js';
 import type { Hop } from '../lib/messages.js';
 import type { FrameResult } from './stream.js';
 import { type PlanCheck, formatPlanCheck } from './auto-plan.js';
+import type { RepairEvent } from './supervisor.js';
 
 export interface ChainRun {
   /** the result of frame i, or undefined where it failed */
@@ -17,6 +18,8 @@ export interface ChainRun {
   results: FrameResult[];
   failures: string[];
   wallMs: number;
+  /** epoch ms when the first frame was sent */
+  startedAt: number;
   /** CPU time (user + system) this process spent while the frames ran */
   cpuMs: number;
 }
@@ -28,6 +31,7 @@ export async function runChain(d: Deployment, frames: RawTensor[], onResult?: (d
   const run = ++runs;
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
+  const startedAt = Date.now();
   let done = 0;
   const settled = await Promise.allSettled(
     frames.map((f, i) =>
@@ -41,7 +45,7 @@ export async function runChain(d: Deployment, frames: RawTensor[], onResult?: (d
   const cpu = process.cpuUsage(cpu0);
   const byFrame = settled.map((s) => (s.status === 'fulfilled' ? s.value : undefined));
   const failures = settled.flatMap((s) => (s.status === 'rejected' ? [(s.reason as Error).message] : []));
-  return { byFrame, results: byFrame.filter((r): r is FrameResult => r !== undefined), failures, wallMs, cpuMs: (cpu.user + cpu.system) / 1000 };
+  return { byFrame, results: byFrame.filter((r): r is FrameResult => r !== undefined), failures, wallMs, startedAt, cpuMs: (cpu.user + cpu.system) / 1000 };
 }
 
 export interface LocalRun {
@@ -103,6 +107,10 @@ export interface RunSummary {
   singleProcess: { throughputFps: number; msPerFrame: number } | null;
   speedupVsSingleProcess: number | null;
   maxAbsDiffVsLocal: number | null;
+  /** failures the dispatcher mended while the frames ran (node failures, broker reconnects); stage figures are of the chain at the end */
+  repairs: RepairEvent[];
+  /** results that arrived twice after frames were sent again, and were dropped */
+  duplicates: number;
   /** with a planned deployment: measured against predicted */
   predicted?: PlanCheck;
   /** with --replan: the run after re-planning from measured figures */
@@ -164,6 +172,8 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
     singleProcess: single,
     speedupVsSingleProcess: single && throughputFps ? round(throughputFps / single.throughputFps, 3) : null,
     maxAbsDiffVsLocal: diff,
+    repairs: (d.supervisor?.events ?? []).filter((e) => e.at >= chain.startedAt),
+    duplicates: d.stream.duplicates,
   };
 }
 
@@ -183,6 +193,10 @@ export function formatSummary(s: RunSummary): string {
     `  bytes per frame per hop: ${s.bytesPerFramePerHop.map((h) => `${h.hop}: ${kb(h.bytes)} (raw ${kb(h.rawBytes)})`).join('; ')}`,
     `  deployment took ${(s.deployMs / 1000).toFixed(1)} s; dispatcher CPU ${s.dispatcherCpuMsPerFrame} ms/frame`,
     `  maxAbsDiffVsLocal: ${s.maxAbsDiffVsLocal === null ? 'not measured (--no-baseline)' : s.maxAbsDiffVsLocal}`,
+    ...s.repairs.map(
+      (e) =>
+        `  mended: ${e.kind === 'reconnect' ? 'broker connection lost' : `node ${e.node} (stage ${(e.stage ?? 0) + 1}) ${e.cause}`}: ${e.kind === 'standby' ? `stage moved to standby ${e.replacement}` : e.kind === 'reconnect' ? `reconnected${e.republished ? ', deployment republished' : ''}` : e.kind === 'reassign' ? 'assigned again' : `${e.kind === 'merge' ? 'stage merged into its neighbour' : 're-planned over the nodes left'}: deployment ${e.deployment}`} in ${(e.repairMs / 1000).toFixed(2)} s, ${e.resent} frames sent again`,
+    ),
   ];
   if (s.predicted) lines.push(formatPlanCheck(s.predicted));
   if (s.replanned) lines.push('', `after re-planning from the measured figures (${s.replanned.changed ? 'new plan, redeployed' : 'same plan, run again'}):`, formatSummary(s.replanned.summary));

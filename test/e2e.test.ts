@@ -132,6 +132,26 @@ test('defer up --serve + defer sensor as processes: MNIST digits as PNG frames, 
   await assert.rejects(mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 2000 }));
 });
 
+test('defer up --standby 1: kill -9 of the middle node process mid-run; all 200 frames returned, bit-identical, the repair in the summary', { timeout: 180_000 }, async () => {
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  const up = startProcess(['up', '--model', 'tiny', '--nodes', '3', '--standby', '1', '--slowdown', '8,8,8', '--frames', '200', '--port', String(port), '--json']);
+  for (let i = 0; i < 600 && !up.log().includes('streaming 200 frames'); i++) await new Promise((r) => setTimeout(r, 50));
+  const c = await mqtt.connectAsync(url, { reconnectPeriod: 0 });
+  let pid = 0;
+  c.on('message', (_t, p) => (pid = decodeStatus(p).pid ?? 0));
+  await c.subscribeAsync('defer/default/node/n2/status');
+  for (let i = 0; i < 40 && !pid; i++) await new Promise((r) => setTimeout(r, 50));
+  await c.endAsync();
+  process.kill(pid, 'SIGKILL');
+  assert.equal(await exited(up.child), 0, up.log());
+  const s = JSON.parse(up.log().split('\n').filter((l) => l.startsWith('{')).at(-1)!);
+  assert.deepEqual([s.frames, s.framesReturned, s.maxAbsDiffVsLocal], [200, 200, 0]);
+  assert.equal(s.repairs.length, 1, JSON.stringify(s.repairs));
+  assert.deepEqual([s.repairs[0].kind, s.repairs[0].node, s.repairs[0].replacement], ['standby', 'n2', 's1']);
+  assert.deepEqual(s.stages.map((st: { node: string }) => st.node), ['n1', 's1', 'n3']);
+});
+
 test('defer up --serve --standby 1 + defer sensor: kill -9 of a node process mid-stream; every MNIST frame answered exactly once, accuracy kept', { timeout: 180_000 }, async () => {
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
