@@ -125,6 +125,7 @@ export const schema = {
     qos: { doc: 'MQTT QoS of activations (0 or 1).', format: [0, 1], default: 1, env: 'DEFER_QOS' },
     standby: { doc: 'Standby node ids, kept out of the chain: when a node of the chain fails, the first standby that is up takes over its stage (weights from the broker, or its cache). Nodes that fail and come back join them.', format: 'name-list', default: [] as string[], env: 'DEFER_STANDBY' },
     heartbeatTimeoutMs: { doc: 'A node of the chain whose heartbeat is older than this (or than 3 times the longest it took for one frame, if longer) is taken as failed (a half-open link, a frozen process); its Last Will catches a crash at once. 0: Last Will only.', format: int(0, 3_600_000), default: 5000, env: 'DEFER_HEARTBEAT_TIMEOUT_MS' },
+    restoreAfterMs: { doc: 'After a merge or re-plan, when standbys (such as the failed node, back again) have been up and idle this long, the chain goes back to the split it started with. 0: it stays as mended.', format: int(0, 86_400_000), default: 10_000, env: 'DEFER_RESTORE_AFTER_MS' },
     onNodeFailure: { doc: 'When a node of the chain fails and no standby is up: merge its stage into the lighter neighbour, replan (cuts balanced again over the nodes left, see balanceBy), or off (its frames fail).', format: ['merge', 'replan', 'off'], default: 'merge', env: 'DEFER_ON_NODE_FAILURE' },
   },
   planner: {
@@ -205,6 +206,7 @@ export type DeferConfig = {
     standby: string[];
     heartbeatTimeoutMs: number;
     onNodeFailure: 'merge' | 'replan' | 'off';
+    restoreAfterMs: number;
   };
   planner: {
     auto: boolean;

@@ -42,6 +42,8 @@ export interface DispatcherOptions {
   onNodeFailure?: FailurePolicy;
   /** cuts for a number of stages, for onNodeFailure 'replan' */
   chooseCuts?: (flat: FlatModel, stages: number) => Promise<string[]>;
+  /** after a merge or re-plan, a standby (a node that came back) up this long brings the chain back to its first split; 0: never (default 10000) */
+  restoreAfterMs?: number;
 }
 
 /** A running deployment. `id` and `plan` change when the supervisor mends the chain with a new deployment. */
@@ -238,6 +240,7 @@ export class Dispatcher {
         onNodeFailure: this.opts.onNodeFailure ?? 'merge',
         chooseCuts: this.opts.chooseCuts,
         readyTimeoutMs: this.opts.readyTimeoutMs,
+        restoreAfterMs: this.opts.restoreAfterMs ?? 10_000,
         progress: this.opts.progress ?? ((l: string) => log.info(l)),
       });
       d.supervisor.start();

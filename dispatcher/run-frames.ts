@@ -195,7 +195,7 @@ export function formatSummary(s: RunSummary): string {
     `  maxAbsDiffVsLocal: ${s.maxAbsDiffVsLocal === null ? 'not measured (--no-baseline)' : s.maxAbsDiffVsLocal}`,
     ...s.repairs.map(
       (e) =>
-        `  mended: ${e.kind === 'reconnect' ? 'broker connection lost' : `node ${e.node} (stage ${(e.stage ?? 0) + 1}) ${e.cause}`}: ${e.kind === 'standby' ? `stage moved to standby ${e.replacement}` : e.kind === 'reconnect' ? `reconnected${e.republished ? ', deployment republished' : ''}` : e.kind === 'reassign' ? 'assigned again' : `${e.kind === 'merge' ? 'stage merged into its neighbour' : 're-planned over the nodes left'}: deployment ${e.deployment}`} in ${(e.repairMs / 1000).toFixed(2)} s, ${e.resent} frames sent again`,
+        `  mended: ${e.kind === 'reconnect' ? 'broker connection lost' : e.kind === 'restore' ? e.cause : `node ${e.node} (stage ${(e.stage ?? 0) + 1}) ${e.cause}`}: ${e.kind === 'restore' ? `back to the first split: deployment ${e.deployment}` : e.kind === 'standby' ? `stage moved to standby ${e.replacement}` : e.kind === 'reconnect' ? `reconnected${e.republished ? ', deployment republished' : ''}` : e.kind === 'reassign' ? 'assigned again' : `${e.kind === 'merge' ? 'stage merged into its neighbour' : 're-planned over the nodes left'}: deployment ${e.deployment}`} in ${(e.repairMs / 1000).toFixed(2)} s, ${e.resent} frames sent again`,
     ),
   ];
   if (s.predicted) lines.push(formatPlanCheck(s.predicted));

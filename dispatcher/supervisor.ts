@@ -37,12 +37,14 @@ export interface SupervisorOptions {
   /** cuts for `stages` stages (replan); without it, replan merges */
   chooseCuts?: (flat: FlatModel, stages: number) => Promise<string[]>;
   readyTimeoutMs: number;
+  /** after a merge or re-plan, a standby up this long (ms) brings the chain back to its first split; 0: never */
+  restoreAfterMs: number;
   progress: (line: string) => void;
 }
 
 export interface RepairEvent {
   /** standby: stage moved to a standby; merge / replan: new deployment over the nodes left; reassign: a node that dropped its stage got it again; reconnect: broker connection back */
-  kind: 'standby' | 'merge' | 'replan' | 'reassign' | 'reconnect';
+  kind: 'standby' | 'merge' | 'replan' | 'reassign' | 'restore' | 'reconnect';
   /** epoch ms when the failure was noticed */
   at: number;
   /** the failed node (not for reconnect) */
@@ -84,6 +86,10 @@ export class Supervisor {
   private busy = false;
   /** nodes taken out of the chain; they may come back as standbys */
   private readonly dropped = new Set<string>();
+  /** the split the deployment started with: a merged chain grows back to it */
+  private readonly first: { nodes: string[]; cuts: string[] };
+  /** since when each standby has been up and idle (performance.now ms) */
+  private readonly idleSince = new Map<string, number>();
   private lostAt = 0;
   private stopped = false;
   private readonly onOffline = () => this.connectionLost();
@@ -93,7 +99,10 @@ export class Supervisor {
     private readonly dispatcher: Dispatcher,
     private readonly deployment: Deployment,
     private readonly opts: SupervisorOptions,
-  ) {}
+  ) {
+    const stages = deployment.plan.stages;
+    this.first = { nodes: stages.map((s) => s.nodeId), cuts: stages.slice(0, -1).map((s) => s.plan.last) };
+  }
 
   start(): void {
     const watch = this.dispatcher.nodes;
@@ -197,6 +206,58 @@ export class Supervisor {
       this.enqueue(() => this.nodeFailed(node, k, cause!));
       return;
     }
+    if (beats) this.maybeRestore();
+  }
+
+  /** Standbys that are up, idle (no deployment) and have been for `restoreAfterMs`. */
+  private settledStandbys(): string[] {
+    const watch = this.dispatcher.nodes;
+    const now = performance.now();
+    const ok: string[] = [];
+    for (const n of this.standbys) {
+      const idle = watch.isUp(n, this.opts.heartbeatTimeoutMs) && !watch.statuses.get(n)?.deployment;
+      if (!idle) {
+        this.idleSince.delete(n);
+        continue;
+      }
+      if (!this.idleSince.has(n)) this.idleSince.set(n, now);
+      if (now - this.idleSince.get(n)! >= this.opts.restoreAfterMs) ok.push(n);
+    }
+    return ok;
+  }
+
+  /** A merged (or re-planned) chain has fewer stages than it started with: grow it back when standbys have settled. */
+  private maybeRestore(): void {
+    const missing = this.first.nodes.length - this.deployment.plan.stages.length;
+    if (this.opts.restoreAfterMs <= 0 || missing <= 0) return;
+    const spares = this.settledStandbys();
+    if (spares.length < missing) return;
+    const inChain = new Set(this.deployment.plan.stages.map((s) => s.nodeId));
+    // the first split, each node that is gone replaced by a settled standby (a node that came back takes its own place)
+    const pool = spares.filter((n) => !this.first.nodes.includes(n));
+    const nodes = this.first.nodes.map((n) => (inChain.has(n) || spares.includes(n) ? n : pool.shift()!));
+    if (nodes.some((n) => !n) || new Set(nodes).size !== nodes.length) return;
+    this.busy = true;
+    this.enqueue(() => this.restore(nodes));
+  }
+
+  private async restore(nodes: string[]): Promise<void> {
+    const d = this.deployment;
+    const t0 = performance.now();
+    const at = Date.now();
+    const before = d.plan.stages.map((s) => s.nodeId);
+    d.stream.pause('restoring the first split');
+    this.opts.progress(`back to ${nodes.length} stages: cuts ${this.first.cuts.join(', ')} on ${nodes.join(' -> ')} (was ${before.join(' -> ')})`);
+    const { plan, deployMs } = await this.dispatcher.publishPlan(d.flat, nodes, this.first.cuts);
+    const old = d.id;
+    d.id = plan.id;
+    d.plan = plan;
+    d.deployMs += deployMs;
+    for (const n of nodes) this.dropped.delete(n);
+    const resent = await d.stream.resume({ deployment: plan.id, stageCount: plan.stages.length, inputTopic: plan.stages[0].assignment.inputTopic, resultTopic: plan.stages.at(-1)!.assignment.outputTopic });
+    const repairMs = performance.now() - t0;
+    this.opts.progress(`  restored in ${(repairMs / 1000).toFixed(2)} s as deployment ${plan.id} (was ${old}); ${resent} frames sent again`);
+    this.events.push({ kind: 'restore', at, cause: `${nodes.filter((n) => !before.includes(n)).join(', ')} up and idle for ${this.opts.restoreAfterMs} ms`, deployment: plan.id, repairMs, resent });
   }
 
   /** A node of the chain is up but dropped its stage: publish its assignment again (it builds from its cache or the retained chunks). */

@@ -172,7 +172,12 @@ export default function (RED: NodeAPI): void {
             node.status({ fill: 'yellow', shape: 'ring', text: down[0].startsWith('lost') ? 'broker lost: frames held' : `node ${down[1] ?? down[3]} down: mending` });
             return;
           }
-          if (/chain mended|chain back|runs stage \d+ again|could not mend/.test(l)) {
+          if (/^back to \d+ stages/.test(l)) {
+            mending = true;
+            node.status({ fill: 'yellow', shape: 'ring', text: 'restoring the full chain' });
+            return;
+          }
+          if (/chain mended|chain back|runs stage \d+ again|restored in|could not mend/.test(l)) {
             mending = false;
             if (/could not mend/.test(l)) node.status({ fill: 'red', shape: 'ring', text: short(l.trim()) });
             else showNodes();

@@ -137,11 +137,11 @@ test('kill -9 of the middle node during a 200-frame run, one standby: every fram
   assertExact(third, frames200.slice(0, 10));
 });
 
-test('kill -9 of a node with no standby: its stage is merged into the lighter neighbour, every frame answered once', { timeout: 120_000 }, async (t) => {
+test('kill -9 of a node with no standby: its stage is merged into the lighter neighbour, every frame answered once; the node comes back and the chain grows back', { timeout: 120_000 }, async (t) => {
   const pipe = 'fo2';
   const procs = startNodes(pipe, ['m1', 'm2', 'm3'], 8);
   const lines: string[] = [];
-  const d = dispatcher(pipe, lines);
+  const d = dispatcher(pipe, lines, { restoreAfterMs: 1000 });
   t.after(async () => {
     await d.close();
     await procs.stop();
@@ -160,6 +160,15 @@ test('kill -9 of a node with no standby: its stage is merged into the lighter ne
   assert.equal(dep.plan.stages.length, 2);
   assert.deepEqual(dep.plan.stages.map((s) => s.nodeId), ['m1', 'm3']);
   assert.ok(lines.some((l) => /stage 2 merged into stage \d \(on m[13]\)/.test(l)), lines.join('\n'));
+  // m2 comes back: a standby; once it has been up and idle for restoreAfterMs, the chain grows back to 3 stages
+  procs.start(['m2']);
+  for (let i = 0; i < 300 && dep.supervisor!.events.length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(dep.supervisor!.events[1]?.kind, 'restore', JSON.stringify(dep.supervisor!.events) + lines.join('\n'));
+  assert.deepEqual(dep.plan.stages.map((s) => s.nodeId), ['m1', 'm2', 'm3']);
+  assert.deepEqual(dep.plan.stages.slice(0, -1).map((s) => s.plan.last), ['block_out', 'conv2']);
+  const again = await stream(dep, frames200.slice(0, 20), -1, () => undefined);
+  assertExact(again, frames200.slice(0, 20));
+  assert.ok(again.results.every((r) => r!.hops.length === 3 && r!.hops[1].node === 'm2'));
 });
 
 test('a frozen node (SIGSTOP: its link stays open) is caught by its missing heartbeat; SIGCONT: it stands by', { timeout: 120_000 }, async (t) => {
