@@ -105,7 +105,7 @@ export function aclFor(p: Principal): { publish: string[]; subscribe: string[] }
       return {
         publish: [`defer/+/node/${p.id}/status`, `defer/+/node/${p.id}/alive`, 'defer/+/stage/+/in', 'defer/+/dispatcher/+/out', 'defer/+/errors'],
         // any node's weight chunks: a standby reads the retained chunks of the node it replaces (each is checked against the manifest's sha256)
-        subscribe: [`defer/+/node/${p.id}/assign`, 'defer/+/node/+/weights/+', 'defer/+/stage/+/in'],
+        subscribe: [`defer/+/node/${p.id}/assign`, `defer/+/node/${p.id}/prefetch`, 'defer/+/node/+/weights/+', 'defer/+/stage/+/in'],
       };
     case 'sensor':
       return { publish: [`defer/+/frames/${p.id}`], subscribe: [`defer/+/results/${p.id}`] };

@@ -106,7 +106,7 @@ export const schema = {
   node: {
     id: { doc: 'Id of this edge node (defer node): a topic level, unique in the pipeline.', format: String, default: '', env: 'DEFER_NODE_ID' },
     maxQueue: { doc: 'Activations a node holds while busy; more are dropped and counted.', format: int(1, 100_000), default: 64, env: 'DEFER_NODE_MAX_QUEUE' },
-    weightCache: { doc: 'Folder where a node keeps its stage weights by sha256 (the newest 4), so that after a restart it builds its stage without a transfer; empty: no cache.', format: String, default: join(homedir(), '.cache', 'defer', 'weights'), env: 'DEFER_NODE_WEIGHT_CACHE' },
+    weightCache: { doc: 'Folder where a node keeps its stage weights by sha256 (the newest 8), so that after a restart, or when a standby takes over a stage it prefetched, it builds the stage without a transfer; empty: no cache (and no prefetch).', format: String, default: join(homedir(), '.cache', 'defer', 'weights'), env: 'DEFER_NODE_WEIGHT_CACHE' },
     slowdown: { doc: 'Artificial slow-down factor (>= 1): after each frame, and in its calibration, the node idles (factor - 1) times its compute time. For testing plans on unequal devices.', format: 'factor', default: 1, env: 'DEFER_NODE_SLOWDOWN' },
     heartbeatMs: { doc: 'How often a node publishes its heartbeat (defer/<pipeline>/node/<id>/alive), ms; the dispatcher takes a silent node as failed after dispatcher.heartbeatTimeoutMs. 0: none.', format: int(0, 3_600_000), default: 1000, env: 'DEFER_NODE_HEARTBEAT_MS' },
   },
@@ -125,6 +125,7 @@ export const schema = {
     qos: { doc: 'MQTT QoS of activations (0 or 1).', format: [0, 1], default: 1, env: 'DEFER_QOS' },
     standby: { doc: 'Standby node ids, kept out of the chain: when a node of the chain fails, the first standby that is up takes over its stage (weights from the broker, or its cache). Nodes that fail and come back join them.', format: 'name-list', default: [] as string[], env: 'DEFER_STANDBY' },
     heartbeatTimeoutMs: { doc: 'A node of the chain whose heartbeat is older than this (or than 3 times the longest it took for one frame, if longer) is taken as failed (a half-open link, a frozen process); its Last Will catches a crash at once. 0: Last Will only.', format: int(0, 3_600_000), default: 5000, env: 'DEFER_HEARTBEAT_TIMEOUT_MS' },
+    prefetchStandby: { doc: 'Standbys keep the running deployment\'s stages in their weight caches (fetched from the broker one at a time, while idle), so that taking over a failed node\'s stage needs no transfer.', format: Boolean, default: true, env: 'DEFER_PREFETCH_STANDBY' },
     restoreAfterMs: { doc: 'After a merge or re-plan, when standbys (such as the failed node, back again) have been up and idle this long, the chain goes back to the split it started with. 0: it stays as mended.', format: int(0, 86_400_000), default: 10_000, env: 'DEFER_RESTORE_AFTER_MS' },
     onNodeFailure: { doc: 'When a node of the chain fails and no standby is up: merge its stage into the lighter neighbour, replan (cuts balanced again over the nodes left, see balanceBy), or off (its frames fail).', format: ['merge', 'replan', 'off'], default: 'merge', env: 'DEFER_ON_NODE_FAILURE' },
   },
@@ -207,6 +208,7 @@ export type DeferConfig = {
     heartbeatTimeoutMs: number;
     onNodeFailure: 'merge' | 'replan' | 'off';
     restoreAfterMs: number;
+    prefetchStandby: boolean;
   };
   planner: {
     auto: boolean;

@@ -44,6 +44,8 @@ export interface DispatcherOptions {
   chooseCuts?: (flat: FlatModel, stages: number) => Promise<string[]>;
   /** after a merge or re-plan, a standby (a node that came back) up this long brings the chain back to its first split; 0: never (default 10000) */
   restoreAfterMs?: number;
+  /** standbys keep the deployment's stages in their weight caches, so a takeover needs no transfer (default true) */
+  prefetchStandby?: boolean;
 }
 
 /** A running deployment. `id` and `plan` change when the supervisor mends the chain with a new deployment. */
@@ -241,6 +243,7 @@ export class Dispatcher {
         chooseCuts: this.opts.chooseCuts,
         readyTimeoutMs: this.opts.readyTimeoutMs,
         restoreAfterMs: this.opts.restoreAfterMs ?? 10_000,
+        prefetch: this.opts.prefetchStandby ?? true,
         progress: this.opts.progress ?? ((l: string) => log.info(l)),
       });
       d.supervisor.start();

@@ -18,7 +18,7 @@
  */
 import { DeferError, errorMessage } from '../lib/errors.js';
 import { log } from '../lib/log.js';
-import { encodeAssignment, type Assignment } from '../lib/messages.js';
+import { encodeAssignment, encodePrefetchList, type Assignment } from '../lib/messages.js';
 import { publish } from '../lib/mqtt-connect.js';
 import type { FlatModel } from '../lib/partition.js';
 import type { DeploymentPlan } from './deploy.js';
@@ -39,6 +39,8 @@ export interface SupervisorOptions {
   readyTimeoutMs: number;
   /** after a merge or re-plan, a standby up this long (ms) brings the chain back to its first split; 0: never */
   restoreAfterMs: number;
+  /** tell the standbys to keep the deployment's stages in their weight caches */
+  prefetch: boolean;
   progress: (line: string) => void;
 }
 
@@ -90,6 +92,10 @@ export class Supervisor {
   private readonly first: { nodes: string[]; cuts: string[] };
   /** since when each standby has been up and idle (performance.now ms) */
   private readonly idleSince = new Map<string, number>();
+  /** nodes that were sent a prefetch list (cleared when they join the chain) */
+  private readonly prefetching = new Set<string>();
+  /** the deployment whose stages the standbys were last told to prefetch */
+  private prefetchedFor = '';
   private lostAt = 0;
   private stopped = false;
   private readonly onOffline = () => this.connectionLost();
@@ -121,6 +127,36 @@ export class Supervisor {
     this.dispatcher.mqtt.on('offline', this.onOffline);
     this.dispatcher.mqtt.on('close', this.onOffline);
     this.dispatcher.mqtt.on('connect', this.onConnect);
+    this.enqueue(async () => undefined); // sends the standbys their prefetch lists, in turn with repairs
+  }
+
+  /**
+   * Tell every standby which stages to keep in its weight cache (retained, so a
+   * standby that starts later gets it too), and clear the list of nodes now in
+   * the chain. Called at start and after every change of the chain.
+   */
+  private async sendPrefetch(): Promise<void> {
+    if (!this.opts.prefetch) return;
+    const d = this.deployment;
+    const client = this.dispatcher.mqtt;
+    const topics = this.dispatcher.topics;
+    try {
+      const inChain = d.plan.stages.map((s) => s.nodeId);
+      for (const n of inChain.filter((x) => this.prefetching.has(x))) {
+        await publish(client, topics.nodePrefetch(n), Buffer.alloc(0), { qos: 1, retain: true });
+        this.prefetching.delete(n);
+      }
+      const standbys = this.standbys.filter((n) => this.prefetchedFor !== d.id || !this.prefetching.has(n));
+      if (!standbys.length) return;
+      const list = encodePrefetchList({ deployment: d.id, stages: d.plan.stages.map((s) => ({ weightsNode: s.assignment.weightsNode ?? s.nodeId, manifest: s.assignment.manifest })) });
+      for (const n of standbys) {
+        await publish(client, topics.nodePrefetch(n), list, { qos: 1, retain: true });
+        this.prefetching.add(n);
+      }
+      this.prefetchedFor = d.id;
+    } catch (err) {
+      log.warn(`supervisor: cannot send the standbys their prefetch list: ${errorMessage(err)}`);
+    }
   }
 
   stop(): void {
@@ -153,6 +189,7 @@ export class Supervisor {
       this.busy = true;
       try {
         await job();
+        await this.sendPrefetch();
       } catch (err) {
         if (this.stopped) return; // the dispatcher closed under it
         log.error(`supervisor: ${errorMessage(err)}`);

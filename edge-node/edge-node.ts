@@ -16,6 +16,7 @@ import {
   type NodeStatus,
   decodeActivation,
   decodeAssignment,
+  decodePrefetchList,
   decodeWeightChunk,
   encodeActivation,
   encodeStatus,
@@ -24,6 +25,7 @@ import { closeMqtt, connectMqtt, publish } from '../lib/mqtt-connect.js';
 import { buildStageModel, sha256 } from '../lib/partition.js';
 import { type Capabilities, calibrate } from '../lib/calibrate.js';
 import { WeightCache } from '../lib/weight-cache.js';
+import { Prefetcher } from './prefetch.js';
 import { decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
 import { assertTopicName, chunkIndexOf, topicsFor, type Topics } from '../lib/topics.js';
 
@@ -142,6 +144,11 @@ export class EdgeNode {
     }
     // weights are subscribed to only when an assignment needs them (they are retained): not when the cache has them
     await this.client.subscribeAsync(this.topics.nodeAssign(this.opts.id), { qos: 1 });
+    if (this.cache) {
+      // as a standby, keep the running deployment's stages in the cache (the dispatcher says which)
+      this.prefetcher = new Prefetcher(this.client, this.topics, this.cache, this.opts.maxMessageBytes, () => void this.setStatus(this.state));
+      await this.client.subscribeAsync(this.topics.nodePrefetch(this.opts.id), { qos: 1 });
+    }
     log.info(`node ${this.opts.id}: online at ${this.opts.brokerUrl} (backend ${this.backend}, pipeline ${this.opts.pipeline})`);
   }
 
@@ -156,6 +163,8 @@ export class EdgeNode {
   get assignment(): Assignment | undefined {
     return this.stage?.assignment;
   }
+
+  private prefetcher?: Prefetcher;
 
   private status(state: NodeState, extra: Partial<NodeStatus> = {}): Omit<NodeStatus, 'v'> {
     const a = this.loading?.assignment ?? this.stage?.assignment;
@@ -174,6 +183,7 @@ export class EdgeNode {
       capabilities: this.capabilities,
       weightsFrom: this.weightsFrom,
       heartbeatMs: (this.opts.heartbeatMs ?? 1000) || undefined,
+      ...(this.prefetcher?.total ? { prefetched: this.prefetcher.held, prefetchTotal: this.prefetcher.total } : {}),
       ...extra,
     };
   }
@@ -194,6 +204,7 @@ export class EdgeNode {
 
   private onMessage(topic: string, payload: Buffer): void {
     if (this.closed) return;
+    if (this.prefetcher?.onMessage(topic, payload)) return;
     try {
       if (topic === this.stage?.assignment.inputTopic) {
         this.enqueue(payload);
@@ -203,6 +214,9 @@ export class EdgeNode {
           return;
         }
         this.onAssignment(decodeAssignment(payload, this.opts.maxMessageBytes * 4));
+      } else if (topic === this.topics.nodePrefetch(this.opts.id)) {
+        if (payload.length === 0) void this.prefetcher?.stop();
+        else if (!this.stage && !this.loading) this.prefetcher?.start(decodePrefetchList(payload, this.opts.maxMessageBytes * 4));
       } else if (chunkIndexOf(topic) >= 0 && topic.startsWith(`${this.topics.root}/node/${this.weightsNode}/weights/`)) {
         if (payload.length === 0) return; // chunk cleared
         this.onChunk(decodeWeightChunk(payload, this.opts.maxMessageBytes));
@@ -258,6 +272,8 @@ export class EdgeNode {
 
   /** Build from the weight cache if it holds the blob; else fetch the chunks. */
   private async fetchWeights(l: Loading): Promise<void> {
+    await this.prefetcher?.stop(); // a stage to run: no more prefetching (and its weights subscription is released)
+    if (this.loading !== l) return;
     const m = l.assignment.manifest;
     const blob = this.cache ? await this.cache.get(m.sha256, m.totalBytes) : null;
     if (this.loading !== l) return; // replaced meanwhile

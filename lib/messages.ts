@@ -117,15 +117,9 @@ export interface Assignment {
   weightsNode?: string;
 }
 
-export function encodeAssignment(a: Omit<Assignment, 'v' | 'kind'>): Buffer {
-  return encodeCbor({ v: PROTOCOL_VERSION, kind: 'assign', ...a });
-}
-
-export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): Assignment {
-  const W = 'assignment';
-  const m = decodeMap(buf, maxBytes, W);
-  if (m.kind !== 'assign') throw new EnvelopeError(`${W}: kind must be 'assign', got '${String(m.kind)}'`);
-  const man = obj(m.manifest, `${W}: manifest`);
+/** A weight manifest, checked field by field (`W` names the message it is in). */
+function manifestOf(value: unknown, W: string): WeightManifest {
+  const man = obj(value, `${W}: manifest`);
   const specs = arr(man, 'specs', `${W} manifest`, 100_000).map((s, i) => {
     const o = obj(s, `${W} manifest spec ${i}`);
     const dtype = o.dtype;
@@ -158,6 +152,18 @@ export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): 
   for (const s of specs) {
     if (s.offset + s.bytes > manifest.totalBytes) throw new EnvelopeError(`${W} manifest: weight ${s.name} lies outside the blob`);
   }
+  return manifest;
+}
+
+export function encodeAssignment(a: Omit<Assignment, 'v' | 'kind'>): Buffer {
+  return encodeCbor({ v: PROTOCOL_VERSION, kind: 'assign', ...a });
+}
+
+export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): Assignment {
+  const W = 'assignment';
+  const m = decodeMap(buf, maxBytes, W);
+  if (m.kind !== 'assign') throw new EnvelopeError(`${W}: kind must be 'assign', got '${String(m.kind)}'`);
+  const manifest = manifestOf(m.manifest, W);
   const inputDtype = m.inputDtype;
   if (!isDType(inputDtype)) throw new EnvelopeError(`${W}: unknown inputDtype '${String(inputDtype)}'`);
   const codec = m.codec;
@@ -184,6 +190,31 @@ export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): 
     createdAt: num(m, 'createdAt', W),
     ...(m.weightsNode === undefined ? {} : { weightsNode: name(m, 'weightsNode', W) }),
   };
+}
+
+// ---- prefetch list -----------------------------------------------------------
+
+/** What a standby should hold in its weight cache: the stages of the running deployment, and where their chunks are retained. */
+export interface PrefetchList {
+  v: 1;
+  kind: 'prefetch';
+  deployment: string;
+  stages: { weightsNode: string; manifest: WeightManifest }[];
+}
+
+export function encodePrefetchList(p: Omit<PrefetchList, 'v' | 'kind'>): Buffer {
+  return encodeCbor({ v: PROTOCOL_VERSION, kind: 'prefetch', ...p });
+}
+
+export function decodePrefetchList(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): PrefetchList {
+  const W = 'prefetch list';
+  const m = decodeMap(buf, maxBytes, W);
+  if (m.kind !== 'prefetch') throw new EnvelopeError(`${W}: kind must be 'prefetch', got '${String(m.kind)}'`);
+  const stages = arr(m, 'stages', W, 1024).map((x, i) => {
+    const o = obj(x, `${W} stage ${i}`);
+    return { weightsNode: name(o, 'weightsNode', `${W} stage ${i}`), manifest: manifestOf(o.manifest, `${W} stage ${i}`) };
+  });
+  return { v: 1, kind: 'prefetch', deployment: str(m, 'deployment', W, 128), stages };
 }
 
 // ---- weight chunks -----------------------------------------------------------
@@ -310,6 +341,9 @@ export interface NodeStatus {
   weightsFrom?: 'broker' | 'cache';
   /** the node publishes a heartbeat on node/<id>/alive this often (ms); absent: none */
   heartbeatMs?: number;
+  /** a standby's prefetch: stages of the running deployment in its weight cache, of how many */
+  prefetched?: number;
+  prefetchTotal?: number;
 }
 
 const CAPABILITY_NUMBERS = ['calibrationMs', 'calibrationCpuMs', 'slowdown', 'cores', 'freeMemoryBytes', 'totalMemoryBytes'] as const;

@@ -23,6 +23,8 @@ export interface Topics {
   /** a node's heartbeat (not retained): how the dispatcher tells a half-open link from a quiet node */
   nodeAlive(nodeId: string): string;
   nodeAliveAll: string;
+  /** retained: the stages a standby keeps in its weight cache */
+  nodePrefetch(nodeId: string): string;
   nodeWeights(nodeId: string, index: number): string;
   nodeWeightsAll(nodeId: string): string;
   stageIn(stage: number): string;
@@ -47,6 +49,7 @@ export function topicsFor(pipeline: string): Topics {
     nodeAssign: (id) => `${root}/node/${id}/assign`,
     nodeAlive: (id) => `${root}/node/${id}/alive`,
     nodeAliveAll: `${root}/node/+/alive`,
+    nodePrefetch: (id) => `${root}/node/${id}/prefetch`,
     nodeWeights: (id, i) => `${root}/node/${id}/weights/${i}`,
     nodeWeightsAll: (id) => `${root}/node/${id}/weights/+`,
     stageIn: (k) => `${root}/stage/${k}/in`,

@@ -15,7 +15,7 @@ const SHA = /^[0-9a-f]{64}$/;
 export class WeightCache {
   constructor(
     readonly dir: string,
-    readonly keep = 4,
+    readonly keep = 8,
   ) {}
 
   private file(hash: string): string {
@@ -37,6 +37,15 @@ export class WeightCache {
       return null;
     }
     return blob;
+  }
+
+  /** Whether a file of this hash and size is there (not read: `get` checks it when it is used). */
+  async has(hash: string, size: number): Promise<boolean> {
+    try {
+      return (await stat(this.file(hash))).size === size;
+    } catch {
+      return false;
+    }
   }
 
   async put(hash: string, blob: Uint8Array): Promise<void> {

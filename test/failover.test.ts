@@ -78,7 +78,7 @@ function assertExact(run: Run, frames: RawTensor[]): void {
   });
 }
 
-test('kill -9 of the middle node during a 200-frame run, one standby: every frame answered once, outputs exact; the node comes back as a standby', { timeout: 120_000 }, async (t) => {
+test('kill -9 of the middle node during a 200-frame run, one standby (stages prefetched): every frame answered once, outputs exact; the node comes back as a standby', { timeout: 120_000 }, async (t) => {
   const pipe = 'fo1';
   const procs = startNodes(pipe, ['n1', 'n2', 'n3', 's1'], 8);
   const lines: string[] = [];
@@ -90,6 +90,9 @@ test('kill -9 of the middle node during a 200-frame run, one standby: every fram
   await d.connect();
   await d.nodes.waitCapabilities(['n1', 'n2', 'n3', 's1'], 30_000);
   const dep = await d.deploy(flat, ['n1', 'n2', 'n3'], ['block_out', 'conv2']);
+  // the standby keeps the three stages in its weight cache, fetched from the broker while idle
+  for (let i = 0; i < 200 && d.nodes.statuses.get('s1')?.prefetched !== 3; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual([d.nodes.statuses.get('s1')?.prefetched, d.nodes.statuses.get('s1')?.prefetchTotal], [3, 3]);
   let killedAt = 0;
   const run = await stream(dep, frames200, 60, () => {
     killedAt = performance.now();
@@ -107,7 +110,7 @@ test('kill -9 of the middle node during a 200-frame run, one standby: every fram
   assert.ok(Number.isFinite(firstViaStandby), 'some frames went through the standby');
   const killToFirst = firstViaStandby - killedAt;
   const s1 = d.nodes.statuses.get('s1')!;
-  assert.equal(s1.weightsFrom, 'broker', 'the standby built the stage from the retained weights of n2');
+  assert.equal(s1.weightsFrom, 'cache', 'the standby built the stage from the weights it had prefetched');
   process.stderr.write(`# failover: kill -9 n2 to the first result through s1: ${killToFirst.toFixed(0)} ms (repair ${ev[0].repairMs.toFixed(0)} ms, ${ev[0].resent} frames sent again, ${dep.stream.duplicates} duplicate results dropped)\n`);
   assert.ok(lines.some((l) => /n2 .*is down \(offline\)/.test(l)) && lines.some((l) => /goes to standby s1/.test(l)), lines.join('\n'));
 
@@ -171,11 +174,12 @@ test('kill -9 of a node with no standby: its stage is merged into the lighter ne
   assert.ok(again.results.every((r) => r!.hops.length === 3 && r!.hops[1].node === 'm2'));
 });
 
-test('a frozen node (SIGSTOP: its link stays open) is caught by its missing heartbeat; SIGCONT: it stands by', { timeout: 120_000 }, async (t) => {
+test('a frozen node (SIGSTOP: its link stays open) is caught by its missing heartbeat; a standby without prefetch takes its retained weights; SIGCONT: it stands by', { timeout: 120_000 }, async (t) => {
   const pipe = 'fo3';
   const procs = startNodes(pipe, ['h1', 'h2', 'hs'], 4);
   const lines: string[] = [];
-  const d = dispatcher(pipe, lines, { standby: ['hs'], heartbeatTimeoutMs: 1500 });
+  // no prefetch: the standby takes the weights retained under the frozen node's topics
+  const d = dispatcher(pipe, lines, { standby: ['hs'], heartbeatTimeoutMs: 1500, prefetchStandby: false });
   t.after(async () => {
     await d.close();
     procs.children.get('h2')?.kill('SIGCONT');
@@ -191,6 +195,7 @@ test('a frozen node (SIGSTOP: its link stays open) is caught by its missing hear
   assert.equal(ev.length, 1, JSON.stringify(ev));
   assert.deepEqual([ev[0].kind, ev[0].node, ev[0].replacement], ['standby', 'h2', 'hs']);
   assert.match(ev[0].cause, /no heartbeat for 1500 ms/);
+  assert.equal(d.nodes.statuses.get('hs')?.weightsFrom, 'broker', 'the standby built the stage from the retained weights of h2');
   procs.children.get('h2')!.kill('SIGCONT');
   // the thawed node reads its cleared assignment and stands by
   for (let i = 0; i < 200 && d.nodes.statuses.get('h2')?.deployment !== undefined; i++) await new Promise((r) => setTimeout(r, 50));
