@@ -60,6 +60,7 @@ export class Prefetcher {
   /** Fetch the stages of `list` that the cache lacks (a new list replaces the old one). */
   start(list: PrefetchList): void {
     const gen = ++this.generation;
+    this.fetching?.complete(); // a fetch of the old list ends (it may wait for chunks that never come)
     this.total = list.stages.length;
     this.held = 0;
     this.running = this.running.then(() => this.fetchAll(list, gen)).catch((err) => log.warn(`prefetch: ${errorMessage(err)}`));

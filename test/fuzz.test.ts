@@ -8,6 +8,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import mqtt from 'mqtt';
 import sharp from 'sharp';
@@ -23,7 +26,7 @@ import { initEngine } from '../lib/engine.js';
 import { DeferError } from '../lib/errors.js';
 import { frameOf } from '../node-red-nodes/defer-dispatcher.js';
 import { setLogLevel } from '../lib/log.js';
-import { decodeActivation, decodeAssignment, decodeStatus, decodeWeightChunk, encodeActivation, encodeAssignment, encodeCbor, encodeStatus, encodeWeightChunk } from '../lib/messages.js';
+import { decodeActivation, decodeAssignment, decodePrefetchList, decodeStatus, decodeWeightChunk, encodeActivation, encodeAssignment, encodeCbor, encodePrefetchList, encodeStatus, encodeWeightChunk } from '../lib/messages.js';
 import { loadFlatModel } from '../lib/model-source.js';
 import type { FlatModel } from '../lib/partition.js';
 import { decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
@@ -55,6 +58,7 @@ function samples(): Buffer[] {
       createdAt: 1,
     }),
     encodeWeightChunk({ deployment: 'd1', index: 0, count: 1, data: new Uint8Array(16) }),
+    encodePrefetchList({ deployment: 'd1', stages: [{ weightsNode: 'n2', manifest: { specs: [{ layer: 'dense', name: 'dense/0', shape: [2, 2], dtype: 'float32', offset: 0, bytes: 16 }], totalBytes: 16, sha256: 'a'.repeat(64), chunkBytes: 16, chunks: ['b'.repeat(64)] } }] }),
     encodeStatus({ node: 'n1', state: 'ready', at: 1, capabilities: { backend: 'wasm', calibrationMs: 20, calibrationCpuMs: 20, slowdown: 1, cores: 2, freeMemoryBytes: 1, totalMemoryBytes: 2, host: 'h' } }),
     encodeCbor({ id: 'x', tensor: raw }),
     Buffer.from(JSON.stringify({ id: 'j', shape: [4, 4, 2], data: Array(32).fill(0.5) })),
@@ -103,6 +107,7 @@ test('decoders: thousands of random and mutated messages give a value or a Defer
       typedOrValue(() => decodeActivation(b, 1 << 20));
       typedOrValue(() => decodeAssignment(b, 1 << 20));
       typedOrValue(() => decodeWeightChunk(b, 1 << 20));
+      typedOrValue(() => decodePrefetchList(b, 1 << 20));
       typedOrValue(() => decodeStatus(b));
       typedOrValue(() => parseFrame(b, 1 << 20));
       typedOrValue(() => frameOf({ payload: b }, 1 << 20));
@@ -145,11 +150,15 @@ after(async () => {
   await broker?.close();
 });
 
-test('handlers: an edge node and a serving dispatcher take 8,000 hostile messages and keep serving, memory flat', { timeout: 120_000 }, async () => {
+test('handlers: an edge node and a serving dispatcher take 9,000 hostile messages and keep serving, memory flat', { timeout: 120_000 }, async () => {
   broker = await startBroker({ host: '127.0.0.1', port: 0, maxPacketBytes: 1 << 20 });
   const nodes = ['z1', 'z2'].map((id) => new EdgeNode({ id, brokerUrl: broker.url, pipeline: 'fz', backend: 'wasm', maxMessageBytes: 1 << 20, maxQueue: 16, calibrate: false }));
   for (const n of nodes) await n.start();
   closers.push(...nodes.map((n) => () => n.close()));
+  // a standby with a weight cache: it reads prefetch lists
+  const spare = new EdgeNode({ id: 'z3', brokerUrl: broker.url, pipeline: 'fz', backend: 'wasm', maxMessageBytes: 1 << 20, maxQueue: 16, calibrate: false, weightCache: mkdtempSync(join(tmpdir(), 'defer-fuzz-cache-')) });
+  await spare.start();
+  closers.push(() => spare.close());
   const d = new Dispatcher({ brokerUrl: broker.url, pipeline: 'fz', chunkBytes: 4096, readyTimeoutMs: 20_000, frameTimeoutMs: 20_000, maxInFlight: 4, maxMessageBytes: 1 << 20, codec: 'lz4', qos: 1, progress: () => undefined });
   await d.connect();
   closers.push(() => d.close());
@@ -160,7 +169,7 @@ test('handlers: an edge node and a serving dispatcher take 8,000 hostile message
   closers.push(() => server.close());
   const attacker = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
   closers.push(() => attacker.endAsync());
-  const topics = [d.topics.stageIn(0), d.topics.stageIn(1), d.topics.nodeAssign('z1'), `${d.topics.root}/node/z2/weights/0`, d.topics.results(d.id), d.topics.frames('evil'), d.topics.nodeStatus('z1'), d.topics.nodeAlive('z2')];
+  const topics = [d.topics.stageIn(0), d.topics.stageIn(1), d.topics.nodeAssign('z1'), `${d.topics.root}/node/z2/weights/0`, d.topics.results(d.id), d.topics.frames('evil'), d.topics.nodeStatus('z1'), d.topics.nodeAlive('z2'), d.topics.nodePrefetch('z3')];
   const messages = fc.sample(hostile(samples()), { numRuns: 1000, seed: 11 });
   const check = async () => {
     const run = await runChain(dep, syntheticFrames(flat.inputShape, 3, 5));
@@ -178,7 +187,8 @@ test('handlers: an edge node and a serving dispatcher take 8,000 hostile message
   await server.idle();
   await check();
   const heapMB = (process.memoryUsage().heapUsed - heap0) / 1e6;
-  const rejected = nodes[0].counters.rejected + nodes[1].counters.rejected;
+  const rejected = nodes[0].counters.rejected + nodes[1].counters.rejected + spare.counters.rejected;
+  assert.ok(spare.counters.rejected > 300, `the standby rejected the prefetch lists it could not read (${spare.counters.rejected})`);
   const m = server.metrics();
   console.log(`# fuzz: ${messages.length * topics.length} hostile messages; nodes rejected ${rejected}, dropped ${nodes[0].counters.dropped + nodes[1].counters.dropped}; the server answered ${m.bad} bad frames of ${m.received}; heap ${heapMB >= 0 ? '+' : ''}${heapMB.toFixed(1)} MB`);
   assert.ok(rejected > 1000, 'the nodes rejected what they could not read');
