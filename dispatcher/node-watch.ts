@@ -14,8 +14,6 @@ export class NodeWatch {
   readonly lastSeen = new Map<string, number>();
   /** when each node last sent something live (a heartbeat, or a status as it was published, not one the broker kept) */
   readonly lastLive = new Map<string, number>();
-  /** nodes that send heartbeats, by their status (older nodes do not: they are judged by their status alone) */
-  readonly beating = new Set<string>();
   private listeners = new Set<() => void>();
   private readonly prefix: string;
 
@@ -43,8 +41,6 @@ export class NodeWatch {
       this.statuses.set(s.node, s);
       this.lastSeen.set(s.node, performance.now());
       if (!packet?.retain) this.lastLive.set(s.node, performance.now());
-      if (s.heartbeatMs) this.beating.add(s.node);
-      else this.beating.delete(s.node);
       for (const l of [...this.listeners]) l();
     } catch {
       // a status we cannot read is not ours to act on
@@ -65,7 +61,8 @@ export class NodeWatch {
   isUp(node: string, staleMs: number): boolean {
     const s = this.statuses.get(node);
     if (!s || s.state === 'offline') return false;
-    return !this.beating.has(node) || staleMs <= 0 || performance.now() - (this.lastSeen.get(node) ?? 0) <= staleMs;
+    // a node that sends no heartbeat (its status says so) is judged by its status alone
+    return !s.heartbeatMs || staleMs <= 0 || performance.now() - (this.lastSeen.get(node) ?? 0) <= staleMs;
   }
 
   onChange(listener: () => void): () => void {

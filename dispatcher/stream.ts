@@ -62,7 +62,7 @@ export class FrameStream {
   /** deployments whose results this stream accepts (the current one and those it replaced), with their stage counts */
   private readonly deployments = new Map<string, number>();
   private readonly done = new Set<string>();
-  private paused?: { reason: string; resumed: Promise<void>; resume(): void };
+  private paused?: { resumed: Promise<void>; resume(): void };
   private target: StreamTarget;
   private broken?: Error;
   /** results this stream does not know (foreign, or not from the last stage) */
@@ -81,10 +81,6 @@ export class FrameStream {
   ) {
     this.target = target;
     this.deployments.set(target.deployment, target.stageCount);
-  }
-
-  get current(): Readonly<StreamTarget> {
-    return this.target;
   }
 
   /** frames sent and not yet answered */
@@ -114,11 +110,11 @@ export class FrameStream {
   }
 
   /** Hold new frames (they wait in send()) while the chain is being mended; pending frames stay pending. */
-  pause(reason: string): void {
+  pause(): void {
     if (this.paused) return;
     let resume!: () => void;
     const resumed = new Promise<void>((r) => (resume = r));
-    this.paused = { reason, resumed, resume };
+    this.paused = { resumed, resume };
   }
 
   /**

@@ -168,15 +168,6 @@ export class Supervisor {
     this.dispatcher.mqtt.off('connect', this.onConnect);
   }
 
-  /** Resolves when no repair is under way (for tests and clean shutdown). */
-  async settled(): Promise<void> {
-    let last: Promise<void>;
-    do {
-      last = this.repairing;
-      await last;
-    } while (last !== this.repairing);
-  }
-
   /** The standbys: configured ones and nodes dropped from the chain, not in the chain now. */
   get standbys(): string[] {
     const inChain = new Set(this.deployment.plan.stages.map((s) => s.nodeId));
@@ -283,7 +274,7 @@ export class Supervisor {
     const t0 = performance.now();
     const at = Date.now();
     const before = d.plan.stages.map((s) => s.nodeId);
-    d.stream.pause('restoring the first split');
+    d.stream.pause();
     this.opts.progress(`back to ${nodes.length} stages: cuts ${this.first.cuts.join(', ')} on ${nodes.join(' -> ')} (was ${before.join(' -> ')})`);
     const { plan, deployMs } = await this.dispatcher.publishPlan(d.flat, nodes, this.first.cuts);
     const old = d.id;
@@ -304,7 +295,7 @@ export class Supervisor {
     if (stage?.nodeId !== node) return;
     const t0 = performance.now();
     const at = Date.now();
-    d.stream.pause(`node ${node} left the deployment`);
+    d.stream.pause();
     this.opts.progress(`node ${node} (stage ${k + 1}/${d.plan.stages.length} of ${d.id}) ${cause}: assigning it again`);
     await publish(this.dispatcher.mqtt, this.dispatcher.topics.nodeAssign(node), encodeAssignment({ ...stage.assignment, createdAt: Date.now() }), { qos: 1, retain: true });
     try {
@@ -326,7 +317,7 @@ export class Supervisor {
     const at = Date.now();
     const stream = d.stream;
     const n = d.plan.stages.length;
-    if (!paused) stream.pause(`node ${node} failed`);
+    if (!paused) stream.pause();
     this.opts.progress(`node ${node} (stage ${k + 1}/${n} of ${d.id}) is down (${cause}); ${stream.pendingCount} frames in flight are held`);
     const client = this.dispatcher.mqtt;
     const topics = this.dispatcher.topics;
@@ -389,7 +380,7 @@ export class Supervisor {
   private connectionLost(): void {
     if (this.stopped || this.lostAt) return;
     this.lostAt = Date.now();
-    this.deployment.stream.pause('broker connection lost');
+    this.deployment.stream.pause();
     this.opts.progress(`lost the broker; ${this.deployment.stream.pendingCount} frames in flight are held, new frames wait; reconnecting`);
   }
 

@@ -96,6 +96,8 @@ export class EdgeNode {
   private closed = false;
   private idleWaiters: (() => void)[] = [];
   private heartbeat?: NodeJS.Timeout;
+  /** a standby's prefetch into the weight cache (only with a cache) */
+  private prefetcher?: Prefetcher;
 
   constructor(opts: EdgeNodeOptions) {
     assertTopicName('node id', opts.id);
@@ -126,13 +128,10 @@ export class EdgeNode {
     // broker that restarted without persistence has lost the retained status: say it again
     this.client.on('offline', () => log.warn(`node ${this.opts.id}: lost the broker at ${this.opts.brokerUrl}; reconnecting`));
     this.client.on('connect', () => {
-      if (this.connectedOnce) {
-        log.info(`node ${this.opts.id}: reconnected to the broker`);
-        void this.setStatus(this.state);
-      }
-      this.connectedOnce = true;
+      // registered after the first connection: every 'connect' is a reconnection
+      log.info(`node ${this.opts.id}: reconnected to the broker`);
+      void this.setStatus(this.state);
     });
-    this.connectedOnce = true;
     await this.setStatus('online');
     const every = this.opts.heartbeatMs ?? 1000;
     if (every > 0) {
@@ -163,8 +162,6 @@ export class EdgeNode {
   get assignment(): Assignment | undefined {
     return this.stage?.assignment;
   }
-
-  private prefetcher?: Prefetcher;
 
   private status(state: NodeState, extra: Partial<NodeStatus> = {}): Omit<NodeStatus, 'v'> {
     const a = this.loading?.assignment ?? this.stage?.assignment;
@@ -226,7 +223,6 @@ export class EdgeNode {
     }
   }
 
-  private connectedOnce = false;
   private weightsTopic?: string;
   private standDowns = 0;
   private cache?: WeightCache;

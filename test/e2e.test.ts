@@ -132,18 +132,24 @@ test('defer up --serve + defer sensor as processes: MNIST digits as PNG frames, 
   await assert.rejects(mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 2000 }));
 });
 
+/** A node's process id, from its retained status (defer up's nodes are its children). */
+async function nodePid(url: string, node: string): Promise<number> {
+  const c = await mqtt.connectAsync(url, { reconnectPeriod: 0 });
+  let pid = 0;
+  c.on('message', (_t, p) => (pid = decodeStatus(p).pid ?? 0));
+  await c.subscribeAsync(`defer/default/node/${node}/status`);
+  for (let i = 0; i < 40 && !pid; i++) await new Promise((r) => setTimeout(r, 50));
+  await c.endAsync();
+  assert.ok(pid > 0, `${node} has a pid in its status`);
+  return pid;
+}
+
 test('defer up --standby 1: kill -9 of the middle node process mid-run; all 200 frames returned, bit-identical, the repair in the summary', { timeout: 180_000 }, async () => {
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
   const up = startProcess(['up', '--model', 'tiny', '--nodes', '3', '--standby', '1', '--slowdown', '8,8,8', '--frames', '200', '--port', String(port), '--json']);
   for (let i = 0; i < 600 && !up.log().includes('streaming 200 frames'); i++) await new Promise((r) => setTimeout(r, 50));
-  const c = await mqtt.connectAsync(url, { reconnectPeriod: 0 });
-  let pid = 0;
-  c.on('message', (_t, p) => (pid = decodeStatus(p).pid ?? 0));
-  await c.subscribeAsync('defer/default/node/n2/status');
-  for (let i = 0; i < 40 && !pid; i++) await new Promise((r) => setTimeout(r, 50));
-  await c.endAsync();
-  process.kill(pid, 'SIGKILL');
+  process.kill(await nodePid(url, 'n2'), 'SIGKILL');
   assert.equal(await exited(up.child), 0, up.log());
   const s = JSON.parse(up.log().split('\n').filter((l) => l.startsWith('{')).at(-1)!);
   assert.deepEqual([s.frames, s.framesReturned, s.maxAbsDiffVsLocal], [200, 200, 0]);
@@ -158,14 +164,7 @@ test('defer up --serve --standby 1 + defer sensor: kill -9 of a node process mid
   const up = startProcess(['up', '--serve', '--model', join(REAL_MODELS, 'mnist-keras'), '--nodes', '2', '--standby', '1', '--slowdown', '4,4', '--port', String(port), '--policy', 'queue', '--queue-size', '500', '--json']);
   for (let i = 0; i < 600 && !up.log().includes('stop with Ctrl-C'); i++) await new Promise((r) => setTimeout(r, 100));
   assert.match(up.log(), /started 1 standby node processes: s1/);
-  // n2's process id, from its retained status
-  const c = await mqtt.connectAsync(url, { reconnectPeriod: 0 });
-  let pid = 0;
-  c.on('message', (_t, p) => (pid = decodeStatus(p).pid ?? 0));
-  await c.subscribeAsync('defer/default/node/n2/status');
-  for (let i = 0; i < 40 && !pid; i++) await new Promise((r) => setTimeout(r, 50));
-  await c.endAsync();
-  assert.ok(pid > 0);
+  const pid = await nodePid(url, 'n2');
   const sensor = run(process.execPath, [CLI, 'sensor', '--device', 'cam1', '--mnist', '--count', '200', '--fps', '40', '--broker', url, '--json'], { cwd: ROOT, maxBuffer: 1 << 24 });
   await new Promise((r) => setTimeout(r, 1500));
   process.kill(pid, 'SIGKILL');

@@ -218,3 +218,13 @@ test('a node that goes away is reported offline by its Last Will', async () => {
   await watcher.endAsync();
   client.end(true);
 });
+
+test('a status speaks only for the node of its topic: a node cannot report another one offline', async () => {
+  const c = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });
+  await c.publishAsync(dispatcher.topics.nodeStatus('n1'), JSON.stringify({ v: 1, node: 'n2', state: 'offline', at: Date.now() }), { qos: 1 });
+  await c.publishAsync(dispatcher.topics.nodeStatus('ghost'), JSON.stringify({ v: 1, node: 'ghost', state: 'offline', at: Date.now() }), { qos: 1 });
+  for (let i = 0; i < 40 && !dispatcher.nodes.statuses.has('ghost'); i++) await new Promise((r) => setTimeout(r, 25));
+  await c.endAsync();
+  assert.equal(dispatcher.nodes.statuses.get('ghost')?.state, 'offline', 'a status on its own topic counts');
+  assert.notEqual(dispatcher.nodes.statuses.get('n2')?.state, 'offline', 'one on another node\'s topic does not');
+});
