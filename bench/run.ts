@@ -8,7 +8,8 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, hostname, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/schema.js';
 import { initEngine } from '../lib/engine.js';
@@ -20,7 +21,8 @@ import { type CodecRow, codecBench } from './codecs.js';
 import { type Shape, createLinks, netemCheck } from './netem.js';
 import { type PipelineRow, measurePipeline, raplMicrojoules } from './pipeline.js';
 
-const REAL_MODELS = join('..', 'shared', 'testdata', 'real-models');
+/** the real models kept with the tests (bench runs from dist/bench) */
+const REAL_MODELS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures', 'models');
 
 interface Plan {
   pipeline: { model: string; label: string; frames: number; maxNodes: number }[];

@@ -139,7 +139,7 @@ export const schema = {
     relayMsPerMB: { doc: 'CPU ms the broker and dispatcher spend per MB of messages relayed, charged to their host when nodes share it (measured with defer up on a 2-core VM).', format: int(0, 10_000), default: 2, env: 'DEFER_PLANNER_RELAY_MS_PER_MB' },
     relayMsPerMessage: { doc: 'CPU ms the broker and dispatcher spend per message relayed (a frame makes stages + 1), as relayMsPerMB.', format: int(0, 10_000), default: 4, env: 'DEFER_PLANNER_RELAY_MS_PER_MESSAGE' },
     order: { doc: 'best: try every order of the nodes along the chain; given: keep the order of dispatcher.nodes.', format: ['best', 'given'], default: 'best', env: 'DEFER_PLANNER_ORDER' },
-    cacheDir: { doc: 'Where profiles of zoo models are cached (profiles of model files are cached beside the model.json); empty: ~/.cache/defer.', format: String, default: '', env: 'DEFER_PLANNER_CACHE_DIR' },
+    cacheDir: { doc: 'Where model profiles are cached; empty: ~/.cache/defer for zoo models, beside the model.json for model files.', format: String, default: '', env: 'DEFER_PLANNER_CACHE_DIR' },
     refresh: { doc: 'Profile the model again even when a cached profile exists.', format: Boolean, default: false, env: 'DEFER_PLANNER_REFRESH' },
     replan: { doc: 'After the frames, compare measured stage times with predicted ones, re-plan with the measured figures, redeploy if the plan changed, and run the frames again.', format: Boolean, default: false, env: 'DEFER_PLANNER_REPLAN' },
     onlineTimeoutMs: { doc: 'How long the planner waits for the nodes to report their calibration.', format: int(1000, 3_600_000), default: 60_000, env: 'DEFER_PLANNER_ONLINE_TIMEOUT_MS' },

@@ -32,7 +32,7 @@ export interface ProfileOptions {
   /** zoo name or model path, as given by the user */
   modelSpec: string;
   backend: string;
-  /** folder for zoo models' profiles; '' means ~/.cache/defer */
+  /** folder for the profiles; '' means ~/.cache/defer for zoo models and beside the model.json for model files */
   cacheDir?: string;
   /** ignore a cached profile */
   refresh?: boolean;
@@ -55,6 +55,7 @@ export async function profilePath(opts: ProfileOptions, hash: string): Promise<s
   const file = (stem: string) => `${stem}.profile.${opts.backend}.${hash.slice(0, 16)}.json`;
   if (isZooName(opts.modelSpec)) return join(opts.cacheDir || join(homedir(), '.cache', 'defer'), file(opts.modelSpec));
   const modelJson = await resolveModelPath(opts.modelSpec);
+  if (opts.cacheDir) return join(opts.cacheDir, file(`${basename(dirname(modelJson))}-${basename(modelJson, '.json')}`));
   return join(dirname(modelJson), file(basename(modelJson, '.json')));
 }
 

@@ -1,5 +1,7 @@
 /** Shared test helpers. */
+import { mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tf } from '../lib/engine.js';
@@ -8,7 +10,15 @@ import { buildStageModel } from '../lib/partition.js';
 
 /** Repository root (tests run from dist/test). */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const REAL_MODELS = join(ROOT, '..', 'shared', 'testdata', 'real-models');
+/** Real exported models and photos, kept in the repository (see test/fixtures/README.md). */
+export const FIXTURES = join(ROOT, 'test', 'fixtures');
+export const REAL_MODELS = join(FIXTURES, 'models');
+export const IMAGES = join(FIXTURES, 'images');
+
+// Tests write nothing into the working tree or the user's caches: profiles and weight caches go
+// to temporary folders, for this process and the child processes it starts.
+process.env.DEFER_PLANNER_CACHE_DIR ??= mkdtempSync(join(tmpdir(), 'defer-test-profiles-'));
+process.env.DEFER_NODE_WEIGHT_CACHE ??= mkdtempSync(join(tmpdir(), 'defer-test-weights-'));
 export const CLI = join(ROOT, 'dist', 'cli', 'defer.js');
 
 /** Run `input` through the stages cut at `cuts`, each built as an edge node builds it. */

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { createRequire } from 'node:module';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { startBroker, type RunningBroker } from '../broker/broker.js';
@@ -22,7 +23,7 @@ import { loadFlatModel } from '../lib/model-source.js';
 import type { FlatModel } from '../lib/partition.js';
 import { preprocessImage } from '../lib/preprocess.js';
 import { encodeTensor } from '../lib/tensor-codec.js';
-import { REAL_MODELS, sameBits } from './helpers.js';
+import { IMAGES, REAL_MODELS, sameBits } from './helpers.js';
 import { TestDevice } from './helpers-device.js';
 
 const require = createRequire(import.meta.url);
@@ -120,13 +121,27 @@ test('MNIST: real digits as PNG frames through the Keras CNN split over 2 nodes 
   flat.model.dispose();
 });
 
-test('Teachable Machine model: JPEG frames of any size, labels from its metadata.json, results equal the local run', { timeout: 180_000 }, async () => {
+test('Teachable Machine model: JPEG frames of any size (real photos and synthetic), labels from its metadata.json, results equal the local run', { timeout: 180_000 }, async () => {
   const spec = join(REAL_MODELS, 'tm-aircraft');
   const { flat, server, input, meta } = await serveModel(spec, ['block_12_add']);
   assert.deepEqual(meta.labels, ['a320', 'a321', 'a400m', 'a340', '777', '747']);
   assert.equal(meta.teachableMachine, true);
   assert.deepEqual(input.preprocess!.range, [-1, 1]);
   const device = await TestDevice.connect(broker.url, PIPE, 'cam-tm');
+  const check = async (jpeg: Buffer) => {
+    const r = await device.request(jpeg);
+    assert.equal(r.ok, true, JSON.stringify(r.error));
+    assert.equal(r.format, 'json');
+    assert.equal(r.top!.length, 5);
+    assert.ok(r.top!.every((t) => meta.labels!.includes(t.label) && t.label === meta.labels![t.index]));
+    const local = await localOutput(flat, await preprocessImage(jpeg, input.preprocess!));
+    const best = local.indexOf(Math.max(...local));
+    assert.equal(r.top![0].label, meta.labels![best]);
+    assert.equal(r.top![0].score, local[best], 'the score is the local float32 score, exactly');
+  };
+  const photos = readdirSync(IMAGES).filter((f) => f.endsWith('.JPEG'));
+  assert.equal(photos.length, 3);
+  for (const f of photos) await check(readFileSync(join(IMAGES, f)));
   for (const [w, h, seed] of [
     [320, 240, 1],
     [224, 224, 2],
@@ -143,16 +158,7 @@ test('Teachable Machine model: JPEG frames of any size, labels from its metadata
         px[o + 1] = (y * 255) / h;
         px[o + 2] = s % 256;
       }
-    const jpeg = await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 85 }).toBuffer();
-    const r = await device.request(jpeg);
-    assert.equal(r.ok, true, JSON.stringify(r.error));
-    assert.equal(r.format, 'json');
-    assert.equal(r.top!.length, 5);
-    assert.ok(r.top!.every((t) => meta.labels!.includes(t.label) && t.label === meta.labels![t.index]));
-    const local = await localOutput(flat, await preprocessImage(jpeg, input.preprocess!));
-    const best = local.indexOf(Math.max(...local));
-    assert.equal(r.top![0].label, meta.labels![best]);
-    assert.equal(r.top![0].score, local[best], 'the score is the local float32 score, exactly');
+    await check(await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 85 }).toBuffer());
   }
   await server.close();
   await device.close();
