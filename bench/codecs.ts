@@ -8,11 +8,11 @@
  * (the rest of the model run on the decoded activation).
  */
 import { createRequire } from 'node:module';
-import { tf } from '../lib/engine.js';
-import { decodeActivation, encodeActivation } from '../lib/messages.js';
-import { buildStageModel, type FlatModel } from '../lib/partition.js';
-import { round } from '../lib/stats.js';
-import { decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
+import { tf } from '../lib/model/engine.js';
+import { decodeActivation, encodeActivation } from '../lib/protocol/messages.js';
+import { buildStageModel, type FlatModel } from '../lib/model/partition.js';
+import { round } from '../lib/core/stats.js';
+import { decodeTensor, encodeTensor } from '../lib/protocol/tensor-codec.js';
 
 const require = createRequire(import.meta.url);
 const lz4 = require('lz4') as { encodeBound(n: number): number; encodeBlock(s: Uint8Array, d: Uint8Array): number; decodeBlock(s: Uint8Array, d: Uint8Array): number };

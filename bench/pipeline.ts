@@ -9,11 +9,11 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Local, type UpOptions, withLocalDeployment } from '../cli/up.js';
 import type { DeferConfig } from '../config/schema.js';
-import { chooseSplit } from '../dispatcher/run-deployment.js';
-import { type LocalRun, runChain, runLocal, summarise } from '../dispatcher/run-frames.js';
-import { hopLatencies } from '../dispatcher/frame-server.js';
-import { syntheticFrames } from '../lib/frames.js';
-import { mean, round } from '../lib/stats.js';
+import { chooseSplit } from '../dispatcher/run/deploy-and-run.js';
+import { type LocalRun, runChain, runLocal, summarise } from '../dispatcher/run/measure-run.js';
+import { hopLatencies } from '../dispatcher/serving/device-server.js';
+import { syntheticFrames } from '../lib/model/synthetic-frames.js';
+import { mean, round } from '../lib/core/stats.js';
 
 export interface PipelineRow {
   model: string;

@@ -13,8 +13,8 @@ import { randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { DeferError, errorMessage } from '../lib/errors.js';
-import { log } from '../lib/log.js';
+import { DeferError, errorMessage } from '../lib/core/errors.js';
+import { log } from '../lib/core/log.js';
 
 export type Role = 'dispatcher' | 'node' | 'sensor' | 'admin';
 export const ROLES: readonly Role[] = ['dispatcher', 'node', 'sensor', 'admin'];

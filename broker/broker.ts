@@ -11,8 +11,8 @@ import { createServer as createTlsServer } from 'node:tls';
 import { Aedes } from 'aedes';
 import { type AuthHook, type Principal, type UserRecord, authenticateUser, mayPublish, maySubscribe } from './auth.js';
 import { DEFAULT_TOPIC_LIMITS, type TopicLimits, limitFor } from './topic-limits.js';
-import { DeferError } from '../lib/errors.js';
-import { log } from '../lib/log.js';
+import { DeferError } from '../lib/core/errors.js';
+import { log } from '../lib/core/log.js';
 
 export interface BrokerOptions {
   host: string;

@@ -4,7 +4,7 @@
  * (mosquitto_passwd); the usernames must match.
  */
 import { type UserRecord, aclFor } from './auth.js';
-import { DeferError } from '../lib/errors.js';
+import { DeferError } from '../lib/core/errors.js';
 
 /** A Mosquitto acl_file granting each user its role's topics (docs/reliability-and-security.md). */
 export function mosquittoAcl(users: UserRecord[]): string {

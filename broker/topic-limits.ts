@@ -6,7 +6,7 @@
  * that a client cannot fill a dispatcher or node with megabytes of status.
  */
 import { filterWithin } from './auth.js';
-import { DeferError } from '../lib/errors.js';
+import { DeferError } from '../lib/core/errors.js';
 
 /** pattern (relative to defer/<pipeline>/) -> bytes */
 export type TopicLimits = Record<string, number>;

@@ -4,8 +4,8 @@
  */
 import { parseArgs } from 'node:util';
 import { type DeferConfig, loadConfig } from '../config/schema.js';
-import { DeferError } from '../lib/errors.js';
-import { setLogLevel } from '../lib/log.js';
+import { DeferError } from '../lib/core/errors.js';
+import { setLogLevel } from '../lib/core/log.js';
 
 export interface FlagSpec {
   /** configuration key the flag sets, e.g. 'dispatcher.model'; omitted for command-local flags */

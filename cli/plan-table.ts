@@ -1,7 +1,7 @@
 /** `defer plan` output: one row per stage. */
-import type { AutoPlan } from '../dispatcher/auto-plan.js';
-import type { FlatModel, StagePlan } from '../lib/partition.js';
-import type { PipelinePlan, PlannedStage } from '../lib/planner.js';
+import type { AutoPlan } from '../lib/planning/auto-plan.js';
+import type { FlatModel, StagePlan } from '../lib/model/partition.js';
+import type { PipelinePlan, PlannedStage } from '../lib/planning/optimiser.js';
 
 export interface PlanReport {
   model: string;

@@ -9,13 +9,13 @@ import { readdir, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { extname, join } from 'node:path';
 import sharp from 'sharp';
-import { DeferError, errorMessage } from '../lib/errors.js';
-import { log } from '../lib/log.js';
-import { encodeCbor } from '../lib/messages.js';
-import { type BrokerAuth, closeMqtt, connectMqtt } from '../lib/mqtt-connect.js';
-import { mean, percentile, round } from '../lib/stats.js';
-import { assertTopicName, topicsFor } from '../lib/topics.js';
-import { prng } from '../lib/zoo.js';
+import { DeferError, errorMessage } from '../lib/core/errors.js';
+import { log } from '../lib/core/log.js';
+import { encodeCbor } from '../lib/protocol/messages.js';
+import { type BrokerAuth, closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
+import { mean, percentile, round } from '../lib/core/stats.js';
+import { assertTopicName, topicsFor } from '../lib/protocol/topics.js';
+import { prng } from '../lib/model/zoo.js';
 
 export type SensorSource = { kind: 'images'; dir: string } | { kind: 'synthetic'; width: number; height: number } | { kind: 'mnist' };
 

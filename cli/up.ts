@@ -7,17 +7,17 @@
 import { startBroker } from '../broker/broker.js';
 import type { DeferConfig } from '../config/schema.js';
 import { Dispatcher } from '../dispatcher/dispatcher.js';
-import { defaultCuts, modelProfile } from '../dispatcher/auto-plan.js';
-import { chooseSplit, deployAndRun } from '../dispatcher/run-deployment.js';
-import type { ServeMetrics } from '../dispatcher/frame-server.js';
-import { servingBanner, startServing } from '../dispatcher/serving.js';
-import type { FlatModel } from '../lib/partition.js';
-import { type RunSummary, formatSummary } from '../dispatcher/run-frames.js';
-import type { Capabilities } from '../lib/calibrate.js';
-import { initEngine } from '../lib/engine.js';
-import { DeferError } from '../lib/errors.js';
-import { log } from '../lib/log.js';
-import { loadFlatModel } from '../lib/model-source.js';
+import { defaultCuts, modelProfile } from '../lib/planning/auto-plan.js';
+import { chooseSplit, deployAndRun } from '../dispatcher/run/deploy-and-run.js';
+import type { ServeMetrics } from '../dispatcher/serving/device-server.js';
+import { servingBanner, startServing } from '../dispatcher/serving/start-serving.js';
+import type { FlatModel } from '../lib/model/partition.js';
+import { type RunSummary, formatSummary } from '../dispatcher/run/measure-run.js';
+import type { Capabilities } from '../lib/planning/calibrate.js';
+import { initEngine } from '../lib/model/engine.js';
+import { DeferError } from '../lib/core/errors.js';
+import { log } from '../lib/core/log.js';
+import { loadFlatModel } from '../lib/model/model-source.js';
 import { NodeProcesses } from './node-processes.js';
 
 export interface UpOptions {

@@ -8,8 +8,8 @@ import convict from 'convict';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { BACKEND_CHOICES } from '../lib/engine.js';
-import { DeferError, errorMessage } from '../lib/errors.js';
+import { BACKEND_CHOICES } from '../lib/model/engine.js';
+import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { DEFAULT_TOPIC_LIMITS, type TopicLimits, checkTopicLimits } from '../broker/topic-limits.js';
 
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;

@@ -4,16 +4,16 @@
  */
 import type { MqttClient } from 'mqtt';
 import { randomBytes } from 'node:crypto';
-import { log } from '../lib/log.js';
-import { closeMqtt, connectMqtt } from '../lib/mqtt-connect.js';
-import { type FlatModel, sha256 } from '../lib/partition.js';
-import type { Codec } from '../lib/tensor-codec.js';
-import { assertTopicName, topicsFor, type Topics } from '../lib/topics.js';
-import { type DeploymentPlan, packageDeployment, publishDeployment } from './deploy.js';
-import { type Assignment, decodeAssignment } from '../lib/messages.js';
-import { NodeWatch } from './node-watch.js';
-import { FrameStream } from './stream.js';
-import { type FailurePolicy, Supervisor } from './supervisor.js';
+import { log } from '../lib/core/log.js';
+import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
+import { type FlatModel, sha256 } from '../lib/model/partition.js';
+import type { Codec } from '../lib/protocol/tensor-codec.js';
+import { assertTopicName, topicsFor, type Topics } from '../lib/protocol/topics.js';
+import { type DeploymentPlan, packageDeployment, publishDeployment } from './deploy/deployment-package.js';
+import { type Assignment, decodeAssignment } from '../lib/protocol/messages.js';
+import { NodeWatch } from './deploy/node-watch.js';
+import { FrameStream } from './chain/frame-stream.js';
+import { type FailurePolicy, Supervisor } from './chain/supervisor.js';
 
 export interface DispatcherOptions {
   brokerUrl: string;

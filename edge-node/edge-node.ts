@@ -4,10 +4,10 @@
  * input topic, forwarding the result to its output topic.
  */
 import type { MqttClient } from 'mqtt';
-import { initEngine, tf, type BackendChoice } from '../lib/engine.js';
-import { now } from '../lib/clock.js';
-import { DeferError, errorMessage } from '../lib/errors.js';
-import { log } from '../lib/log.js';
+import { initEngine, tf, type BackendChoice } from '../lib/model/engine.js';
+import { now } from '../lib/core/clock.js';
+import { DeferError, errorMessage } from '../lib/core/errors.js';
+import { log } from '../lib/core/log.js';
 import {
   type Activation,
   type Assignment,
@@ -20,14 +20,14 @@ import {
   decodeWeightChunk,
   encodeActivation,
   encodeStatus,
-} from '../lib/messages.js';
-import { closeMqtt, connectMqtt, publish } from '../lib/mqtt-connect.js';
-import { buildStageModel, sha256 } from '../lib/partition.js';
-import { type Capabilities, calibrate } from '../lib/calibrate.js';
-import { WeightCache } from '../lib/weight-cache.js';
+} from '../lib/protocol/messages.js';
+import { closeMqtt, connectMqtt, publish } from '../lib/mqtt/connect.js';
+import { buildStageModel, sha256 } from '../lib/model/partition.js';
+import { type Capabilities, calibrate } from '../lib/planning/calibrate.js';
+import { WeightCache } from './weight-cache.js';
 import { Prefetcher } from './prefetch.js';
-import { decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
-import { assertTopicName, chunkIndexOf, topicsFor, type Topics } from '../lib/topics.js';
+import { decodeTensor, encodeTensor } from '../lib/protocol/tensor-codec.js';
+import { assertTopicName, chunkIndexOf, topicsFor, type Topics } from '../lib/protocol/topics.js';
 
 export interface EdgeNodeOptions {
   id: string;

@@ -5,12 +5,12 @@
  * stage needs no transfer. Stops as soon as the node is given a stage.
  */
 import type { MqttClient } from 'mqtt';
-import { errorMessage } from '../lib/errors.js';
-import { log } from '../lib/log.js';
-import { type PrefetchList, type WeightManifest, decodeWeightChunk } from '../lib/messages.js';
-import { sha256 } from '../lib/partition.js';
-import type { Topics } from '../lib/topics.js';
-import type { WeightCache } from '../lib/weight-cache.js';
+import { errorMessage } from '../lib/core/errors.js';
+import { log } from '../lib/core/log.js';
+import { type PrefetchList, type WeightManifest, decodeWeightChunk } from '../lib/protocol/messages.js';
+import { sha256 } from '../lib/model/partition.js';
+import type { Topics } from '../lib/protocol/topics.js';
+import type { WeightCache } from './weight-cache.js';
 
 interface Fetching {
   deployment: string;

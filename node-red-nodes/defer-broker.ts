@@ -11,8 +11,8 @@
  */
 import type { MqttClient } from 'mqtt';
 import { type RunningBroker, startBroker } from '../broker/broker.js';
-import { errorMessage } from '../lib/errors.js';
-import { closeMqtt, connectMqtt } from '../lib/mqtt-connect.js';
+import { errorMessage } from '../lib/core/errors.js';
+import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
 import type { NodeAPI, RedNode } from './red.js';
 import { NAME } from './red.js';
 

@@ -6,18 +6,18 @@
  * same message with `payload` (the output scores), `topk` (labels where the
  * model has them), `frameId`, `latencyMs` and `hops`.
  */
-import { defaultCuts } from '../dispatcher/auto-plan.js';
+import { defaultCuts } from '../lib/planning/auto-plan.js';
 import { Dispatcher, type Deployment } from '../dispatcher/dispatcher.js';
-import { hopLatencies, topK } from '../dispatcher/frame-server.js';
-import { modelInputFor } from '../dispatcher/serving.js';
+import { hopLatencies, topK } from '../dispatcher/serving/device-server.js';
+import { modelInputFor } from '../dispatcher/serving/start-serving.js';
 import { loadConfig } from '../config/schema.js';
-import { type DeviceFrame, type ModelInput, frameTensor, parseFrame } from '../lib/device-frame.js';
-import { initEngine } from '../lib/engine.js';
-import { errorMessage } from '../lib/errors.js';
-import { loadModelMeta } from '../lib/labels.js';
-import { loadFlatModel } from '../lib/model-source.js';
-import type { FlatModel } from '../lib/partition.js';
-import type { RawTensor } from '../lib/tensor-codec.js';
+import { type DeviceFrame, type ModelInput, frameTensor, parseFrame } from '../lib/protocol/device-frame.js';
+import { initEngine } from '../lib/model/engine.js';
+import { errorMessage } from '../lib/core/errors.js';
+import { loadModelMeta } from '../lib/model/labels.js';
+import { loadFlatModel } from '../lib/model/model-source.js';
+import type { FlatModel } from '../lib/model/partition.js';
+import type { RawTensor } from '../lib/protocol/tensor-codec.js';
 import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
 import { NAME, type NodeAPI, type NodeMessage, type RedNode, nameList, positiveInt, short } from './red.js';
 

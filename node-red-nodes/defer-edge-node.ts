@@ -5,8 +5,8 @@
  * per second. It has no wires: its work arrives and leaves over MQTT.
  */
 import { EdgeNode } from '../edge-node/edge-node.js';
-import { BACKEND_CHOICES, type BackendChoice } from '../lib/engine.js';
-import { errorMessage } from '../lib/errors.js';
+import { BACKEND_CHOICES, type BackendChoice } from '../lib/model/engine.js';
+import { errorMessage } from '../lib/core/errors.js';
 import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
 import { NAME, type NodeAPI, type RedNode, positiveInt, short } from './red.js';
 

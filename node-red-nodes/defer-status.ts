@@ -5,9 +5,9 @@
  * parsed status (see docs/protocol.md) or counters.
  */
 import type { MqttClient } from 'mqtt';
-import { errorMessage } from '../lib/errors.js';
-import { decodeStatus } from '../lib/messages.js';
-import { topicsFor } from '../lib/topics.js';
+import { errorMessage } from '../lib/core/errors.js';
+import { decodeStatus } from '../lib/protocol/messages.js';
+import { topicsFor } from '../lib/protocol/topics.js';
 import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
 import { type NodeAPI, type RedNode, short } from './red.js';
 

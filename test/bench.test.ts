@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { ROOT } from './helpers.js';
+import { ROOT } from './helpers/common.js';
 
 /** Every leaf of `x` that is not a string, boolean or allowed null must be a finite number. */
 function badFigures(x: unknown, path: string, allowNull: RegExp): string[] {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CodecError, EnvelopeError } from '../lib/errors.js';
-import { decodeActivation, decodeAssignment, decodeStatus, decodeWeightChunk, encodeActivation, encodeCbor } from '../lib/messages.js';
-import { DTYPES, type DType, type RawTensor, decodeTensor, encodeTensor } from '../lib/tensor-codec.js';
-import { prng } from '../lib/zoo.js';
+import { CodecError, EnvelopeError } from '../lib/core/errors.js';
+import { decodeActivation, decodeAssignment, decodeStatus, decodeWeightChunk, encodeActivation, encodeCbor } from '../lib/protocol/messages.js';
+import { DTYPES, type DType, type RawTensor, decodeTensor, encodeTensor } from '../lib/protocol/tensor-codec.js';
+import { prng } from '../lib/model/zoo.js';
 
 function bytesOf(t: RawTensor): Buffer {
   return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);

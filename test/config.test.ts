@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseCommand } from '../cli/args.js';
 import { configurationDoc, loadConfig } from '../config/schema.js';
-import { ROOT } from './helpers.js';
+import { ROOT } from './helpers/common.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'defer-config-'));
 

@@ -10,8 +10,8 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import sharp from 'sharp';
-import { decodeStatus } from '../lib/messages.js';
-import { CLI, REAL_MODELS, ROOT, freePort } from './helpers.js';
+import { decodeStatus } from '../lib/protocol/messages.js';
+import { CLI, REAL_MODELS, ROOT, freePort } from './helpers/common.js';
 
 const run = promisify(execFile);
 

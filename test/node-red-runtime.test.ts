@@ -16,11 +16,11 @@ import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import sharp from 'sharp';
 import { loadConfig } from '../config/schema.js';
-import { modelInputFor } from '../dispatcher/serving.js';
-import { initEngine, tf } from '../lib/engine.js';
-import { loadFlatModel } from '../lib/model-source.js';
-import { preprocessImage } from '../lib/preprocess.js';
-import { ROOT, freePort } from './helpers.js';
+import { modelInputFor } from '../dispatcher/serving/start-serving.js';
+import { initEngine, tf } from '../lib/model/engine.js';
+import { loadFlatModel } from '../lib/model/model-source.js';
+import { preprocessImage } from '../lib/model/preprocess.js';
+import { ROOT, freePort } from './helpers/common.js';
 
 const require = createRequire(import.meta.url);
 const PKG = '@defer-mqtt/node-red-defer';

@@ -15,12 +15,12 @@ import deferDispatcher from '../node-red-nodes/defer-dispatcher.js';
 import deferEdgeNode from '../node-red-nodes/defer-edge-node.js';
 import deferStatus from '../node-red-nodes/defer-status.js';
 import { loadConfig } from '../config/schema.js';
-import { modelInputFor } from '../dispatcher/serving.js';
-import { initEngine, tf } from '../lib/engine.js';
-import { setLogLevel } from '../lib/log.js';
-import { loadFlatModel } from '../lib/model-source.js';
-import { preprocessImage } from '../lib/preprocess.js';
-import { freePort } from './helpers.js';
+import { modelInputFor } from '../dispatcher/serving/start-serving.js';
+import { initEngine, tf } from '../lib/model/engine.js';
+import { setLogLevel } from '../lib/core/log.js';
+import { loadFlatModel } from '../lib/model/model-source.js';
+import { preprocessImage } from '../lib/model/preprocess.js';
+import { freePort } from './helpers/common.js';
 
 const require = createRequire(import.meta.url);
 // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -3,16 +3,16 @@ import { before, test } from 'node:test';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initEngine, tf } from '../lib/engine.js';
-import { CutError } from '../lib/errors.js';
-import { minMaxCuts } from '../lib/graph.js';
-import { loadModel } from '../lib/model-source.js';
-import { FlatModel } from '../lib/partition.js';
-import { prng } from '../lib/zoo.js';
-import { profileSegments } from '../lib/profile.js';
-import { chooseCuts } from '../lib/choose-cuts.js';
-import { setLogLevel } from '../lib/log.js';
-import { REAL_MODELS, predict, runChained, sameBits } from './helpers.js';
+import { initEngine, tf } from '../lib/model/engine.js';
+import { CutError } from '../lib/core/errors.js';
+import { minMaxCuts } from '../lib/model/graph.js';
+import { loadModel } from '../lib/model/model-source.js';
+import { FlatModel } from '../lib/model/partition.js';
+import { prng } from '../lib/model/zoo.js';
+import { profileSegments } from '../lib/planning/profile.js';
+import { chooseCuts } from '../lib/planning/balanced-cuts.js';
+import { setLogLevel } from '../lib/core/log.js';
+import { REAL_MODELS, predict, runChained, sameBits } from './helpers/common.js';
 
 before(async () => {
   setLogLevel('warn');

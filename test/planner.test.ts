@@ -9,16 +9,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { promisify } from 'node:util';
-import type { Capabilities } from '../lib/calibrate.js';
-import { DeferError } from '../lib/errors.js';
-import { initEngine } from '../lib/engine.js';
-import { setLogLevel } from '../lib/log.js';
-import { loadFlatModel } from '../lib/model-source.js';
-import { costModelOf, planNodes, remeasuredNodes } from '../lib/plan-inputs.js';
-import { type CostModel, type PlanNode, evaluateSplit, planPipeline } from '../lib/planner.js';
-import { getProfile } from '../lib/profile-cache.js';
-import { prng } from '../lib/zoo.js';
-import { CLI, ROOT } from './helpers.js';
+import type { Capabilities } from '../lib/planning/calibrate.js';
+import { DeferError } from '../lib/core/errors.js';
+import { initEngine } from '../lib/model/engine.js';
+import { setLogLevel } from '../lib/core/log.js';
+import { loadFlatModel } from '../lib/model/model-source.js';
+import { costModelOf, planNodes, remeasuredNodes } from '../lib/planning/plan-inputs.js';
+import { type CostModel, type PlanNode, evaluateSplit, planPipeline } from '../lib/planning/optimiser.js';
+import { getProfile } from '../lib/planning/profile-cache.js';
+import { prng } from '../lib/model/zoo.js';
+import { CLI, ROOT } from './helpers/common.js';
 
 const run = promisify(execFile);
 

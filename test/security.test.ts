@@ -16,13 +16,13 @@ import { addUser, filterWithin, hashPassword, loadAuthHook, mayPublish, maySubsc
 import { DEFAULT_TOPIC_LIMITS, checkTopicLimits, limitFor } from '../broker/topic-limits.js';
 import { startBroker, type RunningBroker } from '../broker/broker.js';
 import { Dispatcher } from '../dispatcher/dispatcher.js';
-import { runChain } from '../dispatcher/run-frames.js';
+import { runChain } from '../dispatcher/run/measure-run.js';
 import { EdgeNode } from '../edge-node/edge-node.js';
-import { initEngine } from '../lib/engine.js';
-import { syntheticFrames } from '../lib/frames.js';
-import { setLogLevel } from '../lib/log.js';
-import { loadFlatModel } from '../lib/model-source.js';
-import { CLI, ROOT, freePort } from './helpers.js';
+import { initEngine } from '../lib/model/engine.js';
+import { syntheticFrames } from '../lib/model/synthetic-frames.js';
+import { setLogLevel } from '../lib/core/log.js';
+import { loadFlatModel } from '../lib/model/model-source.js';
+import { CLI, ROOT, freePort } from './helpers/common.js';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'defer-sec-'));

@@ -1,0 +1,275 @@
+/**
+ * Streaming frames through a deployed chain: each frame is sent into stage 0
+ * with a bounded number in flight, and its result matched back by frame id,
+ * with its end-to-end latency and the bytes it took on every hop.
+ *
+ * Nothing is lost when the chain breaks: every frame stays pending (with its
+ * encoded input) until its result arrives, so the supervisor can pause the
+ * stream, mend the chain (a standby, a merged stage, a reconnected broker),
+ * retarget it, and send every pending frame again. A frame's first result is
+ * delivered; later copies are dropped by frame id and counted.
+ */
+import type { MqttClient } from 'mqtt';
+import { now } from '../../lib/core/clock.js';
+import { DeferError, errorMessage } from '../../lib/core/errors.js';
+import { log } from '../../lib/core/log.js';
+import { type Hop, decodeActivation, encodeActivation } from '../../lib/protocol/messages.js';
+import { publish } from '../../lib/mqtt/connect.js';
+import { type Codec, type RawTensor, type WireTensor, decodeTensor, encodeTensor } from '../../lib/protocol/tensor-codec.js';
+
+export interface FrameResult {
+  frame: string;
+  device: string;
+  output: RawTensor;
+  latencyMs: number;
+  /** when the dispatcher sent it (epoch ms, see lib/clock.ts) */
+  sentAt: number;
+  /** bytes of each message on the wire: dispatcher -> stage 0, stage 0 -> stage 1, ..., last stage -> dispatcher */
+  hopBytes: number[];
+  hops: Hop[];
+}
+
+export interface StreamTarget {
+  deployment: string;
+  stageCount: number;
+  inputTopic: string;
+  resultTopic: string;
+  codec: Codec;
+  qos: 0 | 1;
+}
+
+interface Pending {
+  device: string;
+  tensor: WireTensor;
+  sentAt: number;
+  bytesOut: number;
+  /** times sent into the chain */
+  sends: number;
+  timer?: NodeJS.Timeout;
+  resolve(r: FrameResult): void;
+  reject(e: Error): void;
+}
+
+/** frame ids remembered after their result, to tell a duplicate from a stranger */
+const DONE_MEMORY = 8192;
+
+export class FrameStream {
+  private pending = new Map<string, Pending>();
+  private seq = 0;
+  private slots: (() => void)[] = [];
+  private inFlight = 0;
+  private readonly onMessage = (topic: string, payload: Buffer) => this.handle(topic, payload);
+  /** deployments whose results this stream accepts (the current one and those it replaced), with their stage counts */
+  private readonly deployments = new Map<string, number>();
+  private readonly done = new Set<string>();
+  private paused?: { resumed: Promise<void>; resume(): void };
+  private target: StreamTarget;
+  private broken?: Error;
+  /** results this stream does not know (foreign, or not from the last stage) */
+  unmatched = 0;
+  /** second and later results of a frame (after frames were sent again), dropped */
+  duplicates = 0;
+  /** frames sent again after the chain was mended */
+  resent = 0;
+  /** the longest a node spent on one frame (decode + compute + encode, from the hop records), ms: its event loop was busy that long */
+  readonly busyMs = new Map<string, number>();
+
+  constructor(
+    private readonly client: MqttClient,
+    target: StreamTarget,
+    private readonly opts: { maxInFlight: number; frameTimeoutMs: number; maxMessageBytes: number },
+  ) {
+    this.target = target;
+    this.deployments.set(target.deployment, target.stageCount);
+  }
+
+  /** frames sent and not yet answered */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  get isPaused(): boolean {
+    return this.paused !== undefined;
+  }
+
+  /**
+   * The chain cannot be mended: every pending frame and every later send
+   * fails with `err`.
+   */
+  fail(err: Error): void {
+    this.broken = err;
+    for (const [frame, p] of this.pending) {
+      clearTimeout(p.timer);
+      this.pending.delete(frame);
+      this.release();
+      p.reject(err);
+    }
+    const paused = this.paused;
+    this.paused = undefined;
+    paused?.resume();
+  }
+
+  /** Hold new frames (they wait in send()) while the chain is being mended; pending frames stay pending. */
+  pause(): void {
+    if (this.paused) return;
+    let resume!: () => void;
+    const resumed = new Promise<void>((r) => (resume = r));
+    this.paused = { resumed, resume };
+  }
+
+  /**
+   * The chain works again, possibly as another deployment (`to`): send every
+   * pending frame into it again (their timeouts start again), then let new
+   * frames through. Returns how many were sent again.
+   */
+  async resume(to?: Partial<StreamTarget>): Promise<number> {
+    if (to) await this.retarget({ ...this.target, ...to });
+    const again = [...this.pending.keys()];
+    for (const frame of again) void this.transmit(frame); // not awaited: a broker that goes again must not hold the supervisor
+    this.resent += again.length;
+    const p = this.paused;
+    this.paused = undefined;
+    p?.resume();
+    return again.length;
+  }
+
+  private async retarget(next: StreamTarget): Promise<void> {
+    const old = this.target;
+    this.target = next;
+    this.deployments.set(next.deployment, next.stageCount);
+    if (next.resultTopic !== old.resultTopic) {
+      await this.client.subscribeAsync(next.resultTopic, { qos: next.qos });
+      await this.client.unsubscribeAsync(old.resultTopic).catch(() => undefined);
+    }
+  }
+
+  /** frames that may be in the chain at once */
+  get maxInFlight(): number {
+    return this.opts.maxInFlight;
+  }
+
+  async open(): Promise<void> {
+    this.client.on('message', this.onMessage);
+    await this.client.subscribeAsync(this.target.resultTopic, { qos: this.target.qos });
+  }
+
+  async close(): Promise<void> {
+    this.client.off('message', this.onMessage);
+    for (const [frame, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new DeferError('E_DEPLOY', `stream closed before frame ${frame} returned`));
+    }
+    this.pending.clear();
+    this.paused?.resume();
+    this.paused = undefined;
+    if (!this.client.disconnected) await this.client.unsubscribeAsync(this.target.resultTopic).catch(() => undefined);
+  }
+
+  private handle(topic: string, payload: Buffer): void {
+    if (topic !== this.target.resultTopic) return;
+    const at = now();
+    try {
+      const msg = decodeActivation(payload, this.opts.maxMessageBytes);
+      const p = this.pending.get(msg.frame);
+      if (!p || this.deployments.get(msg.deployment) !== msg.stage) {
+        if (this.done.has(msg.frame) && this.deployments.get(msg.deployment) === msg.stage) this.duplicates++;
+        else this.unmatched++;
+        return;
+      }
+      this.pending.delete(msg.frame);
+      this.remember(msg.frame);
+      for (const h of msg.hops) {
+        const busy = h.decodeMs + h.computeMs + h.encodeMs;
+        if (busy > (this.busyMs.get(h.node) ?? 0)) this.busyMs.set(h.node, busy);
+      }
+      clearTimeout(p.timer);
+      this.release();
+      let output: RawTensor;
+      try {
+        output = decodeTensor(msg.tensor, this.opts.maxMessageBytes * 8);
+      } catch (err) {
+        p.reject(new DeferError('E_ENVELOPE', `result of frame ${msg.frame} is unreadable: ${errorMessage(err)}`));
+        return;
+      }
+      p.resolve({
+        frame: msg.frame,
+        device: msg.device,
+        output,
+        latencyMs: at - p.sentAt,
+        sentAt: p.sentAt,
+        hopBytes: [p.bytesOut, ...msg.hops.slice(1).map((h) => h.bytesIn), payload.byteLength],
+        hops: msg.hops,
+      });
+    } catch (err) {
+      log.warn(`dispatcher: unreadable message on ${topic}: ${errorMessage(err)}`);
+    }
+  }
+
+  private remember(frame: string): void {
+    this.done.add(frame);
+    if (this.done.size > DONE_MEMORY) this.done.delete(this.done.values().next().value as string);
+  }
+
+  private release(): void {
+    this.inFlight--;
+    this.slots.shift()?.();
+  }
+
+  private async acquire(): Promise<void> {
+    while (this.inFlight >= this.opts.maxInFlight) await new Promise<void>((r) => this.slots.push(r));
+    this.inFlight++;
+  }
+
+  /**
+   * Send one frame; resolves with its result. Waits first for a free slot when
+   * `maxInFlight` frames are already on their way.
+   */
+  async send(input: RawTensor, device = 'dispatcher', frameId?: string): Promise<FrameResult> {
+    if (this.broken) throw this.broken;
+    await this.acquire();
+    while (this.paused) await this.paused.resumed;
+    if (this.broken) {
+      this.release();
+      throw this.broken;
+    }
+    const frame = frameId ?? `f${++this.seq}`;
+    if (this.pending.has(frame)) {
+      this.release();
+      throw new DeferError('E_ENVELOPE', `frame id ${frame} is already in the chain: frame ids must be unique`);
+    }
+    const tensor = encodeTensor(input, { codec: this.target.codec });
+    const result = new Promise<FrameResult>((resolve, reject) => {
+      this.pending.set(frame, { device, tensor, sentAt: now(), bytesOut: 0, sends: 0, resolve, reject });
+    });
+    await this.transmit(frame);
+    return result;
+  }
+
+  /** (Re)send a pending frame into the current deployment, and (re)start its timeout. */
+  private async transmit(frame: string): Promise<void> {
+    const p = this.pending.get(frame);
+    if (!p) return;
+    const t = this.target;
+    const body = encodeActivation({ deployment: t.deployment, frame, device: p.device, stage: 0, sentAt: p.sentAt, hops: [], tensor: p.tensor });
+    p.bytesOut = body.byteLength;
+    p.sends++;
+    clearTimeout(p.timer);
+    p.timer = setTimeout(() => {
+      if (this.pending.get(frame) !== p) return;
+      this.pending.delete(frame);
+      this.release();
+      p.reject(new DeferError('E_TIMEOUT', `frame ${frame} got no result within ${this.opts.frameTimeoutMs} ms (dispatcher.frameTimeoutMs)${p.sends > 1 ? `, sent ${p.sends} times` : ''}: is every node of deployment ${t.deployment} still up?`));
+    }, this.opts.frameTimeoutMs);
+    try {
+      await publish(this.client, t.inputTopic, body, { qos: t.qos });
+    } catch (err) {
+      // a connection that is down keeps the frame pending: it is sent again once the chain works
+      if (this.paused || !this.client.connected) return;
+      if (this.pending.get(frame) !== p) return;
+      this.pending.delete(frame);
+      clearTimeout(p.timer);
+      this.release();
+      p.reject(new DeferError('E_DEPLOY', `cannot publish frame ${frame}: ${errorMessage(err)}`));
+    }
+  }
+}

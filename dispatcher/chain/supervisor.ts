@@ -1,0 +1,425 @@
+/**
+ * Keeping a deployment alive: the supervisor watches the nodes of the running
+ * chain (their Last Will turns a status offline; a heartbeat that stops tells a
+ * half-open link) and the dispatcher's own broker connection, and mends the
+ * chain when either breaks.
+ *
+ * - A node fails: its retained assignment is cleared (so it comes back as a
+ *   standby, not into the chain), and its stage goes to an up standby, which
+ *   reads the weights retained under the failed node's topics (or its own
+ *   cache): same deployment, same stage topics, nothing else changes. With no
+ *   standby, the orphaned stage is merged into its lighter neighbour (or the
+ *   model is re-planned over the nodes left): a new deployment.
+ * - The broker goes: new frames wait; once reconnected and the nodes are
+ *   back, the retained deployment is republished if the broker lost it.
+ *
+ * Either way every frame still pending is then sent again; the stream delivers
+ * the first result of each frame and drops later copies.
+ */
+import { DeferError, errorMessage } from '../../lib/core/errors.js';
+import { log } from '../../lib/core/log.js';
+import { encodeAssignment, encodePrefetchList, type Assignment } from '../../lib/protocol/messages.js';
+import { publish } from '../../lib/mqtt/connect.js';
+import type { FlatModel } from '../../lib/model/partition.js';
+import type { DeploymentPlan } from '../deploy/deployment-package.js';
+import { republishDeployment } from '../deploy/deployment-package.js';
+import type { Deployment, Dispatcher } from '../dispatcher.js';
+
+export type FailurePolicy = 'merge' | 'replan' | 'off';
+
+export interface SupervisorOptions {
+  /** nodes kept out of the chain to take over a failed node's stage, in order of preference */
+  standby: string[];
+  /** a node whose heartbeat is older than this is taken as failed (half-open link); 0: Last Will only */
+  heartbeatTimeoutMs: number;
+  /** with no standby up: merge the orphaned stage into a neighbour, re-plan over the nodes left, or give up */
+  onNodeFailure: FailurePolicy;
+  /** cuts for `stages` stages (replan); without it, replan merges */
+  chooseCuts?: (flat: FlatModel, stages: number) => Promise<string[]>;
+  readyTimeoutMs: number;
+  /** after a merge or re-plan, a standby up this long (ms) brings the chain back to its first split; 0: never */
+  restoreAfterMs: number;
+  /** tell the standbys to keep the deployment's stages in their weight caches */
+  prefetch: boolean;
+  progress: (line: string) => void;
+}
+
+export interface RepairEvent {
+  /** standby: stage moved to a standby; merge / replan: new deployment over the nodes left; reassign: a node that dropped its stage got it again; reconnect: broker connection back */
+  kind: 'standby' | 'merge' | 'replan' | 'reassign' | 'restore' | 'reconnect';
+  /** epoch ms when the failure was noticed */
+  at: number;
+  /** the failed node (not for reconnect) */
+  node?: string;
+  stage?: number;
+  /** what it was: 'offline' (Last Will or clean stop), 'heartbeat', 'failed' */
+  cause: string;
+  /** the standby that took the stage */
+  replacement?: string;
+  deployment: string;
+  /** ms from noticing the failure to the chain working again */
+  repairMs: number;
+  /** frames sent again */
+  resent: number;
+  /** the retained deployment was republished (the broker had lost it) */
+  republished?: boolean;
+}
+
+/** The cuts without the one between stage `k` and its lighter neighbour (by FLOPs): stage k merged into it. */
+export function mergeCuts(plan: DeploymentPlan, k: number): { cuts: string[]; into: number } {
+  const stages = plan.stages;
+  const cuts = stages.slice(0, -1).map((s) => s.plan.last);
+  if (stages.length < 2) throw new DeferError('E_DEPLOY', 'a one-stage chain has no neighbour to merge into');
+  const prev = k > 0 ? stages[k - 1].plan.flops : Infinity;
+  const next = k < stages.length - 1 ? stages[k + 1].plan.flops : Infinity;
+  const into = prev <= next ? k - 1 : k + 1;
+  // merging into the previous stage removes the cut before k; into the next, the cut after k
+  cuts.splice(into < k ? k - 1 : k, 1);
+  return { cuts, into };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class Supervisor {
+  readonly events: RepairEvent[] = [];
+  private timer?: NodeJS.Timeout;
+  private offChange?: () => void;
+  private repairing: Promise<void> = Promise.resolve();
+  private busy = false;
+  /** nodes taken out of the chain; they may come back as standbys */
+  private readonly dropped = new Set<string>();
+  /** the split the deployment started with: a merged chain grows back to it */
+  private readonly first: { nodes: string[]; cuts: string[] };
+  /** since when each standby has been up and idle (performance.now ms) */
+  private readonly idleSince = new Map<string, number>();
+  /** nodes that were sent a prefetch list (cleared when they join the chain) */
+  private readonly prefetching = new Set<string>();
+  /** the deployment whose stages the standbys were last told to prefetch */
+  private prefetchedFor = '';
+  private lostAt = 0;
+  private stopped = false;
+  private readonly onOffline = () => this.connectionLost();
+  private readonly onConnect = () => this.connectionBack();
+
+  constructor(
+    private readonly dispatcher: Dispatcher,
+    private readonly deployment: Deployment,
+    private readonly opts: SupervisorOptions,
+  ) {
+    const stages = deployment.plan.stages;
+    this.first = { nodes: stages.map((s) => s.nodeId), cuts: stages.slice(0, -1).map((s) => s.plan.last) };
+  }
+
+  start(): void {
+    const watch = this.dispatcher.nodes;
+    this.offChange = watch.onChange(() => this.check(false));
+    const every = Math.max(100, Math.min(1000, (this.opts.heartbeatTimeoutMs || 4000) / 4));
+    let last = performance.now();
+    this.timer = setInterval(() => {
+      const now = performance.now();
+      const late = now - last - every;
+      last = now;
+      // This process was blocked (a long computation here): the nodes' heartbeats may sit unread in the
+      // socket, and timers run before I/O. Judge heartbeats again at the next tick, once they are read.
+      this.check(late < every);
+    }, every);
+    this.timer.unref();
+    this.dispatcher.mqtt.on('offline', this.onOffline);
+    this.dispatcher.mqtt.on('close', this.onOffline);
+    this.dispatcher.mqtt.on('connect', this.onConnect);
+    this.enqueue(async () => undefined); // sends the standbys their prefetch lists, in turn with repairs
+  }
+
+  /**
+   * Tell every standby which stages to keep in its weight cache (retained, so a
+   * standby that starts later gets it too), and clear the list of nodes now in
+   * the chain. Called at start and after every change of the chain.
+   */
+  private async sendPrefetch(): Promise<void> {
+    if (!this.opts.prefetch) return;
+    const d = this.deployment;
+    const client = this.dispatcher.mqtt;
+    const topics = this.dispatcher.topics;
+    try {
+      const inChain = d.plan.stages.map((s) => s.nodeId);
+      for (const n of inChain.filter((x) => this.prefetching.has(x))) {
+        await publish(client, topics.nodePrefetch(n), Buffer.alloc(0), { qos: 1, retain: true });
+        this.prefetching.delete(n);
+      }
+      const standbys = this.standbys.filter((n) => this.prefetchedFor !== d.id || !this.prefetching.has(n));
+      if (!standbys.length) return;
+      const list = encodePrefetchList({ deployment: d.id, stages: d.plan.stages.map((s) => ({ weightsNode: s.assignment.weightsNode ?? s.nodeId, manifest: s.assignment.manifest })) });
+      for (const n of standbys) {
+        await publish(client, topics.nodePrefetch(n), list, { qos: 1, retain: true });
+        this.prefetching.add(n);
+      }
+      this.prefetchedFor = d.id;
+    } catch (err) {
+      log.warn(`supervisor: cannot send the standbys their prefetch list: ${errorMessage(err)}`);
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.timer);
+    this.offChange?.();
+    this.dispatcher.mqtt.off('offline', this.onOffline);
+    this.dispatcher.mqtt.off('close', this.onOffline);
+    this.dispatcher.mqtt.off('connect', this.onConnect);
+  }
+
+  /** The standbys: configured ones and nodes dropped from the chain, not in the chain now. */
+  get standbys(): string[] {
+    const inChain = new Set(this.deployment.plan.stages.map((s) => s.nodeId));
+    return [...new Set([...this.opts.standby, ...this.dropped])].filter((n) => !inChain.has(n));
+  }
+
+  private enqueue(job: () => Promise<void>): void {
+    this.repairing = this.repairing.then(async () => {
+      if (this.stopped) return;
+      this.busy = true;
+      try {
+        await job();
+        await this.sendPrefetch();
+      } catch (err) {
+        if (this.stopped) return; // the dispatcher closed under it
+        log.error(`supervisor: ${errorMessage(err)}`);
+        this.opts.progress(`could not mend the chain: ${errorMessage(err)}`);
+        // frames must not wait forever on a chain that will not come back: they fail with the reason
+        if (this.dispatcher.mqtt.connected && this.deployment.stream.isPaused) {
+          this.deployment.stream.fail(new DeferError('E_DEPLOY', `the chain of deployment ${this.deployment.id} broke and could not be mended: ${errorMessage(err)}`));
+          this.stop();
+        }
+      } finally {
+        this.busy = false;
+      }
+    });
+  }
+
+  /**
+   * How long a node may be silent: the heartbeat timeout, or three times the
+   * longest it spent on one frame (its heartbeat cannot go out while it
+   * computes), whichever is longer. 0: heartbeats are not judged.
+   */
+  private silenceMs(node: string): number {
+    const hb = this.opts.heartbeatTimeoutMs;
+    return hb > 0 ? Math.max(hb, Math.ceil(3 * (this.deployment.stream.busyMs.get(node) ?? 0))) : 0;
+  }
+
+  /** Which node of the chain is down, if any; heartbeats are judged only when `beats` (from the timer, on time). */
+  private check(beats = false): void {
+    if (this.stopped || this.busy || !this.dispatcher.mqtt.connected || this.lostAt) return;
+    const watch = this.dispatcher.nodes;
+    for (const [k, s] of this.deployment.plan.stages.entries()) {
+      const st = watch.statuses.get(s.nodeId);
+      let cause: string | undefined;
+      if (st?.state === 'offline') cause = 'offline';
+      else if (st?.state === 'failed' && st.deployment === this.deployment.id) cause = `failed: ${st.reason ?? 'no reason given'}`;
+      else if (beats && st && !watch.isUp(s.nodeId, this.silenceMs(s.nodeId))) cause = `no heartbeat for ${this.silenceMs(s.nodeId)} ms`;
+      else if (st && st.deployment && st.deployment !== this.deployment.id) {
+        // another deployment (another dispatcher, or this one redeploying) has the node: do not fight over it
+        this.opts.progress(`node ${s.nodeId} now runs deployment ${st.deployment}, not ${this.deployment.id}: deployment ${this.deployment.id} is no longer supervised`);
+        this.stop();
+        return;
+      } else if (st && st.state !== 'loading' && (st.deployment !== this.deployment.id || st.stage !== k)) {
+        // up, but no longer running its stage (its assignment was cleared or replaced by someone else): give it back
+        const node = s.nodeId;
+        this.busy = true;
+        this.enqueue(() => this.reassign(node, k, `left the deployment (now ${st.state}${st.deployment ? ` on ${st.deployment}` : ''})`));
+        return;
+      }
+      if (!cause) continue;
+      const node = s.nodeId;
+      this.busy = true; // until the queued repair runs
+      this.enqueue(() => this.nodeFailed(node, k, cause!));
+      return;
+    }
+    if (beats) this.maybeRestore();
+  }
+
+  /** Standbys that are up, idle (no deployment) and have been for `restoreAfterMs`. */
+  private settledStandbys(): string[] {
+    const watch = this.dispatcher.nodes;
+    const now = performance.now();
+    const ok: string[] = [];
+    for (const n of this.standbys) {
+      const idle = watch.isUp(n, this.opts.heartbeatTimeoutMs) && !watch.statuses.get(n)?.deployment;
+      if (!idle) {
+        this.idleSince.delete(n);
+        continue;
+      }
+      if (!this.idleSince.has(n)) this.idleSince.set(n, now);
+      if (now - this.idleSince.get(n)! >= this.opts.restoreAfterMs) ok.push(n);
+    }
+    return ok;
+  }
+
+  /** A merged (or re-planned) chain has fewer stages than it started with: grow it back when standbys have settled. */
+  private maybeRestore(): void {
+    const missing = this.first.nodes.length - this.deployment.plan.stages.length;
+    if (this.opts.restoreAfterMs <= 0 || missing <= 0) return;
+    const spares = this.settledStandbys();
+    if (spares.length < missing) return;
+    const inChain = new Set(this.deployment.plan.stages.map((s) => s.nodeId));
+    // the first split, each node that is gone replaced by a settled standby (a node that came back takes its own place)
+    const pool = spares.filter((n) => !this.first.nodes.includes(n));
+    const nodes = this.first.nodes.map((n) => (inChain.has(n) || spares.includes(n) ? n : pool.shift()!));
+    if (nodes.some((n) => !n) || new Set(nodes).size !== nodes.length) return;
+    this.busy = true;
+    this.enqueue(() => this.restore(nodes));
+  }
+
+  private async restore(nodes: string[]): Promise<void> {
+    const d = this.deployment;
+    const t0 = performance.now();
+    const at = Date.now();
+    const before = d.plan.stages.map((s) => s.nodeId);
+    d.stream.pause();
+    this.opts.progress(`back to ${nodes.length} stages: cuts ${this.first.cuts.join(', ')} on ${nodes.join(' -> ')} (was ${before.join(' -> ')})`);
+    const { plan, deployMs } = await this.dispatcher.publishPlan(d.flat, nodes, this.first.cuts);
+    const old = d.id;
+    d.id = plan.id;
+    d.plan = plan;
+    d.deployMs += deployMs;
+    for (const n of nodes) this.dropped.delete(n);
+    const resent = await d.stream.resume({ deployment: plan.id, stageCount: plan.stages.length, inputTopic: plan.stages[0].assignment.inputTopic, resultTopic: plan.stages.at(-1)!.assignment.outputTopic });
+    const repairMs = performance.now() - t0;
+    this.opts.progress(`  restored in ${(repairMs / 1000).toFixed(2)} s as deployment ${plan.id} (was ${old}); ${resent} frames sent again`);
+    this.events.push({ kind: 'restore', at, cause: `${nodes.filter((n) => !before.includes(n)).join(', ')} up and idle for ${this.opts.restoreAfterMs} ms`, deployment: plan.id, repairMs, resent });
+  }
+
+  /** A node of the chain is up but dropped its stage: publish its assignment again (it builds from its cache or the retained chunks). */
+  private async reassign(node: string, k: number, cause: string): Promise<void> {
+    const d = this.deployment;
+    const stage = d.plan.stages[k];
+    if (stage?.nodeId !== node) return;
+    const t0 = performance.now();
+    const at = Date.now();
+    d.stream.pause();
+    this.opts.progress(`node ${node} (stage ${k + 1}/${d.plan.stages.length} of ${d.id}) ${cause}: assigning it again`);
+    await publish(this.dispatcher.mqtt, this.dispatcher.topics.nodeAssign(node), encodeAssignment({ ...stage.assignment, createdAt: Date.now() }), { qos: 1, retain: true });
+    try {
+      await this.dispatcher.nodes.waitStage(node, d.id, k, this.opts.readyTimeoutMs);
+    } catch (err) {
+      await this.nodeFailed(node, k, `did not take its stage again: ${errorMessage(err)}`, true);
+      return;
+    }
+    const resent = await d.stream.resume();
+    const repairMs = performance.now() - t0;
+    this.opts.progress(`  ${node} runs stage ${k + 1} again after ${(repairMs / 1000).toFixed(2)} s; ${resent} frames sent again`);
+    this.events.push({ kind: 'reassign', at, node, stage: k, cause, replacement: node, deployment: d.id, repairMs, resent });
+  }
+
+  private async nodeFailed(node: string, k: number, cause: string, paused = false): Promise<void> {
+    const d = this.deployment;
+    if (d.plan.stages[k]?.nodeId !== node) return; // already mended
+    const t0 = performance.now();
+    const at = Date.now();
+    const stream = d.stream;
+    const n = d.plan.stages.length;
+    if (!paused) stream.pause();
+    this.opts.progress(`node ${node} (stage ${k + 1}/${n} of ${d.id}) is down (${cause}); ${stream.pendingCount} frames in flight are held`);
+    const client = this.dispatcher.mqtt;
+    const topics = this.dispatcher.topics;
+    // it must not come back into its stage: cleared, it returns as a standby
+    await publish(client, topics.nodeAssign(node), Buffer.alloc(0), { qos: 1, retain: true });
+    this.dropped.add(node);
+    const watch = this.dispatcher.nodes;
+    for (const spare of this.standbys) {
+      if (spare === node || !watch.isUp(spare, this.opts.heartbeatTimeoutMs)) continue;
+      const busy = watch.statuses.get(spare)?.deployment;
+      if (busy && busy !== d.id) continue; // it runs another deployment: not ours to take
+      const old = d.plan.stages[k].assignment;
+      const a: Omit<Assignment, 'v' | 'kind'> = { ...old, nodeId: spare, weightsNode: old.weightsNode ?? node, createdAt: Date.now() };
+      this.opts.progress(`  stage ${k + 1}/${n} goes to standby ${spare} (weights retained under ${a.weightsNode})`);
+      await publish(client, topics.nodeAssign(spare), encodeAssignment(a), { qos: 1, retain: true });
+      try {
+        await watch.waitStage(spare, d.id, k, this.opts.readyTimeoutMs);
+      } catch (err) {
+        this.opts.progress(`  standby ${spare} did not take the stage: ${errorMessage(err)}`);
+        await publish(client, topics.nodeAssign(spare), Buffer.alloc(0), { qos: 1, retain: true });
+        continue;
+      }
+      d.plan.stages[k] = { ...d.plan.stages[k], nodeId: spare, assignment: a };
+      const resent = await stream.resume();
+      const repairMs = performance.now() - t0;
+      this.opts.progress(`  chain mended in ${(repairMs / 1000).toFixed(2)} s: ${d.plan.stages.map((s) => s.nodeId).join(' -> ')}; ${resent} frames sent again`);
+      this.events.push({ kind: 'standby', at, node, stage: k, cause, replacement: spare, deployment: d.id, repairMs, resent });
+      return;
+    }
+    const policy = this.opts.onNodeFailure;
+    if (policy === 'off' || n < 2) {
+      const why = n < 2 ? 'it ran the only stage' : 'dispatcher.onNodeFailure is off';
+      stream.fail(new DeferError('E_DEPLOY', `node ${node} failed (${cause}) and no standby is up; the chain cannot be mended because ${why}`));
+      this.opts.progress(`  no standby is up and ${why}: frames fail until a node is added`);
+      return;
+    }
+    const nodes = d.plan.stages.map((s) => s.nodeId).filter((x) => x !== node);
+    let cuts: string[];
+    let how: string;
+    if (policy === 'replan' && this.opts.chooseCuts) {
+      cuts = await this.opts.chooseCuts(d.flat, nodes.length);
+      how = `re-planned over the ${nodes.length} nodes left`;
+    } else {
+      const m = mergeCuts(d.plan, k);
+      cuts = m.cuts;
+      how = `stage ${k + 1} merged into stage ${m.into + 1} (on ${d.plan.stages[m.into].nodeId})${policy === 'replan' ? ' (no planner here: merged)' : ''}`;
+    }
+    this.opts.progress(`  no standby is up: ${how}; cuts ${cuts.join(', ') || '(none)'} on ${nodes.join(' -> ')}`);
+    const { plan, deployMs } = await this.dispatcher.publishPlan(d.flat, nodes, cuts);
+    const old = d.id;
+    d.id = plan.id;
+    d.plan = plan;
+    d.deployMs += deployMs;
+    const resent = await stream.resume({ deployment: plan.id, stageCount: plan.stages.length, inputTopic: plan.stages[0].assignment.inputTopic, resultTopic: plan.stages.at(-1)!.assignment.outputTopic });
+    const repairMs = performance.now() - t0;
+    this.opts.progress(`  chain mended in ${(repairMs / 1000).toFixed(2)} s as deployment ${plan.id} (was ${old}); ${resent} frames sent again`);
+    this.events.push({ kind: policy === 'replan' && this.opts.chooseCuts ? 'replan' : 'merge', at, node, stage: k, cause, deployment: plan.id, repairMs, resent });
+  }
+
+  private connectionLost(): void {
+    if (this.stopped || this.lostAt) return;
+    this.lostAt = Date.now();
+    this.deployment.stream.pause();
+    this.opts.progress(`lost the broker; ${this.deployment.stream.pendingCount} frames in flight are held, new frames wait; reconnecting`);
+  }
+
+  private connectionBack(): void {
+    if (this.stopped || !this.lostAt) return;
+    const at = this.lostAt;
+    this.enqueue(async () => {
+      const t0 = performance.now();
+      const d = this.deployment;
+      const watch = this.dispatcher.nodes;
+      const nodes = d.plan.stages.map((s) => s.nodeId);
+      this.opts.progress(`reconnected to the broker after ${((Date.now() - at) / 1000).toFixed(1)} s; waiting for ${nodes.join(', ')}`);
+      // heartbeats stopped for everyone while the broker was gone: start their clocks again
+      const since = performance.now();
+      for (const n of nodes) watch.lastSeen.set(n, since);
+      const republished = await this.restoreRetained();
+      // the nodes reconnect on their own backoff: wait until each has said something since
+      const waitMs = Math.max(3000, 2 * this.opts.heartbeatTimeoutMs);
+      for (let t = 0; t < waitMs; t += 100) {
+        // live, not the status the broker kept: the node is connected and subscribed again
+        if (nodes.every((n) => (watch.lastLive.get(n) ?? 0) > since && watch.statuses.get(n)?.state === 'ready')) break;
+        await sleep(100);
+      }
+      this.lostAt = 0;
+      const resent = await d.stream.resume();
+      const repairMs = performance.now() - t0;
+      this.opts.progress(`  chain back after ${(repairMs / 1000).toFixed(2)} s${republished ? ' (the broker had lost the retained deployment: republished)' : ''}; ${resent} frames sent again`);
+      this.events.push({ kind: 'reconnect', at, cause: 'broker connection lost', deployment: d.id, repairMs, resent, republished });
+      this.check(false);
+    });
+  }
+
+  /** If the broker lost the retained assignments (a restart without persistence), publish them again. */
+  private async restoreRetained(): Promise<boolean> {
+    const d = this.deployment;
+    const first = d.plan.stages[0].nodeId;
+    const have = await this.dispatcher.readRetained(this.dispatcher.topics.nodeAssign(first), 1000);
+    if (have) return false;
+    await republishDeployment(this.dispatcher.mqtt, this.dispatcher.topics, d.plan, d.flat);
+    return true;
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * Packaging a partitioned model into per-node assignments and weight chunks,
+ * and publishing them, retained, on each node's topics.
+ */
+import type { MqttClient } from 'mqtt';
+import { randomBytes } from 'node:crypto';
+import { DeferError } from '../../lib/core/errors.js';
+import { type Assignment, type WeightManifest, encodeAssignment, encodeWeightChunk } from '../../lib/protocol/messages.js';
+import { publish } from '../../lib/mqtt/connect.js';
+import { type FlatModel, type StagePlan, sha256 } from '../../lib/model/partition.js';
+import type { Codec } from '../../lib/protocol/tensor-codec.js';
+import type { Topics } from '../../lib/protocol/topics.js';
+
+export interface DeployOptions {
+  nodes: string[];
+  cuts: string[];
+  chunkBytes: number;
+  codec: Codec;
+  qos: 0 | 1;
+  /** topic where the last stage publishes its output */
+  resultTopic: string;
+  pipeline: string;
+}
+
+export interface StagePackage {
+  plan: StagePlan;
+  nodeId: string;
+  assignment: Omit<Assignment, 'v' | 'kind'>;
+  chunks: Uint8Array[];
+}
+
+export interface DeploymentPlan {
+  id: string;
+  stages: StagePackage[];
+  totalBytes: number;
+}
+
+export function newDeploymentId(): string {
+  return `d${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+}
+
+export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployOptions): DeploymentPlan {
+  const plans = flat.plan(opts.cuts);
+  if (plans.length !== opts.nodes.length) {
+    throw new DeferError(
+      'E_CONFIG',
+      `${opts.cuts.length} cuts make ${plans.length} stages but ${opts.nodes.length} nodes were given (${opts.nodes.join(', ')}): give one node per stage`,
+    );
+  }
+  const dup = opts.nodes.find((n, i) => opts.nodes.indexOf(n) !== i);
+  if (dup) throw new DeferError('E_CONFIG', `node '${dup}' is listed twice: each stage needs its own node`);
+  const id = newDeploymentId();
+  let totalBytes = 0;
+  const stages = plans.map((plan, k): StagePackage => {
+    const { specs, blob } = flat.stageWeights(plan);
+    const chunks: Uint8Array[] = [];
+    for (let off = 0; off < blob.byteLength; off += opts.chunkBytes) chunks.push(blob.subarray(off, Math.min(off + opts.chunkBytes, blob.byteLength)));
+    const manifest: WeightManifest = { specs, totalBytes: blob.byteLength, sha256: sha256(blob), chunkBytes: opts.chunkBytes, chunks: chunks.map((c) => sha256(c)) };
+    totalBytes += blob.byteLength;
+    return {
+      plan,
+      nodeId: opts.nodes[k],
+      chunks,
+      assignment: {
+        deployment: id,
+        pipeline: opts.pipeline,
+        nodeId: opts.nodes[k],
+        stage: k,
+        stageCount: plans.length,
+        topology: JSON.stringify(flat.stageTopology(plan)),
+        inputShape: plan.inputShape,
+        inputDtype: plan.inputDtype,
+        manifest,
+        inputTopic: topics.stageIn(k),
+        outputTopic: k === plans.length - 1 ? opts.resultTopic : topics.stageIn(k + 1),
+        codec: opts.codec,
+        qos: opts.qos,
+        createdAt: Date.now(),
+      },
+    };
+  });
+  return { id, stages, totalBytes };
+}
+
+/**
+ * Publish every assignment, then every weight chunk, all retained with QoS 1,
+ * keeping a bounded number of publishes in flight. Reports bytes sent.
+ */
+export async function publishDeployment(client: MqttClient, topics: Topics, d: DeploymentPlan, onProgress?: (sentBytes: number, totalBytes: number) => void): Promise<void> {
+  for (const s of d.stages) {
+    await publish(client, topics.nodeAssign(s.nodeId), encodeAssignment(s.assignment), { qos: 1, retain: true });
+  }
+  const jobs: (() => Promise<void>)[] = [];
+  let sent = 0;
+  for (const s of d.stages) {
+    s.chunks.forEach((data, index) => {
+      jobs.push(async () => {
+        const body = encodeWeightChunk({ deployment: d.id, index, count: s.chunks.length, data });
+        await publish(client, topics.nodeWeights(s.assignment.weightsNode ?? s.nodeId, index), body, { qos: 1, retain: true });
+        sent += data.byteLength;
+        onProgress?.(sent, d.totalBytes);
+      });
+    });
+  }
+  const WINDOW = 8;
+  let next = 0;
+  const worker = async () => {
+    while (next < jobs.length) await jobs[next++]();
+  };
+  await Promise.all(Array.from({ length: Math.min(WINDOW, jobs.length) }, worker));
+}
+
+/**
+ * Publish a running deployment again, as it is now (a broker that restarted
+ * without persistence lost it): every assignment, and the weight chunks under
+ * the topics the assignments name (a standby's are its failed node's). An
+ * adopted deployment carries no chunks: they are cut again from the model.
+ */
+export async function republishDeployment(client: MqttClient, topics: Topics, d: DeploymentPlan, flat: FlatModel): Promise<void> {
+  const stages = d.stages.map((s) => {
+    if (s.chunks.length || s.assignment.manifest.totalBytes === 0) return s;
+    const { blob } = flat.stageWeights(s.plan);
+    const size = s.assignment.manifest.chunkBytes;
+    const chunks: Uint8Array[] = [];
+    for (let off = 0; off < blob.byteLength; off += size) chunks.push(blob.subarray(off, Math.min(off + size, blob.byteLength)));
+    return { ...s, chunks };
+  });
+  await publishDeployment(client, topics, { ...d, stages });
+}

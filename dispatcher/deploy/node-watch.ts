@@ -1,0 +1,182 @@
+/**
+ * The dispatcher's view of the nodes: the last status each one published
+ * (retained), and a way to wait until a set of nodes reaches a state.
+ */
+import type { MqttClient } from 'mqtt';
+import { DeferError } from '../../lib/core/errors.js';
+import type { Capabilities } from '../../lib/planning/calibrate.js';
+import { type NodeStatus, decodeStatus } from '../../lib/protocol/messages.js';
+import type { Topics } from '../../lib/protocol/topics.js';
+
+export class NodeWatch {
+  readonly statuses = new Map<string, NodeStatus>();
+  /** when each node was last heard from (a status or a heartbeat), performance.now() ms */
+  readonly lastSeen = new Map<string, number>();
+  /** when each node last sent something live (a heartbeat, or a status as it was published, not one the broker kept) */
+  readonly lastLive = new Map<string, number>();
+  private listeners = new Set<() => void>();
+  private readonly prefix: string;
+
+  constructor(
+    private readonly client: MqttClient,
+    private readonly topics: Topics,
+  ) {
+    this.prefix = `${topics.root}/node/`;
+  }
+
+  private readonly onMessage = (topic: string, payload: Buffer, packet?: { retain?: boolean }) => {
+    if (!topic.startsWith(this.prefix) || payload.length === 0) return;
+    if (topic.endsWith('/alive')) {
+      const node = topic.slice(this.prefix.length, -'/alive'.length);
+      if (!this.statuses.has(node)) return; // a node we do not know yet: its status comes first
+      this.lastSeen.set(node, performance.now());
+      this.lastLive.set(node, performance.now());
+      return;
+    }
+    if (!topic.endsWith('/status')) return;
+    try {
+      const s = decodeStatus(payload);
+      // a status speaks for the node of its topic only (the ACLs let a node write its own topic, not another's)
+      if (s.node !== topic.slice(this.prefix.length, -'/status'.length)) return;
+      this.statuses.set(s.node, s);
+      this.lastSeen.set(s.node, performance.now());
+      if (!packet?.retain) this.lastLive.set(s.node, performance.now());
+      for (const l of [...this.listeners]) l();
+    } catch {
+      // a status we cannot read is not ours to act on
+    }
+  };
+
+  async start(): Promise<void> {
+    this.client.on('message', this.onMessage);
+    await this.client.subscribeAsync([this.topics.nodeStatusAll, this.topics.nodeAliveAll], { qos: 1 });
+  }
+
+  /** Stop listening (the connection may be shared and stay open). */
+  stop(): void {
+    this.client.off('message', this.onMessage);
+  }
+
+  /** Up as far as we can tell: its status is not offline, and its heartbeat (if it sends one) is not older than `staleMs`. */
+  isUp(node: string, staleMs: number): boolean {
+    const s = this.statuses.get(node);
+    if (!s || s.state === 'offline') return false;
+    // a node that sends no heartbeat (its status says so) is judged by its status alone
+    return !s.heartbeatMs || staleMs <= 0 || performance.now() - (this.lastSeen.get(node) ?? 0) <= staleMs;
+  }
+
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Run `check` now and on every status change until it settles the promise
+   * (it returns true once it has resolved or rejected); after `timeoutMs`,
+   * reject with `onTimeout()`.
+   */
+  private waitFor<T>(timeoutMs: number, check: (resolve: (v: T) => void, reject: (e: Error) => void) => boolean, onTimeout: () => Error): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        off();
+        reject(onTimeout());
+      }, timeoutMs);
+      const run = () => {
+        if (check(resolve, reject)) {
+          clearTimeout(timer);
+          off();
+        }
+      };
+      const off = this.onChange(run);
+      run();
+    });
+  }
+
+  /**
+   * Wait until every node in `nodes` is up (any state but offline) and has
+   * reported its calibration; resolves with each node's figures.
+   */
+  waitCapabilities(nodes: string[], timeoutMs: number): Promise<Map<string, Capabilities>> {
+    const up = (n: string) => {
+      const s = this.statuses.get(n);
+      return s && s.state !== 'offline' && s.capabilities ? s.capabilities : undefined;
+    };
+    return this.waitFor(
+      timeoutMs,
+      (resolve) => {
+        if (!nodes.every(up)) return false;
+        resolve(new Map(nodes.map((n) => [n, up(n)!])));
+        return true;
+      },
+      () => {
+        const why = nodes
+          .filter((n) => !up(n))
+          .map((n) => {
+            const s = this.statuses.get(n);
+            return `${n} (${!s ? 'never seen on the broker: is it running, with the same pipeline name?' : s.state === 'offline' ? 'offline' : 'online without a calibration: is it an older version?'})`;
+          });
+        return new DeferError('E_TIMEOUT', `${why.length} of ${nodes.length} nodes did not report their calibration within ${timeoutMs} ms: ${why.join('; ')}`);
+      },
+    );
+  }
+
+  /** Wait until `node` is ready with stage `stage` of `deployment`; fails when it reports failed for it or goes offline. */
+  waitStage(node: string, deployment: string, stage: number, timeoutMs: number): Promise<void> {
+    return this.waitFor<void>(
+      timeoutMs,
+      (resolve, reject) => {
+        const s = this.statuses.get(node);
+        if (s?.state === 'offline') {
+          reject(new DeferError('E_DEPLOY', `node '${node}' went offline`));
+          return true;
+        }
+        if (s?.deployment !== deployment || s.stage !== stage) return false;
+        if (s.state === 'failed') reject(new DeferError('E_DEPLOY', `node '${node}' failed to load stage ${stage + 1} of ${deployment}: ${s.reason ?? 'no reason given'}`));
+        else if (s.state === 'ready') resolve();
+        else return false;
+        return true;
+      },
+      () => new DeferError('E_TIMEOUT', `node '${node}' was not ready with stage ${stage + 1} of ${deployment} after ${timeoutMs} ms (last: ${this.statuses.get(node)?.state ?? 'never seen'})`),
+    );
+  }
+
+  /**
+   * Wait until every node in `nodes` is ready for `deployment`. Fails at once
+   * when one reports `failed` for it, and after `timeoutMs` naming the nodes
+   * that are not ready and what they last said.
+   */
+  waitReady(nodes: string[], deployment: string, timeoutMs: number, onProgress?: (ready: string[]) => void): Promise<void> {
+    let lastReady = -1;
+    return this.waitFor<void>(
+      timeoutMs,
+      (resolve, reject) => {
+        const ready: string[] = [];
+        for (const n of nodes) {
+          const s = this.statuses.get(n);
+          if (s?.deployment !== deployment) continue;
+          if (s.state === 'failed') {
+            reject(new DeferError('E_DEPLOY', `node '${n}' failed to load its stage of deployment ${deployment}: ${s.reason ?? 'no reason given'}`));
+            return true;
+          }
+          if (s.state === 'ready') ready.push(n);
+        }
+        if (ready.length !== lastReady) {
+          lastReady = ready.length;
+          onProgress?.(ready);
+        }
+        if (ready.length < nodes.length) return false;
+        resolve();
+        return true;
+      },
+      () => {
+        const missing = nodes
+          .filter((n) => !(this.statuses.get(n)?.deployment === deployment && this.statuses.get(n)?.state === 'ready'))
+          .map((n) => {
+            const s = this.statuses.get(n);
+            return `${n} (${!s ? 'never seen on the broker: is it running, with the same pipeline name?' : s.deployment !== deployment ? `${s.state}, not yet on this deployment` : s.state + (s.received !== undefined ? `, ${s.received}/${s.total} weight chunks` : '')})`;
+          });
+        return new DeferError('E_TIMEOUT', `deployment ${deployment}: ${missing.length} of ${nodes.length} nodes not ready after ${timeoutMs} ms: ${missing.join('; ')}`);
+      },
+    );
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * Running a batch of frames through a deployment, and through the whole model
+ * in this process, and summarising both: what `defer up` and `defer dispatch`
+ * print.
+ */
+import { tf } from '../../lib/model/engine.js';
+import { maxAbsDiff, mean, percentile, round } from '../../lib/core/stats.js';
+import type { RawTensor } from '../../lib/protocol/tensor-codec.js';
+import type { Deployment } from '../dispatcher.js';
+import type { Hop } from '../../lib/protocol/messages.js';
+import type { FrameResult } from '../chain/frame-stream.js';
+import { type PlanCheck, formatPlanCheck } from '../../lib/planning/auto-plan.js';
+import type { RepairEvent } from '../chain/supervisor.js';
+
+export interface ChainRun {
+  /** the result of frame i, or undefined where it failed */
+  byFrame: (FrameResult | undefined)[];
+  results: FrameResult[];
+  failures: string[];
+  wallMs: number;
+  /** epoch ms when the first frame was sent */
+  startedAt: number;
+  /** CPU time (user + system) this process spent while the frames ran */
+  cpuMs: number;
+}
+
+let runs = 0;
+
+/** Stream every frame (bounded in flight by the stream); results are kept in frame order. */
+export async function runChain(d: Deployment, frames: RawTensor[], onResult?: (done: number) => void): Promise<ChainRun> {
+  const run = ++runs;
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const startedAt = Date.now();
+  let done = 0;
+  const settled = await Promise.allSettled(
+    frames.map((f, i) =>
+      d.stream.send(f, 'dispatcher', `r${run}-${i}`).then((r) => {
+        onResult?.(++done);
+        return r;
+      }),
+    ),
+  );
+  const wallMs = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  const byFrame = settled.map((s) => (s.status === 'fulfilled' ? s.value : undefined));
+  const failures = settled.flatMap((s) => (s.status === 'rejected' ? [(s.reason as Error).message] : []));
+  return { byFrame, results: byFrame.filter((r): r is FrameResult => r !== undefined), failures, wallMs, startedAt, cpuMs: (cpu.user + cpu.system) / 1000 };
+}
+
+export interface LocalRun {
+  outputs: Float32Array[];
+  wallMs: number;
+}
+
+/** The whole model, one frame after another, in this process (after two warm-up frames). */
+export async function runLocal(model: tf.LayersModel, frames: RawTensor[]): Promise<LocalRun> {
+  const run = async (f: RawTensor) => {
+    const out = tf.tidy(() => model.predict(tf.tensor(f.data as Float32Array, f.shape, 'float32')) as tf.Tensor);
+    const data = (await out.data()) as Float32Array;
+    out.dispose();
+    return data;
+  };
+  // two warm-up frames: the first call compiles kernels and sizes memory
+  for (const f of frames.slice(0, 2)) await run(f);
+  const t0 = performance.now();
+  const outputs: Float32Array[] = [];
+  for (const f of frames) {
+    outputs.push(await run(f));
+    // let I/O through between frames (heartbeats, keep-alive): the wasm kernels block the event loop
+    await new Promise((r) => setImmediate(r));
+  }
+  return { outputs, wallMs: performance.now() - t0 };
+}
+
+export interface RunSummary {
+  model: string;
+  backend: string;
+  deployment: string;
+  stages: {
+    index: number;
+    node: string;
+    layers: number;
+    firstLayer: string;
+    lastLayer: string;
+    params: number;
+    weightBytes: number;
+    outputShape: number[];
+    outputBytes: number;
+    meanComputeMs: number;
+    /** decode + compute + encode: the node's time per frame */
+    meanBusyMs: number;
+    /** CPU ms of the node's process per frame (null where the node does not report it) */
+    meanCpuMs: number | null;
+  }[];
+  cuts: string[];
+  frames: number;
+  framesReturned: number;
+  failures: string[];
+  throughputFps: number;
+  latencyMs: { p50: number; p95: number; mean: number; max: number };
+  /** mean bytes on the wire per frame, for each hop: dispatcher -> stage 0, ..., last stage -> dispatcher */
+  bytesPerFramePerHop: { hop: string; bytes: number; rawBytes: number }[];
+  deployMs: number;
+  /** CPU ms per frame of the dispatcher's process while streaming (with `defer up`, the broker runs there too) */
+  dispatcherCpuMsPerFrame: number;
+  singleProcess: { throughputFps: number; msPerFrame: number } | null;
+  speedupVsSingleProcess: number | null;
+  maxAbsDiffVsLocal: number | null;
+  /** failures the dispatcher mended while the frames ran (node failures, broker reconnects); stage figures are of the chain at the end */
+  repairs: RepairEvent[];
+  /** results that arrived twice after frames were sent again, and were dropped */
+  duplicates: number;
+  /** with a planned deployment: measured against predicted */
+  predicted?: PlanCheck;
+  /** with --replan: the run after re-planning from measured figures */
+  replanned?: { changed: boolean; summary: RunSummary };
+}
+
+function hopMean(res: FrameResult[], stage: number, f: (h: Hop) => number): number {
+  return round(mean(res.map((r) => (r.hops[stage] ? f(r.hops[stage]) : NaN)).filter((x) => !Number.isNaN(x))), 1);
+}
+
+export function summarise(modelName: string, backend: string, d: Deployment, frames: RawTensor[], chain: ChainRun, local: LocalRun | null): RunSummary {
+  const stages = d.plan.stages;
+  const res = chain.results;
+  const lat = res.map((r) => r.latencyMs);
+  const names = ['dispatcher', ...stages.map((s) => s.nodeId), 'dispatcher'];
+  const rawIn = [frames[0]?.data.byteLength ?? 0, ...stages.map((s) => s.plan.outputBytes)];
+  const bytesPerFramePerHop = names.slice(0, -1).map((from, i) => ({
+    hop: `${from} -> ${names[i + 1]}`,
+    bytes: round(mean(res.map((r) => r.hopBytes[i])), 0),
+    rawBytes: rawIn[i],
+  }));
+  let diff: number | null = null;
+  if (local) {
+    diff = 0;
+    local.outputs.forEach((out, i) => {
+      const r = chain.byFrame[i];
+      if (r) diff = Math.max(diff!, maxAbsDiff(out, r.output.data));
+    });
+  }
+  const throughputFps = res.length ? res.length / (chain.wallMs / 1000) : 0;
+  const single = local && frames.length ? { throughputFps: round(frames.length / (local.wallMs / 1000), 3), msPerFrame: round(local.wallMs / frames.length, 1) } : null;
+  return {
+    model: modelName,
+    backend,
+    deployment: d.id,
+    stages: stages.map((s, k) => ({
+      index: k,
+      node: s.nodeId,
+      layers: s.plan.layers.length,
+      firstLayer: s.plan.layers[0],
+      lastLayer: s.plan.last,
+      params: s.plan.params,
+      weightBytes: s.plan.weightBytes,
+      outputShape: s.plan.outputShape,
+      outputBytes: s.plan.outputBytes,
+      meanComputeMs: hopMean(res, k, (h) => h.computeMs),
+      meanBusyMs: hopMean(res, k, (h) => h.decodeMs + h.computeMs + h.encodeMs),
+      meanCpuMs: res.some((r) => r.hops[k]?.cpuMs !== undefined) ? hopMean(res, k, (h) => h.cpuMs ?? NaN) : null,
+    })),
+    cuts: stages.slice(0, -1).map((s) => s.plan.last),
+    frames: frames.length,
+    framesReturned: res.length,
+    failures: chain.failures.slice(0, 10),
+    throughputFps: round(throughputFps, 3),
+    latencyMs: { p50: round(percentile(lat, 50), 1), p95: round(percentile(lat, 95), 1), mean: round(mean(lat), 1), max: round(Math.max(...lat), 1) },
+    bytesPerFramePerHop,
+    deployMs: round(d.deployMs, 0),
+    dispatcherCpuMsPerFrame: round(chain.cpuMs / Math.max(1, frames.length), 1),
+    singleProcess: single,
+    speedupVsSingleProcess: single && throughputFps ? round(throughputFps / single.throughputFps, 3) : null,
+    maxAbsDiffVsLocal: diff,
+    repairs: (d.supervisor?.events ?? []).filter((e) => e.at >= chain.startedAt),
+    duplicates: d.stream.duplicates,
+  };
+}
+
+export function formatSummary(s: RunSummary): string {
+  const kb = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
+  const lines = [
+    '',
+    `DEFER run: ${s.model} on ${s.stages.length} stages, backend ${s.backend}, deployment ${s.deployment}`,
+    ...s.stages.map(
+      (st) =>
+        `  stage ${st.index} on ${st.node}: ${st.layers} layers (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})`,
+    ),
+    `  frames: ${s.framesReturned}/${s.frames} returned${s.failures.length ? ` (${s.failures.length} failed: ${s.failures[0]})` : ''}`,
+    `  throughput: ${s.throughputFps} frames/s` +
+      (s.singleProcess ? ` (single process: ${s.singleProcess.throughputFps} frames/s, ${s.singleProcess.msPerFrame} ms/frame; speed-up ${s.speedupVsSingleProcess}x)` : ''),
+    `  latency: p50 ${s.latencyMs.p50} ms, p95 ${s.latencyMs.p95} ms`,
+    `  bytes per frame per hop: ${s.bytesPerFramePerHop.map((h) => `${h.hop}: ${kb(h.bytes)} (raw ${kb(h.rawBytes)})`).join('; ')}`,
+    `  deployment took ${(s.deployMs / 1000).toFixed(1)} s; dispatcher CPU ${s.dispatcherCpuMsPerFrame} ms/frame`,
+    `  maxAbsDiffVsLocal: ${s.maxAbsDiffVsLocal === null ? 'not measured (--no-baseline)' : s.maxAbsDiffVsLocal}`,
+    ...s.repairs.map(
+      (e) =>
+        `  mended: ${e.kind === 'reconnect' ? 'broker connection lost' : e.kind === 'restore' ? e.cause : `node ${e.node} (stage ${(e.stage ?? 0) + 1}) ${e.cause}`}: ${e.kind === 'restore' ? `back to the first split: deployment ${e.deployment}` : e.kind === 'standby' ? `stage moved to standby ${e.replacement}` : e.kind === 'reconnect' ? `reconnected${e.republished ? ', deployment republished' : ''}` : e.kind === 'reassign' ? 'assigned again' : `${e.kind === 'merge' ? 'stage merged into its neighbour' : 're-planned over the nodes left'}: deployment ${e.deployment}`} in ${(e.repairMs / 1000).toFixed(2)} s, ${e.resent} frames sent again`,
+    ),
+  ];
+  if (s.predicted) lines.push(formatPlanCheck(s.predicted));
+  if (s.replanned) lines.push('', `after re-planning from the measured figures (${s.replanned.changed ? 'new plan, redeployed' : 'same plan, run again'}):`, formatSummary(s.replanned.summary));
+  return lines.join('\n');
+}

@@ -1,0 +1,67 @@
+/**
+ * Images into the model's input tensor: decode (JPEG, PNG, and whatever else
+ * sharp reads), drop alpha, convert to gray or RGB as the model wants, resize
+ * (centre crop, letterbox or stretch), order the channels, and map 0..255 to
+ * the model's value range (or mean/std). One function, so that a local
+ * reference run and the served frames see the very same floats.
+ */
+import sharp, { type Sharp } from 'sharp';
+import { FrameError } from '../core/errors.js';
+import type { RawTensor } from '../protocol/tensor-codec.js';
+
+export type ResizeMode = 'crop' | 'letterbox' | 'stretch';
+
+export interface PreprocessSpec {
+  height: number;
+  width: number;
+  channels: 1 | 3;
+  /** output = lo + (hi - lo) * pixel / 255, unless mean and std are given */
+  range: [number, number];
+  /** per channel, on the 0..1 scale: output = (pixel / 255 - mean) / std */
+  mean?: number[];
+  std?: number[];
+  channelOrder: 'rgb' | 'bgr';
+  resize: ResizeMode;
+  /** letterbox padding, 0..255 gray */
+  pad: number;
+  /** images with more pixels than this are refused before decoding */
+  maxPixels: number;
+}
+
+sharp.cache(false); // frames are all different: no point keeping decoded images
+sharp.concurrency(1); // each decode uses one thread: the nodes need the cores
+
+/** Decode, resize and normalise one image. Throws FrameError('bad-image') with sharp's reason. */
+export async function preprocessImage(bytes: Uint8Array, spec: PreprocessSpec): Promise<RawTensor> {
+  let img: Sharp;
+  let data: Buffer;
+  try {
+    img = sharp(bytes, { limitInputPixels: spec.maxPixels, failOn: 'error' }).removeAlpha();
+    if (spec.channels === 1) img = img.grayscale();
+    else img = img.toColourspace('srgb');
+    const fit = spec.resize === 'crop' ? 'cover' : spec.resize === 'letterbox' ? 'contain' : 'fill';
+    img = img.resize(spec.width, spec.height, { fit, position: 'centre', background: { r: spec.pad, g: spec.pad, b: spec.pad } });
+    ({ data } = await img.raw().toBuffer({ resolveWithObject: true }));
+  } catch (err) {
+    throw new FrameError('bad-image', `the image cannot be decoded: ${(err as Error).message}`);
+  }
+  const n = spec.height * spec.width * spec.channels;
+  if (data.length !== n) throw new FrameError('bad-image', `the image decoded to ${data.length} values, expected ${n}`);
+  return { dtype: 'float32', shape: [1, spec.height, spec.width, spec.channels], data: normalise(data, spec) };
+}
+
+/** 0..255 pixels (HWC, RGB or gray) into the model's floats. */
+export function normalise(pixels: Uint8Array, spec: Pick<PreprocessSpec, 'channels' | 'range' | 'mean' | 'std' | 'channelOrder'>): Float32Array {
+  const c = spec.channels;
+  const out = new Float32Array(pixels.length);
+  const [lo, hi] = spec.range;
+  const scale = (hi - lo) / 255;
+  const bgr = c === 3 && spec.channelOrder === 'bgr';
+  for (let i = 0; i < pixels.length; i += c) {
+    for (let k = 0; k < c; k++) {
+      const src = pixels[i + (bgr ? c - 1 - k : k)];
+      out[i + k] = spec.mean && spec.std ? (src / 255 - spec.mean[k % spec.mean.length]) / spec.std[k % spec.std.length] : lo + scale * src;
+    }
+  }
+  return out;
+}

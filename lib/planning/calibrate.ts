@@ -1,0 +1,98 @@
+/**
+ * A node's measure of itself: a short, fixed workload (a small convolutional
+ * network with seeded weights, the same everywhere) timed on this process's
+ * backend, plus what the host offers (cores, memory). The planner divides the
+ * time of its own run of the same workload by a node's to get the node's speed.
+ */
+import { availableParallelism, freemem, hostname, totalmem } from 'node:os';
+import { tf } from '../model/engine.js';
+import { seedWeights } from '../model/zoo.js';
+
+export interface Capabilities {
+  backend: string;
+  /** median wall ms of one run of the calibration workload (slow-down included) */
+  calibrationMs: number;
+  /** median CPU ms of this process per run */
+  calibrationCpuMs: number;
+  /** the configured artificial slow-down factor (1: none) */
+  slowdown: number;
+  cores: number;
+  freeMemoryBytes: number;
+  totalMemoryBytes: number;
+  host: string;
+}
+
+/** Version of the workload: a planner compares only calibrations of the same version. */
+export const CALIBRATION_VERSION = 1;
+
+function workload(): tf.LayersModel {
+  const L = tf.layers;
+  const input = tf.input({ shape: [112, 112, 32], name: 'cal_in' });
+  let x = L.conv2d({ name: 'cal_conv1', filters: 64, kernelSize: 3, padding: 'same', activation: 'relu' }).apply(input) as tf.SymbolicTensor;
+  x = L.depthwiseConv2d({ name: 'cal_dw', kernelSize: 3, padding: 'same' }).apply(x) as tf.SymbolicTensor;
+  x = L.conv2d({ name: 'cal_conv2', filters: 64, kernelSize: 1, activation: 'relu' }).apply(x) as tf.SymbolicTensor;
+  x = L.globalAveragePooling2d({ name: 'cal_gap' }).apply(x) as tf.SymbolicTensor;
+  x = L.dense({ name: 'cal_dense', units: 10 }).apply(x) as tf.SymbolicTensor;
+  const m = tf.model({ inputs: input, outputs: x, name: 'calibration' });
+  seedWeights(m, 7);
+  return m;
+}
+
+const WARMUP_MS = 600;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/**
+ * Time the workload `runs` times after a warm-up (at least two runs and WARMUP_MS). With `slowdown` > 1
+ * each run is followed by an idle wait of (slowdown - 1) times its time, as
+ * an edge node configured with that slow-down does after each frame.
+ */
+export async function calibrate(opts: { slowdown?: number; runs?: number } = {}): Promise<Capabilities> {
+  const slowdown = opts.slowdown ?? 1;
+  const runs = opts.runs ?? 15;
+  const model = workload();
+  const input = tf.randomUniform([1, 112, 112, 32], 0, 1, 'float32', 11);
+  const wall: number[] = [];
+  const cpu: number[] = [];
+  try {
+    // Warm up for at least WARMUP_MS: right after start, V8 is still compiling the wasm kernels'
+    // optimised tier in the background, and runs then are up to 2x slower than later ones.
+    const warmUntil = performance.now() + WARMUP_MS;
+    for (let w = 0; w < 2 || performance.now() < warmUntil; w++) {
+      const out = model.predict(input) as tf.Tensor;
+      await out.data();
+      out.dispose();
+    }
+    for (let r = 0; r < runs; r++) {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      const out = model.predict(input) as tf.Tensor;
+      await out.data();
+      out.dispose();
+      const busy = performance.now() - t0;
+      if (slowdown > 1) await sleep((slowdown - 1) * busy);
+      const c = process.cpuUsage(c0);
+      wall.push(performance.now() - t0);
+      cpu.push((c.user + c.system) / 1000);
+    }
+  } finally {
+    model.dispose();
+    input.dispose();
+  }
+  return {
+    backend: tf.getBackend(),
+    calibrationMs: median(wall),
+    calibrationCpuMs: median(cpu),
+    slowdown,
+    cores: availableParallelism(),
+    freeMemoryBytes: freemem(),
+    totalMemoryBytes: totalmem(),
+    host: hostname(),
+  };
+}

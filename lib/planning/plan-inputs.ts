@@ -1,0 +1,136 @@
+/**
+ * What the planner reads, gathered: the model's cost (a profile and the
+ * model's layer sizes), and each node's figures, from its calibration in its
+ * status or from speeds given by the user, with the link and memory options.
+ */
+import type { Capabilities } from './calibrate.js';
+import { DeferError } from '../core/errors.js';
+import type { FlatModel } from '../model/partition.js';
+import type { Codec } from '../protocol/tensor-codec.js';
+import type { CostModel, PlanNode } from './optimiser.js';
+import type { CachedProfile } from './profile-cache.js';
+
+/** The planner's cost model: the profile's segment times and codec costs (for `codec`), the model's sizes. */
+export function costModelOf(flat: FlatModel, profile: Pick<CachedProfile, 'layerMs' | 'segments' | 'input'>, codec: Codec = 'lz4'): CostModel {
+  const validNames = new Set(flat.validCutNames());
+  const index = new Map(flat.layers.map((l, i) => [l.name, i]));
+  const n = flat.layers.length;
+  const encodeMs = new Array<number>(n).fill(0);
+  const decodeMs = new Array<number>(n).fill(0);
+  const wireBytes = flat.layers.map((l) => l.outputBytes);
+  for (const s of profile.segments) {
+    const i = index.get(s.last);
+    if (i === undefined) continue;
+    encodeMs[i] = s.output[codec].encodeMs;
+    decodeMs[i] = s.output[codec].decodeMs;
+    wireBytes[i] = s.output[codec].bytes;
+  }
+  return {
+    layerNames: flat.layers.map((l) => l.name),
+    segmentMs: profile.layerMs,
+    validCuts: flat.layers.flatMap((l, i) => (validNames.has(l.name) ? [i] : [])),
+    outputBytes: flat.layers.map((l) => l.outputBytes),
+    weightBytes: flat.layers.map((l) => l.weightBytes),
+    inputBytes: flat.inputShape.reduce((a, b) => a * b, 1) * 4,
+    encodeMs,
+    decodeMs,
+    inputDecodeMs: profile.input[codec].decodeMs,
+    wireBytes,
+    inputWireBytes: profile.input[codec].bytes,
+  };
+}
+
+export interface NodeOptions {
+  /** relative speeds, one per node (1 = the planning machine); empty: from capabilities */
+  speeds: number[];
+  /** MB per node, one value for all, or empty */
+  memoryMb: number[];
+  /** Mbit/s per node, one value for all, or empty; 0 = loopback */
+  bandwidthMbps: number[];
+  latencyMs: number[];
+}
+
+function perNode(name: string, values: number[], ids: string[]): (number | undefined)[] {
+  if (values.length === 0) return ids.map(() => undefined);
+  if (values.length === 1) return ids.map(() => values[0]);
+  if (values.length !== ids.length) throw new DeferError('E_CONFIG', `${name} has ${values.length} values for ${ids.length} nodes (${ids.join(', ')}): give one per node, or one for all`);
+  return values;
+}
+
+/**
+ * Plan nodes for `ids`. Speeds given by the user win; otherwise each node's
+ * calibration is compared with the profile's: a node whose workload took
+ * twice as long gets time factor 2.
+ */
+export function planNodes(ids: string[], opts: NodeOptions, profile: Pick<CachedProfile, 'calibration' | 'backend'>, caps?: Map<string, Capabilities>): PlanNode[] {
+  const speeds = perNode('planner.speeds', opts.speeds, ids);
+  const memory = perNode('planner.memoryMb', opts.memoryMb, ids);
+  const bandwidth = perNode('planner.bandwidthMbps', opts.bandwidthMbps, ids);
+  const latency = perNode('planner.latencyMs', opts.latencyMs, ids);
+  const nodes = ids.map((id, i) => {
+    const cap = caps?.get(id);
+    let timeFactor: number;
+    let cpuFactor: number | undefined;
+    const speed = speeds[i];
+    if (speed !== undefined) {
+      if (!(speed > 0)) throw new DeferError('E_CONFIG', `planner.speeds: node ${id} has speed ${speed}; speeds must be positive (1 = as fast as this machine)`);
+      timeFactor = 1 / speed;
+    } else if (cap) {
+      timeFactor = cap.calibrationMs / profile.calibration.calibrationMs;
+      cpuFactor = cap.calibrationCpuMs / profile.calibration.calibrationCpuMs;
+    } else {
+      throw new DeferError('E_CONFIG', `no speed for node ${id}: it has not reported a calibration; start it, or give planner.speeds (--speeds)`);
+    }
+    const mb = memory[i];
+    const bw = bandwidth[i];
+    return {
+      id,
+      timeFactor,
+      cpuFactor,
+      memoryBytes: mb !== undefined && mb > 0 ? mb * 1e6 : cap?.freeMemoryBytes,
+      bandwidthMbps: bw !== undefined && bw > 0 ? bw : undefined,
+      latencyMs: latency[i],
+      host: speed === undefined ? cap?.host : undefined,
+      cores: speed === undefined ? cap?.cores : undefined,
+    };
+  });
+  return mergeSimilar(nodes, ids.filter((_, i) => speeds[i] === undefined));
+}
+
+/** Relative noise of one calibration on a busy machine: nodes closer than this are taken as equal. */
+export const CALIBRATION_TOLERANCE = 0.05;
+
+/**
+ * Calibrated nodes whose time factors are within CALIBRATION_TOLERANCE of the
+ * fastest in their group get the group's mean: the planner then treats them as
+ * equal (it keeps their given order) instead of reordering on noise.
+ */
+function mergeSimilar(nodes: PlanNode[], calibrated: string[]): PlanNode[] {
+  const pool = nodes.filter((n) => calibrated.includes(n.id)).sort((a, b) => a.timeFactor - b.timeFactor);
+  const out = new Map(nodes.map((n) => [n.id, n]));
+  for (let i = 0; i < pool.length; ) {
+    let j = i;
+    while (j + 1 < pool.length && pool[j + 1].timeFactor <= pool[i].timeFactor * (1 + CALIBRATION_TOLERANCE)) j++;
+    const group = pool.slice(i, j + 1);
+    const mean = (f: (n: PlanNode) => number) => group.reduce((s, n) => s + f(n), 0) / group.length;
+    const time = mean((n) => n.timeFactor);
+    const cpu = mean((n) => n.cpuFactor ?? n.timeFactor);
+    for (const n of group) out.set(n.id, { ...n, timeFactor: time, cpuFactor: cpu });
+    i = j + 1;
+  }
+  return nodes.map((n) => out.get(n.id)!);
+}
+
+/**
+ * Measured figures into new time factors: a node whose stage took longer
+ * than predicted is slower than its calibration said, by that ratio.
+ */
+export function remeasuredNodes(nodes: PlanNode[], measured: { node: string; predictedMs: number; measuredMs: number }[]): PlanNode[] {
+  const byNode = new Map(measured.map((m) => [m.node, m]));
+  return nodes.map((n) => {
+    const m = byNode.get(n.id);
+    if (!m || !(m.predictedMs > 0) || !(m.measuredMs > 0)) return n;
+    // the CPU a stage costs its host does not change with contention: keep the calibrated figure
+    return { ...n, timeFactor: n.timeFactor * (m.measuredMs / m.predictedMs), cpuFactor: n.cpuFactor ?? n.timeFactor };
+  });
+}

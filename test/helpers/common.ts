@@ -1,0 +1,60 @@
+/** Shared test helpers. */
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { tf } from '../../lib/model/engine.js';
+import type { FlatModel } from '../../lib/model/partition.js';
+import { buildStageModel } from '../../lib/model/partition.js';
+
+/** Repository root (this file runs from dist/test/helpers). */
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+/** Real exported models and photos, kept in the repository (see test/fixtures/README.md). */
+export const FIXTURES = join(ROOT, 'test', 'fixtures');
+export const REAL_MODELS = join(FIXTURES, 'models');
+export const IMAGES = join(FIXTURES, 'images');
+
+// Tests write nothing into the working tree or the user's caches: profiles and weight caches go
+// to temporary folders, for this process and the child processes it starts.
+process.env.DEFER_PLANNER_CACHE_DIR ??= mkdtempSync(join(tmpdir(), 'defer-test-profiles-'));
+process.env.DEFER_NODE_WEIGHT_CACHE ??= mkdtempSync(join(tmpdir(), 'defer-test-weights-'));
+export const CLI = join(ROOT, 'dist', 'cli', 'defer.js');
+
+/** Run `input` through the stages cut at `cuts`, each built as an edge node builds it. */
+export async function runChained(flat: FlatModel, cuts: string[], input: tf.Tensor): Promise<Float32Array> {
+  let x = input;
+  for (const plan of flat.plan(cuts)) {
+    const { specs, blob } = flat.stageWeights(plan);
+    const stage = await buildStageModel(JSON.parse(JSON.stringify(flat.stageTopology(plan))), specs, blob);
+    const y = stage.predict(x) as tf.Tensor;
+    if (x !== input) x.dispose();
+    x = y;
+    stage.dispose();
+  }
+  const out = (await x.data()) as Float32Array;
+  x.dispose();
+  return out;
+}
+
+export async function predict(model: tf.LayersModel, input: tf.Tensor): Promise<Float32Array> {
+  const y = model.predict(input) as tf.Tensor;
+  const out = (await y.data()) as Float32Array;
+  y.dispose();
+  return out;
+}
+
+/** Bit-level equality of two float arrays (NaN payloads and -0 included). */
+export function sameBits(a: Float32Array, b: Float32Array): boolean {
+  if (a.length !== b.length) return false;
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
+/** A TCP port that was free a moment ago, on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
