@@ -4,8 +4,8 @@
  * (so the figure includes the clients' own work, as on a node).
  */
 import { startBroker } from '../broker/broker.js';
-import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
 import { round } from '../lib/core/stats.js';
+import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
 
 export interface BrokerRow {
   messageBytes: number;

@@ -36,7 +36,10 @@ export function throughputSvg(rows: PipelineRow[], title: string): string {
     const line = (f: (r: PipelineRow) => number, style: string, colour: string) =>
       `<polyline fill="none" stroke="${colour}" stroke-width="2" ${style} points="${rs.map((r) => `${X(r.nodes).toFixed(1)},${Y(f(r)).toFixed(1)}`).join(' ')}"/>` +
       rs.map((r) => `<circle cx="${X(r.nodes).toFixed(1)}" cy="${Y(f(r)).toFixed(1)}" r="3" fill="${colour}"/>`).join('');
-    const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => `<line x1="${x0 + m.l}" x2="${x0 + m.l + w}" y1="${Y(f * maxY)}" y2="${Y(f * maxY)}" stroke="#ddd"/><text x="${x0 + m.l - 6}" y="${Y(f * maxY) + 4}" text-anchor="end" font-size="11" ${FONT}>${+(f * maxY).toFixed(2)}</text>`);
+    const ticks = [0, 0.25, 0.5, 0.75, 1].map(
+      (f) =>
+        `<line x1="${x0 + m.l}" x2="${x0 + m.l + w}" y1="${Y(f * maxY)}" y2="${Y(f * maxY)}" stroke="#ddd"/><text x="${x0 + m.l - 6}" y="${Y(f * maxY) + 4}" text-anchor="end" font-size="11" ${FONT}>${+(f * maxY).toFixed(2)}</text>`,
+    );
     const xt = rs.map((r) => `<text x="${X(r.nodes)}" y="${30 + m.t + h + 16}" text-anchor="middle" font-size="11" ${FONT}>${r.nodes}</text>`);
     return [
       `<text x="${x0 + m.l + w / 2}" y="${30 + m.t - 14}" text-anchor="middle" font-size="14" font-weight="bold" ${FONT}>${esc(model)}</text>`,
@@ -54,7 +57,10 @@ export function throughputSvg(rows: PipelineRow[], title: string): string {
     ['#c0392b', 'stroke-dasharray="6,4"', 'single process (same run)'],
     ['#7a7a7a', 'stroke-dasharray="2,3"', 'ideal: single ms / slowest stage ms'],
   ]
-    .map(([c, st, label], i) => `<line x1="${20 + i * 230}" x2="${50 + i * 230}" y1="${height - 12}" y2="${height - 12}" stroke="${c}" stroke-width="2" ${st}/><text x="${56 + i * 230}" y="${height - 8}" font-size="12" ${FONT}>${esc(label)}</text>`)
+    .map(
+      ([c, st, label], i) =>
+        `<line x1="${20 + i * 230}" x2="${50 + i * 230}" y1="${height - 12}" y2="${height - 12}" stroke="${c}" stroke-width="2" ${st}/><text x="${56 + i * 230}" y="${height - 8}" font-size="12" ${FONT}>${esc(label)}</text>`,
+    )
     .join('');
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}"><rect width="100%" height="100%" fill="white"/><text x="10" y="20" font-size="15" font-weight="bold" ${FONT}>${esc(title)}</text>${panels.join('\n')}${legend}</svg>`;
 }

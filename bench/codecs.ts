@@ -8,11 +8,10 @@
  * (the rest of the model run on the decoded activation).
  */
 import { createRequire } from 'node:module';
-import { tf } from '../lib/model/engine.js';
-import { decodeActivation, encodeActivation } from '../lib/protocol/messages.js';
-import { buildStageModel, type FlatModel } from '../lib/model/partition.js';
 import { round } from '../lib/core/stats.js';
-import { decodeTensor, encodeTensor } from '../lib/protocol/tensor-codec.js';
+import { tf } from '../lib/model/engine.js';
+import { buildStageModel, type FlatModel } from '../lib/model/partition.js';
+import { decodeActivation, decodeTensor, encodeActivation, encodeTensor } from '../lib/protocol/index.js';
 
 const require = createRequire(import.meta.url);
 const lz4 = require('lz4') as { encodeBound(n: number): number; encodeBlock(s: Uint8Array, d: Uint8Array): number; decodeBlock(s: Uint8Array, d: Uint8Array): number };
@@ -145,7 +144,7 @@ const int8Codec: Codec = {
   },
 };
 
-const envelope = (shape: number[], tensor: ReturnType<typeof encodeTensor>) => encodeActivation({ deployment: 'bench', frame: 'f', device: 'd', stage: 1, sentAt: 0, hops: [], tensor });
+const envelope = (_shape: number[], tensor: ReturnType<typeof encodeTensor>) => encodeActivation({ deployment: 'bench', frame: 'f', device: 'd', stage: 1, sentAt: 0, hops: [], tensor });
 
 const CODECS: Codec[] = [
   {
@@ -190,7 +189,7 @@ function timeIt(reps: number, f: () => void): number {
 /** Rows for each cut and codec; lossy quality from `frames` random frames through the rest of the model. */
 export async function codecBench(flat: FlatModel, cuts: string[], frames: number, reps: number): Promise<CodecRow[]> {
   const rows: CodecRow[] = [];
-  const plans = flat.plan(cuts);
+  const plans = flat.spans(cuts);
   const stages: tf.LayersModel[] = [];
   for (const p of plans) {
     const { specs, blob } = flat.stageWeights(p);

@@ -56,7 +56,10 @@ export async function netemCheck(): Promise<NetemCheck> {
     await sh(['ip', 'netns', 'add', nsName(1)]);
     await sh(['ip', 'link', 'add', 'dfbh1', 'type', 'veth', 'peer', 'name', 'dfbn1']);
     await sh(['ip', 'link', 'set', 'dfbn1', 'netns', nsName(1)]);
-    const netem = await sh(['tc', 'qdisc', 'add', 'dev', 'dfbh1', 'root', 'netem', 'delay', '5ms', 'rate', '100mbit']).then(() => true, () => false);
+    const netem = await sh(['tc', 'qdisc', 'add', 'dev', 'dfbh1', 'root', 'netem', 'delay', '5ms', 'rate', '100mbit']).then(
+      () => true,
+      () => false,
+    );
     if (!netem) await sh(['tc', 'qdisc', 'add', 'dev', 'dfbh1', 'root', 'tbf', 'rate', '100mbit', 'burst', '256kb', 'latency', '400ms']);
     return {
       available: true,
@@ -102,7 +105,9 @@ export async function createLinks(ids: string[], shape: Shape, netem: boolean): 
   return {
     brokerUrlFor: (id, port) => `mqtt://10.77.${index(id)}.1:${port}`,
     commandPrefix: (id) => ['ip', 'netns', 'exec', nsName(index(id))],
-    applied: netem ? `netem: ${shape.mbit} Mbit/s and ${shape.delayMs} ms each way on every node's link` : `tbf: ${shape.mbit} Mbit/s each way on every node's link; no delay (no netem in this kernel)`,
+    applied: netem
+      ? `netem: ${shape.mbit} Mbit/s and ${shape.delayMs} ms each way on every node's link`
+      : `tbf: ${shape.mbit} Mbit/s each way on every node's link; no delay (no netem in this kernel)`,
     close: () => removeLeftovers(ids.length),
   };
 }

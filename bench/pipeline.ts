@@ -5,15 +5,15 @@
  * against the single-process baseline, the ideal bound, CPU per frame per
  * node, energy where RAPL counters exist, and per-hop overhead.
  */
-import { readFile, readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Local, type UpOptions, withLocalDeployment } from '../cli/up.js';
 import type { DeferConfig } from '../config/schema.js';
-import { chooseSplit } from '../dispatcher/run/deploy-and-run.js';
 import { type LocalRun, runChain, runLocal, summarise } from '../dispatcher/run/measure-run.js';
-import { hopLatencies } from '../dispatcher/serving/device-server.js';
-import { syntheticFrames } from '../lib/model/synthetic-frames.js';
 import { mean, round } from '../lib/core/stats.js';
+import { syntheticFrames } from '../lib/model/synthetic-frames.js';
+import { chooseSplit } from '../lib/planning/auto-plan.js';
+import { hopLatencies } from '../lib/protocol/index.js';
 
 export interface PipelineRow {
   model: string;
@@ -92,7 +92,9 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
     });
     const single = s.singleProcess!;
     const slowest = Math.max(...s.stages.map((st) => st.meanComputeMs));
-    progress(`  ${config.dispatcher.model} on ${order.length} node(s): ${s.throughputFps} frames/s (single ${single.throughputFps}), deploy ${(first.deployMs / 1000).toFixed(1)} s, redeploy ${(again.deployMs / 1000).toFixed(1)} s`);
+    progress(
+      `  ${config.dispatcher.model} on ${order.length} node(s): ${s.throughputFps} frames/s (single ${single.throughputFps}), deploy ${(first.deployMs / 1000).toFixed(1)} s, redeploy ${(again.deployMs / 1000).toFixed(1)} s`,
+    );
     return {
       model: config.dispatcher.model,
       nodes: order.length,

@@ -12,14 +12,14 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/schema.js';
-import { initEngine } from '../lib/model/engine.js';
 import { setLogLevel } from '../lib/core/log.js';
+import { initEngine } from '../lib/model/engine.js';
 import { loadFlatModel } from '../lib/model/model-source.js';
 import { type BrokerRow, brokerBench } from './broker.js';
 import { payloadSvg, throughputSvg, writePng } from './charts.js';
 import { type CodecRow, codecBench } from './codecs.js';
-import { type Shape, createLinks, netemCheck } from './netem.js';
-import { type PipelineRow, measurePipeline, raplMicrojoules } from './pipeline.js';
+import { createLinks, netemCheck, type Shape } from './netem.js';
+import { measurePipeline, type PipelineRow, raplMicrojoules } from './pipeline.js';
 
 /** the real models kept with the tests (bench runs from dist/bench) */
 const REAL_MODELS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures', 'models');
@@ -95,17 +95,23 @@ function markdown(r: BenchResult): string {
     '',
     '## Overhead per hop',
     '',
-    'Per node, ms per frame: decode + encode against compute (the codec\'s share of the node\'s busy time), and transfer: from the sender\'s publish to this node\'s receipt, which includes the broker, the sockets, and the time a message waits in the socket while the node (single-threaded) computes the frame before it. The broker\'s own cost is in the broker table below and in the broker+dispatcher CPU above.',
+    "Per node, ms per frame: decode + encode against compute (the codec's share of the node's busy time), and transfer: from the sender's publish to this node's receipt, which includes the broker, the sockets, and the time a message waits in the socket while the node (single-threaded) computes the frame before it. The broker's own cost is in the broker table below and in the broker+dispatcher CPU above.",
     '',
     '| model | nodes | per node: decode + encode / compute ms (codec share); transfer ms |',
     '| --- | --- | --- |',
-    ...r.pipeline.map((p) => `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${p.overhead.map((o) => `${o.node}: ${o.decodeMs} + ${o.encodeMs} / ${o.computeMs} (${(o.codecShare * 100).toFixed(1)}%); ${o.transferMs}`).join('; ')} |`),
+    ...r.pipeline.map(
+      (p) =>
+        `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${p.overhead.map((o) => `${o.node}: ${o.decodeMs} + ${o.encodeMs} / ${o.computeMs} (${(o.codecShare * 100).toFixed(1)}%); ${o.transferMs}`).join('; ')} |`,
+    ),
     '',
     '## Payload per inference by codec (ResNet50 activations)',
     '',
     '| cut | shape | codec | bytes | smaller than JSON | smaller than raw | encode MB/s | decode MB/s | max output diff | top-1 agreement |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-    ...r.codecs.map((c) => `| ${c.cut} | ${c.shape.join('x')} | ${c.codec} | ${c.bytes.toLocaleString('en')} | ${c.vsJson}x | ${c.vsRaw}x | ${c.encodeMBps} | ${c.decodeMBps} | ${c.maxOutputDiff ?? 'lossless'} | ${c.top1Agreement === null ? 'lossless' : `${(c.top1Agreement * 100).toFixed(0)}% of ${r.codecFrames}`} |`),
+    ...r.codecs.map(
+      (c) =>
+        `| ${c.cut} | ${c.shape.join('x')} | ${c.codec} | ${c.bytes.toLocaleString('en')} | ${c.vsJson}x | ${c.vsRaw}x | ${c.encodeMBps} | ${c.decodeMBps} | ${c.maxOutputDiff ?? 'lossless'} | ${c.top1Agreement === null ? 'lossless' : `${(c.top1Agreement * 100).toFixed(0)}% of ${r.codecFrames}`} |`,
+    ),
     '',
     '## Broker throughput (embedded Aedes, QoS 1, 8 messages in flight, publisher and subscriber in one process)',
     '',
@@ -117,7 +123,10 @@ function markdown(r: BenchResult): string {
     '',
     '| model | nodes | weights MB | first deployment s | redeployment s |',
     '| --- | --- | --- | --- | --- |',
-    ...r.pipeline.map((p) => `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${(p.weightBytes / 1e6).toFixed(1)} | ${(p.deployMs / 1000).toFixed(2)} | ${p.redeployMs === null ? '-' : (p.redeployMs / 1000).toFixed(2)} |`),
+    ...r.pipeline.map(
+      (p) =>
+        `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${(p.weightBytes / 1e6).toFixed(1)} | ${(p.deployMs / 1000).toFixed(2)} | ${p.redeployMs === null ? '-' : (p.redeployMs / 1000).toFixed(2)} |`,
+    ),
     '',
     `## Network emulation`,
     '',
@@ -127,7 +136,10 @@ function markdown(r: BenchResult): string {
       ? [
           '| model | nodes | link | applied | frames/s | single process | p50 / p95 ms | bytes per hop | deployment s |',
           '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-          ...r.emulated.map((e) => `| ${e.row.model} | ${e.row.nodes} | ${e.shape} | ${e.applied} | ${e.row.throughputFps} | ${e.row.singleProcessFps} | ${e.row.p50Ms} / ${e.row.p95Ms} | ${e.row.bytesPerHop.map((b) => b.toLocaleString('en')).join(' / ')} | ${(e.row.deployMs / 1000).toFixed(1)} |`),
+          ...r.emulated.map(
+            (e) =>
+              `| ${e.row.model} | ${e.row.nodes} | ${e.shape} | ${e.applied} | ${e.row.throughputFps} | ${e.row.singleProcessFps} | ${e.row.p50Ms} / ${e.row.p95Ms} | ${e.row.bytesPerHop.map((b) => b.toLocaleString('en')).join(' / ')} | ${(e.row.deployMs / 1000).toFixed(1)} |`,
+          ),
           '',
         ]
       : []),
@@ -183,7 +195,10 @@ async function main(): Promise<void> {
     say('broker throughput');
     broker = await brokerBench(p.brokerSizes, p.brokerMessages);
   }
-  const energy = (await raplMicrojoules()) === null ? 'not measured: this machine exposes no RAPL counters (/sys/class/powercap/intel-rapl:*; typical of VMs). CPU ms per frame per node, from each process\'s own accounting, is the proxy.' : 'RAPL package counters over the streamed frames (all packages; nodes, broker and dispatcher together).';
+  const energy =
+    (await raplMicrojoules()) === null
+      ? "not measured: this machine exposes no RAPL counters (/sys/class/powercap/intel-rapl:*; typical of VMs). CPU ms per frame per node, from each process's own accounting, is the proxy."
+      : 'RAPL package counters over the streamed frames (all packages; nodes, broker and dispatcher together).';
   const netem = await netemCheck();
   say(`network emulation: ${netem.available ? netem.reason : `skipped: ${netem.reason}`}`);
   const emulated: BenchResult['emulated'] = [];
@@ -194,7 +209,11 @@ async function main(): Promise<void> {
       say(`${e.model} on ${e.nodes} nodes in network namespaces, links ${shape.label}`);
       const links = await createLinks(ids, shape, netem.netem);
       try {
-        const config = loadConfig(undefined, { 'dispatcher.model': e.model, 'up.nodes': e.nodes, 'up.frames': e.frames, 'broker.port': 0, 'broker.host': '0.0.0.0', 'dispatcher.readyTimeoutMs': 600_000, logLevel: 'warn' }, {});
+        const config = loadConfig(
+          undefined,
+          { 'dispatcher.model': e.model, 'up.nodes': e.nodes, 'up.frames': e.frames, 'broker.port': 0, 'broker.host': '0.0.0.0', 'dispatcher.readyTimeoutMs': 600_000, logLevel: 'warn' },
+          {},
+        );
         const row = await measurePipeline(config, say, { nodeNetwork: links, redeploy: false });
         emulated.push({ shape: shape.label, applied: links.applied, row });
       } finally {
@@ -214,7 +233,13 @@ async function main(): Promise<void> {
   if (codecs.length) {
     const cut = p.codecCuts[p.codecCuts.length > 1 ? 1 : 0];
     charts.push(`${base}-payload.png`);
-    await writePng(payloadSvg(codecs.filter((c) => c.cut === cut), `Payload per inference: ResNet50 ${cut} activation`), charts.at(-1)!);
+    await writePng(
+      payloadSvg(
+        codecs.filter((c) => c.cut === cut),
+        `Payload per inference: ResNet50 ${cut} activation`,
+      ),
+      charts.at(-1)!,
+    );
   }
   const result: BenchResult = {
     date,

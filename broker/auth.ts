@@ -15,6 +15,8 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
+import { ALL_TOPICS, ANY_PIPELINE, filterWithin } from '../lib/protocol/index.js';
+import { isName, NAME_RULE } from '../lib/protocol/names.js';
 
 export type Role = 'dispatcher' | 'node' | 'sensor' | 'admin';
 export const ROLES: readonly Role[] = ['dispatcher', 'node', 'sensor', 'admin'];
@@ -34,7 +36,7 @@ export interface Principal {
   id: string;
 }
 
-const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const T = ANY_PIPELINE;
 const KEYLEN = 32;
 
 export function hashPassword(password: string, salt = randomBytes(16).toString('hex')): { salt: string; hash: string } {
@@ -57,7 +59,7 @@ export async function readUsers(file: string): Promise<UserRecord[]> {
   const users = (j as { users?: unknown }).users;
   if (!Array.isArray(users)) throw new DeferError('E_CONFIG', `users file ${file}: expected {"users": [...]}`);
   users.forEach((u: Partial<UserRecord>, i) => {
-    if (!u || typeof u.username !== 'string' || !ROLES.includes(u.role as Role) || typeof u.salt !== 'string' || !/^[0-9a-f]{64}$/.test(String(u.hash)) || (u.id !== undefined && !NAME.test(u.id))) {
+    if (!u || typeof u.username !== 'string' || !ROLES.includes(u.role as Role) || typeof u.salt !== 'string' || !/^[0-9a-f]{64}$/.test(String(u.hash)) || (u.id !== undefined && !isName(u.id))) {
       throw new DeferError('E_CONFIG', `users file ${file}: user ${i} needs username, role (${ROLES.join(', ')}), salt, hash (64 hex), and an optional id of letters, digits, _ . -`);
     }
   });
@@ -66,9 +68,9 @@ export async function readUsers(file: string): Promise<UserRecord[]> {
 
 /** Add or replace a user in the file (created if missing). */
 export async function addUser(file: string, username: string, role: Role, password: string, id?: string): Promise<void> {
-  if (!NAME.test(username)) throw new DeferError('E_CONFIG', `username '${username}' must be 1-64 letters, digits, _ . -`);
+  if (!isName(username)) throw new DeferError('E_CONFIG', `username '${username}' must be ${NAME_RULE}`);
   if (!ROLES.includes(role)) throw new DeferError('E_CONFIG', `role must be one of ${ROLES.join(', ')}, not '${role}'`);
-  if (id !== undefined && !NAME.test(id)) throw new DeferError('E_CONFIG', `id '${id}' must be 1-64 letters, digits, _ . -`);
+  if (id !== undefined && !isName(id)) throw new DeferError('E_CONFIG', `id '${id}' must be ${NAME_RULE}`);
   if (password.length < 8) throw new DeferError('E_CONFIG', 'the password must have at least 8 characters');
   let users: UserRecord[] = [];
   try {
@@ -81,34 +83,20 @@ export async function addUser(file: string, username: string, role: Role, passwo
   await writeFile(file, JSON.stringify({ users }, null, 2) + '\n', { mode: 0o600 });
 }
 
-/** Does topic filter `want` (may hold + and #) only ever match topics that `allowed` matches? */
-export function filterWithin(want: string, allowed: string): boolean {
-  const w = want.split('/');
-  const a = allowed.split('/');
-  for (let i = 0; i < a.length; i++) {
-    if (a[i] === '#') return true;
-    if (i >= w.length) return false;
-    if (w[i] === '#') return false;
-    if (a[i] === '+') continue;
-    if (w[i] !== a[i]) return false;
-  }
-  return w.length === a.length;
-}
-
 /** Topic filters a principal may publish to and subscribe to. */
 export function aclFor(p: Principal): { publish: string[]; subscribe: string[] } {
   switch (p.role) {
     case 'admin':
     case 'dispatcher':
-      return { publish: ['defer/#'], subscribe: ['defer/#'] };
+      return { publish: [ALL_TOPICS], subscribe: [ALL_TOPICS] };
     case 'node':
       return {
-        publish: [`defer/+/node/${p.id}/status`, `defer/+/node/${p.id}/alive`, 'defer/+/stage/+/in', 'defer/+/dispatcher/+/out', 'defer/+/errors'],
+        publish: [T.nodeStatus(p.id), T.nodeAlive(p.id), T.stageIn('+'), T.results('+'), T.errors],
         // any node's weight chunks: a standby reads the retained chunks of the node it replaces (each is checked against the manifest's sha256)
-        subscribe: [`defer/+/node/${p.id}/assign`, `defer/+/node/${p.id}/prefetch`, 'defer/+/node/+/weights/+', 'defer/+/stage/+/in'],
+        subscribe: [T.nodeAssign(p.id), T.nodePrefetch(p.id), T.nodeWeightsAll('+'), T.stageIn('+')],
       };
     case 'sensor':
-      return { publish: [`defer/+/frames/${p.id}`], subscribe: [`defer/+/results/${p.id}`] };
+      return { publish: [T.frames(p.id)], subscribe: [T.deviceResults(p.id)] };
   }
 }
 
@@ -145,12 +133,16 @@ export async function loadAuthHook(file: string): Promise<AuthHook> {
     throw new DeferError('E_CONFIG', `cannot load the auth module ${file} (broker.authModule): ${errorMessage(err)}`);
   }
   const fn = (typeof mod.authenticate === 'function' ? mod.authenticate : mod.default) as unknown;
-  if (typeof fn !== 'function') throw new DeferError('E_CONFIG', `the auth module ${file} (broker.authModule) must export a function: export default async ({ username, password, clientId }) => ({ role: 'node', id: 'n1' }) or null`);
+  if (typeof fn !== 'function')
+    throw new DeferError(
+      'E_CONFIG',
+      `the auth module ${file} (broker.authModule) must export a function: export default async ({ username, password, clientId }) => ({ role: 'node', id: 'n1' }) or null`,
+    );
   return async (req) => {
     const r = (await (fn as AuthHook)(req)) as unknown;
     if (!r) return null;
     const { role, id } = r as { role?: unknown; id?: unknown };
-    if (!ROLES.includes(role as Role) || (id !== undefined && (typeof id !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(id)))) {
+    if (!ROLES.includes(role as Role) || (id !== undefined && !isName(id))) {
       log.warn(`broker: the auth module answered ${JSON.stringify(r)} for '${req.username}': not a role of ${ROLES.join(', ')} with an optional id; refused`);
       return null;
     }

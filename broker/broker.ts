@@ -9,10 +9,11 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { Aedes } from 'aedes';
-import { type AuthHook, type Principal, type UserRecord, authenticateUser, mayPublish, maySubscribe } from './auth.js';
-import { DEFAULT_TOPIC_LIMITS, type TopicLimits, limitFor } from './topic-limits.js';
 import { DeferError } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
+import { encodeErrorReport, parseTopic, topicsFor } from '../lib/protocol/index.js';
+import { type AuthHook, authenticateUser, mayPublish, maySubscribe, type Principal, type UserRecord } from './auth.js';
+import { DEFAULT_TOPIC_LIMITS, limitFor, type TopicLimits } from './topic-limits.js';
 
 export interface BrokerOptions {
   host: string;
@@ -144,7 +145,7 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
       done(null);
     },
   };
-  let reportOverLimit = (_topic: string, _size: number, _limit: number, _who: string) => undefined as void;
+  let reportOverLimit = (_topic: string, _size: number, _limit: number, _who: string): void => undefined;
   let db: { close(): Promise<void> } | undefined;
   let persistence: unknown;
   if (opts.persistence) {
@@ -162,10 +163,11 @@ export async function startBroker(opts: BrokerOptions): Promise<RunningBroker> {
   }
   const aedes = await Aedes.createBroker({ maxClientsIdLength: 128, concurrency: 1000, ...(persistence ? { persistence } : {}), ...(security as object) } as Parameters<typeof Aedes.createBroker>[0]);
   reportOverLimit = (topic, size, limit, who) => {
-    const m = /^defer\/([^/]+)\//.exec(topic);
-    if (!m) return;
+    const at = parseTopic(topic);
+    if (!at) return;
+    const reason = `${size} bytes from ${who}, over the topic's limit of ${limit} bytes (broker.topicLimits): connection closed`;
     aedes.publish(
-      { cmd: 'publish', topic: `defer/${m[1]}/errors`, payload: Buffer.from(JSON.stringify({ v: 1, broker: true, topic, reason: `${size} bytes from ${who}, over the topic's limit of ${limit} bytes (broker.topicLimits): connection closed`, at: Date.now() })), qos: 0, retain: false, dup: false } as Parameters<typeof aedes.publish>[0],
+      { cmd: 'publish', topic: topicsFor(at.pipeline).errors, payload: encodeErrorReport({ broker: true, topic, reason }), qos: 0, retain: false, dup: false } as Parameters<typeof aedes.publish>[0],
       () => undefined,
     );
   };

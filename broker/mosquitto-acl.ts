@@ -3,8 +3,9 @@
  * file (`defer user acl`). Mosquitto keeps its own password file
  * (mosquitto_passwd); the usernames must match.
  */
-import { type UserRecord, aclFor } from './auth.js';
+
 import { DeferError } from '../lib/core/errors.js';
+import { aclFor, type UserRecord } from './auth.js';
 
 /** A Mosquitto acl_file granting each user its role's topics (docs/reliability-and-security.md). */
 export function mosquittoAcl(users: UserRecord[]): string {

@@ -56,7 +56,11 @@ export function parseCommand(argv: string[], specs: Record<string, FlagSpec>, en
     if (v === undefined || !spec.key) continue;
     if (spec.negate) overrides[spec.key] = !v;
     else if (spec.number) overrides[spec.key] = Number(v);
-    else if (spec.list) overrides[spec.key] = String(v).split(',').map((s) => s.trim()).filter(Boolean);
+    else if (spec.list)
+      overrides[spec.key] = String(v)
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
     else overrides[spec.key] = v;
   }
   const config = values.help ? loadConfig(undefined, {}, {}) : loadConfig(values.config as string | undefined, overrides, env);

@@ -3,27 +3,29 @@
  * The `defer` command: broker, node, dispatch, up, plan, model, config.
  */
 import { writeFile } from 'node:fs/promises';
+import { addUser, loadAuthHook, ROLES, type Role, readUsers } from '../broker/auth.js';
 import { startBroker } from '../broker/broker.js';
+import { mosquittoAcl } from '../broker/mosquitto-acl.js';
+import { DEFAULT_TOPIC_LIMITS } from '../broker/topic-limits.js';
 import { configurationDoc } from '../config/schema.js';
+import { fetchCapabilities } from '../dispatcher/deploy/node-watch.js';
 import { Dispatcher } from '../dispatcher/dispatcher.js';
-import { chooseSplit, deployAndRun } from '../dispatcher/run/deploy-and-run.js';
+import { deployAndRun } from '../dispatcher/run/deploy-and-run.js';
 import { servingBanner, startServing } from '../dispatcher/serving/start-serving.js';
 import { EdgeNode } from '../edge-node/edge-node.js';
-import { initEngine } from '../lib/model/engine.js';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { log, setLogPrefix } from '../lib/core/log.js';
-import { brokerAuth } from '../lib/mqtt/connect.js';
-import { ROLES, type Role, addUser, loadAuthHook, readUsers } from '../broker/auth.js';
-import { DEFAULT_TOPIC_LIMITS } from '../broker/topic-limits.js';
-import { mosquittoAcl } from '../broker/mosquitto-acl.js';
+import { initEngine } from '../lib/model/engine.js';
 import { saveLayersModel } from '../lib/model/model-io.js';
 import { loadFlatModel } from '../lib/model/model-source.js';
 import { createZooModel, ZOO_NAMES } from '../lib/model/zoo.js';
+import { brokerAuth } from '../lib/mqtt/connect.js';
+import { autoPlan, chooseSplit, defaultCuts } from '../lib/planning/auto-plan.js';
 import { type FlagSpec, helpText, parseCommand } from './args.js';
+import { printEvents } from './event-output.js';
 import { autoPlanReport, formatAutoPlan, formatPlan, planReport } from './plan-table.js';
-import { autoPlan, defaultCuts, fetchCapabilities } from '../lib/planning/auto-plan.js';
+import { formatSensorReport, runSensor, type SensorSource } from './sensor.js';
 import { formatServeMetrics, printSummary, runUp, serveUp } from './up.js';
-import { type SensorSource, formatSensorReport, runSensor } from './sensor.js';
 
 const MODEL: FlagSpec = { key: 'dispatcher.model', type: 'string', help: `zoo name (${ZOO_NAMES.join(', ')}) or model.json path` };
 const CUT: FlagSpec = { key: 'dispatcher.cut', type: 'string', list: true, help: 'layers to cut after, comma separated (default: balanced)' };
@@ -34,7 +36,7 @@ const NO_BASELINE: FlagSpec = { key: 'up.baseline', type: 'boolean', negate: tru
 const SEED: FlagSpec = { key: 'dispatcher.seed', type: 'string', number: true, help: 'seed of zoo weights and frames' };
 
 const PLANNER: Record<string, FlagSpec> = {
-  auto: { key: 'planner.auto', type: 'boolean', help: 'choose cuts and node order from the model profile and the nodes\' measured speeds' },
+  auto: { key: 'planner.auto', type: 'boolean', help: "choose cuts and node order from the model profile and the nodes' measured speeds" },
   speeds: { key: 'planner.speeds', type: 'string', help: 'relative node speeds instead of their calibration, e.g. 1,0.5,1' },
   memory: { key: 'planner.memoryMb', type: 'string', help: 'memory per node in MB (one per node, or one for all)' },
   bandwidth: { key: 'planner.bandwidthMbps', type: 'string', help: 'link bandwidth per node in Mbit/s (one per node, or one for all)' },
@@ -43,7 +45,7 @@ const PLANNER: Record<string, FlagSpec> = {
   refresh: { key: 'planner.refresh', type: 'boolean', help: 'profile the model again, ignoring a cached profile' },
 };
 const SERVE: Record<string, FlagSpec> = {
-  serve: { key: 'up.serve', type: 'boolean', help: 'serve devices\' frames (defer/<pipeline>/frames/<device>) until SIGINT or SIGTERM, instead of synthetic frames' },
+  serve: { key: 'up.serve', type: 'boolean', help: "serve devices' frames (defer/<pipeline>/frames/<device>) until SIGINT or SIGTERM, instead of synthetic frames" },
   policy: { key: 'serve.policy', type: 'string', help: 'latest | queue | reject: what happens to frames while the chain is full' },
   'queue-size': { key: 'serve.queueSize', type: 'string', number: true, help: 'frames a device may have waiting with --policy queue' },
   labels: { key: 'serve.labels', type: 'string', help: 'labels file (default: metadata.json, labels.json or labels.txt beside the model)' },
@@ -152,8 +154,9 @@ const commands: Record<string, Command> = {
     },
   },
   user: {
-    usage: 'defer user add --file users.json --user NAME --role dispatcher|node|sensor|admin [--id ID]   (password from DEFER_PASSWORD or stdin)\n       defer user acl --file users.json [--out acl]   (the same ACLs as a Mosquitto acl_file)',
-    about: 'Add or replace a broker user: a salted password hash (scrypt) and a role whose topics it may use; or write the users\' ACLs for Mosquitto.',
+    usage:
+      'defer user add --file users.json --user NAME --role dispatcher|node|sensor|admin [--id ID]   (password from DEFER_PASSWORD or stdin)\n       defer user acl --file users.json [--out acl]   (the same ACLs as a Mosquitto acl_file)',
+    about: "Add or replace a broker user: a salted password hash (scrypt) and a role whose topics it may use; or write the users' ACLs for Mosquitto.",
     flags: {
       file: { type: 'string', help: 'users file (created if missing; mode 600)' },
       user: { type: 'string', help: 'username' },
@@ -210,7 +213,8 @@ const commands: Record<string, Command> = {
       log.info(
         `broker listening at ${broker.url} (max packet ${b.maxPacketBytes} bytes; ${auth ? `${auth}, per-role ACLs` : 'anonymous clients, no ACLs'}${broker.url.startsWith('mqtts') ? ', TLS' : ''}; ${b.persistence ? `persistent store ${b.persistence}` : 'retained messages in memory only'})`,
       );
-      if (!auth && !['127.0.0.1', 'localhost', '::1'].includes(config.broker.host)) log.warn(`broker: listening on ${config.broker.host} without users: anyone who reaches this port can deploy models and read every frame; set broker.users (defer user add)`);
+      if (!auth && !['127.0.0.1', 'localhost', '::1'].includes(config.broker.host))
+        log.warn(`broker: listening on ${config.broker.host} without users: anyone who reaches this port can deploy models and read every frame; set broker.users (defer user add)`);
       await waitForSignal();
       await broker.close();
       log.info('broker closed');
@@ -271,7 +275,14 @@ const commands: Record<string, Command> = {
       const backend = await initEngine(config.backend);
       const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
       const progress = (l: string) => log.info(l);
-      const d = new Dispatcher({ ...config.dispatcher, ...brokerAuth(config.broker), brokerUrl: config.broker.url, pipeline: config.pipeline, chooseCuts: (f, n) => defaultCuts(f, config, backend, n, progress) });
+      const d = new Dispatcher({
+        ...config.dispatcher,
+        ...brokerAuth(config.broker),
+        brokerUrl: config.broker.url,
+        pipeline: config.pipeline,
+        chooseCuts: (f, n) => defaultCuts(f, config, backend, n, progress),
+      });
+      printEvents(d, config.up.json);
       await d.connect();
       try {
         const caps = config.planner.auto && !config.planner.speeds.length ? await d.nodes.waitCapabilities(nodes, config.planner.onlineTimeoutMs) : undefined;
@@ -301,7 +312,8 @@ const commands: Record<string, Command> = {
   },
   plan: {
     usage: 'defer plan --model M [--cut a,b,c | --stages K | --auto --nodes n1,n2 [--speeds 1,0.5]] [--list-cuts] [--json]',
-    about: 'Show how a model splits into stages: layers, parameters, weight bytes, FLOPs, output shape and bytes per stage; with --auto, the cuts and node order the planner chooses, with predicted times.',
+    about:
+      'Show how a model splits into stages: layers, parameters, weight bytes, FLOPs, output shape and bytes per stage; with --auto, the cuts and node order the planner chooses, with predicted times.',
     flags: {
       model: MODEL,
       cut: CUT,
@@ -326,7 +338,11 @@ const commands: Record<string, Command> = {
           ids = Array.from({ length: stages }, (_, i) => `n${i + 1}`);
           config.planner.speeds = ids.map(() => 1);
         }
-        if (!ids.length) throw new DeferError('E_CONFIG', 'defer plan --auto needs the nodes: --nodes n1,n2 (their calibration is read from the broker), or --speeds 1,0.5 (one per node), or --stages K (K equal nodes)');
+        if (!ids.length)
+          throw new DeferError(
+            'E_CONFIG',
+            'defer plan --auto needs the nodes: --nodes n1,n2 (their calibration is read from the broker), or --speeds 1,0.5 (one per node), or --stages K (K equal nodes)',
+          );
         const caps = config.planner.speeds.length ? undefined : await fetchCapabilities(config.broker.url, config.pipeline, ids, config.planner.onlineTimeoutMs, brokerAuth(config.broker));
         const report = autoPlanReport(config.dispatcher.model, flat, await autoPlan(flat, config, backend, ids, caps));
         process.stdout.write(flags.json ? JSON.stringify(report) + '\n' : formatAutoPlan(report));
@@ -334,7 +350,7 @@ const commands: Record<string, Command> = {
         return;
       }
       const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await defaultCuts(flat, config, backend, stages);
-      const report = planReport(config.dispatcher.model, flat, flat.plan(cuts));
+      const report = planReport(config.dispatcher.model, flat, flat.spans(cuts));
       if (flags.json) process.stdout.write(JSON.stringify(report) + '\n');
       else {
         process.stdout.write(formatPlan(report));
@@ -429,7 +445,7 @@ main(process.argv.slice(2)).then(
     setImmediate(() => process.exit(process.exitCode ?? 0));
   },
   (err: unknown) => {
-    log.error(err instanceof DeferError ? err.message : (err as Error)?.stack ?? errorMessage(err));
+    log.error(err instanceof DeferError ? err.message : ((err as Error)?.stack ?? errorMessage(err)));
     process.exit(err instanceof DeferError && err.code === 'E_CONFIG' ? 2 : 1);
   },
 );

@@ -37,7 +37,18 @@ export class NodeProcesses {
     const onLine = this.opts.onLine ?? ((id: string, line: string) => process.stderr.write(`[${id}] ${line}\n`));
     for (const id of ids) {
       const args = [
-        CLI_PATH, 'node', '--id', id, '--broker', this.opts.brokerUrlFor?.(id) ?? this.opts.brokerUrl, '--pipeline', this.opts.pipeline, '--backend', this.opts.backend, '--log-level', this.opts.logLevel,
+        CLI_PATH,
+        'node',
+        '--id',
+        id,
+        '--broker',
+        this.opts.brokerUrlFor?.(id) ?? this.opts.brokerUrl,
+        '--pipeline',
+        this.opts.pipeline,
+        '--backend',
+        this.opts.backend,
+        '--log-level',
+        this.opts.logLevel,
         ...(this.opts.extraArgs ?? []),
         ...(this.opts.argsFor?.(id) ?? []),
       ];
@@ -48,10 +59,7 @@ export class NodeProcesses {
       });
       this.children.set(id, child);
       createInterface({ input: child.stderr! }).on('line', (l) => onLine(id, l));
-      this.exits.set(
-        id,
-        new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null)))),
-      );
+      this.exits.set(id, new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null)))));
     }
   }
 

@@ -1,7 +1,8 @@
 /** `defer plan` output: one row per stage. */
+
+import type { FlatModel, StageSpan } from '../lib/model/partition.js';
 import type { AutoPlan } from '../lib/planning/auto-plan.js';
-import type { FlatModel, StagePlan } from '../lib/model/partition.js';
-import type { PipelinePlan, PlannedStage } from '../lib/planning/optimiser.js';
+import type { ChainPlan, PlannedStage } from '../lib/planning/optimiser.js';
 
 export interface PlanReport {
   model: string;
@@ -9,10 +10,10 @@ export interface PlanReport {
   layers: number;
   validCuts: string[];
   cuts: string[];
-  stages: (Omit<StagePlan, 'layers'> & { layerCount: number; firstLayer: string })[];
+  stages: (Omit<StageSpan, 'layers'> & { layerCount: number; firstLayer: string })[];
 }
 
-export function planReport(model: string, flat: FlatModel, plans: StagePlan[]): PlanReport {
+export function planReport(model: string, flat: FlatModel, plans: StageSpan[]): PlanReport {
   return {
     model,
     params: flat.params,
@@ -61,12 +62,12 @@ export interface AutoPlanReport {
   bottleneckMs: number;
   predictedThroughputFps: number;
   predictedLatencyMs: number;
-  hostLoadMs: PipelinePlan['hostLoadMs'];
+  hostLoadMs: ChainPlan['hostLoadMs'];
   ordersTried: number;
 }
 
 export function autoPlanReport(model: string, flat: FlatModel, a: AutoPlan): AutoPlanReport {
-  const plans = flat.plan(a.plan.cuts);
+  const plans = flat.spans(a.plan.cuts);
   const p = a.plan;
   return {
     model,
@@ -104,7 +105,10 @@ export function formatAutoPlan(r: AutoPlanReport): string {
     (s.outputBytes / 1024).toFixed(1),
     f1(s.transferMs),
   ]);
-  const nodes = r.nodes.map((n) => `${n.id} speed ${n.speed.toFixed(2)}${n.memoryMB !== null ? `, ${n.memoryMB.toFixed(0)} MB` : ''}${n.bandwidthMbps !== null ? `, ${n.bandwidthMbps} Mbit/s` : ''}${n.latencyMs ? `, ${n.latencyMs} ms` : ''}${n.host ? ` on ${n.host}` : ''}`);
+  const nodes = r.nodes.map(
+    (n) =>
+      `${n.id} speed ${n.speed.toFixed(2)}${n.memoryMB !== null ? `, ${n.memoryMB.toFixed(0)} MB` : ''}${n.bandwidthMbps !== null ? `, ${n.bandwidthMbps} Mbit/s` : ''}${n.latencyMs ? `, ${n.latencyMs} ms` : ''}${n.host ? ` on ${n.host}` : ''}`,
+  );
   return [
     `${r.model}: profile ${r.profile.cached ? 'from cache' : 'measured'} on ${r.profile.backend} (whole model ${f1(r.profile.totalMs)} ms here), ${r.profile.path}`,
     `nodes: ${nodes.join('; ')}`,

@@ -4,18 +4,16 @@
  * defer/<pipeline>/results/<device>: images from a folder, synthetic JPEG
  * photos, or real MNIST digits as PNG (then with the accuracy).
  */
-import { decode as decodeCbor } from 'cbor-x';
 import { readdir, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { extname, join } from 'node:path';
 import sharp from 'sharp';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
-import { encodeCbor } from '../lib/protocol/messages.js';
-import { type BrokerAuth, closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
 import { mean, percentile, round } from '../lib/core/stats.js';
-import { assertTopicName, topicsFor } from '../lib/protocol/topics.js';
 import { prng } from '../lib/model/zoo.js';
+import { type BrokerAuth, closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
+import { assertTopicName, type DeviceResult, decodeDeviceResult, encodeDeviceFrame, topicsFor } from '../lib/protocol/index.js';
 
 export type SensorSource = { kind: 'images'; dir: string } | { kind: 'synthetic'; width: number; height: number } | { kind: 'mnist' };
 
@@ -90,7 +88,12 @@ async function* frames(source: SensorSource, count: number, seed: number): Async
           px[o + 1] = (tint[1] + (y * 128) / h + rnd() * 30) % 256;
           px[o + 2] = (tint[2] + rnd() * 30) % 256;
         }
-      yield { bytes: await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 80 }).toBuffer(), name: `synthetic-${i}` };
+      yield {
+        bytes: await sharp(px, { raw: { width: w, height: h, channels: 3 } })
+          .jpeg({ quality: 80 })
+          .toBuffer(),
+        name: `synthetic-${i}`,
+      };
     }
   } else {
     const mnist = createRequire(import.meta.url)('mnist') as Record<number, { get(i: number): number[]; length: number }>;
@@ -100,7 +103,9 @@ async function* frames(source: SensorSource, count: number, seed: number): Async
       const digit = i % 10;
       const k = Math.floor(i / 10) % per[digit];
       const pixels = mnist[digit].get(k);
-      const png = await sharp(Buffer.from(pixels.map((p) => Math.round(p * 255))), { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer();
+      const png = await sharp(Buffer.from(pixels.map((p) => Math.round(p * 255))), { raw: { width: 28, height: 28, channels: 1 } })
+        .png()
+        .toBuffer();
       yield { bytes: png, label: digit, name: `mnist-${digit}-${k}` };
     }
   }
@@ -122,9 +127,9 @@ export async function runSensor(o: SensorOptions): Promise<SensorReport> {
   const lat: number[] = [];
   let waiter: (() => void) | undefined;
   client.on('message', (_topic, payload) => {
-    let r: { ok: boolean; seq?: number; id?: string; top?: { label: string; index: number; score: number }[]; latencyMs?: { total: number }; error?: { kind: string; message: string } };
+    let r: DeviceResult;
     try {
-      r = payload[0] === 0x7b ? JSON.parse(payload.toString('utf8')) : (decodeCbor(payload) as typeof r);
+      r = decodeDeviceResult(payload);
     } catch (err) {
       log.warn(`unreadable result: ${errorMessage(err)}`);
       return;
@@ -144,9 +149,12 @@ export async function runSensor(o: SensorOptions): Promise<SensorReport> {
       const kind = r.error?.kind ?? 'unknown';
       errors[kind] = (errors[kind] ?? 0) + 1;
     }
-    if (o.json) out(JSON.stringify({ frame: s?.frame.name ?? null, ...r, output: undefined }));
+    if (o.json) out(JSON.stringify({ frame: s?.frame.name ?? null, ...r, output: undefined, format: undefined }));
     else if (r.ok) {
-      const top = (r.top ?? []).slice(0, 3).map((t) => `${t.label} ${t.score.toFixed(3)}`).join(', ');
+      const top = (r.top ?? [])
+        .slice(0, 3)
+        .map((t) => `${t.label} ${t.score.toFixed(3)}`)
+        .join(', ');
       out(`${s?.frame.name ?? `#${r.seq}`}: ${top}  (${r.latencyMs?.total} ms)${s?.frame.label !== undefined ? (r.top?.[0]?.index === s.frame.label ? '  ok' : `  WRONG (is ${s.frame.label})`) : ''}`);
     } else out(`${s?.frame.name ?? `#${r.seq}`}: not served: ${r.error?.kind}: ${r.error?.message}`);
     waiter?.();
@@ -166,7 +174,7 @@ export async function runSensor(o: SensorOptions): Promise<SensorReport> {
       const id = `${o.device}-${sent.length + 1}`;
       byId.set(id, sent.length);
       sent.push({ at: performance.now(), frame });
-      const payload = o.raw ? frame.bytes : encodeCbor({ id, image: frame.bytes, ...(o.reply === 'cbor' ? { reply: 'cbor' } : {}) });
+      const payload = o.raw ? frame.bytes : encodeDeviceFrame({ id, image: frame.bytes, ...(o.reply === 'cbor' ? { reply: 'cbor' as const } : {}) });
       client.publish(topics.frames(o.device), payload, { qos: 1 });
     }
     const sendSeconds = (performance.now() - t0) / 1000;
@@ -195,7 +203,9 @@ export async function runSensor(o: SensorOptions): Promise<SensorReport> {
 }
 
 export function formatSensorReport(r: SensorReport): string {
-  const errs = Object.entries(r.errors).map(([k, n]) => `${k} ${n}`).join(', ');
+  const errs = Object.entries(r.errors)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
   return [
     `device ${r.device}: sent ${r.sent} frames at ${r.fps} frames/s; ${r.served} served, ${r.answered - r.served} not served${errs ? ` (${errs})` : ''}, ${r.unanswered} unanswered`,
     r.latencyMs ? `latency p50 ${r.latencyMs.p50} ms, p95 ${r.latencyMs.p95} ms` : 'no latency: nothing served',

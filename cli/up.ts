@@ -7,17 +7,17 @@
 import { startBroker } from '../broker/broker.js';
 import type { DeferConfig } from '../config/schema.js';
 import { Dispatcher } from '../dispatcher/dispatcher.js';
-import { defaultCuts, modelProfile } from '../lib/planning/auto-plan.js';
-import { chooseSplit, deployAndRun } from '../dispatcher/run/deploy-and-run.js';
-import type { ServeMetrics } from '../dispatcher/serving/device-server.js';
+import { deployAndRun } from '../dispatcher/run/deploy-and-run.js';
+import { formatSummary, type RunSummary } from '../dispatcher/run/measure-run.js';
 import { servingBanner, startServing } from '../dispatcher/serving/start-serving.js';
-import type { FlatModel } from '../lib/model/partition.js';
-import { type RunSummary, formatSummary } from '../dispatcher/run/measure-run.js';
-import type { Capabilities } from '../lib/planning/calibrate.js';
-import { initEngine } from '../lib/model/engine.js';
 import { DeferError } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
+import { initEngine } from '../lib/model/engine.js';
 import { loadFlatModel } from '../lib/model/model-source.js';
+import type { FlatModel } from '../lib/model/partition.js';
+import { chooseSplit, defaultCuts, modelProfile } from '../lib/planning/auto-plan.js';
+import type { Capabilities, ServeMetrics } from '../lib/protocol/index.js';
+import { printEvents } from './event-output.js';
 import { NodeProcesses } from './node-processes.js';
 
 export interface UpOptions {
@@ -74,8 +74,8 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
     chooseCuts: (f, n) => defaultCuts(f, config, backend, n, progress),
     brokerUrl: broker.url,
     pipeline: config.pipeline,
-    progress,
   });
+  printEvents(dispatcher, config.up.json);
   let stopping = false;
   const cleanup = async () => {
     await dispatcher.close().catch(() => undefined);
@@ -192,7 +192,9 @@ export async function serveUp(config: DeferConfig, opts: UpOptions & { onReady?:
 }
 
 export function formatServeMetrics(m: ServeMetrics): string {
-  const bad = Object.entries(m.badByKind).map(([k, n]) => `${k} ${n}`).join(', ');
+  const bad = Object.entries(m.badByKind)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
   return [
     `served ${m.served} of ${m.received} frames from ${m.devices} device(s), policy ${m.policy}: dropped ${m.dropped}, rejected ${m.rejected}, bad ${m.bad}${bad ? ` (${bad})` : ''}, failed ${m.failed}`,
     ...Object.entries(m.perDevice).map(([d, c]) => `  ${d}: received ${c.received}, served ${c.served}, dropped ${c.dropped}, rejected ${c.rejected}, bad ${c.bad}, failed ${c.failed}`),

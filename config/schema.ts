@@ -4,24 +4,28 @@
  * variables < command-line flags. Unknown keys and bad values are rejected
  * with the key's name. docs/configuration.md is generated from this schema.
  */
-import convict from 'convict';
+
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { BACKEND_CHOICES } from '../lib/model/engine.js';
+import convict from 'convict';
+import { checkTopicLimits, DEFAULT_TOPIC_LIMITS, type TopicLimits } from '../broker/topic-limits.js';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
-import { DEFAULT_TOPIC_LIMITS, type TopicLimits, checkTopicLimits } from '../broker/topic-limits.js';
-
-const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+import { BACKEND_CHOICES } from '../lib/model/engine.js';
+import { isName, NAME_RULE } from '../lib/protocol/index.js';
 
 convict.addFormat({
   name: 'name-list',
   validate(v: unknown) {
-    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !NAME.test(x))) {
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || !isName(x))) {
       throw new Error('must be a list of names made of letters, digits, _ . -');
     }
   },
-  coerce: (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean),
+  coerce: (v: string) =>
+    v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
 });
 
 convict.addFormat({
@@ -29,7 +33,11 @@ convict.addFormat({
   validate(v: unknown) {
     if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || x.length === 0)) throw new Error('must be a list of layer names');
   },
-  coerce: (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean),
+  coerce: (v: string) =>
+    v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
 });
 
 convict.addFormat({
@@ -37,7 +45,12 @@ convict.addFormat({
   validate(v: unknown) {
     if (!Array.isArray(v) || v.some((x) => typeof x !== 'number' || !Number.isFinite(x) || x < 0)) throw new Error('must be a list of numbers >= 0, comma separated');
   },
-  coerce: (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean).map(Number),
+  coerce: (v: string) =>
+    v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
+      .map(Number),
 });
 
 convict.addFormat({
@@ -51,7 +64,7 @@ convict.addFormat({
 convict.addFormat({
   name: 'topic-name',
   validate(v: unknown) {
-    if (typeof v !== 'string' || !NAME.test(v)) throw new Error('must be 1-64 letters, digits, _ . - (it becomes a topic level)');
+    if (typeof v !== 'string' || !isName(v)) throw new Error(`must be ${NAME_RULE} (it becomes a topic level)`);
   },
 });
 
@@ -92,30 +105,75 @@ export const schema = {
     url: { doc: 'Broker URL that nodes and dispatcher connect to. Any MQTT 3.1.1 broker (Mosquitto, EMQX, ...) works.', format: 'mqtt-url', default: 'mqtt://127.0.0.1:1883', env: 'DEFER_BROKER_URL' },
     host: { doc: 'Address the embedded broker listens on (defer broker, defer up).', format: String, default: '127.0.0.1', env: 'DEFER_BROKER_HOST' },
     port: { doc: 'Port of the embedded broker; 0 picks a free one.', format: int(0, 65535), default: 1883, env: 'DEFER_BROKER_PORT' },
-    maxPacketBytes: { doc: 'Largest MQTT packet the embedded broker accepts; a client sending a larger one is disconnected.', format: int(1024, 268_435_455), default: 64 * 1024 * 1024, env: 'DEFER_BROKER_MAX_PACKET_BYTES' },
-    users: { doc: 'Users file of the embedded broker (defer broker): salted password hashes and roles, made with defer user add. Empty: anonymous clients, no ACLs (keep broker.host 127.0.0.1 then).', format: String, default: '', env: 'DEFER_BROKER_USERS' },
+    maxPacketBytes: {
+      doc: 'Largest MQTT packet the embedded broker accepts; a client sending a larger one is disconnected.',
+      format: int(1024, 268_435_455),
+      default: 64 * 1024 * 1024,
+      env: 'DEFER_BROKER_MAX_PACKET_BYTES',
+    },
+    users: {
+      doc: 'Users file of the embedded broker (defer broker): salted password hashes and roles, made with defer user add. Empty: anonymous clients, no ACLs (keep broker.host 127.0.0.1 then).',
+      format: String,
+      default: '',
+      env: 'DEFER_BROKER_USERS',
+    },
     tlsCert: { doc: 'TLS certificate (PEM) of the embedded broker (defer broker): it then speaks mqtts.', format: String, default: '', env: 'DEFER_BROKER_TLS_CERT' },
     tlsKey: { doc: 'TLS private key (PEM) for broker.tlsCert.', format: String, default: '', env: 'DEFER_BROKER_TLS_KEY' },
-    ca: { doc: 'CA certificate (PEM) that clients check the broker\'s TLS certificate against (mqtts:// URLs).', format: String, default: '', env: 'DEFER_BROKER_CA' },
+    ca: { doc: "CA certificate (PEM) that clients check the broker's TLS certificate against (mqtts:// URLs).", format: String, default: '', env: 'DEFER_BROKER_CA' },
     username: { doc: 'Username that nodes, dispatchers and sensors connect with.', format: String, default: '', env: 'DEFER_BROKER_USERNAME' },
     password: { doc: 'Password for broker.username (prefer the environment variable to a file).', format: String, default: '', env: 'DEFER_BROKER_PASSWORD', sensitive: true },
-    authModule: { doc: 'ES module with an external credential check for the embedded broker (defer broker): its default export gets { username, password, clientId } and returns { role, id } or null. Asked for users the users file does not know.', format: String, default: '', env: 'DEFER_BROKER_AUTH_MODULE' },
-    topicLimits: { doc: 'Largest payload per topic pattern under defer/<pipeline>/ (JSON map of MQTT filters to bytes) in the embedded broker; a client publishing more is disconnected and the refusal reported on the errors topic. A map given adds to these defaults or overrides them. broker.maxPacketBytes bounds every topic.', format: 'topic-limits', default: DEFAULT_TOPIC_LIMITS as TopicLimits, env: 'DEFER_BROKER_TOPIC_LIMITS' },
-    persistence: { doc: 'Folder where the embedded broker keeps retained messages and sessions (LevelDB), so that deployments and statuses survive its restart; empty: memory only (the dispatcher then republishes its deployment when the broker comes back).', format: String, default: '', env: 'DEFER_BROKER_PERSISTENCE' },
+    authModule: {
+      doc: 'ES module with an external credential check for the embedded broker (defer broker): its default export gets { username, password, clientId } and returns { role, id } or null. Asked for users the users file does not know.',
+      format: String,
+      default: '',
+      env: 'DEFER_BROKER_AUTH_MODULE',
+    },
+    topicLimits: {
+      doc: 'Largest payload per topic pattern under defer/<pipeline>/ (JSON map of MQTT filters to bytes) in the embedded broker; a client publishing more is disconnected and the refusal reported on the errors topic. A map given adds to these defaults or overrides them. broker.maxPacketBytes bounds every topic.',
+      format: 'topic-limits',
+      default: DEFAULT_TOPIC_LIMITS as TopicLimits,
+      env: 'DEFER_BROKER_TOPIC_LIMITS',
+    },
+    persistence: {
+      doc: 'Folder where the embedded broker keeps retained messages and sessions (LevelDB), so that deployments and statuses survive its restart; empty: memory only (the dispatcher then republishes its deployment when the broker comes back).',
+      format: String,
+      default: '',
+      env: 'DEFER_BROKER_PERSISTENCE',
+    },
   },
   node: {
     id: { doc: 'Id of this edge node (defer node): a topic level, unique in the pipeline.', format: String, default: '', env: 'DEFER_NODE_ID' },
     maxQueue: { doc: 'Activations a node holds while busy; more are dropped and counted.', format: int(1, 100_000), default: 64, env: 'DEFER_NODE_MAX_QUEUE' },
-    weightCache: { doc: 'Folder where a node keeps its stage weights by sha256 (the newest 8), so that after a restart, or when a standby takes over a stage it prefetched, it builds the stage without a transfer; empty: no cache (and no prefetch).', format: String, default: join(homedir(), '.cache', 'defer', 'weights'), env: 'DEFER_NODE_WEIGHT_CACHE' },
-    slowdown: { doc: 'Artificial slow-down factor (>= 1): after each frame, and in its calibration, the node idles (factor - 1) times its compute time. For testing plans on unequal devices.', format: 'factor', default: 1, env: 'DEFER_NODE_SLOWDOWN' },
-    heartbeatMs: { doc: 'How often a node publishes its heartbeat (defer/<pipeline>/node/<id>/alive), ms; the dispatcher takes a silent node as failed after dispatcher.heartbeatTimeoutMs. 0: none.', format: int(0, 3_600_000), default: 1000, env: 'DEFER_NODE_HEARTBEAT_MS' },
+    weightCache: {
+      doc: 'Folder where a node keeps its stage weights by sha256 (the newest 8), so that after a restart, or when a standby takes over a stage it prefetched, it builds the stage without a transfer; empty: no cache (and no prefetch).',
+      format: String,
+      default: join(homedir(), '.cache', 'defer', 'weights'),
+      env: 'DEFER_NODE_WEIGHT_CACHE',
+    },
+    slowdown: {
+      doc: 'Artificial slow-down factor (>= 1): after each frame, and in its calibration, the node idles (factor - 1) times its compute time. For testing plans on unequal devices.',
+      format: 'factor',
+      default: 1,
+      env: 'DEFER_NODE_SLOWDOWN',
+    },
+    heartbeatMs: {
+      doc: 'How often a node publishes its heartbeat (defer/<pipeline>/node/<id>/alive), ms; the dispatcher takes a silent node as failed after dispatcher.heartbeatTimeoutMs. 0: none.',
+      format: int(0, 3_600_000),
+      default: 1000,
+      env: 'DEFER_NODE_HEARTBEAT_MS',
+    },
   },
   dispatcher: {
     model: { doc: 'Model: a zoo name (tiny, resnet50, mobilenet) or the path of a model.json or its folder.', format: String, default: 'resnet50', env: 'DEFER_MODEL' },
     nodes: { doc: 'Node ids, one per stage, in chain order (defer dispatch).', format: 'name-list', default: [] as string[], env: 'DEFER_NODES' },
     cut: { doc: 'Layer names to cut after, in order; empty: cuts that balance the estimated work (see balanceBy).', format: 'layer-list', default: [] as string[], env: 'DEFER_CUT' },
-    balanceBy: { doc: 'What the automatic cuts balance: time (each segment between valid cuts measured on this backend), estimated flops, or parameter count.', format: ['time', 'flops', 'params'], default: 'time', env: 'DEFER_BALANCE_BY' },
-    seed: { doc: 'Seed of the zoo models\' weights and of synthetic frames.', format: int(0, 2 ** 31 - 1), default: 1, env: 'DEFER_SEED' },
+    balanceBy: {
+      doc: 'What the automatic cuts balance: time (each segment between valid cuts measured on this backend), estimated flops, or parameter count.',
+      format: ['time', 'flops', 'params'],
+      default: 'time',
+      env: 'DEFER_BALANCE_BY',
+    },
+    seed: { doc: "Seed of the zoo models' weights and of synthetic frames.", format: int(0, 2 ** 31 - 1), default: 1, env: 'DEFER_SEED' },
     chunkBytes: { doc: 'Size of the retained weight chunks. 256 KiB suits every common broker.', format: int(1024, 64 * 1024 * 1024), default: 256 * 1024, env: 'DEFER_CHUNK_BYTES' },
     readyTimeoutMs: { doc: 'How long to wait for every node to load its stage.', format: int(1000, 3_600_000), default: 180_000, env: 'DEFER_READY_TIMEOUT_MS' },
     frameTimeoutMs: { doc: 'How long a frame may take end to end before it is reported lost.', format: int(100, 3_600_000), default: 60_000, env: 'DEFER_FRAME_TIMEOUT_MS' },
@@ -123,45 +181,145 @@ export const schema = {
     maxMessageBytes: { doc: 'Largest activation message a node or dispatcher accepts.', format: int(1024, 268_435_455), default: 64 * 1024 * 1024, env: 'DEFER_MAX_MESSAGE_BYTES' },
     codec: { doc: 'Activation codec: lz4 (lossless, compressed) or none (raw bytes).', format: ['lz4', 'none'], default: 'lz4', env: 'DEFER_CODEC' },
     qos: { doc: 'MQTT QoS of activations (0 or 1).', format: [0, 1], default: 1, env: 'DEFER_QOS' },
-    standby: { doc: 'Standby node ids, kept out of the chain: when a node of the chain fails, the first standby that is up takes over its stage (weights from the broker, or its cache). Nodes that fail and come back join them.', format: 'name-list', default: [] as string[], env: 'DEFER_STANDBY' },
-    heartbeatTimeoutMs: { doc: 'A node of the chain whose heartbeat is older than this (or than 3 times the longest it took for one frame, if longer) is taken as failed (a half-open link, a frozen process); its Last Will catches a crash at once. 0: Last Will only.', format: int(0, 3_600_000), default: 5000, env: 'DEFER_HEARTBEAT_TIMEOUT_MS' },
-    prefetchStandby: { doc: 'Standbys keep the running deployment\'s stages in their weight caches (fetched from the broker one at a time, while idle), so that taking over a failed node\'s stage needs no transfer.', format: Boolean, default: true, env: 'DEFER_PREFETCH_STANDBY' },
-    restoreAfterMs: { doc: 'After a merge or re-plan, when standbys (such as the failed node, back again) have been up and idle this long, the chain goes back to the split it started with. 0: it stays as mended.', format: int(0, 86_400_000), default: 10_000, env: 'DEFER_RESTORE_AFTER_MS' },
-    onNodeFailure: { doc: 'When a node of the chain fails and no standby is up: merge its stage into the lighter neighbour, replan (cuts balanced again over the nodes left, see balanceBy), or off (its frames fail).', format: ['merge', 'replan', 'off'], default: 'merge', env: 'DEFER_ON_NODE_FAILURE' },
+    standby: {
+      doc: 'Standby node ids, kept out of the chain: when a node of the chain fails, the first standby that is up takes over its stage (weights from the broker, or its cache). Nodes that fail and come back join them.',
+      format: 'name-list',
+      default: [] as string[],
+      env: 'DEFER_STANDBY',
+    },
+    heartbeatTimeoutMs: {
+      doc: 'A node of the chain whose heartbeat is older than this (or than 3 times the longest it took for one frame, if longer) is taken as failed (a half-open link, a frozen process); its Last Will catches a crash at once. 0: Last Will only.',
+      format: int(0, 3_600_000),
+      default: 5000,
+      env: 'DEFER_HEARTBEAT_TIMEOUT_MS',
+    },
+    prefetchStandby: {
+      doc: "Standbys keep the running deployment's stages in their weight caches (fetched from the broker one at a time, while idle), so that taking over a failed node's stage needs no transfer.",
+      format: Boolean,
+      default: true,
+      env: 'DEFER_PREFETCH_STANDBY',
+    },
+    restoreAfterMs: {
+      doc: 'After a merge or re-plan, when standbys (such as the failed node, back again) have been up and idle this long, the chain goes back to the split it started with. 0: it stays as mended.',
+      format: int(0, 86_400_000),
+      default: 10_000,
+      env: 'DEFER_RESTORE_AFTER_MS',
+    },
+    onNodeFailure: {
+      doc: 'When a node of the chain fails and no standby is up: merge its stage into the lighter neighbour, replan (cuts balanced again over the nodes left, see balanceBy), or off (its frames fail).',
+      format: ['merge', 'replan', 'off'],
+      default: 'merge',
+      env: 'DEFER_ON_NODE_FAILURE',
+    },
   },
   planner: {
-    auto: { doc: 'Plan the pipeline from measured figures: profile the model (cached), read each node\'s calibration (or planner.speeds), choose cuts and node order that minimise the bottleneck.', format: Boolean, default: false, env: 'DEFER_PLANNER_AUTO' },
-    speeds: { doc: 'Relative speed of each node, in the order of the nodes (1: as fast as the planning machine, 0.5: twice as slow). Empty: each node\'s own calibration.', format: 'number-list', default: [] as number[], env: 'DEFER_PLANNER_SPEEDS' },
-    memoryMb: { doc: 'Memory each node can give its stage, MB, one value per node or one for all. Empty: the free memory each node reports.', format: 'number-list', default: [] as number[], env: 'DEFER_PLANNER_MEMORY_MB' },
-    bandwidthMbps: { doc: 'Bandwidth of each node\'s link to the broker, Mbit/s, one value per node or one for all; 0 or empty: loopback (not a limit).', format: 'number-list', default: [] as number[], env: 'DEFER_PLANNER_BANDWIDTH_MBPS' },
-    latencyMs: { doc: 'One-way latency of each node\'s link, ms, one value per node or one for all; empty: 0.', format: 'number-list', default: [] as number[], env: 'DEFER_PLANNER_LATENCY_MS' },
-    dispatcherBandwidthMbps: { doc: 'Bandwidth of the dispatcher\'s link (frames out, results in), Mbit/s; 0: loopback.', format: int(0, 1_000_000), default: 0, env: 'DEFER_PLANNER_DISPATCHER_BANDWIDTH_MBPS' },
-    relayMsPerMB: { doc: 'CPU ms the broker and dispatcher spend per MB of messages relayed, charged to their host when nodes share it (measured with defer up on a 2-core VM).', format: int(0, 10_000), default: 2, env: 'DEFER_PLANNER_RELAY_MS_PER_MB' },
-    relayMsPerMessage: { doc: 'CPU ms the broker and dispatcher spend per message relayed (a frame makes stages + 1), as relayMsPerMB.', format: int(0, 10_000), default: 4, env: 'DEFER_PLANNER_RELAY_MS_PER_MESSAGE' },
+    auto: {
+      doc: "Plan the pipeline from measured figures: profile the model (cached), read each node's calibration (or planner.speeds), choose cuts and node order that minimise the bottleneck.",
+      format: Boolean,
+      default: false,
+      env: 'DEFER_PLANNER_AUTO',
+    },
+    speeds: {
+      doc: "Relative speed of each node, in the order of the nodes (1: as fast as the planning machine, 0.5: twice as slow). Empty: each node's own calibration.",
+      format: 'number-list',
+      default: [] as number[],
+      env: 'DEFER_PLANNER_SPEEDS',
+    },
+    memoryMb: {
+      doc: 'Memory each node can give its stage, MB, one value per node or one for all. Empty: the free memory each node reports.',
+      format: 'number-list',
+      default: [] as number[],
+      env: 'DEFER_PLANNER_MEMORY_MB',
+    },
+    bandwidthMbps: {
+      doc: "Bandwidth of each node's link to the broker, Mbit/s, one value per node or one for all; 0 or empty: loopback (not a limit).",
+      format: 'number-list',
+      default: [] as number[],
+      env: 'DEFER_PLANNER_BANDWIDTH_MBPS',
+    },
+    latencyMs: { doc: "One-way latency of each node's link, ms, one value per node or one for all; empty: 0.", format: 'number-list', default: [] as number[], env: 'DEFER_PLANNER_LATENCY_MS' },
+    dispatcherBandwidthMbps: {
+      doc: "Bandwidth of the dispatcher's link (frames out, results in), Mbit/s; 0: loopback.",
+      format: int(0, 1_000_000),
+      default: 0,
+      env: 'DEFER_PLANNER_DISPATCHER_BANDWIDTH_MBPS',
+    },
+    relayMsPerMB: {
+      doc: 'CPU ms the broker and dispatcher spend per MB of messages relayed, charged to their host when nodes share it (measured with defer up on a 2-core VM).',
+      format: int(0, 10_000),
+      default: 2,
+      env: 'DEFER_PLANNER_RELAY_MS_PER_MB',
+    },
+    relayMsPerMessage: {
+      doc: 'CPU ms the broker and dispatcher spend per message relayed (a frame makes stages + 1), as relayMsPerMB.',
+      format: int(0, 10_000),
+      default: 4,
+      env: 'DEFER_PLANNER_RELAY_MS_PER_MESSAGE',
+    },
     order: { doc: 'best: try every order of the nodes along the chain; given: keep the order of dispatcher.nodes.', format: ['best', 'given'], default: 'best', env: 'DEFER_PLANNER_ORDER' },
     cacheDir: { doc: 'Where model profiles are cached; empty: ~/.cache/defer for zoo models, beside the model.json for model files.', format: String, default: '', env: 'DEFER_PLANNER_CACHE_DIR' },
     refresh: { doc: 'Profile the model again even when a cached profile exists.', format: Boolean, default: false, env: 'DEFER_PLANNER_REFRESH' },
-    replan: { doc: 'After the frames, compare measured stage times with predicted ones, re-plan with the measured figures, redeploy if the plan changed, and run the frames again.', format: Boolean, default: false, env: 'DEFER_PLANNER_REPLAN' },
+    replan: {
+      doc: 'After the frames, compare measured stage times with predicted ones, re-plan with the measured figures, redeploy if the plan changed, and run the frames again.',
+      format: Boolean,
+      default: false,
+      env: 'DEFER_PLANNER_REPLAN',
+    },
     onlineTimeoutMs: { doc: 'How long the planner waits for the nodes to report their calibration.', format: int(1000, 3_600_000), default: 60_000, env: 'DEFER_PLANNER_ONLINE_TIMEOUT_MS' },
   },
   serve: {
-    policy: { doc: 'When devices send faster than the chain serves: latest (keep only the newest waiting frame per device), queue (keep up to serve.queueSize per device), reject (answer busy at once). Every frame not served is counted.', format: ['latest', 'queue', 'reject'], default: 'latest', env: 'DEFER_SERVE_POLICY' },
+    policy: {
+      doc: 'When devices send faster than the chain serves: latest (keep only the newest waiting frame per device), queue (keep up to serve.queueSize per device), reject (answer busy at once). Every frame not served is counted.',
+      format: ['latest', 'queue', 'reject'],
+      default: 'latest',
+      env: 'DEFER_SERVE_POLICY',
+    },
     queueSize: { doc: 'Frames a device may have waiting with policy queue; more are dropped and counted.', format: int(1, 10_000), default: 8, env: 'DEFER_SERVE_QUEUE_SIZE' },
     maxDevices: { doc: 'Devices served at once; frames from more are answered too-many-devices.', format: int(1, 1_000_000), default: 1000, env: 'DEFER_SERVE_MAX_DEVICES' },
     maxFrameBytes: { doc: 'Largest frame message accepted from a device.', format: int(64, 268_435_455), default: 16 * 1024 * 1024, env: 'DEFER_SERVE_MAX_FRAME_BYTES' },
     maxPixels: { doc: 'Largest image (width x height) decoded; larger ones are refused before decoding.', format: int(1, 1_000_000_000), default: 40_000_000, env: 'DEFER_SERVE_MAX_PIXELS' },
     topK: { doc: 'Labels with scores in each JSON result.', format: int(1, 1000), default: 5, env: 'DEFER_SERVE_TOP_K' },
-    reply: { doc: 'Result format when the frame does not ask: json (top-k, latency per hop) or cbor (the same and the full output tensor).', format: ['json', 'cbor'], default: 'json', env: 'DEFER_SERVE_REPLY' },
-    range: { doc: 'Value range the model expects for image pixels; auto: -1,1 for a Teachable Machine model (metadata.json), else 0,1. Ignored when serve.mean and serve.std are set.', format: ['auto', '0,1', '-1,1', '0,255'], default: 'auto', env: 'DEFER_SERVE_RANGE' },
+    reply: {
+      doc: 'Result format when the frame does not ask: json (top-k, latency per hop) or cbor (the same and the full output tensor).',
+      format: ['json', 'cbor'],
+      default: 'json',
+      env: 'DEFER_SERVE_REPLY',
+    },
+    range: {
+      doc: 'Value range the model expects for image pixels; auto: -1,1 for a Teachable Machine model (metadata.json), else 0,1. Ignored when serve.mean and serve.std are set.',
+      format: ['auto', '0,1', '-1,1', '0,255'],
+      default: 'auto',
+      env: 'DEFER_SERVE_RANGE',
+    },
     mean: { doc: 'Per-channel mean on the 0..1 scale; with serve.std, pixels become (p/255 - mean) / std.', format: 'number-list', default: [] as number[], env: 'DEFER_SERVE_MEAN' },
     std: { doc: 'Per-channel standard deviation on the 0..1 scale (see serve.mean).', format: 'number-list', default: [] as number[], env: 'DEFER_SERVE_STD' },
-    channelOrder: { doc: 'Channel order of the model\'s colour input.', format: ['rgb', 'bgr'], default: 'rgb', env: 'DEFER_SERVE_CHANNEL_ORDER' },
-    resize: { doc: 'How an image of another size is fitted: crop (scale to cover, centre crop), letterbox (scale to fit, pad), stretch; auto: crop.', format: ['auto', 'crop', 'letterbox', 'stretch'], default: 'auto', env: 'DEFER_SERVE_RESIZE' },
-    labels: { doc: 'Labels file (JSON array or one label per line); empty: metadata.json, labels.json or labels.txt beside the model, else class indices.', format: String, default: '', env: 'DEFER_SERVE_LABELS' },
-    metricsIntervalMs: { doc: 'How often the serving dispatcher publishes its counters on defer/<pipeline>/metrics/<dispatcher>; 0: only when it stops.', format: int(0, 3_600_000), default: 5000, env: 'DEFER_SERVE_METRICS_INTERVAL_MS' },
+    channelOrder: { doc: "Channel order of the model's colour input.", format: ['rgb', 'bgr'], default: 'rgb', env: 'DEFER_SERVE_CHANNEL_ORDER' },
+    resize: {
+      doc: 'How an image of another size is fitted: crop (scale to cover, centre crop), letterbox (scale to fit, pad), stretch; auto: crop.',
+      format: ['auto', 'crop', 'letterbox', 'stretch'],
+      default: 'auto',
+      env: 'DEFER_SERVE_RESIZE',
+    },
+    labels: {
+      doc: 'Labels file (JSON array or one label per line); empty: metadata.json, labels.json or labels.txt beside the model, else class indices.',
+      format: String,
+      default: '',
+      env: 'DEFER_SERVE_LABELS',
+    },
+    metricsIntervalMs: {
+      doc: 'How often the serving dispatcher publishes its counters on defer/<pipeline>/metrics/<dispatcher>; 0: only when it stops.',
+      format: int(0, 3_600_000),
+      default: 5000,
+      env: 'DEFER_SERVE_METRICS_INTERVAL_MS',
+    },
   },
   up: {
-    serve: { doc: 'After deploying, serve devices\' frames (defer/<pipeline>/frames/<device>) until SIGINT or SIGTERM, instead of streaming synthetic frames.', format: Boolean, default: false, env: 'DEFER_UP_SERVE' },
+    serve: {
+      doc: "After deploying, serve devices' frames (defer/<pipeline>/frames/<device>) until SIGINT or SIGTERM, instead of streaming synthetic frames.",
+      format: Boolean,
+      default: false,
+      env: 'DEFER_UP_SERVE',
+    },
     slowdown: { doc: 'Slow-down factor of each node that defer up starts, in order (see node.slowdown); empty: none.', format: 'number-list', default: [] as number[], env: 'DEFER_UP_SLOWDOWN' },
     nodes: { doc: 'Number of edge-node processes that defer up starts.', format: int(1, 64), default: 3, env: 'DEFER_UP_NODES' },
     standby: { doc: 'Extra edge-node processes that defer up starts as standbys (see dispatcher.standby).', format: int(0, 64), default: 0, env: 'DEFER_UP_STANDBY' },
@@ -276,7 +434,15 @@ export function configurationDoc(): string {
       const key = prefix ? `${prefix}.${k}` : k;
       const entry = v as { doc?: string; default?: unknown; env?: string; format?: unknown };
       if (entry && typeof entry === 'object' && 'doc' in entry) {
-        const fmt = Array.isArray(entry.format) ? entry.format.join(' \\| ') : typeof entry.format === 'string' ? entry.format : entry.format === Boolean ? 'boolean' : entry.format === String ? 'string' : 'integer';
+        const fmt = Array.isArray(entry.format)
+          ? entry.format.join(' \\| ')
+          : typeof entry.format === 'string'
+            ? entry.format
+            : entry.format === Boolean
+              ? 'boolean'
+              : entry.format === String
+                ? 'string'
+                : 'integer';
         // the home folder as ~, so that the generated page is the same on every machine
         const dflt = JSON.stringify(entry.default).replace(JSON.stringify(homedir()).slice(1, -1), '~');
         rows.push(`| \`${key}\` | \`${entry.env}\` | ${fmt} | \`${dflt}\` | ${entry.doc} |`);

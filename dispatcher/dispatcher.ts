@@ -2,18 +2,20 @@
  * The dispatcher: owns one MQTT connection, deploys a partitioned model onto
  * named nodes, waits for them, and streams frames through the chain.
  */
-import type { MqttClient } from 'mqtt';
+
 import { randomBytes } from 'node:crypto';
+import type { MqttClient } from 'mqtt';
 import { log } from '../lib/core/log.js';
-import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
+import { TypedEmitter } from '../lib/core/typed-emitter.js';
 import { type FlatModel, sha256 } from '../lib/model/partition.js';
-import type { Codec } from '../lib/protocol/tensor-codec.js';
-import { assertTopicName, topicsFor, type Topics } from '../lib/protocol/topics.js';
-import { type DeploymentPlan, packageDeployment, publishDeployment } from './deploy/deployment-package.js';
-import { type Assignment, decodeAssignment } from '../lib/protocol/messages.js';
-import { NodeWatch } from './deploy/node-watch.js';
+import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
+import { type Assignment, assertTopicName, type Codec, decodeAssignment, type Topics, topicsFor } from '../lib/protocol/index.js';
+import type { Deployment } from './chain/deployment.js';
 import { FrameStream } from './chain/frame-stream.js';
-import { type FailurePolicy, Supervisor } from './chain/supervisor.js';
+import { type ChainHost, type FailurePolicy, Supervisor } from './chain/supervisor.js';
+import { type DeploymentPackage, packageDeployment, publishDeployment } from './deploy/deployment-package.js';
+import { NodeWatch } from './deploy/node-watch.js';
+import type { DispatcherEvent } from './events.js';
 
 export interface DispatcherOptions {
   brokerUrl: string;
@@ -25,8 +27,6 @@ export interface DispatcherOptions {
   maxMessageBytes: number;
   codec: Codec;
   qos: 0 | 1;
-  /** progress lines while deploying (stderr by default) */
-  progress?: (line: string) => void;
   /** use this connection instead of opening one (it is then not closed by close()) */
   client?: MqttClient;
   username?: string;
@@ -48,19 +48,16 @@ export interface DispatcherOptions {
   prefetchStandby?: boolean;
 }
 
-/** A running deployment. `id` and `plan` change when the supervisor mends the chain with a new deployment. */
-export interface Deployment {
-  id: string;
-  plan: DeploymentPlan;
-  stream: FrameStream;
-  deployMs: number;
-  flat: FlatModel;
-  /** watches the chain and mends it (absent with supervise: false) */
-  supervisor?: Supervisor;
-}
+export type { Deployment };
 
-export class Dispatcher {
+/**
+ * The dispatcher: deploys and adopts chains, streams frames into them, and
+ * supervises them. What it does is told as typed events (`events`, see
+ * events.ts): subscribe before `deploy`.
+ */
+export class Dispatcher implements ChainHost {
   readonly id = `disp${randomBytes(3).toString('hex')}`;
+  readonly events = new TypedEmitter<DispatcherEvent>();
   readonly topics: Topics;
   private client?: MqttClient;
   private watch?: NodeWatch;
@@ -104,7 +101,7 @@ export class Dispatcher {
     if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
     const watch = this.watch;
     const t0 = performance.now();
-    const plans = flat.plan(cuts);
+    const plans = flat.spans(cuts);
     if (plans.length !== nodes.length || new Set(nodes).size !== nodes.length) return null;
     const standby = (this.opts.standby ?? []).filter((n) => !nodes.includes(n));
     const candidates = [...nodes, ...standby];
@@ -146,15 +143,22 @@ export class Dispatcher {
     const id = as[0].deployment;
     // the same weights, stage by stage: only the blobs' hashes are needed (no chunking)
     if (!plans.every((p, k) => sha256(flat.stageWeights(p).blob) === as[k].manifest.sha256)) return null;
-    const swapped = order.map((n, k) => (n === nodes[k] ? '' : `${n} in place of ${nodes[k]}`)).filter(Boolean);
-    (this.opts.progress ?? ((l: string) => log.info(l)))(`adopted deployment ${id}, already running on ${order.join(', ')}${swapped.length ? ` (${swapped.join(', ')})` : ''}: no weights sent`);
-    const plan: DeploymentPlan = {
+    const replaced = order.flatMap((n, k) => (n === nodes[k] ? [] : [{ node: nodes[k], by: n }]));
+    this.events.emit({ type: 'adopted', deployment: id, chain: order, replaced });
+    const plan: DeploymentPackage = {
       id,
-      stages: plans.map((p, k) => ({ plan: p, nodeId: order[k], assignment: as[k], chunks: [] })),
+      stages: plans.map((p, k) => ({ span: p, nodeId: order[k], assignment: as[k], chunks: [] })),
       totalBytes: as.reduce((t, a) => t + a.manifest.totalBytes, 0),
     };
     // nodes a standby replaced are standbys now
-    return this.openStream(plan, flat, as[0].inputTopic, as[nodes.length - 1].outputTopic, performance.now() - t0, nodes.filter((n) => !order.includes(n)));
+    return this.openStream(
+      plan,
+      flat,
+      as[0].inputTopic,
+      as[nodes.length - 1].outputTopic,
+      performance.now() - t0,
+      nodes.filter((n) => !order.includes(n)),
+    );
   }
 
   /** `adopt` when allowed and possible, else `deploy`. */
@@ -172,10 +176,9 @@ export class Dispatcher {
   }
 
   /** Publish a new deployment of `flat` cut at `cuts` onto `nodes`, and wait until all are ready. */
-  async publishPlan(flat: FlatModel, nodes: string[], cuts: string[]): Promise<{ plan: DeploymentPlan; deployMs: number }> {
+  async publishPlan(flat: FlatModel, nodes: string[], cuts: string[]): Promise<{ plan: DeploymentPackage; deployMs: number }> {
     if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
     for (const n of nodes) assertTopicName('node id', n);
-    const progress = this.opts.progress ?? ((l: string) => log.info(l));
     const t0 = performance.now();
     const plan = packageDeployment(flat, this.topics, {
       nodes,
@@ -186,23 +189,22 @@ export class Dispatcher {
       resultTopic: this.topics.results(this.id),
       pipeline: this.opts.pipeline,
     });
-    const mb = (b: number) => (b / 1e6).toFixed(1);
-    progress(`deploying ${plan.id}: ${plan.stages.length} stages on ${nodes.join(', ')}, ${mb(plan.totalBytes)} MB of weights`);
+    this.events.emit({ type: 'deploy-start', deployment: plan.id, nodes, stages: plan.stages.length, totalBytes: plan.totalBytes });
     let lastPct = -1;
     const ready = this.watch.waitReady(nodes, plan.id, this.opts.readyTimeoutMs, (r) => {
-      if (r.length) progress(`  ready: ${r.length}/${nodes.length} (${r.join(', ')})`);
+      if (r.length) this.events.emit({ type: 'nodes-ready', deployment: plan.id, ready: r, total: nodes.length });
     });
     ready.catch(() => undefined); // observed below
     await publishDeployment(this.client, this.topics, plan, (sent, total) => {
       const pct = total ? Math.floor((sent / total) * 10) * 10 : 100;
       if (pct !== lastPct) {
         lastPct = pct;
-        progress(`  weights sent: ${mb(sent)}/${mb(total)} MB (${pct}%)`);
+        this.events.emit({ type: 'weights-sent', deployment: plan.id, sentBytes: sent, totalBytes: total, pct });
       }
     });
     await ready;
     const deployMs = performance.now() - t0;
-    progress(`deployment ${plan.id} ready in ${(deployMs / 1000).toFixed(1)} s`);
+    this.events.emit({ type: 'deploy-done', deployment: plan.id, ms: deployMs });
     return { plan, deployMs };
   }
 
@@ -224,7 +226,7 @@ export class Dispatcher {
     return got;
   }
 
-  private async openStream(plan: DeploymentPlan, flat: FlatModel, inputTopic: string, resultTopic: string, deployMs: number, spares: string[] = []): Promise<Deployment> {
+  private async openStream(plan: DeploymentPackage, flat: FlatModel, inputTopic: string, resultTopic: string, deployMs: number, spares: string[] = []): Promise<Deployment> {
     const stream = new FrameStream(
       this.client!,
       { deployment: plan.id, stageCount: plan.stages.length, inputTopic, resultTopic, codec: this.opts.codec, qos: this.opts.qos },
@@ -236,7 +238,7 @@ export class Dispatcher {
     if (this.opts.supervise !== false) {
       // one deployment is supervised at a time: the newest
       for (const s of this.supervisors.splice(0)) s.stop();
-      d.supervisor = new Supervisor(this, d, {
+      const supervisor = new Supervisor(this, d, {
         standby: [...(this.opts.standby ?? []), ...spares].filter((n) => !plan.stages.some((s) => s.nodeId === n)),
         heartbeatTimeoutMs: this.opts.heartbeatTimeoutMs ?? 5000,
         onNodeFailure: this.opts.onNodeFailure ?? 'merge',
@@ -244,10 +246,11 @@ export class Dispatcher {
         readyTimeoutMs: this.opts.readyTimeoutMs,
         restoreAfterMs: this.opts.restoreAfterMs ?? 10_000,
         prefetch: this.opts.prefetchStandby ?? true,
-        progress: this.opts.progress ?? ((l: string) => log.info(l)),
+        emit: (e) => this.events.emit(e),
       });
-      d.supervisor.start();
-      this.supervisors.push(d.supervisor);
+      supervisor.start();
+      d.supervisor = supervisor;
+      this.supervisors.push(supervisor);
     }
     return d;
   }

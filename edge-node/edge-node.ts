@@ -4,30 +4,39 @@
  * input topic, forwarding the result to its output topic.
  */
 import type { MqttClient } from 'mqtt';
-import { initEngine, tf, type BackendChoice } from '../lib/model/engine.js';
 import { now } from '../lib/core/clock.js';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
+import { type BackendChoice, initEngine, tf } from '../lib/model/engine.js';
+import { buildStageModel, sha256 } from '../lib/model/partition.js';
+import { closeMqtt, connectMqtt, publish } from '../lib/mqtt/connect.js';
+import { calibrate } from '../lib/planning/calibrate.js';
 import {
   type Activation,
   type Assignment,
-  type Hop,
-  type NodeState,
-  type NodeStatus,
+  assertTopicName,
+  type Capabilities,
   decodeActivation,
   decodeAssignment,
   decodePrefetchList,
+  decodeTensor,
   decodeWeightChunk,
   encodeActivation,
+  encodeErrorReport,
+  encodeHeartbeat,
   encodeStatus,
-} from '../lib/protocol/messages.js';
-import { closeMqtt, connectMqtt, publish } from '../lib/mqtt/connect.js';
-import { buildStageModel, sha256 } from '../lib/model/partition.js';
-import { type Capabilities, calibrate } from '../lib/planning/calibrate.js';
-import { WeightCache } from './weight-cache.js';
+  encodeTensor,
+  type Hop,
+  type NodeState,
+  type NodeStatus,
+  type ParsedTopic,
+  type Topics,
+  topicsFor,
+} from '../lib/protocol/index.js';
 import { Prefetcher } from './prefetch.js';
-import { decodeTensor, encodeTensor } from '../lib/protocol/tensor-codec.js';
-import { assertTopicName, chunkIndexOf, topicsFor, type Topics } from '../lib/protocol/topics.js';
+import { WeightCache } from './weight-cache.js';
+
+const isChunkOf = (t: ParsedTopic | null, node: string) => t?.kind === 'node-weights' && t.node === node;
 
 export interface EdgeNodeOptions {
   id: string;
@@ -111,7 +120,9 @@ export class EdgeNode {
     if (this.opts.calibrate !== false) {
       // before connecting: the first status the planner sees carries the figures
       this.capabilities = await calibrate({ slowdown: this.slowdown });
-      log.info(`node ${this.opts.id}: calibration ${this.capabilities.calibrationMs.toFixed(1)} ms (cpu ${this.capabilities.calibrationCpuMs.toFixed(1)} ms, slow-down ${this.slowdown}), ${this.capabilities.cores} cores, ${(this.capabilities.freeMemoryBytes / 1e6).toFixed(0)} MB free`);
+      log.info(
+        `node ${this.opts.id}: calibration ${this.capabilities.calibrationMs.toFixed(1)} ms (cpu ${this.capabilities.calibrationCpuMs.toFixed(1)} ms, slow-down ${this.slowdown}), ${this.capabilities.cores} cores, ${(this.capabilities.freeMemoryBytes / 1e6).toFixed(0)} MB free`,
+      );
     }
     const statusTopic = this.topics.nodeStatus(this.opts.id);
     this.client = await connectMqtt({
@@ -137,7 +148,7 @@ export class EdgeNode {
     if (every > 0) {
       const alive = this.topics.nodeAlive(this.opts.id);
       this.heartbeat = setInterval(() => {
-        if (this.client?.connected) this.client.publish(alive, JSON.stringify({ v: 1, node: this.opts.id, at: Date.now(), frames: this.counters.frames }), { qos: 0 });
+        if (this.client?.connected) this.client.publish(alive, encodeHeartbeat({ node: this.opts.id, at: Date.now(), frames: this.counters.frames }), { qos: 0 });
       }, every);
       this.heartbeat.unref();
     }
@@ -196,7 +207,7 @@ export class EdgeNode {
   private reportError(topic: string, reason: string): void {
     this.counters.rejected++;
     log.warn(`rejected a message on ${topic}: ${reason}`);
-    this.client?.publish(this.topics.errors, JSON.stringify({ v: 1, node: this.opts.id, topic, reason, at: Date.now() }), { qos: 0 });
+    this.client?.publish(this.topics.errors, encodeErrorReport({ node: this.opts.id, topic, reason }), { qos: 0 });
   }
 
   private onMessage(topic: string, payload: Buffer): void {
@@ -214,7 +225,7 @@ export class EdgeNode {
       } else if (topic === this.topics.nodePrefetch(this.opts.id)) {
         if (payload.length === 0) void this.prefetcher?.stop();
         else if (!this.stage && !this.loading) this.prefetcher?.start(decodePrefetchList(payload, this.opts.maxMessageBytes * 4));
-      } else if (chunkIndexOf(topic) >= 0 && topic.startsWith(`${this.topics.root}/node/${this.weightsNode}/weights/`)) {
+      } else if (isChunkOf(this.topics.parse(topic), this.weightsNode)) {
         if (payload.length === 0) return; // chunk cleared
         this.onChunk(decodeWeightChunk(payload, this.opts.maxMessageBytes));
       }

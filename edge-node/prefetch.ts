@@ -7,14 +7,14 @@
 import type { MqttClient } from 'mqtt';
 import { errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
-import { type PrefetchList, type WeightManifest, decodeWeightChunk } from '../lib/protocol/messages.js';
 import { sha256 } from '../lib/model/partition.js';
-import type { Topics } from '../lib/protocol/topics.js';
+import { decodeWeightChunk, type PrefetchList, type Topics, type WeightManifest } from '../lib/protocol/index.js';
 import type { WeightCache } from './weight-cache.js';
 
 interface Fetching {
   deployment: string;
-  prefix: string;
+  /** the node whose retained chunks hold the weights */
+  weightsNode: string;
   manifest: WeightManifest;
   chunks: (Uint8Array | undefined)[];
   received: number;
@@ -40,7 +40,9 @@ export class Prefetcher {
   /** A chunk for the stage being prefetched? Then it is taken here (true). */
   onMessage(topic: string, payload: Buffer): boolean {
     const f = this.fetching;
-    if (!f || !topic.startsWith(f.prefix)) return false;
+    if (!f) return false;
+    const t = this.topics.parse(topic);
+    if (t?.kind !== 'node-weights' || t.node !== f.weightsNode) return false;
     if (payload.length === 0) return true;
     try {
       const c = decodeWeightChunk(payload, this.maxMessageBytes);
@@ -78,10 +80,9 @@ export class Prefetcher {
       if (gen !== this.generation) return;
       const m = s.manifest;
       if (!(await this.cache.has(m.sha256, m.totalBytes))) {
-        const prefix = `${this.topics.root}/node/${s.weightsNode}/weights/`;
         let complete!: () => void;
         const done = new Promise<void>((r) => (complete = r));
-        const f: Fetching = { deployment: list.deployment, prefix, manifest: m, chunks: new Array(m.chunks.length), received: 0, complete };
+        const f: Fetching = { deployment: list.deployment, weightsNode: s.weightsNode, manifest: m, chunks: new Array(m.chunks.length), received: 0, complete };
         this.fetching = f;
         const topic = this.topics.nodeWeightsAll(s.weightsNode);
         try {

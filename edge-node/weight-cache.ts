@@ -4,7 +4,7 @@
  * Files are written atomically and checked against their hash when read; the
  * newest `keep` blobs stay, older ones are removed.
  */
-import { mkdir, readFile, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';

@@ -13,8 +13,8 @@ import type { MqttClient } from 'mqtt';
 import { type RunningBroker, startBroker } from '../broker/broker.js';
 import { errorMessage } from '../lib/core/errors.js';
 import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
+import { isName, NAME_RULE } from '../lib/protocol/index.js';
 import type { NodeAPI, RedNode } from './red.js';
-import { NAME } from './red.js';
 
 export interface BrokerState {
   connected: boolean;
@@ -59,22 +59,21 @@ export interface DeferBrokerNode extends RedNode {
 export function brokerProblem(c: BrokerConfig): string | null {
   const mode = c.mode ?? 'embedded';
   if (mode !== 'embedded' && mode !== 'external') return `mode must be embedded or external, not '${String(mode)}'`;
-  if (!NAME.test(c.pipeline ?? 'default')) return `pipeline '${c.pipeline}' must be 1-64 letters, digits, _ . -`;
+  if (!isName(c.pipeline ?? 'default')) return `pipeline '${c.pipeline}' must be ${NAME_RULE}`;
   if (mode === 'external' && !/^(mqtts?|wss?|tcp|ssl):\/\/[^\s/]+(:\d+)?\/?$/.test(c.url ?? '')) return `broker URL '${c.url ?? ''}' must look like mqtt://host:1883`;
   if (mode === 'embedded') {
     const port = Number(c.port ?? 1883);
     if (!Number.isInteger(port) || port < 0 || port > 65535) return `port '${c.port}' must be an integer from 0 to 65535`;
   }
-  if (c.clientIdPrefix && !NAME.test(c.clientIdPrefix)) return `client id prefix '${c.clientIdPrefix}' must be letters, digits, _ . -`;
+  if (c.clientIdPrefix && !isName(c.clientIdPrefix)) return `client id prefix '${c.clientIdPrefix}' must be ${NAME_RULE}`;
   return null;
 }
 
 export default function (RED: NodeAPI): void {
   function DeferBroker(this: DeferBrokerNode, config: BrokerConfig) {
     RED.nodes.createNode(this, config);
-    const node = this;
-    node.problem = brokerProblem(config);
-    node.pipeline = config.pipeline || 'default';
+    this.problem = brokerProblem(config);
+    this.pipeline = config.pipeline || 'default';
     const users = new Set<BrokerUser>();
     let starting: Promise<Endpoint> | undefined;
     let broker: RunningBroker | undefined;
@@ -86,19 +85,19 @@ export default function (RED: NodeAPI): void {
     };
 
     const start = async (): Promise<Endpoint> => {
-      if (node.problem) throw new Error(node.problem);
+      if (this.problem) throw new Error(this.problem);
       let url = config.url ?? '';
       if ((config.mode ?? 'embedded') === 'embedded') {
         const maxMB = Number(config.maxPacketMB || 64);
         broker = await startBroker({ host: config.host || '127.0.0.1', port: Number(config.port ?? 1883), maxPacketBytes: Math.round(maxMB * 1024 * 1024) });
         url = broker.url;
-        node.log(`embedded broker listening at ${url}`);
+        this.log(`embedded broker listening at ${url}`);
       }
       const endpoint: Endpoint = {
         url,
-        username: node.credentials?.username || undefined,
-        password: node.credentials?.password || undefined,
-        pipeline: node.pipeline,
+        username: this.credentials?.username || undefined,
+        password: this.credentials?.password || undefined,
+        pipeline: this.pipeline,
         clientIdPrefix: config.clientIdPrefix || 'nodered',
       };
       shared = await connectMqtt({ url, clientIdPrefix: `${endpoint.clientIdPrefix}-shared`, username: endpoint.username, password: endpoint.password });
@@ -117,16 +116,16 @@ export default function (RED: NodeAPI): void {
       broker = undefined;
       await closeMqtt(c);
       await b?.close();
-      if (b) node.log('embedded broker closed');
+      if (b) this.log('embedded broker closed');
       state = { connected: false, text: 'not connected' };
     };
 
-    node.register = (user) => {
+    this.register = (user) => {
       users.add(user);
       user.brokerState(state);
       starting ??= start().catch((err: unknown) => {
         const text = errorMessage(err);
-        node.error(`cannot start the broker connection: ${text}`);
+        this.error(`cannot start the broker connection: ${text}`);
         push({ connected: false, text });
         starting = undefined;
         throw err;
@@ -134,17 +133,17 @@ export default function (RED: NodeAPI): void {
       return starting;
     };
 
-    node.deregister = async (user) => {
+    this.deregister = async (user) => {
       users.delete(user);
       if (users.size === 0) await stop();
     };
 
-    node.client = () => {
+    this.client = () => {
       if (!shared) throw new Error('the broker connection is not open yet');
       return shared;
     };
 
-    node.on('close', (_removed, done) => {
+    this.on('close', (_removed, done) => {
       users.clear();
       stop().then(done, done);
     });

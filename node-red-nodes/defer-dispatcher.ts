@@ -6,20 +6,21 @@
  * same message with `payload` (the output scores), `topk` (labels where the
  * model has them), `frameId`, `latencyMs` and `hops`.
  */
-import { defaultCuts } from '../lib/planning/auto-plan.js';
-import { Dispatcher, type Deployment } from '../dispatcher/dispatcher.js';
-import { hopLatencies, topK } from '../dispatcher/serving/device-server.js';
-import { modelInputFor } from '../dispatcher/serving/start-serving.js';
+
 import { loadConfig } from '../config/schema.js';
-import { type DeviceFrame, type ModelInput, frameTensor, parseFrame } from '../lib/protocol/device-frame.js';
-import { initEngine } from '../lib/model/engine.js';
+import { type Deployment, Dispatcher } from '../dispatcher/dispatcher.js';
+import { type DispatcherEvent, describeEvent } from '../dispatcher/events.js';
+import { frameTensor, type ModelInput } from '../dispatcher/serving/frame-tensor.js';
+import { modelInputFor } from '../dispatcher/serving/start-serving.js';
 import { errorMessage } from '../lib/core/errors.js';
+import { initEngine } from '../lib/model/engine.js';
 import { loadModelMeta } from '../lib/model/labels.js';
 import { loadFlatModel } from '../lib/model/model-source.js';
 import type { FlatModel } from '../lib/model/partition.js';
-import type { RawTensor } from '../lib/protocol/tensor-codec.js';
+import { defaultCuts } from '../lib/planning/auto-plan.js';
+import { type DeviceFrame, hopLatencies, isName, NAME_RULE, parseFrame, type RawTensor, topK } from '../lib/protocol/index.js';
 import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
-import { NAME, type NodeAPI, type NodeMessage, type RedNode, nameList, positiveInt, short } from './red.js';
+import { type NodeAPI, type NodeMessage, nameList, positiveInt, type RedNode, short } from './red.js';
 
 export interface DispatcherConfig {
   name?: string;
@@ -51,12 +52,12 @@ export function dispatcherSettings(c: DispatcherConfig): Settings | string {
   if (!model) return 'no model: give a model.json path or a zoo name (tiny, resnet50, mobilenet)';
   const nodes = nameList(c.nodes);
   if (!nodes.length) return 'no edge nodes: give their ids, e.g. n1,n2';
-  const badNode = nodes.find((n) => !NAME.test(n));
-  if (badNode) return `node id '${badNode}' must be 1-64 letters, digits, _ . -`;
+  const badNode = nodes.find((n) => !isName(n));
+  if (badNode) return `node id '${badNode}' must be ${NAME_RULE}`;
   if (new Set(nodes).size !== nodes.length) return 'a node id is listed twice';
   const standby = nameList(c.standby);
-  const badStandby = standby.find((n) => !NAME.test(n));
-  if (badStandby) return `standby id '${badStandby}' must be 1-64 letters, digits, _ . -`;
+  const badStandby = standby.find((n) => !isName(n));
+  if (badStandby) return `standby id '${badStandby}' must be ${NAME_RULE}`;
   const both = standby.find((n) => nodes.includes(n));
   if (both) return `'${both}' is both an edge node of the chain and a standby`;
   const cutsText = (c.cuts ?? 'auto').trim();
@@ -94,6 +95,15 @@ export function frameOf(msg: NodeMessage, maxBytes: number): DeviceFrame {
   throw new Error('msg.payload must be an image Buffer (JPEG, PNG), a tensor, or a typed array or array with msg.shape');
 }
 
+/** The status text while the supervisor mends the chain, for the events that start a repair. */
+function statusWhileMending(e: DispatcherEvent): string | null {
+  if (e.type === 'node-failed') return `node ${e.node} down: mending`;
+  if (e.type === 'node-left') return `node ${e.node} left: mending`;
+  if (e.type === 'broker-lost') return 'broker lost: frames held';
+  if (e.type === 'repair-start' && e.kind === 'restore') return 'restoring the full chain';
+  return null;
+}
+
 export default function (RED: NodeAPI): void {
   function DeferDispatcherNode(this: RedNode, config: DispatcherConfig) {
     RED.nodes.createNode(this, config);
@@ -116,7 +126,7 @@ export default function (RED: NodeAPI): void {
     let labels: string[] | null = null;
     let ready = false;
     let waiting = 0;
-    let readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+    const readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
     let failure: Error | null = null;
 
     let mending = false;
@@ -164,28 +174,21 @@ export default function (RED: NodeAPI): void {
         client: broker!.client(),
         standby: s.standby,
         chooseCuts: (f, n) => defaultCuts(f, conf, backend, n, (l) => node.log(l)),
-        progress: (l) => {
-          node.log(l.trim());
-          const down = /^node (\S+) .* is down \(([^)]*)\)|^node (\S+) .* left the deployment|^lost the broker/.exec(l);
-          if (down) {
-            mending = true;
-            node.status({ fill: 'yellow', shape: 'ring', text: down[0].startsWith('lost') ? 'broker lost: frames held' : `node ${down[1] ?? down[3]} down: mending` });
-            return;
-          }
-          if (/^back to \d+ stages/.test(l)) {
-            mending = true;
-            node.status({ fill: 'yellow', shape: 'ring', text: 'restoring the full chain' });
-            return;
-          }
-          if (/chain mended|chain back|runs stage \d+ again|restored in|could not mend/.test(l)) {
-            mending = false;
-            if (/could not mend/.test(l)) node.status({ fill: 'red', shape: 'ring', text: short(l.trim()) });
-            else showNodes();
-            return;
-          }
-          const m = /weights sent: .*\((\d+)%\)|ready: (\d+)\/(\d+)/.exec(l);
-          if (m && !mending) node.status({ fill: 'yellow', shape: 'ring', text: m[1] ? `deploying: weights ${m[1]}%` : `deploying: ${m[2]}/${m[3]} nodes ready` });
-        },
+      });
+      dispatcher.events.onAny((e) => {
+        node.log(describeEvent(e).trim());
+        const mendingText = statusWhileMending(e);
+        if (mendingText) {
+          mending = true;
+          node.status({ fill: 'yellow', shape: 'ring', text: mendingText });
+        } else if (e.type === 'repair-done') {
+          mending = false;
+          showNodes();
+        } else if (e.type === 'repair-failed') {
+          mending = false;
+          node.status({ fill: 'red', shape: 'ring', text: short(`could not mend the chain: ${e.reason}`) });
+        } else if (!mending && e.type === 'weights-sent') node.status({ fill: 'yellow', shape: 'ring', text: `deploying: weights ${e.pct}%` });
+        else if (!mending && e.type === 'nodes-ready') node.status({ fill: 'yellow', shape: 'ring', text: `deploying: ${e.ready.length}/${e.total} nodes ready` });
       });
       await dispatcher.connect();
       if (closed) return;
@@ -200,8 +203,7 @@ export default function (RED: NodeAPI): void {
       if (!closed) fail(err);
     });
 
-    const whenReady = () =>
-      ready ? Promise.resolve() : failure ? Promise.reject(failure) : new Promise<void>((resolve, reject) => readyWaiters.push({ resolve, reject }));
+    const whenReady = () => (ready ? Promise.resolve() : failure ? Promise.reject(failure) : new Promise<void>((resolve, reject) => readyWaiters.push({ resolve, reject })));
 
     node.on('input', (msg, send, done) => {
       if (waiting >= s.maxWaiting) {

@@ -5,10 +5,11 @@
  * per second. It has no wires: its work arrives and leaves over MQTT.
  */
 import { EdgeNode } from '../edge-node/edge-node.js';
-import { BACKEND_CHOICES, type BackendChoice } from '../lib/model/engine.js';
 import { errorMessage } from '../lib/core/errors.js';
+import { BACKEND_CHOICES, type BackendChoice } from '../lib/model/engine.js';
+import { isName, NAME_RULE } from '../lib/protocol/index.js';
 import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
-import { NAME, type NodeAPI, type RedNode, positiveInt, short } from './red.js';
+import { type NodeAPI, positiveInt, type RedNode, short } from './red.js';
 
 export interface EdgeNodeConfig {
   name?: string;
@@ -19,7 +20,7 @@ export interface EdgeNodeConfig {
 }
 
 export function edgeNodeProblem(c: EdgeNodeConfig): string | null {
-  if (!c.nodeId || !NAME.test(c.nodeId)) return `node id '${c.nodeId ?? ''}' must be 1-64 letters, digits, _ . -`;
+  if (!c.nodeId || !isName(c.nodeId)) return `node id '${c.nodeId ?? ''}' must be ${NAME_RULE}`;
   if (c.backend && !(BACKEND_CHOICES as readonly string[]).includes(c.backend)) return `backend must be one of ${BACKEND_CHOICES.join(', ')}`;
   if (Number.isNaN(positiveInt(c.maxQueue, 64))) return 'queue size must be a positive integer';
   return null;

@@ -6,8 +6,7 @@
  */
 import type { MqttClient } from 'mqtt';
 import { errorMessage } from '../lib/core/errors.js';
-import { decodeStatus } from '../lib/protocol/messages.js';
-import { topicsFor } from '../lib/protocol/topics.js';
+import { decodeMetrics, decodeStatus, topicsFor } from '../lib/protocol/index.js';
 import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
 import { type NodeAPI, type RedNode, short } from './red.js';
 
@@ -29,8 +28,6 @@ export default function (RED: NodeAPI): void {
       return;
     }
     const topics = topicsFor(broker!.pipeline);
-    const statusPrefix = `${topics.root}/node/`;
-    const metricsPrefix = `${topics.metrics('')}`;
     const wantMetrics = config.metrics !== false;
     let client: MqttClient | undefined;
     let closed = false;
@@ -38,11 +35,12 @@ export default function (RED: NodeAPI): void {
     const onMessage = (topic: string, payload: Buffer) => {
       if (payload.length === 0) return;
       try {
-        if (topic.startsWith(statusPrefix) && topic.endsWith('/status')) {
+        const t = topics.parse(topic);
+        if (t?.kind === 'node-status') {
           const s = decodeStatus(payload);
           node.send({ topic: `status/${s.node}`, payload: s });
-        } else if (wantMetrics && topic.startsWith(metricsPrefix)) {
-          node.send({ topic: `metrics/${topic.slice(metricsPrefix.length)}`, payload: JSON.parse(payload.toString('utf8')) as unknown });
+        } else if (wantMetrics && t?.kind === 'metrics') {
+          node.send({ topic: `metrics/${t.id}`, payload: decodeMetrics(payload) });
         } else return;
         seen++;
         node.status({ fill: 'green', shape: 'dot', text: `${seen} updates` });
@@ -61,7 +59,7 @@ export default function (RED: NodeAPI): void {
       if (closed) return;
       client = broker!.client();
       client.on('message', onMessage);
-      await client.subscribeAsync([topics.nodeStatusAll, ...(wantMetrics ? [topics.metrics('+')] : [])], { qos: 1 });
+      await client.subscribeAsync([topics.nodeStatusAll, ...(wantMetrics ? [topics.metricsAll] : [])], { qos: 1 });
     })().catch((err) => {
       if (closed) return;
       node.status({ fill: 'red', shape: 'dot', text: short(`error: ${errorMessage(err)}`) });

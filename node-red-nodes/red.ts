@@ -38,8 +38,6 @@ export interface NodeAPI {
   };
 }
 
-export const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
-
 /** Comma- or space-separated names. */
 export function nameList(s: unknown): string[] {
   return String(s ?? '')

@@ -13,9 +13,8 @@ import type { MqttClient } from 'mqtt';
 import { now } from '../../lib/core/clock.js';
 import { DeferError, errorMessage } from '../../lib/core/errors.js';
 import { log } from '../../lib/core/log.js';
-import { type Hop, decodeActivation, encodeActivation } from '../../lib/protocol/messages.js';
 import { publish } from '../../lib/mqtt/connect.js';
-import { type Codec, type RawTensor, type WireTensor, decodeTensor, encodeTensor } from '../../lib/protocol/tensor-codec.js';
+import { type Codec, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop, type RawTensor, type WireTensor } from '../../lib/protocol/index.js';
 
 export interface FrameResult {
   frame: string;
@@ -258,7 +257,12 @@ export class FrameStream {
       if (this.pending.get(frame) !== p) return;
       this.pending.delete(frame);
       this.release();
-      p.reject(new DeferError('E_TIMEOUT', `frame ${frame} got no result within ${this.opts.frameTimeoutMs} ms (dispatcher.frameTimeoutMs)${p.sends > 1 ? `, sent ${p.sends} times` : ''}: is every node of deployment ${t.deployment} still up?`));
+      p.reject(
+        new DeferError(
+          'E_TIMEOUT',
+          `frame ${frame} got no result within ${this.opts.frameTimeoutMs} ms (dispatcher.frameTimeoutMs)${p.sends > 1 ? `, sent ${p.sends} times` : ''}: is every node of deployment ${t.deployment} still up?`,
+        ),
+      );
     }, this.opts.frameTimeoutMs);
     try {
       await publish(this.client, t.inputTopic, body, { qos: t.qos });

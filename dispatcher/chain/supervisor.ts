@@ -16,14 +16,18 @@
  * Either way every frame still pending is then sent again; the stream delivers
  * the first result of each frame and drops later copies.
  */
+import type { MqttClient } from 'mqtt';
 import { DeferError, errorMessage } from '../../lib/core/errors.js';
 import { log } from '../../lib/core/log.js';
-import { encodeAssignment, encodePrefetchList, type Assignment } from '../../lib/protocol/messages.js';
-import { publish } from '../../lib/mqtt/connect.js';
 import type { FlatModel } from '../../lib/model/partition.js';
-import type { DeploymentPlan } from '../deploy/deployment-package.js';
+import { publish } from '../../lib/mqtt/connect.js';
+import { mergeCuts } from '../../lib/planning/repair.js';
+import { type Assignment, encodeAssignment, encodePrefetchList, type Topics } from '../../lib/protocol/index.js';
+import type { DeploymentPackage } from '../deploy/deployment-package.js';
 import { republishDeployment } from '../deploy/deployment-package.js';
-import type { Deployment, Dispatcher } from '../dispatcher.js';
+import type { NodeWatch } from '../deploy/node-watch.js';
+import type { DispatcherEvent, RepairEvent } from '../events.js';
+import type { Deployment } from './deployment.js';
 
 export type FailurePolicy = 'merge' | 'replan' | 'off';
 
@@ -41,41 +45,19 @@ export interface SupervisorOptions {
   restoreAfterMs: number;
   /** tell the standbys to keep the deployment's stages in their weight caches */
   prefetch: boolean;
-  progress: (line: string) => void;
+  /** where the supervisor tells what it sees and does */
+  emit: (event: DispatcherEvent) => void;
 }
 
-export interface RepairEvent {
-  /** standby: stage moved to a standby; merge / replan: new deployment over the nodes left; reassign: a node that dropped its stage got it again; reconnect: broker connection back */
-  kind: 'standby' | 'merge' | 'replan' | 'reassign' | 'restore' | 'reconnect';
-  /** epoch ms when the failure was noticed */
-  at: number;
-  /** the failed node (not for reconnect) */
-  node?: string;
-  stage?: number;
-  /** what it was: 'offline' (Last Will or clean stop), 'heartbeat', 'failed' */
-  cause: string;
-  /** the standby that took the stage */
-  replacement?: string;
-  deployment: string;
-  /** ms from noticing the failure to the chain working again */
-  repairMs: number;
-  /** frames sent again */
-  resent: number;
-  /** the retained deployment was republished (the broker had lost it) */
-  republished?: boolean;
-}
-
-/** The cuts without the one between stage `k` and its lighter neighbour (by FLOPs): stage k merged into it. */
-export function mergeCuts(plan: DeploymentPlan, k: number): { cuts: string[]; into: number } {
-  const stages = plan.stages;
-  const cuts = stages.slice(0, -1).map((s) => s.plan.last);
-  if (stages.length < 2) throw new DeferError('E_DEPLOY', 'a one-stage chain has no neighbour to merge into');
-  const prev = k > 0 ? stages[k - 1].plan.flops : Infinity;
-  const next = k < stages.length - 1 ? stages[k + 1].plan.flops : Infinity;
-  const into = prev <= next ? k - 1 : k + 1;
-  // merging into the previous stage removes the cut before k; into the next, the cut after k
-  cuts.splice(into < k ? k - 1 : k, 1);
-  return { cuts, into };
+/** What the supervisor needs of the dispatcher. */
+export interface ChainHost {
+  readonly mqtt: MqttClient;
+  readonly topics: Topics;
+  readonly nodes: NodeWatch;
+  /** publish a new deployment of `flat` cut at `cuts` onto `nodes` and wait until all are ready */
+  publishPlan(flat: FlatModel, nodes: string[], cuts: string[]): Promise<{ plan: DeploymentPackage; deployMs: number }>;
+  /** the retained message on `topic`, if the broker has one within `waitMs` */
+  readRetained(topic: string, waitMs: number): Promise<Buffer | null>;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -102,12 +84,12 @@ export class Supervisor {
   private readonly onConnect = () => this.connectionBack();
 
   constructor(
-    private readonly dispatcher: Dispatcher,
+    private readonly dispatcher: ChainHost,
     private readonly deployment: Deployment,
     private readonly opts: SupervisorOptions,
   ) {
     const stages = deployment.plan.stages;
-    this.first = { nodes: stages.map((s) => s.nodeId), cuts: stages.slice(0, -1).map((s) => s.plan.last) };
+    this.first = { nodes: stages.map((s) => s.nodeId), cuts: stages.slice(0, -1).map((s) => s.span.last) };
   }
 
   start(): void {
@@ -168,6 +150,17 @@ export class Supervisor {
     this.dispatcher.mqtt.off('connect', this.onConnect);
   }
 
+  /** the chain's nodes now, in order */
+  private get chain(): string[] {
+    return this.deployment.plan.stages.map((s) => s.nodeId);
+  }
+
+  /** A repair worked: keep it (for run summaries) and tell. */
+  private done(e: RepairEvent): void {
+    this.events.push(e);
+    this.opts.emit({ type: 'repair-done', ...e });
+  }
+
   /** The standbys: configured ones and nodes dropped from the chain, not in the chain now. */
   get standbys(): string[] {
     const inChain = new Set(this.deployment.plan.stages.map((s) => s.nodeId));
@@ -184,7 +177,7 @@ export class Supervisor {
       } catch (err) {
         if (this.stopped) return; // the dispatcher closed under it
         log.error(`supervisor: ${errorMessage(err)}`);
-        this.opts.progress(`could not mend the chain: ${errorMessage(err)}`);
+        this.opts.emit({ type: 'repair-failed', deployment: this.deployment.id, reason: errorMessage(err) });
         // frames must not wait forever on a chain that will not come back: they fail with the reason
         if (this.dispatcher.mqtt.connected && this.deployment.stream.isPaused) {
           this.deployment.stream.fail(new DeferError('E_DEPLOY', `the chain of deployment ${this.deployment.id} broke and could not be mended: ${errorMessage(err)}`));
@@ -216,9 +209,9 @@ export class Supervisor {
       if (st?.state === 'offline') cause = 'offline';
       else if (st?.state === 'failed' && st.deployment === this.deployment.id) cause = `failed: ${st.reason ?? 'no reason given'}`;
       else if (beats && st && !watch.isUp(s.nodeId, this.silenceMs(s.nodeId))) cause = `no heartbeat for ${this.silenceMs(s.nodeId)} ms`;
-      else if (st && st.deployment && st.deployment !== this.deployment.id) {
+      else if (st?.deployment && st.deployment !== this.deployment.id) {
         // another deployment (another dispatcher, or this one redeploying) has the node: do not fight over it
-        this.opts.progress(`node ${s.nodeId} now runs deployment ${st.deployment}, not ${this.deployment.id}: deployment ${this.deployment.id} is no longer supervised`);
+        this.opts.emit({ type: 'unsupervised', deployment: this.deployment.id, node: s.nodeId, other: st.deployment });
         this.stop();
         return;
       } else if (st && st.state !== 'loading' && (st.deployment !== this.deployment.id || st.stage !== k)) {
@@ -275,17 +268,30 @@ export class Supervisor {
     const at = Date.now();
     const before = d.plan.stages.map((s) => s.nodeId);
     d.stream.pause();
-    this.opts.progress(`back to ${nodes.length} stages: cuts ${this.first.cuts.join(', ')} on ${nodes.join(' -> ')} (was ${before.join(' -> ')})`);
+    this.opts.emit({ type: 'repair-start', kind: 'restore', deployment: d.id, cuts: this.first.cuts, chain: nodes, was: before });
     const { plan, deployMs } = await this.dispatcher.publishPlan(d.flat, nodes, this.first.cuts);
     const old = d.id;
     d.id = plan.id;
     d.plan = plan;
     d.deployMs += deployMs;
     for (const n of nodes) this.dropped.delete(n);
-    const resent = await d.stream.resume({ deployment: plan.id, stageCount: plan.stages.length, inputTopic: plan.stages[0].assignment.inputTopic, resultTopic: plan.stages.at(-1)!.assignment.outputTopic });
+    const resent = await d.stream.resume({
+      deployment: plan.id,
+      stageCount: plan.stages.length,
+      inputTopic: plan.stages[0].assignment.inputTopic,
+      resultTopic: plan.stages.at(-1)!.assignment.outputTopic,
+    });
     const repairMs = performance.now() - t0;
-    this.opts.progress(`  restored in ${(repairMs / 1000).toFixed(2)} s as deployment ${plan.id} (was ${old}); ${resent} frames sent again`);
-    this.events.push({ kind: 'restore', at, cause: `${nodes.filter((n) => !before.includes(n)).join(', ')} up and idle for ${this.opts.restoreAfterMs} ms`, deployment: plan.id, repairMs, resent });
+    this.done({
+      kind: 'restore',
+      at,
+      cause: `${nodes.filter((n) => !before.includes(n)).join(', ')} up and idle for ${this.opts.restoreAfterMs} ms`,
+      deployment: plan.id,
+      previous: old,
+      chain: nodes,
+      repairMs,
+      resent,
+    });
   }
 
   /** A node of the chain is up but dropped its stage: publish its assignment again (it builds from its cache or the retained chunks). */
@@ -296,7 +302,7 @@ export class Supervisor {
     const t0 = performance.now();
     const at = Date.now();
     d.stream.pause();
-    this.opts.progress(`node ${node} (stage ${k + 1}/${d.plan.stages.length} of ${d.id}) ${cause}: assigning it again`);
+    this.opts.emit({ type: 'node-left', deployment: d.id, node, stage: k, stageCount: d.plan.stages.length, cause });
     await publish(this.dispatcher.mqtt, this.dispatcher.topics.nodeAssign(node), encodeAssignment({ ...stage.assignment, createdAt: Date.now() }), { qos: 1, retain: true });
     try {
       await this.dispatcher.nodes.waitStage(node, d.id, k, this.opts.readyTimeoutMs);
@@ -306,8 +312,7 @@ export class Supervisor {
     }
     const resent = await d.stream.resume();
     const repairMs = performance.now() - t0;
-    this.opts.progress(`  ${node} runs stage ${k + 1} again after ${(repairMs / 1000).toFixed(2)} s; ${resent} frames sent again`);
-    this.events.push({ kind: 'reassign', at, node, stage: k, cause, replacement: node, deployment: d.id, repairMs, resent });
+    this.done({ kind: 'reassign', at, node, stage: k, cause, replacement: node, deployment: d.id, chain: this.chain, repairMs, resent });
   }
 
   private async nodeFailed(node: string, k: number, cause: string, paused = false): Promise<void> {
@@ -318,7 +323,7 @@ export class Supervisor {
     const stream = d.stream;
     const n = d.plan.stages.length;
     if (!paused) stream.pause();
-    this.opts.progress(`node ${node} (stage ${k + 1}/${n} of ${d.id}) is down (${cause}); ${stream.pendingCount} frames in flight are held`);
+    this.opts.emit({ type: 'node-failed', deployment: d.id, node, stage: k, stageCount: n, cause, held: stream.pendingCount });
     const client = this.dispatcher.mqtt;
     const topics = this.dispatcher.topics;
     // it must not come back into its stage: cleared, it returns as a standby
@@ -331,57 +336,66 @@ export class Supervisor {
       if (busy && busy !== d.id) continue; // it runs another deployment: not ours to take
       const old = d.plan.stages[k].assignment;
       const a: Omit<Assignment, 'v' | 'kind'> = { ...old, nodeId: spare, weightsNode: old.weightsNode ?? node, createdAt: Date.now() };
-      this.opts.progress(`  stage ${k + 1}/${n} goes to standby ${spare} (weights retained under ${a.weightsNode})`);
+      this.opts.emit({ type: 'repair-start', kind: 'standby', deployment: d.id, stage: k, stageCount: n, standby: spare, weightsNode: a.weightsNode! });
       await publish(client, topics.nodeAssign(spare), encodeAssignment(a), { qos: 1, retain: true });
       try {
         await watch.waitStage(spare, d.id, k, this.opts.readyTimeoutMs);
       } catch (err) {
-        this.opts.progress(`  standby ${spare} did not take the stage: ${errorMessage(err)}`);
+        this.opts.emit({ type: 'standby-refused', deployment: d.id, standby: spare, reason: errorMessage(err) });
         await publish(client, topics.nodeAssign(spare), Buffer.alloc(0), { qos: 1, retain: true });
         continue;
       }
       d.plan.stages[k] = { ...d.plan.stages[k], nodeId: spare, assignment: a };
       const resent = await stream.resume();
       const repairMs = performance.now() - t0;
-      this.opts.progress(`  chain mended in ${(repairMs / 1000).toFixed(2)} s: ${d.plan.stages.map((s) => s.nodeId).join(' -> ')}; ${resent} frames sent again`);
-      this.events.push({ kind: 'standby', at, node, stage: k, cause, replacement: spare, deployment: d.id, repairMs, resent });
+      this.done({ kind: 'standby', at, node, stage: k, cause, replacement: spare, deployment: d.id, chain: this.chain, repairMs, resent });
       return;
     }
     const policy = this.opts.onNodeFailure;
     if (policy === 'off' || n < 2) {
       const why = n < 2 ? 'it ran the only stage' : 'dispatcher.onNodeFailure is off';
       stream.fail(new DeferError('E_DEPLOY', `node ${node} failed (${cause}) and no standby is up; the chain cannot be mended because ${why}`));
-      this.opts.progress(`  no standby is up and ${why}: frames fail until a node is added`);
+      this.opts.emit({ type: 'repair-failed', deployment: d.id, reason: `node ${node} failed (${cause}), no standby is up and ${why}: frames fail until a node is added` });
       return;
     }
     const nodes = d.plan.stages.map((s) => s.nodeId).filter((x) => x !== node);
     let cuts: string[];
     let how: string;
-    if (policy === 'replan' && this.opts.chooseCuts) {
+    let mergedInto: { stage: number; node: string } | undefined;
+    const replanned = policy === 'replan' && this.opts.chooseCuts !== undefined;
+    if (replanned && this.opts.chooseCuts) {
       cuts = await this.opts.chooseCuts(d.flat, nodes.length);
       how = `re-planned over the ${nodes.length} nodes left`;
     } else {
-      const m = mergeCuts(d.plan, k);
+      const m = mergeCuts(
+        d.plan.stages.map((st) => st.span),
+        k,
+      );
       cuts = m.cuts;
+      mergedInto = { stage: m.into, node: d.plan.stages[m.into].nodeId };
       how = `stage ${k + 1} merged into stage ${m.into + 1} (on ${d.plan.stages[m.into].nodeId})${policy === 'replan' ? ' (no planner here: merged)' : ''}`;
     }
-    this.opts.progress(`  no standby is up: ${how}; cuts ${cuts.join(', ') || '(none)'} on ${nodes.join(' -> ')}`);
+    this.opts.emit({ type: 'repair-start', kind: replanned ? 'replan' : 'merge', deployment: d.id, how, cuts, chain: nodes, ...(mergedInto ? { mergedInto } : {}) });
     const { plan, deployMs } = await this.dispatcher.publishPlan(d.flat, nodes, cuts);
     const old = d.id;
     d.id = plan.id;
     d.plan = plan;
     d.deployMs += deployMs;
-    const resent = await stream.resume({ deployment: plan.id, stageCount: plan.stages.length, inputTopic: plan.stages[0].assignment.inputTopic, resultTopic: plan.stages.at(-1)!.assignment.outputTopic });
+    const resent = await stream.resume({
+      deployment: plan.id,
+      stageCount: plan.stages.length,
+      inputTopic: plan.stages[0].assignment.inputTopic,
+      resultTopic: plan.stages.at(-1)!.assignment.outputTopic,
+    });
     const repairMs = performance.now() - t0;
-    this.opts.progress(`  chain mended in ${(repairMs / 1000).toFixed(2)} s as deployment ${plan.id} (was ${old}); ${resent} frames sent again`);
-    this.events.push({ kind: policy === 'replan' && this.opts.chooseCuts ? 'replan' : 'merge', at, node, stage: k, cause, deployment: plan.id, repairMs, resent });
+    this.done({ kind: replanned ? 'replan' : 'merge', at, node, stage: k, cause, deployment: plan.id, previous: old, chain: nodes, repairMs, resent });
   }
 
   private connectionLost(): void {
     if (this.stopped || this.lostAt) return;
     this.lostAt = Date.now();
     this.deployment.stream.pause();
-    this.opts.progress(`lost the broker; ${this.deployment.stream.pendingCount} frames in flight are held, new frames wait; reconnecting`);
+    this.opts.emit({ type: 'broker-lost', deployment: this.deployment.id, held: this.deployment.stream.pendingCount });
   }
 
   private connectionBack(): void {
@@ -392,7 +406,7 @@ export class Supervisor {
       const d = this.deployment;
       const watch = this.dispatcher.nodes;
       const nodes = d.plan.stages.map((s) => s.nodeId);
-      this.opts.progress(`reconnected to the broker after ${((Date.now() - at) / 1000).toFixed(1)} s; waiting for ${nodes.join(', ')}`);
+      this.opts.emit({ type: 'broker-back', deployment: d.id, afterMs: Date.now() - at, waitingFor: nodes });
       // heartbeats stopped for everyone while the broker was gone: start their clocks again
       const since = performance.now();
       for (const n of nodes) watch.lastSeen.set(n, since);
@@ -407,8 +421,7 @@ export class Supervisor {
       this.lostAt = 0;
       const resent = await d.stream.resume();
       const repairMs = performance.now() - t0;
-      this.opts.progress(`  chain back after ${(repairMs / 1000).toFixed(2)} s${republished ? ' (the broker had lost the retained deployment: republished)' : ''}; ${resent} frames sent again`);
-      this.events.push({ kind: 'reconnect', at, cause: 'broker connection lost', deployment: d.id, repairMs, resent, republished });
+      this.done({ kind: 'reconnect', at, cause: 'broker connection lost', deployment: d.id, chain: this.chain, repairMs, resent, republished });
       this.check(false);
     });
   }

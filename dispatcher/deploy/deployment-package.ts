@@ -2,14 +2,13 @@
  * Packaging a partitioned model into per-node assignments and weight chunks,
  * and publishing them, retained, on each node's topics.
  */
-import type { MqttClient } from 'mqtt';
+
 import { randomBytes } from 'node:crypto';
+import type { MqttClient } from 'mqtt';
 import { DeferError } from '../../lib/core/errors.js';
-import { type Assignment, type WeightManifest, encodeAssignment, encodeWeightChunk } from '../../lib/protocol/messages.js';
+import { type FlatModel, type StageSpan, sha256 } from '../../lib/model/partition.js';
 import { publish } from '../../lib/mqtt/connect.js';
-import { type FlatModel, type StagePlan, sha256 } from '../../lib/model/partition.js';
-import type { Codec } from '../../lib/protocol/tensor-codec.js';
-import type { Topics } from '../../lib/protocol/topics.js';
+import { type Assignment, type Codec, encodeAssignment, encodeWeightChunk, type Topics, type WeightManifest } from '../../lib/protocol/index.js';
 
 export interface DeployOptions {
   nodes: string[];
@@ -23,13 +22,13 @@ export interface DeployOptions {
 }
 
 export interface StagePackage {
-  plan: StagePlan;
+  span: StageSpan;
   nodeId: string;
   assignment: Omit<Assignment, 'v' | 'kind'>;
   chunks: Uint8Array[];
 }
 
-export interface DeploymentPlan {
+export interface DeploymentPackage {
   id: string;
   stages: StagePackage[];
   totalBytes: number;
@@ -39,13 +38,10 @@ export function newDeploymentId(): string {
   return `d${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
 }
 
-export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployOptions): DeploymentPlan {
-  const plans = flat.plan(opts.cuts);
+export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployOptions): DeploymentPackage {
+  const plans = flat.spans(opts.cuts);
   if (plans.length !== opts.nodes.length) {
-    throw new DeferError(
-      'E_CONFIG',
-      `${opts.cuts.length} cuts make ${plans.length} stages but ${opts.nodes.length} nodes were given (${opts.nodes.join(', ')}): give one node per stage`,
-    );
+    throw new DeferError('E_CONFIG', `${opts.cuts.length} cuts make ${plans.length} stages but ${opts.nodes.length} nodes were given (${opts.nodes.join(', ')}): give one node per stage`);
   }
   const dup = opts.nodes.find((n, i) => opts.nodes.indexOf(n) !== i);
   if (dup) throw new DeferError('E_CONFIG', `node '${dup}' is listed twice: each stage needs its own node`);
@@ -58,7 +54,7 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
     const manifest: WeightManifest = { specs, totalBytes: blob.byteLength, sha256: sha256(blob), chunkBytes: opts.chunkBytes, chunks: chunks.map((c) => sha256(c)) };
     totalBytes += blob.byteLength;
     return {
-      plan,
+      span: plan,
       nodeId: opts.nodes[k],
       chunks,
       assignment: {
@@ -86,7 +82,7 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
  * Publish every assignment, then every weight chunk, all retained with QoS 1,
  * keeping a bounded number of publishes in flight. Reports bytes sent.
  */
-export async function publishDeployment(client: MqttClient, topics: Topics, d: DeploymentPlan, onProgress?: (sentBytes: number, totalBytes: number) => void): Promise<void> {
+export async function publishDeployment(client: MqttClient, topics: Topics, d: DeploymentPackage, onProgress?: (sentBytes: number, totalBytes: number) => void): Promise<void> {
   for (const s of d.stages) {
     await publish(client, topics.nodeAssign(s.nodeId), encodeAssignment(s.assignment), { qos: 1, retain: true });
   }
@@ -116,10 +112,10 @@ export async function publishDeployment(client: MqttClient, topics: Topics, d: D
  * the topics the assignments name (a standby's are its failed node's). An
  * adopted deployment carries no chunks: they are cut again from the model.
  */
-export async function republishDeployment(client: MqttClient, topics: Topics, d: DeploymentPlan, flat: FlatModel): Promise<void> {
+export async function republishDeployment(client: MqttClient, topics: Topics, d: DeploymentPackage, flat: FlatModel): Promise<void> {
   const stages = d.stages.map((s) => {
     if (s.chunks.length || s.assignment.manifest.totalBytes === 0) return s;
-    const { blob } = flat.stageWeights(s.plan);
+    const { blob } = flat.stageWeights(s.span);
     const size = s.assignment.manifest.chunkBytes;
     const chunks: Uint8Array[] = [];
     for (let off = 0; off < blob.byteLength; off += size) chunks.push(blob.subarray(off, Math.min(off + size, blob.byteLength)));

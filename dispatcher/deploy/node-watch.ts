@@ -4,9 +4,8 @@
  */
 import type { MqttClient } from 'mqtt';
 import { DeferError } from '../../lib/core/errors.js';
-import type { Capabilities } from '../../lib/planning/calibrate.js';
-import { type NodeStatus, decodeStatus } from '../../lib/protocol/messages.js';
-import type { Topics } from '../../lib/protocol/topics.js';
+import { type BrokerAuth, closeMqtt, connectMqtt } from '../../lib/mqtt/connect.js';
+import { type Capabilities, decodeStatus, type NodeStatus, type Topics, topicsFor } from '../../lib/protocol/index.js';
 
 export class NodeWatch {
   readonly statuses = new Map<string, NodeStatus>();
@@ -15,29 +14,26 @@ export class NodeWatch {
   /** when each node last sent something live (a heartbeat, or a status as it was published, not one the broker kept) */
   readonly lastLive = new Map<string, number>();
   private listeners = new Set<() => void>();
-  private readonly prefix: string;
 
   constructor(
     private readonly client: MqttClient,
     private readonly topics: Topics,
-  ) {
-    this.prefix = `${topics.root}/node/`;
-  }
+  ) {}
 
   private readonly onMessage = (topic: string, payload: Buffer, packet?: { retain?: boolean }) => {
-    if (!topic.startsWith(this.prefix) || payload.length === 0) return;
-    if (topic.endsWith('/alive')) {
-      const node = topic.slice(this.prefix.length, -'/alive'.length);
-      if (!this.statuses.has(node)) return; // a node we do not know yet: its status comes first
-      this.lastSeen.set(node, performance.now());
-      this.lastLive.set(node, performance.now());
+    if (payload.length === 0) return;
+    const t = this.topics.parse(topic);
+    if (t?.kind === 'node-alive') {
+      if (!this.statuses.has(t.node)) return; // a node we do not know yet: its status comes first
+      this.lastSeen.set(t.node, performance.now());
+      this.lastLive.set(t.node, performance.now());
       return;
     }
-    if (!topic.endsWith('/status')) return;
+    if (t?.kind !== 'node-status') return;
     try {
       const s = decodeStatus(payload);
       // a status speaks for the node of its topic only (the ACLs let a node write its own topic, not another's)
-      if (s.node !== topic.slice(this.prefix.length, -'/status'.length)) return;
+      if (s.node !== t.node) return;
       this.statuses.set(s.node, s);
       this.lastSeen.set(s.node, performance.now());
       if (!packet?.retain) this.lastLive.set(s.node, performance.now());
@@ -178,5 +174,17 @@ export class NodeWatch {
         return new DeferError('E_TIMEOUT', `deployment ${deployment}: ${missing.length} of ${nodes.length} nodes not ready after ${timeoutMs} ms: ${missing.join('; ')}`);
       },
     );
+  }
+}
+
+/** Read the nodes' calibrations from their retained status on the broker. */
+export async function fetchCapabilities(brokerUrl: string, pipeline: string, ids: string[], timeoutMs: number, auth: BrokerAuth = {}): Promise<Map<string, Capabilities>> {
+  const client = await connectMqtt({ url: brokerUrl, clientIdPrefix: 'defer-plan', ...auth });
+  try {
+    const watch = new NodeWatch(client, topicsFor(pipeline));
+    await watch.start();
+    return await watch.waitCapabilities(ids, timeoutMs);
+  } finally {
+    await closeMqtt(client);
   }
 }

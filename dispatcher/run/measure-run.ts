@@ -3,14 +3,14 @@
  * in this process, and summarising both: what `defer up` and `defer dispatch`
  * print.
  */
-import { tf } from '../../lib/model/engine.js';
+
 import { maxAbsDiff, mean, percentile, round } from '../../lib/core/stats.js';
-import type { RawTensor } from '../../lib/protocol/tensor-codec.js';
-import type { Deployment } from '../dispatcher.js';
-import type { Hop } from '../../lib/protocol/messages.js';
+import { tf } from '../../lib/model/engine.js';
+import { formatPlanCheck, type PredictionCheck } from '../../lib/planning/plan-check.js';
+import type { Hop, RawTensor } from '../../lib/protocol/index.js';
 import type { FrameResult } from '../chain/frame-stream.js';
-import { type PlanCheck, formatPlanCheck } from '../../lib/planning/auto-plan.js';
-import type { RepairEvent } from '../chain/supervisor.js';
+import type { Deployment } from '../dispatcher.js';
+import type { RepairEvent } from '../events.js';
 
 export interface ChainRun {
   /** the result of frame i, or undefined where it failed */
@@ -112,7 +112,7 @@ export interface RunSummary {
   /** results that arrived twice after frames were sent again, and were dropped */
   duplicates: number;
   /** with a planned deployment: measured against predicted */
-  predicted?: PlanCheck;
+  predicted?: PredictionCheck;
   /** with --replan: the run after re-planning from measured figures */
   replanned?: { changed: boolean; summary: RunSummary };
 }
@@ -126,7 +126,7 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
   const res = chain.results;
   const lat = res.map((r) => r.latencyMs);
   const names = ['dispatcher', ...stages.map((s) => s.nodeId), 'dispatcher'];
-  const rawIn = [frames[0]?.data.byteLength ?? 0, ...stages.map((s) => s.plan.outputBytes)];
+  const rawIn = [frames[0]?.data.byteLength ?? 0, ...stages.map((s) => s.span.outputBytes)];
   const bytesPerFramePerHop = names.slice(0, -1).map((from, i) => ({
     hop: `${from} -> ${names[i + 1]}`,
     bytes: round(mean(res.map((r) => r.hopBytes[i])), 0),
@@ -149,18 +149,18 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
     stages: stages.map((s, k) => ({
       index: k,
       node: s.nodeId,
-      layers: s.plan.layers.length,
-      firstLayer: s.plan.layers[0],
-      lastLayer: s.plan.last,
-      params: s.plan.params,
-      weightBytes: s.plan.weightBytes,
-      outputShape: s.plan.outputShape,
-      outputBytes: s.plan.outputBytes,
+      layers: s.span.layers.length,
+      firstLayer: s.span.layers[0],
+      lastLayer: s.span.last,
+      params: s.span.params,
+      weightBytes: s.span.weightBytes,
+      outputShape: s.span.outputShape,
+      outputBytes: s.span.outputBytes,
       meanComputeMs: hopMean(res, k, (h) => h.computeMs),
       meanBusyMs: hopMean(res, k, (h) => h.decodeMs + h.computeMs + h.encodeMs),
       meanCpuMs: res.some((r) => r.hops[k]?.cpuMs !== undefined) ? hopMean(res, k, (h) => h.cpuMs ?? NaN) : null,
     })),
-    cuts: stages.slice(0, -1).map((s) => s.plan.last),
+    cuts: stages.slice(0, -1).map((s) => s.span.last),
     frames: frames.length,
     framesReturned: res.length,
     failures: chain.failures.slice(0, 10),

@@ -9,15 +9,27 @@
  */
 import type { MqttClient } from 'mqtt';
 import { now } from '../../lib/core/clock.js';
-import { type DeviceFrame, type ModelInput, type Reply, frameTensor, parseFrame } from '../../lib/protocol/device-frame.js';
-import { FrameError, type FrameErrorKind, errorMessage } from '../../lib/core/errors.js';
+import { errorMessage, FrameError, type FrameErrorKind } from '../../lib/core/errors.js';
 import { log } from '../../lib/core/log.js';
-import { encodeCbor } from '../../lib/protocol/messages.js';
-import { encodeTensor } from '../../lib/protocol/tensor-codec.js';
-import type { Topics } from '../../lib/protocol/topics.js';
+import {
+  type Counts,
+  type DeviceFrame,
+  encodeFailedResult,
+  encodeMetrics,
+  encodeServedResult,
+  hopLatencies,
+  isName,
+  NAME_RULE,
+  type Policy,
+  parseFrame,
+  type RawTensor,
+  type Reply,
+  type ServeMetrics,
+  type Topics,
+  topK,
+} from '../../lib/protocol/index.js';
 import type { FrameResult, FrameStream } from '../chain/frame-stream.js';
-
-export type Policy = 'latest' | 'queue' | 'reject';
+import { frameTensor, type ModelInput } from './frame-tensor.js';
 
 export interface ServeOptions {
   policy: Policy;
@@ -33,31 +45,6 @@ export interface ServeOptions {
   id: string;
   /** frames being prepared or in the chain at once; default: the stream's maxInFlight */
   maxInFlight?: number;
-}
-
-export interface Counts {
-  received: number;
-  served: number;
-  /** replaced by a newer frame (latest) or over the queue (queue) */
-  dropped: number;
-  /** answered busy (reject) or too-many-devices */
-  rejected: number;
-  /** could not be read: by reason */
-  bad: number;
-  /** the chain did not answer */
-  failed: number;
-}
-
-export interface ServeMetrics extends Counts {
-  v: 1;
-  dispatcher: string;
-  at: number;
-  policy: Policy;
-  badByKind: Partial<Record<FrameErrorKind, number>>;
-  inFlight: number;
-  waiting: number;
-  devices: number;
-  perDevice: Record<string, Counts & { waiting: number }>;
 }
 
 interface Waiting {
@@ -76,43 +63,6 @@ interface Device {
 }
 
 const zero = (): Counts => ({ received: 0, served: 0, dropped: 0, rejected: 0, bad: 0, failed: 0 });
-const DEVICE = /^[A-Za-z0-9_.-]{1,64}$/;
-
-export interface HopLatency {
-  node: string;
-  stage: number;
-  /** from the previous sender's publish to this node's receipt (clocks of two processes) */
-  transferMs: number;
-  /** waiting in the node's queue */
-  waitMs: number;
-  decodeMs: number;
-  computeMs: number;
-  encodeMs: number;
-}
-
-/** Per-hop latency from the hop records of a result. */
-export function hopLatencies(r: FrameResult): HopLatency[] {
-  return r.hops.map((h, k) => {
-    const prevSent = k === 0 ? r.sentAt : r.hops[k - 1].sentAt;
-    const round = (x: number) => Math.round(x * 100) / 100;
-    return {
-      node: h.node,
-      stage: h.stage,
-      transferMs: round(h.recvAt - prevSent),
-      waitMs: round(Math.max(0, h.sentAt - h.recvAt - h.decodeMs - h.computeMs - h.encodeMs)),
-      decodeMs: round(h.decodeMs),
-      computeMs: round(h.computeMs),
-      encodeMs: round(h.encodeMs),
-    };
-  });
-}
-
-/** The k best scores with their labels (index as label where none are known). */
-export function topK(scores: ArrayLike<number>, k: number, labels: string[] | null): { label: string; index: number; score: number }[] {
-  const idx = Array.from({ length: scores.length }, (_, i) => i).sort((a, b) => scores[b] - scores[a] || a - b);
-  return idx.slice(0, k).map((i) => ({ label: labels?.[i] ?? String(i), index: i, score: scores[i] }));
-}
-
 export class FrameServer {
   private readonly devices = new Map<string, Device>();
   private readonly total: Counts = zero();
@@ -123,7 +73,6 @@ export class FrameServer {
   private timer?: NodeJS.Timeout;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
-  private readonly prefix: string;
   private readonly onMessage = (topic: string, payload: Buffer) => this.receive(topic, payload);
   readonly maxInFlight: number;
 
@@ -135,7 +84,6 @@ export class FrameServer {
     private readonly labels: string[] | null,
     private readonly opts: ServeOptions,
   ) {
-    this.prefix = topics.frames('');
     this.maxInFlight = Math.min(opts.maxInFlight ?? stream.maxInFlight, stream.maxInFlight);
   }
 
@@ -175,7 +123,7 @@ export class FrameServer {
 
   private publishMetrics(): void {
     if (this.client.disconnected) return;
-    this.client.publish(this.topics.metrics(this.opts.id), JSON.stringify(this.metrics()), { qos: 0, retain: true });
+    this.client.publish(this.topics.metrics(this.opts.id), encodeMetrics(this.metrics()), { qos: 0, retain: true });
   }
 
   private count(d: Device | undefined, key: keyof Counts): void {
@@ -184,10 +132,11 @@ export class FrameServer {
   }
 
   private receive(topic: string, payload: Buffer): void {
-    if (this.closed || !topic.startsWith(this.prefix)) return;
-    const name = topic.slice(this.prefix.length);
-    if (!DEVICE.test(name)) {
-      log.warn(`ignored a frame on ${topic}: device names are 1-64 letters, digits, _ . -`);
+    const t = this.topics.parse(topic);
+    if (this.closed || t?.kind !== 'frames') return;
+    const name = t.device;
+    if (!isName(name)) {
+      log.warn(`ignored a frame on ${topic}: device names are ${NAME_RULE}`);
       return;
     }
     let d = this.devices.get(name);
@@ -275,7 +224,7 @@ export class FrameServer {
     const previous = d.lastSend;
     let sent!: () => void;
     d.lastSend = new Promise<void>((r) => (sent = r));
-    let tensor;
+    let tensor: RawTensor;
     try {
       tensor = await frameTensor(f, this.input);
     } catch (err) {
@@ -297,10 +246,7 @@ export class FrameServer {
       return;
     }
     this.count(d, 'served');
-    const reply = f.reply ?? this.opts.reply;
     const body = {
-      v: 1,
-      ok: true,
       device: d.name,
       seq: w.seq,
       ...(f.id !== undefined ? { id: f.id } : {}),
@@ -315,7 +261,7 @@ export class FrameServer {
       },
       hops: hopLatencies(r),
     };
-    const payload = reply === 'cbor' ? encodeCbor({ ...body, output: encodeTensor(r.output, { codec: 'lz4' }) }) : JSON.stringify(body);
+    const payload = encodeServedResult(body, f.reply ?? this.opts.reply, r.output);
     this.send(d.name, payload);
   }
 
@@ -329,10 +275,10 @@ export class FrameServer {
   /** `seq` 0: the frame was not counted for the device (too many devices) */
   private replyError(device: string, seq: number, id: string | undefined, e: FrameError): void {
     log.debug(`frame ${seq} from ${device}${id ? ` (id ${id})` : ''} not served: ${e.kind}: ${e.message}`);
-    this.send(device, JSON.stringify({ v: 1, ok: false, device, ...(seq ? { seq } : {}), ...(id !== undefined ? { id } : {}), error: { kind: e.kind, message: e.message } }));
+    this.send(device, encodeFailedResult({ device, ...(seq ? { seq } : {}), ...(id !== undefined ? { id } : {}), error: { kind: e.kind, message: e.message } }));
   }
 
-  private send(device: string, payload: string | Buffer): void {
+  private send(device: string, payload: Buffer): void {
     if (this.client.disconnected) return;
     // not awaited: a device that reads slowly must not hold up the others
     this.client.publish(this.topics.deviceResults(device), payload, { qos: 1 }, (err) => {

@@ -4,12 +4,12 @@
  * metadata), its labels, and the frame server.
  */
 import type { DeferConfig } from '../../config/schema.js';
-import type { ModelInput } from '../../lib/protocol/device-frame.js';
 import { DeferError } from '../../lib/core/errors.js';
-import { type ModelMeta, loadModelMeta } from '../../lib/model/labels.js';
+import { loadModelMeta, type ModelMeta } from '../../lib/model/labels.js';
 import type { FlatModel } from '../../lib/model/partition.js';
-import type { Dispatcher, Deployment } from '../dispatcher.js';
+import type { Deployment, Dispatcher } from '../dispatcher.js';
 import { FrameServer } from './device-server.js';
+import type { ModelInput } from './frame-tensor.js';
 
 export function modelInputFor(flat: Pick<FlatModel, 'inputShape' | 'inputDtype'>, serve: DeferConfig['serve'], meta: Pick<ModelMeta, 'teachableMachine'>): ModelInput {
   const shape = flat.inputShape;
@@ -50,6 +50,14 @@ export async function startServing(d: Dispatcher, deployment: Deployment, flat: 
   const input = modelInputFor(flat, config.serve, meta);
   const server = new FrameServer(d.mqtt, d.topics, deployment.stream, input, meta.labels, { ...config.serve, id: d.id });
   await server.start();
+  d.events.emit({
+    type: 'serving',
+    deployment: deployment.id,
+    broker: d.opts.brokerUrl,
+    frames: d.topics.frames('<device>'),
+    results: d.topics.deviceResults('<device>'),
+    metrics: d.topics.metrics(d.id),
+  });
   return { server, meta, input };
 }
 
@@ -61,7 +69,10 @@ export function servingBanner(brokerUrl: string, d: Dispatcher, s: Serving): str
     `  frames:   ${d.topics.frames('<device>')}  (JPEG/PNG bytes, JSON {shape, data}, or CBOR)`,
     `  results:  ${d.topics.deviceResults('<device>')}`,
     `  metrics:  ${d.topics.metrics(d.id)}`,
-    `  input:    [${s.input.shape.join(',')}] ${s.input.dtype}` + (p ? `; images: ${p.resize} to ${p.width}x${p.height}, ${p.channels === 1 ? 'gray' : p.channelOrder}, ${p.mean ? `mean ${p.mean} std ${p.std}` : `range ${p.range.join('..')}`}` : '; images not accepted (not an image model)'),
+    `  input:    [${s.input.shape.join(',')}] ${s.input.dtype}` +
+      (p
+        ? `; images: ${p.resize} to ${p.width}x${p.height}, ${p.channels === 1 ? 'gray' : p.channelOrder}, ${p.mean ? `mean ${p.mean} std ${p.std}` : `range ${p.range.join('..')}`}`
+        : '; images not accepted (not an image model)'),
     `  labels:   ${s.meta.labels ? `${s.meta.labels.length} from ${s.meta.labelsFrom}` : 'none (class indices)'}`,
     `  policy:   ${s.server.maxInFlight} frames in flight, then ${s.server.policy} per device`,
     'stop with Ctrl-C (SIGINT) or SIGTERM',

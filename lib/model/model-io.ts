@@ -9,8 +9,8 @@
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { tf } from './engine.js';
 import { DeferError, errorMessage } from '../core/errors.js';
+import { tf } from './engine.js';
 
 interface ModelJson {
   modelTopology: Record<string, unknown>;

@@ -4,8 +4,8 @@
  */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { tf } from './engine.js';
 import { DeferError } from '../core/errors.js';
+import type { tf } from './engine.js';
 import { loadLayersModel } from './model-io.js';
 import { FlatModel } from './partition.js';
 import { createZooModel, isZooName, ZOO_NAMES } from './zoo.js';

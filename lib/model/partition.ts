@@ -5,15 +5,12 @@
  * of the cut tensor's shape, with the original weights copied in.
  */
 import { createHash } from 'node:crypto';
-import { tf } from './engine.js';
 import { DeferError } from '../core/errors.js';
-import { type FlatGraph, type FlatLayer, analyseCuts, flattenTopology, minMaxCuts, resolveCuts, toModelTopology, type CutAnalysis } from './graph.js';
-import type { WeightSpec } from '../protocol/messages.js';
-import { bytesPerElement, type DType, elementCount } from '../protocol/tensor-codec.js';
+import { bytesPerElement, type DType, elementCount, type WeightSpec } from '../protocol/index.js';
+import { tf } from './engine.js';
+import { analyseCuts, type CutAnalysis, type FlatGraph, type FlatLayer, flattenTopology, resolveCuts, toModelTopology } from './graph.js';
 
 type Json = Record<string, unknown>;
-
-const ACTIVATIONS = new Set(['Activation', 'ReLU', 'LeakyReLU', 'ELU', 'Softmax']);
 
 export interface LayerInfo {
   name: string;
@@ -27,7 +24,7 @@ export interface LayerInfo {
   flops: number;
 }
 
-export interface StagePlan {
+export interface StageSpan {
   index: number;
   layers: string[];
   /** name of the layer whose output this stage reads (null for stage 0) */
@@ -120,7 +117,7 @@ export class FlatModel {
     walk(source);
     for (const l of model.layers) {
       const orig = originals.get(l.name);
-      if (orig && orig.weights.length) l.setWeights(orig.getWeights());
+      if (orig?.weights.length) l.setWeights(orig.getWeights());
     }
     const inputDtype = (model.inputs[0].dtype ?? 'float32') as DType;
     return new FlatModel(graph, model, inputDtype);
@@ -142,23 +139,11 @@ export class FlatModel {
     return this.cuts.valid.map((i) => this.graph.layers[i].name);
   }
 
-  /** Cuts that split the model into `stages` parts of near-equal cost: estimated FLOPs, parameters, or given per-layer costs. */
-  balancedCuts(stages: number, by: 'flops' | 'params' | number[] = 'flops'): string[] {
-    const cost = Array.isArray(by) ? by : this.layers.map((l) => (by === 'flops' ? l.flops : l.params));
-    const valid = new Set(this.cuts.valid);
-    return minMaxCuts(cost, this.cuts.valid, stages).map((i) => {
-      // Move a cut past a following activation (ResNet's `_add` -> `_out`): the
-      // cost is the same to within a rounding, and rectified outputs compress better.
-      while (valid.has(i + 1) && ACTIVATIONS.has(this.layers[i + 1].className)) i++;
-      return this.graph.layers[i].name;
-    });
-  }
-
-  /** Plan the stages for the given cut layers (validated; see resolveCuts for the errors). */
-  plan(cuts: string[]): StagePlan[] {
+  /** The stages (spans of layers) for the given cut layers (validated; see resolveCuts for the errors). */
+  spans(cuts: string[]): StageSpan[] {
     const idx = resolveCuts(this.graph, cuts, this.cuts);
     const bounds = [-1, ...idx, this.graph.layers.length - 1];
-    const plans: StagePlan[] = [];
+    const plans: StageSpan[] = [];
     for (let k = 0; k + 1 < bounds.length; k++) {
       const infos = this.layers.slice(bounds[k] + 1, bounds[k + 1] + 1);
       const after = k === 0 ? null : this.graph.layers[bounds[k]].name;
@@ -181,7 +166,7 @@ export class FlatModel {
   }
 
   /** The Keras JSON of one stage: a functional model with a fresh input layer. */
-  stageTopology(plan: StagePlan): Json {
+  stageTopology(plan: StageSpan): Json {
     const members = new Set(plan.layers);
     const layers: FlatLayer[] = this.graph.layers.filter((l) => members.has(l.name));
     if (plan.after === null) return toModelTopology(`stage_0`, layers, layers[0].name, plan.last);
@@ -203,7 +188,7 @@ export class FlatModel {
   }
 
   /** The weights of one stage as one little-endian blob and its specs. */
-  stageWeights(plan: StagePlan): StageWeights {
+  stageWeights(plan: StageSpan): StageWeights {
     const byName = new Map(this.model.layers.map((l) => [l.name, l]));
     const specs: WeightSpec[] = [];
     const parts: Uint8Array[] = [];

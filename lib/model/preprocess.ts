@@ -7,7 +7,7 @@
  */
 import sharp, { type Sharp } from 'sharp';
 import { FrameError } from '../core/errors.js';
-import type { RawTensor } from '../protocol/tensor-codec.js';
+import type { RawTensor } from '../protocol/index.js';
 
 export type ResizeMode = 'crop' | 'letterbox' | 'stretch';
 

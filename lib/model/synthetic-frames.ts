@@ -1,5 +1,5 @@
 /** Synthetic input frames: seeded, reproducible tensors of a model's input shape. */
-import type { RawTensor } from '../protocol/tensor-codec.js';
+import type { RawTensor } from '../protocol/index.js';
 import { prng } from './zoo.js';
 
 /** `count` frames of shape [1, ...shape], values uniform in [lo, hi), from `seed`. */

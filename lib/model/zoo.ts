@@ -3,8 +3,9 @@
  * builds them (Keras layer names), for benchmarks and tests. Pretrained
  * weights are not shipped; the same name and seed always give the same bytes.
  */
-import { tf } from './engine.js';
+
 import { DeferError } from '../core/errors.js';
+import { tf } from './engine.js';
 
 export const ZOO_NAMES = ['tiny', 'resnet50', 'mobilenet'] as const;
 export type ZooName = (typeof ZOO_NAMES)[number];
@@ -57,11 +58,29 @@ function resnetBlock(x: SymbolicTensor, filters: number, stride: number, convSho
 /** ResNet50 as keras.applications builds it (224x224x3 in, 1000 classes, 25,636,712 parameters). */
 export function resnet50(): tf.LayersModel {
   const input = tf.input({ shape: [224, 224, 3], name: 'input_1' });
-  let x = apply(L.zeroPadding2d({ name: 'conv1_pad', padding: [[3, 3], [3, 3]] }), input);
+  let x = apply(
+    L.zeroPadding2d({
+      name: 'conv1_pad',
+      padding: [
+        [3, 3],
+        [3, 3],
+      ],
+    }),
+    input,
+  );
   x = apply(L.conv2d({ name: 'conv1_conv', filters: 64, kernelSize: 7, strides: 2 }), x);
   x = apply(L.batchNormalization({ name: 'conv1_bn', axis: 3, epsilon: 1.001e-5 }), x);
   x = apply(L.activation({ name: 'conv1_relu', activation: 'relu' }), x);
-  x = apply(L.zeroPadding2d({ name: 'pool1_pad', padding: [[1, 1], [1, 1]] }), x);
+  x = apply(
+    L.zeroPadding2d({
+      name: 'pool1_pad',
+      padding: [
+        [1, 1],
+        [1, 1],
+      ],
+    }),
+    x,
+  );
   x = apply(L.maxPooling2d({ name: 'pool1_pool', poolSize: 3, strides: 2 }), x);
   const stacks: [string, number, number, number][] = [
     ['conv2', 64, 3, 1],
@@ -82,17 +101,47 @@ export function resnet50(): tf.LayersModel {
 export function mobilenetV1(): tf.LayersModel {
   const input = tf.input({ shape: [224, 224, 3], name: 'input_1' });
   const relu6 = (n: string) => L.reLU({ name: n, maxValue: 6 });
-  let x = apply(L.zeroPadding2d({ name: 'conv1_pad', padding: [[0, 1], [0, 1]] }), input);
+  let x = apply(
+    L.zeroPadding2d({
+      name: 'conv1_pad',
+      padding: [
+        [0, 1],
+        [0, 1],
+      ],
+    }),
+    input,
+  );
   x = apply(L.conv2d({ name: 'conv1', filters: 32, kernelSize: 3, strides: 2, padding: 'valid', useBias: false }), x);
   x = apply(L.batchNormalization({ name: 'conv1_bn', axis: 3 }), x);
   x = apply(relu6('conv1_relu'), x);
   const blocks: [number, number][] = [
-    [64, 1], [128, 2], [128, 1], [256, 2], [256, 1], [512, 2],
-    [512, 1], [512, 1], [512, 1], [512, 1], [512, 1], [1024, 2], [1024, 1],
+    [64, 1],
+    [128, 2],
+    [128, 1],
+    [256, 2],
+    [256, 1],
+    [512, 2],
+    [512, 1],
+    [512, 1],
+    [512, 1],
+    [512, 1],
+    [512, 1],
+    [1024, 2],
+    [1024, 1],
   ];
   blocks.forEach(([filters, stride], i) => {
     const id = i + 1;
-    if (stride !== 1) x = apply(L.zeroPadding2d({ name: `conv_pad_${id}`, padding: [[0, 1], [0, 1]] }), x);
+    if (stride !== 1)
+      x = apply(
+        L.zeroPadding2d({
+          name: `conv_pad_${id}`,
+          padding: [
+            [0, 1],
+            [0, 1],
+          ],
+        }),
+        x,
+      );
     x = apply(L.depthwiseConv2d({ name: `conv_dw_${id}`, kernelSize: 3, strides: stride, padding: stride === 1 ? 'same' : 'valid', useBias: false }), x);
     x = apply(L.batchNormalization({ name: `conv_dw_${id}_bn`, axis: 3 }), x);
     x = apply(relu6(`conv_dw_${id}_relu`), x);

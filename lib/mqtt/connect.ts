@@ -2,10 +2,11 @@
  * One way to open an MQTT connection for every role, with a clear error when
  * the broker cannot be reached.
  */
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { DeferError, errorMessage } from '../core/errors.js';
 
 /** Credentials and trust for a client (from broker.username, broker.password, broker.ca). */
@@ -60,7 +61,11 @@ export async function connectMqtt(opts: ConnectOptions): Promise<MqttClient> {
     );
   } catch (err) {
     const msg = errorMessage(err);
-    const hint = /Not authorized|Bad username or password/i.test(msg) ? 'Check broker.username and broker.password (DEFER_BROKER_USERNAME, DEFER_BROKER_PASSWORD)' : /certificate|self.signed|SSL|TLS/i.test(msg) ? 'Give the CA that signed the broker\'s certificate: broker.ca (--ca)' : "Is a broker running there? ('defer broker' starts one)";
+    const hint = /Not authorized|Bad username or password/i.test(msg)
+      ? 'Check broker.username and broker.password (DEFER_BROKER_USERNAME, DEFER_BROKER_PASSWORD)'
+      : /certificate|self.signed|SSL|TLS/i.test(msg)
+        ? "Give the CA that signed the broker's certificate: broker.ca (--ca)"
+        : "Is a broker running there? ('defer broker' starts one)";
     throw new DeferError('E_CONFIG', `cannot connect to the MQTT broker at ${opts.url}: ${msg}. ${hint}`);
   }
   // Small activations and acknowledgements must not wait for Nagle's algorithm.
@@ -108,7 +113,10 @@ export function publish(client: MqttClient, topic: string, payload: Buffer, opts
 export async function closeMqtt(client: MqttClient | undefined, graceMs = 2000): Promise<void> {
   if (!client) return;
   let timer: NodeJS.Timeout | undefined;
-  const graceful = client.endAsync().then(() => true, () => true);
+  const graceful = client.endAsync().then(
+    () => true,
+    () => true,
+  );
   const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs)));
   const done = await Promise.race([graceful, late]);
   clearTimeout(timer);

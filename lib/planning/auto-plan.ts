@@ -1,24 +1,24 @@
 /**
- * `--auto`: profile the model (cached), gather the nodes' figures, plan; and
- * after a run, compare what was measured with what was predicted.
+ * The planner's entry points for the CLI, the dispatcher and Node-RED: which
+ * cuts and which node order a deployment gets (`--auto`: the model's profile,
+ * cached, and the nodes' figures through the exact optimiser; `--cut`; or
+ * balanced cuts for equal nodes), and a second plan from measured figures
+ * (`--replan`).
  */
-import type { DeferConfig } from '../../config/schema.js';
-import type { Capabilities } from './calibrate.js';
-import { chooseCuts } from './balanced-cuts.js';
-import { log } from '../core/log.js';
-import { type BrokerAuth, closeMqtt, connectMqtt } from '../mqtt/connect.js';
-import { topicsFor } from '../protocol/topics.js';
-import { NodeWatch } from '../../dispatcher/deploy/node-watch.js';
-import { costModelOf, planNodes } from './plan-inputs.js';
-import type { FlatModel } from '../model/partition.js';
-import { type CostModel, type PipelinePlan, type PlanNode, type PlanOptions, planPipeline } from './optimiser.js';
 import { hostname } from 'node:os';
+import type { DeferConfig } from '../../config/schema.js';
+import { DeferError } from '../core/errors.js';
+import { log } from '../core/log.js';
+import type { FlatModel } from '../model/partition.js';
+import type { Capabilities } from '../protocol/index.js';
+import { chooseCuts } from './balanced-cuts.js';
+import { type ChainPlan, type CostModel, type PlanNode, type PlanOptions, planPipeline } from './optimiser.js';
+import type { PredictionCheck } from './plan-check.js';
+import { costModelOf, planNodes, remeasuredNodes } from './plan-inputs.js';
 import { type CachedProfile, getProfile } from './profile-cache.js';
-import { round } from '../core/stats.js';
-import type { RunSummary } from '../../dispatcher/run/measure-run.js';
 
 export interface AutoPlan {
-  plan: PipelinePlan;
+  plan: ChainPlan;
   nodes: PlanNode[];
   cost: CostModel;
   profile: CachedProfile;
@@ -61,7 +61,8 @@ export async function autoPlan(
 ): Promise<AutoPlan> {
   const { profile, path, cached } = await modelProfile(flat, config, backend, progress);
   for (const [id, c] of caps ?? []) {
-    if (c.backend !== profile.backend) progress(`warning: node ${id} runs ${c.backend}, the profile was made on ${profile.backend}; its speed is scaled from the calibration, but layers may not scale alike`);
+    if (c.backend !== profile.backend)
+      progress(`warning: node ${id} runs ${c.backend}, the profile was made on ${profile.backend}; its speed is scaled from the calibration, but layers may not scale alike`);
   }
   const cost = costModelOf(flat, profile, config.dispatcher.codec);
   const nodes = planNodes(ids, config.planner, profile, caps);
@@ -69,63 +70,61 @@ export async function autoPlan(
   return { plan, nodes, cost, profile, profilePath: path, profileCached: cached };
 }
 
-export interface PlanCheck {
-  /** the planner's view of each node: speed relative to the planning machine (1/time factor) */
-  nodes: { id: string; speed: number }[];
-  /** per stage: predicted and measured ms per frame on the node (decode + compute + encode), and its CPU ms */
-  stages: { node: string; predictedMs: number; measuredMs: number; diffPct: number; cpuMs: number | null }[];
-  /** largest distance of a stage's measured time from the stages' mean, in % of the mean */
-  measuredSpreadPct: number;
-  predictedThroughputFps: number;
-  measuredThroughputFps: number;
-  /** (measured - predicted) / predicted, in % */
-  throughputDiffPct: number;
-  predictedBottleneck: string;
-  /** broker + dispatcher CPU per frame: predicted (0: not modelled) and measured */
-  relayCpuMs: { predicted: number; measured: number };
-}
-
-/** Measured against predicted, stage by stage (compute ms per frame) and for the throughput. */
-export function checkPlan(plan: PipelinePlan, nodes: PlanNode[], summary: RunSummary): PlanCheck {
-  const stages = plan.stages.map((p, i) => {
-    const measuredMs = summary.stages[i]?.meanBusyMs ?? NaN;
-    return { node: p.node, predictedMs: round(p.computeMs, 1), measuredMs, diffPct: round(((measuredMs - p.computeMs) / p.computeMs) * 100, 1), cpuMs: summary.stages[i]?.meanCpuMs ?? null };
-  });
-  const mean = stages.reduce((s, x) => s + x.measuredMs, 0) / stages.length;
-  return {
-    nodes: nodes.map((n) => ({ id: n.id, speed: round(1 / n.timeFactor, 3) })),
-    stages,
-    measuredSpreadPct: round((Math.max(...stages.map((s) => Math.abs(s.measuredMs - mean))) / mean) * 100, 1),
-    predictedThroughputFps: round(plan.predictedThroughputFps, 3),
-    measuredThroughputFps: summary.throughputFps,
-    throughputDiffPct: round(((summary.throughputFps - plan.predictedThroughputFps) / plan.predictedThroughputFps) * 100, 1),
-    predictedBottleneck: plan.bottleneck,
-    relayCpuMs: { predicted: round(plan.relayCpuMs, 1), measured: summary.dispatcherCpuMsPerFrame },
-  };
-}
-
-export function formatPlanCheck(c: PlanCheck): string {
-  return [
-    '  measured vs predicted (ms per frame on each node: decode + compute + encode):',
-    ...c.stages.map((s) => `    ${s.node}: predicted ${s.predictedMs}, measured ${s.measuredMs} (${s.diffPct >= 0 ? '+' : ''}${s.diffPct}%)${s.cpuMs !== null ? `, CPU ${s.cpuMs}` : ''}`),
-    ...(c.relayCpuMs.predicted > 0 ? [`    broker + dispatcher CPU: predicted ${c.relayCpuMs.predicted}, measured ${c.relayCpuMs.measured}`] : []),
-    `    stage spread: ${c.measuredSpreadPct}% of the mean; throughput predicted ${c.predictedThroughputFps} frames/s (bottleneck: ${c.predictedBottleneck}), measured ${c.measuredThroughputFps} (${c.throughputDiffPct >= 0 ? '+' : ''}${c.throughputDiffPct}%)`,
-  ].join('\n');
-}
-
-/** Read the nodes' calibrations from their retained status on the broker. */
-export async function fetchCapabilities(brokerUrl: string, pipeline: string, ids: string[], timeoutMs: number, auth: BrokerAuth = {}): Promise<Map<string, Capabilities>> {
-  const client = await connectMqtt({ url: brokerUrl, clientIdPrefix: 'defer-plan', ...auth });
-  try {
-    const watch = new NodeWatch(client, topicsFor(pipeline));
-    await watch.start();
-    return await watch.waitCapabilities(ids, timeoutMs);
-  } finally {
-    await closeMqtt(client);
-  }
-}
-
 /** Cuts for `stages` equal nodes without --auto: dispatcher.balanceBy over the cached profile (time), FLOPs or parameters. */
 export function defaultCuts(flat: FlatModel, config: DeferConfig, backend: string, stages: number, progress?: (l: string) => void): Promise<string[]> {
   return chooseCuts(flat, stages, config.dispatcher.balanceBy, { modelSpec: config.dispatcher.model, backend, cacheDir: config.planner.cacheDir, refresh: config.planner.refresh, progress });
+}
+
+export interface SplitRequest {
+  config: DeferConfig;
+  backend: string;
+  flat: FlatModel;
+  /** node ids; with planner.auto the planner may reorder them */
+  ids: string[];
+  /** with planner.auto and no planner.speeds: each node's calibration */
+  caps?: Map<string, Capabilities>;
+  /** cuts chosen beforehand (manual or balanced); ignored with planner.auto */
+  cuts?: string[];
+  progress: (line: string) => void;
+}
+
+export interface Split {
+  /** node ids in chain order */
+  order: string[];
+  cuts: string[];
+  /** the plan, when the planner chose (planner.auto) */
+  auto?: AutoPlan;
+}
+
+/** The cuts and node order: planned (--auto), given (--cut), or balanced for equal nodes. */
+export async function chooseSplit(r: SplitRequest): Promise<Split> {
+  const { config, flat, progress } = r;
+  if (config.planner.auto) {
+    if (config.dispatcher.cut.length) throw new DeferError('E_CONFIG', '--auto chooses the cuts: leave --cut (dispatcher.cut) out, or drop --auto');
+    const auto = await autoPlan(flat, config, r.backend, r.ids, r.caps, progress);
+    const { cuts, order } = auto.plan;
+    progress(`plan: cuts ${cuts.join(', ') || '(none)'} on ${order.join(' -> ')}; predicted ${auto.plan.predictedThroughputFps.toFixed(2)} frames/s (bottleneck: ${auto.plan.bottleneck})`);
+    return { cuts, order, auto };
+  }
+  const cuts = r.cuts ?? (config.dispatcher.cut.length ? config.dispatcher.cut : await defaultCuts(flat, config, r.backend, r.ids.length, progress));
+  if (cuts.length + 1 !== r.ids.length) {
+    throw new DeferError('E_CONFIG', `${cuts.length} cuts make ${cuts.length + 1} stages, but there are ${r.ids.length} nodes: give ${r.ids.length - 1} cuts, or leave --cut out to have them chosen`);
+  }
+  return { cuts, order: r.ids };
+}
+
+/**
+ * A second plan from a run's measured figures: each node's time factor
+ * corrected by measured / predicted, and, when the broker and dispatcher ran
+ * in the measuring process (`relayCpuMs` measured there), their CPU estimate too.
+ */
+export function replanFromMeasured(auto: AutoPlan, check: PredictionCheck, config: DeferConfig, measuredRelayCpuMs?: number): { plan: ChainPlan; nodes: PlanNode[] } {
+  const nodesInOrder = auto.plan.order.map((id) => auto.nodes.find((n) => n.id === id)!);
+  const nodes = remeasuredNodes(nodesInOrder, check.stages);
+  const opts = planOptions(config, localRelayHost(config.broker.url));
+  if (opts.relay && measuredRelayCpuMs !== undefined && auto.plan.relayCpuMs > 0) {
+    const k = measuredRelayCpuMs / auto.plan.relayCpuMs;
+    opts.relay = { ...opts.relay, msPerMB: opts.relay.msPerMB * k, msPerMessage: opts.relay.msPerMessage * k };
+  }
+  return { plan: planPipeline(auto.cost, nodes, opts), nodes };
 }

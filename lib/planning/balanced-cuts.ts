@@ -1,12 +1,32 @@
-/** The default cuts when none are given: balanced by measured time (the cached profile), FLOPs or parameters. */
+/**
+ * Cuts for a chain of equal nodes: the model split into stages of near-equal
+ * cost, by measured time (the cached profile), estimated FLOPs or parameters.
+ * What `--cut` is when it is left out and `--auto` is not given.
+ */
 import type { FlatModel } from '../model/partition.js';
-import { type ProfileOptions, getProfile } from './profile-cache.js';
+import { minMaxCuts } from './min-max.js';
+import { getProfile, type ProfileOptions } from './profile-cache.js';
 
 export type BalanceBy = 'time' | 'flops' | 'params';
 
+const ACTIVATIONS = new Set(['Activation', 'ReLU', 'LeakyReLU', 'ELU', 'Softmax']);
+
+/** Cuts that split the model into `stages` parts of near-equal cost: estimated FLOPs, parameters, or given per-layer costs. */
+export function balancedCuts(flat: FlatModel, stages: number, by: 'flops' | 'params' | number[] = 'flops'): string[] {
+  const cost = Array.isArray(by) ? by : flat.layers.map((l) => (by === 'flops' ? l.flops : l.params));
+  const valid = new Set(flat.cuts.valid);
+  return minMaxCuts(cost, flat.cuts.valid, stages).map((i) => {
+    // Move a cut past a following activation (ResNet's `_add` -> `_out`): the
+    // cost is the same to within a rounding, and rectified outputs compress better.
+    while (valid.has(i + 1) && ACTIVATIONS.has(flat.layers[i + 1].className)) i++;
+    return flat.graph.layers[i].name;
+  });
+}
+
+/** Balanced cuts by `by`; by time, from the model's profile (measured once, then cached). */
 export async function chooseCuts(flat: FlatModel, stages: number, by: BalanceBy, profile: ProfileOptions): Promise<string[]> {
   if (stages <= 1) return [];
-  if (by !== 'time') return flat.balancedCuts(stages, by);
+  if (by !== 'time') return balancedCuts(flat, stages, by);
   const { profile: p } = await getProfile(flat, profile);
-  return flat.balancedCuts(stages, p.layerMs);
+  return balancedCuts(flat, stages, p.layerMs);
 }

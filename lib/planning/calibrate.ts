@@ -7,20 +7,7 @@
 import { availableParallelism, freemem, hostname, totalmem } from 'node:os';
 import { tf } from '../model/engine.js';
 import { seedWeights } from '../model/zoo.js';
-
-export interface Capabilities {
-  backend: string;
-  /** median wall ms of one run of the calibration workload (slow-down included) */
-  calibrationMs: number;
-  /** median CPU ms of this process per run */
-  calibrationCpuMs: number;
-  /** the configured artificial slow-down factor (1: none) */
-  slowdown: number;
-  cores: number;
-  freeMemoryBytes: number;
-  totalMemoryBytes: number;
-  host: string;
-}
+import type { Capabilities } from '../protocol/index.js';
 
 /** Version of the workload: a planner compares only calibrations of the same version. */
 export const CALIBRATION_VERSION = 1;

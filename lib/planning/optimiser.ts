@@ -16,6 +16,7 @@
  * memory does not fit its node is never chosen.
  */
 import { DeferError } from '../core/errors.js';
+import { minMaxPartition } from './min-max.js';
 
 export interface PlanNode {
   id: string;
@@ -102,7 +103,7 @@ export interface PlannedStage {
   transferMs: number;
 }
 
-export interface PipelinePlan {
+export interface ChainPlan {
   cuts: string[];
   /** node ids in chain order */
   order: string[];
@@ -142,7 +143,7 @@ interface Evaluation {
   bottleneckMs: number;
   bottleneck: string;
   stages: PlannedStage[];
-  hostLoadMs: PipelinePlan['hostLoadMs'];
+  hostLoadMs: ChainPlan['hostLoadMs'];
   relayCpuMs: number;
   latencyMs: number;
 }
@@ -195,32 +196,7 @@ class CostTable {
 
 /** Exact min-max cuts for nodes in a fixed order; boundaries as indices into pts. Null if nothing fits. */
 function bestCutsForOrder(t: CostTable, nodes: PlanNode[]): { value: number; bounds: number[] } | null {
-  const m = t.pts.length;
-  const K = nodes.length;
-  const best: number[][] = Array.from({ length: K + 1 }, () => new Array<number>(m).fill(Infinity));
-  const from: number[][] = Array.from({ length: K + 1 }, () => new Array<number>(m).fill(-1));
-  best[0][0] = 0;
-  for (let k = 1; k <= K; k++) {
-    // stage k-1 ends at boundary j; it needs k-1 boundaries before it and K-k after it
-    for (let j = k; j <= m - 1 - (K - k); j++) {
-      if (k === K && j !== m - 1) continue;
-      for (let i = k - 1; i < j; i++) {
-        if (best[k - 1][i] === Infinity) continue;
-        const v = Math.max(best[k - 1][i], t.stageCost(nodes[k - 1], i, j));
-        if (v < best[k][j]) {
-          best[k][j] = v;
-          from[k][j] = i;
-        }
-      }
-    }
-  }
-  if (best[K][m - 1] === Infinity) return null;
-  const bounds = [m - 1];
-  for (let k = K, j = m - 1; k > 1; k--) {
-    j = from[k][j];
-    bounds.unshift(j);
-  }
-  return { value: best[K][m - 1], bounds: [0, ...bounds] };
+  return minMaxPartition(t.pts.length, nodes.length, (k, a, b) => t.stageCost(nodes[k], a, b));
 }
 
 /** Every resource's time for nodes in `order` with stage boundaries `bounds` (indices into pts, first 0, last m-1). */
@@ -290,7 +266,11 @@ function evaluate(t: CostTable, order: PlanNode[], bounds: number[], dispatcher:
   for (const h of hostLoadMs) consider(h.ms, `the ${h.cores} cores of host ${h.host} (${h.nodes.join(', ')})`);
   const first = order[0];
   const latencyMs =
-    transferMs(c.inputBytes, dispatcher.bandwidthMbps) + transferMs(c.inputBytes, first.bandwidthMbps) + (dispatcher.latencyMs ?? 0) + (first.latencyMs ?? 0) + stages.reduce((s, st) => s + st.computeMs + st.transferMs, 0);
+    transferMs(c.inputBytes, dispatcher.bandwidthMbps) +
+    transferMs(c.inputBytes, first.bandwidthMbps) +
+    (dispatcher.latencyMs ?? 0) +
+    (first.latencyMs ?? 0) +
+    stages.reduce((s, st) => s + st.computeMs + st.transferMs, 0);
   return { bottleneckMs, bottleneck, stages, hostLoadMs, relayCpuMs, latencyMs };
 }
 
@@ -351,7 +331,7 @@ export function validateNodes(nodes: PlanNode[]): void {
 }
 
 /** Choose cuts and node order for `nodes` (one stage each). */
-export function planPipeline(cost: CostModel, nodes: PlanNode[], opts: PlanOptions = {}): PipelinePlan {
+export function planPipeline(cost: CostModel, nodes: PlanNode[], opts: PlanOptions = {}): ChainPlan {
   validateNodes(nodes);
   const K = nodes.length;
   if (K - 1 > cost.validCuts.length) {
@@ -381,13 +361,21 @@ export function planPipeline(cost: CostModel, nodes: PlanNode[], opts: PlanOptio
   }
   if (!best) {
     const need = nodes.map((n) => `${n.id}: ${n.memoryBytes === undefined ? 'unlimited' : `${(n.memoryBytes / 1e6).toFixed(0)} MB`}`).join(', ');
-    throw new DeferError('E_CONFIG', `no split of the model fits the nodes' memory (${need}); the whole model needs about ${(stageMemoryBytes(cost, 0, cost.layerNames.length - 1) / 1e6).toFixed(0)} MB: add nodes or memory`);
+    throw new DeferError(
+      'E_CONFIG',
+      `no split of the model fits the nodes' memory (${need}); the whole model needs about ${(stageMemoryBytes(cost, 0, cost.layerNames.length - 1) / 1e6).toFixed(0)} MB: add nodes or memory`,
+    );
   }
   const { order, bounds, ev } = best;
-  return planOf(bounds.slice(1, -1).map((b) => cost.layerNames[t.pts[b]]), order, ev, tried);
+  return planOf(
+    bounds.slice(1, -1).map((b) => cost.layerNames[t.pts[b]]),
+    order,
+    ev,
+    tried,
+  );
 }
 
-function planOf(cuts: string[], order: PlanNode[], ev: Evaluation, ordersTried: number): PipelinePlan {
+function planOf(cuts: string[], order: PlanNode[], ev: Evaluation, ordersTried: number): ChainPlan {
   return {
     cuts,
     order: order.map((n) => n.id),
@@ -403,14 +391,18 @@ function planOf(cuts: string[], order: PlanNode[], ev: Evaluation, ordersTried: 
 }
 
 /** Evaluate a given split (cuts as layer names, nodes in chain order) with the same cost model: for comparisons and reports. */
-export function evaluateSplit(cost: CostModel, nodes: PlanNode[], cuts: string[], opts: PlanOptions = {}): PipelinePlan {
+export function evaluateSplit(cost: CostModel, nodes: PlanNode[], cuts: string[], opts: PlanOptions = {}): ChainPlan {
   validateNodes(nodes);
   if (cuts.length !== nodes.length - 1) throw new DeferError('E_CONFIG', `${cuts.length} cuts make ${cuts.length + 1} stages, but there are ${nodes.length} nodes`);
   const t = new CostTable(cost);
-  const bounds = [0, ...cuts.map((c) => {
-    const b = t.pts.indexOf(cost.layerNames.indexOf(c));
-    if (b <= 0) throw new DeferError('E_CUT', `'${c}' is not a valid cut point`);
-    return b;
-  }), t.pts.length - 1];
+  const bounds = [
+    0,
+    ...cuts.map((c) => {
+      const b = t.pts.indexOf(cost.layerNames.indexOf(c));
+      if (b <= 0) throw new DeferError('E_CUT', `'${c}' is not a valid cut point`);
+      return b;
+    }),
+    t.pts.length - 1,
+  ];
   return planOf(cuts, nodes, evaluate(t, nodes, bounds, opts.dispatcher ?? {}, opts.relay), 1);
 }

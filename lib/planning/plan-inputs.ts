@@ -3,10 +3,9 @@
  * model's layer sizes), and each node's figures, from its calibration in its
  * status or from speeds given by the user, with the link and memory options.
  */
-import type { Capabilities } from './calibrate.js';
 import { DeferError } from '../core/errors.js';
 import type { FlatModel } from '../model/partition.js';
-import type { Codec } from '../protocol/tensor-codec.js';
+import type { Capabilities, Codec } from '../protocol/index.js';
 import type { CostModel, PlanNode } from './optimiser.js';
 import type { CachedProfile } from './profile-cache.js';
 
@@ -94,7 +93,10 @@ export function planNodes(ids: string[], opts: NodeOptions, profile: Pick<Cached
       cores: speed === undefined ? cap?.cores : undefined,
     };
   });
-  return mergeSimilar(nodes, ids.filter((_, i) => speeds[i] === undefined));
+  return mergeSimilar(
+    nodes,
+    ids.filter((_, i) => speeds[i] === undefined),
+  );
 }
 
 /** Relative noise of one calibration on a busy machine: nodes closer than this are taken as equal. */

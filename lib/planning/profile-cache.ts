@@ -8,13 +8,13 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { CALIBRATION_VERSION, calibrate } from './calibrate.js';
 import { errorMessage } from '../core/errors.js';
 import { log } from '../core/log.js';
 import { resolveModelPath } from '../model/model-source.js';
 import type { FlatModel } from '../model/partition.js';
-import { type SegmentProfile, profileSegments } from './profile.js';
 import { isZooName } from '../model/zoo.js';
+import { CALIBRATION_VERSION, calibrate } from './calibrate.js';
+import { profileSegments, type SegmentProfile } from './profile.js';
 
 export const PROFILE_VERSION = 2;
 

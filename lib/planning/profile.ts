@@ -12,7 +12,7 @@
  */
 import { tf } from '../model/engine.js';
 import { buildStageModel, type FlatModel } from '../model/partition.js';
-import { type Codec, type RawTensor, decodeTensor, encodeTensor } from '../protocol/tensor-codec.js';
+import { type Codec, decodeTensor, encodeTensor, type RawTensor } from '../protocol/index.js';
 
 /** ms to encode a tensor for the wire and to decode it, per codec */
 export type CodecMs = Record<Codec, { encodeMs: number; decodeMs: number; bytes: number }>;
@@ -61,11 +61,18 @@ export async function profileSegments(flat: FlatModel, rounds = 7): Promise<Segm
   const layerMs = new Array<number>(flat.graph.layers.length).fill(0);
   const index = new Map(flat.graph.layers.map((l, i) => [l.name, i]));
   const segments = [];
-  for (const plan of flat.plan(flat.validCutNames())) {
+  for (const plan of flat.spans(flat.validCutNames())) {
     const { specs, blob } = flat.stageWeights(plan);
     const model = await buildStageModel(flat.stageTopology(plan), specs, blob);
     const dtype = plan.inputDtype === 'int32' ? 'int32' : 'float32';
-    segments.push({ last: plan.last, at: index.get(plan.last)!, model, input: tf.randomUniform([1, ...plan.inputShape], 0, 1, dtype, 1), times: [] as number[], output: undefined as CodecMs | undefined });
+    segments.push({
+      last: plan.last,
+      at: index.get(plan.last)!,
+      model,
+      input: tf.randomUniform([1, ...plan.inputShape], 0, 1, dtype, 1),
+      times: [] as number[],
+      output: undefined as CodecMs | undefined,
+    });
   }
   // codec costs on real activations: each segment fed the previous one's output
   const first = segments[0].input;
@@ -95,6 +102,8 @@ export async function profileSegments(flat: FlatModel, rounds = 7): Promise<Segm
     }
   }
   const out = segments.map((s) => ({ last: s.last, ms: trimmedMean(s.times), minMs: Math.min(...s.times), maxMs: Math.max(...s.times), output: s.output! }));
-  segments.forEach((s, i) => (layerMs[s.at] = out[i].ms));
+  segments.forEach((s, i) => {
+    layerMs[s.at] = out[i].ms;
+  });
   return { layerMs, totalMs: layerMs.reduce((a, b) => a + b, 0), segments: out, input: inputCodec, rounds };
 }

@@ -2,16 +2,16 @@
  * A device's frame, as it arrives on defer/<pipeline>/frames/<device>: the
  * bytes of an image (JPEG, PNG, WebP, GIF), JSON `{shape, data, id?, reply?}`,
  * or a CBOR map `{image | tensor | shape + data, id?, reply?}`. Parsing is in two
- * steps: `parseFrame` (cheap, on arrival: format, size, envelope) and
- * `frameTensor` (on admission: image decoding and preprocessing, shape check).
+ * steps: `parseFrame` here (cheap, on arrival: format, size, envelope), and
+ * `frameTensor` in dispatcher/serving (on admission: image decoding and
+ * preprocessing, shape check).
  * Every failure is a FrameError whose kind goes back to the device.
  */
 import { decode as decodeCbor } from 'cbor-x';
-import { FrameError, errorMessage } from '../core/errors.js';
-import { type PreprocessSpec, preprocessImage } from '../model/preprocess.js';
-import { type DType, type RawTensor, decodeTensor, elementCount } from './tensor-codec.js';
-
-export type Reply = 'json' | 'cbor';
+import { errorMessage, FrameError } from '../core/errors.js';
+import type { Reply } from './device-result.js';
+import { encodeCbor } from './fields.js';
+import { type DType, decodeTensor, elementCount, type RawTensor } from './tensor-codec.js';
 
 export interface DeviceFrame {
   format: 'jpeg' | 'png' | 'webp' | 'gif' | 'json' | 'cbor';
@@ -120,30 +120,7 @@ export function parseFrame(payload: Uint8Array, maxBytes: number): DeviceFrame {
   throw new FrameError('unknown-format', 'frame is neither an image (JPEG, PNG, WebP, GIF), JSON {shape, data} nor a CBOR map');
 }
 
-export interface ModelInput {
-  /** without the batch dimension */
-  shape: number[];
-  dtype: DType;
-  /** null when the input is not an image (H x W x 1 or 3) */
-  preprocess: PreprocessSpec | null;
-}
-
-/** The frame as the model's input tensor, batch 1. */
-export async function frameTensor(f: DeviceFrame, input: ModelInput): Promise<RawTensor> {
-  if (f.image) {
-    if (!input.preprocess) throw new FrameError('bad-image', `this model's input [${input.shape.join(',')}] is not an image: send a tensor (JSON or CBOR)`);
-    return preprocessImage(f.image, input.preprocess);
-  }
-  const t = f.tensor!;
-  const want = input.shape;
-  const shape = t.shape.length === want.length + 1 && t.shape[0] === 1 ? t.shape.slice(1) : t.shape;
-  if (shape.length !== want.length || shape.some((d, i) => d !== want[i])) {
-    throw new FrameError('bad-tensor', `tensor shape [${t.shape.join(',')}] does not fit the model's input [${want.join(',')}] (or [1,${want.join(',')}])`);
-  }
-  if (t.dtype !== input.dtype) throw new FrameError('bad-tensor', `tensor dtype ${t.dtype} does not fit the model's input ${input.dtype}`);
-  if (t.dtype === 'float32') {
-    const d = t.data as Float32Array;
-    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) throw new FrameError('bad-tensor', `value ${i} is not a finite number`);
-  }
-  return { dtype: t.dtype, shape: [1, ...want], data: t.data };
+/** A frame as a device sends it in CBOR: an image's bytes or a tensor, with an optional id and result format. */
+export function encodeDeviceFrame(f: ({ image: Uint8Array } | { tensor: unknown }) & { id?: string; reply?: Reply }): Buffer {
+  return encodeCbor(f);
 }

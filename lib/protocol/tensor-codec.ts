@@ -62,7 +62,7 @@ const LITTLE_ENDIAN_HOST = endianness() === 'LE';
 export const DEFAULT_MAX_TENSOR_BYTES = 256 * 1024 * 1024;
 
 export function isDType(x: unknown): x is DType {
-  return typeof x === 'string' && Object.prototype.hasOwnProperty.call(DTYPES, x);
+  return typeof x === 'string' && Object.hasOwn(DTYPES, x);
 }
 
 export function bytesPerElement(dtype: DType): number {

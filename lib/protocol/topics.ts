@@ -1,19 +1,15 @@
 /**
- * The topic tree. Everything lives under `defer/<pipeline>/`; see docs/protocol.md.
+ * The topic tree: every topic the project uses is spelled here, and only here.
+ * Everything lives under `defer/<pipeline>/`; see docs/protocol.md.
+ *
+ * `topicsFor(pipeline)` builds a pipeline's topics; `parse` reads one back.
+ * `ANY_PIPELINE` is the same tree with `+` for the pipeline (the broker's ACLs
+ * and size limits), and its builders take `+` for any node, stage or device.
  */
-import { DeferError } from '../core/errors.js';
+import { assertTopicName } from './names.js';
 
-const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
-
-/** Pipeline, node and device names become topic levels: keep them plain. */
-export function assertTopicName(kind: string, name: string): void {
-  if (!NAME.test(name)) {
-    throw new DeferError(
-      'E_CONFIG',
-      `${kind} '${name}' is not a valid name: use 1-64 letters, digits, '_', '.' or '-' (it becomes an MQTT topic level)`,
-    );
-  }
-}
+/** The first level of every topic. */
+export const TOPIC_ROOT = 'defer';
 
 export interface Topics {
   root: string;
@@ -25,23 +21,52 @@ export interface Topics {
   nodeAliveAll: string;
   /** retained: the stages a standby keeps in its weight cache */
   nodePrefetch(nodeId: string): string;
-  nodeWeights(nodeId: string, index: number): string;
+  nodeWeights(nodeId: string, index: number | '+'): string;
   nodeWeightsAll(nodeId: string): string;
-  stageIn(stage: number): string;
+  stageIn(stage: number | '+'): string;
   /** where the last stage publishes, read by the dispatcher that made the deployment */
   results(dispatcherId: string): string;
   metrics(id: string): string;
+  metricsAll: string;
   errors: string;
   /** where a device publishes its frames */
   frames(device: string): string;
   framesAll: string;
   /** where a device reads its results */
   deviceResults(device: string): string;
+  /** what a topic of this pipeline is, or null for a topic outside it (or not of the protocol) */
+  parse(topic: string): ParsedTopic | null;
 }
 
-export function topicsFor(pipeline: string): Topics {
-  assertTopicName('pipeline', pipeline);
-  const root = `defer/${pipeline}`;
+/** A topic of the tree, read back. */
+export type ParsedTopic =
+  | { kind: 'node-status' | 'node-alive' | 'node-assign' | 'node-prefetch'; node: string }
+  | { kind: 'node-weights'; node: string; index: number }
+  | { kind: 'stage-in'; stage: number }
+  | { kind: 'results'; dispatcher: string }
+  | { kind: 'metrics'; id: string }
+  | { kind: 'errors' }
+  | { kind: 'frames' | 'device-results'; device: string };
+
+const NODE_KINDS = { status: 'node-status', alive: 'node-alive', assign: 'node-assign', prefetch: 'node-prefetch' } as const;
+const INDEX = /^\d{1,6}$/;
+
+/** Parse the levels below the pipeline (`rest` = topic.split('/').slice(2)). */
+function parseRest(rest: string[]): ParsedTopic | null {
+  const [a, b, c, d] = rest;
+  if (a === 'node' && rest.length === 3 && c in NODE_KINDS) return { kind: NODE_KINDS[c as keyof typeof NODE_KINDS], node: b };
+  if (a === 'node' && rest.length === 4 && c === 'weights' && INDEX.test(d)) return { kind: 'node-weights', node: b, index: Number(d) };
+  if (a === 'stage' && rest.length === 3 && c === 'in' && INDEX.test(b)) return { kind: 'stage-in', stage: Number(b) };
+  if (a === 'dispatcher' && rest.length === 3 && c === 'out') return { kind: 'results', dispatcher: b };
+  if (a === 'metrics' && rest.length === 2) return { kind: 'metrics', id: b };
+  if (a === 'errors' && rest.length === 1) return { kind: 'errors' };
+  if (a === 'frames' && rest.length === 2) return { kind: 'frames', device: b };
+  if (a === 'results' && rest.length === 2) return { kind: 'device-results', device: b };
+  return null;
+}
+
+function tree(pipeline: string): Topics {
+  const root = `${TOPIC_ROOT}/${pipeline}`;
   return {
     root,
     nodeStatus: (id) => `${root}/node/${id}/status`,
@@ -55,15 +80,56 @@ export function topicsFor(pipeline: string): Topics {
     stageIn: (k) => `${root}/stage/${k}/in`,
     results: (d) => `${root}/dispatcher/${d}/out`,
     metrics: (id) => `${root}/metrics/${id}`,
+    metricsAll: `${root}/metrics/+`,
     errors: `${root}/errors`,
     frames: (d) => `${root}/frames/${d}`,
     framesAll: `${root}/frames/+`,
     deviceResults: (d) => `${root}/results/${d}`,
+    parse: (topic) => {
+      const levels = topic.split('/');
+      return levels[0] === TOPIC_ROOT && levels[1] === pipeline ? parseRest(levels.slice(2)) : null;
+    },
   };
 }
 
-/** The weight chunk index at the end of a `.../weights/<i>` topic, or -1. */
-export function chunkIndexOf(topic: string): number {
-  const last = topic.slice(topic.lastIndexOf('/') + 1);
-  return /^\d{1,6}$/.test(last) ? Number(last) : -1;
+export function topicsFor(pipeline: string): Topics {
+  assertTopicName('pipeline', pipeline);
+  return tree(pipeline);
+}
+
+/** The tree for every pipeline at once (`defer/+/...`): for ACLs and limits, not for publishing. */
+export const ANY_PIPELINE: Topics = tree('+');
+
+/** Everything under the root, every pipeline. */
+export const ALL_TOPICS = `${TOPIC_ROOT}/#`;
+
+/** The pipeline a topic belongs to and what it is there, or null for a topic outside the tree. */
+export function parseTopic(topic: string): { pipeline: string; topic: ParsedTopic | null } | null {
+  const levels = topic.split('/');
+  if (levels[0] !== TOPIC_ROOT || levels.length < 3 || !levels[1]) return null;
+  return { pipeline: levels[1], topic: parseRest(levels.slice(2)) };
+}
+
+/** `ANY_PIPELINE`'s filter without its `defer/+/` prefix: how limits name topics (e.g. `node/+/status`). */
+export function relativeFilter(filter: string): string {
+  return filter.slice(ANY_PIPELINE.root.length + 1);
+}
+
+/** The absolute filter for a filter relative to `defer/<any pipeline>/`. */
+export function absoluteFilter(relative: string): string {
+  return `${ANY_PIPELINE.root}/${relative}`;
+}
+
+/** Does topic filter `want` (may hold + and #) only ever match topics that `allowed` matches? */
+export function filterWithin(want: string, allowed: string): boolean {
+  const w = want.split('/');
+  const a = allowed.split('/');
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] === '#') return true;
+    if (i >= w.length) return false;
+    if (w[i] === '#') return false;
+    if (a[i] === '+') continue;
+    if (w[i] !== a[i]) return false;
+  }
+  return w.length === a.length;
 }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NodeProcesses } from '../../cli/node-processes.js';
 import { Dispatcher, type DispatcherOptions } from '../../dispatcher/dispatcher.js';
+import { type DispatcherEvent, describeEvent } from '../../dispatcher/events.js';
 
 /** DEFER_TEST_NODE_LOG=info shows the nodes' and the dispatcher's lines */
 export const verbose = Boolean(process.env.DEFER_TEST_NODE_LOG);
@@ -24,9 +25,9 @@ export function startNodeProcesses(brokerUrl: string, pipeline: string, ids: str
   return p;
 }
 
-/** A dispatcher for the tiny CNN whose progress lines go to `lines`. */
-export function testDispatcher(brokerUrl: string, pipeline: string, lines: string[], extra: Partial<DispatcherOptions> = {}): Dispatcher {
-  return new Dispatcher({
+/** A dispatcher for the tiny CNN whose events go to `events`. */
+export function testDispatcher(brokerUrl: string, pipeline: string, events: DispatcherEvent[], extra: Partial<DispatcherOptions> = {}): Dispatcher {
+  const d = new Dispatcher({
     brokerUrl,
     pipeline,
     chunkBytes: 4096,
@@ -36,10 +37,14 @@ export function testDispatcher(brokerUrl: string, pipeline: string, lines: strin
     maxMessageBytes: 1 << 24,
     codec: 'lz4',
     qos: 1,
-    progress: (l) => {
-      lines.push(l);
-      if (verbose) process.stderr.write(`[dispatcher] ${l}\n`);
-    },
     ...extra,
   });
+  d.events.onAny((e) => {
+    events.push(e);
+    if (verbose) process.stderr.write(`[dispatcher] ${describeEvent(e)}\n`);
+  });
+  return d;
 }
+
+/** The events, one line each, for assertion messages. */
+export const eventLines = (events: DispatcherEvent[]) => events.map((e) => JSON.stringify(e)).join('\n');

@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tf } from '../../lib/model/engine.js';
+import type { tf } from '../../lib/model/engine.js';
 import type { FlatModel } from '../../lib/model/partition.js';
 import { buildStageModel } from '../../lib/model/partition.js';
 
@@ -24,7 +24,7 @@ export const CLI = join(ROOT, 'dist', 'cli', 'defer.js');
 /** Run `input` through the stages cut at `cuts`, each built as an edge node builds it. */
 export async function runChained(flat: FlatModel, cuts: string[], input: tf.Tensor): Promise<Float32Array> {
   let x = input;
-  for (const plan of flat.plan(cuts)) {
+  for (const plan of flat.spans(cuts)) {
     const { specs, blob } = flat.stageWeights(plan);
     const stage = await buildStageModel(JSON.parse(JSON.stringify(flat.stageTopology(plan))), specs, blob);
     const y = stage.predict(x) as tf.Tensor;

@@ -1,22 +1,8 @@
 /** A test device: an ordinary MQTT client that publishes frames and collects its results. */
-import { decode as decodeCbor } from 'cbor-x';
 import mqtt from 'mqtt';
-import { decodeTensor, type RawTensor } from '../../lib/protocol/tensor-codec.js';
+import { type DeviceResult, decodeDeviceResult, topicsFor } from '../../lib/protocol/index.js';
 
-export interface DeviceResult {
-  v: number;
-  ok: boolean;
-  device: string;
-  seq?: number;
-  id?: string;
-  top?: { label: string; index: number; score: number }[];
-  latencyMs?: { total: number; queue: number; preprocess: number; chain: number };
-  hops?: { node: string; stage: number; transferMs: number; computeMs: number }[];
-  error?: { kind: string; message: string };
-  /** with CBOR results: the full output */
-  output?: RawTensor;
-  format: 'json' | 'cbor';
-}
+export type { DeviceResult };
 
 export class TestDevice {
   readonly results: DeviceResult[] = [];
@@ -33,21 +19,15 @@ export class TestDevice {
     const client = await mqtt.connectAsync(url, { protocolVersion: 4, reconnectPeriod: 0 });
     const d = new TestDevice(name, client, pipeline);
     client.on('message', (_t, p) => {
-      let r: DeviceResult;
-      if (p[0] === 0x7b) r = { ...(JSON.parse(p.toString('utf8')) as DeviceResult), format: 'json' };
-      else {
-        const m = decodeCbor(p) as DeviceResult & { output: unknown };
-        r = { ...m, output: decodeTensor(m.output), format: 'cbor' };
-      }
-      d.results.push(r);
+      d.results.push(decodeDeviceResult(p));
       for (const w of d.waiters.splice(0)) w();
     });
-    await client.subscribeAsync(`defer/${pipeline}/results/${name}`, { qos: 1 });
+    await client.subscribeAsync(topicsFor(pipeline).deviceResults(name), { qos: 1 });
     return d;
   }
 
   publish(payload: Buffer | string, qos: 0 | 1 = 1): Promise<unknown> {
-    return this.client.publishAsync(`defer/${this.pipeline}/frames/${this.name}`, payload, { qos });
+    return this.client.publishAsync(topicsFor(this.pipeline).frames(this.name), payload, { qos });
   }
 
   /** Wait until `n` results in all have arrived. */

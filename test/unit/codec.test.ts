@@ -1,9 +1,20 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CodecError, EnvelopeError } from '../lib/core/errors.js';
-import { decodeActivation, decodeAssignment, decodeStatus, decodeWeightChunk, encodeActivation, encodeCbor } from '../lib/protocol/messages.js';
-import { DTYPES, type DType, type RawTensor, decodeTensor, encodeTensor } from '../lib/protocol/tensor-codec.js';
-import { prng } from '../lib/model/zoo.js';
+import { CodecError, EnvelopeError } from '../../lib/core/errors.js';
+import { prng } from '../../lib/model/zoo.js';
+import {
+  DTYPES,
+  type DType,
+  decodeActivation,
+  decodeAssignment,
+  decodeStatus,
+  decodeTensor,
+  decodeWeightChunk,
+  encodeActivation,
+  encodeCbor,
+  encodeTensor,
+  type RawTensor,
+} from '../../lib/protocol/index.js';
 
 function bytesOf(t: RawTensor): Buffer {
   return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
@@ -108,7 +119,10 @@ test('envelopes: garbage, wrong version and bad fields are rejected with Envelop
     ['tensor missing', encodeCbor({ v: 1, kind: 'act', ...act, tensor: null })],
   ];
   for (const [name, buf] of bad) assert.throws(() => decodeActivation(buf, 1 << 20), EnvelopeError, name);
-  assert.throws(() => decodeActivation(encodeActivation(act), 10), (e: unknown) => e instanceof EnvelopeError && e.code === 'E_TOO_LARGE');
+  assert.throws(
+    () => decodeActivation(encodeActivation(act), 10),
+    (e: unknown) => e instanceof EnvelopeError && e.code === 'E_TOO_LARGE',
+  );
   assert.throws(() => decodeAssignment(encodeCbor({ v: 1, kind: 'assign' })), EnvelopeError);
   assert.throws(() => decodeWeightChunk(encodeCbor({ v: 1, kind: 'weights', deployment: 'd', index: 5, count: 2, data: Buffer.alloc(1) }), 1000), EnvelopeError);
   assert.throws(() => decodeStatus(Buffer.from('{"v":1,"node":"n1","state":"dancing"}')), EnvelopeError);

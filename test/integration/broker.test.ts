@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import mqtt from 'mqtt';
-import { startBroker } from '../broker/broker.js';
-import { setLogLevel } from '../lib/core/log.js';
+import { startBroker } from '../../broker/broker.js';
+import { setLogLevel } from '../../lib/core/log.js';
 
 test('the embedded broker enforces its maximum packet size and keeps serving others', async () => {
   setLogLevel('silent');

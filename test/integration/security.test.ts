@@ -12,17 +12,18 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
-import { addUser, filterWithin, hashPassword, loadAuthHook, mayPublish, maySubscribe, readUsers, verifyPassword } from '../broker/auth.js';
-import { DEFAULT_TOPIC_LIMITS, checkTopicLimits, limitFor } from '../broker/topic-limits.js';
-import { startBroker, type RunningBroker } from '../broker/broker.js';
-import { Dispatcher } from '../dispatcher/dispatcher.js';
-import { runChain } from '../dispatcher/run/measure-run.js';
-import { EdgeNode } from '../edge-node/edge-node.js';
-import { initEngine } from '../lib/model/engine.js';
-import { syntheticFrames } from '../lib/model/synthetic-frames.js';
-import { setLogLevel } from '../lib/core/log.js';
-import { loadFlatModel } from '../lib/model/model-source.js';
-import { CLI, ROOT, freePort } from './helpers/common.js';
+import { addUser, hashPassword, loadAuthHook, mayPublish, maySubscribe, readUsers, verifyPassword } from '../../broker/auth.js';
+import { type RunningBroker, startBroker } from '../../broker/broker.js';
+import { checkTopicLimits, DEFAULT_TOPIC_LIMITS, limitFor } from '../../broker/topic-limits.js';
+import { Dispatcher } from '../../dispatcher/dispatcher.js';
+import { runChain } from '../../dispatcher/run/measure-run.js';
+import { EdgeNode } from '../../edge-node/edge-node.js';
+import { setLogLevel } from '../../lib/core/log.js';
+import { initEngine } from '../../lib/model/engine.js';
+import { loadFlatModel } from '../../lib/model/model-source.js';
+import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
+import { filterWithin } from '../../lib/protocol/index.js';
+import { CLI, freePort, ROOT } from '../helpers/common.js';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'defer-sec-'));
@@ -83,7 +84,13 @@ test('wrong password, unknown user and no credentials are refused', async () => 
 /** Subscribe to each filter on its own: 'ok', or 'refused' (SUBACK 0x80). */
 async function grants(c: mqtt.MqttClient, filters: string[]): Promise<string[]> {
   const out: string[] = [];
-  for (const f of filters) out.push(await c.subscribeAsync(f, { qos: 1 }).then(() => 'ok', (e: { packet?: { granted?: number[] } }) => (e.packet?.granted?.[0] === 128 ? 'refused' : `error ${String(e)}`)));
+  for (const f of filters)
+    out.push(
+      await c.subscribeAsync(f, { qos: 1 }).then(
+        () => 'ok',
+        (e: { packet?: { granted?: number[] } }) => (e.packet?.granted?.[0] === 128 ? 'refused' : `error ${String(e)}`),
+      ),
+    );
   return out;
 }
 
@@ -105,9 +112,15 @@ test('each role is refused outside its topics: sensors, nodes; only the dispatch
   const cam7 = await connect('camera-7');
   assert.equal(await delivered(cam7, 'defer/p/frames/cam7', watcher), true, 'as the id it was given');
   assert.deepEqual(await grants(cam1, ['defer/p/results/cam1', 'defer/p/results/cam2', 'defer/p/frames/#']), ['ok', 'refused', 'refused'], 'its own results only');
-  assert.equal(await delivered(cam1, 'defer/p/frames/cam2', watcher), false, 'not another device\'s frames');
+  assert.equal(await delivered(cam1, 'defer/p/frames/cam2', watcher), false, "not another device's frames");
   const n1 = await connect('n1');
-  assert.deepEqual(await grants(n1, ['defer/p/node/n1/assign', 'defer/p/node/n1/weights/+', 'defer/p/stage/0/in', 'defer/p/node/n2/assign', 'defer/p/frames/+']), ['ok', 'ok', 'ok', 'refused', 'refused']);
+  assert.deepEqual(await grants(n1, ['defer/p/node/n1/assign', 'defer/p/node/n1/weights/+', 'defer/p/stage/0/in', 'defer/p/node/n2/assign', 'defer/p/frames/+']), [
+    'ok',
+    'ok',
+    'ok',
+    'refused',
+    'refused',
+  ]);
   assert.equal(await delivered(n1, 'defer/p/node/n1/status', watcher), true);
   assert.equal(await delivered(n1, 'defer/p/stage/1/in', watcher), true);
   const n2 = await connect('n2');
@@ -120,9 +133,23 @@ test('each role is refused outside its topics: sensors, nodes; only the dispatch
 
 test('the ACLs are enough for a real deployment: nodes and dispatcher with credentials deploy and stream', { timeout: 60_000 }, async () => {
   const flat = await loadFlatModel('tiny');
-  const nodes = ['n1', 'n2'].map((id) => new EdgeNode({ id, brokerUrl: broker.url, pipeline: 'sec', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 8, calibrate: false, username: id, password: PASS }));
+  const nodes = ['n1', 'n2'].map(
+    (id) => new EdgeNode({ id, brokerUrl: broker.url, pipeline: 'sec', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 8, calibrate: false, username: id, password: PASS }),
+  );
   for (const n of nodes) await n.start();
-  const d = new Dispatcher({ brokerUrl: broker.url, pipeline: 'sec', chunkBytes: 2048, readyTimeoutMs: 20_000, frameTimeoutMs: 20_000, maxInFlight: 4, maxMessageBytes: 1 << 24, codec: 'lz4', qos: 1, progress: () => undefined, username: 'disp', password: PASS });
+  const d = new Dispatcher({
+    brokerUrl: broker.url,
+    pipeline: 'sec',
+    chunkBytes: 2048,
+    readyTimeoutMs: 20_000,
+    frameTimeoutMs: 20_000,
+    maxInFlight: 4,
+    maxMessageBytes: 1 << 24,
+    codec: 'lz4',
+    qos: 1,
+    username: 'disp',
+    password: PASS,
+  });
   await d.connect();
   try {
     const dep = await d.deploy(flat, ['n1', 'n2'], ['block_out']);
@@ -178,11 +205,26 @@ test('an external auth hook (broker.authModule) answers for users the file does 
     const to = (username: string, password: string) => mqtt.connectAsync(hooked.url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 3000, username, password });
     const cam = await to('cam42', 'token-cam42');
     // the hook's sensor may publish its own frames and nothing else
-    assert.deepEqual(await Promise.all(['defer/p/results/cam42', 'defer/p/results/cam1'].map((f) => cam.subscribeAsync(f).then((g) => (g[0].qos === 128 ? 'refused' : 'ok'), () => 'refused'))), ['ok', 'refused']);
+    assert.deepEqual(
+      await Promise.all(
+        ['defer/p/results/cam42', 'defer/p/results/cam1'].map((f) =>
+          cam.subscribeAsync(f).then(
+            (g) => (g[0].qos === 128 ? 'refused' : 'ok'),
+            () => 'refused',
+          ),
+        ),
+      ),
+      ['ok', 'refused'],
+    );
     await cam.endAsync();
     // users of the file still log in; wrong tokens, a hook that throws, and an unknown role are refused
     await (await to('ops', PASS)).endAsync();
-    for (const [u, p] of [['cam42', 'token-cam43'], ['broken', 'x'], ['odd', 'x']]) await assert.rejects(to(u, p), /Not authorized|Bad username|Server unavailable|unavailable/i, `${u} refused`);
+    for (const [u, p] of [
+      ['cam42', 'token-cam43'],
+      ['broken', 'x'],
+      ['odd', 'x'],
+    ])
+      await assert.rejects(to(u, p), /Not authorized|Bad username|Server unavailable|unavailable/i, `${u} refused`);
   } finally {
     await hooked.close();
   }
@@ -230,53 +272,70 @@ test('per-topic size limits: a 70 KB node status or a 2 KB heartbeat is refused 
 
 const hasMosquitto = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto_passwd'].every((f) => existsSync(f));
 
-test(
-  'Mosquitto with `defer user acl` and mosquitto_passwd: a deployment under the roles works; a sensor reads no activations, only its results',
-  { timeout: 60_000, skip: !hasMosquitto && !process.env.CI ? 'mosquitto is not installed (.ci/run installs it)' : false },
-  async (t) => {
-    const port = await freePort();
-    const url = `mqtt://127.0.0.1:${port}`;
-    // Mosquitto started as root reads these after dropping to its own user: they must be readable by it
-    const mdir = mkdtempSync(join(tmpdir(), 'defer-mosq-acl-'));
-    chmodSync(mdir, 0o755);
-    const acl = join(mdir, 'mosquitto.acl');
-    await run(process.execPath, [CLI, 'user', 'acl', '--file', usersFile, '--out', acl], { cwd: ROOT });
-    assert.match(readFileSync(acl, 'utf8'), /user n1\ntopic readwrite defer\/\+\/stage\/\+\/in\ntopic write defer\/\+\/node\/n1\/status\n/);
-    const pw = join(mdir, 'mosquitto.pw');
-    for (const [i, u] of ['disp', 'n1', 'n2', 'cam1', 'ops'].entries()) await run('/usr/bin/mosquitto_passwd', [...(i === 0 ? ['-c'] : []), '-b', pw, u, PASS]);
-    for (const f of [acl, pw]) chmodSync(f, 0o644);
-    writeFileSync(join(mdir, 'mosq-acl.conf'), `listener ${port} 127.0.0.1\nallow_anonymous false\npassword_file ${pw}\nacl_file ${acl}\npersistence false\n`);
-    const mosq = spawn('/usr/sbin/mosquitto', ['-c', join(mdir, 'mosq-acl.conf')], { stdio: 'ignore' });
-    t.after(() => mosq.kill('SIGTERM'));
-    const as = (username: string) => mqtt.connectAsync(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 2000, username, password: PASS });
-    for (let i = 0; i < 50; i++) {
-      if (await as('ops').then((c) => c.endAsync().then(() => true), () => false)) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    await assert.rejects(mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 2000 }), /Not authorized|Connection refused/i, 'anonymous refused');
-    // a sensor listening to everything hears nothing of the chain
-    const cam = await as('cam1');
-    const heard: string[] = [];
-    cam.on('message', (topic) => heard.push(topic));
-    await cam.subscribeAsync(['defer/#', 'defer/mq/results/cam1']).catch(() => undefined);
-    const flat = await loadFlatModel('tiny');
-    const nodes = ['n1', 'n2'].map((id) => new EdgeNode({ id, brokerUrl: url, pipeline: 'mq', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 8, calibrate: false, username: id, password: PASS }));
-    for (const n of nodes) await n.start();
-    const d = new Dispatcher({ brokerUrl: url, pipeline: 'mq', chunkBytes: 2048, readyTimeoutMs: 20_000, frameTimeoutMs: 20_000, maxInFlight: 4, maxMessageBytes: 1 << 24, codec: 'lz4', qos: 1, progress: () => undefined, username: 'disp', password: PASS });
-    try {
-      await d.connect();
-      const dep = await d.deploy(flat, ['n1', 'n2'], ['block_out']);
-      const r = await runChain(dep, syntheticFrames(flat.inputShape, 5, 2));
-      assert.equal(r.results.length, 5);
-      const ops = await as('ops');
-      await ops.publishAsync('defer/mq/results/cam1', '{"ok":true}', { qos: 1 });
-      await ops.endAsync();
-      for (let i = 0; i < 40 && !heard.includes('defer/mq/results/cam1'); i++) await new Promise((r) => setTimeout(r, 50));
-      assert.deepEqual([...new Set(heard)], ['defer/mq/results/cam1'], 'the sensor heard only its results');
-    } finally {
-      await cam.endAsync();
-      await d.close();
-      for (const n of nodes) await n.close();
-    }
-  },
-);
+test('Mosquitto with `defer user acl` and mosquitto_passwd: a deployment under the roles works; a sensor reads no activations, only its results', {
+  timeout: 60_000,
+  skip: !hasMosquitto && !process.env.CI ? 'mosquitto is not installed (.ci/run installs it)' : false,
+}, async (t) => {
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  // Mosquitto started as root reads these after dropping to its own user: they must be readable by it
+  const mdir = mkdtempSync(join(tmpdir(), 'defer-mosq-acl-'));
+  chmodSync(mdir, 0o755);
+  const acl = join(mdir, 'mosquitto.acl');
+  await run(process.execPath, [CLI, 'user', 'acl', '--file', usersFile, '--out', acl], { cwd: ROOT });
+  assert.match(readFileSync(acl, 'utf8'), /user n1\ntopic readwrite defer\/\+\/stage\/\+\/in\ntopic write defer\/\+\/node\/n1\/status\n/);
+  const pw = join(mdir, 'mosquitto.pw');
+  for (const [i, u] of ['disp', 'n1', 'n2', 'cam1', 'ops'].entries()) await run('/usr/bin/mosquitto_passwd', [...(i === 0 ? ['-c'] : []), '-b', pw, u, PASS]);
+  for (const f of [acl, pw]) chmodSync(f, 0o644);
+  writeFileSync(join(mdir, 'mosq-acl.conf'), `listener ${port} 127.0.0.1\nallow_anonymous false\npassword_file ${pw}\nacl_file ${acl}\npersistence false\n`);
+  const mosq = spawn('/usr/sbin/mosquitto', ['-c', join(mdir, 'mosq-acl.conf')], { stdio: 'ignore' });
+  t.after(() => mosq.kill('SIGTERM'));
+  const as = (username: string) => mqtt.connectAsync(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 2000, username, password: PASS });
+  for (let i = 0; i < 50; i++) {
+    if (
+      await as('ops').then(
+        (c) => c.endAsync().then(() => true),
+        () => false,
+      )
+    )
+      break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await assert.rejects(mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 2000 }), /Not authorized|Connection refused/i, 'anonymous refused');
+  // a sensor listening to everything hears nothing of the chain
+  const cam = await as('cam1');
+  const heard: string[] = [];
+  cam.on('message', (topic) => heard.push(topic));
+  await cam.subscribeAsync(['defer/#', 'defer/mq/results/cam1']).catch(() => undefined);
+  const flat = await loadFlatModel('tiny');
+  const nodes = ['n1', 'n2'].map((id) => new EdgeNode({ id, brokerUrl: url, pipeline: 'mq', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 8, calibrate: false, username: id, password: PASS }));
+  for (const n of nodes) await n.start();
+  const d = new Dispatcher({
+    brokerUrl: url,
+    pipeline: 'mq',
+    chunkBytes: 2048,
+    readyTimeoutMs: 20_000,
+    frameTimeoutMs: 20_000,
+    maxInFlight: 4,
+    maxMessageBytes: 1 << 24,
+    codec: 'lz4',
+    qos: 1,
+    username: 'disp',
+    password: PASS,
+  });
+  try {
+    await d.connect();
+    const dep = await d.deploy(flat, ['n1', 'n2'], ['block_out']);
+    const r = await runChain(dep, syntheticFrames(flat.inputShape, 5, 2));
+    assert.equal(r.results.length, 5);
+    const ops = await as('ops');
+    await ops.publishAsync('defer/mq/results/cam1', '{"ok":true}', { qos: 1 });
+    await ops.endAsync();
+    for (let i = 0; i < 40 && !heard.includes('defer/mq/results/cam1'); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual([...new Set(heard)], ['defer/mq/results/cam1'], 'the sensor heard only its results');
+  } finally {
+    await cam.endAsync();
+    await d.close();
+    for (const n of nodes) await n.close();
+  }
+});

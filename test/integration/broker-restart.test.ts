@@ -11,17 +11,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import mqtt from 'mqtt';
-import type { Deployment } from '../dispatcher/dispatcher.js';
-import { type LocalRun, runLocal } from '../dispatcher/run/measure-run.js';
-import type { FrameResult } from '../dispatcher/chain/frame-stream.js';
-import { initEngine } from '../lib/model/engine.js';
-import { syntheticFrames } from '../lib/model/synthetic-frames.js';
-import { setLogLevel } from '../lib/core/log.js';
-import { loadFlatModel } from '../lib/model/model-source.js';
-import type { FlatModel } from '../lib/model/partition.js';
-import type { RawTensor } from '../lib/protocol/tensor-codec.js';
-import { CLI, ROOT, freePort, sameBits } from './helpers/common.js';
-import { startNodeProcesses, testDispatcher, verbose } from './helpers/chain.js';
+import type { FrameResult } from '../../dispatcher/chain/frame-stream.js';
+import type { Deployment } from '../../dispatcher/dispatcher.js';
+import type { DispatcherEvent } from '../../dispatcher/events.js';
+import { type LocalRun, runLocal } from '../../dispatcher/run/measure-run.js';
+import { setLogLevel } from '../../lib/core/log.js';
+import { initEngine } from '../../lib/model/engine.js';
+import { loadFlatModel } from '../../lib/model/model-source.js';
+import type { FlatModel } from '../../lib/model/partition.js';
+import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
+import type { RawTensor } from '../../lib/protocol/index.js';
+import { eventLines, startNodeProcesses, testDispatcher, verbose } from '../helpers/chain.js';
+import { CLI, freePort, ROOT, sameBits } from '../helpers/common.js';
 
 let flat: FlatModel;
 let frames: RawTensor[];
@@ -39,7 +40,10 @@ const exited = (c: ChildProcess) => new Promise<void>((r) => (c.exitCode !== nul
 
 async function reachable(url: string): Promise<void> {
   for (let i = 0; i < 100; i++) {
-    const ok = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 500 }).then((c) => c.endAsync().then(() => true), () => false);
+    const ok = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 500 }).then(
+      (c) => c.endAsync().then(() => true),
+      () => false,
+    );
     if (ok) return;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -51,7 +55,7 @@ async function reachable(url: string): Promise<void> {
  * `url`; 150 frames; after 40 results `kill()` the broker, wait, `restart()` it.
  */
 async function runThroughRestart(t: { after(fn: () => Promise<void> | void): void }, url: string, pipeline: string, kill: () => Promise<void>, restart: () => Promise<void>) {
-  const lines: string[] = [];
+  const lines: DispatcherEvent[] = [];
   const procs = startNodeProcesses(url, pipeline, ['n1', 'n2'], 8);
   const d = testDispatcher(url, pipeline, lines, { frameTimeoutMs: 40_000 });
   t.after(async () => {
@@ -85,11 +89,17 @@ async function runThroughRestart(t: { after(fn: () => Promise<void> | void): voi
   await outage;
   assert.deepEqual(failures, []);
   assert.equal(results.filter(Boolean).length, frames.length, 'a result for every frame');
-  results.forEach((r, i) => assert.ok(sameBits(r!.output.data as Float32Array, local.outputs[i]), `frame ${i} exact`));
+  for (const [i, r] of results.entries()) assert.ok(sameBits(r!.output.data as Float32Array, local.outputs[i]), `frame ${i} exact`);
   const ev = dep.supervisor!.events;
-  assert.equal(ev.filter((e) => e.kind === 'reconnect').length, 1, JSON.stringify(ev) + '\n' + lines.join('\n'));
-  assert.deepEqual(ev.filter((e) => e.kind !== 'reconnect'), [], 'no node was taken for failed');
-  process.stderr.write(`# ${pipeline}: broker back, chain resumed in ${ev[0].repairMs.toFixed(0)} ms, ${ev[0].resent} frames sent again, ${dep.stream.duplicates} duplicate results dropped, republished: ${ev[0].republished}\n`);
+  assert.equal(ev.filter((e) => e.kind === 'reconnect').length, 1, JSON.stringify(ev) + '\n' + eventLines(lines));
+  assert.deepEqual(
+    ev.filter((e) => e.kind !== 'reconnect'),
+    [],
+    'no node was taken for failed',
+  );
+  process.stderr.write(
+    `# ${pipeline}: broker back, chain resumed in ${ev[0].repairMs.toFixed(0)} ms, ${ev[0].resent} frames sent again, ${dep.stream.duplicates} duplicate results dropped, republished: ${ev[0].republished}\n`,
+  );
   return { dep, event: ev[0] };
 }
 
@@ -99,7 +109,10 @@ test('defer broker (Aedes) with a persistent store, killed -9 and restarted mid-
   const store = mkdtempSync(join(tmpdir(), 'defer-broker-store-'));
   let broker: ChildProcess | undefined;
   const start = async () => {
-    broker = spawn(process.execPath, [CLI, 'broker', '--port', String(port), '--persistence', store, '--log-level', 'warn'], { cwd: ROOT, stdio: ['ignore', 'ignore', verbose ? 'inherit' : 'ignore'] });
+    broker = spawn(process.execPath, [CLI, 'broker', '--port', String(port), '--persistence', store, '--log-level', 'warn'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'ignore', verbose ? 'inherit' : 'ignore'],
+    });
     await reachable(url);
   };
   t.after(async () => {
@@ -122,42 +135,41 @@ test('defer broker (Aedes) with a persistent store, killed -9 and restarted mid-
 
 const hasMosquitto = existsSync('/usr/sbin/mosquitto');
 
-test(
-  'Mosquitto killed -9 and restarted mid-run (no persistence): every frame answered once; the dispatcher republished its deployment',
-  { timeout: 120_000, skip: !hasMosquitto && !process.env.CI ? 'mosquitto is not installed (apt-get install -y mosquitto; .ci/run installs it)' : false },
-  async (t) => {
-    const port = await freePort();
-    const url = `mqtt://127.0.0.1:${port}`;
-    const dir = mkdtempSync(join(tmpdir(), 'defer-mosq-restart-'));
-    writeFileSync(join(dir, 'mosquitto.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
-    let mosq: ChildProcess | undefined;
-    const start = async () => {
-      mosq = spawn('/usr/sbin/mosquitto', ['-c', join(dir, 'mosquitto.conf')], { stdio: 'ignore' });
-      await reachable(url);
-    };
-    t.after(async () => {
-      mosq?.kill('SIGTERM');
-      if (mosq) await exited(mosq);
-    });
-    await start();
-    const { dep, event } = await runThroughRestart(
-      t,
-      url,
-      'rs2',
-      async () => {
-        mosq!.kill('SIGKILL');
-        await exited(mosq!);
-      },
-      start,
-    );
-    assert.equal(event.republished, true, 'Mosquitto without persistence lost the retained deployment: the dispatcher published it again');
-    // what a node restarting now would read: its assignment is retained again
-    const c = await mqtt.connectAsync(url, { reconnectPeriod: 0 });
-    let retained = 0;
-    c.on('message', (_t, p, packet) => packet.retain && p.length && retained++);
-    await c.subscribeAsync(['defer/rs2/node/n1/assign', 'defer/rs2/node/n2/assign']);
-    for (let i = 0; i < 40 && retained < 2; i++) await new Promise((r) => setTimeout(r, 50));
-    await c.endAsync();
-    assert.equal(retained, 2, `assignments of ${dep.id} retained again`);
-  },
-);
+test('Mosquitto killed -9 and restarted mid-run (no persistence): every frame answered once; the dispatcher republished its deployment', {
+  timeout: 120_000,
+  skip: !hasMosquitto && !process.env.CI ? 'mosquitto is not installed (apt-get install -y mosquitto; .ci/run installs it)' : false,
+}, async (t) => {
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  const dir = mkdtempSync(join(tmpdir(), 'defer-mosq-restart-'));
+  writeFileSync(join(dir, 'mosquitto.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
+  let mosq: ChildProcess | undefined;
+  const start = async () => {
+    mosq = spawn('/usr/sbin/mosquitto', ['-c', join(dir, 'mosquitto.conf')], { stdio: 'ignore' });
+    await reachable(url);
+  };
+  t.after(async () => {
+    mosq?.kill('SIGTERM');
+    if (mosq) await exited(mosq);
+  });
+  await start();
+  const { dep, event } = await runThroughRestart(
+    t,
+    url,
+    'rs2',
+    async () => {
+      mosq!.kill('SIGKILL');
+      await exited(mosq!);
+    },
+    start,
+  );
+  assert.equal(event.republished, true, 'Mosquitto without persistence lost the retained deployment: the dispatcher published it again');
+  // what a node restarting now would read: its assignment is retained again
+  const c = await mqtt.connectAsync(url, { reconnectPeriod: 0 });
+  let retained = 0;
+  c.on('message', (_t, p, packet) => packet.retain && p.length && retained++);
+  await c.subscribeAsync(['defer/rs2/node/n1/assign', 'defer/rs2/node/n2/assign']);
+  for (let i = 0; i < 40 && retained < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  await c.endAsync();
+  assert.equal(retained, 2, `assignments of ${dep.id} retained again`);
+});

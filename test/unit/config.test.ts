@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { parseCommand } from '../cli/args.js';
-import { configurationDoc, loadConfig } from '../config/schema.js';
-import { ROOT } from './helpers/common.js';
+import { parseCommand } from '../../cli/args.js';
+import { configurationDoc, loadConfig } from '../../config/schema.js';
+import { ROOT } from '../helpers/common.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'defer-config-'));
 
@@ -20,11 +20,15 @@ test('precedence: defaults < config file < DEFER_* environment < flags', () => {
   assert.equal(c.up.nodes, 5);
   assert.equal(c.dispatcher.model, 'tiny');
   assert.equal(c.dispatcher.chunkBytes, 4096);
-  const p = parseCommand(['--config', file, '--nodes', '6', '--cut', 'a,b', '--no-baseline'], {
-    nodes: { key: 'up.nodes', type: 'string', number: true, help: '' },
-    cut: { key: 'dispatcher.cut', type: 'string', list: true, help: '' },
-    'no-baseline': { key: 'up.baseline', type: 'boolean', negate: true, help: '' },
-  }, { DEFER_UP_NODES: '5' });
+  const p = parseCommand(
+    ['--config', file, '--nodes', '6', '--cut', 'a,b', '--no-baseline'],
+    {
+      nodes: { key: 'up.nodes', type: 'string', number: true, help: '' },
+      cut: { key: 'dispatcher.cut', type: 'string', list: true, help: '' },
+      'no-baseline': { key: 'up.baseline', type: 'boolean', negate: true, help: '' },
+    },
+    { DEFER_UP_NODES: '5' },
+  );
   assert.equal(p.config.up.nodes, 6);
   assert.deepEqual(p.config.dispatcher.cut, ['a', 'b']);
   assert.equal(p.config.up.baseline, false);

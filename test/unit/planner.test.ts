@@ -9,18 +9,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { promisify } from 'node:util';
-import type { Capabilities } from '../lib/planning/calibrate.js';
-import { DeferError } from '../lib/core/errors.js';
-import { initEngine } from '../lib/model/engine.js';
-import { setLogLevel } from '../lib/core/log.js';
-import { loadFlatModel } from '../lib/model/model-source.js';
-import { costModelOf, planNodes, remeasuredNodes } from '../lib/planning/plan-inputs.js';
-import { type CostModel, type PlanNode, evaluateSplit, planPipeline } from '../lib/planning/optimiser.js';
-import { getProfile } from '../lib/planning/profile-cache.js';
-import { prng } from '../lib/model/zoo.js';
-import { CLI, ROOT } from './helpers/common.js';
+import { DeferError } from '../../lib/core/errors.js';
+import { setLogLevel } from '../../lib/core/log.js';
+import { initEngine } from '../../lib/model/engine.js';
+import { loadFlatModel } from '../../lib/model/model-source.js';
+import { prng } from '../../lib/model/zoo.js';
+import { type CostModel, evaluateSplit, type PlanNode, planPipeline } from '../../lib/planning/optimiser.js';
+import { costModelOf, planNodes, remeasuredNodes } from '../../lib/planning/plan-inputs.js';
+import { getProfile } from '../../lib/planning/profile-cache.js';
+import type { Capabilities } from '../../lib/protocol/index.js';
 
-const run = promisify(execFile);
+const _run = promisify(execFile);
 
 before(async () => {
   setLogLevel('warn');
@@ -80,7 +79,11 @@ function bruteForce(cost: CostModel, nodes: PlanNode[], orders: boolean): number
   let best = Infinity;
   for (const order of orders ? permutations(nodes) : [nodes]) {
     for (const combo of combinations(cost.validCuts, nodes.length - 1)) {
-      const p = evaluateSplit(cost, order, combo.map((i) => cost.layerNames[i]));
+      const p = evaluateSplit(
+        cost,
+        order,
+        combo.map((i) => cost.layerNames[i]),
+      );
       if (p.stages.some((s, k) => order[k].memoryBytes !== undefined && s.memoryBytes > order[k].memoryBytes!)) continue;
       best = Math.min(best, p.bottleneckMs);
     }
@@ -106,7 +109,11 @@ test('planner is exact: random costs, speeds, links and memory match a brute-for
       const got = planPipeline(cost, nodes, { order: orders ? 'best' : 'given' });
       assert.ok(Math.abs(got.bottleneckMs - want) <= 1e-9 * Math.max(1, want), `trial ${trial} (orders ${orders}): planner ${got.bottleneckMs}, brute force ${want}`);
       // and what it reports is what its own evaluation of that split says
-      const again = evaluateSplit(cost, got.order.map((id) => nodes.find((n) => n.id === id)!), got.cuts);
+      const again = evaluateSplit(
+        cost,
+        got.order.map((id) => nodes.find((n) => n.id === id)!),
+        got.cuts,
+      );
       assert.equal(again.bottleneckMs, got.bottleneckMs);
       cases++;
     }
@@ -124,16 +131,45 @@ test('a node twice as slow gets about half the work of a fast one; a slow link m
     weightBytes: Array.from({ length: layers }, () => 0),
     inputBytes: 1000,
   };
-  const equal = planPipeline(cost, [{ id: 'a', timeFactor: 1 }, { id: 'b', timeFactor: 1 }, { id: 'c', timeFactor: 1 }]);
-  assert.deepEqual(equal.stages.map((s) => s.layerCount), [14, 13, 14]);
-  const slow = planPipeline(cost, [{ id: 'a', timeFactor: 1 }, { id: 'b', timeFactor: 2 }, { id: 'c', timeFactor: 1 }], { order: 'given' });
+  const equal = planPipeline(cost, [
+    { id: 'a', timeFactor: 1 },
+    { id: 'b', timeFactor: 1 },
+    { id: 'c', timeFactor: 1 },
+  ]);
+  assert.deepEqual(
+    equal.stages.map((s) => s.layerCount),
+    [14, 13, 14],
+  );
+  const slow = planPipeline(
+    cost,
+    [
+      { id: 'a', timeFactor: 1 },
+      { id: 'b', timeFactor: 2 },
+      { id: 'c', timeFactor: 1 },
+    ],
+    { order: 'given' },
+  );
   const work = slow.stages.map((s) => s.layerCount);
   assert.deepEqual(work, [17, 8, 16]); // stage 0 also holds the input layer, which costs nothing
   assert.equal(slow.bottleneckMs, 16);
   // 'best' order: a slow node is as good anywhere with uniform costs; the given order wins the tie
-  assert.deepEqual(planPipeline(cost, [{ id: 'a', timeFactor: 1 }, { id: 'b', timeFactor: 2 }, { id: 'c', timeFactor: 1 }]).order, ['a', 'b', 'c']);
+  assert.deepEqual(
+    planPipeline(cost, [
+      { id: 'a', timeFactor: 1 },
+      { id: 'b', timeFactor: 2 },
+      { id: 'c', timeFactor: 1 },
+    ]).order,
+    ['a', 'b', 'c'],
+  );
   // 10 Mbit/s on the first node: 1 MB outputs take 800 ms, the small output at l10 80 ms: cut there
-  const link = planPipeline(cost, [{ id: 'a', timeFactor: 1, bandwidthMbps: 10 }, { id: 'b', timeFactor: 1 }], { order: 'given' });
+  const link = planPipeline(
+    cost,
+    [
+      { id: 'a', timeFactor: 1, bandwidthMbps: 10 },
+      { id: 'b', timeFactor: 1 },
+    ],
+    { order: 'given' },
+  );
   assert.deepEqual(link.cuts, ['l10']);
   assert.equal(link.bottleneck, 'link of a');
   assert.ok(Math.abs(link.bottleneckMs - 80) < 1e-9);
@@ -150,15 +186,29 @@ test('memory: a node never gets a stage that does not fit it, and too little mem
     inputBytes: 0,
   };
   // the last layers are heavy: the small node must take the start, even though the order given puts it last
-  const p = planPipeline(cost, [{ id: 'big', timeFactor: 1 }, { id: 'small', timeFactor: 1, memoryBytes: 1e6 }]);
+  const p = planPipeline(cost, [
+    { id: 'big', timeFactor: 1 },
+    { id: 'small', timeFactor: 1, memoryBytes: 1e6 },
+  ]);
   assert.deepEqual(p.order, ['small', 'big']);
   assert.ok(p.stages[0].memoryBytes <= 1e6);
   assert.throws(
-    () => planPipeline(cost, [{ id: 'x', timeFactor: 1, memoryBytes: 1e6 }, { id: 'y', timeFactor: 1, memoryBytes: 1e6 }]),
+    () =>
+      planPipeline(cost, [
+        { id: 'x', timeFactor: 1, memoryBytes: 1e6 },
+        { id: 'y', timeFactor: 1, memoryBytes: 1e6 },
+      ]),
     (e: unknown) => e instanceof DeferError && /no split of the model fits the nodes' memory \(x: 1 MB, y: 1 MB\).*about 60 MB/.test(e.message),
   );
   assert.throws(() => planPipeline(cost, [{ id: 'x', timeFactor: 0 }]), /speed must be a positive number/);
-  assert.throws(() => planPipeline(cost, Array.from({ length: 12 }, (_, i) => ({ id: `n${i}`, timeFactor: 1 }))), /only 9 valid cut points \(10 nodes at most\)/);
+  assert.throws(
+    () =>
+      planPipeline(
+        cost,
+        Array.from({ length: 12 }, (_, i) => ({ id: `n${i}`, timeFactor: 1 })),
+      ),
+    /only 9 valid cut points \(10 nodes at most\)/,
+  );
 });
 
 const cap = (calibrationMs: number, extra: Partial<Capabilities> = {}): Capabilities => ({
@@ -228,33 +278,4 @@ test('profile cache: measured once, then read back by model hash and backend; a 
   assert.ok(cost.validCuts.every((i) => cost.segmentMs[i] > 0 && cost.encodeMs![i] > 0));
   flat.model.dispose();
   other.model.dispose();
-});
-
-test('defer plan --auto: speeds from the command line, a table and JSON; bad input exits 2 with the reason', { timeout: 120_000 }, async () => {
-  const cache = mkdtempSync(join(tmpdir(), 'defer-plan-'));
-  const env = { ...process.env, DEFER_PLANNER_CACHE_DIR: cache };
-  const { stdout } = await run(process.execPath, [CLI, 'plan', '--model', 'tiny', '--auto', '--nodes', 'fast,slow', '--speeds', '1,0.25', '--json', '--log-level', 'warn'], { cwd: ROOT, env });
-  const r = JSON.parse(stdout) as { cuts: string[]; stages: { node: string; computeMs: number; layerCount: number }[]; predictedThroughputFps: number; nodes: { id: string; speed: number }[] };
-  assert.equal(r.stages.length, 2);
-  assert.deepEqual(r.nodes.map((n) => n.speed), [1, 0.25]);
-  assert.ok(r.predictedThroughputFps > 0);
-  const slow = r.stages.find((s) => s.node === 'slow')!;
-  const fast = r.stages.find((s) => s.node === 'fast')!;
-  assert.ok(slow.computeMs / 4 < fast.computeMs, 'the slow node has less of the model');
-  const table = await run(process.execPath, [CLI, 'plan', '--model', 'tiny', '--auto', '--speeds', '1,1', '--bandwidth', '100', '--latency', '2', '--log-level', 'warn'], { cwd: ROOT, env });
-  assert.match(table.stdout, /profile from cache/);
-  assert.match(table.stdout, /stage\s+node\s+layers\s+count\s+params\s+weight MB\s+predicted ms\s+output KiB\s+transfer ms/);
-  assert.match(table.stdout, /predicted throughput: [\d.]+ frames\/s \(bottleneck: /);
-  for (const [args, re] of [
-    [['--auto'], /needs the nodes: --nodes n1,n2/],
-    [['--auto', '--speeds', '1,x'], /planner.speeds.*must be a list of numbers/],
-    [['--auto', '--nodes', 'a,b', '--speeds', '1,1,1'], /planner.speeds has 3 values for 2 nodes/],
-  ] as [string[], RegExp][]) {
-    const err = await run(process.execPath, [CLI, 'plan', '--model', 'tiny', ...args], { cwd: ROOT, env }).then(
-      () => assert.fail(`${args.join(' ')} should fail`),
-      (e: { code: number; stderr: string }) => e,
-    );
-    assert.equal(err.code, 2, args.join(' '));
-    assert.match(err.stderr, re);
-  }
 });

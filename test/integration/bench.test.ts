@@ -5,12 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { ROOT } from './helpers/common.js';
+import { ROOT } from '../helpers/common.js';
 
 /** Every leaf of `x` that is not a string, boolean or allowed null must be a finite number. */
 function badFigures(x: unknown, path: string, allowNull: RegExp): string[] {

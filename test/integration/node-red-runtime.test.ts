@@ -15,17 +15,16 @@ import { after, test } from 'node:test';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import sharp from 'sharp';
-import { loadConfig } from '../config/schema.js';
-import { modelInputFor } from '../dispatcher/serving/start-serving.js';
-import { initEngine, tf } from '../lib/model/engine.js';
-import { loadFlatModel } from '../lib/model/model-source.js';
-import { preprocessImage } from '../lib/model/preprocess.js';
-import { ROOT, freePort } from './helpers/common.js';
+import { loadConfig } from '../../config/schema.js';
+import { modelInputFor } from '../../dispatcher/serving/start-serving.js';
+import { initEngine, tf } from '../../lib/model/engine.js';
+import { loadFlatModel } from '../../lib/model/model-source.js';
+import { preprocessImage } from '../../lib/model/preprocess.js';
+import { freePort, ROOT } from '../helpers/common.js';
 
 const require = createRequire(import.meta.url);
 const PKG = '@defer-mqtt/node-red-defer';
 const EXAMPLE = 'DEFER - camera frames to predictions';
-
 
 let red: ChildProcess | undefined;
 after(() => {
@@ -47,7 +46,10 @@ test('Node-RED runtime: our package installs, its node types and editor files lo
   red.stderr!.on('data', (d) => (log += d));
   let up = false;
   for (let i = 0; i < 300 && !up; i++) {
-    up = await fetch(`${api}/settings`).then((r) => r.ok, () => false);
+    up = await fetch(`${api}/settings`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (!up) await new Promise((r) => setTimeout(r, 200));
   }
   assert.ok(up, `Node-RED answers on ${api}\n${log}`);
@@ -55,7 +57,10 @@ test('Node-RED runtime: our package installs, its node types and editor files lo
   const sets = (await (await fetch(`${api}/nodes`, { headers: { Accept: 'application/json' } })).json()) as { module: string; types: string[]; enabled: boolean; err?: string }[];
   const ours = sets.filter((s) => s.module === PKG);
   assert.deepEqual(ours.flatMap((s) => s.types).sort(), ['defer-broker', 'defer-dispatcher', 'defer-edge-node', 'defer-status'], log);
-  assert.ok(ours.every((s) => s.enabled && !s.err), JSON.stringify(ours));
+  assert.ok(
+    ours.every((s) => s.enabled && !s.err),
+    JSON.stringify(ours),
+  );
   // 2. and serves their editor files: registration, form, help
   const html = await (await fetch(`${api}/nodes`, { headers: { Accept: 'text/html' } })).text();
   for (const t of ['defer-broker', 'defer-dispatcher', 'defer-edge-node', 'defer-status']) {

@@ -10,17 +10,17 @@ import { createRequire } from 'node:module';
 import { after, afterEach, before, test } from 'node:test';
 import mqtt from 'mqtt';
 import sharp from 'sharp';
-import deferBroker from '../node-red-nodes/defer-broker.js';
-import deferDispatcher from '../node-red-nodes/defer-dispatcher.js';
-import deferEdgeNode from '../node-red-nodes/defer-edge-node.js';
-import deferStatus from '../node-red-nodes/defer-status.js';
-import { loadConfig } from '../config/schema.js';
-import { modelInputFor } from '../dispatcher/serving/start-serving.js';
-import { initEngine, tf } from '../lib/model/engine.js';
-import { setLogLevel } from '../lib/core/log.js';
-import { loadFlatModel } from '../lib/model/model-source.js';
-import { preprocessImage } from '../lib/model/preprocess.js';
-import { freePort } from './helpers/common.js';
+import { loadConfig } from '../../config/schema.js';
+import { modelInputFor } from '../../dispatcher/serving/start-serving.js';
+import { setLogLevel } from '../../lib/core/log.js';
+import { initEngine, tf } from '../../lib/model/engine.js';
+import { loadFlatModel } from '../../lib/model/model-source.js';
+import { preprocessImage } from '../../lib/model/preprocess.js';
+import deferBroker from '../../node-red-nodes/defer-broker.js';
+import deferDispatcher from '../../node-red-nodes/defer-dispatcher.js';
+import deferEdgeNode from '../../node-red-nodes/defer-edge-node.js';
+import deferStatus from '../../node-red-nodes/defer-status.js';
+import { freePort } from '../helpers/common.js';
 
 const require = createRequire(import.meta.url);
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -43,7 +43,6 @@ interface TestNode {
 }
 
 const NODES = [deferBroker, deferDispatcher, deferEdgeNode, deferStatus];
-
 
 const load = (flow: unknown[], creds: Record<string, unknown> = {}) => new Promise<void>((r) => helper.load(NODES, flow, creds, r));
 
@@ -117,9 +116,14 @@ test('a flow of broker, 2 edge nodes, dispatcher and status: an image in, the lo
   const statusMsgs: Record<string, unknown>[] = [];
   helper.getNode('statusOut').on('input', (m) => statusMsgs.push(m));
   await status.until(/^ready \(2 nodes: n1, n2\)$/);
-  assert.ok(status.all.some((s) => /deploying/.test(s.text ?? '')), 'it showed deploying first');
+  assert.ok(
+    status.all.some((s) => /deploying/.test(s.text ?? '')),
+    'it showed deploying first',
+  );
   // the image, and the same through the local whole model
-  const png = await sharp({ create: { width: 48, height: 40, channels: 3, background: { r: 10, g: 200, b: 90 } } }).png().toBuffer();
+  const png = await sharp({ create: { width: 48, height: 40, channels: 3, background: { r: 10, g: 200, b: 90 } } })
+    .png()
+    .toBuffer();
   const flat = await loadFlatModel('tiny');
   const input = modelInputFor(flat, loadConfig(undefined, {}, {}).serve, { teachableMachine: false });
   const x = await preprocessImage(png, input.preprocess!);
@@ -201,7 +205,11 @@ test('bad configurations: a red status and a log line, no crash; a message to a 
     ['e1', /node id 'has space' must be 1-64 letters/],
     ['s1', /no DEFER broker configured/],
   ];
-  for (const [id, re] of expect) assert.ok(errors.some((e) => e.startsWith(`${id}:`) && re.test(e)), `${id}: ${re} in\n${errors.join('\n')}`);
+  for (const [id, re] of expect)
+    assert.ok(
+      errors.some((e) => e.startsWith(`${id}:`) && re.test(e)),
+      `${id}: ${re} in\n${errors.join('\n')}`,
+    );
   // an input to a misconfigured dispatcher is reported as an error, and the runtime goes on
   const d1 = helper.getNode('d1') as TestNode & { error: (e: unknown) => void };
   const reported = new Promise<unknown>((r) => {

@@ -3,24 +3,23 @@
  * deployment protocol, its failure cases, and the nodes' handling of bad input.
  */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import mqtt from 'mqtt';
-import { startBroker, type RunningBroker } from '../broker/broker.js';
-import { packageDeployment, publishDeployment } from '../dispatcher/deploy/deployment-package.js';
-import { Dispatcher } from '../dispatcher/dispatcher.js';
-import { runChain, runLocal } from '../dispatcher/run/measure-run.js';
-import { EdgeNode } from '../edge-node/edge-node.js';
-import { initEngine, tf } from '../lib/model/engine.js';
-import { syntheticFrames } from '../lib/model/synthetic-frames.js';
-import { setLogLevel } from '../lib/core/log.js';
-import { encodeActivation, decodeStatus } from '../lib/protocol/messages.js';
-import { loadFlatModel } from '../lib/model/model-source.js';
-import type { FlatModel } from '../lib/model/partition.js';
-import { encodeTensor } from '../lib/protocol/tensor-codec.js';
 import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sameBits } from './helpers/common.js';
+import { after, before, test } from 'node:test';
+import mqtt from 'mqtt';
+import { type RunningBroker, startBroker } from '../../broker/broker.js';
+import { packageDeployment, publishDeployment } from '../../dispatcher/deploy/deployment-package.js';
+import { Dispatcher } from '../../dispatcher/dispatcher.js';
+import { runChain, runLocal } from '../../dispatcher/run/measure-run.js';
+import { EdgeNode } from '../../edge-node/edge-node.js';
+import { setLogLevel } from '../../lib/core/log.js';
+import { initEngine, tf } from '../../lib/model/engine.js';
+import { loadFlatModel } from '../../lib/model/model-source.js';
+import type { FlatModel } from '../../lib/model/partition.js';
+import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
+import { decodeStatus, encodeActivation, encodeTensor } from '../../lib/protocol/index.js';
+import { sameBits } from '../helpers/common.js';
 
 let broker: RunningBroker;
 let flat: FlatModel;
@@ -37,7 +36,6 @@ const dispatcherOpts = () => ({
   maxMessageBytes: 1 << 24,
   codec: 'lz4' as const,
   qos: 1 as const,
-  progress: () => undefined,
 });
 
 before(async () => {
@@ -73,8 +71,14 @@ test('deploy over retained topics, stream frames, and match the whole model bit 
     assert.ok(r, `frame ${i}`);
     assert.ok(sameBits(r.output.data as Float32Array, local.outputs[i]), `frame ${i} differs from the local run`);
     assert.equal(r.hopBytes.length, 3);
-    assert.deepEqual(r.hops.map((h) => h.node), ['n1', 'n2']);
-    assert.ok(r.hops.every((h) => typeof h.cpuMs === 'number' && h.cpuMs >= 0), 'each hop carries its CPU time');
+    assert.deepEqual(
+      r.hops.map((h) => h.node),
+      ['n1', 'n2'],
+    );
+    assert.ok(
+      r.hops.every((h) => typeof h.cpuMs === 'number' && h.cpuMs >= 0),
+      'each hop carries its CPU time',
+    );
   });
   assert.ok(!sameBits(local.outputs[0], local.outputs[1]), 'different frames give different outputs');
 });
@@ -164,7 +168,11 @@ test('a restarted dispatcher adopts the deployment the nodes run: no weights sen
     assert.equal(adopted.id, first.id);
     const run = await runChain(adopted, syntheticFrames(flat.inputShape, 4, 8));
     assert.equal(run.results.length, 4);
-    assert.deepEqual(nodes.map((n) => n.counters.chunks), chunks, 'no weight chunk was sent');
+    assert.deepEqual(
+      nodes.map((n) => n.counters.chunks),
+      chunks,
+      'no weight chunk was sent',
+    );
   } finally {
     await b.close();
   }
@@ -226,5 +234,5 @@ test('a status speaks only for the node of its topic: a node cannot report anoth
   for (let i = 0; i < 40 && !dispatcher.nodes.statuses.has('ghost'); i++) await new Promise((r) => setTimeout(r, 25));
   await c.endAsync();
   assert.equal(dispatcher.nodes.statuses.get('ghost')?.state, 'offline', 'a status on its own topic counts');
-  assert.notEqual(dispatcher.nodes.statuses.get('n2')?.state, 'offline', 'one on another node\'s topic does not');
+  assert.notEqual(dispatcher.nodes.statuses.get('n2')?.state, 'offline', "one on another node's topic does not");
 });

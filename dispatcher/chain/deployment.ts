@@ -1,0 +1,19 @@
+/**
+ * A running deployment, as the dispatcher hands it out: its package (stages,
+ * nodes, assignments), the stream into it, and what watches over it. `id` and
+ * `plan` change when the supervisor mends the chain with a new deployment.
+ */
+import type { FlatModel } from '../../lib/model/partition.js';
+import type { DeploymentPackage } from '../deploy/deployment-package.js';
+import type { RepairEvent } from '../events.js';
+import type { FrameStream } from './frame-stream.js';
+
+export interface Deployment {
+  id: string;
+  plan: DeploymentPackage;
+  stream: FrameStream;
+  deployMs: number;
+  flat: FlatModel;
+  /** watches the chain and mends it (absent with supervise: false) */
+  supervisor?: { readonly events: RepairEvent[]; readonly standbys: string[]; stop(): void };
+}

@@ -1,0 +1,99 @@
+/**
+ * What a node says about itself (JSON, so that any MQTT client can read it):
+ * its status (retained on node/<id>/status, Last Will `offline`) and its
+ * heartbeat (node/<id>/alive, not retained). See docs/protocol.md.
+ */
+import { EnvelopeError } from '../core/errors.js';
+import { decodeJsonObject, encodeJson, int, num, obj, str } from './fields.js';
+
+/** A node's measure of itself, made at start (lib/planning/calibrate.ts) and carried in its status. */
+export interface Capabilities {
+  backend: string;
+  /** median wall ms of one run of the calibration workload (slow-down included) */
+  calibrationMs: number;
+  /** median CPU ms of this process per run */
+  calibrationCpuMs: number;
+  /** the configured artificial slow-down factor (1: none) */
+  slowdown: number;
+  cores: number;
+  freeMemoryBytes: number;
+  totalMemoryBytes: number;
+  host: string;
+}
+
+export type NodeState = 'online' | 'loading' | 'ready' | 'failed' | 'offline';
+const STATES: readonly NodeState[] = ['online', 'loading', 'ready', 'failed', 'offline'];
+
+export interface NodeStatus {
+  v: 1;
+  node: string;
+  state: NodeState;
+  at: number;
+  deployment?: string;
+  stage?: number;
+  reason?: string;
+  backend?: string;
+  pid?: number;
+  /** weight transfer progress while loading */
+  received?: number;
+  total?: number;
+  /** counters since start */
+  frames?: number;
+  dropped?: number;
+  rejected?: number;
+  /** tensors held by the node's engine: shows that a replaced stage was freed */
+  tensors?: number;
+  /** the node's calibration and host figures, measured at start */
+  capabilities?: Capabilities;
+  /** where the running stage's weights came from: the broker, or the node's weight cache */
+  weightsFrom?: 'broker' | 'cache';
+  /** the node publishes a heartbeat on node/<id>/alive this often (ms); absent: none */
+  heartbeatMs?: number;
+  /** a standby's prefetch: stages of the running deployment in its weight cache, of how many */
+  prefetched?: number;
+  prefetchTotal?: number;
+}
+
+const CAPABILITY_NUMBERS = ['calibrationMs', 'calibrationCpuMs', 'slowdown', 'cores', 'freeMemoryBytes', 'totalMemoryBytes'] as const;
+
+export function encodeStatus(s: Omit<NodeStatus, 'v'>): Buffer {
+  return encodeJson(s);
+}
+
+export function decodeStatus(buf: Uint8Array): NodeStatus {
+  const W = 'node status';
+  const m = decodeJsonObject(buf, 64 * 1024, W);
+  if (!STATES.includes(m.state as NodeState)) throw new EnvelopeError(`${W}: unknown state '${String(m.state)}'`);
+  str(m, 'node', W, 64);
+  if (m.heartbeatMs !== undefined) int(m, 'heartbeatMs', W, 1, 3_600_000);
+  if (m.capabilities !== undefined) {
+    const c = obj(m.capabilities, `${W} capabilities`);
+    for (const k of CAPABILITY_NUMBERS) {
+      if (typeof c[k] !== 'number' || !Number.isFinite(c[k]) || (c[k] as number) < 0) throw new EnvelopeError(`${W}: capabilities.${k} must be a number >= 0`);
+    }
+    if (!((c.calibrationMs as number) > 0)) throw new EnvelopeError(`${W}: capabilities.calibrationMs must be positive`);
+    str(c, 'backend', `${W} capabilities`, 64);
+    str(c, 'host', `${W} capabilities`, 256);
+  }
+  return m as unknown as NodeStatus;
+}
+
+// ---- heartbeat -------------------------------------------------------------------
+
+export interface Heartbeat {
+  v: 1;
+  node: string;
+  at: number;
+  /** frames the node has computed since it started */
+  frames: number;
+}
+
+export function encodeHeartbeat(h: Omit<Heartbeat, 'v'>): Buffer {
+  return encodeJson(h);
+}
+
+export function decodeHeartbeat(buf: Uint8Array): Heartbeat {
+  const W = 'heartbeat';
+  const m = decodeJsonObject(buf, 1024, W);
+  return { v: 1, node: str(m, 'node', W, 64), at: num(m, 'at', W), frames: int(m, 'frames', W) };
+}

@@ -1,0 +1,74 @@
+/** Real models cut into stages: the Keras MNIST CNN, the Teachable Machine MobileNetV2, ResNet50; the measured-time profile. */
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { before, test } from 'node:test';
+import { setLogLevel } from '../../lib/core/log.js';
+import { initEngine, tf } from '../../lib/model/engine.js';
+import { loadModel } from '../../lib/model/model-source.js';
+import { FlatModel } from '../../lib/model/partition.js';
+import { balancedCuts, chooseCuts } from '../../lib/planning/balanced-cuts.js';
+import { profileSegments } from '../../lib/planning/profile.js';
+import { predict, REAL_MODELS, runChained, sameBits } from '../helpers/common.js';
+
+before(async () => {
+  setLogLevel('warn');
+  await initEngine('wasm');
+});
+
+async function flatOf(spec: string) {
+  const source = await loadModel(spec);
+  return { source, flat: await FlatModel.from(source) };
+}
+
+function inputFor(flat: FlatModel, seed: number, lo = 0, hi = 1) {
+  return tf.randomUniform([1, ...flat.inputShape], lo, hi, 'float32', seed);
+}
+
+test('real Keras MNIST CNN (newer topology layout): split outputs equal the whole model', async () => {
+  const { source, flat } = await flatOf(join(REAL_MODELS, 'mnist-keras'));
+  assert.equal(flat.params, 59933);
+  const x = inputFor(flat, 5);
+  const whole = await predict(source, x);
+  for (const cuts of [['max_pooling2d'], ['conv2d', 'flatten', 'dense_1']]) assert.ok(sameBits(await runChained(flat, cuts, x), whole), cuts.join(','));
+});
+
+test('real Teachable Machine model (older layout, nested models) cut inside its MobileNetV2', async () => {
+  const { source, flat } = await flatOf(join(REAL_MODELS, 'tm-aircraft'));
+  const names = flat.graph.layers.map((l) => l.name);
+  assert.ok(names.includes('block_5_add') && names.includes('dense_Dense27'), 'nested models are flattened');
+  const x = inputFor(flat, 6, -1, 1);
+  const whole = await predict(source, x);
+  assert.ok(sameBits(await runChained(flat, ['block_5_add', 'block_12_add', 'out_relu'], x), whole));
+  assert.throws(() => flat.spans(['block_5_project_BN']), /skip connection/);
+});
+
+test('ResNet50 (25.6 M parameters) in 2, 4 and 8 balanced stages gives the whole output bit for bit', async () => {
+  const { source, flat } = await flatOf('resnet50');
+  assert.equal(flat.params, 25_636_712);
+  assert.ok(flat.validCutNames().includes('conv3_block2_out'));
+  assert.throws(() => flat.spans(['conv3_block2_2_relu']), /skip connection/);
+  const x = inputFor(flat, 7);
+  const whole = await predict(source, x);
+  for (const k of [2, 4, 8]) {
+    const cuts = balancedCuts(flat, k);
+    assert.equal(cuts.length, k - 1);
+    assert.ok(sameBits(await runChained(flat, cuts, x), whole), `${k} stages: ${cuts.join(',')}`);
+  }
+  source.dispose();
+  flat.model.dispose();
+});
+
+test('measured-time profile: every segment between valid cuts is timed, and chosen cuts are valid', async () => {
+  const { flat } = await flatOf('tiny');
+  const profile = await profileSegments(flat, 2);
+  const ends = [...flat.cuts.valid, flat.graph.layers.length - 1];
+  for (const i of ends) assert.ok(profile.layerMs[i] > 0, `segment ending at ${flat.graph.layers[i].name} was timed`);
+  for (const [i, ms] of profile.layerMs.entries()) assert.ok(ends.includes(i) || ms === 0);
+  const profileOpts = { modelSpec: 'tiny', backend: 'wasm', cacheDir: mkdtempSync(join(tmpdir(), 'defer-cuts-')), progress: () => undefined };
+  const cuts = await chooseCuts(flat, 3, 'time', profileOpts);
+  assert.equal(cuts.length, 2);
+  assert.doesNotThrow(() => flat.spans(cuts));
+  assert.deepEqual(await chooseCuts(flat, 1, 'time', profileOpts), []);
+});

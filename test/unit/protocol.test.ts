@@ -1,0 +1,134 @@
+/**
+ * The wire protocol module: every topic it builds parses back to what it is,
+ * the broker's patterns come from the same tree, and every message round-trips
+ * through its encoder and validating decoder, refusing what it should.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { EnvelopeError } from '../../lib/core/errors.js';
+import {
+  ANY_PIPELINE,
+  assertTopicName,
+  decodeDeviceResult,
+  decodeErrorReport,
+  decodeHeartbeat,
+  decodeMetrics,
+  decodeStatus,
+  encodeDeviceFrame,
+  encodeErrorReport,
+  encodeFailedResult,
+  encodeHeartbeat,
+  encodeMetrics,
+  encodeServedResult,
+  encodeStatus,
+  filterWithin,
+  isName,
+  parseFrame,
+  parseTopic,
+  relativeFilter,
+  type ServeMetrics,
+  topicsFor,
+} from '../../lib/protocol/index.js';
+
+test('topics: every builder parses back to its kind and name; other pipelines and foreign topics are not ours', () => {
+  const t = topicsFor('p1');
+  const cases: [string, unknown][] = [
+    [t.nodeStatus('n1'), { kind: 'node-status', node: 'n1' }],
+    [t.nodeAlive('n1'), { kind: 'node-alive', node: 'n1' }],
+    [t.nodeAssign('n-2'), { kind: 'node-assign', node: 'n-2' }],
+    [t.nodePrefetch('s.1'), { kind: 'node-prefetch', node: 's.1' }],
+    [t.nodeWeights('n1', 17), { kind: 'node-weights', node: 'n1', index: 17 }],
+    [t.stageIn(3), { kind: 'stage-in', stage: 3 }],
+    [t.results('disp1'), { kind: 'results', dispatcher: 'disp1' }],
+    [t.metrics('disp1'), { kind: 'metrics', id: 'disp1' }],
+    [t.errors, { kind: 'errors' }],
+    [t.frames('cam1'), { kind: 'frames', device: 'cam1' }],
+    [t.deviceResults('cam1'), { kind: 'device-results', device: 'cam1' }],
+  ];
+  for (const [topic, want] of cases) {
+    assert.deepEqual(t.parse(topic), want, topic);
+    assert.deepEqual(parseTopic(topic), { pipeline: 'p1', topic: want }, topic);
+  }
+  assert.equal(t.parse(topicsFor('p2').nodeStatus('n1')), null, 'another pipeline');
+  for (const foreign of ['cameras/cam1/image', 'defer/p1/node/n1', 'defer/p1/node/n1/weights/x', 'defer/p1/stage/a/in', 'defer/p1/frames', 'defer/p1/node/n1/status/extra']) {
+    assert.equal(t.parse(foreign), null, foreign);
+  }
+  assert.equal(parseTopic('cameras/cam1/image'), null);
+});
+
+test('names: one rule for every topic level; the broker patterns come from the same tree', () => {
+  for (const ok of ['n1', 'cam_01', 'a.b-c', 'x'.repeat(64)]) assert.ok(isName(ok), ok);
+  for (const bad of ['', 'a/b', 'a+b', '#', 'a b', 'x'.repeat(65), 'é']) assert.ok(!isName(bad), bad);
+  assert.throws(() => topicsFor('bad/pipe'), /pipeline 'bad\/pipe' is not a valid name/);
+  assert.throws(() => assertTopicName('device', '+'), /device '\+' is not a valid name/);
+  assert.equal(ANY_PIPELINE.nodeStatus('n1'), 'defer/+/node/n1/status');
+  assert.equal(relativeFilter(ANY_PIPELINE.nodeStatusAll), 'node/+/status');
+  assert.ok(filterWithin(topicsFor('p').nodeWeights('n1', 3), ANY_PIPELINE.nodeWeightsAll('+')));
+  assert.ok(!filterWithin(ANY_PIPELINE.nodeWeightsAll('+'), ANY_PIPELINE.nodeWeightsAll('n1')), 'a wildcard may not widen a grant');
+});
+
+test('node status and heartbeat: round trip; wrong version, unknown state, bad capabilities and oversize are refused', () => {
+  const s = { node: 'n1', state: 'ready' as const, at: 5, deployment: 'd1', stage: 0, heartbeatMs: 1000 };
+  assert.deepEqual(decodeStatus(encodeStatus(s)), { v: 1, ...s });
+  const bad = (o: object) => Buffer.from(JSON.stringify(o));
+  assert.throws(() => decodeStatus(bad({ v: 2, node: 'n1', state: 'ready', at: 1 })), /protocol version 2/);
+  assert.throws(() => decodeStatus(bad({ v: 1, node: 'n1', state: 'dancing', at: 1 })), /unknown state 'dancing'/);
+  assert.throws(() => decodeStatus(bad({ v: 1, node: 'n1', state: 'ready', at: 1, capabilities: { calibrationMs: -1 } })), EnvelopeError);
+  assert.throws(
+    () => decodeStatus(Buffer.alloc(70 * 1024, 0x20)),
+    (e: unknown) => e instanceof EnvelopeError && e.code === 'E_TOO_LARGE',
+  );
+  assert.throws(() => decodeStatus(Buffer.from('{not json')), /not valid JSON/);
+  const h = { node: 'n1', at: 123, frames: 7 };
+  assert.deepEqual(decodeHeartbeat(encodeHeartbeat(h)), { v: 1, ...h });
+  assert.throws(() => decodeHeartbeat(bad({ v: 1, node: 'n1', at: 1, frames: -1 })), /frames/);
+});
+
+test('error reports and serving metrics: round trip and validation', () => {
+  const r = decodeErrorReport(encodeErrorReport({ node: 'n1', topic: 'defer/p/stage/0/in', reason: 'garbage' }));
+  assert.deepEqual([r.node, r.topic, r.reason, r.broker], ['n1', 'defer/p/stage/0/in', 'garbage', undefined]);
+  assert.ok(r.at > 0);
+  assert.equal(decodeErrorReport(encodeErrorReport({ broker: true, topic: 't', reason: 'over' })).broker, true);
+  assert.throws(() => decodeErrorReport(Buffer.from(JSON.stringify({ v: 1, topic: 't', reason: 'r', at: 1 }))), /neither a node nor the broker/);
+  const zero = { received: 0, served: 0, dropped: 0, rejected: 0, bad: 0, failed: 0 };
+  const m: Omit<ServeMetrics, 'v'> = {
+    dispatcher: 'd1',
+    at: 1,
+    policy: 'latest',
+    ...zero,
+    served: 3,
+    badByKind: {},
+    inFlight: 0,
+    waiting: 0,
+    devices: 1,
+    perDevice: { cam1: { ...zero, waiting: 0 } },
+  };
+  assert.deepEqual(decodeMetrics(encodeMetrics(m)), { v: 1, ...m });
+  assert.throws(() => decodeMetrics(encodeMetrics({ ...m, policy: 'never' as 'latest' })), /unknown policy/);
+  assert.throws(() => decodeMetrics(encodeMetrics({ ...m, served: -1 })), /served/);
+});
+
+test('device frames and results: what a device sends parses; results round-trip as JSON and CBOR (with the whole output)', () => {
+  const jpeg = Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3]);
+  const f = parseFrame(encodeDeviceFrame({ image: jpeg, id: 'f1', reply: 'cbor' }), 1 << 20);
+  assert.deepEqual([f.format, f.id, f.reply], ['jpeg', 'f1', 'cbor']);
+  const served = {
+    device: 'cam1',
+    seq: 1,
+    frame: 'cam1-1-1',
+    top: [{ label: 'a', index: 0, score: 0.75 }],
+    outputShape: [1, 2],
+    latencyMs: { total: 3, queue: 0, preprocess: 1, chain: 2 },
+    hops: [],
+  };
+  const output = { dtype: 'float32' as const, shape: [1, 2], data: new Float32Array([0.75, 0.25]) };
+  const asJson = decodeDeviceResult(encodeServedResult(served, 'json', output));
+  assert.deepEqual([asJson.ok, asJson.format, asJson.top, asJson.output], [true, 'json', served.top, undefined]);
+  const asCbor = decodeDeviceResult(encodeServedResult(served, 'cbor', output));
+  assert.deepEqual([asCbor.ok, asCbor.format, [...(asCbor.output!.data as Float32Array)]], [true, 'cbor', [0.75, 0.25]]);
+  const failed = decodeDeviceResult(encodeFailedResult({ device: 'cam1', seq: 2, error: { kind: 'bad-image', message: 'no' } }));
+  assert.deepEqual([failed.ok, failed.error?.kind], [false, 'bad-image']);
+  assert.throws(() => decodeDeviceResult(Buffer.from('{"v":1,"ok":false,"device":"c"}')), /must say why/);
+  assert.throws(() => decodeDeviceResult(Buffer.from('{"v":9,"ok":true,"device":"c"}')), /protocol version 9/);
+  assert.throws(() => decodeDeviceResult(Buffer.from([0xff, 0x00])), EnvelopeError);
+});
