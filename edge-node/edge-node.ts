@@ -8,25 +8,19 @@ import { now } from '../lib/core/clock.js';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
 import { type BackendChoice, initEngine, tf } from '../lib/model/engine.js';
-import { buildStageModel, sha256 } from '../lib/model/partition.js';
+import { sha256 } from '../lib/model/partition.js';
 import { closeMqtt, connectMqtt, publish } from '../lib/mqtt/connect.js';
 import { calibrate } from '../lib/planning/calibrate.js';
 import {
-  type Activation,
   type Assignment,
   assertTopicName,
   type Capabilities,
-  decodeActivation,
   decodeAssignment,
   decodePrefetchList,
-  decodeTensor,
   decodeWeightChunk,
-  encodeActivation,
   encodeErrorReport,
   encodeHeartbeat,
   encodeStatus,
-  encodeTensor,
-  type Hop,
   type NodeState,
   type NodeStatus,
   type ParsedTopic,
@@ -34,6 +28,7 @@ import {
   topicsFor,
 } from '../lib/protocol/index.js';
 import { Prefetcher } from './prefetch.js';
+import { buildStage, computeActivation, type RunningStage } from './stage.js';
 import { WeightCache } from './weight-cache.js';
 
 const isChunkOf = (t: ParsedTopic | null, node: string) => t?.kind === 'node-weights' && t.node === node;
@@ -72,18 +67,11 @@ export interface EdgeNodeCounters {
   chunks: number;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 interface Loading {
   assignment: Assignment;
   chunks: (Uint8Array | undefined)[];
   received: number;
   lastReport: number;
-}
-
-interface Stage {
-  assignment: Assignment;
-  model: tf.LayersModel;
 }
 
 export class EdgeNode {
@@ -95,7 +83,7 @@ export class EdgeNode {
   /** where the running stage's weights came from */
   weightsFrom?: 'broker' | 'cache';
   private client?: MqttClient;
-  private stage?: Stage;
+  private stage?: RunningStage;
   private loading?: Loading;
   /** chunks that arrived before their assignment, for one deployment at most */
   private early?: { deployment: string; chunks: Map<number, Uint8Array> };
@@ -365,25 +353,13 @@ export class EdgeNode {
 
   private async build(a: Assignment, blob: Buffer, from: 'broker' | 'cache'): Promise<void> {
     try {
-      if (blob.byteLength !== a.manifest.totalBytes) throw new DeferError('E_WEIGHTS', `weights are ${blob.byteLength} bytes, the manifest says ${a.manifest.totalBytes}`);
-      if (sha256(blob) !== a.manifest.sha256) throw new DeferError('E_WEIGHTS', 'the weights do not match the sha256 of the manifest');
-      let topology: Record<string, unknown>;
-      try {
-        topology = JSON.parse(a.topology) as Record<string, unknown>;
-      } catch {
-        throw new DeferError('E_ENVELOPE', 'the stage topology is not valid JSON');
-      }
       const t0 = now();
       const standDowns = this.standDowns;
-      const model = await buildStageModel(topology, a.manifest.specs, blob);
+      const model = await buildStage(a, blob);
       if (standDowns !== this.standDowns) {
         model.dispose(); // the assignment was cleared meanwhile
         return;
       }
-      // warm up: the first call compiles kernels and allocates
-      tf.tidy(() => {
-        model.predict(tf.zeros([1, ...a.inputShape], a.inputDtype === 'int32' ? 'int32' : 'float32'));
-      });
       const old = this.stage;
       this.stage = { assignment: a, model };
       if (old) {
@@ -427,52 +403,18 @@ export class EdgeNode {
     for (const w of this.idleWaiters.splice(0)) w();
   }
 
-  private async compute(stage: Stage, payload: Buffer, recvAt: number): Promise<void> {
+  private async compute(stage: RunningStage, payload: Buffer, recvAt: number): Promise<void> {
     const a = stage.assignment;
-    const cpu0 = process.cpuUsage();
-    const t0 = now();
-    const msg: Activation = decodeActivation(payload, this.opts.maxMessageBytes);
-    if (msg.deployment !== a.deployment) {
+    const r = await computeActivation(stage, payload, recvAt, { nodeId: this.opts.id, maxMessageBytes: this.opts.maxMessageBytes, slowdown: this.slowdown });
+    if (!r.body) {
       this.counters.dropped++;
-      log.debug(`dropped frame ${msg.frame} of deployment ${msg.deployment} (current: ${a.deployment})`);
+      log.debug(`dropped frame ${r.frame} of deployment ${r.deployment} (current: ${a.deployment})`);
       return;
     }
-    if (msg.stage !== a.stage) throw new DeferError('E_ENVELOPE', `activation for stage ${msg.stage} arrived at stage ${a.stage}`);
-    const input = decodeTensor(msg.tensor, this.opts.maxMessageBytes * 8);
-    const want = a.inputShape;
-    const got = input.shape;
-    if (got.length !== want.length + 1 || got[0] < 1 || got[0] > 64 || want.some((d, i) => d !== got[i + 1])) {
-      throw new DeferError('E_ENVELOPE', `activation shape [${got}] does not fit stage input [batch,${want}]`);
-    }
-    if (input.dtype !== a.inputDtype) throw new DeferError('E_ENVELOPE', `activation dtype ${input.dtype} does not fit stage input ${a.inputDtype}`);
-    const t1 = now();
-    const out = tf.tidy(() => stage.model.predict(tf.tensor(input.data as Float32Array, got, input.dtype === 'int32' ? 'int32' : 'float32')) as tf.Tensor);
-    const data = (await out.data()) as Float32Array;
-    const shape = [...out.shape];
-    out.dispose();
-    if (this.slowdown > 1) await sleep((this.slowdown - 1) * (now() - t1));
-    const t2 = now();
-    const tensor = encodeTensor({ dtype: 'float32', shape, data }, { codec: a.codec });
-    const hop: Hop = {
-      node: this.opts.id,
-      stage: a.stage,
-      bytesIn: payload.byteLength,
-      recvAt,
-      decodeMs: t1 - t0,
-      computeMs: t2 - t1,
-      encodeMs: 0,
-      sentAt: 0,
-    };
-    const hops = [...msg.hops, hop];
-    hop.encodeMs = now() - t2;
-    hop.sentAt = now();
-    const cpu = process.cpuUsage(cpu0);
-    hop.cpuMs = (cpu.user + cpu.system) / 1000;
-    const body = encodeActivation({ deployment: a.deployment, frame: msg.frame, device: msg.device, stage: a.stage + 1, sentAt: msg.sentAt, hops, tensor });
     this.counters.frames++;
     // Not awaited: waiting for the broker's PUBACK would idle this node for a round trip on every frame.
-    this.client!.publish(a.outputTopic, body, { qos: a.qos }, (err) => {
-      if (err) log.warn(`cannot publish frame ${msg.frame} to ${a.outputTopic}: ${err.message}`);
+    this.client!.publish(a.outputTopic, r.body, { qos: a.qos }, (err) => {
+      if (err) log.warn(`cannot publish frame ${r.frame} to ${a.outputTopic}: ${err.message}`);
     });
   }
 

@@ -13,7 +13,7 @@ import type { MqttClient } from 'mqtt';
 import { type RunningBroker, startBroker } from '../broker/broker.js';
 import { errorMessage } from '../lib/core/errors.js';
 import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
-import { isName, NAME_RULE } from '../lib/protocol/index.js';
+import { filterWithin, isName, NAME_RULE } from '../lib/protocol/index.js';
 import type { NodeAPI, RedNode } from './red.js';
 
 export interface BrokerState {
@@ -53,7 +53,17 @@ export interface DeferBrokerNode extends RedNode {
   deregister(user: BrokerUser): Promise<void>;
   /** the shared connection (after register resolved) */
   client(): MqttClient;
+  /**
+   * Subscribe `user` to `filter` on the shared connection, as Node-RED's mqtt-broker node does: one
+   * MQTT subscription per filter however many nodes want it, messages handed to each user's handler,
+   * the subscription dropped when its last user unsubscribes or deregisters.
+   */
+  subscribe(user: BrokerUser, filter: string, handler: MessageHandler): Promise<void>;
+  /** Drop `user`'s subscription to `filter` (all of its subscriptions when no filter is given). */
+  unsubscribe(user: BrokerUser, filter?: string): Promise<void>;
 }
+
+export type MessageHandler = (topic: string, payload: Buffer) => void;
 
 /** Check a defer-broker configuration; null when it is good. */
 export function brokerProblem(c: BrokerConfig): string | null {
@@ -75,6 +85,11 @@ export default function (RED: NodeAPI): void {
     this.problem = brokerProblem(config);
     this.pipeline = config.pipeline || 'default';
     const users = new Set<BrokerUser>();
+    /** filter -> the handler of each user subscribed to it */
+    const subs = new Map<string, Map<BrokerUser, MessageHandler>>();
+    const route = (topic: string, payload: Buffer) => {
+      for (const [filter, handlers] of subs) if (filterWithin(topic, filter)) for (const h of handlers.values()) h(topic, payload);
+    };
     let starting: Promise<Endpoint> | undefined;
     let broker: RunningBroker | undefined;
     let shared: MqttClient | undefined;
@@ -101,6 +116,7 @@ export default function (RED: NodeAPI): void {
         clientIdPrefix: config.clientIdPrefix || 'nodered',
       };
       shared = await connectMqtt({ url, clientIdPrefix: `${endpoint.clientIdPrefix}-shared`, username: endpoint.username, password: endpoint.password });
+      shared.on('message', route);
       shared.on('connect', () => push({ connected: true, text: 'connected' }));
       shared.on('offline', () => push({ connected: false, text: 'broker offline: reconnecting' }));
       shared.on('error', (err) => push({ connected: false, text: `broker: ${err.message}` }));
@@ -114,6 +130,7 @@ export default function (RED: NodeAPI): void {
       const b = broker;
       shared = undefined;
       broker = undefined;
+      subs.clear();
       await closeMqtt(c);
       await b?.close();
       if (b) this.log('embedded broker closed');
@@ -134,8 +151,27 @@ export default function (RED: NodeAPI): void {
     };
 
     this.deregister = async (user) => {
+      await this.unsubscribe(user).catch(() => undefined);
       users.delete(user);
       if (users.size === 0) await stop();
+    };
+
+    this.subscribe = async (user, filter, handler) => {
+      if (!users.has(user)) throw new Error('register with the broker node before subscribing');
+      const handlers = subs.get(filter) ?? new Map<BrokerUser, MessageHandler>();
+      const first = handlers.size === 0;
+      handlers.set(user, handler);
+      subs.set(filter, handlers);
+      if (first) await this.client().subscribeAsync(filter, { qos: 1 });
+    };
+
+    this.unsubscribe = async (user, filter) => {
+      for (const f of filter === undefined ? [...subs.keys()] : [filter]) {
+        const handlers = subs.get(f);
+        if (!handlers?.delete(user) || handlers.size > 0) continue;
+        subs.delete(f);
+        if (shared && !shared.disconnected) await shared.unsubscribeAsync(f);
+      }
     };
 
     this.client = () => {

@@ -1,10 +1,3 @@
-/**
- * defer-status: every status change of the pipeline's edge nodes, and every
- * serving dispatcher's counters, as messages for dashboards.
- * `msg.topic` is `status/<node>` or `metrics/<dispatcher>`; `msg.payload` the
- * parsed status (see docs/protocol.md) or counters.
- */
-import type { MqttClient } from 'mqtt';
 import { errorMessage } from '../lib/core/errors.js';
 import { decodeMetrics, decodeStatus, topicsFor } from '../lib/protocol/index.js';
 import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
@@ -29,7 +22,6 @@ export default function (RED: NodeAPI): void {
     }
     const topics = topicsFor(broker!.pipeline);
     const wantMetrics = config.metrics !== false;
-    let client: MqttClient | undefined;
     let closed = false;
     let seen = 0;
     const onMessage = (topic: string, payload: Buffer) => {
@@ -57,9 +49,7 @@ export default function (RED: NodeAPI): void {
     (async () => {
       await broker!.register(user);
       if (closed) return;
-      client = broker!.client();
-      client.on('message', onMessage);
-      await client.subscribeAsync([topics.nodeStatusAll, ...(wantMetrics ? [topics.metricsAll] : [])], { qos: 1 });
+      for (const filter of [topics.nodeStatusAll, ...(wantMetrics ? [topics.metricsAll] : [])]) await broker!.subscribe(user, filter, onMessage);
     })().catch((err) => {
       if (closed) return;
       node.status({ fill: 'red', shape: 'dot', text: short(`error: ${errorMessage(err)}`) });
@@ -67,7 +57,6 @@ export default function (RED: NodeAPI): void {
     });
     node.on('close', (_removed, done) => {
       closed = true;
-      client?.off('message', onMessage);
       broker!.deregister(user).then(done, done);
     });
   }

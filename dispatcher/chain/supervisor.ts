@@ -22,12 +22,13 @@ import { log } from '../../lib/core/log.js';
 import type { FlatModel } from '../../lib/model/partition.js';
 import { publish } from '../../lib/mqtt/connect.js';
 import { mergeCuts } from '../../lib/planning/repair.js';
-import { type Assignment, encodeAssignment, encodePrefetchList, type Topics } from '../../lib/protocol/index.js';
+import { type Assignment, encodeAssignment, type Topics } from '../../lib/protocol/index.js';
 import type { DeploymentPackage } from '../deploy/deployment-package.js';
 import { republishDeployment } from '../deploy/deployment-package.js';
 import type { NodeWatch } from '../deploy/node-watch.js';
 import type { DispatcherEvent, RepairEvent } from '../events.js';
 import type { Deployment } from './deployment.js';
+import { StandbyPrefetch } from './standby-prefetch.js';
 
 export type FailurePolicy = 'merge' | 'replan' | 'off';
 
@@ -74,10 +75,7 @@ export class Supervisor {
   private readonly first: { nodes: string[]; cuts: string[] };
   /** since when each standby has been up and idle (performance.now ms) */
   private readonly idleSince = new Map<string, number>();
-  /** nodes that were sent a prefetch list (cleared when they join the chain) */
-  private readonly prefetching = new Set<string>();
-  /** the deployment whose stages the standbys were last told to prefetch */
-  private prefetchedFor = '';
+  private readonly prefetch?: StandbyPrefetch;
   private lostAt = 0;
   private stopped = false;
   private readonly onOffline = () => this.connectionLost();
@@ -90,6 +88,7 @@ export class Supervisor {
   ) {
     const stages = deployment.plan.stages;
     this.first = { nodes: stages.map((s) => s.nodeId), cuts: stages.slice(0, -1).map((s) => s.span.last) };
+    if (opts.prefetch) this.prefetch = new StandbyPrefetch(() => dispatcher.mqtt, dispatcher.topics);
   }
 
   start(): void {
@@ -112,33 +111,9 @@ export class Supervisor {
     this.enqueue(async () => undefined); // sends the standbys their prefetch lists, in turn with repairs
   }
 
-  /**
-   * Tell every standby which stages to keep in its weight cache (retained, so a
-   * standby that starts later gets it too), and clear the list of nodes now in
-   * the chain. Called at start and after every change of the chain.
-   */
+  /** Tell the standbys which stages to keep in their weight caches (standby-prefetch.ts). */
   private async sendPrefetch(): Promise<void> {
-    if (!this.opts.prefetch) return;
-    const d = this.deployment;
-    const client = this.dispatcher.mqtt;
-    const topics = this.dispatcher.topics;
-    try {
-      const inChain = d.plan.stages.map((s) => s.nodeId);
-      for (const n of inChain.filter((x) => this.prefetching.has(x))) {
-        await publish(client, topics.nodePrefetch(n), Buffer.alloc(0), { qos: 1, retain: true });
-        this.prefetching.delete(n);
-      }
-      const standbys = this.standbys.filter((n) => this.prefetchedFor !== d.id || !this.prefetching.has(n));
-      if (!standbys.length) return;
-      const list = encodePrefetchList({ deployment: d.id, stages: d.plan.stages.map((s) => ({ weightsNode: s.assignment.weightsNode ?? s.nodeId, manifest: s.assignment.manifest })) });
-      for (const n of standbys) {
-        await publish(client, topics.nodePrefetch(n), list, { qos: 1, retain: true });
-        this.prefetching.add(n);
-      }
-      this.prefetchedFor = d.id;
-    } catch (err) {
-      log.warn(`supervisor: cannot send the standbys their prefetch list: ${errorMessage(err)}`);
-    }
+    if (this.prefetch) await this.prefetch.update(this.deployment.plan, this.standbys);
   }
 
   stop(): void {

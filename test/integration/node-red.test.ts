@@ -175,6 +175,35 @@ test('edge node status shows its stage and frames per second; the dispatcher sho
   await e2.until(/^n2: waiting for a stage$/);
 });
 
+test('the broker config node owns the subscriptions of the nodes that use it: one closing does not cut off another', { timeout: 60_000 }, async () => {
+  const port = await freePort();
+  await load([
+    { id: 'b', type: 'defer-broker', mode: 'embedded', host: '127.0.0.1', port, pipeline: 'nrsub' },
+    { id: 's1', type: 'defer-status', broker: 'b', metrics: false, wires: [['h1']] },
+    { id: 's2', type: 'defer-status', broker: 'b', metrics: false, wires: [['h2']] },
+    { id: 'h1', type: 'helper' },
+    { id: 'h2', type: 'helper' },
+  ]);
+  const got: Record<string, string[]> = { h1: [], h2: [] };
+  for (const h of ['h1', 'h2']) helper.getNode(h).on('input', (msg) => got[h].push(String(msg.topic)));
+  await watchStatus(helper.getNode('s1')).until(/listening/);
+  await watchStatus(helper.getNode('s2')).until(/listening/);
+  const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`);
+  const say = (node: string) => c.publishAsync(`defer/nrsub/node/${node}/status`, JSON.stringify({ v: 1, node, state: 'online', at: Date.now() }), { qos: 1 });
+  const until = async (ok: () => boolean) => {
+    for (let i = 0; i < 100 && !ok(); i++) await new Promise((r) => setTimeout(r, 50));
+  };
+  await say('x1');
+  await until(() => got.h1.length > 0 && got.h2.length > 0);
+  assert.deepEqual([got.h1, got.h2], [['status/x1'], ['status/x1']], 'both users of the one subscription get the message');
+  await (helper.getNode('s1') as unknown as { close(removed: boolean): Promise<void> }).close(true);
+  await say('x2');
+  await until(() => got.h2.length > 1);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual([got.h1, got.h2], [['status/x1'], ['status/x1', 'status/x2']], 's1 unsubscribed on close; s2 still subscribed');
+  await c.endAsync();
+});
+
 test('bad configurations: a red status and a log line, no crash; a message to a misconfigured dispatcher is an error', { timeout: 60_000 }, async () => {
   const port = await freePort();
   await load([

@@ -1,0 +1,78 @@
+import { Dispatcher } from '../../dispatcher/dispatcher.js';
+import { deployAndRun } from '../../dispatcher/run/deploy-and-run.js';
+import { servingBanner, startServing } from '../../dispatcher/serving/start-serving.js';
+import { DeferError } from '../../lib/core/errors.js';
+import { log } from '../../lib/core/log.js';
+import { initEngine } from '../../lib/model/engine.js';
+import { loadFlatModel } from '../../lib/model/model-source.js';
+import { brokerAuth } from '../../lib/mqtt/connect.js';
+import { chooseSplit, defaultCuts } from '../../lib/planning/auto-plan.js';
+import { parseCommand } from '../args.js';
+import type { Command } from '../command.js';
+import { printEvents } from '../event-output.js';
+import { BALANCE, CUT, FRAMES, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, REPLAN, SEED, SERVE } from '../flags.js';
+import { waitForSignal } from '../process-input.js';
+import { formatServeMetrics, printSummary } from '../up.js';
+
+/** `defer dispatch`. */
+export const dispatchCommand: Command = {
+  usage: 'defer dispatch --model M --nodes n1,n2,n3 [--cut a,b | --auto [--replan]] [--frames F | --serve] [--json]',
+  about: 'Deploy a model onto running edge nodes, wait until they are ready, then stream F synthetic frames (0: none) and print a summary, or serve devices until SIGINT or SIGTERM (--serve).',
+  flags: {
+    model: MODEL,
+    nodes: { key: 'dispatcher.nodes', type: 'string', list: true, help: 'node ids in chain order, one per stage' },
+    standby: { key: 'dispatcher.standby', type: 'string', list: true, help: 'standby node ids: one takes over the stage of a node that fails' },
+    'on-node-failure': ON_FAILURE,
+    cut: CUT,
+    'balance-by': BALANCE,
+    ...PLANNER,
+    replan: REPLAN,
+    ...SERVE,
+    redeploy: { type: 'boolean', help: 'send the weights again even when the nodes already run this split (default: carry on with it)' },
+    frames: FRAMES,
+    json: JSON_FLAG,
+    'no-baseline': NO_BASELINE,
+    seed: SEED,
+  },
+  async run(argv) {
+    const { config, flags } = parseCommand(argv, this.flags);
+    const nodes = config.dispatcher.nodes;
+    if (!nodes.length) throw new DeferError('E_CONFIG', 'defer dispatch needs the node ids: --nodes n1,n2,n3 (one per stage, in chain order)');
+    const backend = await initEngine(config.backend);
+    const flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
+    const progress = (l: string) => log.info(l);
+    const d = new Dispatcher({
+      ...config.dispatcher,
+      ...brokerAuth(config.broker),
+      brokerUrl: config.broker.url,
+      pipeline: config.pipeline,
+      chooseCuts: (f, n) => defaultCuts(f, config, backend, n, progress),
+    });
+    printEvents(d, config.up.json);
+    await d.connect();
+    try {
+      const caps = config.planner.auto && !config.planner.speeds.length ? await d.nodes.waitCapabilities(nodes, config.planner.onlineTimeoutMs) : undefined;
+      const adopt = flags.redeploy !== true;
+      const req = { config, backend, flat, ids: nodes, caps, progress, adopt };
+      const deploy = (order: string[], cuts: string[]) => d.adoptOrDeploy(flat, order, cuts, adopt);
+      if (config.up.serve) {
+        const { order, cuts } = await chooseSplit(req);
+        const serving = await startServing(d, await deploy(order, cuts), flat, config);
+        process.stdout.write(servingBanner(config.broker.url, d, serving) + '\n');
+        await waitForSignal();
+        log.info('stopping (signal): finishing the frames in flight');
+        const m = await serving.server.close();
+        process.stdout.write((config.up.json ? JSON.stringify(m) : formatServeMetrics(m)) + '\n');
+      } else if (config.up.frames > 0) {
+        const s = await deployAndRun(d, req);
+        printSummary(s, config.up.json);
+        if (s.framesReturned !== s.frames) process.exitCode = 1;
+      } else {
+        const { order, cuts } = await chooseSplit(req);
+        await deploy(order, cuts);
+      }
+    } finally {
+      await d.close();
+    }
+  },
+};

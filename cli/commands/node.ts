@@ -1,0 +1,38 @@
+import { EdgeNode } from '../../edge-node/edge-node.js';
+import { DeferError } from '../../lib/core/errors.js';
+import { setLogPrefix } from '../../lib/core/log.js';
+import { brokerAuth } from '../../lib/mqtt/connect.js';
+import { parseCommand } from '../args.js';
+import type { Command } from '../command.js';
+import { waitForSignal } from '../process-input.js';
+
+/** `defer node`. */
+export const nodeCommand: Command = {
+  usage: 'defer node --id ID [--broker URL]',
+  about: 'Run an edge node: take a stage from the dispatcher and compute it, until SIGINT or SIGTERM.',
+  flags: {
+    id: { key: 'node.id', type: 'string', help: 'node id (unique in the pipeline)' },
+    slowdown: { key: 'node.slowdown', type: 'string', number: true, help: 'artificial slow-down factor (>= 1), to test plans on unequal devices' },
+    'weight-cache': { key: 'node.weightCache', type: 'string', help: 'folder of the stage weights cache (default ~/.cache/defer/weights; empty string: none)' },
+  },
+  async run(argv) {
+    const { config } = parseCommand(argv, this.flags);
+    if (!config.node.id) throw new DeferError('E_CONFIG', 'defer node needs an id: --id n1 (or node.id in the config file, or DEFER_NODE_ID)');
+    setLogPrefix(config.node.id);
+    const node = new EdgeNode({
+      id: config.node.id,
+      brokerUrl: config.broker.url,
+      pipeline: config.pipeline,
+      backend: config.backend,
+      maxMessageBytes: config.dispatcher.maxMessageBytes,
+      maxQueue: config.node.maxQueue,
+      slowdown: config.node.slowdown,
+      weightCache: config.node.weightCache || undefined,
+      heartbeatMs: config.node.heartbeatMs,
+      ...brokerAuth(config.broker),
+    });
+    await node.start();
+    await waitForSignal(process.env.DEFER_EXIT_WITH_PARENT === '1');
+    await node.close();
+  },
+};

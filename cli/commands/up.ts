@@ -1,0 +1,43 @@
+import { DeferError } from '../../lib/core/errors.js';
+import { parseCommand } from '../args.js';
+import type { Command } from '../command.js';
+import { BALANCE, CUT, FRAMES, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, REPLAN, SEED, SERVE } from '../flags.js';
+import { formatServeMetrics, printSummary, runUp, serveUp } from '../up.js';
+
+/** `defer up`. */
+export const upCommand: Command = {
+  usage: 'defer up [--nodes N] [--model M] [--cut a,b | --auto [--replan]] [--frames F | --serve] [--json]',
+  about: 'Run a whole local deployment: embedded broker, N edge-node processes, dispatcher; stream synthetic frames and print a summary, or serve devices until SIGINT or SIGTERM (--serve).',
+  flags: {
+    nodes: { key: 'up.nodes', type: 'string', number: true, help: 'edge-node processes (= stages)' },
+    standby: { key: 'up.standby', type: 'string', number: true, help: 'extra edge-node processes kept as standbys (s1, s2, ...)' },
+    'on-node-failure': ON_FAILURE,
+    model: MODEL,
+    cut: CUT,
+    'balance-by': BALANCE,
+    ...PLANNER,
+    replan: REPLAN,
+    ...SERVE,
+    slowdown: { key: 'up.slowdown', type: 'string', help: 'slow-down factor per node, e.g. 1,2,1 (the second node twice as slow)' },
+    frames: FRAMES,
+    json: JSON_FLAG,
+    'no-baseline': NO_BASELINE,
+    port: { key: 'broker.port', type: 'string', number: true, help: 'embedded broker port (0: a free one)' },
+    host: { key: 'broker.host', type: 'string', help: 'embedded broker address' },
+    'max-in-flight': { key: 'dispatcher.maxInFlight', type: 'string', number: true, help: 'frames in the chain at once (0: 2 x stages)' },
+    codec: { key: 'dispatcher.codec', type: 'string', help: 'lz4 | none' },
+    seed: SEED,
+  },
+  async run(argv) {
+    const { config } = parseCommand(argv, this.flags);
+    if (!config.up.serve && config.up.frames < 1) throw new DeferError('E_CONFIG', 'defer up needs --frames 1 or more (or --serve)');
+    if (config.up.serve) {
+      const m = await serveUp(config);
+      process.stdout.write((config.up.json ? JSON.stringify(m) : formatServeMetrics(m)) + '\n');
+      return;
+    }
+    const summary = await runUp(config);
+    printSummary(summary, config.up.json);
+    if (summary.framesReturned !== summary.frames) process.exitCode = 1;
+  },
+};

@@ -1,0 +1,33 @@
+/** Flags that several `defer` commands share. */
+import { ZOO_NAMES } from '../lib/model/zoo.js';
+import type { FlagSpec } from './args.js';
+
+export const MODEL: FlagSpec = { key: 'dispatcher.model', type: 'string', help: `zoo name (${ZOO_NAMES.join(', ')}) or model.json path` };
+export const CUT: FlagSpec = { key: 'dispatcher.cut', type: 'string', list: true, help: 'layers to cut after, comma separated (default: balanced)' };
+export const BALANCE: FlagSpec = { key: 'dispatcher.balanceBy', type: 'string', help: 'without --cut or --auto: time | flops | params, what the cuts balance' };
+export const FRAMES: FlagSpec = { key: 'up.frames', type: 'string', number: true, help: 'synthetic frames to stream' };
+export const JSON_FLAG: FlagSpec = { key: 'up.json', type: 'boolean', help: 'print the summary as one JSON object on stdout' };
+export const NO_BASELINE: FlagSpec = { key: 'up.baseline', type: 'boolean', negate: true, help: 'skip the single-process baseline' };
+export const SEED: FlagSpec = { key: 'dispatcher.seed', type: 'string', number: true, help: 'seed of zoo weights and frames' };
+
+export const PLANNER: Record<string, FlagSpec> = {
+  auto: { key: 'planner.auto', type: 'boolean', help: "choose cuts and node order from the model profile and the nodes' measured speeds" },
+  speeds: { key: 'planner.speeds', type: 'string', help: 'relative node speeds instead of their calibration, e.g. 1,0.5,1' },
+  memory: { key: 'planner.memoryMb', type: 'string', help: 'memory per node in MB (one per node, or one for all)' },
+  bandwidth: { key: 'planner.bandwidthMbps', type: 'string', help: 'link bandwidth per node in Mbit/s (one per node, or one for all)' },
+  latency: { key: 'planner.latencyMs', type: 'string', help: 'link latency per node in ms (one per node, or one for all)' },
+  order: { key: 'planner.order', type: 'string', help: 'best | given: may the planner reorder the nodes' },
+  refresh: { key: 'planner.refresh', type: 'boolean', help: 'profile the model again, ignoring a cached profile' },
+};
+export const SERVE: Record<string, FlagSpec> = {
+  serve: { key: 'up.serve', type: 'boolean', help: "serve devices' frames (defer/<pipeline>/frames/<device>) until SIGINT or SIGTERM, instead of synthetic frames" },
+  policy: { key: 'serve.policy', type: 'string', help: 'latest | queue | reject: what happens to frames while the chain is full' },
+  'queue-size': { key: 'serve.queueSize', type: 'string', number: true, help: 'frames a device may have waiting with --policy queue' },
+  labels: { key: 'serve.labels', type: 'string', help: 'labels file (default: metadata.json, labels.json or labels.txt beside the model)' },
+  reply: { key: 'serve.reply', type: 'string', help: 'json | cbor (cbor adds the full output tensor)' },
+  range: { key: 'serve.range', type: 'string', help: 'auto | 0,1 | -1,1 | 0,255: the value range the model expects for pixels' },
+  resize: { key: 'serve.resize', type: 'string', help: 'auto | crop | letterbox | stretch' },
+  'top-k': { key: 'serve.topK', type: 'string', number: true, help: 'labels with scores in each result' },
+};
+export const ON_FAILURE: FlagSpec = { key: 'dispatcher.onNodeFailure', type: 'string', help: 'merge | replan | off: what a node failure with no standby up does' };
+export const REPLAN: FlagSpec = { key: 'planner.replan', type: 'boolean', help: 'after the frames, re-plan from the measured stage times, redeploy and run again' };

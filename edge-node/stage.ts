@@ -1,0 +1,91 @@
+/**
+ * A node's stage: built from its assignment and verified weights, then one
+ * activation at a time through it (decode and check, run, encode the output
+ * with this node's hop appended). Pure of MQTT: the node publishes what this
+ * returns.
+ */
+import { now } from '../lib/core/clock.js';
+import { DeferError } from '../lib/core/errors.js';
+import { tf } from '../lib/model/engine.js';
+import { buildStageModel, sha256 } from '../lib/model/partition.js';
+import { type Activation, type Assignment, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop } from '../lib/protocol/index.js';
+
+export interface RunningStage {
+  assignment: Assignment;
+  model: tf.LayersModel;
+}
+
+export interface ComputeContext {
+  nodeId: string;
+  maxMessageBytes: number;
+  /** artificial slow-down factor (1: none) */
+  slowdown: number;
+}
+
+/** The encoded activation for the next stage; without `body`, the frame belonged to another deployment and was dropped. */
+export interface ComputeOutcome {
+  frame: string;
+  deployment: string;
+  body?: Buffer;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function computeActivation(stage: RunningStage, payload: Buffer, recvAt: number, ctx: ComputeContext): Promise<ComputeOutcome> {
+  const a = stage.assignment;
+  const cpu0 = process.cpuUsage();
+  const t0 = now();
+  const msg: Activation = decodeActivation(payload, ctx.maxMessageBytes);
+  if (msg.deployment !== a.deployment) return { frame: msg.frame, deployment: msg.deployment };
+  if (msg.stage !== a.stage) throw new DeferError('E_ENVELOPE', `activation for stage ${msg.stage} arrived at stage ${a.stage}`);
+  const input = decodeTensor(msg.tensor, ctx.maxMessageBytes * 8);
+  const want = a.inputShape;
+  const got = input.shape;
+  if (got.length !== want.length + 1 || got[0] < 1 || got[0] > 64 || want.some((d, i) => d !== got[i + 1])) {
+    throw new DeferError('E_ENVELOPE', `activation shape [${got}] does not fit stage input [batch,${want}]`);
+  }
+  if (input.dtype !== a.inputDtype) throw new DeferError('E_ENVELOPE', `activation dtype ${input.dtype} does not fit stage input ${a.inputDtype}`);
+  const t1 = now();
+  const out = tf.tidy(() => stage.model.predict(tf.tensor(input.data as Float32Array, got, input.dtype === 'int32' ? 'int32' : 'float32')) as tf.Tensor);
+  const data = (await out.data()) as Float32Array;
+  const shape = [...out.shape];
+  out.dispose();
+  if (ctx.slowdown > 1) await sleep((ctx.slowdown - 1) * (now() - t1));
+  const t2 = now();
+  const tensor = encodeTensor({ dtype: 'float32', shape, data }, { codec: a.codec });
+  const hop: Hop = {
+    node: ctx.nodeId,
+    stage: a.stage,
+    bytesIn: payload.byteLength,
+    recvAt,
+    decodeMs: t1 - t0,
+    computeMs: t2 - t1,
+    encodeMs: 0,
+    sentAt: 0,
+  };
+  const hops = [...msg.hops, hop];
+  hop.encodeMs = now() - t2;
+  hop.sentAt = now();
+  const cpu = process.cpuUsage(cpu0);
+  hop.cpuMs = (cpu.user + cpu.system) / 1000;
+  const body = encodeActivation({ deployment: a.deployment, frame: msg.frame, device: msg.device, stage: a.stage + 1, sentAt: msg.sentAt, hops, tensor });
+  return { frame: msg.frame, deployment: a.deployment, body };
+}
+
+/** The stage model of assignment `a` from its weight blob: size and sha256 checked against the manifest, warmed up. */
+export async function buildStage(a: Assignment, blob: Buffer): Promise<tf.LayersModel> {
+  if (blob.byteLength !== a.manifest.totalBytes) throw new DeferError('E_WEIGHTS', `weights are ${blob.byteLength} bytes, the manifest says ${a.manifest.totalBytes}`);
+  if (sha256(blob) !== a.manifest.sha256) throw new DeferError('E_WEIGHTS', 'the weights do not match the sha256 of the manifest');
+  let topology: Record<string, unknown>;
+  try {
+    topology = JSON.parse(a.topology) as Record<string, unknown>;
+  } catch {
+    throw new DeferError('E_ENVELOPE', 'the stage topology is not valid JSON');
+  }
+  const model = await buildStageModel(topology, a.manifest.specs, blob);
+  // warm up: the first call compiles kernels and allocates
+  tf.tidy(() => {
+    model.predict(tf.zeros([1, ...a.inputShape], a.inputDtype === 'int32' ? 'int32' : 'float32'));
+  });
+  return model;
+}

@@ -1,0 +1,257 @@
+/**
+ * The planner's cost model: what a node, a stage and a plan are, and the time
+ * every resource spends per frame for a given split (compute, links, a host's
+ * shared cores, the broker and dispatcher). The optimiser (optimiser.ts)
+ * searches splits; this module prices them. See docs/planner.md.
+ */
+
+export interface PlanNode {
+  id: string;
+  /** stage time multiplier against the profile: 1 = as fast as the profiling process, 2 = twice as slow */
+  timeFactor: number;
+  /** CPU multiplier for host sharing (a slowed-down or remote node may use less CPU than its time factor); default timeFactor */
+  cpuFactor?: number;
+  /** memory the node can give its stage, bytes; default unlimited */
+  memoryBytes?: number;
+  /** the node's link to the broker, Mbit/s; default unlimited (loopback) */
+  bandwidthMbps?: number;
+  /** one-way latency of the node's link, ms; default 0 */
+  latencyMs?: number;
+  /** nodes with the same host share its cores */
+  host?: string;
+  cores?: number;
+}
+
+export interface CostModel {
+  layerNames: string[];
+  /** per layer: measured ms of the segment that ends at it, 0 elsewhere (see profile.ts) */
+  segmentMs: number[];
+  /** layer indices after which the model may be cut, ascending */
+  validCuts: number[];
+  /** per layer: bytes of its output per frame */
+  outputBytes: number[];
+  /** per layer: bytes of its weights */
+  weightBytes: number[];
+  /** bytes of one input frame */
+  inputBytes: number;
+  /** per layer: ms to encode its output for the wire (at cut points and the last layer; 0 or absent elsewhere) */
+  encodeMs?: number[];
+  /** per layer: ms to decode its output from the wire */
+  decodeMs?: number[];
+  /** ms to decode an input frame (stage 0) */
+  inputDecodeMs?: number;
+  /** per layer: bytes of its output on the wire (after the codec); default outputBytes */
+  wireBytes?: number[];
+  inputWireBytes?: number;
+}
+
+/** CPU that the broker and dispatcher spend per frame, on the host where they run */
+export interface RelayCost {
+  host: string;
+  /** per MB of messages relayed */
+  msPerMB: number;
+  /** per message relayed (a frame makes stages + 1) */
+  msPerMessage: number;
+}
+
+export interface LinkSpec {
+  bandwidthMbps?: number;
+  latencyMs?: number;
+}
+
+export interface PlanOptions {
+  /** 'best' tries every order of the nodes (equivalent nodes once); 'given' keeps the order given */
+  order?: 'best' | 'given';
+  /** the dispatcher's own link (frames out, results in); default unlimited */
+  dispatcher?: LinkSpec;
+  /** more distinct orders than this: keep the given order and the order by speed only */
+  maxOrders?: number;
+  /** the broker's and dispatcher's CPU, charged to their host's cores */
+  relay?: RelayCost;
+}
+
+export interface PlannedStage {
+  index: number;
+  node: string;
+  firstLayer: string;
+  lastLayer: string;
+  layerCount: number;
+  weightBytes: number;
+  /** estimated memory the stage needs on its node */
+  memoryBytes: number;
+  /** predicted ms per frame on its node: model compute, plus decoding its input and encoding its output */
+  computeMs: number;
+  /** of which decoding and encoding */
+  codecMs: number;
+  /** ms per frame the node's link is busy (max of bytes in and out over its bandwidth) */
+  linkMs: number;
+  outputBytes: number;
+  /** predicted ms to move this stage's output to the next node (or the dispatcher), latency included */
+  transferMs: number;
+}
+
+export interface ChainPlan {
+  cuts: string[];
+  /** node ids in chain order */
+  order: string[];
+  stages: PlannedStage[];
+  /** ms per frame of the slowest resource */
+  bottleneckMs: number;
+  /** which resource that is, e.g. "compute of n2" */
+  bottleneck: string;
+  predictedThroughputFps: number;
+  /** predicted end-to-end latency of one frame when the chain is idle */
+  predictedLatencyMs: number;
+  /** ms of CPU per frame per core, for hosts that carry more than one node */
+  hostLoadMs: { host: string; nodes: string[]; cores: number; ms: number }[];
+  /** predicted CPU ms per frame of the broker and dispatcher (0 when their host is not modelled) */
+  relayCpuMs: number;
+  ordersTried: number;
+}
+
+const MS_PER_BIT_PER_MBPS = 1e-3; // bytes*8 / (Mbps*1e6) s = bytes*8e-3/Mbps ms
+
+export function transferMs(bytes: number, mbps: number | undefined): number {
+  return mbps && Number.isFinite(mbps) ? (bytes * 8 * MS_PER_BIT_PER_MBPS) / mbps : 0;
+}
+
+/** Estimated memory of a stage: its weights twice (the received blob and the built model) and its largest activation four times. */
+export function stageMemoryBytes(cost: CostModel, first: number, last: number): number {
+  let w = 0;
+  let act = first === 0 ? cost.inputBytes : cost.outputBytes[first - 1];
+  for (let i = first; i <= last; i++) {
+    w += cost.weightBytes[i];
+    act = Math.max(act, cost.outputBytes[i]);
+  }
+  return 2 * w + 4 * act;
+}
+
+export interface Evaluation {
+  bottleneckMs: number;
+  bottleneck: string;
+  stages: PlannedStage[];
+  hostLoadMs: ChainPlan['hostLoadMs'];
+  relayCpuMs: number;
+  latencyMs: number;
+}
+
+export class CostTable {
+  readonly prefix: number[];
+  readonly pts: number[];
+  constructor(readonly cost: CostModel) {
+    this.prefix = [0];
+    for (const c of cost.segmentMs) this.prefix.push(this.prefix[this.prefix.length - 1] + c);
+    this.pts = [-1, ...cost.validCuts, cost.layerNames.length - 1];
+  }
+  /** ms of the layers after boundary a up to boundary b (indices into pts) */
+  segMs(a: number, b: number): number {
+    return this.prefix[this.pts[b] + 1] - this.prefix[this.pts[a] + 1];
+  }
+  inBytes(a: number): number {
+    return a === 0 ? this.cost.inputBytes : this.cost.outputBytes[this.pts[a]];
+  }
+  outBytes(b: number): number {
+    return this.cost.outputBytes[this.pts[b]];
+  }
+  memory(a: number, b: number): number {
+    return stageMemoryBytes(this.cost, this.pts[a] + 1, this.pts[b]);
+  }
+  /** ms to decode the stage's input and encode its output */
+  codecMs(a: number, b: number): number {
+    const c = this.cost;
+    const dec = a === 0 ? (c.inputDecodeMs ?? 0) : (c.decodeMs?.[this.pts[a]] ?? 0);
+    return dec + (c.encodeMs?.[this.pts[b]] ?? 0);
+  }
+  /** ms per frame on a node with time factor 1 */
+  busyMs(a: number, b: number): number {
+    return this.segMs(a, b) + this.codecMs(a, b);
+  }
+  wireOut(b: number): number {
+    return this.cost.wireBytes?.[this.pts[b]] ?? this.outBytes(b);
+  }
+  wireIn(a: number): number {
+    return a === 0 ? (this.cost.inputWireBytes ?? this.cost.inputBytes) : (this.cost.wireBytes?.[this.pts[a]] ?? this.inBytes(a));
+  }
+  /** the per-stage bound that the DP minimises: compute or link, Infinity when it does not fit */
+  stageCost(node: PlanNode, a: number, b: number): number {
+    if (node.memoryBytes !== undefined && this.memory(a, b) > node.memoryBytes) return Infinity;
+    const compute = this.busyMs(a, b) * node.timeFactor;
+    const link = transferMs(Math.max(this.wireIn(a), this.wireOut(b)), node.bandwidthMbps);
+    return Math.max(compute, link);
+  }
+}
+
+/** Every resource's time for nodes in `order` with stage boundaries `bounds` (indices into pts, first 0, last m-1). */
+export function evaluate(t: CostTable, order: PlanNode[], bounds: number[], dispatcher: LinkSpec, relay?: RelayCost): Evaluation {
+  const c = t.cost;
+  let bottleneckMs = 0;
+  let bottleneck = 'nothing';
+  const consider = (ms: number, what: string) => {
+    if (ms > bottleneckMs) {
+      bottleneckMs = ms;
+      bottleneck = what;
+    }
+  };
+  const stages: PlannedStage[] = order.map((node, k) => {
+    const a = bounds[k];
+    const b = bounds[k + 1];
+    const first = t.pts[a] + 1;
+    const last = t.pts[b];
+    const next = order[k + 1];
+    const computeMs = t.busyMs(a, b) * node.timeFactor;
+    const codecMs = t.codecMs(a, b) * node.timeFactor;
+    const linkMs = transferMs(Math.max(t.wireIn(a), t.wireOut(b)), node.bandwidthMbps);
+    const out = t.wireOut(b);
+    const to = next ?? dispatcher;
+    const tx = transferMs(out, node.bandwidthMbps) + transferMs(out, to.bandwidthMbps) + (node.latencyMs ?? 0) + (to.latencyMs ?? 0);
+    consider(computeMs, `compute of ${node.id}`);
+    consider(linkMs, `link of ${node.id}`);
+    let weightBytes = 0;
+    for (let i = first; i <= last; i++) weightBytes += c.weightBytes[i];
+    return {
+      index: k,
+      node: node.id,
+      firstLayer: c.layerNames[first],
+      lastLayer: c.layerNames[last],
+      layerCount: last - first + 1,
+      weightBytes,
+      memoryBytes: t.memory(a, b),
+      computeMs,
+      codecMs,
+      linkMs,
+      outputBytes: t.outBytes(b),
+      transferMs: tx,
+    };
+  });
+  const finalBytes = t.wireOut(bounds[bounds.length - 1]);
+  consider(transferMs(Math.max(t.wireIn(0), finalBytes), dispatcher.bandwidthMbps), 'link of the dispatcher');
+  const hosts = new Map<string, { nodes: string[]; cores: number; cpuMs: number }>();
+  order.forEach((node, k) => {
+    if (!node.host) return;
+    const h = hosts.get(node.host) ?? { nodes: [], cores: node.cores ?? 1, cpuMs: 0 };
+    h.nodes.push(node.id);
+    h.cores = Math.min(h.cores, node.cores ?? h.cores);
+    h.cpuMs += t.busyMs(bounds[k], bounds[k + 1]) * (node.cpuFactor ?? node.timeFactor);
+    hosts.set(node.host, h);
+  });
+  const relayHost = relay ? hosts.get(relay.host) : undefined;
+  let relayCpuMs = 0;
+  if (relay && relayHost) {
+    // every message of a frame passes the broker once: the frame, each stage's output
+    let bytes = t.wireIn(0);
+    for (let k = 1; k < bounds.length; k++) bytes += t.wireOut(bounds[k]);
+    relayCpuMs = (bytes / 1e6) * relay.msPerMB + bounds.length * relay.msPerMessage;
+    relayHost.cpuMs += relayCpuMs;
+    relayHost.nodes.push('broker+dispatcher');
+  }
+  const hostLoadMs = [...hosts].filter(([, h]) => h.nodes.length > 1).map(([host, h]) => ({ host, nodes: h.nodes, cores: h.cores, ms: h.cpuMs / h.cores }));
+  for (const h of hostLoadMs) consider(h.ms, `the ${h.cores} cores of host ${h.host} (${h.nodes.join(', ')})`);
+  const first = order[0];
+  const latencyMs =
+    transferMs(c.inputBytes, dispatcher.bandwidthMbps) +
+    transferMs(c.inputBytes, first.bandwidthMbps) +
+    (dispatcher.latencyMs ?? 0) +
+    (first.latencyMs ?? 0) +
+    stages.reduce((s, st) => s + st.computeMs + st.transferMs, 0);
+  return { bottleneckMs, bottleneck, stages, hostLoadMs, relayCpuMs, latencyMs };
+}
