@@ -114,7 +114,7 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
       bytesPerHop: s.bytesPerFramePerHop.map((h) => h.bytes),
       deployMs: round(first.deployMs, 0),
       redeployMs: opts.redeploy === false ? null : round(again.deployMs, 0),
-      weightBytes: again.plan.totalBytes,
+      weightBytes: again.package.totalBytes,
       joulesPerFrame: e0 !== null && e1 !== null ? round((e1 - e0) / 1e6 / frames.length, 3) : null,
       maxAbsDiffVsLocal: s.maxAbsDiffVsLocal ?? NaN,
     };

@@ -234,7 +234,7 @@ export class Dispatcher implements ChainHost {
     );
     await stream.open();
     this.streams.push(stream);
-    const d: Deployment = { id: plan.id, plan, stream, deployMs, flat };
+    const d: Deployment = { id: plan.id, package: plan, stream, deployMs, flat };
     if (this.opts.supervise !== false) {
       // one deployment is supervised at a time: the newest
       for (const s of this.supervisors.splice(0)) s.stop();

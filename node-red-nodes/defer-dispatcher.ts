@@ -133,7 +133,7 @@ export default function (RED: NodeAPI): void {
     const showNodes = () => {
       if (!dispatcher || !ready || mending) return;
       // the chain as it is now: the supervisor may have moved a stage to a standby, or merged one
-      const chain = deployment ? deployment.plan.stages.map((st) => st.nodeId) : s.nodes;
+      const chain = deployment ? deployment.package.stages.map((st) => st.nodeId) : s.nodes;
       const off = chain.filter((n) => dispatcher!.nodes.statuses.get(n)?.state === 'offline');
       if (off.length) node.status({ fill: 'red', shape: 'ring', text: `node ${off.join(', ')} offline` });
       else node.status({ fill: 'green', shape: 'dot', text: `ready (${chain.length} node${chain.length === 1 ? '' : 's'}: ${chain.join(', ')})` });

@@ -1,7 +1,7 @@
 /**
  * A running deployment, as the dispatcher hands it out: its package (stages,
  * nodes, assignments), the stream into it, and what watches over it. `id` and
- * `plan` change when the supervisor mends the chain with a new deployment.
+ * `package` change when the supervisor mends the chain with a new deployment.
  */
 import type { FlatModel } from '../../lib/model/partition.js';
 import type { DeploymentPackage } from '../deploy/deployment-package.js';
@@ -10,7 +10,7 @@ import type { FrameStream } from './frame-stream.js';
 
 export interface Deployment {
   id: string;
-  plan: DeploymentPackage;
+  package: DeploymentPackage;
   stream: FrameStream;
   deployMs: number;
   flat: FlatModel;

@@ -86,7 +86,7 @@ export class Supervisor {
     private readonly deployment: Deployment,
     private readonly opts: SupervisorOptions,
   ) {
-    const stages = deployment.plan.stages;
+    const stages = deployment.package.stages;
     this.first = { nodes: stages.map((s) => s.nodeId), cuts: stages.slice(0, -1).map((s) => s.span.last) };
     if (opts.prefetch) this.prefetch = new StandbyPrefetch(() => dispatcher.mqtt, dispatcher.topics);
   }
@@ -113,7 +113,7 @@ export class Supervisor {
 
   /** Tell the standbys which stages to keep in their weight caches (standby-prefetch.ts). */
   private async sendPrefetch(): Promise<void> {
-    if (this.prefetch) await this.prefetch.update(this.deployment.plan, this.standbys);
+    if (this.prefetch) await this.prefetch.update(this.deployment.package, this.standbys);
   }
 
   stop(): void {
@@ -127,7 +127,7 @@ export class Supervisor {
 
   /** the chain's nodes now, in order */
   private get chain(): string[] {
-    return this.deployment.plan.stages.map((s) => s.nodeId);
+    return this.deployment.package.stages.map((s) => s.nodeId);
   }
 
   /** A repair worked: keep it (for run summaries) and tell. */
@@ -138,7 +138,7 @@ export class Supervisor {
 
   /** The standbys: configured ones and nodes dropped from the chain, not in the chain now. */
   get standbys(): string[] {
-    const inChain = new Set(this.deployment.plan.stages.map((s) => s.nodeId));
+    const inChain = new Set(this.deployment.package.stages.map((s) => s.nodeId));
     return [...new Set([...this.opts.standby, ...this.dropped])].filter((n) => !inChain.has(n));
   }
 
@@ -178,7 +178,7 @@ export class Supervisor {
   private check(beats = false): void {
     if (this.stopped || this.busy || !this.dispatcher.mqtt.connected || this.lostAt) return;
     const watch = this.dispatcher.nodes;
-    for (const [k, s] of this.deployment.plan.stages.entries()) {
+    for (const [k, s] of this.deployment.package.stages.entries()) {
       const st = watch.statuses.get(s.nodeId);
       let cause: string | undefined;
       if (st?.state === 'offline') cause = 'offline';
@@ -224,11 +224,11 @@ export class Supervisor {
 
   /** A merged (or re-planned) chain has fewer stages than it started with: grow it back when standbys have settled. */
   private maybeRestore(): void {
-    const missing = this.first.nodes.length - this.deployment.plan.stages.length;
+    const missing = this.first.nodes.length - this.deployment.package.stages.length;
     if (this.opts.restoreAfterMs <= 0 || missing <= 0) return;
     const spares = this.settledStandbys();
     if (spares.length < missing) return;
-    const inChain = new Set(this.deployment.plan.stages.map((s) => s.nodeId));
+    const inChain = new Set(this.deployment.package.stages.map((s) => s.nodeId));
     // the first split, each node that is gone replaced by a settled standby (a node that came back takes its own place)
     const pool = spares.filter((n) => !this.first.nodes.includes(n));
     const nodes = this.first.nodes.map((n) => (inChain.has(n) || spares.includes(n) ? n : pool.shift()!));
@@ -241,13 +241,13 @@ export class Supervisor {
     const d = this.deployment;
     const t0 = performance.now();
     const at = Date.now();
-    const before = d.plan.stages.map((s) => s.nodeId);
+    const before = d.package.stages.map((s) => s.nodeId);
     d.stream.pause();
     this.opts.emit({ type: 'repair-start', kind: 'restore', deployment: d.id, cuts: this.first.cuts, chain: nodes, was: before });
     const { plan, deployMs } = await this.dispatcher.publishPlan(d.flat, nodes, this.first.cuts);
     const old = d.id;
     d.id = plan.id;
-    d.plan = plan;
+    d.package = plan;
     d.deployMs += deployMs;
     for (const n of nodes) this.dropped.delete(n);
     const resent = await d.stream.resume({
@@ -272,12 +272,12 @@ export class Supervisor {
   /** A node of the chain is up but dropped its stage: publish its assignment again (it builds from its cache or the retained chunks). */
   private async reassign(node: string, k: number, cause: string): Promise<void> {
     const d = this.deployment;
-    const stage = d.plan.stages[k];
+    const stage = d.package.stages[k];
     if (stage?.nodeId !== node) return;
     const t0 = performance.now();
     const at = Date.now();
     d.stream.pause();
-    this.opts.emit({ type: 'node-left', deployment: d.id, node, stage: k, stageCount: d.plan.stages.length, cause });
+    this.opts.emit({ type: 'node-left', deployment: d.id, node, stage: k, stageCount: d.package.stages.length, cause });
     await publish(this.dispatcher.mqtt, this.dispatcher.topics.nodeAssign(node), encodeAssignment({ ...stage.assignment, createdAt: Date.now() }), { qos: 1, retain: true });
     try {
       await this.dispatcher.nodes.waitStage(node, d.id, k, this.opts.readyTimeoutMs);
@@ -292,11 +292,11 @@ export class Supervisor {
 
   private async nodeFailed(node: string, k: number, cause: string, paused = false): Promise<void> {
     const d = this.deployment;
-    if (d.plan.stages[k]?.nodeId !== node) return; // already mended
+    if (d.package.stages[k]?.nodeId !== node) return; // already mended
     const t0 = performance.now();
     const at = Date.now();
     const stream = d.stream;
-    const n = d.plan.stages.length;
+    const n = d.package.stages.length;
     if (!paused) stream.pause();
     this.opts.emit({ type: 'node-failed', deployment: d.id, node, stage: k, stageCount: n, cause, held: stream.pendingCount });
     const client = this.dispatcher.mqtt;
@@ -309,7 +309,7 @@ export class Supervisor {
       if (spare === node || !watch.isUp(spare, this.opts.heartbeatTimeoutMs)) continue;
       const busy = watch.statuses.get(spare)?.deployment;
       if (busy && busy !== d.id) continue; // it runs another deployment: not ours to take
-      const old = d.plan.stages[k].assignment;
+      const old = d.package.stages[k].assignment;
       const a: Omit<Assignment, 'v' | 'kind'> = { ...old, nodeId: spare, weightsNode: old.weightsNode ?? node, createdAt: Date.now() };
       this.opts.emit({ type: 'repair-start', kind: 'standby', deployment: d.id, stage: k, stageCount: n, standby: spare, weightsNode: a.weightsNode! });
       await publish(client, topics.nodeAssign(spare), encodeAssignment(a), { qos: 1, retain: true });
@@ -320,7 +320,7 @@ export class Supervisor {
         await publish(client, topics.nodeAssign(spare), Buffer.alloc(0), { qos: 1, retain: true });
         continue;
       }
-      d.plan.stages[k] = { ...d.plan.stages[k], nodeId: spare, assignment: a };
+      d.package.stages[k] = { ...d.package.stages[k], nodeId: spare, assignment: a };
       const resent = await stream.resume();
       const repairMs = performance.now() - t0;
       this.done({ kind: 'standby', at, node, stage: k, cause, replacement: spare, deployment: d.id, chain: this.chain, repairMs, resent });
@@ -333,7 +333,7 @@ export class Supervisor {
       this.opts.emit({ type: 'repair-failed', deployment: d.id, reason: `node ${node} failed (${cause}), no standby is up and ${why}: frames fail until a node is added` });
       return;
     }
-    const nodes = d.plan.stages.map((s) => s.nodeId).filter((x) => x !== node);
+    const nodes = d.package.stages.map((s) => s.nodeId).filter((x) => x !== node);
     let cuts: string[];
     let how: string;
     let mergedInto: { stage: number; node: string } | undefined;
@@ -343,18 +343,18 @@ export class Supervisor {
       how = `re-planned over the ${nodes.length} nodes left`;
     } else {
       const m = mergeCuts(
-        d.plan.stages.map((st) => st.span),
+        d.package.stages.map((st) => st.span),
         k,
       );
       cuts = m.cuts;
-      mergedInto = { stage: m.into, node: d.plan.stages[m.into].nodeId };
-      how = `stage ${k + 1} merged into stage ${m.into + 1} (on ${d.plan.stages[m.into].nodeId})${policy === 'replan' ? ' (no planner here: merged)' : ''}`;
+      mergedInto = { stage: m.into, node: d.package.stages[m.into].nodeId };
+      how = `stage ${k + 1} merged into stage ${m.into + 1} (on ${d.package.stages[m.into].nodeId})${policy === 'replan' ? ' (no planner here: merged)' : ''}`;
     }
     this.opts.emit({ type: 'repair-start', kind: replanned ? 'replan' : 'merge', deployment: d.id, how, cuts, chain: nodes, ...(mergedInto ? { mergedInto } : {}) });
     const { plan, deployMs } = await this.dispatcher.publishPlan(d.flat, nodes, cuts);
     const old = d.id;
     d.id = plan.id;
-    d.plan = plan;
+    d.package = plan;
     d.deployMs += deployMs;
     const resent = await stream.resume({
       deployment: plan.id,
@@ -380,7 +380,7 @@ export class Supervisor {
       const t0 = performance.now();
       const d = this.deployment;
       const watch = this.dispatcher.nodes;
-      const nodes = d.plan.stages.map((s) => s.nodeId);
+      const nodes = d.package.stages.map((s) => s.nodeId);
       this.opts.emit({ type: 'broker-back', deployment: d.id, afterMs: Date.now() - at, waitingFor: nodes });
       // heartbeats stopped for everyone while the broker was gone: start their clocks again
       const since = performance.now();
@@ -404,10 +404,10 @@ export class Supervisor {
   /** If the broker lost the retained assignments (a restart without persistence), publish them again. */
   private async restoreRetained(): Promise<boolean> {
     const d = this.deployment;
-    const first = d.plan.stages[0].nodeId;
+    const first = d.package.stages[0].nodeId;
     const have = await this.dispatcher.readRetained(this.dispatcher.topics.nodeAssign(first), 1000);
     if (have) return false;
-    await republishDeployment(this.dispatcher.mqtt, this.dispatcher.topics, d.plan, d.flat);
+    await republishDeployment(this.dispatcher.mqtt, this.dispatcher.topics, d.package, d.flat);
     return true;
   }
 }

@@ -122,7 +122,7 @@ function hopMean(res: FrameResult[], stage: number, f: (h: Hop) => number): numb
 }
 
 export function summarise(modelName: string, backend: string, d: Deployment, frames: RawTensor[], chain: ChainRun, local: LocalRun | null): RunSummary {
-  const stages = d.plan.stages;
+  const stages = d.package.stages;
   const res = chain.results;
   const lat = res.map((r) => r.latencyMs);
   const names = ['dispatcher', ...stages.map((s) => s.nodeId), 'dispatcher'];

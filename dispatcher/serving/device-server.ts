@@ -63,7 +63,7 @@ interface Device {
 }
 
 const zero = (): Counts => ({ received: 0, served: 0, dropped: 0, rejected: 0, bad: 0, failed: 0 });
-export class FrameServer {
+export class DeviceServer {
   private readonly devices = new Map<string, Device>();
   private readonly total: Counts = zero();
   private readonly badByKind: Partial<Record<FrameErrorKind, number>> = {};

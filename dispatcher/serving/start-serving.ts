@@ -8,7 +8,7 @@ import { DeferError } from '../../lib/core/errors.js';
 import { loadModelMeta, type ModelMeta } from '../../lib/model/labels.js';
 import type { FlatModel } from '../../lib/model/partition.js';
 import type { Deployment, Dispatcher } from '../dispatcher.js';
-import { FrameServer } from './device-server.js';
+import { DeviceServer } from './device-server.js';
 import type { ModelInput } from './frame-tensor.js';
 
 export function modelInputFor(flat: Pick<FlatModel, 'inputShape' | 'inputDtype'>, serve: DeferConfig['serve'], meta: Pick<ModelMeta, 'teachableMachine'>): ModelInput {
@@ -40,7 +40,7 @@ export function modelInputFor(flat: Pick<FlatModel, 'inputShape' | 'inputDtype'>
 }
 
 export interface Serving {
-  server: FrameServer;
+  server: DeviceServer;
   meta: ModelMeta;
   input: ModelInput;
 }
@@ -48,7 +48,7 @@ export interface Serving {
 export async function startServing(d: Dispatcher, deployment: Deployment, flat: FlatModel, config: DeferConfig): Promise<Serving> {
   const meta = await loadModelMeta(config.dispatcher.model, config.serve.labels);
   const input = modelInputFor(flat, config.serve, meta);
-  const server = new FrameServer(d.mqtt, d.topics, deployment.stream, input, meta.labels, { ...config.serve, id: d.id });
+  const server = new DeviceServer(d.mqtt, d.topics, deployment.stream, input, meta.labels, { ...config.serve, id: d.id });
   await server.start();
   d.events.emit({
     type: 'serving',

@@ -108,7 +108,7 @@ test('kill -9 of the middle node during a 200-frame run, one standby (stages pre
   assert.equal(ev.length, 1, JSON.stringify(ev));
   assert.deepEqual([ev[0].kind, ev[0].node, ev[0].stage, ev[0].replacement, ev[0].cause], ['standby', 'n2', 1, 's1', 'offline']);
   assert.deepEqual(
-    dep.plan.stages.map((s) => s.nodeId),
+    dep.package.stages.map((s) => s.nodeId),
     ['n1', 's1', 'n3'],
   );
   // results went through the standby after the kill; none through n2 after its stage moved
@@ -150,7 +150,7 @@ test('kill -9 of the middle node during a 200-frame run, one standby (stages pre
   assert.ok(adopted, eventLines(lines2));
   assert.equal(adopted.id, dep.id);
   assert.deepEqual(
-    adopted.plan.stages.map((s) => s.nodeId),
+    adopted.package.stages.map((s) => s.nodeId),
     ['n1', 's1', 'n3'],
   );
   assert.ok(
@@ -182,9 +182,9 @@ test('kill -9 of a node with no standby: its stage is merged into the lighter ne
   assert.equal(ev.length, 1, JSON.stringify(ev));
   assert.equal(ev[0].kind, 'merge');
   assert.notEqual(dep.id, first, 'a new deployment');
-  assert.equal(dep.plan.stages.length, 2);
+  assert.equal(dep.package.stages.length, 2);
   assert.deepEqual(
-    dep.plan.stages.map((s) => s.nodeId),
+    dep.package.stages.map((s) => s.nodeId),
     ['m1', 'm3'],
   );
   assert.ok(
@@ -196,11 +196,11 @@ test('kill -9 of a node with no standby: its stage is merged into the lighter ne
   for (let i = 0; i < 300 && dep.supervisor!.events.length < 2; i++) await new Promise((r) => setTimeout(r, 50));
   assert.equal(dep.supervisor!.events[1]?.kind, 'restore', JSON.stringify(dep.supervisor!.events) + eventLines(lines));
   assert.deepEqual(
-    dep.plan.stages.map((s) => s.nodeId),
+    dep.package.stages.map((s) => s.nodeId),
     ['m1', 'm2', 'm3'],
   );
   assert.deepEqual(
-    dep.plan.stages.slice(0, -1).map((s) => s.span.last),
+    dep.package.stages.slice(0, -1).map((s) => s.span.last),
     ['block_out', 'conv2'],
   );
   const again = await stream(dep, frames200.slice(0, 20), -1, () => undefined);
@@ -264,11 +264,11 @@ test('onNodeFailure replan: the model is cut again over the nodes left (chooseCu
   assert.deepEqual(asked, [2]);
   assert.equal(dep.supervisor!.events[0].kind, 'replan');
   assert.deepEqual(
-    dep.plan.stages.map((s) => s.nodeId),
+    dep.package.stages.map((s) => s.nodeId),
     ['r1', 'r2'],
   );
   assert.deepEqual(
-    dep.plan.stages.slice(0, -1).map((s) => s.span.last),
+    dep.package.stages.slice(0, -1).map((s) => s.span.last),
     balancedCuts(flat, 2, 'params'),
   );
   assert.ok(

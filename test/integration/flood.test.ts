@@ -12,7 +12,7 @@ import { NodeProcesses } from '../../cli/node-processes.js';
 import { loadConfig } from '../../config/schema.js';
 import { type Deployment, Dispatcher } from '../../dispatcher/dispatcher.js';
 import { runChain } from '../../dispatcher/run/measure-run.js';
-import { FrameServer } from '../../dispatcher/serving/device-server.js';
+import { DeviceServer } from '../../dispatcher/serving/device-server.js';
 import { modelInputFor } from '../../dispatcher/serving/start-serving.js';
 import { setLogLevel } from '../../lib/core/log.js';
 import { percentile } from '../../lib/core/stats.js';
@@ -62,9 +62,9 @@ after(async () => {
   flat.model.dispose();
 });
 
-async function server(policy: Policy, queueSize = 8): Promise<FrameServer> {
+async function server(policy: Policy, queueSize = 8): Promise<DeviceServer> {
   const config = loadConfig(undefined, { 'serve.policy': policy, 'serve.queueSize': queueSize, 'serve.metricsIntervalMs': 0 }, {});
-  const s = new FrameServer(dispatcher.mqtt, dispatcher.topics, deployment.stream, modelInputFor(flat, config.serve, { teachableMachine: false }), null, { ...config.serve, id: dispatcher.id });
+  const s = new DeviceServer(dispatcher.mqtt, dispatcher.topics, deployment.stream, modelInputFor(flat, config.serve, { teachableMachine: false }), null, { ...config.serve, id: dispatcher.id });
   await s.start();
   return s;
 }

@@ -18,7 +18,7 @@ import { type RunningBroker, startBroker } from '../../broker/broker.js';
 import { loadConfig } from '../../config/schema.js';
 import { Dispatcher } from '../../dispatcher/dispatcher.js';
 import { runChain } from '../../dispatcher/run/measure-run.js';
-import { FrameServer } from '../../dispatcher/serving/device-server.js';
+import { DeviceServer } from '../../dispatcher/serving/device-server.js';
 import { frameTensor } from '../../dispatcher/serving/frame-tensor.js';
 import { modelInputFor } from '../../dispatcher/serving/start-serving.js';
 import { EdgeNode } from '../../edge-node/edge-node.js';
@@ -237,7 +237,7 @@ test('handlers: an edge node and a serving dispatcher take 9,000 hostile message
   closers.push(() => d.close());
   const dep = await d.deploy(flat, ['z1', 'z2'], ['block_out']);
   const config = loadConfig(undefined, { 'serve.metricsIntervalMs': 0, 'serve.policy': 'queue', 'serve.queueSize': 10_000 }, {});
-  const server = new FrameServer(d.mqtt, d.topics, dep.stream, modelInputFor(flat, config.serve, { teachableMachine: false }), null, { ...config.serve, id: d.id });
+  const server = new DeviceServer(d.mqtt, d.topics, dep.stream, modelInputFor(flat, config.serve, { teachableMachine: false }), null, { ...config.serve, id: d.id });
   await server.start();
   closers.push(() => server.close());
   const attacker = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0 });

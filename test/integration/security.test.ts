@@ -22,7 +22,7 @@ import { setLogLevel } from '../../lib/core/log.js';
 import { initEngine } from '../../lib/model/engine.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
-import { filterWithin } from '../../lib/protocol/index.js';
+import { decodeStatus, filterWithin, topicsFor } from '../../lib/protocol/index.js';
 import { CLI, freePort, ROOT } from '../helpers/common.js';
 
 const run = promisify(execFile);
@@ -176,15 +176,24 @@ test('TLS: the broker speaks mqtts with a certificate made here; a client with t
     assert.equal(await got, 'over TLS');
     await c.endAsync();
     await assert.rejects(mqtt.connectAsync(tls.url, { username: 'ops', password: PASS, reconnectPeriod: 0, connectTimeout: 3000 }), /self.signed|certificate/i);
-    // the command line: defer node with --broker mqtts://... and the CA in DEFER_BROKER_CA connects and says online
-    const node = run(process.execPath, [CLI, 'node', '--id', 'n1', '--broker', tls.url, '--pipeline', 'tls', '--log-level', 'info'], {
+    // the command line: defer node with --broker mqtts://... and the CA in DEFER_BROKER_CA connects and publishes its status
+    const watcher = await mqtt.connectAsync(tls.url, { ca: readFileSync(cert), username: 'ops', password: PASS, reconnectPeriod: 0 });
+    const online = new Promise<string>((r) =>
+      watcher.on('message', (_t, p) => {
+        const st = decodeStatus(p);
+        if (st.node === 'n1' && st.state === 'online') r(st.state);
+      }),
+    );
+    await watcher.subscribeAsync(topicsFor('tls').nodeStatus('n1'), { qos: 1 });
+    const node = spawn(process.execPath, [CLI, 'node', '--id', 'n1', '--broker', tls.url, '--pipeline', 'tls', '--log-level', 'warn'], {
       cwd: ROOT,
       env: { ...process.env, DEFER_BROKER_CA: cert, DEFER_BROKER_USERNAME: 'n1', DEFER_BROKER_PASSWORD: PASS },
-      timeout: 20_000,
-      killSignal: 'SIGTERM',
-    }).catch((e: { stderr: string }) => e);
-    const out = (await node) as { stderr: string };
-    assert.match(out.stderr, /node n1: online at mqtts:\/\//);
+      stdio: 'ignore',
+    });
+    const timeout = new Promise<string>((r) => setTimeout(() => r('no status within 20 s'), 20_000).unref());
+    assert.equal(await Promise.race([online, timeout]), 'online', 'the node connected over TLS and published its status');
+    node.kill('SIGTERM');
+    await watcher.endAsync();
   } finally {
     await tls.close();
   }

@@ -12,7 +12,7 @@ import sharp from 'sharp';
 import { type RunningBroker, startBroker } from '../../broker/broker.js';
 import { loadConfig } from '../../config/schema.js';
 import { Dispatcher } from '../../dispatcher/dispatcher.js';
-import { FrameServer } from '../../dispatcher/serving/device-server.js';
+import { DeviceServer } from '../../dispatcher/serving/device-server.js';
 import { modelInputFor } from '../../dispatcher/serving/start-serving.js';
 import { EdgeNode } from '../../edge-node/edge-node.js';
 import { setLogLevel } from '../../lib/core/log.js';
@@ -68,7 +68,7 @@ async function serveModel(spec: string, cuts: string[], serveOverrides: Record<s
   const deployment = await dispatcher.deploy(flat, ['s1', 's2'], cuts);
   const meta = await loadModelMeta(spec);
   const input = modelInputFor(flat, config.serve, meta);
-  const server = new FrameServer(dispatcher.mqtt, dispatcher.topics, deployment.stream, input, meta.labels, { ...config.serve, id: dispatcher.id });
+  const server = new DeviceServer(dispatcher.mqtt, dispatcher.topics, deployment.stream, input, meta.labels, { ...config.serve, id: dispatcher.id });
   await server.start();
   return { flat, server, input, meta };
 }
