@@ -4,9 +4,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { tf } from '../../lib/model/engine.js';
-import type { FlatModel } from '../../lib/model/partition.js';
-import { buildStageModel } from '../../lib/model/partition.js';
+import { tf } from '../../lib/model/engine.js';
+import { loadModel } from '../../lib/model/model-source.js';
+import { buildStageModel, FlatModel } from '../../lib/model/partition.js';
 
 /** Repository root (this file runs from dist/test/helpers). */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -57,4 +57,15 @@ export async function freePort(): Promise<number> {
   const port = (s.address() as { port: number }).port;
   await new Promise((r) => s.close(r));
   return port;
+}
+
+/** A model by zoo name or path, and the same model flattened for cutting. */
+export async function flatOf(spec: string): Promise<{ source: tf.LayersModel; flat: FlatModel }> {
+  const source = await loadModel(spec);
+  return { source, flat: await FlatModel.from(source) };
+}
+
+/** A seeded random input for `flat`, batch 1, values in [lo, hi). */
+export function inputFor(flat: FlatModel, seed: number, lo = 0, hi = 1): tf.Tensor {
+  return tf.randomUniform([1, ...flat.inputShape], lo, hi, 'float32', seed);
 }

@@ -5,26 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { setLogLevel } from '../../lib/core/log.js';
-import { initEngine, tf } from '../../lib/model/engine.js';
-import { loadModel } from '../../lib/model/model-source.js';
-import { FlatModel } from '../../lib/model/partition.js';
+import { initEngine } from '../../lib/model/engine.js';
 import { balancedCuts, chooseCuts } from '../../lib/planning/balanced-cuts.js';
 import { profileSegments } from '../../lib/planning/profile.js';
-import { predict, REAL_MODELS, runChained, sameBits } from '../helpers/common.js';
+import { flatOf, inputFor, predict, REAL_MODELS, runChained, sameBits } from '../helpers/common.js';
 
 before(async () => {
   setLogLevel('warn');
   await initEngine('wasm');
 });
-
-async function flatOf(spec: string) {
-  const source = await loadModel(spec);
-  return { source, flat: await FlatModel.from(source) };
-}
-
-function inputFor(flat: FlatModel, seed: number, lo = 0, hi = 1) {
-  return tf.randomUniform([1, ...flat.inputShape], lo, hi, 'float32', seed);
-}
 
 test('real Keras MNIST CNN (newer topology layout): split outputs equal the whole model', async () => {
   const { source, flat } = await flatOf(join(REAL_MODELS, 'mnist-keras'));

@@ -53,6 +53,22 @@ after(async () => {
 
 const connect = (username?: string, password = PASS) => mqtt.connectAsync(broker.url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 3000, ...(username ? { username, password } : {}) });
 
+/** A dispatcher for the tiny CNN that logs in as `user`. */
+const dispatcherAs = (user: string, brokerUrl: string, pipeline: string) =>
+  new Dispatcher({
+    brokerUrl,
+    pipeline,
+    chunkBytes: 2048,
+    readyTimeoutMs: 20_000,
+    frameTimeoutMs: 20_000,
+    maxInFlight: 4,
+    maxMessageBytes: 1 << 24,
+    codec: 'lz4',
+    qos: 1,
+    username: user,
+    password: PASS,
+  });
+
 test('passwords are salted scrypt hashes; the users file is private; ACL filters nest correctly', async () => {
   const a = hashPassword('s3cret-pass');
   const b = hashPassword('s3cret-pass');
@@ -137,19 +153,7 @@ test('the ACLs are enough for a real deployment: nodes and dispatcher with crede
     (id) => new EdgeNode({ id, brokerUrl: broker.url, pipeline: 'sec', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 8, calibrate: false, username: id, password: PASS }),
   );
   for (const n of nodes) await n.start();
-  const d = new Dispatcher({
-    brokerUrl: broker.url,
-    pipeline: 'sec',
-    chunkBytes: 2048,
-    readyTimeoutMs: 20_000,
-    frameTimeoutMs: 20_000,
-    maxInFlight: 4,
-    maxMessageBytes: 1 << 24,
-    codec: 'lz4',
-    qos: 1,
-    username: 'disp',
-    password: PASS,
-  });
+  const d = dispatcherAs('disp', broker.url, 'sec');
   await d.connect();
   try {
     const dep = await d.deploy(flat, ['n1', 'n2'], ['block_out']);
@@ -319,19 +323,7 @@ test('Mosquitto with `defer user acl` and mosquitto_passwd: a deployment under t
   const flat = await loadFlatModel('tiny');
   const nodes = ['n1', 'n2'].map((id) => new EdgeNode({ id, brokerUrl: url, pipeline: 'mq', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 8, calibrate: false, username: id, password: PASS }));
   for (const n of nodes) await n.start();
-  const d = new Dispatcher({
-    brokerUrl: url,
-    pipeline: 'mq',
-    chunkBytes: 2048,
-    readyTimeoutMs: 20_000,
-    frameTimeoutMs: 20_000,
-    maxInFlight: 4,
-    maxMessageBytes: 1 << 24,
-    codec: 'lz4',
-    qos: 1,
-    username: 'disp',
-    password: PASS,
-  });
+  const d = dispatcherAs('disp', url, 'mq');
   try {
     await d.connect();
     const dep = await d.deploy(flat, ['n1', 'n2'], ['block_out']);

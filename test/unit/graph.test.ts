@@ -3,26 +3,15 @@ import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { CutError } from '../../lib/core/errors.js';
 import { setLogLevel } from '../../lib/core/log.js';
-import { initEngine, tf } from '../../lib/model/engine.js';
-import { loadModel } from '../../lib/model/model-source.js';
-import { FlatModel } from '../../lib/model/partition.js';
+import { initEngine } from '../../lib/model/engine.js';
 import { prng } from '../../lib/model/zoo.js';
 import { minMaxCuts } from '../../lib/planning/min-max.js';
-import { predict, runChained, sameBits } from '../helpers/common.js';
+import { flatOf, inputFor, predict, runChained, sameBits } from '../helpers/common.js';
 
 before(async () => {
   setLogLevel('warn');
   await initEngine('wasm');
 });
-
-async function flatOf(spec: string) {
-  const source = await loadModel(spec);
-  return { source, flat: await FlatModel.from(source) };
-}
-
-function inputFor(flat: FlatModel, seed: number, lo = 0, hi = 1) {
-  return tf.randomUniform([1, ...flat.inputShape], lo, hi, 'float32', seed);
-}
 
 test('tiny CNN: every valid cut, alone and all together, gives the whole model output bit for bit', async () => {
   const { source, flat } = await flatOf('tiny');

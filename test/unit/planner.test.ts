@@ -1,14 +1,13 @@
 /**
  * The planner: exact against brute force, memory and link constraints, node
- * speeds from calibrations, the profile cache, and `defer plan --auto`.
+ * speeds from calibrations, the profile cache (`defer plan --auto` as a process:
+ * test/integration/plan-cli.test.ts).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
-import { promisify } from 'node:util';
 import { DeferError } from '../../lib/core/errors.js';
 import { setLogLevel } from '../../lib/core/log.js';
 import { initEngine } from '../../lib/model/engine.js';
@@ -18,8 +17,6 @@ import { type CostModel, evaluateSplit, type PlanNode, planPipeline } from '../.
 import { costModelOf, planNodes, remeasuredNodes } from '../../lib/planning/plan-inputs.js';
 import { getProfile } from '../../lib/planning/profile-cache.js';
 import type { Capabilities } from '../../lib/protocol/index.js';
-
-const _run = promisify(execFile);
 
 before(async () => {
   setLogLevel('warn');
