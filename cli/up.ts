@@ -98,10 +98,7 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
     let cuts: string[] | undefined;
     if (config.planner.auto) await modelProfile(flat, config, backend, progress);
     else {
-      cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await defaultCuts(flat, config, backend, ids.length, progress);
-      if (cuts.length + 1 !== ids.length) {
-        throw new DeferError('E_CONFIG', `${cuts.length} cuts make ${cuts.length + 1} stages, but --nodes is ${ids.length}: give ${ids.length - 1} cuts, or leave --cut out to have them chosen`);
-      }
+      ({ cuts } = await chooseSplit({ config, backend, flat, ids, progress }));
       progress(`cuts: ${cuts.join(', ') || '(none: one stage)'}`);
     }
     await dispatcher.connect();

@@ -3,7 +3,7 @@ import { DeferError } from '../../lib/core/errors.js';
 import { initEngine } from '../../lib/model/engine.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
 import { brokerAuth } from '../../lib/mqtt/connect.js';
-import { autoPlan, defaultCuts } from '../../lib/planning/auto-plan.js';
+import { autoPlan, givenOrBalancedCuts } from '../../lib/planning/auto-plan.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
 import { CUT, MODEL, PLANNER, SEED } from '../flags.js';
@@ -49,7 +49,7 @@ export const planCommand: Command = {
       flat.model.dispose();
       return;
     }
-    const cuts = config.dispatcher.cut.length ? config.dispatcher.cut : await defaultCuts(flat, config, backend, stages);
+    const cuts = await givenOrBalancedCuts(flat, config, backend, stages);
     const report = planReport(config.dispatcher.model, flat, flat.spans(cuts));
     if (flags.json) process.stdout.write(JSON.stringify(report) + '\n');
     else {

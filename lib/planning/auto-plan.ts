@@ -96,6 +96,11 @@ export interface Split {
   auto?: AutoPlan;
 }
 
+/** The cuts given (--cut, dispatcher.cut) or, without them, balanced for `stages` equal nodes. */
+export function givenOrBalancedCuts(flat: FlatModel, config: DeferConfig, backend: string, stages: number, progress?: (l: string) => void): Promise<string[]> {
+  return config.dispatcher.cut.length ? Promise.resolve(config.dispatcher.cut) : defaultCuts(flat, config, backend, stages, progress);
+}
+
 /** The cuts and node order: planned (--auto), given (--cut), or balanced for equal nodes. */
 export async function chooseSplit(r: SplitRequest): Promise<Split> {
   const { config, flat, progress } = r;
@@ -106,7 +111,7 @@ export async function chooseSplit(r: SplitRequest): Promise<Split> {
     progress(`plan: cuts ${cuts.join(', ') || '(none)'} on ${order.join(' -> ')}; predicted ${auto.plan.predictedThroughputFps.toFixed(2)} frames/s (bottleneck: ${auto.plan.bottleneck})`);
     return { cuts, order, auto };
   }
-  const cuts = r.cuts ?? (config.dispatcher.cut.length ? config.dispatcher.cut : await defaultCuts(flat, config, r.backend, r.ids.length, progress));
+  const cuts = r.cuts ?? (await givenOrBalancedCuts(flat, config, r.backend, r.ids.length, progress));
   if (cuts.length + 1 !== r.ids.length) {
     throw new DeferError('E_CONFIG', `${cuts.length} cuts make ${cuts.length + 1} stages, but there are ${r.ids.length} nodes: give ${r.ids.length - 1} cuts, or leave --cut out to have them chosen`);
   }
