@@ -5,6 +5,7 @@
 
 import { randomBytes } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
+import { errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
 import { TypedEmitter } from '../lib/core/typed-emitter.js';
 import { type FlatModel, sha256 } from '../lib/model/partition.js';
@@ -230,7 +231,12 @@ export class Dispatcher implements ChainHost {
     const stream = new FrameStream(
       this.client!,
       { deployment: plan.id, stageCount: plan.stages.length, inputTopic, resultTopic, codec: this.opts.codec, qos: this.opts.qos },
-      { maxInFlight: this.opts.maxInFlight > 0 ? this.opts.maxInFlight : 2 * plan.stages.length, frameTimeoutMs: this.opts.frameTimeoutMs, maxMessageBytes: this.opts.maxMessageBytes },
+      {
+        maxInFlight: this.opts.maxInFlight > 0 ? this.opts.maxInFlight : 2 * plan.stages.length,
+        frameTimeoutMs: this.opts.frameTimeoutMs,
+        maxMessageBytes: this.opts.maxMessageBytes,
+        onFrameFailed: (frame, device, err, deployment) => this.events.emit({ type: 'frame-failed', deployment, frame, device, reason: errorMessage(err) }),
+      },
     );
     await stream.open();
     this.streams.push(stream);

@@ -52,6 +52,7 @@ export type DispatcherEvent =
   | { type: 'broker-lost'; deployment: string; held: number }
   | { type: 'broker-back'; deployment: string; afterMs: number; waitingFor: string[] }
   | { type: 'unsupervised'; deployment: string; node: string; other: string }
+  | { type: 'frame-failed'; deployment: string; frame: string; device: string; reason: string }
   | { type: 'stream-start'; deployment: string; frames: number; nodes: string[]; replanned: boolean }
   | { type: 'serving'; deployment: string; broker: string; frames: string; results: string; metrics: string };
 
@@ -104,6 +105,8 @@ export function describeEvent(e: DispatcherEvent): string {
       return `lost the broker; ${e.held} frames in flight are held, new frames wait; reconnecting`;
     case 'broker-back':
       return `reconnected to the broker after ${(e.afterMs / 1000).toFixed(1)} s; waiting for ${e.waitingFor.join(', ')}`;
+    case 'frame-failed':
+      return `frame ${e.frame} from ${e.device} failed: ${e.reason}`;
     case 'stream-start':
       return `streaming ${e.frames} frames through ${e.nodes.length} nodes${e.replanned ? ' (replanned)' : ''}`;
     case 'serving':

@@ -76,13 +76,24 @@ export class FrameStream {
   constructor(
     private readonly client: MqttClient,
     target: StreamTarget,
-    private readonly opts: { maxInFlight: number; frameTimeoutMs: number; maxMessageBytes: number },
+    private readonly opts: {
+      maxInFlight: number;
+      frameTimeoutMs: number;
+      maxMessageBytes: number;
+      /** told of every frame that fails (timeout, a chain that cannot be mended, an unreadable result, the stream closed) */
+      onFrameFailed?: (frame: string, device: string, err: Error, deployment: string) => void;
+    },
   ) {
     this.target = target;
     this.deployments.set(target.deployment, target.stageCount);
   }
 
   /** frames sent and not yet answered */
+  /** the deployment frames go into now */
+  get deployment(): string {
+    return this.target.deployment;
+  }
+
   get pendingCount(): number {
     return this.pending.size;
   }
@@ -224,6 +235,16 @@ export class FrameStream {
    * `maxInFlight` frames are already on their way.
    */
   async send(input: RawTensor, device = 'dispatcher', frameId?: string): Promise<FrameResult> {
+    const ids = { frame: frameId ?? '(not sent)' };
+    try {
+      return await this.sendOne(input, device, frameId, ids);
+    } catch (err) {
+      this.opts.onFrameFailed?.(ids.frame, device, err as Error, this.target.deployment);
+      throw err;
+    }
+  }
+
+  private async sendOne(input: RawTensor, device: string, frameId: string | undefined, ids: { frame: string }): Promise<FrameResult> {
     if (this.broken) throw this.broken;
     await this.acquire();
     while (this.paused) await this.paused.resumed;
@@ -232,6 +253,7 @@ export class FrameStream {
       throw this.broken;
     }
     const frame = frameId ?? `f${++this.seq}`;
+    ids.frame = frame;
     if (this.pending.has(frame)) {
       this.release();
       throw new DeferError('E_ENVELOPE', `frame id ${frame} is already in the chain: frame ids must be unique`);

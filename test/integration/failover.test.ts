@@ -277,7 +277,8 @@ test('onNodeFailure replan: the model is cut again over the nodes left (chooseCu
   );
 
   // the same chain with onNodeFailure off: a failure is not mended, and the frames say why
-  const off = dispatcher(pipe, [], { onNodeFailure: 'off' });
+  const offEvents: DispatcherEvent[] = [];
+  const off = dispatcher(pipe, offEvents, { onNodeFailure: 'off' });
   t.after(() => off.close());
   await off.connect();
   const dep2 = await off.deploy(flat, ['r1', 'r2'], ['pool']);
@@ -288,4 +289,10 @@ test('onNodeFailure replan: the model is cut again over the nodes left (chooseCu
     run2.failures[0],
   );
   await assert.rejects(dep2.stream.send(frames[0], 'cam', 'late'), /onNodeFailure is off/);
+  const failedFrames = offEvents.filter((e) => e.type === 'frame-failed');
+  assert.equal(failedFrames.length, run2.failures.length + 1, 'a frame-failed event for every failed frame, the late one included');
+  assert.ok(
+    offEvents.some((e) => e.type === 'repair-failed' && /onNodeFailure is off/.test(e.reason)),
+    eventLines(offEvents),
+  );
 });
