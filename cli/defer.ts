@@ -13,12 +13,14 @@ import { modelCommand } from './commands/model.js';
 import { nodeCommand } from './commands/node.js';
 import { planCommand } from './commands/plan.js';
 import { sensorCommand } from './commands/sensor.js';
+import { statusCommand } from './commands/status.js';
 import { upCommand } from './commands/up.js';
 import { userCommand } from './commands/user.js';
 
 const commands: Record<string, Command> = {
   up: upCommand,
   sensor: sensorCommand,
+  status: statusCommand,
   user: userCommand,
   broker: brokerCommand,
   node: nodeCommand,

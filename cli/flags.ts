@@ -31,3 +31,7 @@ export const SERVE: Record<string, FlagSpec> = {
 };
 export const ON_FAILURE: FlagSpec = { key: 'dispatcher.onNodeFailure', type: 'string', help: 'merge | replan | off: what a node failure with no standby up does' };
 export const REPLAN: FlagSpec = { key: 'planner.replan', type: 'boolean', help: 'after the frames, re-plan from the measured stage times, redeploy and run again' };
+export const HTTP: Record<string, FlagSpec> = {
+  'http-port': { key: 'http.port', type: 'string', number: true, help: 'serve the live page (/) and Prometheus metrics (/metrics) on this port (0: a free one)' },
+  'http-host': { key: 'http.host', type: 'string', help: 'address for --http-port (default 127.0.0.1)' },
+};

@@ -7,6 +7,7 @@
 import { startBroker } from '../broker/broker.js';
 import type { DeferConfig } from '../config/schema.js';
 import { Dispatcher } from '../dispatcher/dispatcher.js';
+import { type Observer, startObserver } from '../dispatcher/observe/observer.js';
 import { deployAndRun } from '../dispatcher/run/deploy-and-run.js';
 import { formatSummary, type RunSummary } from '../dispatcher/run/measure-run.js';
 import { servingBanner, startServing } from '../dispatcher/serving/start-serving.js';
@@ -37,6 +38,8 @@ export interface Local {
   caps?: Map<string, Capabilities>;
   cuts?: string[];
   progress: (line: string) => void;
+  /** the live page and metrics, with --http-port */
+  observer?: Observer;
 }
 
 /**
@@ -77,7 +80,9 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
   });
   printEvents(dispatcher, config.up.json);
   let stopping = false;
+  let observer: Observer | undefined;
   const cleanup = async () => {
+    await observer?.close().catch(() => undefined);
     await dispatcher.close().catch(() => undefined);
     await nodes.stop();
     await broker.close();
@@ -102,6 +107,10 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
       progress(`cuts: ${cuts.join(', ') || '(none: one stage)'}`);
     }
     await dispatcher.connect();
+    if (config.http.port >= 0) {
+      observer = await startObserver(dispatcher, { host: config.http.host, port: config.http.port, standby });
+      progress(`live page: ${observer.url}/  (Prometheus metrics: ${observer.url}/metrics)`);
+    }
     let caps: Map<string, Capabilities> | undefined;
     if (config.planner.auto && !config.planner.speeds.length) {
       // one at a time, so that each node's calibration runs alone
@@ -129,7 +138,7 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
       }
       throw new DeferError('E_DEPLOY', `edge node ${id} exited early (code ${code}); see its log lines above`);
     });
-    const work = body({ config, backend, brokerUrl: broker.url, dispatcher, flat, ids, caps, cuts, progress });
+    const work = body({ config, backend, brokerUrl: broker.url, dispatcher, flat, ids, caps, cuts, progress, observer });
     const result = await Promise.race([work, crashed.then(() => work)]);
     stopping = true;
     return result;
@@ -171,6 +180,7 @@ export async function serveUp(config: DeferConfig, opts: UpOptions & { onReady?:
       const { order, cuts } = await chooseSplit(req);
       const deployment = await l.dispatcher.deploy(l.flat, order, cuts);
       const serving = await startServing(l.dispatcher, deployment, l.flat, l.config);
+      l.observer?.serving(serving.server);
       (opts.onReady ?? ((b: string) => process.stdout.write(b + '\n')))(servingBanner(l.brokerUrl, l.dispatcher, serving));
       await stopped;
       const m = await serving.server.close();

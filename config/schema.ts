@@ -212,6 +212,20 @@ export const schema = {
       env: 'DEFER_ON_NODE_FAILURE',
     },
   },
+  http: {
+    port: {
+      doc: "Port of the dispatcher's live page (/) and Prometheus metrics (/metrics); -1: none (the default), 0: a free one.",
+      format: int(-1, 65535),
+      default: -1,
+      env: 'DEFER_HTTP_PORT',
+    },
+    host: {
+      doc: 'Address the live page and metrics listen on. 127.0.0.1 keeps them on this machine; a wider one is warned about (there is no authentication).',
+      format: String,
+      default: '127.0.0.1',
+      env: 'DEFER_HTTP_HOST',
+    },
+  },
   planner: {
     auto: {
       doc: "Plan the pipeline from measured figures: profile the model (cached), read each node's calibration (or planner.speeds), choose cuts and node order that minimise the bottleneck.",
@@ -368,6 +382,7 @@ export type DeferConfig = {
     restoreAfterMs: number;
     prefetchStandby: boolean;
   };
+  http: { port: number; host: string };
   planner: {
     auto: boolean;
     speeds: number[];

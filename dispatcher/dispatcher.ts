@@ -12,7 +12,7 @@ import { type FlatModel, sha256 } from '../lib/model/partition.js';
 import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
 import { type Assignment, assertTopicName, type Codec, decodeAssignment, type Topics, topicsFor } from '../lib/protocol/index.js';
 import type { Deployment } from './chain/deployment.js';
-import { FrameStream } from './chain/frame-stream.js';
+import { type FrameResult, FrameStream } from './chain/frame-stream.js';
 import { type ChainHost, type FailurePolicy, Supervisor } from './chain/supervisor.js';
 import { type DeploymentPackage, packageDeployment, publishDeployment } from './deploy/deployment-package.js';
 import { NodeWatch } from './deploy/node-watch.js';
@@ -59,6 +59,8 @@ export type { Deployment };
 export class Dispatcher implements ChainHost {
   readonly id = `disp${randomBytes(3).toString('hex')}`;
   readonly events = new TypedEmitter<DispatcherEvent>();
+  private latest?: Deployment;
+  private readonly resultListeners = new Set<(r: FrameResult, d: Deployment) => void>();
   readonly topics: Topics;
   private client?: MqttClient;
   private watch?: NodeWatch;
@@ -77,6 +79,17 @@ export class Dispatcher implements ChainHost {
     }
     this.watch = new NodeWatch(this.client, this.topics);
     await this.watch.start();
+  }
+
+  /** The deployment opened last (the one supervised and served), if any. */
+  get deployment(): Deployment | undefined {
+    return this.latest;
+  }
+
+  /** Be told of every result of every stream, as it arrives (metrics, the live page); returns the unsubscribe. */
+  onResult(listener: (r: FrameResult, d: Deployment) => void): () => void {
+    this.resultListeners.add(listener);
+    return () => void this.resultListeners.delete(listener);
   }
 
   /** the dispatcher's MQTT connection (for the frame server) */
@@ -235,12 +248,16 @@ export class Dispatcher implements ChainHost {
         maxInFlight: this.opts.maxInFlight > 0 ? this.opts.maxInFlight : 2 * plan.stages.length,
         frameTimeoutMs: this.opts.frameTimeoutMs,
         maxMessageBytes: this.opts.maxMessageBytes,
+        onResult: (r) => {
+          for (const l of this.resultListeners) l(r, d);
+        },
         onFrameFailed: (frame, device, err, deployment) => this.events.emit({ type: 'frame-failed', deployment, frame, device, reason: errorMessage(err) }),
       },
     );
     await stream.open();
     this.streams.push(stream);
     const d: Deployment = { id: plan.id, package: plan, stream, deployMs, flat };
+    this.latest = d;
     if (this.opts.supervise !== false) {
       // one deployment is supervised at a time: the newest
       for (const s of this.supervisors.splice(0)) s.stop();

@@ -21,6 +21,7 @@ import {
   encodeErrorReport,
   encodeHeartbeat,
   encodeStatus,
+  type Heartbeat,
   type NodeState,
   type NodeStatus,
   type ParsedTopic,
@@ -136,7 +137,7 @@ export class EdgeNode {
     if (every > 0) {
       const alive = this.topics.nodeAlive(this.opts.id);
       this.heartbeat = setInterval(() => {
-        if (this.client?.connected) this.client.publish(alive, encodeHeartbeat({ node: this.opts.id, at: Date.now(), frames: this.counters.frames }), { qos: 0 });
+        if (this.client?.connected) this.client.publish(alive, encodeHeartbeat(this.heartbeatNow()), { qos: 0 });
       }, every);
       this.heartbeat.unref();
     }
@@ -148,6 +149,12 @@ export class EdgeNode {
       await this.client.subscribeAsync(this.topics.nodePrefetch(this.opts.id), { qos: 1 });
     }
     log.info(`node ${this.opts.id}: online at ${this.opts.brokerUrl} (backend ${this.backend}, pipeline ${this.opts.pipeline})`);
+  }
+
+  /** What the heartbeat says: frames computed, the input queue, and the process's memory and CPU. */
+  private heartbeatNow(): Omit<Heartbeat, 'v'> {
+    const cpu = process.cpuUsage();
+    return { node: this.opts.id, at: Date.now(), frames: this.counters.frames, queue: this.queue.length, rssBytes: process.memoryUsage.rss(), cpuSeconds: (cpu.user + cpu.system) / 1e6 };
   }
 
   get slowdown(): number {

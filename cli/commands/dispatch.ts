@@ -1,4 +1,5 @@
 import { Dispatcher } from '../../dispatcher/dispatcher.js';
+import { startObserver } from '../../dispatcher/observe/observer.js';
 import { deployAndRun } from '../../dispatcher/run/deploy-and-run.js';
 import { servingBanner, startServing } from '../../dispatcher/serving/start-serving.js';
 import { DeferError } from '../../lib/core/errors.js';
@@ -10,7 +11,7 @@ import { chooseSplit, defaultCuts } from '../../lib/planning/auto-plan.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
 import { printEvents } from '../event-output.js';
-import { BALANCE, CUT, FRAMES, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, REPLAN, SEED, SERVE } from '../flags.js';
+import { BALANCE, CUT, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, REPLAN, SEED, SERVE } from '../flags.js';
 import { waitForSignal } from '../process-input.js';
 import { formatServeMetrics, printSummary } from '../up.js';
 
@@ -33,6 +34,7 @@ export const dispatchCommand: Command = {
     json: JSON_FLAG,
     'no-baseline': NO_BASELINE,
     seed: SEED,
+    ...HTTP,
   },
   async run(argv) {
     const { config, flags } = parseCommand(argv, this.flags);
@@ -50,6 +52,8 @@ export const dispatchCommand: Command = {
     });
     printEvents(d, config.up.json);
     await d.connect();
+    const observer = config.http.port >= 0 ? await startObserver(d, { host: config.http.host, port: config.http.port, standby: config.dispatcher.standby }) : undefined;
+    if (observer) log.info(`live page: ${observer.url}/  (Prometheus metrics: ${observer.url}/metrics)`);
     try {
       const caps = config.planner.auto && !config.planner.speeds.length ? await d.nodes.waitCapabilities(nodes, config.planner.onlineTimeoutMs) : undefined;
       const adopt = flags.redeploy !== true;
@@ -58,6 +62,7 @@ export const dispatchCommand: Command = {
       if (config.up.serve) {
         const { order, cuts } = await chooseSplit(req);
         const serving = await startServing(d, await deploy(order, cuts), flat, config);
+        observer?.serving(serving.server);
         process.stdout.write(servingBanner(config.broker.url, d, serving) + '\n');
         await waitForSignal();
         log.info('stopping (signal): finishing the frames in flight');
@@ -72,6 +77,7 @@ export const dispatchCommand: Command = {
         await deploy(order, cuts);
       }
     } finally {
+      await observer?.close();
       await d.close();
     }
   },

@@ -80,6 +80,8 @@ export class FrameStream {
       maxInFlight: number;
       frameTimeoutMs: number;
       maxMessageBytes: number;
+      /** told of every result, as it is delivered (observers: metrics, the live page) */
+      onResult?: (r: FrameResult) => void;
       /** told of every frame that fails (timeout, a chain that cannot be mended, an unreadable result, the stream closed) */
       onFrameFailed?: (frame: string, device: string, err: Error, deployment: string) => void;
     },
@@ -201,7 +203,7 @@ export class FrameStream {
         p.reject(new DeferError('E_ENVELOPE', `result of frame ${msg.frame} is unreadable: ${errorMessage(err)}`));
         return;
       }
-      p.resolve({
+      const r: FrameResult = {
         frame: msg.frame,
         device: msg.device,
         output,
@@ -209,7 +211,9 @@ export class FrameStream {
         sentAt: p.sentAt,
         hopBytes: [p.bytesOut, ...msg.hops.slice(1).map((h) => h.bytesIn), payload.byteLength],
         hops: msg.hops,
-      });
+      };
+      this.opts.onResult?.(r);
+      p.resolve(r);
     } catch (err) {
       log.warn(`dispatcher: unreadable message on ${topic}: ${errorMessage(err)}`);
     }

@@ -5,7 +5,7 @@
 import type { MqttClient } from 'mqtt';
 import { DeferError } from '../../lib/core/errors.js';
 import { type BrokerAuth, closeMqtt, connectMqtt } from '../../lib/mqtt/connect.js';
-import { type Capabilities, decodeStatus, type NodeStatus, type Topics, topicsFor } from '../../lib/protocol/index.js';
+import { type Capabilities, decodeHeartbeat, decodeStatus, type Heartbeat, type NodeStatus, type Topics, topicsFor } from '../../lib/protocol/index.js';
 
 export class NodeWatch {
   readonly statuses = new Map<string, NodeStatus>();
@@ -13,6 +13,8 @@ export class NodeWatch {
   readonly lastSeen = new Map<string, number>();
   /** when each node last sent something live (a heartbeat, or a status as it was published, not one the broker kept) */
   readonly lastLive = new Map<string, number>();
+  /** each node's latest heartbeat (frames, queue, memory, CPU) */
+  readonly heartbeats = new Map<string, Heartbeat>();
   private listeners = new Set<() => void>();
 
   constructor(
@@ -27,6 +29,12 @@ export class NodeWatch {
       if (!this.statuses.has(t.node)) return; // a node we do not know yet: its status comes first
       this.lastSeen.set(t.node, performance.now());
       this.lastLive.set(t.node, performance.now());
+      try {
+        const h = decodeHeartbeat(payload);
+        if (h.node === t.node) this.heartbeats.set(t.node, h);
+      } catch {
+        // still a sign of life; its figures are not ours to use
+      }
       return;
     }
     if (t?.kind !== 'node-status') return;

@@ -87,6 +87,14 @@ export class DeviceServer {
     this.maxInFlight = Math.min(opts.maxInFlight ?? stream.maxInFlight, stream.maxInFlight);
   }
 
+  private readonly servedListeners = new Set<(device: string, latencyMs: number) => void>();
+
+  /** Be told of every frame served, with its latency from arrival to result (ms); returns the unsubscribe. */
+  onServed(listener: (device: string, latencyMs: number) => void): () => void {
+    this.servedListeners.add(listener);
+    return () => void this.servedListeners.delete(listener);
+  }
+
   get policy(): string {
     return this.opts.policy === 'queue' ? `queue (up to ${this.opts.queueSize})` : this.opts.policy;
   }
@@ -261,6 +269,7 @@ export class DeviceServer {
       },
       hops: hopLatencies(r),
     };
+    for (const l of this.servedListeners) l(d.name, body.latencyMs.total);
     const payload = encodeServedResult(body, f.reply ?? this.opts.reply, r.output);
     this.send(d.name, payload);
   }

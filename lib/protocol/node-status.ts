@@ -86,6 +86,12 @@ export interface Heartbeat {
   at: number;
   /** frames the node has computed since it started */
   frames: number;
+  /** activations waiting in its input queue */
+  queue?: number;
+  /** resident set size of its process, bytes */
+  rssBytes?: number;
+  /** CPU seconds (user + system) its process has used since it started */
+  cpuSeconds?: number;
 }
 
 export function encodeHeartbeat(h: Omit<Heartbeat, 'v'>): Buffer {
@@ -95,5 +101,12 @@ export function encodeHeartbeat(h: Omit<Heartbeat, 'v'>): Buffer {
 export function decodeHeartbeat(buf: Uint8Array): Heartbeat {
   const W = 'heartbeat';
   const m = decodeJsonObject(buf, 1024, W);
-  return { v: 1, node: str(m, 'node', W, 64), at: num(m, 'at', W), frames: int(m, 'frames', W) };
+  const h: Heartbeat = { v: 1, node: str(m, 'node', W, 64), at: num(m, 'at', W), frames: int(m, 'frames', W) };
+  if (m.queue !== undefined) h.queue = int(m, 'queue', W);
+  if (m.rssBytes !== undefined) h.rssBytes = int(m, 'rssBytes', W);
+  if (m.cpuSeconds !== undefined) {
+    h.cpuSeconds = num(m, 'cpuSeconds', W);
+    if (h.cpuSeconds < 0) throw new EnvelopeError(`${W}: field 'cpuSeconds' must be >= 0`);
+  }
+  return h;
 }
