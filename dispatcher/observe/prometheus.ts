@@ -56,6 +56,8 @@ export function createMetrics(dispatcher: Dispatcher, monitor: ChainMonitor): De
     labelNames: ['kind'],
     registers: [registry],
   });
+  // every kind from the start at 0, so that rate() and increase() see the first repair
+  for (const kind of ['standby', 'merge', 'replan', 'reassign', 'restore', 'reconnect']) repairs.inc({ kind }, 0);
   const deploySeconds = new Gauge({ name: 'defer_deploy_seconds', help: 'Seconds the last deployment took, from publishing to every node ready', registers: [registry] });
   const deviceLatency = new Histogram({
     name: 'defer_device_latency_seconds',

@@ -7,9 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
@@ -145,10 +146,7 @@ test('/metrics during a run: every series with its labels, parsed as Prometheus 
   ]) {
     family(fams, name);
     const mine = samples(text).filter((x) => x.name === name || x.name.startsWith(`${name}_`));
-    assert.ok(
-      mine.length > 0 && mine.every((x) => x.labels.pipeline === PIPE),
-      `${name} is labelled with its pipeline`,
-    );
+    assert.ok(mine.length > 0 && mine.every((x) => x.labels.pipeline === PIPE), `${name} is labelled with its pipeline`);
   }
   assert.equal(value(text, 'defer_stage_frames_total', { node: 'n1', stage: '0' }), 23);
   assert.equal(value(text, 'defer_stage_frames_total', { node: 'n2', stage: '1' }), 23);
@@ -169,6 +167,13 @@ test('/metrics during a run: every series with its labels, parsed as Prometheus 
   assert.equal(value(text, 'defer_device_frames_served_total', { device: 'cam1' }), 3);
   assert.equal(value(text, 'defer_device_frames_not_served_total', { device: 'cam1', reason: 'dropped' }), 0);
   assert.equal(value(text, 'defer_device_latency_seconds_count', { device: 'cam1' }), 3);
+
+  // the ready-made Grafana dashboard asks only for series that exist
+  const dashboard = readFileSync(join(ROOT, 'examples', 'grafana-dashboard.json'), 'utf8');
+  const asked = new Set([...dashboard.matchAll(/defer_[a-z_]+/g)].map((m) => m[0]));
+  assert.ok(asked.size >= 10);
+  const exposed = new Set(samples(text).map((x) => x.name));
+  for (const name of asked) assert.ok(exposed.has(name), `the dashboard's ${name} is exposed`);
 
   await Promise.all(frames.slice(20).map((f) => dep.stream.send(f)));
   const again = (await get('/metrics')).body;

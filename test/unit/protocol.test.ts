@@ -82,6 +82,10 @@ test('node status and heartbeat: round trip; wrong version, unknown state, bad c
   const h = { node: 'n1', at: 123, frames: 7 };
   assert.deepEqual(decodeHeartbeat(encodeHeartbeat(h)), { v: 1, ...h });
   assert.throws(() => decodeHeartbeat(bad({ v: 1, node: 'n1', at: 1, frames: -1 })), /frames/);
+  const full = { node: 'n1', at: 5, frames: 9, queue: 2, rssBytes: 180_000_000, cpuSeconds: 12.5 };
+  assert.deepEqual(decodeHeartbeat(encodeHeartbeat(full)), { v: 1, ...full });
+  assert.throws(() => decodeHeartbeat(bad({ ...full, v: 1, queue: 1.5 })), /queue/);
+  assert.throws(() => decodeHeartbeat(bad({ ...full, v: 1, cpuSeconds: -1 })), /cpuSeconds/);
 });
 
 test('error reports and serving metrics: round trip and validation', () => {

@@ -53,7 +53,7 @@ function draw(s) {
     parts.push(link(s.links[k] ?? { from: '', to: n.node, bytesPerFrame: 0 }));
     parts.push(nodeBox(n));
   });
-  if (s.links.length) parts.push(link(s.links[s.links.length - 1]), box('results', 'back to the dispatcher, then the devices', [['frames/s', fmt(s.throughputFps)]], { class: 'box results' }));
+  if (s.links.length) parts.push(link(s.links[s.links.length - 1]), box('results', 'to the devices', [['frames/s', fmt(s.throughputFps)]], { class: 'box results' }));
   chain.replaceChildren(...parts);
 
   $('standbys-title').hidden = s.standbys.length === 0;
