@@ -25,6 +25,8 @@ export interface ObserverServerOptions {
 
 export interface ObserverServer {
   url: string;
+  /** bound to more than this machine (the warning was given) */
+  exposed: boolean;
   close(): Promise<void>;
 }
 
@@ -103,11 +105,13 @@ export async function startObserverServer(monitor: ChainMonitor, metrics: DeferM
     );
     server.listen(opts.port, opts.host, () => resolve());
   });
-  if (!LOOPBACK.has(opts.host)) log.warn(`the live page and /metrics are served on ${opts.host}, not only this machine: anyone who reaches it sees the deployment (no authentication)`);
+  const exposed = !LOOPBACK.has(opts.host);
+  if (exposed) log.warn(`the live page and /metrics are served on ${opts.host}, not only this machine: anyone who reaches it sees the deployment (no authentication)`);
   const a = server.address() as AddressInfo;
   const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
   return {
     url: `http://${host}:${a.port}`,
+    exposed,
     async close() {
       offChange();
       clearInterval(tick);

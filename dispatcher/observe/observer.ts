@@ -11,6 +11,8 @@ import { createMetrics } from './prometheus.js';
 export interface Observer {
   /** where the page is; /metrics beside it */
   url: string;
+  /** bound to more than this machine (warned about) */
+  exposed: boolean;
   monitor: ChainMonitor;
   serving(server: DeviceServer): void;
   close(): Promise<void>;
@@ -29,6 +31,7 @@ export async function startObserver(dispatcher: Dispatcher, opts: { host: string
   }
   return {
     url: server.url,
+    exposed: server.exposed,
     monitor,
     serving: (s) => {
       monitor.serving(s);

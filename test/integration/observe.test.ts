@@ -185,6 +185,10 @@ test('/metrics during a run: every series with its labels, parsed as Prometheus 
 
 test('the HTTP endpoint refuses what it should: unknown paths, traversal, other methods, too many event streams', { timeout: 30_000 }, async () => {
   assert.match(observer.url, /^http:\/\/127\.0\.0\.1:\d+$/, 'bound to 127.0.0.1 by default');
+  assert.equal(observer.exposed, false);
+  const wide = await startObserver(d, { host: '0.0.0.0', port: 0 });
+  assert.equal(wide.exposed, true, 'bound wider: warned about');
+  await wide.close();
   for (const path of ['/nope', '/../package.json', '/%2e%2e/package.json', '/page.js/../../package.json', '/..%2f..%2fpackage.json', '/dist/cli/defer.js', '//etc/passwd']) {
     const r = await get(path);
     if (r.status === 200) assert.doesNotMatch(r.body, /"name": "@defer-mqtt|root:/, `${path} must not reach the file system`);
