@@ -169,7 +169,7 @@ test('/metrics during a run: every series with its labels, parsed as Prometheus 
   assert.equal(value(text, 'defer_device_latency_seconds_count', { device: 'cam1' }), 3);
 
   // the ready-made Grafana dashboard asks only for series that exist
-  const dashboard = readFileSync(join(ROOT, 'examples', 'grafana-dashboard.json'), 'utf8');
+  const dashboard = readFileSync(join(ROOT, 'monitoring', 'grafana-dashboard.json'), 'utf8');
   const asked = new Set([...dashboard.matchAll(/defer_[a-z_]+/g)].map((m) => m[0]));
   assert.ok(asked.size >= 10);
   const exposed = new Set(samples(text).map((x) => x.name));
