@@ -74,6 +74,7 @@ export async function startObserverServer(monitor: ChainMonitor, metrics: DeferM
     if (path === '/metrics') return send(res, 200, metrics.registry.contentType, await metrics.registry.metrics());
     if (path === '/snapshot') return send(res, 200, 'application/json', JSON.stringify(monitor.snapshot()));
     if (path === '/events') {
+      if (req.method === 'HEAD') return send(res, 200, 'text/event-stream', '');
       if (streams.size >= maxStreams) return send(res, 503, 'text/plain; charset=utf-8', `too many event streams (at most ${maxStreams})\n`);
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
       streams.add(res);

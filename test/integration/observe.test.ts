@@ -196,6 +196,7 @@ test('the HTTP endpoint refuses what it should: unknown paths, traversal, other 
   }
   assert.equal((await get('/', 'POST')).status, 405);
   assert.equal((await get('/metrics', 'DELETE')).status, 405);
+  assert.equal((await get('/events', 'HEAD')).status, 200, 'HEAD of the event stream answers and holds no stream');
   const page = await get('/');
   assert.equal(page.status, 200);
   assert.match(page.type, /^text\/html/);
