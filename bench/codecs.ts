@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 import { round } from '../lib/core/stats.js';
 import { tf } from '../lib/model/engine.js';
 import { buildStageModel, type FlatModel } from '../lib/model/partition.js';
+import { fromHalf, toHalf } from '../lib/protocol/float16.js';
 import { decodeActivation, decodeTensor, encodeActivation, encodeTensor } from '../lib/protocol/index.js';
 
 const require = createRequire(import.meta.url);
@@ -64,40 +65,6 @@ function unshuffle(bytes: Uint8Array, width: number): Uint8Array {
   const out = new Uint8Array(bytes.length);
   for (let i = 0; i < n; i++) for (let k = 0; k < width; k++) out[i * width + k] = bytes[k * n + i];
   return out;
-}
-
-// float32 <-> float16 (IEEE half, round to nearest even), without Float16Array (Node 20)
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-function toHalf(v: number): number {
-  f32[0] = v;
-  const x = u32[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let h = mant >> shift;
-    if ((mant >> (shift - 1)) & 1 && (mant & ((1 << (shift - 1)) - 1) || h & 1)) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >> 13);
-  if (mant & 0x1000 && (mant & 0xfff || h & 1)) h++;
-  e = h >> 10;
-  return sign | h;
-}
-function fromHalf(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
 const bytesOf = (x: Float32Array | Uint16Array | Int8Array) => new Uint8Array(x.buffer, x.byteOffset, x.byteLength);

@@ -35,3 +35,9 @@ export const HTTP: Record<string, FlagSpec> = {
   'http-port': { key: 'http.port', type: 'string', number: true, help: 'serve the live page (/) and Prometheus metrics (/metrics) on this port (0: a free one)' },
   'http-host': { key: 'http.host', type: 'string', help: 'address for --http-port (default 127.0.0.1)' },
 };
+export const PRECISION: FlagSpec = {
+  key: 'dispatcher.precision',
+  type: 'string',
+  list: true,
+  help: 'lossless | float16 | int8: how precisely activations travel, for every hop or one per hop (dispatcher -> first stage, ..., last stage -> dispatcher)',
+};

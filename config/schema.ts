@@ -12,7 +12,7 @@ import convict from 'convict';
 import { checkTopicLimits, DEFAULT_TOPIC_LIMITS, type TopicLimits } from '../broker/topic-limits.js';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { BACKEND_CHOICES } from '../lib/model/engine.js';
-import { isName, NAME_RULE } from '../lib/protocol/index.js';
+import { isName, NAME_RULE, PRECISIONS, type Precision } from '../lib/protocol/index.js';
 
 convict.addFormat({
   name: 'name-list',
@@ -32,6 +32,18 @@ convict.addFormat({
   name: 'layer-list',
   validate(v: unknown) {
     if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || x.length === 0)) throw new Error('must be a list of layer names');
+  },
+  coerce: (v: string) =>
+    v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+});
+
+convict.addFormat({
+  name: 'precision-list',
+  validate(v: unknown) {
+    if (!Array.isArray(v) || v.length === 0 || v.some((x) => !PRECISIONS.includes(x))) throw new Error(`must be one of ${PRECISIONS.join(', ')}, or one per hop, comma separated`);
   },
   coerce: (v: string) =>
     v
@@ -180,6 +192,12 @@ export const schema = {
     maxInFlight: { doc: 'Frames in the chain at once; 0 means twice the number of stages.', format: int(0, 10_000), default: 0, env: 'DEFER_MAX_IN_FLIGHT' },
     maxMessageBytes: { doc: 'Largest activation message a node or dispatcher accepts.', format: int(1024, 268_435_455), default: 64 * 1024 * 1024, env: 'DEFER_MAX_MESSAGE_BYTES' },
     codec: { doc: 'Activation codec: lz4 (lossless, compressed) or none (raw bytes).', format: ['lz4', 'none'], default: 'lz4', env: 'DEFER_CODEC' },
+    precision: {
+      doc: 'How precisely activations travel: lossless (bit-exact, the default), float16 (IEEE half floats: half the bytes), or int8 (one scale and offset per channel: a quarter). One value for every hop, or one per hop, in order: dispatcher -> first stage, between stages, last stage -> dispatcher (e.g. lossless,int8,lossless for 2 stages). Lossy hops change the outputs: measure the agreement (docs/protocol.md#tensor).',
+      format: 'precision-list',
+      default: ['lossless'] as Precision[],
+      env: 'DEFER_PRECISION',
+    },
     qos: { doc: 'MQTT QoS of activations (0 or 1).', format: [0, 1], default: 1, env: 'DEFER_QOS' },
     standby: {
       doc: 'Standby node ids, kept out of the chain: when a node of the chain fails, the first standby that is up takes over its stage (weights from the broker, or its cache). Nodes that fail and come back join them.',
@@ -375,6 +393,7 @@ export type DeferConfig = {
     maxInFlight: number;
     maxMessageBytes: number;
     codec: 'lz4' | 'none';
+    precision: Precision[];
     qos: 0 | 1;
     standby: string[];
     heartbeatTimeoutMs: number;

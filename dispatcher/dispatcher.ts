@@ -10,11 +10,11 @@ import { log } from '../lib/core/log.js';
 import { TypedEmitter } from '../lib/core/typed-emitter.js';
 import { type FlatModel, sha256 } from '../lib/model/partition.js';
 import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
-import { type Assignment, assertTopicName, type Codec, decodeAssignment, type Topics, topicsFor } from '../lib/protocol/index.js';
+import { type Assignment, assertTopicName, type Codec, decodeAssignment, type Precision, type Topics, topicsFor } from '../lib/protocol/index.js';
 import type { Deployment } from './chain/deployment.js';
 import { type FrameResult, FrameStream } from './chain/frame-stream.js';
 import { type ChainHost, type FailurePolicy, Supervisor } from './chain/supervisor.js';
-import { type DeploymentPackage, packageDeployment, publishDeployment } from './deploy/deployment-package.js';
+import { type DeploymentPackage, hopPrecisions, packageDeployment, publishDeployment } from './deploy/deployment-package.js';
 import { NodeWatch } from './deploy/node-watch.js';
 import type { DispatcherEvent } from './events.js';
 
@@ -27,6 +27,8 @@ export interface DispatcherOptions {
   maxInFlight: number;
   maxMessageBytes: number;
   codec: Codec;
+  /** how precisely activations travel: one value for every hop, or one per hop (default lossless) */
+  precision?: Precision[];
   qos: 0 | 1;
   /** use this connection instead of opening one (it is then not closed by close()) */
   client?: MqttClient;
@@ -118,6 +120,7 @@ export class Dispatcher implements ChainHost {
     const plans = flat.spans(cuts);
     if (plans.length !== nodes.length || new Set(nodes).size !== nodes.length) return null;
     const standby = (this.opts.standby ?? []).filter((n) => !nodes.includes(n));
+    const precision = hopPrecisions(this.opts.precision, plans.length);
     const candidates = [...nodes, ...standby];
     const found = new Map<string, Assignment>();
     const topics = candidates.map((n) => this.topics.nodeAssign(n));
@@ -133,7 +136,16 @@ export class Dispatcher implements ChainHost {
     const runs = (n: string, id: string, k: number) => {
       const a = found.get(n);
       const st = watch.statuses.get(n);
-      return a?.deployment === id && a.stage === k && a.stageCount === plans.length && a.codec === this.opts.codec && st?.deployment === id && st.stage === k && st.state === 'ready';
+      return (
+        a?.deployment === id &&
+        a.stage === k &&
+        a.stageCount === plans.length &&
+        a.codec === this.opts.codec &&
+        (a.outputPrecision ?? 'lossless') === precision[k + 1] &&
+        st?.deployment === id &&
+        st.stage === k &&
+        st.state === 'ready'
+      );
     };
     // stage k runs on its own node or on a standby; the deployment is the one stage 0 runs
     const chain = (): string[] | null => {
@@ -163,6 +175,7 @@ export class Dispatcher implements ChainHost {
       id,
       stages: plans.map((p, k) => ({ span: p, nodeId: order[k], assignment: as[k], chunks: [] })),
       totalBytes: as.reduce((t, a) => t + a.manifest.totalBytes, 0),
+      precision,
     };
     // nodes a standby replaced are standbys now
     return this.openStream(
@@ -190,7 +203,11 @@ export class Dispatcher implements ChainHost {
   }
 
   /** Publish a new deployment of `flat` cut at `cuts` onto `nodes`, and wait until all are ready. */
-  async publishPlan(flat: FlatModel, nodes: string[], cuts: string[]): Promise<{ plan: DeploymentPackage; deployMs: number }> {
+  /**
+   * `mended`: a repair's new chain (merge, re-plan, restore). A precision given hop by hop for a chain of
+   * another length does not fit it: its hops are then lossless (a single given precision still applies).
+   */
+  async publishPlan(flat: FlatModel, nodes: string[], cuts: string[], mended = false): Promise<{ plan: DeploymentPackage; deployMs: number }> {
     if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
     for (const n of nodes) assertTopicName('node id', n);
     const t0 = performance.now();
@@ -199,6 +216,7 @@ export class Dispatcher implements ChainHost {
       cuts,
       chunkBytes: this.opts.chunkBytes,
       codec: this.opts.codec,
+      precision: mended && (this.opts.precision?.length ?? 0) > 1 && this.opts.precision?.length !== cuts.length + 2 ? ['lossless'] : this.opts.precision,
       qos: this.opts.qos,
       resultTopic: this.topics.results(this.id),
       pipeline: this.opts.pipeline,
@@ -243,7 +261,7 @@ export class Dispatcher implements ChainHost {
   private async openStream(plan: DeploymentPackage, flat: FlatModel, inputTopic: string, resultTopic: string, deployMs: number, spares: string[] = []): Promise<Deployment> {
     const stream = new FrameStream(
       this.client!,
-      { deployment: plan.id, stageCount: plan.stages.length, inputTopic, resultTopic, codec: this.opts.codec, qos: this.opts.qos },
+      { deployment: plan.id, stageCount: plan.stages.length, inputTopic, resultTopic, codec: this.opts.codec, precision: plan.precision[0], qos: this.opts.qos },
       {
         maxInFlight: this.opts.maxInFlight > 0 ? this.opts.maxInFlight : 2 * plan.stages.length,
         frameTimeoutMs: this.opts.frameTimeoutMs,

@@ -52,7 +52,7 @@ export async function computeActivation(stage: RunningStage, payload: Buffer, re
   out.dispose();
   if (ctx.slowdown > 1) await sleep((ctx.slowdown - 1) * (now() - t1));
   const t2 = now();
-  const tensor = encodeTensor({ dtype: 'float32', shape, data }, { codec: a.codec });
+  const tensor = encodeTensor({ dtype: 'float32', shape, data }, { codec: a.codec, precision: a.outputPrecision });
   const hop: Hop = {
     node: ctx.nodeId,
     stage: a.stage,

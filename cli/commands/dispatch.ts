@@ -11,7 +11,7 @@ import { chooseSplit, defaultCuts } from '../../lib/planning/auto-plan.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
 import { printEvents } from '../event-output.js';
-import { BALANCE, CUT, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, REPLAN, SEED, SERVE } from '../flags.js';
+import { BALANCE, CUT, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, PRECISION, REPLAN, SEED, SERVE } from '../flags.js';
 import { waitForSignal } from '../process-input.js';
 import { formatServeMetrics, printSummary } from '../up.js';
 
@@ -34,6 +34,7 @@ export const dispatchCommand: Command = {
     json: JSON_FLAG,
     'no-baseline': NO_BASELINE,
     seed: SEED,
+    precision: PRECISION,
     ...HTTP,
   },
   async run(argv) {

@@ -1,7 +1,7 @@
 import { DeferError } from '../../lib/core/errors.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
-import { BALANCE, CUT, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, REPLAN, SEED, SERVE } from '../flags.js';
+import { BALANCE, CUT, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, PRECISION, REPLAN, SEED, SERVE } from '../flags.js';
 import { formatServeMetrics, printSummary, runUp, serveUp } from '../up.js';
 
 /** `defer up`. */
@@ -27,6 +27,7 @@ export const upCommand: Command = {
     'max-in-flight': { key: 'dispatcher.maxInFlight', type: 'string', number: true, help: 'frames in the chain at once (0: 2 x stages)' },
     codec: { key: 'dispatcher.codec', type: 'string', help: 'lz4 | none' },
     seed: SEED,
+    precision: PRECISION,
     ...HTTP,
   },
   async run(argv) {

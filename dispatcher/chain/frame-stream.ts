@@ -14,7 +14,7 @@ import { now } from '../../lib/core/clock.js';
 import { DeferError, errorMessage } from '../../lib/core/errors.js';
 import { log } from '../../lib/core/log.js';
 import { publish } from '../../lib/mqtt/connect.js';
-import { type Codec, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop, type RawTensor, type WireTensor } from '../../lib/protocol/index.js';
+import { type Codec, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop, type Precision, type RawTensor, type WireTensor } from '../../lib/protocol/index.js';
 
 export interface FrameResult {
   frame: string;
@@ -34,6 +34,8 @@ export interface StreamTarget {
   inputTopic: string;
   resultTopic: string;
   codec: Codec;
+  /** how precisely frames go into the chain (default lossless) */
+  precision?: Precision;
   qos: 0 | 1;
 }
 
@@ -262,7 +264,7 @@ export class FrameStream {
       this.release();
       throw new DeferError('E_ENVELOPE', `frame id ${frame} is already in the chain: frame ids must be unique`);
     }
-    const tensor = encodeTensor(input, { codec: this.target.codec });
+    const tensor = encodeTensor(input, { codec: this.target.codec, precision: input.dtype === 'float32' ? this.target.precision : 'lossless' });
     const result = new Promise<FrameResult>((resolve, reject) => {
       this.pending.set(frame, { device, tensor, sentAt: now(), bytesOut: 0, sends: 0, resolve, reject });
     });

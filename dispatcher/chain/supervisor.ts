@@ -56,7 +56,7 @@ export interface ChainHost {
   readonly topics: Topics;
   readonly nodes: NodeWatch;
   /** publish a new deployment of `flat` cut at `cuts` onto `nodes` and wait until all are ready */
-  publishPlan(flat: FlatModel, nodes: string[], cuts: string[]): Promise<{ plan: DeploymentPackage; deployMs: number }>;
+  publishPlan(flat: FlatModel, nodes: string[], cuts: string[], mended?: boolean): Promise<{ plan: DeploymentPackage; deployMs: number }>;
   /** the retained message on `topic`, if the broker has one within `waitMs` */
   readRetained(topic: string, waitMs: number): Promise<Buffer | null>;
 }
@@ -244,7 +244,7 @@ export class Supervisor {
     const before = d.package.stages.map((s) => s.nodeId);
     d.stream.pause();
     this.opts.emit({ type: 'repair-start', kind: 'restore', deployment: d.id, cuts: this.first.cuts, chain: nodes, was: before });
-    const { plan, deployMs } = await this.dispatcher.publishPlan(d.flat, nodes, this.first.cuts);
+    const { plan, deployMs } = await this.dispatcher.publishPlan(d.flat, nodes, this.first.cuts, true);
     const old = d.id;
     d.id = plan.id;
     d.package = plan;
@@ -255,6 +255,7 @@ export class Supervisor {
       stageCount: plan.stages.length,
       inputTopic: plan.stages[0].assignment.inputTopic,
       resultTopic: plan.stages.at(-1)!.assignment.outputTopic,
+      precision: plan.precision[0],
     });
     const repairMs = performance.now() - t0;
     this.done({
@@ -351,7 +352,7 @@ export class Supervisor {
       how = `stage ${k + 1} merged into stage ${m.into + 1} (on ${d.package.stages[m.into].nodeId})${policy === 'replan' ? ' (no planner here: merged)' : ''}`;
     }
     this.opts.emit({ type: 'repair-start', kind: replanned ? 'replan' : 'merge', deployment: d.id, how, cuts, chain: nodes, ...(mergedInto ? { mergedInto } : {}) });
-    const { plan, deployMs } = await this.dispatcher.publishPlan(d.flat, nodes, cuts);
+    const { plan, deployMs } = await this.dispatcher.publishPlan(d.flat, nodes, cuts, true);
     const old = d.id;
     d.id = plan.id;
     d.package = plan;
@@ -361,6 +362,7 @@ export class Supervisor {
       stageCount: plan.stages.length,
       inputTopic: plan.stages[0].assignment.inputTopic,
       resultTopic: plan.stages.at(-1)!.assignment.outputTopic,
+      precision: plan.precision[0],
     });
     const repairMs = performance.now() - t0;
     this.done({ kind: replanned ? 'replan' : 'merge', at, node, stage: k, cause, deployment: plan.id, previous: old, chain: nodes, repairMs, resent });

@@ -8,13 +8,15 @@ import type { MqttClient } from 'mqtt';
 import { DeferError } from '../../lib/core/errors.js';
 import { type FlatModel, type StageSpan, sha256 } from '../../lib/model/partition.js';
 import { publish } from '../../lib/mqtt/connect.js';
-import { type Assignment, type Codec, encodeAssignment, encodeWeightChunk, type Topics, type WeightManifest } from '../../lib/protocol/index.js';
+import { type Assignment, type Codec, encodeAssignment, encodeWeightChunk, PRECISIONS, type Precision, type Topics, type WeightManifest } from '../../lib/protocol/index.js';
 
 export interface DeployOptions {
   nodes: string[];
   cuts: string[];
   chunkBytes: number;
   codec: Codec;
+  /** how precisely activations travel: one value for every hop, or one per hop (dispatcher -> stage 0, stage 0 -> 1, ..., last stage -> dispatcher) */
+  precision?: Precision[];
   qos: 0 | 1;
   /** topic where the last stage publishes its output */
   resultTopic: string;
@@ -32,6 +34,23 @@ export interface DeploymentPackage {
   id: string;
   stages: StagePackage[];
   totalBytes: number;
+  /** the precision of each hop: dispatcher -> stage 0, stage 0 -> 1, ..., last stage -> dispatcher */
+  precision: Precision[];
+}
+
+/** One precision per hop of a chain of `stages` stages, from one value for all or one per hop. */
+export function hopPrecisions(given: readonly Precision[] | undefined, stages: number): Precision[] {
+  const list = given?.length ? given : ['lossless' as const];
+  const bad = list.find((p) => !PRECISIONS.includes(p));
+  if (bad) throw new DeferError('E_CONFIG', `precision '${bad}' is not one of ${PRECISIONS.join(', ')} (dispatcher.precision)`);
+  if (list.length === 1) return Array.from({ length: stages + 1 }, () => list[0]);
+  if (list.length !== stages + 1) {
+    throw new DeferError(
+      'E_CONFIG',
+      `dispatcher.precision has ${list.length} values; a chain of ${stages} stages has ${stages + 1} hops (dispatcher -> first stage, between stages, last stage -> dispatcher): give one value, or ${stages + 1}`,
+    );
+  }
+  return [...list];
 }
 
 export function newDeploymentId(): string {
@@ -46,6 +65,7 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
   const dup = opts.nodes.find((n, i) => opts.nodes.indexOf(n) !== i);
   if (dup) throw new DeferError('E_CONFIG', `node '${dup}' is listed twice: each stage needs its own node`);
   const id = newDeploymentId();
+  const precision = hopPrecisions(opts.precision, plans.length);
   let totalBytes = 0;
   const stages = plans.map((plan, k): StagePackage => {
     const { specs, blob } = flat.stageWeights(plan);
@@ -70,12 +90,13 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
         inputTopic: topics.stageIn(k),
         outputTopic: k === plans.length - 1 ? opts.resultTopic : topics.stageIn(k + 1),
         codec: opts.codec,
+        ...(precision[k + 1] === 'lossless' ? {} : { outputPrecision: precision[k + 1] }),
         qos: opts.qos,
         createdAt: Date.now(),
       },
     };
   });
-  return { id, stages, totalBytes };
+  return { id, stages, totalBytes, precision };
 }
 
 /**

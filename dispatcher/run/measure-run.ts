@@ -7,7 +7,7 @@
 import { maxAbsDiff, mean, percentile, round } from '../../lib/core/stats.js';
 import { tf } from '../../lib/model/engine.js';
 import { formatPlanCheck, type PredictionCheck } from '../../lib/planning/plan-check.js';
-import type { Hop, RawTensor } from '../../lib/protocol/index.js';
+import type { Hop, Precision, RawTensor } from '../../lib/protocol/index.js';
 import type { FrameResult } from '../chain/frame-stream.js';
 import type { Deployment } from '../dispatcher.js';
 import type { RepairEvent } from '../events.js';
@@ -100,13 +100,15 @@ export interface RunSummary {
   throughputFps: number;
   latencyMs: { p50: number; p95: number; mean: number; max: number };
   /** mean bytes on the wire per frame, for each hop: dispatcher -> stage 0, ..., last stage -> dispatcher */
-  bytesPerFramePerHop: { hop: string; bytes: number; rawBytes: number }[];
+  bytesPerFramePerHop: { hop: string; precision: Precision; bytes: number; rawBytes: number }[];
   deployMs: number;
   /** CPU ms per frame of the dispatcher's process while streaming (with `defer up`, the broker runs there too) */
   dispatcherCpuMsPerFrame: number;
   singleProcess: { throughputFps: number; msPerFrame: number } | null;
   speedupVsSingleProcess: number | null;
   maxAbsDiffVsLocal: number | null;
+  /** share of frames whose top-1 class is the local run's (1 when lossless; less is what a lossy precision costs) */
+  top1AgreementVsLocal: number | null;
   /** failures the dispatcher mended while the frames ran (node failures, broker reconnects); stage figures are of the chain at the end */
   repairs: RepairEvent[];
   /** results that arrived twice after frames were sent again, and were dropped */
@@ -116,6 +118,12 @@ export interface RunSummary {
   /** with --replan: the run after re-planning from measured figures */
   replanned?: { changed: boolean; summary: RunSummary };
 }
+
+const argMax = (x: ArrayLike<number>) => {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+};
 
 function hopMean(res: FrameResult[], stage: number, f: (h: Hop) => number): number {
   return round(mean(res.map((r) => (r.hops[stage] ? f(r.hops[stage]) : NaN)).filter((x) => !Number.isNaN(x))), 1);
@@ -129,16 +137,24 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
   const rawIn = [frames[0]?.data.byteLength ?? 0, ...stages.map((s) => s.span.outputBytes)];
   const bytesPerFramePerHop = names.slice(0, -1).map((from, i) => ({
     hop: `${from} -> ${names[i + 1]}`,
+    precision: d.package.precision[i],
     bytes: round(mean(res.map((r) => r.hopBytes[i])), 0),
     rawBytes: rawIn[i],
   }));
   let diff: number | null = null;
+  let agree: number | null = null;
   if (local) {
     diff = 0;
+    let same = 0;
+    let compared = 0;
     local.outputs.forEach((out, i) => {
       const r = chain.byFrame[i];
-      if (r) diff = Math.max(diff!, maxAbsDiff(out, r.output.data));
+      if (!r) return;
+      diff = Math.max(diff!, maxAbsDiff(out, r.output.data));
+      compared++;
+      if (argMax(out) === argMax(r.output.data)) same++;
     });
+    agree = compared ? round(same / compared, 4) : null;
   }
   const throughputFps = res.length ? res.length / (chain.wallMs / 1000) : 0;
   const single = local && frames.length ? { throughputFps: round(frames.length / (local.wallMs / 1000), 3), msPerFrame: round(local.wallMs / frames.length, 1) } : null;
@@ -172,6 +188,7 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
     singleProcess: single,
     speedupVsSingleProcess: single && throughputFps ? round(throughputFps / single.throughputFps, 3) : null,
     maxAbsDiffVsLocal: diff,
+    top1AgreementVsLocal: agree,
     repairs: (d.supervisor?.events ?? []).filter((e) => e.at >= chain.startedAt),
     duplicates: d.stream.duplicates,
   };
@@ -190,9 +207,9 @@ export function formatSummary(s: RunSummary): string {
     `  throughput: ${s.throughputFps} frames/s` +
       (s.singleProcess ? ` (single process: ${s.singleProcess.throughputFps} frames/s, ${s.singleProcess.msPerFrame} ms/frame; speed-up ${s.speedupVsSingleProcess}x)` : ''),
     `  latency: p50 ${s.latencyMs.p50} ms, p95 ${s.latencyMs.p95} ms`,
-    `  bytes per frame per hop: ${s.bytesPerFramePerHop.map((h) => `${h.hop}: ${kb(h.bytes)} (raw ${kb(h.rawBytes)})`).join('; ')}`,
+    `  bytes per frame per hop: ${s.bytesPerFramePerHop.map((h) => `${h.hop}: ${kb(h.bytes)} (raw ${kb(h.rawBytes)}${h.precision === 'lossless' ? '' : `, ${h.precision}`})`).join('; ')}`,
     `  deployment took ${(s.deployMs / 1000).toFixed(1)} s; dispatcher CPU ${s.dispatcherCpuMsPerFrame} ms/frame`,
-    `  maxAbsDiffVsLocal: ${s.maxAbsDiffVsLocal === null ? 'not measured (--no-baseline)' : s.maxAbsDiffVsLocal}`,
+    `  maxAbsDiffVsLocal: ${s.maxAbsDiffVsLocal === null ? 'not measured (--no-baseline)' : s.maxAbsDiffVsLocal}${s.top1AgreementVsLocal === null ? '' : `; top-1 agreement with the local run ${(100 * s.top1AgreementVsLocal).toFixed(2)}%`}`,
     ...s.repairs.map(
       (e) =>
         `  mended: ${e.kind === 'reconnect' ? 'broker connection lost' : e.kind === 'restore' ? e.cause : `node ${e.node} (stage ${(e.stage ?? 0) + 1}) ${e.cause}`}: ${e.kind === 'restore' ? `back to the first split: deployment ${e.deployment}` : e.kind === 'standby' ? `stage moved to standby ${e.replacement}` : e.kind === 'reconnect' ? `reconnected${e.republished ? ', deployment republished' : ''}` : e.kind === 'reassign' ? 'assigned again' : `${e.kind === 'merge' ? 'stage merged into its neighbour' : 're-planned over the nodes left'}: deployment ${e.deployment}`} in ${(e.repairMs / 1000).toFixed(2)} s, ${e.resent} frames sent again`,

@@ -5,7 +5,7 @@
  */
 import { EnvelopeError } from '../core/errors.js';
 import { arr, decodeMap, encodeCbor, int, name, num, obj, PROTOCOL_VERSION, SHA256, shapeOf, str } from './fields.js';
-import { type Codec, type DType, isDType } from './tensor-codec.js';
+import { type Codec, type DType, isDType, PRECISIONS, type Precision } from './tensor-codec.js';
 
 export interface WeightSpec {
   /** layer name in the stage topology */
@@ -45,6 +45,8 @@ export interface Assignment {
   inputTopic: string;
   outputTopic: string;
   codec: Codec;
+  /** how precisely this stage's output travels; absent: lossless */
+  outputPrecision?: Precision;
   qos: 0 | 1;
   createdAt: number;
   /** the node whose retained weight chunks hold this stage's weights (a standby taking over a failed node's stage); unset: the assigned node's own */
@@ -104,6 +106,8 @@ export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): 
   if (codec !== 'lz4' && codec !== 'none') throw new EnvelopeError(`${W}: codec must be lz4 or none`);
   const qos = m.qos;
   if (qos !== 0 && qos !== 1) throw new EnvelopeError(`${W}: qos must be 0 or 1`);
+  const outputPrecision = m.outputPrecision;
+  if (outputPrecision !== undefined && !PRECISIONS.includes(outputPrecision as Precision)) throw new EnvelopeError(`${W}: outputPrecision must be one of ${PRECISIONS.join(', ')}`);
   const stageCount = int(m, 'stageCount', W, 1, 1024);
   return {
     v: 1,
@@ -120,6 +124,7 @@ export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): 
     inputTopic: str(m, 'inputTopic', W, 1024),
     outputTopic: str(m, 'outputTopic', W, 1024),
     codec,
+    ...(outputPrecision === undefined ? {} : { outputPrecision: outputPrecision as Precision }),
     qos,
     createdAt: num(m, 'createdAt', W),
     ...(m.weightsNode === undefined ? {} : { weightsNode: name(m, 'weightsNode', W) }),

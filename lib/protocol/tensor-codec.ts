@@ -1,15 +1,20 @@
 /**
- * Tensor codec: a tensor as `{dtype, shape, codec, size, data}` where `data`
- * is the raw little-endian bytes, LZ4-block compressed (`codec: 'lz4'`) or as
- * they are (`codec: 'none'`, used for tiny or incompressible tensors).
+ * Tensor codec: a tensor as `{dtype, shape, codec, size, crc, data}` where
+ * `data` is the raw little-endian bytes, LZ4-block compressed (`codec: 'lz4'`)
+ * or as they are (`codec: 'none'`, used for tiny or incompressible tensors).
  *
- * Lossless: decode(encode(t)) is bit-identical to t. Every field of an
- * incoming tensor is validated; anything wrong raises a CodecError.
+ * Lossless by default: decode(encode(t)) is bit-identical to t. A float32
+ * tensor may be sent with less precision (`precision`): `float16` (IEEE half
+ * values), or `int8` (affine, one scale and offset per channel of the last
+ * axis: x ~ offset + scale * q, q in [-127, 127]); the receiver gets float32
+ * back. Every field of an incoming tensor is validated; anything wrong raises
+ * a CodecError. The exact layout: docs/protocol.md#tensor.
  */
 import { createRequire } from 'node:module';
 import { endianness } from 'node:os';
 import { crc32 } from 'node:zlib';
 import { CodecError } from '../core/errors.js';
+import { fromHalf, toHalf } from './float16.js';
 
 const require = createRequire(import.meta.url);
 const lz4 = require('lz4') as {
@@ -32,6 +37,9 @@ export const DTYPES = {
 export type DType = keyof typeof DTYPES;
 export type TypedArray = Float32Array | Float64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array | Uint32Array;
 export type Codec = 'lz4' | 'none';
+/** How precisely a float32 activation travels: as it is, as IEEE half floats, or as int8 with a scale and offset per channel. */
+export type Precision = 'lossless' | 'float16' | 'int8';
+export const PRECISIONS: readonly Precision[] = ['lossless', 'float16', 'int8'];
 
 export interface RawTensor {
   dtype: DType;
@@ -49,11 +57,18 @@ export interface WireTensor {
   /** CRC-32 of the raw little-endian bytes: LZ4 blocks carry no checksum of their own */
   crc: number;
   data: Uint8Array;
+  /** absent: the data is `dtype` as it is; float16 or int8: the float32 values with less precision (size and crc are of those bytes) */
+  precision?: 'float16' | 'int8';
+  /** int8: one float32 (little-endian) per channel of the last axis */
+  scale?: Uint8Array;
+  offset?: Uint8Array;
 }
 
 export interface EncodeOptions {
   /** 'lz4' (default) compresses unless it does not pay; 'none' never does. */
   codec?: Codec;
+  /** 'lossless' (default), or less precision for a float32 tensor */
+  precision?: Precision;
 }
 
 /** Tensors smaller than this many bytes are sent uncompressed. */
@@ -95,17 +110,82 @@ export function encodeTensor(t: RawTensor, opts: EncodeOptions = {}): WireTensor
   if (elementCount(t.shape) !== t.data.length) {
     throw new CodecError(`shape [${t.shape.join(',')}] holds ${elementCount(t.shape)} elements but the data has ${t.data.length}`);
   }
-  const raw = toLittleEndianBytes(t.data);
+  const precision = opts.precision ?? 'lossless';
+  if (precision !== 'lossless' && t.dtype !== 'float32') throw new CodecError(`precision ${precision} is for float32 tensors, not ${t.dtype}`);
+  const lossy = precision === 'float16' ? { precision, raw: toFloat16Bytes(t.data as Float32Array) } : precision === 'int8' ? { precision, ...toInt8(t.data as Float32Array, t.shape) } : null;
+  const raw = lossy ? lossy.raw : toLittleEndianBytes(t.data);
+  const extra = lossy ? { precision: lossy.precision, ...('scale' in lossy ? { scale: lossy.scale, offset: lossy.offset } : {}) } : {};
   const size = raw.byteLength;
   const crc = crc32(raw);
   if ((opts.codec ?? 'lz4') === 'lz4' && size >= MIN_COMPRESS_BYTES) {
     const out = Buffer.allocUnsafe(lz4.encodeBound(size));
     const n = lz4.encodeBlock(raw, out);
     if (n > 0 && n < size) {
-      return { dtype: t.dtype, shape: [...t.shape], codec: 'lz4', size, crc, data: out.subarray(0, n) };
+      return { dtype: t.dtype, shape: [...t.shape], codec: 'lz4', size, crc, data: out.subarray(0, n), ...extra };
     }
   }
-  return { dtype: t.dtype, shape: [...t.shape], codec: 'none', size, crc, data: raw };
+  return { dtype: t.dtype, shape: [...t.shape], codec: 'none', size, crc, data: raw, ...extra };
+}
+
+function toFloat16Bytes(x: Float32Array): Uint8Array {
+  const out = new Uint8Array(x.length * 2);
+  for (let i = 0; i < x.length; i++) {
+    const h = toHalf(x[i]);
+    out[2 * i] = h & 0xff;
+    out[2 * i + 1] = h >> 8;
+  }
+  return out;
+}
+
+/** Channels of the last axis (1 for a scalar). */
+const channelsOf = (shape: readonly number[]) => (shape.length ? shape[shape.length - 1] : 1);
+
+function float32Bytes(values: Float32Array): Uint8Array {
+  const out = new Uint8Array(values.length * 4);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < values.length; i++) view.setFloat32(4 * i, values[i], true);
+  return out;
+}
+
+/** Affine int8 per channel of the last axis: offset = (min + max) / 2, scale = (max - min) / 254. */
+function toInt8(x: Float32Array, shape: readonly number[]): { raw: Uint8Array; scale: Uint8Array; offset: Uint8Array } {
+  const c = channelsOf(shape);
+  const min = new Float32Array(c).fill(Number.POSITIVE_INFINITY);
+  const max = new Float32Array(c).fill(Number.NEGATIVE_INFINITY);
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    if (!Number.isFinite(v)) throw new CodecError(`value ${i} is ${v}: int8 precision carries finite values only (send this hop lossless or float16)`);
+    const k = i % c;
+    if (v < min[k]) min[k] = v;
+    if (v > max[k]) max[k] = v;
+  }
+  const scale = new Float32Array(c);
+  const offset = new Float32Array(c);
+  for (let k = 0; k < c; k++) {
+    if (min[k] > max[k]) continue; // an empty tensor
+    offset[k] = (min[k] + max[k]) / 2;
+    scale[k] = (max[k] - min[k]) / 254;
+  }
+  const q = new Uint8Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const k = i % c;
+    const v = scale[k] > 0 ? Math.round((x[i] - offset[k]) / scale[k]) : 0;
+    q[i] = Math.max(-127, Math.min(127, v)) & 0xff;
+  }
+  return { raw: q, scale: float32Bytes(scale), offset: float32Bytes(offset) };
+}
+
+/** The per-channel float32 array of an int8 tensor's `scale` or `offset`, checked. */
+function channelFloats(x: unknown, field: string, c: number): Float32Array {
+  if (!(x instanceof Uint8Array) || x.byteLength !== c * 4) throw new CodecError(`int8 tensor: '${field}' must hold ${c} float32 values (${c * 4} bytes), one per channel of the last axis`);
+  const view = new DataView(x.buffer, x.byteOffset, x.byteLength);
+  const out = new Float32Array(c);
+  for (let k = 0; k < c; k++) {
+    out[k] = view.getFloat32(4 * k, true);
+    if (!Number.isFinite(out[k]) || (field === 'scale' && out[k] < 0))
+      throw new CodecError(`int8 tensor: ${field} of channel ${k} is ${out[k]}: it must be a finite number${field === 'scale' ? ' >= 0' : ''}`);
+  }
+  return out;
 }
 
 function validateShape(shape: unknown): asserts shape is number[] {
@@ -124,17 +204,23 @@ function validateShape(shape: unknown): asserts shape is number[] {
  */
 export function decodeTensor(w: unknown, maxBytes = DEFAULT_MAX_TENSOR_BYTES): RawTensor {
   if (w === null || typeof w !== 'object' || Array.isArray(w)) throw new CodecError('tensor must be a map');
-  const { dtype, shape, codec, size, crc, data } = w as Record<string, unknown>;
+  const { dtype, shape, codec, size, crc, data, precision, scale, offset } = w as Record<string, unknown>;
   if (!isDType(dtype)) throw new CodecError(`unknown tensor dtype '${String(dtype)}'`);
   validateShape(shape);
-  const width = bytesPerElement(dtype);
-  const expected = elementCount(shape) * width;
-  if (!Number.isSafeInteger(expected)) throw new CodecError(`tensor shape [${shape.join(',')}] is too large`);
-  if (expected > maxBytes) {
-    throw new CodecError(`tensor of shape [${shape.join(',')}] ${dtype} needs ${expected} bytes, over the limit of ${maxBytes}`, 'E_TOO_LARGE');
+  if (precision !== undefined && precision !== 'float16' && precision !== 'int8') throw new CodecError(`unknown tensor precision '${String(precision)}': expected float16 or int8 (or none)`);
+  if (precision !== undefined && dtype !== 'float32') throw new CodecError(`a ${precision} tensor must have dtype float32, not ${dtype}`);
+  const n = elementCount(shape);
+  const width = precision === 'float16' ? 2 : precision === 'int8' ? 1 : bytesPerElement(dtype);
+  const expected = n * width;
+  if (!Number.isSafeInteger(expected) || !Number.isSafeInteger(n * 4)) throw new CodecError(`tensor shape [${shape.join(',')}] is too large`);
+  if (n * bytesPerElement(dtype) > maxBytes) {
+    throw new CodecError(`tensor of shape [${shape.join(',')}] ${dtype} needs ${n * bytesPerElement(dtype)} bytes, over the limit of ${maxBytes}`, 'E_TOO_LARGE');
   }
-  if (size !== expected) throw new CodecError(`tensor size field ${String(size)} does not match shape and dtype (${expected} bytes)`);
+  if (size !== expected) throw new CodecError(`tensor size field ${String(size)} does not match shape, dtype and precision (${expected} bytes)`);
   if (!(data instanceof Uint8Array)) throw new CodecError('tensor data must be a byte string');
+  // int8: the scale and offset first, so that a tensor with bad ones costs no decompression
+  const c = channelsOf(shape);
+  const affine = precision === 'int8' ? { scale: channelFloats(scale, 'scale', c), offset: channelFloats(offset, 'offset', c) } : null;
 
   // Copy into a fresh, aligned buffer: CBOR byte strings can sit at any offset.
   const out = new Uint8Array(expected);
@@ -143,14 +229,29 @@ export function decodeTensor(w: unknown, maxBytes = DEFAULT_MAX_TENSOR_BYTES): R
     out.set(data);
   } else if (codec === 'lz4') {
     if (expected === 0) throw new CodecError('an empty tensor must use codec none');
-    const n = lz4.decodeBlock(data, out);
-    if (n !== expected) {
-      throw new CodecError(n < 0 ? `corrupt LZ4 block (error at input byte ${-n})` : `LZ4 block decoded to ${n} bytes, expected ${expected}`);
+    const got = lz4.decodeBlock(data, out);
+    if (got !== expected) {
+      throw new CodecError(got < 0 ? `corrupt LZ4 block (error at input byte ${-got})` : `LZ4 block decoded to ${got} bytes, expected ${expected}`);
     }
   } else {
     throw new CodecError(`unknown tensor codec '${String(codec)}': expected lz4 or none`);
   }
   if (crc !== crc32(out)) throw new CodecError(`tensor data does not match its CRC-32 (corrupt in transit)`);
+  if (precision === 'float16') {
+    const f = new Float32Array(n);
+    for (let i = 0; i < n; i++) f[i] = fromHalf(out[2 * i] | (out[2 * i + 1] << 8));
+    return { dtype: 'float32', shape: [...shape], data: f };
+  }
+  if (affine) {
+    const q = new Int8Array(out.buffer, out.byteOffset, n);
+    const f = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      if (q[i] === -128) throw new CodecError(`int8 tensor: value ${i} is -128, outside [-127, 127]`);
+      const k = i % c;
+      f[i] = affine.offset[k] + affine.scale[k] * q[i];
+    }
+    return { dtype: 'float32', shape: [...shape], data: f };
+  }
   const bytes = LITTLE_ENDIAN_HOST || width === 1 ? out : swapBytes(out, width);
   const Ctor = DTYPES[dtype];
   return { dtype, shape: [...shape], data: new Ctor(bytes.buffer as ArrayBuffer, bytes.byteOffset, expected / width) as TypedArray };

@@ -53,7 +53,19 @@ const RUNS = 2000;
 function samples(): Buffer[] {
   const tensor = encodeTensor({ dtype: 'float32', shape: [1, 4, 4, 2], data: new Float32Array(32).map((_, i) => Math.sin(i)) });
   const raw = encodeTensor({ dtype: 'int32', shape: [3], data: new Int32Array([1, 2, 3]) }, { codec: 'none' });
+  const lossy = (precision: 'float16' | 'int8') =>
+    encodeActivation({
+      deployment: 'd1',
+      frame: 'f2',
+      device: 'cam',
+      stage: 1,
+      sentAt: 1,
+      hops: [],
+      tensor: encodeTensor({ dtype: 'float32', shape: [1, 4, 4, 2], data: new Float32Array(32).map((_, i) => Math.cos(i) * 9) }, { precision }),
+    });
   return [
+    lossy('float16'),
+    lossy('int8'),
     encodeActivation({
       deployment: 'd1',
       frame: 'f1',
@@ -176,6 +188,9 @@ test('decoders: thousands of random and mutated messages give a value or a Defer
           size: fc.oneof(fc.nat(), fc.double()),
           crc: fc.nat(),
           data: fc.uint8Array({ maxLength: 256 }),
+          precision: fc.constantFrom('float16', 'int8', 'int4', 3),
+          scale: fc.oneof(fc.uint8Array({ maxLength: 16 }), fc.constant(new Uint8Array(new Float32Array([Number.NaN, -1]).buffer))),
+          offset: fc.uint8Array({ maxLength: 16 }),
         },
         { requiredKeys: [] },
       ),

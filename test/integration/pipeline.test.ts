@@ -83,6 +83,40 @@ test('deploy over retained topics, stream frames, and match the whole model bit 
   assert.ok(!sameBits(local.outputs[0], local.outputs[1]), 'different frames give different outputs');
 });
 
+test('lossy hops: an int8 middle hop is a quarter of the bytes, carried in the assignment; outputs close to the whole model, same top-1; a wrong list is refused', async () => {
+  const frames = syntheticFrames(flat.inputShape, 10, 5);
+  const local = await runLocal(flat.model, frames);
+  const lossless = await runChain(await dispatcher.deploy(flat, ['n1', 'n2'], ['block_out']), frames);
+  const lossy = new Dispatcher({ ...dispatcherOpts(), precision: ['lossless', 'int8', 'float16'] });
+  await lossy.connect();
+  try {
+    const d = await lossy.deploy(flat, ['n1', 'n2'], ['block_out']);
+    assert.deepEqual(d.package.precision, ['lossless', 'int8', 'float16']);
+    assert.equal(nodes[0].assignment?.outputPrecision, 'int8', 'the node was told');
+    assert.equal(nodes[1].assignment?.outputPrecision, 'float16');
+    const chain = await runChain(d, frames);
+    assert.deepEqual(chain.failures, []);
+    const top = (x: ArrayLike<number>) => Array.from(x).indexOf(Math.max(...Array.from(x)));
+    chain.byFrame.forEach((r, i) => {
+      const out = r!.output.data as Float32Array;
+      assert.equal(top(out), top(local.outputs[i]), `frame ${i}: same top-1`);
+      assert.ok(
+        out.every((v, j) => Math.abs(v - local.outputs[i][j]) < 0.02),
+        `frame ${i}: close to the whole model`,
+      );
+    });
+    const bytes = (run: typeof chain, hop: number) => run.results.reduce((t, r) => t + r.hopBytes[hop], 0) / run.results.length;
+    assert.ok(bytes(chain, 1) < 0.35 * bytes(lossless, 1), `int8 hop ${bytes(chain, 1)} bytes against ${bytes(lossless, 1)}`);
+    assert.ok(bytes(chain, 2) < bytes(lossless, 2), 'the float16 result is smaller');
+    const bad = new Dispatcher({ ...dispatcherOpts(), precision: ['int8', 'int8'] });
+    await bad.connect();
+    await assert.rejects(bad.deploy(flat, ['n1', 'n2'], ['block_out']), /dispatcher.precision has 2 values; a chain of 2 stages has 3 hops/);
+    await bad.close();
+  } finally {
+    await lossy.close();
+  }
+});
+
 test('nodes report their calibration, host and memory in their status; the dispatcher can wait for them', async () => {
   const caps = await dispatcher.nodes.waitCapabilities(['n1', 'n2'], 5000);
   for (const id of ['n1', 'n2']) {

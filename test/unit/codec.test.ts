@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { crc32 } from 'node:zlib';
 import { CodecError, EnvelopeError } from '../../lib/core/errors.js';
 import { prng } from '../../lib/model/zoo.js';
 import {
@@ -15,6 +16,8 @@ import {
   encodeTensor,
   type RawTensor,
 } from '../../lib/protocol/index.js';
+
+const bitEqual = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 function bytesOf(t: RawTensor): Buffer {
   return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
@@ -127,4 +130,56 @@ test('envelopes: garbage, wrong version and bad fields are rejected with Envelop
   assert.throws(() => decodeWeightChunk(encodeCbor({ v: 1, kind: 'weights', deployment: 'd', index: 5, count: 2, data: Buffer.alloc(1) }), 1000), EnvelopeError);
   assert.throws(() => decodeStatus(Buffer.from('{"v":1,"node":"n1","state":"dancing"}')), EnvelopeError);
   assert.throws(() => decodeStatus(Buffer.from('nope')), EnvelopeError);
+});
+
+test('lossy precisions: float16 within half a unit in the last place, int8 within half a step per channel; int8 keeps constant channels exact', () => {
+  const shape = [1, 6, 5, 4];
+  const n = 120;
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = i % 4 === 3 ? 2.5 : Math.sin(i) * (1 + (i % 4) * 10); // channel 3 constant
+  const f16 = encodeTensor({ dtype: 'float32', shape, data: x }, { precision: 'float16' });
+  assert.deepEqual([f16.precision, f16.size, f16.dtype], ['float16', n * 2, 'float32']);
+  const y16 = decodeTensor(f16).data as Float32Array;
+  for (let i = 0; i < n; i++) assert.ok(Math.abs(y16[i] - x[i]) <= Math.abs(x[i]) * 2 ** -11 + 2 ** -25, `float16 value ${i}`);
+  const i8 = encodeTensor({ dtype: 'float32', shape, data: x }, { precision: 'int8', codec: 'none' });
+  assert.deepEqual([i8.precision, i8.size, i8.scale?.byteLength, i8.offset?.byteLength], ['int8', n, 16, 16]);
+  const y8 = decodeTensor(i8).data as Float32Array;
+  const range = [0, 1, 2, 3].map((c) => {
+    const v = Array.from(x).filter((_, i) => i % 4 === c);
+    return Math.max(...v) - Math.min(...v);
+  });
+  for (let i = 0; i < n; i++) assert.ok(Math.abs(y8[i] - x[i]) <= range[i % 4] / 254 / 2 + 1e-5, `int8 value ${i}: ${y8[i]} for ${x[i]}`);
+  for (let i = 3; i < n; i += 4) assert.equal(y8[i], 2.5, 'a constant channel is exact');
+  // lossless stays bit-exact, and the empty tensor survives every precision
+  assert.ok(bitEqual(decodeTensor(encodeTensor({ dtype: 'float32', shape, data: x }, { precision: 'lossless' })).data as Float32Array, x));
+  for (const precision of ['float16', 'int8'] as const) assert.equal(decodeTensor(encodeTensor({ dtype: 'float32', shape: [0, 3], data: new Float32Array(0) }, { precision })).data.length, 0);
+});
+
+test('lossy precisions refuse what they cannot carry, and their decoders refuse bad fields with a CodecError', () => {
+  const shape = [2, 3];
+  const x = new Float32Array([1, 2, 3, 4, 5, 6]);
+  assert.throws(() => encodeTensor({ dtype: 'float32', shape, data: new Float32Array([1, Number.NaN, 3, 4, 5, 6]) }, { precision: 'int8' }), /int8 precision carries finite values only/);
+  assert.throws(() => encodeTensor({ dtype: 'float32', shape, data: new Float32Array([1, Number.POSITIVE_INFINITY, 3, 4, 5, 6]) }, { precision: 'int8' }), CodecError);
+  assert.throws(() => encodeTensor({ dtype: 'int32', shape: [2], data: new Int32Array([1, 2]) }, { precision: 'float16' }), /for float32 tensors/);
+  const good = encodeTensor({ dtype: 'float32', shape, data: x }, { precision: 'int8', codec: 'none' });
+  const f32 = (...v: number[]) => new Uint8Array(new Float32Array(v).buffer);
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ ...good, scale: f32(1, 1) }, /'scale' must hold 3 float32 values/],
+    [{ ...good, scale: undefined }, /'scale' must hold/],
+    [{ ...good, scale: f32(1, Number.NaN, 1) }, /scale of channel 1 is NaN/],
+    [{ ...good, scale: f32(1, -1, 1) }, /scale of channel 1 is -1: it must be a finite number >= 0/],
+    [{ ...good, offset: f32(0, Number.POSITIVE_INFINITY, 0) }, /offset of channel 1/],
+    [{ ...good, precision: 'int4' }, /unknown tensor precision 'int4'/],
+    [{ ...good, dtype: 'int32' }, /must have dtype float32/],
+    [{ ...good, size: 24 }, /size field 24 does not match shape, dtype and precision \(6 bytes\)/],
+  ];
+  for (const [w, re] of bad)
+    assert.throws(
+      () => decodeTensor(w),
+      (e: unknown) => e instanceof CodecError && re.test((e as Error).message),
+      String(re),
+    );
+  const data = new Uint8Array(good.data);
+  data[2] = 0x80; // -128
+  assert.throws(() => decodeTensor({ ...good, data, crc: crc32(data) }), /value 2 is -128/);
 });
