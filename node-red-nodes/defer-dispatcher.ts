@@ -18,7 +18,7 @@ import { loadModelMeta } from '../lib/model/labels.js';
 import { loadFlatModel } from '../lib/model/model-source.js';
 import type { FlatModel } from '../lib/model/partition.js';
 import { defaultCuts } from '../lib/planning/auto-plan.js';
-import { type DeviceFrame, hopLatencies, isName, NAME_RULE, parseFrame, type RawTensor, topK } from '../lib/protocol/index.js';
+import { type DeviceFrame, hopLatencies, isName, NAME_RULE, PRECISIONS, type Precision, parseFrame, type RawTensor, topK } from '../lib/protocol/index.js';
 import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
 import { type NodeAPI, type NodeMessage, nameList, positiveInt, type RedNode, short } from './red.js';
 
@@ -30,6 +30,7 @@ export interface DispatcherConfig {
   standby?: string;
   cuts?: string;
   codec?: string;
+  precision?: string;
   topK?: number | string;
   timeoutMs?: number | string;
   maxWaiting?: number | string;
@@ -41,6 +42,7 @@ interface Settings {
   standby: string[];
   cuts: string[] | 'auto';
   codec: 'lz4' | 'none';
+  precision: Precision[];
   topK: number;
   timeoutMs: number;
   maxWaiting: number;
@@ -65,11 +67,16 @@ export function dispatcherSettings(c: DispatcherConfig): Settings | string {
   if (cuts !== 'auto' && cuts.length !== nodes.length - 1) return `${cuts.length} cuts make ${cuts.length + 1} stages, but there are ${nodes.length} nodes: give ${nodes.length - 1} cuts, or 'auto'`;
   const codec = c.codec || 'lz4';
   if (codec !== 'lz4' && codec !== 'none') return `codec must be lz4 or none, not '${codec}'`;
+  const precision = nameList(c.precision || 'lossless') as Precision[];
+  const badPrecision = precision.find((p) => !PRECISIONS.includes(p));
+  if (badPrecision) return `precision '${badPrecision}' must be one of ${PRECISIONS.join(', ')} (one for every hop, or one per hop)`;
+  if (precision.length > 1 && precision.length !== nodes.length + 1)
+    return `precision has ${precision.length} values; ${nodes.length} stages have ${nodes.length + 1} hops: give one value, or ${nodes.length + 1}`;
   const topK = positiveInt(c.topK, 5);
   const timeoutMs = positiveInt(c.timeoutMs, 30_000);
   const maxWaiting = positiveInt(c.maxWaiting, 100);
   if (Number.isNaN(topK) || Number.isNaN(timeoutMs) || Number.isNaN(maxWaiting)) return 'top-k, timeout and waiting limit must be positive integers';
-  return { model, nodes, standby, cuts, codec, topK, timeoutMs, maxWaiting };
+  return { model, nodes, standby, cuts, codec, precision, topK, timeoutMs, maxWaiting };
 }
 
 function isTensorLike(x: unknown): x is { shape: number[]; dtype?: string; dataSync(): ArrayLike<number> } {
@@ -173,6 +180,7 @@ export default function (RED: NodeAPI): void {
         frameTimeoutMs: s.timeoutMs,
         client: broker!.client(),
         standby: s.standby,
+        precision: s.precision,
         chooseCuts: (f, n) => defaultCuts(f, conf, backend, n, (l) => node.log(l)),
       });
       dispatcher.events.onAny((e) => {

@@ -216,6 +216,8 @@ test('bad configurations: a red status and a log line, no crash; a message to a 
     { id: 'd4', type: 'defer-dispatcher', broker: 'b', model: 'tiny', nodes: 'n1' },
     { id: 'd5', type: 'defer-dispatcher', broker: 'b2', model: 'tiny', nodes: 'bad id!' },
     { id: 'd6', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', standby: 'n3,n2' },
+    { id: 'd7', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', precision: 'int4' },
+    { id: 'd8', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', precision: 'int8,int8' },
     { id: 'e1', type: 'defer-edge-node', broker: 'good', nodeId: 'has space' },
     { id: 's1', type: 'defer-status' },
   ]);
@@ -231,6 +233,8 @@ test('bad configurations: a red status and a log line, no crash; a message to a 
     ['d4', /broker: pipeline 'bad pipeline!' must be 1-64 letters/],
     ['d5', /broker: broker URL 'not a url' must look like mqtt:\/\/host:1883/],
     ['d6', /'n2' is both an edge node of the chain and a standby/],
+    ['d7', /precision 'int4' must be one of lossless, float16, int8/],
+    ['d8', /precision has 2 values; 2 stages have 3 hops/],
     ['e1', /node id 'has space' must be 1-64 letters/],
     ['s1', /no DEFER broker configured/],
   ];
