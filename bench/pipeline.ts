@@ -40,6 +40,10 @@ export interface PipelineRow {
    */
   overhead: { node: string; transferMs: number; decodeMs: number; encodeMs: number; computeMs: number; codecShare: number }[];
   bytesPerHop: number[];
+  /** each hop's precision (dispatcher -> first stage, ..., last stage -> dispatcher) */
+  precision: string[];
+  /** share of frames whose top-1 is the single-process run's */
+  top1AgreementVsLocal: number;
   deployMs: number;
   /** null where the run skipped the redeployment */
   redeployMs: number | null;
@@ -112,6 +116,8 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
       brokerDispatcherCpuMsPerFrame: s.dispatcherCpuMsPerFrame,
       overhead,
       bytesPerHop: s.bytesPerFramePerHop.map((h) => h.bytes),
+      precision: s.bytesPerFramePerHop.map((h) => h.precision),
+      top1AgreementVsLocal: s.top1AgreementVsLocal ?? NaN,
       deployMs: round(first.deployMs, 0),
       redeployMs: opts.redeploy === false ? null : round(again.deployMs, 0),
       weightBytes: again.package.totalBytes,

@@ -32,7 +32,7 @@ interface Plan {
   brokerSizes: number[];
   brokerMessages: number;
   /** network emulation runs (full mode, where the machine allows) */
-  emulate: { model: string; nodes: number; frames: number; shapes: Shape[] } | null;
+  emulate: { model: string; nodes: number; frames: number; shapes: Shape[]; precisions: string[] } | null;
 }
 
 function plan(full: boolean, maxNodes: number): Plan {
@@ -56,6 +56,7 @@ function plan(full: boolean, maxNodes: number): Plan {
             { label: '100 Mbit/s, 5 ms', mbit: 100, delayMs: 5 },
             { label: '20 Mbit/s, 20 ms', mbit: 20, delayMs: 20 },
           ],
+          precisions: ['lossless', 'int8'],
         },
       }
     : {
@@ -134,11 +135,11 @@ function markdown(r: BenchResult): string {
     '',
     ...(r.emulated.length
       ? [
-          '| model | nodes | link | applied | frames/s | single process | p50 / p95 ms | bytes per hop | deployment s |',
-          '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+          '| model | nodes | link | applied | precision | frames/s | single process | p50 / p95 ms | bytes per hop | top-1 agreement | deployment s |',
+          '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
           ...r.emulated.map(
             (e) =>
-              `| ${e.row.model} | ${e.row.nodes} | ${e.shape} | ${e.applied} | ${e.row.throughputFps} | ${e.row.singleProcessFps} | ${e.row.p50Ms} / ${e.row.p95Ms} | ${e.row.bytesPerHop.map((b) => b.toLocaleString('en')).join(' / ')} | ${(e.row.deployMs / 1000).toFixed(1)} |`,
+              `| ${e.row.model} | ${e.row.nodes} | ${e.shape} | ${e.applied} | ${[...new Set(e.row.precision)].join(', ')} | ${e.row.throughputFps} | ${e.row.singleProcessFps} | ${e.row.p50Ms} / ${e.row.p95Ms} | ${e.row.bytesPerHop.map((b) => b.toLocaleString('en')).join(' / ')} | ${(100 * e.row.top1AgreementVsLocal).toFixed(0)}% | ${(e.row.deployMs / 1000).toFixed(1)} |`,
           ),
           '',
         ]
@@ -206,18 +207,29 @@ async function main(): Promise<void> {
     const e = p.emulate;
     const ids = Array.from({ length: e.nodes }, (_, i) => `n${i + 1}`);
     for (const shape of e.shapes) {
-      say(`${e.model} on ${e.nodes} nodes in network namespaces, links ${shape.label}`);
-      const links = await createLinks(ids, shape, netem.netem);
-      try {
-        const config = loadConfig(
-          undefined,
-          { 'dispatcher.model': e.model, 'up.nodes': e.nodes, 'up.frames': e.frames, 'broker.port': 0, 'broker.host': '0.0.0.0', 'dispatcher.readyTimeoutMs': 600_000, logLevel: 'warn' },
-          {},
-        );
-        const row = await measurePipeline(config, say, { nodeNetwork: links, redeploy: false });
-        emulated.push({ shape: shape.label, applied: links.applied, row });
-      } finally {
-        await links.close();
+      for (const precision of e.precisions) {
+        say(`${e.model} on ${e.nodes} nodes in network namespaces, links ${shape.label}, activations ${precision}`);
+        const links = await createLinks(ids, shape, netem.netem);
+        try {
+          const config = loadConfig(
+            undefined,
+            {
+              'dispatcher.model': e.model,
+              'dispatcher.precision': [precision],
+              'up.nodes': e.nodes,
+              'up.frames': e.frames,
+              'broker.port': 0,
+              'broker.host': '0.0.0.0',
+              'dispatcher.readyTimeoutMs': 600_000,
+              logLevel: 'warn',
+            },
+            {},
+          );
+          const row = await measurePipeline(config, say, { nodeNetwork: links, redeploy: false });
+          emulated.push({ shape: shape.label, applied: links.applied, row });
+        } finally {
+          await links.close();
+        }
       }
     }
   }

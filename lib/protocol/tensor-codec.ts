@@ -110,7 +110,10 @@ export function encodeTensor(t: RawTensor, opts: EncodeOptions = {}): WireTensor
   if (elementCount(t.shape) !== t.data.length) {
     throw new CodecError(`shape [${t.shape.join(',')}] holds ${elementCount(t.shape)} elements but the data has ${t.data.length}`);
   }
-  const precision = opts.precision ?? 'lossless';
+  // int8 with fewer than 4 values per channel would be larger than the float32 it replaces (8 bytes of scale and
+  // offset per channel): such a tensor (a classifier's scores, say) travels lossless
+  const tooFewPerChannel = opts.precision === 'int8' && t.data.length < 4 * channelsOf(t.shape);
+  const precision = tooFewPerChannel ? 'lossless' : (opts.precision ?? 'lossless');
   if (precision !== 'lossless' && t.dtype !== 'float32') throw new CodecError(`precision ${precision} is for float32 tensors, not ${t.dtype}`);
   const lossy = precision === 'float16' ? { precision, raw: toFloat16Bytes(t.data as Float32Array) } : precision === 'int8' ? { precision, ...toInt8(t.data as Float32Array, t.shape) } : null;
   const raw = lossy ? lossy.raw : toLittleEndianBytes(t.data);

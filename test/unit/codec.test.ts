@@ -153,13 +153,21 @@ test('lossy precisions: float16 within half a unit in the last place, int8 withi
   // lossless stays bit-exact, and the empty tensor survives every precision
   assert.ok(bitEqual(decodeTensor(encodeTensor({ dtype: 'float32', shape, data: x }, { precision: 'lossless' })).data as Float32Array, x));
   for (const precision of ['float16', 'int8'] as const) assert.equal(decodeTensor(encodeTensor({ dtype: 'float32', shape: [0, 3], data: new Float32Array(0) }, { precision })).data.length, 0);
+  // a classifier's scores: one value per channel; int8 would be larger, so they travel lossless (bit-exact)
+  const scores = new Float32Array(1000).map((_, i) => Math.cos(i) / 7);
+  const w = encodeTensor({ dtype: 'float32', shape: [1, 1000], data: scores }, { precision: 'int8' });
+  assert.equal(w.precision, undefined);
+  assert.ok(bitEqual(decodeTensor(w).data as Float32Array, scores));
 });
 
 test('lossy precisions refuse what they cannot carry, and their decoders refuse bad fields with a CodecError', () => {
-  const shape = [2, 3];
-  const x = new Float32Array([1, 2, 3, 4, 5, 6]);
-  assert.throws(() => encodeTensor({ dtype: 'float32', shape, data: new Float32Array([1, Number.NaN, 3, 4, 5, 6]) }, { precision: 'int8' }), /int8 precision carries finite values only/);
-  assert.throws(() => encodeTensor({ dtype: 'float32', shape, data: new Float32Array([1, Number.POSITIVE_INFINITY, 3, 4, 5, 6]) }, { precision: 'int8' }), CodecError);
+  const shape = [4, 3];
+  const x = new Float32Array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+  assert.throws(
+    () => encodeTensor({ dtype: 'float32', shape, data: new Float32Array([1, Number.NaN, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]) }, { precision: 'int8' }),
+    /int8 precision carries finite values only/,
+  );
+  assert.throws(() => encodeTensor({ dtype: 'float32', shape, data: new Float32Array([1, Number.POSITIVE_INFINITY, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]) }, { precision: 'int8' }), CodecError);
   assert.throws(() => encodeTensor({ dtype: 'int32', shape: [2], data: new Int32Array([1, 2]) }, { precision: 'float16' }), /for float32 tensors/);
   const good = encodeTensor({ dtype: 'float32', shape, data: x }, { precision: 'int8', codec: 'none' });
   const f32 = (...v: number[]) => new Uint8Array(new Float32Array(v).buffer);
@@ -171,7 +179,7 @@ test('lossy precisions refuse what they cannot carry, and their decoders refuse 
     [{ ...good, offset: f32(0, Number.POSITIVE_INFINITY, 0) }, /offset of channel 1/],
     [{ ...good, precision: 'int4' }, /unknown tensor precision 'int4'/],
     [{ ...good, dtype: 'int32' }, /must have dtype float32/],
-    [{ ...good, size: 24 }, /size field 24 does not match shape, dtype and precision \(6 bytes\)/],
+    [{ ...good, size: 48 }, /size field 48 does not match shape, dtype and precision \(12 bytes\)/],
   ];
   for (const [w, re] of bad)
     assert.throws(
