@@ -15,10 +15,12 @@ const ACTIVATIONS = new Set(['Activation', 'ReLU', 'LeakyReLU', 'ELU', 'Softmax'
 export function balancedCuts(flat: FlatModel, stages: number, by: 'flops' | 'params' | number[] = 'flops'): string[] {
   const cost = Array.isArray(by) ? by : flat.layers.map((l) => (by === 'flops' ? l.flops : l.params));
   const valid = new Set(flat.cuts.valid);
-  return minMaxCuts(cost, flat.cuts.valid, stages).map((i) => {
-    // Move a cut past a following activation (ResNet's `_add` -> `_out`): the
-    // cost is the same to within a rounding, and rectified outputs compress better.
-    while (valid.has(i + 1) && ACTIVATIONS.has(flat.layers[i + 1].className)) i++;
+  const chosen = minMaxCuts(cost, flat.cuts.valid, stages);
+  return chosen.map((at, k) => {
+    // Move a cut past a following activation (ResNet's `_add` -> `_out`): the cost is the same to within a
+    // rounding, and rectified outputs compress better; never onto the next cut (that stage would be empty).
+    let i = at;
+    while (valid.has(i + 1) && ACTIVATIONS.has(flat.layers[i + 1].className) && i + 1 !== chosen[k + 1]) i++;
     return flat.graph.layers[i].name;
   });
 }

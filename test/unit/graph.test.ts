@@ -5,6 +5,7 @@ import { CutError } from '../../lib/core/errors.js';
 import { setLogLevel } from '../../lib/core/log.js';
 import { initEngine } from '../../lib/model/engine.js';
 import { prng } from '../../lib/model/zoo.js';
+import { balancedCuts } from '../../lib/planning/balanced-cuts.js';
 import { minMaxCuts } from '../../lib/planning/min-max.js';
 import { flatOf, inputFor, predict, runChained, sameBits } from '../helpers/common.js';
 
@@ -68,4 +69,19 @@ test('minMaxCuts is exact: it matches brute force on random costs', () => {
     assert.ok(got.every((c) => valid.includes(c)));
     assert.equal(bottleneck(cost, got), best, JSON.stringify({ cost, valid, stages, got }));
   }
+});
+
+test('balanced cuts are always distinct and valid, whatever the layer costs (a cut moved past an activation never lands on the next cut)', async () => {
+  const { flat } = await flatOf('tiny');
+  const rnd = prng(11);
+  for (let trial = 0; trial < 300; trial++) {
+    // sparse costs, many zeros: the min-max search then likes one-layer stages such as a lone activation
+    const cost = flat.layers.map(() => (rnd() < 0.5 ? 0 : Math.floor(rnd() * 100)));
+    for (let stages = 2; stages <= flat.cuts.valid.length + 1; stages++) {
+      const cuts = balancedCuts(flat, stages, cost);
+      assert.equal(new Set(cuts).size, stages - 1, `distinct: ${cuts} for ${cost}`);
+      assert.doesNotThrow(() => flat.spans(cuts), `${cuts} for ${cost}`);
+    }
+  }
+  flat.model.dispose();
 });
