@@ -61,6 +61,15 @@ export interface ChainHost {
   readRetained(topic: string, waitMs: number): Promise<Buffer | null>;
 }
 
+/** Where the stream sends frames and reads results, for a new deployment of the chain. */
+const streamTarget = (plan: DeploymentPackage) => ({
+  deployment: plan.id,
+  stageCount: plan.stages.length,
+  inputTopic: plan.stages[0].assignment.inputTopic,
+  resultTopic: plan.stages.at(-1)!.assignment.outputTopic,
+  precision: plan.precision[0],
+});
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class Supervisor {
@@ -250,13 +259,7 @@ export class Supervisor {
     d.package = plan;
     d.deployMs += deployMs;
     for (const n of nodes) this.dropped.delete(n);
-    const resent = await d.stream.resume({
-      deployment: plan.id,
-      stageCount: plan.stages.length,
-      inputTopic: plan.stages[0].assignment.inputTopic,
-      resultTopic: plan.stages.at(-1)!.assignment.outputTopic,
-      precision: plan.precision[0],
-    });
+    const resent = await d.stream.resume(streamTarget(plan));
     const repairMs = performance.now() - t0;
     this.done({
       kind: 'restore',
@@ -357,13 +360,7 @@ export class Supervisor {
     d.id = plan.id;
     d.package = plan;
     d.deployMs += deployMs;
-    const resent = await stream.resume({
-      deployment: plan.id,
-      stageCount: plan.stages.length,
-      inputTopic: plan.stages[0].assignment.inputTopic,
-      resultTopic: plan.stages.at(-1)!.assignment.outputTopic,
-      precision: plan.precision[0],
-    });
+    const resent = await stream.resume(streamTarget(plan));
     const repairMs = performance.now() - t0;
     this.done({ kind: replanned ? 'replan' : 'merge', at, node, stage: k, cause, deployment: plan.id, previous: old, chain: nodes, repairMs, resent });
   }
