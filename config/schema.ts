@@ -14,6 +14,13 @@ import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { BACKEND_CHOICES } from '../lib/model/engine.js';
 import { isName, NAME_RULE, PRECISIONS, type Precision } from '../lib/protocol/index.js';
 
+/** A comma-separated value from a flag or an environment variable, as a list. */
+const commaList = (v: string) =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+
 convict.addFormat({
   name: 'name-list',
   validate(v: unknown) {
@@ -21,11 +28,7 @@ convict.addFormat({
       throw new Error('must be a list of names made of letters, digits, _ . -');
     }
   },
-  coerce: (v: string) =>
-    v
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean),
+  coerce: commaList,
 });
 
 convict.addFormat({
@@ -33,11 +36,7 @@ convict.addFormat({
   validate(v: unknown) {
     if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || x.length === 0)) throw new Error('must be a list of layer names');
   },
-  coerce: (v: string) =>
-    v
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean),
+  coerce: commaList,
 });
 
 convict.addFormat({
@@ -45,11 +44,7 @@ convict.addFormat({
   validate(v: unknown) {
     if (!Array.isArray(v) || v.length === 0 || v.some((x) => !PRECISIONS.includes(x))) throw new Error(`must be one of ${PRECISIONS.join(', ')}, or one per hop, comma separated`);
   },
-  coerce: (v: string) =>
-    v
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean),
+  coerce: commaList,
 });
 
 convict.addFormat({
@@ -57,12 +52,7 @@ convict.addFormat({
   validate(v: unknown) {
     if (!Array.isArray(v) || v.some((x) => typeof x !== 'number' || !Number.isFinite(x) || x < 0)) throw new Error('must be a list of numbers >= 0, comma separated');
   },
-  coerce: (v: string) =>
-    v
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean)
-      .map(Number),
+  coerce: (v: string) => commaList(v).map(Number),
 });
 
 convict.addFormat({

@@ -6,7 +6,8 @@
  * wait on them. No one reads log text.
  */
 
-export type RepairKind = 'standby' | 'merge' | 'replan' | 'reassign' | 'restore' | 'reconnect';
+export const REPAIR_KINDS = ['standby', 'merge', 'replan', 'reassign', 'restore', 'reconnect'] as const;
+export type RepairKind = (typeof REPAIR_KINDS)[number];
 
 /** A repair that worked: the chain runs again. */
 export interface RepairEvent {

@@ -44,13 +44,14 @@ export async function startObserverServer(monitor: ChainMonitor, metrics: DeferM
   const maxStreams = opts.maxStreams ?? 16;
   const streams = new Set<ServerResponse>();
 
-  const push = (res: ServerResponse) => res.write(`data: ${JSON.stringify(monitor.snapshot())}\n\n`);
+  const message = () => `data: ${JSON.stringify(monitor.snapshot())}\n\n`;
   let last = 0;
   let queued: NodeJS.Timeout | undefined;
   const pushAll = () => {
     queued = undefined;
     last = performance.now();
-    for (const res of streams) push(res);
+    const m = message(); // one snapshot for every stream
+    for (const res of streams) res.write(m);
   };
   const offChange = monitor.onChange(() => {
     if (!streams.size || queued) return;
@@ -79,7 +80,7 @@ export async function startObserverServer(monitor: ChainMonitor, metrics: DeferM
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
       streams.add(res);
       req.on('close', () => streams.delete(res));
-      push(res);
+      res.write(message());
       return;
     }
     const f = files.get(path);

@@ -6,11 +6,14 @@
  * labelled with its pipeline. Names: docs/observability.md.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { NODE_STATES } from '../../lib/protocol/index.js';
 import type { Dispatcher } from '../dispatcher.js';
+import { REPAIR_KINDS } from '../events.js';
 import type { DeviceServer } from '../serving/device-server.js';
 import type { ChainMonitor } from './chain-monitor.js';
 
-const STATES = ['online', 'loading', 'ready', 'failed', 'offline', 'unknown'];
+/** a node's states, and 'unknown' before it has published one */
+const STATES = [...NODE_STATES, 'unknown'];
 /** seconds: 1 ms .. 10 s */
 const STAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -57,7 +60,7 @@ export function createMetrics(dispatcher: Dispatcher, monitor: ChainMonitor): De
     registers: [registry],
   });
   // every kind from the start at 0, so that rate() and increase() see the first repair
-  for (const kind of ['standby', 'merge', 'replan', 'reassign', 'restore', 'reconnect']) repairs.inc({ kind }, 0);
+  for (const kind of REPAIR_KINDS) repairs.inc({ kind }, 0);
   const deploySeconds = new Gauge({ name: 'defer_deploy_seconds', help: 'Seconds the last deployment took, from publishing to every node ready', registers: [registry] });
   const deviceLatency = new Histogram({
     name: 'defer_device_latency_seconds',

@@ -22,7 +22,7 @@ export interface Capabilities {
 }
 
 export type NodeState = 'online' | 'loading' | 'ready' | 'failed' | 'offline';
-const STATES: readonly NodeState[] = ['online', 'loading', 'ready', 'failed', 'offline'];
+export const NODE_STATES: readonly NodeState[] = ['online', 'loading', 'ready', 'failed', 'offline'];
 
 export interface NodeStatus {
   v: 1;
@@ -63,7 +63,7 @@ export function encodeStatus(s: Omit<NodeStatus, 'v'>): Buffer {
 export function decodeStatus(buf: Uint8Array): NodeStatus {
   const W = 'node status';
   const m = decodeJsonObject(buf, 64 * 1024, W);
-  if (!STATES.includes(m.state as NodeState)) throw new EnvelopeError(`${W}: unknown state '${String(m.state)}'`);
+  if (!NODE_STATES.includes(m.state as NodeState)) throw new EnvelopeError(`${W}: unknown state '${String(m.state)}'`);
   str(m, 'node', W, 64);
   if (m.heartbeatMs !== undefined) int(m, 'heartbeatMs', W, 1, 3_600_000);
   if (m.capabilities !== undefined) {

@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import mqtt from 'mqtt';
 import { tf } from '../../lib/model/engine.js';
 import { loadModel } from '../../lib/model/model-source.js';
 import { buildStageModel, FlatModel } from '../../lib/model/partition.js';
@@ -68,4 +69,17 @@ export async function flatOf(spec: string): Promise<{ source: tf.LayersModel; fl
 /** A seeded random input for `flat`, batch 1, values in [lo, hi). */
 export function inputFor(flat: FlatModel, seed: number, lo = 0, hi = 1): tf.Tensor {
   return tf.randomUniform([1, ...flat.inputShape], lo, hi, 'float32', seed);
+}
+
+/** Wait (up to 10 s) until an MQTT client can connect to `url`; throws naming the URL otherwise. */
+export async function brokerReachable(url: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 500 }).then(
+      (c) => c.endAsync().then(() => true),
+      () => false,
+    );
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no broker at ${url}`);
 }

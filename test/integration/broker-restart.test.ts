@@ -22,7 +22,7 @@ import type { FlatModel } from '../../lib/model/partition.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
 import type { RawTensor } from '../../lib/protocol/index.js';
 import { eventLines, startNodeProcesses, testDispatcher, verbose } from '../helpers/chain.js';
-import { CLI, freePort, ROOT, sameBits } from '../helpers/common.js';
+import { brokerReachable, CLI, freePort, ROOT, sameBits } from '../helpers/common.js';
 
 let flat: FlatModel;
 let frames: RawTensor[];
@@ -37,18 +37,6 @@ before(async () => {
 });
 
 const exited = (c: ChildProcess) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())));
-
-async function reachable(url: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 500 }).then(
-      (c) => c.endAsync().then(() => true),
-      () => false,
-    );
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`no broker at ${url}`);
-}
 
 /**
  * Nodes n1, n2 (slowed so the run lasts a few seconds) and a dispatcher on
@@ -113,7 +101,7 @@ test('defer broker (Aedes) with a persistent store, killed -9 and restarted mid-
       cwd: ROOT,
       stdio: ['ignore', 'ignore', verbose ? 'inherit' : 'ignore'],
     });
-    await reachable(url);
+    await brokerReachable(url);
   };
   t.after(async () => {
     broker?.kill('SIGTERM');
@@ -146,7 +134,7 @@ test('Mosquitto killed -9 and restarted mid-run (no persistence): every frame an
   let mosq: ChildProcess | undefined;
   const start = async () => {
     mosq = spawn('/usr/sbin/mosquitto', ['-c', join(dir, 'mosquitto.conf')], { stdio: 'ignore' });
-    await reachable(url);
+    await brokerReachable(url);
   };
   t.after(async () => {
     mosq?.kill('SIGTERM');

@@ -12,7 +12,7 @@ import mqtt from 'mqtt';
 import sharp from 'sharp';
 import type { DispatcherEvent } from '../../dispatcher/events.js';
 import { decodeStatus } from '../../lib/protocol/index.js';
-import { CLI, freePort, REAL_MODELS, ROOT } from '../helpers/common.js';
+import { brokerReachable, CLI, freePort, REAL_MODELS, ROOT } from '../helpers/common.js';
 
 const run = promisify(execFile);
 
@@ -45,19 +45,6 @@ function startProcess(args: string[]): Proc {
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l));
   return { child, log: () => out, summary: () => jsonLines(stdout).at(-1), events: () => jsonLines(stderr).filter((e) => typeof e.type === 'string') };
-}
-
-/** Wait (up to 10 s) until an MQTT client can connect to `url`. */
-async function brokerUp(url: string): Promise<boolean> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 500 }).then(
-      (c) => c.endAsync().then(() => true),
-      () => false,
-    );
-    if (ok) return true;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return false;
 }
 
 /** Wait (up to `ms`) until the process has written an event of `type`; returns it. */
@@ -124,7 +111,7 @@ test('defer broker + defer node x2 + defer dispatch as separate processes; clean
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
   const broker = startProcess(['broker', '--port', String(port)]);
-  assert.ok(await brokerUp(url), `the broker answers at ${url}:\n${broker.log()}`);
+  await brokerReachable(url);
   const nodes = ['n1', 'n2'].map((id) => startProcess(['node', '--id', id, '--broker', url, '--pipeline', 'e2e']));
   const { stdout } = await run(
     process.execPath,
@@ -288,7 +275,7 @@ test('Mosquitto as the broker: nodes and defer dispatch --serve on it; mosquitto
   writeFileSync(join(dir, 'mosquitto.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
   const mosq = spawn('/usr/sbin/mosquitto', ['-c', join(dir, 'mosquitto.conf')], { stdio: 'ignore' });
   t.after(() => mosq.kill('SIGTERM'));
-  await brokerUp(url);
+  await brokerReachable(url);
   const nodes = ['m1', 'm2'].map((id) => startProcess(['node', '--id', id, '--broker', url, '--pipeline', 'mq']));
   t.after(() => {
     for (const n of nodes) n.child.kill('SIGKILL');
