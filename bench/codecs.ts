@@ -10,7 +10,8 @@
 import { createRequire } from 'node:module';
 import { round } from '../lib/core/stats.js';
 import { tf } from '../lib/model/engine.js';
-import { buildStageModel, type FlatModel } from '../lib/model/partition.js';
+import type { FlatModel, StageModel } from '../lib/model/flat-model.js';
+import { buildStageModel } from '../lib/model/stage-model.js';
 import { fromHalf, toHalf } from '../lib/protocol/float16.js';
 import { decodeActivation, decodeTensor, encodeActivation, encodeTensor } from '../lib/protocol/index.js';
 
@@ -146,15 +147,15 @@ function timeIt(reps: number, f: () => void): number {
 export async function codecBench(flat: FlatModel, cuts: string[], frames: number, reps: number): Promise<CodecRow[]> {
   const rows: CodecRow[] = [];
   const plans = flat.spans(cuts);
-  const stages: tf.LayersModel[] = [];
+  const stages: StageModel[] = [];
   for (const p of plans) {
     const { specs, blob } = flat.stageWeights(p);
-    stages.push(await buildStageModel(flat.stageTopology(p), specs, blob));
+    stages.push(await buildStageModel(flat.format, flat.stageTopology(p), specs, blob));
   }
   const run = async (from: number, x: tf.Tensor): Promise<Float32Array> => {
     let t = x;
     for (let k = from; k < stages.length; k++) {
-      const y = stages[k].predict(t) as tf.Tensor;
+      const y = stages[k].run(t);
       if (t !== x) t.dispose();
       t = y;
     }
@@ -169,7 +170,7 @@ export async function codecBench(flat: FlatModel, cuts: string[], frames: number
     for (let f = 0; f < frames; f++) {
       let x: tf.Tensor = tf.randomUniform([1, ...flat.inputShape], 0, 1, 'float32', 100 + f);
       for (let k = 0; k < stages.length; k++) {
-        const y = stages[k].predict(x) as tf.Tensor;
+        const y = stages[k].run(x);
         x.dispose();
         x = y;
         if (k < cuts.length) acts[k].push({ data: (await y.data()) as Float32Array, shape: [...y.shape] });

@@ -79,7 +79,7 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
     const again = opts.redeploy === false ? first : await l.dispatcher.deploy(l.flat, order, cuts);
     const frames = syntheticFrames(l.flat.inputShape, config.up.frames, config.dispatcher.seed);
     const key = `${config.dispatcher.model}/${frames.length}`;
-    if (!baselines.has(key)) baselines.set(key, await runLocal(l.flat.model, frames));
+    if (!baselines.has(key)) baselines.set(key, await runLocal(l.flat, frames));
     const local = baselines.get(key)!;
     const e0 = await raplMicrojoules();
     const chain = await runChain(again, frames);

@@ -189,7 +189,7 @@ async function main(): Promise<void> {
     say(`codecs on ResNet50 at ${p.codecCuts.join(', ')}`);
     const resnet = await loadFlatModel('resnet50');
     codecs = await codecBench(resnet, p.codecCuts, p.codecFrames, p.codecReps);
-    resnet.model.dispose();
+    resnet.dispose();
   }
   let broker: BrokerRow[] = [];
   if (only.includes('broker')) {

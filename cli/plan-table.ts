@@ -1,6 +1,7 @@
 /** `defer plan` output: one row per stage. */
 
-import type { FlatModel, StageSpan } from '../lib/model/partition.js';
+import type { FlatModel, StageSpan } from '../lib/model/flat-model.js';
+import { shortNameMap } from '../lib/model/graph.js';
 import type { AutoPlan } from '../lib/planning/auto-plan.js';
 import type { ChainPlan, PlannedStage } from '../lib/planning/optimiser.js';
 
@@ -8,20 +9,35 @@ export interface PlanReport {
   model: string;
   params: number;
   layers: number;
+  /** 'node' for graph models: their layers are TensorFlow ops */
+  unit: 'layer' | 'node';
   validCuts: string[];
+  /** each valid cut's shortest unique name (graph nodes' scoped names shortened; the CLI accepts either) */
+  validCutsShort: string[];
   cuts: string[];
   stages: (Omit<StageSpan, 'layers'> & { layerCount: number; firstLayer: string })[];
 }
 
 export function planReport(model: string, flat: FlatModel, plans: StageSpan[]): PlanReport {
+  const short = shortNameMap(flat.graph);
+  const s = (n: string) => short.get(n) ?? n;
+  const validCuts = flat.validCutNames();
   return {
     model,
     params: flat.params,
     layers: flat.graph.layers.length,
-    validCuts: flat.validCutNames(),
+    unit: flat.graph.unit ?? 'layer',
+    validCuts,
+    validCutsShort: validCuts.map(s),
     cuts: plans.slice(0, -1).map((p) => p.last),
-    stages: plans.map(({ layers, ...p }) => ({ ...p, layerCount: layers.length, firstLayer: layers[0] })),
+    stages: plans.map(({ layers, ...p }) => ({ ...p, layerCount: layers.length, firstLayer: s(layers[0]), last: s(p.last) })),
   };
+}
+
+/** `--list-cuts`: one valid cut a line; for graph models its short name, then its full name. */
+export function formatCutList(r: PlanReport): string {
+  const rows = r.validCuts.map((full, i) => (r.validCutsShort[i] === full ? full : `${r.validCutsShort[i].padEnd(Math.max(...r.validCutsShort.map((x) => x.length)))}  ${full}`));
+  return `valid cuts${r.unit === 'node' ? ' (short name, full node name)' : ''}:\n  ${rows.join('\n  ')}\n`;
 }
 
 function table(header: string[], rows: string[][], textColumns = 2): string {
@@ -43,10 +59,15 @@ export function formatPlan(r: PlanReport): string {
     (s.outputBytes / 1024).toFixed(1),
   ]);
   return [
-    `${r.model}: ${r.layers} layers, ${r.params.toLocaleString('en')} parameters, ${r.validCuts.length} valid cut points`,
-    `cuts: ${r.cuts.join(', ') || '(none)'}`,
+    `${r.model}: ${r.layers} ${r.unit}s, ${r.params.toLocaleString('en')} parameters, ${r.validCuts.length} valid cut points`,
+    `cuts: ${
+      r.stages
+        .slice(0, -1)
+        .map((s) => s.last)
+        .join(', ') || '(none)'
+    }`,
     '',
-    table(['stage', 'layers', 'count', 'params', 'weight MB', 'GFLOPs', 'output shape', 'output KiB'], rows),
+    table(['stage', `${r.unit}s`, 'count', 'params', 'weight MB', 'GFLOPs', 'output shape', 'output KiB'], rows),
     '',
   ].join('\n');
 }
@@ -69,6 +90,8 @@ export interface AutoPlanReport {
 export function autoPlanReport(model: string, flat: FlatModel, a: AutoPlan): AutoPlanReport {
   const plans = flat.spans(a.plan.cuts);
   const p = a.plan;
+  const short = shortNameMap(flat.graph);
+  const s = (n: string) => short.get(n) ?? n;
   return {
     model,
     profile: { path: a.profilePath, cached: a.profileCached, backend: a.profile.backend, totalMs: a.profile.totalMs, calibrationMs: a.profile.calibration.calibrationMs },
@@ -82,7 +105,7 @@ export function autoPlanReport(model: string, flat: FlatModel, a: AutoPlan): Aut
     })),
     cuts: p.cuts,
     order: p.order,
-    stages: p.stages.map((s, i) => ({ ...s, params: plans[i].params })),
+    stages: p.stages.map((st, i) => ({ ...st, firstLayer: s(st.firstLayer), lastLayer: s(st.lastLayer), params: plans[i].params })),
     bottleneck: p.bottleneck,
     bottleneckMs: p.bottleneckMs,
     predictedThroughputFps: p.predictedThroughputFps,
@@ -112,7 +135,12 @@ export function formatAutoPlan(r: AutoPlanReport): string {
   return [
     `${r.model}: profile ${r.profile.cached ? 'from cache' : 'measured'} on ${r.profile.backend} (whole model ${f1(r.profile.totalMs)} ms here), ${r.profile.path}`,
     `nodes: ${nodes.join('; ')}`,
-    `cuts: ${r.cuts.join(', ') || '(none)'}   chain: ${r.order.join(' -> ')}   (${r.ordersTried} node orders tried)`,
+    `cuts: ${
+      r.stages
+        .slice(0, -1)
+        .map((s) => s.lastLayer)
+        .join(', ') || '(none)'
+    }   chain: ${r.order.join(' -> ')}   (${r.ordersTried} node orders tried)`,
     '',
     table(['stage', 'node', 'layers', 'count', 'params', 'weight MB', 'predicted ms', 'output KiB', 'transfer ms'], rows, 3),
     '',

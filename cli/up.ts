@@ -14,8 +14,8 @@ import { servingBanner, startServing } from '../dispatcher/serving/start-serving
 import { DeferError } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
 import { initEngine } from '../lib/model/engine.js';
+import type { FlatModel } from '../lib/model/flat-model.js';
 import { loadFlatModel } from '../lib/model/model-source.js';
-import type { FlatModel } from '../lib/model/partition.js';
 import { chooseSplit, defaultCuts, modelProfile } from '../lib/planning/auto-plan.js';
 import type { Capabilities, ServeMetrics } from '../lib/protocol/index.js';
 import { printEvents } from './event-output.js';
@@ -146,7 +146,7 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
     stopping = true;
     process.off('SIGINT', signalled);
     process.off('SIGTERM', signalled);
-    flat?.model.dispose();
+    flat?.dispose();
     await cleanup();
   }
 }

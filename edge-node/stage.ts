@@ -7,12 +7,14 @@
 import { now } from '../lib/core/clock.js';
 import { DeferError } from '../lib/core/errors.js';
 import { tf } from '../lib/model/engine.js';
-import { buildStageModel, sha256 } from '../lib/model/partition.js';
+import type { StageModel } from '../lib/model/flat-model.js';
+import { sha256 } from '../lib/model/partition.js';
+import { buildStageModel } from '../lib/model/stage-model.js';
 import { type Activation, type Assignment, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop } from '../lib/protocol/index.js';
 
 export interface RunningStage {
   assignment: Assignment;
-  model: tf.LayersModel;
+  model: StageModel;
 }
 
 export interface ComputeContext {
@@ -46,7 +48,7 @@ export async function computeActivation(stage: RunningStage, payload: Buffer, re
   }
   if (input.dtype !== a.inputDtype) throw new DeferError('E_ENVELOPE', `activation dtype ${input.dtype} does not fit stage input ${a.inputDtype}`);
   const t1 = now();
-  const out = tf.tidy(() => stage.model.predict(tf.tensor(input.data as Float32Array, got, input.dtype === 'int32' ? 'int32' : 'float32')) as tf.Tensor);
+  const out = tf.tidy(() => stage.model.run(tf.tensor(input.data as Float32Array, got, input.dtype === 'int32' ? 'int32' : 'float32')));
   const data = (await out.data()) as Float32Array;
   const shape = [...out.shape];
   out.dispose();
@@ -73,7 +75,7 @@ export async function computeActivation(stage: RunningStage, payload: Buffer, re
 }
 
 /** The stage model of assignment `a` from its weight blob: size and sha256 checked against the manifest, warmed up. */
-export async function buildStage(a: Assignment, blob: Buffer): Promise<tf.LayersModel> {
+export async function buildStage(a: Assignment, blob: Buffer): Promise<StageModel> {
   if (blob.byteLength !== a.manifest.totalBytes) throw new DeferError('E_WEIGHTS', `weights are ${blob.byteLength} bytes, the manifest says ${a.manifest.totalBytes}`);
   if (sha256(blob) !== a.manifest.sha256) throw new DeferError('E_WEIGHTS', 'the weights do not match the sha256 of the manifest');
   let topology: Record<string, unknown>;
@@ -82,10 +84,10 @@ export async function buildStage(a: Assignment, blob: Buffer): Promise<tf.Layers
   } catch {
     throw new DeferError('E_ENVELOPE', 'the stage topology is not valid JSON');
   }
-  const model = await buildStageModel(topology, a.manifest.specs, blob);
+  const model = await buildStageModel(a.modelFormat ?? 'layers-model', topology, a.manifest.specs, blob);
   // warm up: the first call compiles kernels and allocates
   tf.tidy(() => {
-    model.predict(tf.zeros([1, ...a.inputShape], a.inputDtype === 'int32' ? 'int32' : 'float32'));
+    model.run(tf.zeros([1, ...a.inputShape], a.inputDtype === 'int32' ? 'int32' : 'float32'));
   });
   return model;
 }

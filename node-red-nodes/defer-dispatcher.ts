@@ -14,9 +14,9 @@ import { frameTensor, type ModelInput } from '../dispatcher/serving/frame-tensor
 import { modelInputFor } from '../dispatcher/serving/start-serving.js';
 import { errorMessage } from '../lib/core/errors.js';
 import { initEngine } from '../lib/model/engine.js';
+import type { FlatModel } from '../lib/model/flat-model.js';
 import { loadModelMeta } from '../lib/model/labels.js';
 import { loadFlatModel } from '../lib/model/model-source.js';
-import type { FlatModel } from '../lib/model/partition.js';
 import { defaultCuts } from '../lib/planning/auto-plan.js';
 import { type DeviceFrame, hopLatencies, isName, NAME_RULE, PRECISIONS, type Precision, parseFrame, type RawTensor, topK } from '../lib/protocol/index.js';
 import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
@@ -247,7 +247,7 @@ export default function (RED: NodeAPI): void {
       for (const w of readyWaiters.splice(0)) w.reject(new Error('the node is closing'));
       (async () => {
         await dispatcher?.close().catch(() => undefined);
-        flat?.model.dispose();
+        flat?.dispose();
         flat = undefined;
         await broker!.deregister(user);
         node.status({});

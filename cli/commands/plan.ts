@@ -7,7 +7,7 @@ import { autoPlan, givenOrBalancedCuts } from '../../lib/planning/auto-plan.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
 import { CUT, MODEL, PLANNER, SEED } from '../flags.js';
-import { autoPlanReport, formatAutoPlan, formatPlan, planReport } from '../plan-table.js';
+import { autoPlanReport, formatAutoPlan, formatCutList, formatPlan, planReport } from '../plan-table.js';
 
 /** `defer plan`. */
 export const planCommand: Command = {
@@ -46,7 +46,7 @@ export const planCommand: Command = {
       const caps = config.planner.speeds.length ? undefined : await fetchCapabilities(config.broker.url, config.pipeline, ids, config.planner.onlineTimeoutMs, brokerAuth(config.broker));
       const report = autoPlanReport(config.dispatcher.model, flat, await autoPlan(flat, config, backend, ids, caps));
       process.stdout.write(flags.json ? JSON.stringify(report) + '\n' : formatAutoPlan(report));
-      flat.model.dispose();
+      flat.dispose();
       return;
     }
     const cuts = await givenOrBalancedCuts(flat, config, backend, stages);
@@ -54,8 +54,8 @@ export const planCommand: Command = {
     if (flags.json) process.stdout.write(JSON.stringify(report) + '\n');
     else {
       process.stdout.write(formatPlan(report));
-      if (flags['list-cuts']) process.stdout.write(`valid cuts:\n  ${report.validCuts.join('\n  ')}\n`);
+      if (flags['list-cuts']) process.stdout.write(formatCutList(report));
     }
-    flat.model.dispose();
+    flat.dispose();
   },
 };

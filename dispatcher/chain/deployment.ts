@@ -3,7 +3,7 @@
  * nodes, assignments), the stream into it, and what watches over it. `id` and
  * `package` change when the supervisor mends the chain with a new deployment.
  */
-import type { FlatModel } from '../../lib/model/partition.js';
+import type { FlatModel } from '../../lib/model/flat-model.js';
 import type { DeploymentPackage } from '../deploy/deployment-package.js';
 import type { RepairEvent } from '../events.js';
 import type { FrameStream } from './frame-stream.js';

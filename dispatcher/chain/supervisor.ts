@@ -19,7 +19,7 @@
 import type { MqttClient } from 'mqtt';
 import { DeferError, errorMessage } from '../../lib/core/errors.js';
 import { log } from '../../lib/core/log.js';
-import type { FlatModel } from '../../lib/model/partition.js';
+import type { FlatModel } from '../../lib/model/flat-model.js';
 import { publish } from '../../lib/mqtt/connect.js';
 import { mergeCuts } from '../../lib/planning/repair.js';
 import { type Assignment, encodeAssignment, type Topics } from '../../lib/protocol/index.js';

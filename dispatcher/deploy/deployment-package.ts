@@ -6,7 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
 import { DeferError } from '../../lib/core/errors.js';
-import { type FlatModel, type StageSpan, sha256 } from '../../lib/model/partition.js';
+import type { FlatModel, StageSpan } from '../../lib/model/flat-model.js';
+import { sha256 } from '../../lib/model/partition.js';
 import { publish } from '../../lib/mqtt/connect.js';
 import { type Assignment, type Codec, encodeAssignment, encodeWeightChunk, PRECISIONS, type Precision, type Topics, type WeightManifest } from '../../lib/protocol/index.js';
 
@@ -84,6 +85,7 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
         stage: k,
         stageCount: plans.length,
         topology: JSON.stringify(flat.stageTopology(plan)),
+        ...(flat.format === 'layers-model' ? {} : { modelFormat: flat.format }),
         inputShape: plan.inputShape,
         inputDtype: plan.inputDtype,
         manifest,

@@ -28,7 +28,7 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
     adoptable = false;
     if (config.up.baseline && !local) {
       progress(`single-process baseline: ${frames.length} frames through the whole model here`);
-      local = await runLocal(flat.model, frames);
+      local = await runLocal(flat, frames);
     }
     d.events.emit({ type: 'stream-start', deployment: deployment.id, frames: frames.length, nodes, replanned: label !== '' });
     let lastPct = -1;

@@ -6,6 +6,8 @@
 
 import { maxAbsDiff, mean, percentile, round } from '../../lib/core/stats.js';
 import { tf } from '../../lib/model/engine.js';
+import type { StageModel } from '../../lib/model/flat-model.js';
+import { shortNameMap } from '../../lib/model/graph.js';
 import { formatPlanCheck, type PredictionCheck } from '../../lib/planning/plan-check.js';
 import type { Hop, Precision, RawTensor } from '../../lib/protocol/index.js';
 import type { FrameResult } from '../chain/frame-stream.js';
@@ -54,9 +56,9 @@ export interface LocalRun {
 }
 
 /** The whole model, one frame after another, in this process (after two warm-up frames). */
-export async function runLocal(model: tf.LayersModel, frames: RawTensor[]): Promise<LocalRun> {
+export async function runLocal(model: StageModel, frames: RawTensor[]): Promise<LocalRun> {
   const run = async (f: RawTensor) => {
-    const out = tf.tidy(() => model.predict(tf.tensor(f.data as Float32Array, f.shape, 'float32')) as tf.Tensor);
+    const out = tf.tidy(() => model.run(tf.tensor(f.data as Float32Array, f.shape, 'float32')));
     const data = (await out.data()) as Float32Array;
     out.dispose();
     return data;
@@ -77,10 +79,13 @@ export interface RunSummary {
   model: string;
   backend: string;
   deployment: string;
+  /** what the model's stages are made of: Keras layers, or graph nodes */
+  unit: 'layer' | 'node';
   stages: {
     index: number;
     node: string;
     layers: number;
+    /** first and last layer, as their shortest unique names (graph nodes' scoped names shortened) */
     firstLayer: string;
     lastLayer: string;
     params: number;
@@ -158,16 +163,18 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
   }
   const throughputFps = res.length ? res.length / (chain.wallMs / 1000) : 0;
   const single = local && frames.length ? { throughputFps: round(frames.length / (local.wallMs / 1000), 3), msPerFrame: round(local.wallMs / frames.length, 1) } : null;
+  const short = shortNameMap(d.flat.graph);
   return {
     model: modelName,
     backend,
     deployment: d.id,
+    unit: d.flat.graph.unit ?? 'layer',
     stages: stages.map((s, k) => ({
       index: k,
       node: s.nodeId,
       layers: s.span.layers.length,
-      firstLayer: s.span.layers[0],
-      lastLayer: s.span.last,
+      firstLayer: short.get(s.span.layers[0]) ?? s.span.layers[0],
+      lastLayer: short.get(s.span.last) ?? s.span.last,
       params: s.span.params,
       weightBytes: s.span.weightBytes,
       outputShape: s.span.outputShape,
@@ -201,7 +208,7 @@ export function formatSummary(s: RunSummary): string {
     `DEFER run: ${s.model} on ${s.stages.length} stages, backend ${s.backend}, deployment ${s.deployment}`,
     ...s.stages.map(
       (st) =>
-        `  stage ${st.index} on ${st.node}: ${st.layers} layers (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})`,
+        `  stage ${st.index} on ${st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})`,
     ),
     `  frames: ${s.framesReturned}/${s.frames} returned${s.failures.length ? ` (${s.failures.length} failed: ${s.failures[0]})` : ''}`,
     `  throughput: ${s.throughputFps} frames/s` +

@@ -5,8 +5,8 @@
  */
 import type { DeferConfig } from '../../config/schema.js';
 import { DeferError } from '../../lib/core/errors.js';
+import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadModelMeta, type ModelMeta } from '../../lib/model/labels.js';
-import type { FlatModel } from '../../lib/model/partition.js';
 import type { Deployment, Dispatcher } from '../dispatcher.js';
 import { DeviceServer } from './device-server.js';
 import type { ModelInput } from './frame-tensor.js';

@@ -19,6 +19,8 @@ export interface FlatLayer {
 
 export interface FlatGraph {
   name: string;
+  /** what its entries are called in messages: 'layer' (default) or 'node' */
+  unit?: 'layer' | 'node';
   /** topological order; layers[0] is the InputLayer */
   layers: FlatLayer[];
   output: string;
@@ -192,10 +194,12 @@ export interface CutAnalysis {
   valid: number[];
   /** for each layer index, the names of the tensors that cross a cut after it */
   crossing: string[][];
+  /** layers after which no cut can be made for a reason of their own (not float32, a second output used), with that reason */
+  blocked?: Map<string, string>;
 }
 
-/** Which cuts are valid: exactly one tensor crosses, and neither side is empty. */
-export function analyseCuts(g: FlatGraph): CutAnalysis {
+/** Which cuts are valid: exactly one tensor crosses, neither side is empty, and the layer is not `blocked`. */
+export function analyseCuts(g: FlatGraph, blocked?: Map<string, string>): CutAnalysis {
   const n = g.layers.length;
   const index = new Map(g.layers.map((l, i) => [l.name, i]));
   const lastUse = new Array<number>(n).fill(-1);
@@ -210,10 +214,44 @@ export function analyseCuts(g: FlatGraph): CutAnalysis {
     if (lastUse[i] > i) live.add(i);
     for (const j of [...live]) if (lastUse[j] <= i) live.delete(j);
     crossing.push([...live].map((j) => g.layers[j].name));
-    const isInput = g.layers[i].className === 'InputLayer';
-    if (i < n - 1 && !isInput && live.size === 1 && live.has(i)) valid.push(i);
+    const isInput = g.layers[i].inputs.length === 0;
+    if (i < n - 1 && !isInput && live.size === 1 && live.has(i) && !blocked?.has(g.layers[i].name)) valid.push(i);
   }
-  return { valid, crossing };
+  return { valid, crossing, ...(blocked ? { blocked } : {}) };
+}
+
+/**
+ * The shortest unique '/'-separated suffix of each name (graph nodes have long
+ * scoped names: `.../MobilenetV2/expanded_conv_8/add` becomes `expanded_conv_8/add`).
+ */
+export function shortNames(names: string[]): string[] {
+  const count = new Map<string, number>();
+  const suffixes = names.map((n) => {
+    const parts = n.split('/');
+    return parts.map((_, i) => parts.slice(parts.length - 1 - i).join('/'));
+  });
+  for (const ss of suffixes) for (const s of ss) count.set(s, (count.get(s) ?? 0) + 1);
+  return suffixes.map((ss, i) => ss.find((s) => count.get(s) === 1) ?? names[i]);
+}
+
+/** Each layer's full name to its shortest unique suffix. */
+export function shortNameMap(g: FlatGraph): Map<string, string> {
+  const names = g.layers.map((l) => l.name);
+  return new Map(shortNames(names).map((s, i) => [names[i], s]));
+}
+
+/** The full name that `name` means: itself, or the one layer whose name ends with `/name`; undefined when none. */
+function fullName(g: FlatGraph, index: Map<string, number>, name: string, short: (names: string[]) => string): string | undefined {
+  if (index.has(name)) return name;
+  const matches = g.layers.filter((l) => l.name.endsWith(`/${name}`)).map((l) => l.name);
+  if (matches.length > 1) {
+    throw new CutError(
+      name,
+      `cut '${name}' is ambiguous: ${matches.length} ${g.unit ?? 'layer'} names end with it (${short(matches.slice(0, 4))}${matches.length > 4 ? ', ...' : ''}); give more of the name`,
+      matches.slice(0, 4),
+    );
+  }
+  return matches[0];
 }
 
 function nearest(valid: number[], at: number, g: FlatGraph): string[] {
@@ -245,28 +283,37 @@ export function resolveCuts(g: FlatGraph, cuts: string[], analysis = analyseCuts
   const validSet = new Set(analysis.valid);
   const seen = new Set<string>();
   const out: number[] = [];
-  for (const cut of cuts) {
+  const unit = g.unit ?? 'layer';
+  let shorts: Map<string, string> | undefined;
+  const short = (names: string[]) => {
+    shorts ??= shortNameMap(g);
+    return names.map((n) => shorts!.get(n) ?? n).join(', ');
+  };
+  for (const given of cuts) {
+    const cut = fullName(g, index, given, short) ?? given;
     const i = index.get(cut);
     if (i === undefined) {
+      const tail = (n: string) => n.split('/').slice(-cut.split('/').length).join('/');
       const similar = analysis.valid
         .map((v) => g.layers[v].name)
-        .sort((a, b) => editDistance(cut, a) - editDistance(cut, b))
+        .sort((a, b) => editDistance(cut, tail(a)) - editDistance(cut, tail(b)))
         .slice(0, 4);
-      throw new CutError(cut, `unknown layer '${cut}': the model has no layer of that name. Valid cuts with similar names: ${similar.join(', ')}`, similar);
+      throw new CutError(cut, `unknown ${unit} '${cut}': the model has no ${unit} of that name. Valid cuts with similar names: ${short(similar)}`, similar);
     }
-    if (seen.has(cut)) throw new CutError(cut, `layer '${cut}' is given twice as a cut`, nearest(analysis.valid, i, g));
+    if (seen.has(cut)) throw new CutError(cut, `${unit} '${given}' is given twice as a cut`, nearest(analysis.valid, i, g));
     seen.add(cut);
     if (!validSet.has(i)) {
       const near = nearest(analysis.valid, i, g);
       const cls = g.layers[i].className;
       let why: string;
-      if (cls === 'InputLayer') why = 'it is the input layer, so the first stage would be empty';
-      else if (i === g.layers.length - 1) why = "it is the model's last layer, so the last stage would be empty";
+      if (g.layers[i].inputs.length === 0) why = `it is the model's input (${cls}), so the first stage would be empty`;
+      else if (i === g.layers.length - 1) why = `it is the model's last ${unit}, so the last stage would be empty`;
+      else if (analysis.blocked?.has(cut)) why = analysis.blocked.get(cut)!;
       else {
         const cross = analysis.crossing[i];
-        why = `${cross.length} tensors cross this point (${cross.join(', ')}): it lies inside a block with a skip connection`;
+        why = `${cross.length} tensors cross this point (${short(cross)}): it lies inside a block with a skip connection`;
       }
-      throw new CutError(cut, `cannot cut after layer '${cut}': ${why}. Valid cuts near it: ${near.join(', ') || '(none)'}`, near);
+      throw new CutError(cut, `cannot cut after ${unit} '${given}': ${why}. Valid cuts near it: ${short(near) || '(none)'}`, near);
     }
     if (out.length > 0 && i < out[out.length - 1]) {
       const prev = g.layers[out[out.length - 1]].name;

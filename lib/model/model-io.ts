@@ -1,7 +1,8 @@
 /**
- * Reading and writing TensorFlow.js LayersModels as `model.json` + weight
- * shards on the local file system, without tfjs-node (whose `file://`
- * handler is not available on the wasm and cpu backends).
+ * Reading TensorFlow.js models (LayersModels and GraphModels) as `model.json` +
+ * weight shards from the local file system, and writing LayersModels, without
+ * tfjs-node (whose `file://` handler is not available on the wasm and cpu
+ * backends).
  *
  * Both topology layouts that the converter writes are accepted: the newer
  * `modelTopology.model_config` and the older one where `modelTopology` is the
@@ -20,7 +21,7 @@ interface ModelJson {
   convertedBy?: string | null;
 }
 
-/** Read model.json and its shards into ModelArtifacts. */
+/** Read model.json and its shards into ModelArtifacts (`format` says which kind: layers-model, graph-model). */
 export async function readModelArtifacts(modelJsonPath: string): Promise<tf.io.ModelArtifacts> {
   const path = resolve(modelJsonPath);
   let json: ModelJson;
@@ -30,10 +31,11 @@ export async function readModelArtifacts(modelJsonPath: string): Promise<tf.io.M
     throw new DeferError('E_MODEL', `cannot read model ${path}: ${errorMessage(err)}`);
   }
   if (!json || typeof json.modelTopology !== 'object' || json.modelTopology === null) {
-    throw new DeferError('E_MODEL', `${path} is not a TensorFlow.js LayersModel: it has no modelTopology`);
+    throw new DeferError('E_MODEL', `${path} is not a TensorFlow.js model: it has no modelTopology`);
   }
-  if (json.format !== undefined && json.format !== 'layers-model') {
-    throw new DeferError('E_MODEL', `${path} is a '${json.format}'; only layers-model is supported (graph models cannot be cut at layers)`);
+  const format = json.format ?? ('node' in json.modelTopology ? 'graph-model' : 'layers-model');
+  if (format !== 'layers-model' && format !== 'graph-model') {
+    throw new DeferError('E_MODEL', `${path} is a '${json.format}'; supported are TensorFlow.js layers-model and graph-model files`);
   }
   const weightSpecs: tf.io.WeightsManifestEntry[] = [];
   const buffers: Buffer[] = [];
@@ -54,14 +56,18 @@ export async function readModelArtifacts(modelJsonPath: string): Promise<tf.io.M
     modelTopology: json.modelTopology as tf.io.ModelArtifacts['modelTopology'],
     weightSpecs,
     weightData,
-    format: json.format,
+    format,
     generatedBy: json.generatedBy,
     convertedBy: json.convertedBy ?? null,
   };
 }
 
 export async function loadLayersModel(modelJsonPath: string): Promise<tf.LayersModel> {
-  const artifacts = await readModelArtifacts(modelJsonPath);
+  return layersModelFrom(await readModelArtifacts(modelJsonPath), modelJsonPath);
+}
+
+export async function layersModelFrom(artifacts: tf.io.ModelArtifacts, modelJsonPath: string): Promise<tf.LayersModel> {
+  if (artifacts.format !== 'layers-model') throw new DeferError('E_MODEL', `${modelJsonPath} is a ${artifacts.format}, not a layers-model`);
   try {
     return await tf.loadLayersModel(tf.io.fromMemory(artifacts));
   } catch (err) {

@@ -1,13 +1,16 @@
 /**
  * Where a model comes from: a zoo name (`tiny`, `resnet50`, `mobilenet`) or
- * the path of a model.json (or of the folder that holds one).
+ * the path of a model.json (or of the folder that holds one): a LayersModel
+ * or a GraphModel.
  */
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DeferError } from '../core/errors.js';
 import type { tf } from './engine.js';
-import { loadLayersModel } from './model-io.js';
-import { FlatModel } from './partition.js';
+import type { FlatModel } from './flat-model.js';
+import { GraphFlatModel } from './graph-partition.js';
+import { layersModelFrom, readModelArtifacts } from './model-io.js';
+import { LayersFlatModel } from './partition.js';
 import { createZooModel, isZooName, ZOO_NAMES } from './zoo.js';
 
 export async function resolveModelPath(spec: string): Promise<string> {
@@ -18,16 +21,27 @@ export async function resolveModelPath(spec: string): Promise<string> {
   return s.isDirectory() ? join(spec, 'model.json') : spec;
 }
 
+/** A zoo model or a LayersModel file (graph models: loadFlatModel). */
 export async function loadModel(spec: string, seed = 1): Promise<tf.LayersModel> {
   if (isZooName(spec)) return createZooModel(spec, seed);
-  return loadLayersModel(await resolveModelPath(spec));
+  const path = await resolveModelPath(spec);
+  return layersModelFrom(await readModelArtifacts(path), path);
 }
 
-/** Load a model and flatten it for partitioning; the loaded original is disposed. */
+/** Load a model and flatten it for partitioning (a LayersModel's loaded original is disposed). */
 export async function loadFlatModel(spec: string, seed = 1): Promise<FlatModel> {
-  const source = await loadModel(spec, seed);
+  if (!isZooName(spec)) {
+    const path = await resolveModelPath(spec);
+    const artifacts = await readModelArtifacts(path);
+    if (artifacts.format === 'graph-model') return GraphFlatModel.from(artifacts, JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>, path);
+    return layersFlat(await layersModelFrom(artifacts, path));
+  }
+  return layersFlat(await createZooModel(spec, seed));
+}
+
+async function layersFlat(source: tf.LayersModel): Promise<FlatModel> {
   try {
-    return await FlatModel.from(source);
+    return await LayersFlatModel.from(source);
   } finally {
     source.dispose();
   }

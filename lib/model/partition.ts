@@ -4,47 +4,14 @@
  * functional model built from the original layers' configs, over a new input
  * of the cut tensor's shape, with the original weights copied in.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { DeferError } from '../core/errors.js';
 import { bytesPerElement, type DType, elementCount, type WeightSpec } from '../protocol/index.js';
 import { tf } from './engine.js';
-import { analyseCuts, type CutAnalysis, type FlatGraph, type FlatLayer, flattenTopology, resolveCuts, toModelTopology } from './graph.js';
+import { type FlatModel, type LayerInfo, type StageModel, type StageSpan, type StageWeights, spansOf } from './flat-model.js';
+import { analyseCuts, type CutAnalysis, type FlatGraph, type FlatLayer, flattenTopology, toModelTopology } from './graph.js';
 
 type Json = Record<string, unknown>;
-
-export interface LayerInfo {
-  name: string;
-  className: string;
-  params: number;
-  weightBytes: number;
-  /** output shape without the batch dimension */
-  outputShape: number[];
-  outputBytes: number;
-  /** estimated multiply-accumulate operations times two, per frame */
-  flops: number;
-}
-
-export interface StageSpan {
-  index: number;
-  layers: string[];
-  /** name of the layer whose output this stage reads (null for stage 0) */
-  after: string | null;
-  /** name of this stage's last layer */
-  last: string;
-  inputShape: number[];
-  /** the model's input dtype for stage 0; activations (float32) after it */
-  inputDtype: DType;
-  outputShape: number[];
-  params: number;
-  weightBytes: number;
-  outputBytes: number;
-  flops: number;
-}
-
-export interface StageWeights {
-  specs: WeightSpec[];
-  blob: Uint8Array;
-}
 
 function shapeWithoutBatch(s: tf.Shape | tf.Shape[]): number[] {
   const shape = (Array.isArray(s[0]) ? s[0] : s) as (number | null)[];
@@ -72,8 +39,9 @@ function estimateFlops(layer: tf.layers.Layer, inShape: number[], outShape: numb
   }
 }
 
-/** A model as one flat graph of fresh layers, ready to split. */
-export class FlatModel {
+/** A LayersModel as one flat graph of fresh layers, ready to split. */
+export class LayersFlatModel implements FlatModel {
+  readonly format = 'layers-model' as const;
   readonly graph: FlatGraph;
   readonly model: tf.LayersModel;
   readonly layers: LayerInfo[];
@@ -104,7 +72,7 @@ export class FlatModel {
   }
 
   /** Flatten `source` (nested Sequential/functional models included) and copy its weights. */
-  static async from(source: tf.LayersModel): Promise<FlatModel> {
+  static async from(source: tf.LayersModel): Promise<LayersFlatModel> {
     const graph = flattenTopology(source.toJSON(null, false) as unknown as Json);
     const model = await tf.models.modelFromJSON({ modelTopology: toModelTopology(graph.name, graph.layers, graph.layers[0].name, graph.output) } as unknown as tf.io.ModelJSON);
     const originals = new Map<string, tf.layers.Layer>();
@@ -120,7 +88,7 @@ export class FlatModel {
       if (orig?.weights.length) l.setWeights(orig.getWeights());
     }
     const inputDtype = (model.inputs[0].dtype ?? 'float32') as DType;
-    return new FlatModel(graph, model, inputDtype);
+    return new LayersFlatModel(graph, model, inputDtype);
   }
 
   get inputShape(): number[] {
@@ -139,30 +107,25 @@ export class FlatModel {
     return this.cuts.valid.map((i) => this.graph.layers[i].name);
   }
 
-  /** The stages (spans of layers) for the given cut layers (validated; see resolveCuts for the errors). */
   spans(cuts: string[]): StageSpan[] {
-    const idx = resolveCuts(this.graph, cuts, this.cuts);
-    const bounds = [-1, ...idx, this.graph.layers.length - 1];
-    const plans: StageSpan[] = [];
-    for (let k = 0; k + 1 < bounds.length; k++) {
-      const infos = this.layers.slice(bounds[k] + 1, bounds[k + 1] + 1);
-      const after = k === 0 ? null : this.graph.layers[bounds[k]].name;
-      const last = infos[infos.length - 1];
-      plans.push({
-        index: k,
-        layers: infos.map((l) => l.name),
-        after,
-        last: last.name,
-        inputShape: k === 0 ? this.inputShape : this.layers[bounds[k]].outputShape,
-        inputDtype: k === 0 ? this.inputDtype : 'float32',
-        outputShape: last.outputShape,
-        params: infos.reduce((s, l) => s + l.params, 0),
-        weightBytes: infos.reduce((s, l) => s + l.weightBytes, 0),
-        outputBytes: last.outputBytes,
-        flops: infos.reduce((s, l) => s + l.flops, 0),
-      });
+    return spansOf(this, cuts);
+  }
+
+  run(x: tf.Tensor): tf.Tensor {
+    return this.model.predict(x) as tf.Tensor;
+  }
+
+  dispose(): void {
+    this.model.dispose();
+  }
+
+  digest(h: Hash): void {
+    h.update(JSON.stringify(this.graph));
+    for (const w of this.model.weights) {
+      // read() is the variable itself, not a copy: not to be disposed here
+      const data = w.read().dataSync() as Float32Array;
+      h.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     }
-    return plans;
   }
 
   /** The Keras JSON of one stage: a functional model with a fresh input layer. */
@@ -207,8 +170,8 @@ export class FlatModel {
   }
 }
 
-/** Build a stage model from its topology JSON and weight blob (as an edge node does). */
-export async function buildStageModel(topology: Json, specs: WeightSpec[], blob: Uint8Array): Promise<tf.LayersModel> {
+/** Build a layers stage from its topology JSON and weight blob (as an edge node does). */
+export async function buildLayersStage(topology: Json, specs: WeightSpec[], blob: Uint8Array): Promise<StageModel> {
   let model: tf.LayersModel;
   try {
     model = await tf.models.modelFromJSON({ modelTopology: topology } as unknown as tf.io.ModelJSON);
@@ -244,18 +207,9 @@ export async function buildStageModel(topology: Json, specs: WeightSpec[], blob:
     model.dispose();
     throw err;
   }
-  return model;
+  return { run: (x) => model.predict(x) as tf.Tensor, dispose: () => model.dispose() };
 }
 
 export function sha256(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
-}
-
-/** Run a model on one input and return the output as a Float32Array (tensors disposed). */
-export async function runModel(model: tf.LayersModel, input: tf.Tensor): Promise<{ data: Float32Array; shape: number[] }> {
-  const out = model.predict(input) as tf.Tensor;
-  const data = (await out.data()) as Float32Array;
-  const shape = [...out.shape];
-  out.dispose();
-  return { data, shape };
 }

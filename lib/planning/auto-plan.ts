@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import type { DeferConfig } from '../../config/schema.js';
 import { DeferError } from '../core/errors.js';
 import { log } from '../core/log.js';
-import type { FlatModel } from '../model/partition.js';
+import type { FlatModel } from '../model/flat-model.js';
 import type { Capabilities } from '../protocol/index.js';
 import { chooseCuts } from './balanced-cuts.js';
 import { type ChainPlan, type CostModel, type PlanNode, type PlanOptions, planPipeline } from './optimiser.js';

@@ -3,7 +3,7 @@
  * cost, by measured time (the cached profile), estimated FLOPs or parameters.
  * What `--cut` is when it is left out and `--auto` is not given.
  */
-import type { FlatModel } from '../model/partition.js';
+import type { FlatModel } from '../model/flat-model.js';
 import { minMaxCuts } from './min-max.js';
 import { getProfile, type ProfileOptions } from './profile-cache.js';
 

@@ -4,7 +4,7 @@
  * status or from speeds given by the user, with the link and memory options.
  */
 import { DeferError } from '../core/errors.js';
-import type { FlatModel } from '../model/partition.js';
+import type { FlatModel } from '../model/flat-model.js';
 import type { Capabilities, Codec } from '../protocol/index.js';
 import type { CostModel, PlanNode } from './optimiser.js';
 import type { CachedProfile } from './profile-cache.js';

@@ -10,8 +10,8 @@ import { homedir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { errorMessage } from '../core/errors.js';
 import { log } from '../core/log.js';
+import type { FlatModel } from '../model/flat-model.js';
 import { resolveModelPath } from '../model/model-source.js';
-import type { FlatModel } from '../model/partition.js';
 import { isZooName } from '../model/zoo.js';
 import { CALIBRATION_VERSION, calibrate } from './calibrate.js';
 import { profileSegments, type SegmentProfile } from './profile.js';
@@ -42,12 +42,7 @@ export interface ProfileOptions {
 /** sha256 of the flattened model's topology and every weight byte. */
 export function modelHash(flat: FlatModel): string {
   const h = createHash('sha256');
-  h.update(JSON.stringify(flat.graph));
-  for (const w of flat.model.weights) {
-    // read() is the variable itself, not a copy: not to be disposed here
-    const data = w.read().dataSync() as Float32Array;
-    h.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  }
+  flat.digest(h);
   return h.digest('hex');
 }
 

@@ -11,7 +11,8 @@
  * such a burst slows one run of many segments instead of every run of one.
  */
 import { tf } from '../model/engine.js';
-import { buildStageModel, type FlatModel } from '../model/partition.js';
+import type { FlatModel } from '../model/flat-model.js';
+import { buildStageModel } from '../model/stage-model.js';
 import { type Codec, decodeTensor, encodeTensor, type RawTensor } from '../protocol/index.js';
 
 /** ms to encode a tensor for the wire and to decode it, per codec */
@@ -63,7 +64,7 @@ export async function profileSegments(flat: FlatModel, rounds = 7): Promise<Segm
   const segments = [];
   for (const plan of flat.spans(flat.validCutNames())) {
     const { specs, blob } = flat.stageWeights(plan);
-    const model = await buildStageModel(flat.stageTopology(plan), specs, blob);
+    const model = await buildStageModel(flat.format, flat.stageTopology(plan), specs, blob);
     const dtype = plan.inputDtype === 'int32' ? 'int32' : 'float32';
     segments.push({
       last: plan.last,
@@ -79,7 +80,7 @@ export async function profileSegments(flat: FlatModel, rounds = 7): Promise<Segm
   const inputCodec = timeCodecs({ dtype: first.dtype === 'int32' ? 'int32' : 'float32', shape: first.shape, data: (await first.data()) as Float32Array | Int32Array });
   let x: tf.Tensor = first;
   for (const s of segments) {
-    const y = s.model.predict(x) as tf.Tensor;
+    const y = s.model.run(x);
     if (x !== first) x.dispose();
     x = y;
     s.output = timeCodecs({ dtype: 'float32', shape: y.shape, data: (await y.data()) as Float32Array });
@@ -89,7 +90,7 @@ export async function profileSegments(flat: FlatModel, rounds = 7): Promise<Segm
     for (let r = 0; r <= rounds; r++) {
       for (const s of segments) {
         const t0 = performance.now();
-        const out = s.model.predict(s.input) as tf.Tensor;
+        const out = s.model.run(s.input);
         await out.data();
         out.dispose();
         if (r > 0) s.times.push(performance.now() - t0); // round 0 warms up

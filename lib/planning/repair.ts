@@ -4,7 +4,7 @@
  * over the nodes left (the caller's chooseCuts).
  */
 import { DeferError } from '../core/errors.js';
-import type { StageSpan } from '../model/partition.js';
+import type { StageSpan } from '../model/flat-model.js';
 
 /** The cuts without the one between stage `k` and its lighter neighbour (by FLOPs): stage k merged into it. */
 export function mergeCuts(stages: Pick<StageSpan, 'last' | 'flops'>[], k: number): { cuts: string[]; into: number } {

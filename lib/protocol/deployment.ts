@@ -17,7 +17,20 @@ export interface WeightSpec {
   /** byte offset in the stage's weight blob */
   offset: number;
   bytes: number;
+  /** stored quantized (graph models' converter option): `bytes` are elements x the quantized dtype's size; dequantized on load as value * scale + min (float16: as half floats) */
+  quantization?: WeightQuantization;
 }
+
+export const QUANTIZED_DTYPES = ['uint8', 'uint16', 'float16'] as const;
+export interface WeightQuantization {
+  dtype: (typeof QUANTIZED_DTYPES)[number];
+  scale?: number;
+  min?: number;
+}
+
+/** What a stage's `topology` is: a Keras-style functional model (LayersModel), or a TensorFlow graph (GraphModel) fed at a Placeholder. */
+export const MODEL_FORMATS = ['layers-model', 'graph-model'] as const;
+export type ModelFormat = (typeof MODEL_FORMATS)[number];
 
 export interface WeightManifest {
   specs: WeightSpec[];
@@ -37,8 +50,10 @@ export interface Assignment {
   nodeId: string;
   stage: number;
   stageCount: number;
-  /** Keras-style model JSON of this stage (a functional model), as a string */
+  /** this stage's model as a JSON string: Keras-style functional model JSON, or for `modelFormat` graph-model a GraphStageTopology (docs/protocol.md) */
   topology: string;
+  /** absent: layers-model */
+  modelFormat?: ModelFormat;
   inputShape: number[];
   inputDtype: DType;
   manifest: WeightManifest;
@@ -51,6 +66,14 @@ export interface Assignment {
   createdAt: number;
   /** the node whose retained weight chunks hold this stage's weights (a standby taking over a failed node's stage); unset: the assigned node's own */
   weightsNode?: string;
+}
+
+function quantizationOf(value: unknown, W: string): WeightQuantization {
+  const q = obj(value, `${W}: quantization`);
+  const dtype = q.dtype as WeightQuantization['dtype'];
+  if (!QUANTIZED_DTYPES.includes(dtype)) throw new EnvelopeError(`${W}: quantization dtype must be one of ${QUANTIZED_DTYPES.join(', ')}, got '${String(q.dtype)}'`);
+  if (dtype === 'float16') return { dtype };
+  return { dtype, scale: num(q, 'scale', `${W} quantization`), min: num(q, 'min', `${W} quantization`) };
 }
 
 /** A weight manifest, checked field by field (`W` names the message it is in). */
@@ -67,6 +90,7 @@ function manifestOf(value: unknown, W: string): WeightManifest {
       shape: shapeOf(o.shape, `${W} manifest spec ${i} shape`),
       offset: int(o, 'offset', `${W} manifest spec ${i}`),
       bytes: int(o, 'bytes', `${W} manifest spec ${i}`),
+      ...(o.quantization === undefined ? {} : { quantization: quantizationOf(o.quantization, `${W} manifest spec ${i}`) }),
     };
   });
   const chunks = arr(man, 'chunks', `${W} manifest`, 1_000_000).map((c, i) => {
@@ -109,6 +133,8 @@ export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): 
   const outputPrecision = m.outputPrecision;
   if (outputPrecision !== undefined && !PRECISIONS.includes(outputPrecision as Precision)) throw new EnvelopeError(`${W}: outputPrecision must be one of ${PRECISIONS.join(', ')}`);
   const stageCount = int(m, 'stageCount', W, 1, 1024);
+  const modelFormat = m.modelFormat;
+  if (modelFormat !== undefined && !MODEL_FORMATS.includes(modelFormat as ModelFormat)) throw new EnvelopeError(`${W}: modelFormat must be one of ${MODEL_FORMATS.join(', ')}`);
   return {
     v: 1,
     kind: 'assign',
@@ -118,6 +144,7 @@ export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): 
     stage: int(m, 'stage', W, 0, stageCount - 1),
     stageCount,
     topology: str(m, 'topology', W, maxBytes),
+    ...(modelFormat === undefined ? {} : { modelFormat: modelFormat as ModelFormat }),
     inputShape: shapeOf(m.inputShape, `${W}: inputShape`),
     inputDtype,
     manifest,

@@ -6,8 +6,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import mqtt from 'mqtt';
 import { tf } from '../../lib/model/engine.js';
+import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadModel } from '../../lib/model/model-source.js';
-import { buildStageModel, FlatModel } from '../../lib/model/partition.js';
+import { LayersFlatModel } from '../../lib/model/partition.js';
+import { buildStageModel } from '../../lib/model/stage-model.js';
 
 /** Repository root (this file runs from dist/test/helpers). */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -27,8 +29,8 @@ export async function runChained(flat: FlatModel, cuts: string[], input: tf.Tens
   let x = input;
   for (const plan of flat.spans(cuts)) {
     const { specs, blob } = flat.stageWeights(plan);
-    const stage = await buildStageModel(JSON.parse(JSON.stringify(flat.stageTopology(plan))), specs, blob);
-    const y = stage.predict(x) as tf.Tensor;
+    const stage = await buildStageModel(flat.format, JSON.parse(JSON.stringify(flat.stageTopology(plan))), specs, blob);
+    const y = stage.run(x);
     if (x !== input) x.dispose();
     x = y;
     stage.dispose();
@@ -61,9 +63,9 @@ export async function freePort(): Promise<number> {
 }
 
 /** A model by zoo name or path, and the same model flattened for cutting. */
-export async function flatOf(spec: string): Promise<{ source: tf.LayersModel; flat: FlatModel }> {
+export async function flatOf(spec: string): Promise<{ source: tf.LayersModel; flat: LayersFlatModel }> {
   const source = await loadModel(spec);
-  return { source, flat: await FlatModel.from(source) };
+  return { source, flat: await LayersFlatModel.from(source) };
 }
 
 /** A seeded random input for `flat`, batch 1, values in [lo, hi). */

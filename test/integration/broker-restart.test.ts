@@ -17,8 +17,8 @@ import type { DispatcherEvent } from '../../dispatcher/events.js';
 import { type LocalRun, runLocal } from '../../dispatcher/run/measure-run.js';
 import { setLogLevel } from '../../lib/core/log.js';
 import { initEngine } from '../../lib/model/engine.js';
+import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
-import type { FlatModel } from '../../lib/model/partition.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
 import type { RawTensor } from '../../lib/protocol/index.js';
 import { eventLines, startNodeProcesses, testDispatcher, verbose } from '../helpers/chain.js';
@@ -33,7 +33,7 @@ before(async () => {
   await initEngine('wasm');
   flat = await loadFlatModel('tiny');
   frames = syntheticFrames(flat.inputShape, 150, 9);
-  local = await runLocal(flat.model, frames);
+  local = await runLocal(flat, frames);
 });
 
 const exited = (c: ChildProcess) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())));

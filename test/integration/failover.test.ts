@@ -14,8 +14,8 @@ import type { DispatcherEvent } from '../../dispatcher/events.js';
 import { type LocalRun, runLocal } from '../../dispatcher/run/measure-run.js';
 import { setLogLevel } from '../../lib/core/log.js';
 import { initEngine } from '../../lib/model/engine.js';
+import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
-import type { FlatModel } from '../../lib/model/partition.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
 import { balancedCuts } from '../../lib/planning/balanced-cuts.js';
 import type { RawTensor } from '../../lib/protocol/index.js';
@@ -33,7 +33,7 @@ before(async () => {
   broker = await startBroker({ host: '127.0.0.1', port: 0, maxPacketBytes: 1 << 24 });
   flat = await loadFlatModel('tiny');
   frames200.push(...syntheticFrames(flat.inputShape, 200, 7));
-  local = await runLocal(flat.model, frames200);
+  local = await runLocal(flat, frames200);
 });
 
 after(async () => {

@@ -17,8 +17,8 @@ import { modelInputFor } from '../../dispatcher/serving/start-serving.js';
 import { setLogLevel } from '../../lib/core/log.js';
 import { percentile } from '../../lib/core/stats.js';
 import { initEngine } from '../../lib/model/engine.js';
+import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
-import type { FlatModel } from '../../lib/model/partition.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
 import type { Policy } from '../../lib/protocol/index.js';
 import { TestDevice } from '../helpers/device.js';
@@ -59,7 +59,7 @@ after(async () => {
   await dispatcher.close();
   await nodes.stop();
   await broker.close();
-  flat.model.dispose();
+  flat.dispose();
 });
 
 async function server(policy: Policy, queueSize = 8): Promise<DeviceServer> {

@@ -25,8 +25,8 @@ import { EdgeNode } from '../../edge-node/edge-node.js';
 import { DeferError } from '../../lib/core/errors.js';
 import { setLogLevel } from '../../lib/core/log.js';
 import { initEngine } from '../../lib/model/engine.js';
+import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
-import type { FlatModel } from '../../lib/model/partition.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
 import {
   decodeActivation,

@@ -112,11 +112,11 @@ test('Node-RED runtime: our package installs, its node types and editor files lo
   const want: number[][] = [];
   for (const img of images) {
     const x = await preprocessImage(img, input.preprocess!);
-    const y = tf.tidy(() => flat.model.predict(tf.tensor(x.data as Float32Array, x.shape)) as tf.Tensor);
+    const y = tf.tidy(() => flat.run(tf.tensor(x.data as Float32Array, x.shape)) as tf.Tensor);
     want.push(Array.from((await y.data()) as Float32Array));
     y.dispose();
   }
-  flat.model.dispose();
+  flat.dispose();
   // the flow's own MQTT-in node subscribes when its connection comes up: send a first frame until one is answered
   for (let i = 0; i < 60 && predictions.length === 0; i++) {
     await client.publishAsync('cameras/cam1/image', images[0], { qos: 1 });

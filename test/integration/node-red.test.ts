@@ -127,10 +127,10 @@ test('a flow of broker, 2 edge nodes, dispatcher and status: an image in, the lo
   const flat = await loadFlatModel('tiny');
   const input = modelInputFor(flat, loadConfig(undefined, {}, {}).serve, { teachableMachine: false });
   const x = await preprocessImage(png, input.preprocess!);
-  const local = tf.tidy(() => flat.model.predict(tf.tensor(x.data as Float32Array, x.shape)) as tf.Tensor);
+  const local = tf.tidy(() => flat.run(tf.tensor(x.data as Float32Array, x.shape)) as tf.Tensor);
   const want = Array.from((await local.data()) as Float32Array);
   tf.dispose(local);
-  flat.model.dispose();
+  flat.dispose();
   const out = helper.getNode('out');
   const got = new Promise<Record<string, unknown>>((r) => out.on('input', r));
   d.receive({ payload: png, topic: 'cameras/cam1/image', _msgid: 'm-1', mine: { keep: true } });

@@ -23,8 +23,8 @@ import { type Observer, startObserver } from '../../dispatcher/observe/observer.
 import { startServing } from '../../dispatcher/serving/start-serving.js';
 import { setLogLevel } from '../../lib/core/log.js';
 import { initEngine } from '../../lib/model/engine.js';
+import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
-import type { FlatModel } from '../../lib/model/partition.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
 import { startNodeProcesses, testDispatcher } from '../helpers/chain.js';
 import { CLI, ROOT } from '../helpers/common.js';
@@ -64,7 +64,7 @@ after(async () => {
   await d?.close();
   await procs?.stop();
   await broker?.close();
-  flat?.model.dispose();
+  flat?.dispose();
 });
 
 /** GET `path` on the observer with a raw request (no URL normalisation by a client). */

@@ -46,7 +46,7 @@ test('ResNet50 (25.6 M parameters) in 2, 4 and 8 balanced stages gives the whole
     assert.ok(sameBits(await runChained(flat, cuts, x), whole), `${k} stages: ${cuts.join(',')}`);
   }
   source.dispose();
-  flat.model.dispose();
+  flat.dispose();
 });
 
 test('measured-time profile: every segment between valid cuts is timed, and chosen cuts are valid', async () => {

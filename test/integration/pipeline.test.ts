@@ -15,8 +15,8 @@ import { runChain, runLocal } from '../../dispatcher/run/measure-run.js';
 import { EdgeNode } from '../../edge-node/edge-node.js';
 import { setLogLevel } from '../../lib/core/log.js';
 import { initEngine, tf } from '../../lib/model/engine.js';
+import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
-import type { FlatModel } from '../../lib/model/partition.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
 import { decodeStatus, encodeActivation, encodeTensor } from '../../lib/protocol/index.js';
 import { sameBits } from '../helpers/common.js';
@@ -64,7 +64,7 @@ test('deploy over retained topics, stream frames, and match the whole model bit 
   assert.equal(nodes[1].assignment?.stage, 1);
   const frames = syntheticFrames(flat.inputShape, 12, 3);
   const chain = await runChain(d, frames);
-  const local = await runLocal(flat.model, frames);
+  const local = await runLocal(flat, frames);
   assert.deepEqual(chain.failures, []);
   assert.equal(chain.results.length, 12);
   chain.byFrame.forEach((r, i) => {
@@ -85,7 +85,7 @@ test('deploy over retained topics, stream frames, and match the whole model bit 
 
 test('lossy hops: an int8 middle hop is a quarter of the bytes, carried in the assignment; outputs close to the whole model, same top-1; a wrong list is refused', async () => {
   const frames = syntheticFrames(flat.inputShape, 10, 5);
-  const local = await runLocal(flat.model, frames);
+  const local = await runLocal(flat, frames);
   const lossless = await runChain(await dispatcher.deploy(flat, ['n1', 'n2'], ['block_out']), frames);
   const lossy = new Dispatcher({ ...dispatcherOpts(), precision: ['lossless', 'int8', 'float16'] });
   await lossy.connect();

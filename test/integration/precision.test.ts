@@ -14,9 +14,10 @@ import { loadConfig } from '../../config/schema.js';
 import { modelInputFor } from '../../dispatcher/serving/start-serving.js';
 import { setLogLevel } from '../../lib/core/log.js';
 import { initEngine, tf } from '../../lib/model/engine.js';
+import type { FlatModel, StageModel } from '../../lib/model/flat-model.js';
 import { loadModelMeta } from '../../lib/model/labels.js';
-import { buildStageModel, type FlatModel } from '../../lib/model/partition.js';
 import { preprocessImage } from '../../lib/model/preprocess.js';
+import { buildStageModel } from '../../lib/model/stage-model.js';
 import { decodeTensor, encodeTensor, type Precision } from '../../lib/protocol/index.js';
 import { flatOf, IMAGES, REAL_MODELS } from '../helpers/common.js';
 
@@ -28,11 +29,11 @@ before(async () => {
   await initEngine('wasm');
 });
 
-async function stageModels(flat: FlatModel, cuts: string[]): Promise<tf.LayersModel[]> {
+async function stageModels(flat: FlatModel, cuts: string[]): Promise<StageModel[]> {
   return Promise.all(
     flat.spans(cuts).map((span) => {
       const { specs, blob } = flat.stageWeights(span);
-      return buildStageModel(JSON.parse(JSON.stringify(flat.stageTopology(span))), specs, blob);
+      return buildStageModel(flat.format, JSON.parse(JSON.stringify(flat.stageTopology(span))), specs, blob);
     }),
   );
 }
@@ -51,11 +52,11 @@ function sendFrames(batch: tf.Tensor, precision: Precision): tf.Tensor {
 }
 
 /** Run `x` through the stages, every hop between them sent with `precision`; the outputs. */
-function chain(stages: tf.LayersModel[], x: tf.Tensor, precision: Precision): Float32Array {
+function chain(stages: StageModel[], x: tf.Tensor, precision: Precision): Float32Array {
   let a = x;
   for (const [k, m] of stages.entries()) {
     const input = k === 0 || precision === 'lossless' ? a : sendFrames(a, precision);
-    const y = m.predict(input) as tf.Tensor;
+    const y = m.run(input);
     if (input !== a) input.dispose();
     if (a !== x) a.dispose();
     a = y;
@@ -99,7 +100,7 @@ test('MNIST, all digits, the Keras CNN in 2 stages: top-1 agreement with the los
     assert.ok(share >= 0.995, `${p}: ${share}`);
   }
   for (const m of stages) m.dispose();
-  flat.model.dispose();
+  flat.dispose();
 });
 
 test('Teachable Machine MobileNetV2 cut twice inside its MobileNetV2: the real photos keep their top-1 with float16 and int8 hops', { timeout: 180_000 }, async () => {
@@ -123,5 +124,5 @@ test('Teachable Machine MobileNetV2 cut twice inside its MobileNetV2: the real p
   }
   x.dispose();
   for (const m of stages) m.dispose();
-  flat.model.dispose();
+  flat.dispose();
 });

@@ -162,7 +162,7 @@ test('the ACLs are enough for a real deployment: nodes and dispatcher with crede
   } finally {
     await d.close();
     for (const n of nodes) await n.close();
-    flat.model.dispose();
+    flat.dispose();
   }
 });
 

@@ -17,9 +17,9 @@ import { modelInputFor } from '../../dispatcher/serving/start-serving.js';
 import { EdgeNode } from '../../edge-node/edge-node.js';
 import { setLogLevel } from '../../lib/core/log.js';
 import { initEngine, tf } from '../../lib/model/engine.js';
+import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadModelMeta } from '../../lib/model/labels.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
-import type { FlatModel } from '../../lib/model/partition.js';
 import { preprocessImage } from '../../lib/model/preprocess.js';
 import { encodeCbor, encodeTensor } from '../../lib/protocol/index.js';
 import { IMAGES, REAL_MODELS, sameBits } from '../helpers/common.js';
@@ -75,7 +75,7 @@ async function serveModel(spec: string, cuts: string[], serveOverrides: Record<s
 
 async function localOutput(flat: FlatModel, x: { data: ArrayLike<number>; shape: number[] }): Promise<Float32Array> {
   const t = tf.tensor(x.data as Float32Array, x.shape, 'float32');
-  const y = flat.model.predict(t) as tf.Tensor;
+  const y = flat.run(t) as tf.Tensor;
   const out = (await y.data()) as Float32Array;
   tf.dispose([t, y]);
   return out;
@@ -118,7 +118,7 @@ test('MNIST: real digits as PNG frames through the Keras CNN split over 2 nodes 
   assert.equal(m.served, frames);
   assert.equal(m.received, frames);
   await device.close();
-  flat.model.dispose();
+  flat.dispose();
 });
 
 test('Teachable Machine model: JPEG frames of any size (real photos and synthetic), labels from its metadata.json, results equal the local run', { timeout: 180_000 }, async () => {
@@ -166,7 +166,7 @@ test('Teachable Machine model: JPEG frames of any size (real photos and syntheti
   }
   await server.close();
   await device.close();
-  flat.model.dispose();
+  flat.dispose();
 });
 
 test('bad frames: each is answered with its reason and counted; the pipeline keeps serving', { timeout: 60_000 }, async () => {
@@ -224,5 +224,5 @@ test('bad frames: each is answered with its reason and counted; the pipeline kee
   assert.equal(m.received, cases.length + 3);
   assert.deepEqual(m.badByKind, { 'unknown-format': 2, 'bad-image': 3, 'too-large': 1, 'bad-json': 2, 'bad-tensor': 5, 'bad-cbor': 2 });
   await device.close();
-  flat.model.dispose();
+  flat.dispose();
 });

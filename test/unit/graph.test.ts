@@ -31,7 +31,7 @@ test('invalid cuts raise CutError naming the layer, why, and valid cuts near it'
     [['nope'], /unknown layer 'nope'/],
     [['block_conv_a'], /cannot cut after layer 'block_conv_a': 2 tensors cross this point \(conv1, block_conv_a\).*skip connection.*Valid cuts near it: conv1, block_add/],
     [['block_conv_b'], /inside a block with a skip connection/],
-    [['input'], /input layer/],
+    [['input'], /it is the model's input \(InputLayer\)/],
     [['predictions'], /last layer/],
     [['pool', 'conv1'], /must follow the model's layer order: 'conv1' comes before 'pool'/],
     [['pool', 'pool'], /given twice/],
@@ -83,5 +83,5 @@ test('balanced cuts are always distinct and valid, whatever the layer costs (a c
       assert.doesNotThrow(() => flat.spans(cuts), `${cuts} for ${cost}`);
     }
   }
-  flat.model.dispose();
+  flat.dispose();
 });

@@ -273,6 +273,6 @@ test('profile cache: measured once, then read back by model hash and backend; a 
   // the cost model built from it has a cost at every valid cut
   const cost = costModelOf(flat, first.profile);
   assert.ok(cost.validCuts.every((i) => cost.segmentMs[i] > 0 && cost.encodeMs![i] > 0));
-  flat.model.dispose();
-  other.model.dispose();
+  flat.dispose();
+  other.dispose();
 });
