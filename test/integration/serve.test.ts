@@ -169,6 +169,28 @@ test('Teachable Machine model: JPEG frames of any size (real photos and syntheti
   flat.dispose();
 });
 
+test("graph model (TF-Hub MobileNetV2, graph-model format): real JPEG photos through 2 nodes give the local run's output bit for bit", { timeout: 180_000 }, async () => {
+  const { flat, server, input } = await serveModel(join(REAL_MODELS, 'graph-mobilenet-v2'), ['expanded_conv_8/add'], { reply: 'cbor' });
+  assert.equal(flat.format, 'graph-model');
+  assert.deepEqual(input.preprocess!.range, [0, 1]);
+  const device = await TestDevice.connect(broker.url, PIPE, 'cam-graph');
+  const photos = readdirSync(IMAGES).filter((f) => f.endsWith('.JPEG'));
+  const tops = new Set<number>();
+  for (const f of photos) {
+    const jpeg = readFileSync(join(IMAGES, f));
+    const r = await device.request(jpeg);
+    assert.equal(r.ok, true, JSON.stringify(r.error));
+    assert.equal(r.hops!.length, 2);
+    const local = await localOutput(flat, await preprocessImage(jpeg, input.preprocess!));
+    assert.ok(sameBits(r.output!.data as Float32Array, local), `${f}: the chained output differs from the whole graph's`);
+    tops.add(Math.round(local[0] * 1e6));
+  }
+  assert.equal(tops.size, photos.length, 'different photos give different outputs');
+  await server.close();
+  await device.close();
+  flat.dispose();
+});
+
 test('bad frames: each is answered with its reason and counted; the pipeline keeps serving', { timeout: 60_000 }, async () => {
   const { server, flat } = await serveModel(join(REAL_MODELS, 'mnist-keras'), ['max_pooling2d'], { maxFrameBytes: 100_000, maxPixels: 10_000 });
   const device = await TestDevice.connect(broker.url, PIPE, 'cam-bad');

@@ -8,12 +8,16 @@ import { test } from 'node:test';
 import { EnvelopeError } from '../../lib/core/errors.js';
 import {
   ANY_PIPELINE,
+  type Assignment,
   assertTopicName,
+  decodeAssignment,
   decodeDeviceResult,
   decodeErrorReport,
   decodeHeartbeat,
   decodeMetrics,
   decodeStatus,
+  encodeAssignment,
+  encodeCbor,
   encodeDeviceFrame,
   encodeErrorReport,
   encodeFailedResult,
@@ -135,4 +139,46 @@ test('device frames and results: what a device sends parses; results round-trip 
   assert.throws(() => decodeDeviceResult(Buffer.from('{"v":1,"ok":false,"device":"c"}')), /must say why/);
   assert.throws(() => decodeDeviceResult(Buffer.from('{"v":9,"ok":true,"device":"c"}')), /protocol version 9/);
   assert.throws(() => decodeDeviceResult(Buffer.from([0xff, 0x00])), EnvelopeError);
+});
+
+test('assignments: a graph-model stage with uint8 and float16 quantized weights round-trips; a bad model format or quantization is refused', () => {
+  const sha = 'ab'.repeat(32);
+  const a: Omit<Assignment, 'v' | 'kind'> = {
+    deployment: 'd1',
+    pipeline: 'p',
+    nodeId: 'n1',
+    stage: 0,
+    stageCount: 2,
+    topology: '{"modelTopology":{"node":[]},"input":"x","output":"y"}',
+    modelFormat: 'graph-model',
+    inputShape: [4],
+    inputDtype: 'float32',
+    manifest: {
+      specs: [
+        { layer: 'w', name: 'w', dtype: 'float32', shape: [2, 2], offset: 0, bytes: 4, quantization: { dtype: 'uint8', scale: 0.5, min: -1 } },
+        { layer: 'b', name: 'b', dtype: 'float32', shape: [2], offset: 4, bytes: 4, quantization: { dtype: 'float16' } },
+      ],
+      totalBytes: 8,
+      sha256: sha,
+      chunkBytes: 8,
+      chunks: [sha],
+    },
+    inputTopic: 'a',
+    outputTopic: 'b',
+    codec: 'lz4',
+    qos: 1,
+    createdAt: 1,
+  };
+  assert.deepEqual(decodeAssignment(encodeAssignment(a)), { v: 1, kind: 'assign', ...a });
+  const { modelFormat: _, ...layers } = a;
+  assert.equal(decodeAssignment(encodeAssignment(layers)).modelFormat, undefined, 'absent: a layers model');
+  const bad = (patch: Record<string, unknown>, re: RegExp) =>
+    assert.throws(
+      () => decodeAssignment(encodeCbor({ v: 1, kind: 'assign', ...a, ...patch })),
+      (e: unknown) => e instanceof EnvelopeError && re.test(e.message),
+    );
+  bad({ modelFormat: 'onnx' }, /modelFormat must be one of layers-model, graph-model/);
+  const spec = a.manifest.specs[0];
+  bad({ manifest: { ...a.manifest, specs: [{ ...spec, quantization: { dtype: 'int4', scale: 1, min: 0 } }] } }, /quantization dtype must be one of uint8, uint16, float16/);
+  bad({ manifest: { ...a.manifest, specs: [{ ...spec, quantization: { dtype: 'uint8', scale: Number.NaN, min: 0 } }] } }, /field 'scale' must be a finite number/);
 });
