@@ -16,7 +16,10 @@ export interface LayerInfo {
   name: string;
   className: string;
   params: number;
+  /** bytes of its weights as stored and sent */
   weightBytes: number;
+  /** bytes of its weights once loaded, where that differs (quantized weights are float32 in memory) */
+  loadedBytes?: number;
   /** output shape without the batch dimension */
   outputShape: number[];
   outputBytes: number;

@@ -115,6 +115,7 @@ export class GraphFlatModel implements FlatModel {
       if (out.shape.length < 1 && !blocked.has(l.name)) blocked.set(l.name, 'its output is a scalar without a batch dimension');
       let params = 0;
       let weightBytes = 0;
+      let loadedBytes = 0;
       let firstWeight: number[] | undefined;
       for (const c of structure.constInputs.get(l.name)!) {
         const w = weights.get(c);
@@ -124,9 +125,10 @@ export class GraphFlatModel implements FlatModel {
         attributed.add(c);
         params += elementCount(w.spec.shape);
         weightBytes += w.bytes;
+        loadedBytes += elementCount(w.spec.shape) * 4;
       }
       const inShape = l.inputs.length ? shapes.get(l.inputs[0])!.shape.slice(1) : outputShape;
-      return { name: l.name, className: l.className, params, weightBytes, outputShape, outputBytes: elementCount(outputShape) * 4, flops: flopsOf(l.className, outputShape, inShape, firstWeight) };
+      return { name: l.name, className: l.className, params, weightBytes, loadedBytes, outputShape, outputBytes: elementCount(outputShape) * 4, flops: flopsOf(l.className, outputShape, inShape, firstWeight) };
     });
     this.cuts = analyseCuts(this.graph, blocked);
     this.outputShape = this.layers[this.layers.length - 1].outputShape;

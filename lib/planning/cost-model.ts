@@ -30,8 +30,10 @@ export interface CostModel {
   validCuts: number[];
   /** per layer: bytes of its output per frame */
   outputBytes: number[];
-  /** per layer: bytes of its weights */
+  /** per layer: bytes of its weights (as sent) */
   weightBytes: number[];
+  /** per layer: bytes of its weights once loaded, where they differ from weightBytes (quantized graph weights become float32); absent: the same */
+  loadedBytes?: number[];
   /** bytes of one input frame */
   inputBytes: number;
   /** per layer: ms to encode its output for the wire (at cut points and the last layer; 0 or absent elsewhere) */
@@ -115,15 +117,15 @@ export function transferMs(bytes: number, mbps: number | undefined): number {
   return mbps && Number.isFinite(mbps) ? (bytes * 8 * MS_PER_BIT_PER_MBPS) / mbps : 0;
 }
 
-/** Estimated memory of a stage: its weights twice (the received blob and the built model) and its largest activation four times. */
+/** Estimated memory of a stage: its weights twice (the received blob, and the built model's loaded weights) and its largest activation four times. */
 export function stageMemoryBytes(cost: CostModel, first: number, last: number): number {
   let w = 0;
   let act = first === 0 ? cost.inputBytes : cost.outputBytes[first - 1];
   for (let i = first; i <= last; i++) {
-    w += cost.weightBytes[i];
+    w += cost.weightBytes[i] + (cost.loadedBytes?.[i] ?? cost.weightBytes[i]);
     act = Math.max(act, cost.outputBytes[i]);
   }
-  return 2 * w + 4 * act;
+  return w + 4 * act;
 }
 
 export interface Evaluation {

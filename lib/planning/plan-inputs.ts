@@ -30,6 +30,7 @@ export function costModelOf(flat: FlatModel, profile: Pick<CachedProfile, 'layer
     validCuts: flat.layers.flatMap((l, i) => (validNames.has(l.name) ? [i] : [])),
     outputBytes: flat.layers.map((l) => l.outputBytes),
     weightBytes: flat.layers.map((l) => l.weightBytes),
+    ...(flat.layers.some((l) => l.loadedBytes !== undefined) ? { loadedBytes: flat.layers.map((l) => l.loadedBytes ?? l.weightBytes) } : {}),
     inputBytes: flat.inputShape.reduce((a, b) => a * b, 1) * 4,
     encodeMs,
     decodeMs,
