@@ -166,9 +166,19 @@ export const schema = {
     },
   },
   dispatcher: {
-    model: { doc: 'Model: a zoo name (tiny, resnet50, mobilenet) or the path of a model.json or its folder.', format: String, default: 'resnet50', env: 'DEFER_MODEL' },
+    model: {
+      doc: 'Model: a zoo name (tiny, resnet50, mobilenet) or the path of a model.json (a TensorFlow.js LayersModel or graph model) or its folder.',
+      format: String,
+      default: 'resnet50',
+      env: 'DEFER_MODEL',
+    },
     nodes: { doc: 'Node ids, one per stage, in chain order (defer dispatch).', format: 'name-list', default: [] as string[], env: 'DEFER_NODES' },
-    cut: { doc: 'Layer names to cut after, in order; empty: cuts that balance the estimated work (see balanceBy).', format: 'layer-list', default: [] as string[], env: 'DEFER_CUT' },
+    cut: {
+      doc: 'Layer names (graph models: node names, or a unique ending of one) to cut after, in order; empty: cuts that balance the estimated work (see balanceBy).',
+      format: 'layer-list',
+      default: [] as string[],
+      env: 'DEFER_CUT',
+    },
     balanceBy: {
       doc: 'What the automatic cuts balance: time (each segment between valid cuts measured on this backend), estimated flops, or parameter count.',
       format: ['time', 'flops', 'params'],

@@ -128,7 +128,16 @@ export class GraphFlatModel implements FlatModel {
         loadedBytes += elementCount(w.spec.shape) * 4;
       }
       const inShape = l.inputs.length ? shapes.get(l.inputs[0])!.shape.slice(1) : outputShape;
-      return { name: l.name, className: l.className, params, weightBytes, loadedBytes, outputShape, outputBytes: elementCount(outputShape) * 4, flops: flopsOf(l.className, outputShape, inShape, firstWeight) };
+      return {
+        name: l.name,
+        className: l.className,
+        params,
+        weightBytes,
+        loadedBytes,
+        outputShape,
+        outputBytes: elementCount(outputShape) * 4,
+        flops: flopsOf(l.className, outputShape, inShape, firstWeight),
+      };
     });
     this.cuts = analyseCuts(this.graph, blocked);
     this.outputShape = this.layers[this.layers.length - 1].outputShape;

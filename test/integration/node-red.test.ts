@@ -6,7 +6,9 @@
  * model's memory.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { after, afterEach, before, test } from 'node:test';
 import mqtt from 'mqtt';
 import sharp from 'sharp';
@@ -20,7 +22,7 @@ import deferBroker from '../../node-red-nodes/defer-broker.js';
 import deferDispatcher from '../../node-red-nodes/defer-dispatcher.js';
 import deferEdgeNode from '../../node-red-nodes/defer-edge-node.js';
 import deferStatus from '../../node-red-nodes/defer-status.js';
-import { freePort } from '../helpers/common.js';
+import { freePort, IMAGES, REAL_MODELS } from '../helpers/common.js';
 
 const require = createRequire(import.meta.url);
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -154,6 +156,28 @@ test('a flow of broker, 2 edge nodes, dispatcher and status: an image in, the lo
   // closed: the embedded broker is gone, and the stages and the model are freed
   await assert.rejects(mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 1000 }));
   assert.equal(tf.memory().numTensors, tensors0, 'no tensors left behind');
+});
+
+test("the dispatcher node with a graph model (TF-Hub MobileNetV2) and a short node name as its cut: a real photo in, the whole graph's scores out", { timeout: 120_000 }, async () => {
+  const port = await freePort();
+  const model = join(REAL_MODELS, 'graph-mobilenet-v2');
+  await load(pipelineFlow(port, { model, cuts: 'expanded_conv_8/add', topK: 2 }));
+  const d = watchStatus(helper.getNode('d'));
+  await d.until(/^ready \(2 nodes: n1, n2\)$/);
+  const jpeg = readFileSync(join(IMAGES, 'n02095889_Sealyham_terrier.JPEG'));
+  const flat = await loadFlatModel(model);
+  const input = modelInputFor(flat, loadConfig(undefined, {}, {}).serve, { teachableMachine: false });
+  const x = await preprocessImage(jpeg, input.preprocess!);
+  const local = tf.tidy(() => flat.run(tf.tensor(x.data as Float32Array, x.shape)));
+  const want = Array.from((await local.data()) as Float32Array);
+  tf.dispose(local);
+  flat.dispose();
+  const out = helper.getNode('out');
+  const got = new Promise<Record<string, unknown>>((r) => out.on('input', r));
+  helper.getNode('d').receive({ payload: jpeg });
+  const msg = await got;
+  assert.deepEqual(msg.payload, want, "the chained scores are the whole graph's, exactly");
+  assert.equal((msg.hops as unknown[]).length, 2);
 });
 
 test('edge node status shows its stage and frames per second; the dispatcher shows a node that went offline, mends the chain, and says so', { timeout: 120_000 }, async () => {
