@@ -18,6 +18,12 @@ export const PLANNER: Record<string, FlagSpec> = {
   latency: { key: 'planner.latencyMs', type: 'string', help: 'link latency per node in ms (one per node, or one for all)' },
   order: { key: 'planner.order', type: 'string', help: 'best | given: may the planner reorder the nodes' },
   refresh: { key: 'planner.refresh', type: 'boolean', help: 'profile the model again, ignoring a cached profile' },
+  'max-top1-loss': { key: 'planner.maxTop1Loss', type: 'string', number: true, help: 'with --precision auto: the top-1 agreement (percent) the lossy hops may lose, summed (default 0.5)' },
+  'calibration-images': {
+    key: 'planner.calibrationImages',
+    type: 'string',
+    help: "with --precision auto: a folder of sample images to measure the lossy hops' agreement on (default: synthetic frames)",
+  },
 };
 export const SERVE: Record<string, FlagSpec> = {
   serve: { key: 'up.serve', type: 'boolean', help: "serve devices' frames (defer/<pipeline>/frames/<device>) until SIGINT or SIGTERM, instead of synthetic frames" },
@@ -39,5 +45,5 @@ export const PRECISION: FlagSpec = {
   key: 'dispatcher.precision',
   type: 'string',
   list: true,
-  help: 'lossless | float16 | int8: how precisely activations travel, for every hop or one per hop (dispatcher -> first stage, ..., last stage -> dispatcher)',
+  help: 'lossless | float16 | int8: how precisely activations travel, for every hop or one per hop (dispatcher -> first stage, ..., last stage -> dispatcher); auto: chosen per hop from --bandwidth and --max-top1-loss',
 };

@@ -6,6 +6,7 @@
  */
 import { startBroker } from '../broker/broker.js';
 import type { DeferConfig } from '../config/schema.js';
+import { autoPrecision } from '../dispatcher/deploy/precision-auto.js';
 import { Dispatcher } from '../dispatcher/dispatcher.js';
 import { type Observer, startObserver } from '../dispatcher/observe/observer.js';
 import { deployAndRun } from '../dispatcher/run/deploy-and-run.js';
@@ -75,6 +76,7 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
     ...config.dispatcher,
     standby: [...config.dispatcher.standby, ...standby],
     chooseCuts: (f, n) => defaultCuts(f, config, backend, n, progress),
+    choosePrecision: autoPrecision(config, backend, ids, progress),
     brokerUrl: broker.url,
     pipeline: config.pipeline,
   });

@@ -42,7 +42,8 @@ convict.addFormat({
 convict.addFormat({
   name: 'precision-list',
   validate(v: unknown) {
-    if (!Array.isArray(v) || v.length === 0 || v.some((x) => !PRECISIONS.includes(x))) throw new Error(`must be one of ${PRECISIONS.join(', ')}, or one per hop, comma separated`);
+    if (Array.isArray(v) && v.length === 1 && v[0] === 'auto') return;
+    if (!Array.isArray(v) || v.length === 0 || v.some((x) => !PRECISIONS.includes(x))) throw new Error(`must be auto, or one of ${PRECISIONS.join(', ')}, or one per hop, comma separated`);
   },
   coerce: commaList,
 });
@@ -193,9 +194,9 @@ export const schema = {
     maxMessageBytes: { doc: 'Largest activation message a node or dispatcher accepts.', format: int(1024, 268_435_455), default: 64 * 1024 * 1024, env: 'DEFER_MAX_MESSAGE_BYTES' },
     codec: { doc: 'Activation codec: lz4 (lossless, compressed) or none (raw bytes).', format: ['lz4', 'none'], default: 'lz4', env: 'DEFER_CODEC' },
     precision: {
-      doc: 'How precisely activations travel: lossless (bit-exact, the default), float16 (IEEE half floats: half the bytes), or int8 (one scale and offset per channel: a quarter). One value for every hop, or one per hop, in order: dispatcher -> first stage, between stages, last stage -> dispatcher (e.g. lossless,int8,lossless for 2 stages). Lossy hops change the outputs: measure the agreement (docs/protocol.md#tensor).',
+      doc: "How precisely activations travel: lossless (bit-exact, the default), float16 (IEEE half floats: half the bytes), or int8 (one scale and offset per channel: a quarter). One value for every hop, or one per hop, in order: dispatcher -> first stage, between stages, last stage -> dispatcher (e.g. lossless,int8,lossless for 2 stages). Lossy hops change the outputs: measure the agreement (docs/protocol.md#tensor). auto: each hop between stages lossless where its link (planner.bandwidthMbps) carries it within the slowest stage's time, else float16 or int8 within planner.maxTop1Loss, as measured on calibration frames.",
       format: 'precision-list',
-      default: ['lossless'] as Precision[],
+      default: ['lossless'] as (Precision | 'auto')[],
       env: 'DEFER_PRECISION',
     },
     qos: { doc: 'MQTT QoS of activations (0 or 1).', format: [0, 1], default: 1, env: 'DEFER_QOS' },
@@ -297,6 +298,21 @@ export const schema = {
       default: false,
       env: 'DEFER_PLANNER_REPLAN',
     },
+    maxTop1Loss: {
+      doc: 'precision auto: the largest loss of top-1 agreement with the lossless chain, percent, summed over the lossy hops, as measured on the calibration frames.',
+      format: (v: unknown) => {
+        if (typeof v !== 'number' || !(v >= 0 && v <= 100)) throw new Error('must be a percentage between 0 and 100');
+      },
+      default: 0.5,
+      env: 'DEFER_PLANNER_MAX_TOP1_LOSS',
+    },
+    calibrationImages: {
+      doc: "precision auto: a folder of sample images (the devices' kind of frames) to measure the lossy precisions' agreement on; empty: seeded synthetic frames (weak evidence for a real model: give real samples).",
+      format: String,
+      default: '',
+      env: 'DEFER_PLANNER_CALIBRATION_IMAGES',
+    },
+    calibrationFrames: { doc: 'precision auto: how many calibration frames (images or synthetic) to measure on.', format: int(1, 100_000), default: 16, env: 'DEFER_PLANNER_CALIBRATION_FRAMES' },
     onlineTimeoutMs: { doc: 'How long the planner waits for the nodes to report their calibration.', format: int(1000, 3_600_000), default: 60_000, env: 'DEFER_PLANNER_ONLINE_TIMEOUT_MS' },
   },
   serve: {
@@ -393,7 +409,7 @@ export type DeferConfig = {
     maxInFlight: number;
     maxMessageBytes: number;
     codec: 'lz4' | 'none';
-    precision: Precision[];
+    precision: (Precision | 'auto')[];
     qos: 0 | 1;
     standby: string[];
     heartbeatTimeoutMs: number;
@@ -415,6 +431,9 @@ export type DeferConfig = {
     cacheDir: string;
     refresh: boolean;
     replan: boolean;
+    maxTop1Loss: number;
+    calibrationImages: string;
+    calibrationFrames: number;
     onlineTimeoutMs: number;
   };
   serve: {

@@ -5,12 +5,13 @@
 
 import { randomBytes } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
-import { errorMessage } from '../lib/core/errors.js';
+import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
 import { TypedEmitter } from '../lib/core/typed-emitter.js';
 import type { FlatModel } from '../lib/model/flat-model.js';
 import { sha256 } from '../lib/model/partition.js';
 import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
+import type { ChoosePrecision } from '../lib/planning/precision-choice.js';
 import { type Assignment, assertTopicName, type Codec, decodeAssignment, type Precision, type Topics, topicsFor } from '../lib/protocol/index.js';
 import type { Deployment } from './chain/deployment.js';
 import { type FrameResult, FrameStream } from './chain/frame-stream.js';
@@ -28,8 +29,10 @@ export interface DispatcherOptions {
   maxInFlight: number;
   maxMessageBytes: number;
   codec: Codec;
-  /** how precisely activations travel: one value for every hop, or one per hop (default lossless) */
-  precision?: Precision[];
+  /** how precisely activations travel: one value for every hop, or one per hop (default lossless); auto: `choosePrecision` decides for each chain */
+  precision?: (Precision | 'auto')[];
+  /** for precision auto: each hop's precision for a chain (dispatcher/deploy/precision-auto.ts makes one from the configuration) */
+  choosePrecision?: ChoosePrecision;
   qos: 0 | 1;
   /** use this connection instead of opening one (it is then not closed by close()) */
   client?: MqttClient;
@@ -121,7 +124,7 @@ export class Dispatcher implements ChainHost {
     const plans = flat.spans(cuts);
     if (plans.length !== nodes.length || new Set(nodes).size !== nodes.length) return null;
     const standby = (this.opts.standby ?? []).filter((n) => !nodes.includes(n));
-    const precision = hopPrecisions(this.opts.precision, plans.length);
+    const precision = hopPrecisions(await this.precisionFor(flat, nodes, cuts), plans.length);
     const candidates = [...nodes, ...standby];
     const found = new Map<string, Assignment>();
     const topics = candidates.map((n) => this.topics.nodeAssign(n));
@@ -203,6 +206,22 @@ export class Dispatcher implements ChainHost {
     return this.openStream(plan, flat, first.inputTopic, this.topics.results(this.id), deployMs);
   }
 
+  /**
+   * The precision of each hop of a chain: as given, or chosen (precision auto, told as a 'precision-chosen'
+   * event). `mended`: a repair's chain, where a precision given hop by hop for another length is lossless.
+   */
+  private async precisionFor(flat: FlatModel, nodes: string[], cuts: string[], mended = false): Promise<Precision[] | undefined> {
+    const given = this.opts.precision;
+    if (given?.includes('auto')) {
+      if (!this.opts.choosePrecision) throw new DeferError('E_CONFIG', "precision 'auto' needs a chooser (choosePrecision); the defer command and the Node-RED dispatcher give one");
+      const d = await this.opts.choosePrecision(flat, nodes, cuts);
+      this.events.emit({ type: 'precision-chosen', chain: nodes, precision: d.precision, hops: d.hops, calibration: d.calibration });
+      return d.precision;
+    }
+    const list = given as Precision[] | undefined;
+    return mended && (list?.length ?? 0) > 1 && list?.length !== cuts.length + 2 ? ['lossless'] : list;
+  }
+
   /** Publish a new deployment of `flat` cut at `cuts` onto `nodes`, and wait until all are ready. */
   /**
    * `mended`: a repair's new chain (merge, re-plan, restore). A precision given hop by hop for a chain of
@@ -217,7 +236,7 @@ export class Dispatcher implements ChainHost {
       cuts,
       chunkBytes: this.opts.chunkBytes,
       codec: this.opts.codec,
-      precision: mended && (this.opts.precision?.length ?? 0) > 1 && this.opts.precision?.length !== cuts.length + 2 ? ['lossless'] : this.opts.precision,
+      precision: await this.precisionFor(flat, nodes, cuts, mended),
       qos: this.opts.qos,
       resultTopic: this.topics.results(this.id),
       pipeline: this.opts.pipeline,

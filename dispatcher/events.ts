@@ -6,6 +6,9 @@
  * wait on them. No one reads log text.
  */
 
+import type { HopChoice } from '../lib/planning/precision-choice.js';
+import type { Precision } from '../lib/protocol/index.js';
+
 export const REPAIR_KINDS = ['standby', 'merge', 'replan', 'reassign', 'restore', 'reconnect'] as const;
 export type RepairKind = (typeof REPAIR_KINDS)[number];
 
@@ -37,6 +40,7 @@ export interface RepairEvent {
 }
 
 export type DispatcherEvent =
+  | { type: 'precision-chosen'; chain: string[]; precision: Precision[]; hops: HopChoice[]; calibration: string }
   | { type: 'deploy-start'; deployment: string; nodes: string[]; stages: number; totalBytes: number }
   | { type: 'weights-sent'; deployment: string; sentBytes: number; totalBytes: number; pct: number }
   | { type: 'nodes-ready'; deployment: string; ready: string[]; total: number }
@@ -65,6 +69,11 @@ const s2 = (ms: number) => (ms / 1000).toFixed(2);
 /** The event as one line for people (indented lines belong to the event above them). */
 export function describeEvent(e: DispatcherEvent): string {
   switch (e.type) {
+    case 'precision-chosen':
+      return [
+        `precision auto: ${e.precision.join(', ')} (agreement measured on ${e.calibration})`,
+        ...e.hops.map((h) => `  hop ${h.hop} (${e.chain[h.hop - 1]} -> ${e.chain[h.hop]}): ${h.precision}: ${h.reason}`),
+      ].join('\n');
     case 'deploy-start':
       return `deploying ${e.deployment}: ${e.stages} stages on ${e.nodes.join(', ')}, ${mb(e.totalBytes)} MB of weights`;
     case 'weights-sent':

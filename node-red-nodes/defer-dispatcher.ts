@@ -8,6 +8,7 @@
  */
 
 import { loadConfig } from '../config/schema.js';
+import { autoPrecision } from '../dispatcher/deploy/precision-auto.js';
 import { type Deployment, Dispatcher } from '../dispatcher/dispatcher.js';
 import { type DispatcherEvent, describeEvent } from '../dispatcher/events.js';
 import { frameTensor, type ModelInput } from '../dispatcher/serving/frame-tensor.js';
@@ -42,7 +43,7 @@ interface Settings {
   standby: string[];
   cuts: string[] | 'auto';
   codec: 'lz4' | 'none';
-  precision: Precision[];
+  precision: (Precision | 'auto')[];
   topK: number;
   timeoutMs: number;
   maxWaiting: number;
@@ -67,9 +68,10 @@ export function dispatcherSettings(c: DispatcherConfig): Settings | string {
   if (cuts !== 'auto' && cuts.length !== nodes.length - 1) return `${cuts.length} cuts make ${cuts.length + 1} stages, but there are ${nodes.length} nodes: give ${nodes.length - 1} cuts, or 'auto'`;
   const codec = c.codec || 'lz4';
   if (codec !== 'lz4' && codec !== 'none') return `codec must be lz4 or none, not '${codec}'`;
-  const precision = nameList(c.precision || 'lossless') as Precision[];
-  const badPrecision = precision.find((p) => !PRECISIONS.includes(p));
-  if (badPrecision) return `precision '${badPrecision}' must be one of ${PRECISIONS.join(', ')} (one for every hop, or one per hop)`;
+  const precision = nameList(c.precision || 'lossless') as (Precision | 'auto')[];
+  const badPrecision = precision.find((p) => p !== 'auto' && !PRECISIONS.includes(p));
+  if (badPrecision) return `precision '${badPrecision}' must be auto, or one of ${PRECISIONS.join(', ')} (one for every hop, or one per hop)`;
+  if (precision.includes('auto') && precision.length > 1) return "precision 'auto' stands alone: it chooses every hop";
   if (precision.length > 1 && precision.length !== nodes.length + 1)
     return `precision has ${precision.length} values; ${nodes.length} stages have ${nodes.length + 1} hops: give one value, or ${nodes.length + 1}`;
   const topK = positiveInt(c.topK, 5);
@@ -164,7 +166,7 @@ export default function (RED: NodeAPI): void {
       node.status({ fill: 'yellow', shape: 'ring', text: 'connecting' });
       const endpoint = await broker!.register(user);
       if (closed) return;
-      const conf = loadConfig(undefined, { 'dispatcher.model': s.model, 'dispatcher.codec': s.codec, 'serve.topK': s.topK }, {});
+      const conf = loadConfig(undefined, { 'dispatcher.model': s.model, 'dispatcher.codec': s.codec, 'dispatcher.precision': s.precision, 'serve.topK': s.topK }, {});
       const backend = await initEngine('auto');
       node.status({ fill: 'yellow', shape: 'ring', text: 'loading model' });
       flat = await loadFlatModel(s.model);
@@ -181,6 +183,7 @@ export default function (RED: NodeAPI): void {
         client: broker!.client(),
         standby: s.standby,
         precision: s.precision,
+        choosePrecision: autoPrecision(conf, backend, s.nodes, (l) => node.log(l)),
         chooseCuts: (f, n) => defaultCuts(f, conf, backend, n, (l) => node.log(l)),
       });
       dispatcher.events.onAny((e) => {

@@ -1,3 +1,4 @@
+import { autoPrecision } from '../../dispatcher/deploy/precision-auto.js';
 import { Dispatcher } from '../../dispatcher/dispatcher.js';
 import { startObserver } from '../../dispatcher/observe/observer.js';
 import { deployAndRun } from '../../dispatcher/run/deploy-and-run.js';
@@ -50,6 +51,7 @@ export const dispatchCommand: Command = {
       brokerUrl: config.broker.url,
       pipeline: config.pipeline,
       chooseCuts: (f, n) => defaultCuts(f, config, backend, n, progress),
+      choosePrecision: autoPrecision(config, backend, nodes, progress),
     });
     printEvents(d, config.up.json);
     await d.connect();

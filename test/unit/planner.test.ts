@@ -15,6 +15,7 @@ import { loadFlatModel } from '../../lib/model/model-source.js';
 import { prng } from '../../lib/model/zoo.js';
 import { type CostModel, evaluateSplit, type PlanNode, planPipeline } from '../../lib/planning/optimiser.js';
 import { costModelOf, planNodes, remeasuredNodes } from '../../lib/planning/plan-inputs.js';
+import { choosePrecisions, type HopMeasure } from '../../lib/planning/precision-choice.js';
 import { getProfile } from '../../lib/planning/profile-cache.js';
 import type { Capabilities } from '../../lib/protocol/index.js';
 
@@ -275,4 +276,30 @@ test('profile cache: measured once, then read back by model hash and backend; a 
   assert.ok(cost.validCuts.every((i) => cost.segmentMs[i] > 0 && cost.encodeMs![i] > 0));
   flat.dispose();
   other.dispose();
+});
+
+test('precision auto: lossless where the link carries it within the slowest stage, else the most accurate precision that fits, within the accuracy budget', () => {
+  // 3 stages, two inner hops; lossless 1 MB, float16 0.5 MB, int8 0.25 MB at each
+  const m = (hop: number, f16: number, i8: number): HopMeasure[] => [
+    { hop, after: `c${hop}`, precision: 'lossless', bytes: 1_000_000, frames: 100, top1Agreement: 1, maxAbsDiff: 0 },
+    { hop, after: `c${hop}`, precision: 'float16', bytes: 500_000, frames: 100, top1Agreement: f16, maxAbsDiff: 1e-4 },
+    { hop, after: `c${hop}`, precision: 'int8', bytes: 250_000, frames: 100, top1Agreement: i8, maxAbsDiff: 1e-2 },
+  ];
+  const measures = [...m(1, 1, 0.997), ...m(2, 1, 0.996)];
+  const choose = (mbps: (number | undefined)[], bottleneckMs: number, maxTop1Loss = 0.005) => choosePrecisions({ stages: 3, measures, linkMbps: (h) => mbps[h - 1], bottleneckMs, maxTop1Loss });
+  // 1 MB at 100 Mbit/s is 80 ms: within a 100 ms stage, lossless; no bandwidth known: lossless
+  assert.deepEqual(choose([100, undefined], 100).precision, ['lossless', 'lossless', 'lossless', 'lossless']);
+  // at 50 Mbit/s lossless takes 160 ms, float16 80 ms: float16 fits, and loses nothing
+  const half = choose([50, 50], 100);
+  assert.deepEqual(half.precision, ['lossless', 'float16', 'float16', 'lossless']);
+  assert.match(half.hops[0].reason, /lossless would take 160\.0 ms per frame at 50 Mbit\/s, over the slowest stage's 100\.0 ms; float16 takes 80\.0 ms/);
+  // at 20 Mbit/s only int8 fits (100 ms); the first int8 hop spends 0.3% of the 0.5% budget, the second would exceed it: float16 (the smallest within budget)
+  assert.deepEqual(choose([20, 20], 100).precision, ['lossless', 'int8', 'float16', 'lossless']);
+  // a larger budget takes int8 on both; a zero budget only what loses nothing
+  assert.deepEqual(choose([20, 20], 100, 0.01).precision, ['lossless', 'int8', 'int8', 'lossless']);
+  assert.deepEqual(choose([20, 20], 100, 0).precision, ['lossless', 'float16', 'float16', 'lossless']);
+  // when no lossy precision is within the budget, the hop stays lossless and says why
+  const poor = choosePrecisions({ stages: 2, measures: m(1, 0.9, 0.8), linkMbps: () => 10, bottleneckMs: 50, maxTop1Loss: 0.005 });
+  assert.deepEqual(poor.precision, ['lossless', 'lossless', 'lossless']);
+  assert.match(poor.hops[0].reason, /no lossy precision is within the accuracy budget \(best: float16, top-1 agreement 90\.0% on 100 frames\)/);
 });
