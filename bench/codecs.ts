@@ -36,14 +36,16 @@ export interface CodecRow {
   top1Agreement: number | null;
 }
 
-interface Codec {
+export interface Codec {
   name: string;
   lossy: boolean;
   encode(x: Float32Array, shape: number[]): Uint8Array;
   decode(b: Uint8Array, n: number): Float32Array;
+  /** the last encode's and decode's own times, where the codec measures them itself (an external library) */
+  timing?: () => { encodeMs: number; decodeMs: number } | undefined;
 }
 
-function lz4Pack(raw: Uint8Array): Uint8Array {
+export function lz4Pack(raw: Uint8Array): Uint8Array {
   const out = Buffer.allocUnsafe(lz4.encodeBound(raw.byteLength));
   const n = lz4.encodeBlock(raw, out);
   return n > 0 ? out.subarray(0, n) : raw;
@@ -144,7 +146,7 @@ function timeIt(reps: number, f: () => void): number {
 }
 
 /** Rows for each cut and codec; lossy quality from `frames` random frames through the rest of the model. */
-export async function codecBench(flat: FlatModel, cuts: string[], frames: number, reps: number): Promise<CodecRow[]> {
+export async function codecBench(flat: FlatModel, cuts: string[], frames: number, reps: number, extra: Codec[] = []): Promise<CodecRow[]> {
   const rows: CodecRow[] = [];
   const plans = flat.spans(cuts);
   const stages: StageModel[] = [];
@@ -182,10 +184,11 @@ export async function codecBench(flat: FlatModel, cuts: string[], frames: number
       const { data, shape } = acts[c][0];
       const rawBytes = data.byteLength;
       let jsonBytes = 0;
-      for (const codec of CODECS) {
+      for (const codec of [...CODECS, ...extra]) {
         const enc = codec.encode(data, shape);
-        const encMs = timeIt(reps, () => codec.encode(data, shape));
-        const decMs = timeIt(reps, () => codec.decode(enc, data.length));
+        const own = codec.timing?.();
+        const encMs = own?.encodeMs ?? timeIt(reps, () => codec.encode(data, shape));
+        const decMs = own?.decodeMs ?? timeIt(reps, () => codec.decode(enc, data.length));
         if (codec.name.startsWith('JSON')) jsonBytes = enc.byteLength;
         let maxDiff: number | null = null;
         let agree: number | null = null;

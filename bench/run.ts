@@ -17,9 +17,10 @@ import { initEngine } from '../lib/model/engine.js';
 import { loadFlatModel } from '../lib/model/model-source.js';
 import { type BrokerRow, brokerBench } from './broker.js';
 import { payloadSvg, throughputSvg, writePng } from './charts.js';
-import { type CodecRow, codecBench } from './codecs.js';
+import { type CodecRow, codecBench, lz4Pack } from './codecs.js';
 import { createLinks, netemCheck, type Shape } from './netem.js';
 import { measurePipeline, type PipelineRow, raplMicrojoules } from './pipeline.js';
+import { zfpCodecs } from './zfp.js';
 
 /** the real models kept with the tests (bench runs from dist/bench) */
 const REAL_MODELS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'fixtures', 'models');
@@ -51,12 +52,12 @@ function plan(full: boolean, maxNodes: number): Plan {
         emulate: {
           model: 'resnet50',
           nodes: 2,
-          frames: 10,
+          frames: 20,
           shapes: [
             { label: '100 Mbit/s, 5 ms', mbit: 100, delayMs: 5 },
             { label: '20 Mbit/s, 20 ms', mbit: 20, delayMs: 20 },
           ],
-          precisions: ['lossless', 'int8'],
+          precisions: ['lossless', 'int8', 'auto'],
         },
       }
     : {
@@ -114,6 +115,7 @@ function markdown(r: BenchResult): string {
         `| ${c.cut} | ${c.shape.join('x')} | ${c.codec} | ${c.bytes.toLocaleString('en')} | ${c.vsJson}x | ${c.vsRaw}x | ${c.encodeMBps} | ${c.decodeMBps} | ${c.maxOutputDiff ?? 'lossless'} | ${c.top1Agreement === null ? 'lossless' : `${(c.top1Agreement * 100).toFixed(0)}% of ${r.codecFrames}`} |`,
     ),
     '',
+    ...(r.zfp ? [r.zfp, ''] : []),
     '## Broker throughput (embedded Aedes, QoS 1, 8 messages in flight, publisher and subscriber in one process)',
     '',
     '| message bytes | messages/s | MB/s |',
@@ -139,7 +141,7 @@ function markdown(r: BenchResult): string {
           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
           ...r.emulated.map(
             (e) =>
-              `| ${e.row.model} | ${e.row.nodes} | ${e.shape} | ${e.applied} | ${[...new Set(e.row.precision)].join(', ')} | ${e.row.throughputFps} | ${e.row.singleProcessFps} | ${e.row.p50Ms} / ${e.row.p95Ms} | ${e.row.bytesPerHop.map((b) => b.toLocaleString('en')).join(' / ')} | ${(100 * e.row.top1AgreementVsLocal).toFixed(0)}% | ${(e.row.deployMs / 1000).toFixed(1)} |`,
+              `| ${e.row.model} | ${e.row.nodes} | ${e.shape} | ${e.applied} | ${e.asked === 'auto' ? `auto: ${e.row.precision.join(', ')}` : e.asked} | ${e.row.throughputFps} | ${e.row.singleProcessFps} | ${e.row.p50Ms} / ${e.row.p95Ms} | ${e.row.bytesPerHop.map((b) => b.toLocaleString('en')).join(' / ')} | ${(100 * e.row.top1AgreementVsLocal).toFixed(0)}% | ${(e.row.deployMs / 1000).toFixed(1)} |`,
           ),
           '',
         ]
@@ -158,7 +160,10 @@ interface BenchResult {
   broker: BrokerRow[];
   energy: string;
   netem: { available: boolean; netem: boolean; reason: string };
-  emulated: { shape: string; applied: string; row: PipelineRow }[];
+  /** `asked`: the precision requested (auto: chosen per hop, `row.precision` says what) */
+  /** how ZFP was measured, or why not */
+  zfp: string;
+  emulated: { shape: string; applied: string; asked: string; row: PipelineRow }[];
   charts: string[];
 }
 
@@ -185,10 +190,14 @@ async function main(): Promise<void> {
     }
   }
   let codecs: CodecRow[] = [];
+  let zfpNote = '';
   if (only.includes('codecs')) {
     say(`codecs on ResNet50 at ${p.codecCuts.join(', ')}`);
     const resnet = await loadFlatModel('resnet50');
-    codecs = await codecBench(resnet, p.codecCuts, p.codecFrames, p.codecReps);
+    const zfp = full ? zfpCodecs(lz4Pack, p.codecReps) : { codecs: [], note: 'ZFP: measured in full mode only' };
+    zfpNote = zfp.note;
+    say(zfp.note);
+    codecs = await codecBench(resnet, p.codecCuts, p.codecFrames, p.codecReps, zfp.codecs);
     resnet.dispose();
   }
   let broker: BrokerRow[] = [];
@@ -206,6 +215,9 @@ async function main(): Promise<void> {
   if (p.emulate && netem.available && only.includes('emulation')) {
     const e = p.emulate;
     const ids = Array.from({ length: e.nodes }, (_, i) => `n${i + 1}`);
+    say(`${e.model} on ${e.nodes} nodes on loopback, for comparison`);
+    const loopback = loadConfig(undefined, { 'dispatcher.model': e.model, 'up.nodes': e.nodes, 'up.frames': e.frames, 'broker.port': 0, logLevel: 'warn' }, {});
+    emulated.push({ shape: 'loopback (no namespaces)', applied: 'none', asked: 'lossless', row: await measurePipeline(loopback, say) });
     for (const shape of e.shapes) {
       for (const precision of e.precisions) {
         say(`${e.model} on ${e.nodes} nodes in network namespaces, links ${shape.label}, activations ${precision}`);
@@ -216,6 +228,7 @@ async function main(): Promise<void> {
             {
               'dispatcher.model': e.model,
               'dispatcher.precision': [precision],
+              ...(precision === 'auto' ? { 'planner.bandwidthMbps': [shape.mbit] } : {}),
               'up.nodes': e.nodes,
               'up.frames': e.frames,
               'broker.port': 0,
@@ -226,7 +239,7 @@ async function main(): Promise<void> {
             {},
           );
           const row = await measurePipeline(config, say, { nodeNetwork: links, redeploy: false });
-          emulated.push({ shape: shape.label, applied: links.applied, row });
+          emulated.push({ shape: shape.label, applied: links.applied, asked: precision, row });
         } finally {
           await links.close();
         }
@@ -260,6 +273,7 @@ async function main(): Promise<void> {
     pipeline,
     codecs,
     codecFrames: p.codecFrames,
+    zfp: zfpNote,
     broker,
     energy,
     netem,

@@ -11,7 +11,7 @@ import { Dispatcher } from '../dispatcher/dispatcher.js';
 import { type Observer, startObserver } from '../dispatcher/observe/observer.js';
 import { deployAndRun } from '../dispatcher/run/deploy-and-run.js';
 import { formatSummary, type RunSummary } from '../dispatcher/run/measure-run.js';
-import { servingBanner, startServing } from '../dispatcher/serving/start-serving.js';
+import { prepareServing, servingBanner, startServing } from '../dispatcher/serving/start-serving.js';
 import { DeferError } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
 import { initEngine } from '../lib/model/engine.js';
@@ -180,6 +180,7 @@ export async function serveUp(config: DeferConfig, opts: UpOptions & { onReady?:
     async (l) => {
       const req = { config: l.config, backend: l.backend, flat: l.flat, ids: l.ids, caps: l.caps, cuts: l.cuts, progress: l.progress };
       const { order, cuts } = await chooseSplit(req);
+      await prepareServing(l.dispatcher, l.flat, l.config);
       const deployment = await l.dispatcher.deploy(l.flat, order, cuts);
       const serving = await startServing(l.dispatcher, deployment, l.flat, l.config);
       l.observer?.serving(serving.server);

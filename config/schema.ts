@@ -326,6 +326,12 @@ export const schema = {
     maxDevices: { doc: 'Devices served at once; frames from more are answered too-many-devices.', format: int(1, 1_000_000), default: 1000, env: 'DEFER_SERVE_MAX_DEVICES' },
     maxFrameBytes: { doc: 'Largest frame message accepted from a device.', format: int(64, 268_435_455), default: 16 * 1024 * 1024, env: 'DEFER_SERVE_MAX_FRAME_BYTES' },
     maxPixels: { doc: 'Largest image (width x height) decoded; larger ones are refused before decoding.', format: int(1, 1_000_000_000), default: 40_000_000, env: 'DEFER_SERVE_MAX_PIXELS' },
+    compactFirstHop: {
+      doc: "Image frames go to the first stage's node as the device sent them (JPEG, PNG, ...) and that node decodes and normalises them, with the same code and so the same floats: a 30 KB JPEG travels instead of 588 KB of float32 pixels. The dispatcher checks each image's header first. false: the dispatcher decodes.",
+      format: Boolean,
+      default: true,
+      env: 'DEFER_SERVE_COMPACT_FIRST_HOP',
+    },
     topK: { doc: 'Labels with scores in each JSON result.', format: int(1, 1000), default: 5, env: 'DEFER_SERVE_TOP_K' },
     reply: {
       doc: 'Result format when the frame does not ask: json (top-k, latency per hop) or cbor (the same and the full output tensor).',
@@ -442,6 +448,7 @@ export type DeferConfig = {
     maxDevices: number;
     maxFrameBytes: number;
     maxPixels: number;
+    compactFirstHop: boolean;
     topK: number;
     reply: 'json' | 'cbor';
     range: 'auto' | '0,1' | '-1,1' | '0,255';

@@ -12,7 +12,7 @@ import type { FlatModel } from '../lib/model/flat-model.js';
 import { sha256 } from '../lib/model/partition.js';
 import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
 import type { ChoosePrecision } from '../lib/planning/precision-choice.js';
-import { type Assignment, assertTopicName, type Codec, decodeAssignment, type Precision, type Topics, topicsFor } from '../lib/protocol/index.js';
+import { type Assignment, assertTopicName, type Codec, decodeAssignment, type ImageInput, type Precision, type Topics, topicsFor } from '../lib/protocol/index.js';
 import type { Deployment } from './chain/deployment.js';
 import { type FrameResult, FrameStream } from './chain/frame-stream.js';
 import { type ChainHost, type FailurePolicy, Supervisor } from './chain/supervisor.js';
@@ -31,6 +31,8 @@ export interface DispatcherOptions {
   codec: Codec;
   /** how precisely activations travel: one value for every hop, or one per hop (default lossless); auto: `choosePrecision` decides for each chain */
   precision?: (Precision | 'auto')[];
+  /** stage 0 decodes the devices' encoded images itself, this way (a compact first hop: a JPEG travels instead of its float32 pixels); absent: the dispatcher decodes them */
+  inputImage?: ImageInput;
   /** for precision auto: each hop's precision for a chain (dispatcher/deploy/precision-auto.ts makes one from the configuration) */
   choosePrecision?: ChoosePrecision;
   qos: 0 | 1;
@@ -206,6 +208,11 @@ export class Dispatcher implements ChainHost {
     return this.openStream(plan, flat, first.inputTopic, this.topics.results(this.id), deployMs);
   }
 
+  /** Chains deployed from now on take encoded images at stage 0, decoded this way (undefined: tensors). */
+  useImageInput(spec: ImageInput | undefined): void {
+    this.opts.inputImage = spec;
+  }
+
   /**
    * The precision of each hop of a chain: as given, or chosen (precision auto, told as a 'precision-chosen'
    * event). `mended`: a repair's chain, where a precision given hop by hop for another length is lossless.
@@ -240,6 +247,7 @@ export class Dispatcher implements ChainHost {
       qos: this.opts.qos,
       resultTopic: this.topics.results(this.id),
       pipeline: this.opts.pipeline,
+      ...(this.opts.inputImage ? { inputImage: this.opts.inputImage } : {}),
     });
     this.events.emit({ type: 'deploy-start', deployment: plan.id, nodes, stages: plan.stages.length, totalBytes: plan.totalBytes });
     let lastPct = -1;
@@ -281,8 +289,18 @@ export class Dispatcher implements ChainHost {
   private async openStream(plan: DeploymentPackage, flat: FlatModel, inputTopic: string, resultTopic: string, deployMs: number, spares: string[] = []): Promise<Deployment> {
     const stream = new FrameStream(
       this.client!,
-      { deployment: plan.id, stageCount: plan.stages.length, inputTopic, resultTopic, codec: this.opts.codec, precision: plan.precision[0], qos: this.opts.qos },
       {
+        deployment: plan.id,
+        stageCount: plan.stages.length,
+        inputTopic,
+        resultTopic,
+        codec: this.opts.codec,
+        precision: plan.precision[0],
+        imageInput: plan.stages[0].assignment.inputImage !== undefined,
+        qos: this.opts.qos,
+      },
+      {
+        errorTopic: this.topics.errors,
         maxInFlight: this.opts.maxInFlight > 0 ? this.opts.maxInFlight : 2 * plan.stages.length,
         frameTimeoutMs: this.opts.frameTimeoutMs,
         maxMessageBytes: this.opts.maxMessageBytes,

@@ -72,7 +72,7 @@ export function describeEvent(e: DispatcherEvent): string {
     case 'precision-chosen':
       return [
         `precision auto: ${e.precision.join(', ')} (agreement measured on ${e.calibration})`,
-        ...e.hops.map((h) => `  hop ${h.hop} (${e.chain[h.hop - 1]} -> ${e.chain[h.hop]}): ${h.precision}: ${h.reason}`),
+        ...e.hops.map((h) => `  hop ${h.hop} (${h.hop === 0 ? 'dispatcher' : e.chain[h.hop - 1]} -> ${e.chain[h.hop]}): ${h.precision}: ${h.reason}`),
       ].join('\n');
     case 'deploy-start':
       return `deploying ${e.deployment}: ${e.stages} stages on ${e.nodes.join(', ')}, ${mb(e.totalBytes)} MB of weights`;

@@ -29,7 +29,7 @@ import {
   topicsFor,
 } from '../lib/protocol/index.js';
 import { Prefetcher } from './prefetch.js';
-import { buildStage, computeActivation, type RunningStage } from './stage.js';
+import { buildStage, computeActivation, FrameComputeError, type RunningStage } from './stage.js';
 import { WeightCache } from './weight-cache.js';
 
 const isChunkOf = (t: ParsedTopic | null, node: string) => t?.kind === 'node-weights' && t.node === node;
@@ -199,10 +199,11 @@ export class EdgeNode {
     );
   }
 
-  private reportError(topic: string, reason: string): void {
+  /** Publish what this node could not use; `frame` when the message was a frame it could read that far. */
+  private reportError(topic: string, reason: string, frame?: { deployment: string; frame: string }): void {
     this.counters.rejected++;
     log.warn(`rejected a message on ${topic}: ${reason}`);
-    this.client?.publish(this.topics.errors, encodeErrorReport({ node: this.opts.id, topic, reason }), { qos: 0 });
+    this.client?.publish(this.topics.errors, encodeErrorReport({ node: this.opts.id, topic, reason, ...(frame ?? {}) }), { qos: frame ? 1 : 0 });
   }
 
   private onMessage(topic: string, payload: Buffer): void {
@@ -403,7 +404,7 @@ export class EdgeNode {
       try {
         await this.compute(stage, job.payload, job.recvAt);
       } catch (err) {
-        this.reportError(stage.assignment.inputTopic, errorMessage(err));
+        this.reportError(stage.assignment.inputTopic, errorMessage(err), err instanceof FrameComputeError ? { deployment: err.deployment, frame: err.frame } : undefined);
       }
     }
     this.working = false;

@@ -5,12 +5,13 @@
  * returns.
  */
 import { now } from '../lib/core/clock.js';
-import { DeferError } from '../lib/core/errors.js';
+import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { tf } from '../lib/model/engine.js';
 import type { StageModel } from '../lib/model/flat-model.js';
 import { sha256 } from '../lib/model/partition.js';
+import { preprocessImage } from '../lib/model/preprocess.js';
 import { buildStageModel } from '../lib/model/stage-model.js';
-import { type Activation, type Assignment, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop } from '../lib/protocol/index.js';
+import { type Activation, type Assignment, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop, type RawTensor } from '../lib/protocol/index.js';
 
 export interface RunningStage {
   assignment: Assignment;
@@ -39,8 +40,37 @@ export async function computeActivation(stage: RunningStage, payload: Buffer, re
   const t0 = now();
   const msg: Activation = decodeActivation(payload, ctx.maxMessageBytes);
   if (msg.deployment !== a.deployment) return { frame: msg.frame, deployment: msg.deployment };
+  try {
+    return await computeFrame(stage, msg, payload.byteLength, recvAt, t0, cpu0, ctx);
+  } catch (err) {
+    // the frame is known: the report names it, and the dispatcher fails it at once
+    throw new FrameComputeError(msg.deployment, msg.frame, errorMessage(err));
+  }
+}
+
+/** A frame this node could not compute, with the reason. */
+export class FrameComputeError extends DeferError {
+  constructor(
+    readonly deployment: string,
+    readonly frame: string,
+    reason: string,
+  ) {
+    super('E_COMPUTE', reason);
+  }
+}
+
+async function inputOf(a: Assignment, msg: Activation, maxBytes: number): Promise<RawTensor> {
+  if (msg.image) {
+    if (!a.inputImage) throw new DeferError('E_ENVELOPE', `stage ${a.stage} takes tensors, but frame ${msg.frame} came as an image`);
+    return preprocessImage(msg.image, a.inputImage);
+  }
+  return decodeTensor(msg.tensor, maxBytes);
+}
+
+async function computeFrame(stage: RunningStage, msg: Activation, bytesIn: number, recvAt: number, t0: number, cpu0: NodeJS.CpuUsage, ctx: ComputeContext): Promise<ComputeOutcome> {
+  const a = stage.assignment;
   if (msg.stage !== a.stage) throw new DeferError('E_ENVELOPE', `activation for stage ${msg.stage} arrived at stage ${a.stage}`);
-  const input = decodeTensor(msg.tensor, ctx.maxMessageBytes * 8);
+  const input = await inputOf(a, msg, ctx.maxMessageBytes * 8);
   const want = a.inputShape;
   const got = input.shape;
   if (got.length !== want.length + 1 || got[0] < 1 || got[0] > 64 || want.some((d, i) => d !== got[i + 1])) {
@@ -58,7 +88,7 @@ export async function computeActivation(stage: RunningStage, payload: Buffer, re
   const hop: Hop = {
     node: ctx.nodeId,
     stage: a.stage,
-    bytesIn: payload.byteLength,
+    bytesIn,
     recvAt,
     decodeMs: t1 - t0,
     computeMs: t2 - t1,

@@ -2,7 +2,7 @@ import { autoPrecision } from '../../dispatcher/deploy/precision-auto.js';
 import { Dispatcher } from '../../dispatcher/dispatcher.js';
 import { startObserver } from '../../dispatcher/observe/observer.js';
 import { deployAndRun } from '../../dispatcher/run/deploy-and-run.js';
-import { servingBanner, startServing } from '../../dispatcher/serving/start-serving.js';
+import { prepareServing, servingBanner, startServing } from '../../dispatcher/serving/start-serving.js';
 import { DeferError } from '../../lib/core/errors.js';
 import { log } from '../../lib/core/log.js';
 import { initEngine } from '../../lib/model/engine.js';
@@ -64,6 +64,7 @@ export const dispatchCommand: Command = {
       const deploy = (order: string[], cuts: string[]) => d.adoptOrDeploy(flat, order, cuts, adopt);
       if (config.up.serve) {
         const { order, cuts } = await chooseSplit(req);
+        await prepareServing(d, flat, config);
         const serving = await startServing(d, await deploy(order, cuts), flat, config);
         observer?.serving(serving.server);
         process.stdout.write(servingBanner(config.broker.url, d, serving) + '\n');

@@ -14,7 +14,19 @@ import { now } from '../../lib/core/clock.js';
 import { DeferError, errorMessage } from '../../lib/core/errors.js';
 import { log } from '../../lib/core/log.js';
 import { publish } from '../../lib/mqtt/connect.js';
-import { type Codec, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop, type Precision, type RawTensor, type WireTensor } from '../../lib/protocol/index.js';
+import {
+  type Codec,
+  decodeActivation,
+  decodeErrorReport,
+  decodeTensor,
+  type ErrorReport,
+  encodeActivation,
+  encodeTensor,
+  type Hop,
+  type Precision,
+  type RawTensor,
+  type WireTensor,
+} from '../../lib/protocol/index.js';
 
 export interface FrameResult {
   frame: string;
@@ -36,12 +48,20 @@ export interface StreamTarget {
   codec: Codec;
   /** how precisely frames go into the chain (default lossless) */
   precision?: Precision;
+  /** stage 0 decodes encoded images itself (its assignment has inputImage): frames may go as images */
+  imageInput?: boolean;
   qos: 0 | 1;
+}
+
+/** A frame as the device sent it: an encoded image, for a stage 0 that decodes images itself. */
+export interface ImageFrame {
+  image: Uint8Array;
 }
 
 interface Pending {
   device: string;
-  tensor: WireTensor;
+  tensor?: WireTensor;
+  image?: Uint8Array;
   sentAt: number;
   bytesOut: number;
   /** times sent into the chain */
@@ -86,6 +106,8 @@ export class FrameStream {
       onResult?: (r: FrameResult) => void;
       /** told of every frame that fails (timeout, a chain that cannot be mended, an unreadable result, the stream closed) */
       onFrameFailed?: (frame: string, device: string, err: Error, deployment: string) => void;
+      /** where nodes report what they could not use (topics.errors): a report naming a pending frame fails it at once */
+      errorTopic?: string;
     },
   ) {
     this.target = target;
@@ -104,6 +126,11 @@ export class FrameStream {
 
   get isPaused(): boolean {
     return this.paused !== undefined;
+  }
+
+  /** frames may be sent as encoded images (stage 0 decodes them) */
+  get acceptsImages(): boolean {
+    return this.target.imageInput === true;
   }
 
   /**
@@ -165,6 +192,7 @@ export class FrameStream {
   async open(): Promise<void> {
     this.client.on('message', this.onMessage);
     await this.client.subscribeAsync(this.target.resultTopic, { qos: this.target.qos });
+    if (this.opts.errorTopic) await this.client.subscribeAsync(this.opts.errorTopic, { qos: 1 });
   }
 
   async close(): Promise<void> {
@@ -177,9 +205,29 @@ export class FrameStream {
     this.paused?.resume();
     this.paused = undefined;
     if (!this.client.disconnected) await this.client.unsubscribeAsync(this.target.resultTopic).catch(() => undefined);
+    if (this.opts.errorTopic && !this.client.disconnected) await this.client.unsubscribeAsync(this.opts.errorTopic).catch(() => undefined);
+  }
+
+  /** A node's report about a pending frame of ours: that frame fails now, with the node's reason. */
+  private handleError(payload: Buffer): void {
+    let r: ErrorReport;
+    try {
+      r = decodeErrorReport(payload);
+    } catch {
+      return; // not ours to judge
+    }
+    if (!r.frame || !r.deployment || !this.deployments.has(r.deployment)) return;
+    const p = this.pending.get(r.frame);
+    if (!p) return;
+    this.pending.delete(r.frame);
+    this.remember(r.frame);
+    clearTimeout(p.timer);
+    this.release();
+    p.reject(new DeferError('E_COMPUTE', `node ${r.node ?? '?'} could not compute frame ${r.frame}: ${r.reason}`));
   }
 
   private handle(topic: string, payload: Buffer): void {
+    if (topic === this.opts.errorTopic) return this.handleError(payload);
     if (topic !== this.target.resultTopic) return;
     const at = now();
     try {
@@ -240,7 +288,7 @@ export class FrameStream {
    * Send one frame; resolves with its result. Waits first for a free slot when
    * `maxInFlight` frames are already on their way.
    */
-  async send(input: RawTensor, device = 'dispatcher', frameId?: string): Promise<FrameResult> {
+  async send(input: RawTensor | ImageFrame, device = 'dispatcher', frameId?: string): Promise<FrameResult> {
     const ids = { frame: frameId ?? '(not sent)' };
     try {
       return await this.sendOne(input, device, frameId, ids);
@@ -250,7 +298,7 @@ export class FrameStream {
     }
   }
 
-  private async sendOne(input: RawTensor, device: string, frameId: string | undefined, ids: { frame: string }): Promise<FrameResult> {
+  private async sendOne(input: RawTensor | ImageFrame, device: string, frameId: string | undefined, ids: { frame: string }): Promise<FrameResult> {
     if (this.broken) throw this.broken;
     await this.acquire();
     while (this.paused) await this.paused.resumed;
@@ -264,9 +312,9 @@ export class FrameStream {
       this.release();
       throw new DeferError('E_ENVELOPE', `frame id ${frame} is already in the chain: frame ids must be unique`);
     }
-    const tensor = encodeTensor(input, { codec: this.target.codec, precision: input.dtype === 'float32' ? this.target.precision : 'lossless' });
+    const body = 'image' in input ? { image: input.image } : { tensor: encodeTensor(input, { codec: this.target.codec, precision: input.dtype === 'float32' ? this.target.precision : 'lossless' }) };
     const result = new Promise<FrameResult>((resolve, reject) => {
-      this.pending.set(frame, { device, tensor, sentAt: now(), bytesOut: 0, sends: 0, resolve, reject });
+      this.pending.set(frame, { device, ...body, sentAt: now(), bytesOut: 0, sends: 0, resolve, reject });
     });
     await this.transmit(frame);
     return result;
@@ -277,7 +325,13 @@ export class FrameStream {
     const p = this.pending.get(frame);
     if (!p) return;
     const t = this.target;
-    const body = encodeActivation({ deployment: t.deployment, frame, device: p.device, stage: 0, sentAt: p.sentAt, hops: [], tensor: p.tensor });
+    if (p.image && !t.imageInput) {
+      this.pending.delete(frame);
+      this.release();
+      p.reject(new DeferError('E_DEPLOY', `frame ${frame} is an encoded image, but stage 0 of deployment ${t.deployment} takes tensors`));
+      return;
+    }
+    const body = encodeActivation({ deployment: t.deployment, frame, device: p.device, stage: 0, sentAt: p.sentAt, hops: [], ...(p.image ? { image: p.image } : { tensor: p.tensor }) });
     p.bytesOut = body.byteLength;
     p.sends++;
     clearTimeout(p.timer);

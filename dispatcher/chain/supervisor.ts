@@ -68,6 +68,7 @@ const streamTarget = (plan: DeploymentPackage) => ({
   inputTopic: plan.stages[0].assignment.inputTopic,
   resultTopic: plan.stages.at(-1)!.assignment.outputTopic,
   precision: plan.precision[0],
+  imageInput: plan.stages[0].assignment.inputImage !== undefined,
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -9,7 +9,7 @@ import { DeferError } from '../../lib/core/errors.js';
 import type { FlatModel, StageSpan } from '../../lib/model/flat-model.js';
 import { sha256 } from '../../lib/model/partition.js';
 import { publish } from '../../lib/mqtt/connect.js';
-import { type Assignment, type Codec, encodeAssignment, encodeWeightChunk, PRECISIONS, type Precision, type Topics, type WeightManifest } from '../../lib/protocol/index.js';
+import { type Assignment, type Codec, encodeAssignment, encodeWeightChunk, type ImageInput, PRECISIONS, type Precision, type Topics, type WeightManifest } from '../../lib/protocol/index.js';
 
 export interface DeployOptions {
   nodes: string[];
@@ -22,6 +22,8 @@ export interface DeployOptions {
   /** topic where the last stage publishes its output */
   resultTopic: string;
   pipeline: string;
+  /** stage 0 decodes encoded images itself, this way (a compact first hop); absent: frames arrive as tensors */
+  inputImage?: ImageInput;
 }
 
 export interface StagePackage {
@@ -88,6 +90,7 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
         ...(flat.format === 'layers-model' ? {} : { modelFormat: flat.format }),
         inputShape: plan.inputShape,
         inputDtype: plan.inputDtype,
+        ...(k === 0 && opts.inputImage ? { inputImage: opts.inputImage } : {}),
         manifest,
         inputTopic: topics.stageIn(k),
         outputTopic: k === plans.length - 1 ? opts.resultTopic : topics.stageIn(k + 1),

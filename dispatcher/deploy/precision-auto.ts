@@ -23,7 +23,6 @@ export function autoPrecision(config: DeferConfig, backend: string, ids: string[
   const bandwidth = new Map(perNode('planner.bandwidthMbps', config.planner.bandwidthMbps, ids).map((b, i) => [ids[i], b]));
   const budget = config.planner.maxTop1Loss / 100;
   return async (flat, nodes, cuts) => {
-    if (!cuts.length) return { precision: ['lossless', 'lossless'], hops: [], measures: [], calibration: 'none (one stage)' };
     const { profile } = await modelProfile(flat, config, backend, progress);
     const index = new Map(flat.graph.layers.map((l, i) => [l.name, i]));
     const spans = flat.spans(cuts);
@@ -31,10 +30,11 @@ export function autoPrecision(config: DeferConfig, backend: string, ids: string[
     const input = modelInputFor(flat, config.serve, await loadModelMeta(config.dispatcher.model, config.serve.labels));
     const n = config.planner.calibrationFrames;
     const { frames, source } = await calibrationFrames(config.planner.calibrationImages, n, input.preprocess, () => syntheticFrames(flat.inputShape, n, config.dispatcher.seed + 1000));
-    progress(`precision auto: measuring top-1 agreement of float16 and int8 at ${cuts.length} cut(s) on ${source}`);
+    progress(`precision auto: measuring top-1 agreement of float16 and int8 on the frame and at ${cuts.length} cut(s), on ${source}`);
     const measures = await measureHopPrecisions(flat, cuts, frames);
+    const dispatcherMbps = config.planner.dispatcherBandwidthMbps;
     const link = (hop: number) => {
-      const bws = [bandwidth.get(nodes[hop - 1]), bandwidth.get(nodes[hop])].filter((b): b is number => b !== undefined && b > 0);
+      const bws = [hop === 0 ? dispatcherMbps : bandwidth.get(nodes[hop - 1]), bandwidth.get(nodes[hop])].filter((b): b is number => b !== undefined && b > 0);
       return bws.length ? Math.min(...bws) : undefined;
     };
     const choice = choosePrecisions({ stages: spans.length, measures, linkMbps: link, bottleneckMs: Math.max(...stageMs), maxTop1Loss: budget });

@@ -28,8 +28,8 @@ import {
   type Topics,
   topK,
 } from '../../lib/protocol/index.js';
-import type { FrameResult, FrameStream } from '../chain/frame-stream.js';
-import { frameTensor, type ModelInput } from './frame-tensor.js';
+import type { FrameResult, FrameStream, ImageFrame } from '../chain/frame-stream.js';
+import { frameInput, type ModelInput } from './frame-tensor.js';
 
 export interface ServeOptions {
   policy: Policy;
@@ -232,9 +232,9 @@ export class DeviceServer {
     const previous = d.lastSend;
     let sent!: () => void;
     d.lastSend = new Promise<void>((r) => (sent = r));
-    let tensor: RawTensor;
+    let tensor: RawTensor | ImageFrame;
     try {
-      tensor = await frameTensor(f, this.input);
+      tensor = await frameInput(f, this.input, this.stream.acceptsImages);
     } catch (err) {
       void previous.then(sent);
       this.bad(d, w.seq, f.id, err);

@@ -4,8 +4,9 @@
  * reading a frame (the first, `parseFrame`, is in the protocol).
  */
 import { FrameError } from '../../lib/core/errors.js';
-import { type PreprocessSpec, preprocessImage } from '../../lib/model/preprocess.js';
+import { checkImageHeader, type PreprocessSpec, preprocessImage } from '../../lib/model/preprocess.js';
 import type { DeviceFrame, DType, RawTensor } from '../../lib/protocol/index.js';
+import type { ImageFrame } from '../chain/frame-stream.js';
 
 export interface ModelInput {
   /** without the batch dimension */
@@ -13,6 +14,18 @@ export interface ModelInput {
   dtype: DType;
   /** null when the input is not an image (H x W x 1 or 3) */
   preprocess: PreprocessSpec | null;
+}
+
+/**
+ * What goes into the chain for this frame: an image as it came (its header checked) when stage 0
+ * decodes images itself (`imagesToStage0`, a compact first hop), else the model's input tensor.
+ */
+export async function frameInput(f: DeviceFrame, input: ModelInput, imagesToStage0: boolean): Promise<RawTensor | ImageFrame> {
+  if (f.image && imagesToStage0 && input.preprocess) {
+    await checkImageHeader(f.image, input.preprocess);
+    return { image: f.image };
+  }
+  return frameTensor(f, input);
 }
 
 /** The frame as the model's input tensor, batch 1. */

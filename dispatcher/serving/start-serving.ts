@@ -45,6 +45,16 @@ export interface Serving {
   input: ModelInput;
 }
 
+/**
+ * Before deploying a chain that serves devices: with serve.compactFirstHop and an image model, stage 0
+ * is to decode the devices' images itself (the dispatcher sends them as they came).
+ */
+export async function prepareServing(d: Dispatcher, flat: FlatModel, config: DeferConfig): Promise<void> {
+  if (!config.serve.compactFirstHop) return;
+  const input = modelInputFor(flat, config.serve, await loadModelMeta(config.dispatcher.model, config.serve.labels));
+  if (input.preprocess) d.useImageInput(input.preprocess);
+}
+
 export async function startServing(d: Dispatcher, deployment: Deployment, flat: FlatModel, config: DeferConfig): Promise<Serving> {
   const meta = await loadModelMeta(config.dispatcher.model, config.serve.labels);
   const input = modelInputFor(flat, config.serve, meta);

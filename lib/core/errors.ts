@@ -13,6 +13,7 @@ export type DeferErrorCode =
   | 'E_WEIGHTS' // weights that do not match their manifest
   | 'E_TIMEOUT' // something that did not happen in time
   | 'E_DEPLOY' // a deployment that failed
+  | 'E_COMPUTE' // a node could not compute a frame (its reason in the message)
   | 'E_FRAME'; // a device's frame that cannot be served (see FrameError.kind)
 
 export class DeferError extends Error {

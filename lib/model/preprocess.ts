@@ -5,28 +5,14 @@
  * the model's value range (or mean/std). One function, so that a local
  * reference run and the served frames see the very same floats.
  */
-import sharp, { type Sharp } from 'sharp';
+import sharp, { type Metadata, type Sharp } from 'sharp';
 import { FrameError } from '../core/errors.js';
-import type { RawTensor } from '../protocol/index.js';
+import type { ImageInput, RawTensor } from '../protocol/index.js';
 
-export type ResizeMode = 'crop' | 'letterbox' | 'stretch';
+export type { ResizeMode } from '../protocol/index.js';
 
-export interface PreprocessSpec {
-  height: number;
-  width: number;
-  channels: 1 | 3;
-  /** output = lo + (hi - lo) * pixel / 255, unless mean and std are given */
-  range: [number, number];
-  /** per channel, on the 0..1 scale: output = (pixel / 255 - mean) / std */
-  mean?: number[];
-  std?: number[];
-  channelOrder: 'rgb' | 'bgr';
-  resize: ResizeMode;
-  /** letterbox padding, 0..255 gray */
-  pad: number;
-  /** images with more pixels than this are refused before decoding */
-  maxPixels: number;
-}
+/** The preprocessing of an image input (the protocol's ImageInput: it also travels in stage 0's assignment). */
+export type PreprocessSpec = ImageInput;
 
 sharp.cache(false); // frames are all different: no point keeping decoded images
 sharp.concurrency(1); // each decode uses one thread: the nodes need the cores
@@ -48,6 +34,22 @@ export async function preprocessImage(bytes: Uint8Array, spec: PreprocessSpec): 
   const n = spec.height * spec.width * spec.channels;
   if (data.length !== n) throw new FrameError('bad-image', `the image decoded to ${data.length} values, expected ${n}`);
   return { dtype: 'float32', shape: [1, spec.height, spec.width, spec.channels], data: normalise(data, spec) };
+}
+
+/**
+ * What can be told of an image from its header, without decoding it: that sharp
+ * reads its format, and that it is within the pixel limit. Throws FrameError('bad-image').
+ */
+export async function checkImageHeader(bytes: Uint8Array, spec: Pick<PreprocessSpec, 'maxPixels'>): Promise<void> {
+  let meta: Metadata;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: spec.maxPixels }).metadata();
+  } catch (err) {
+    throw new FrameError('bad-image', `the image cannot be decoded: ${(err as Error).message}`);
+  }
+  const pixels = (meta.width ?? 0) * (meta.height ?? 0);
+  if (!pixels) throw new FrameError('bad-image', 'the image has no size in its header');
+  if (pixels > spec.maxPixels) throw new FrameError('bad-image', `the image has ${pixels} pixels, more than the limit of ${spec.maxPixels} (serve.maxPixels)`);
 }
 
 /** 0..255 pixels (HWC, RGB or gray) into the model's floats. */

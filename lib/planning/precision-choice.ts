@@ -2,9 +2,10 @@
  * `precision auto`: each hop between stages gets the precision its link needs,
  * within an accuracy budget. The agreement of each lossy precision at each cut
  * is measured here, on calibration frames (the user's sample images, or
- * seeded synthetic frames): the stages run in this process, the activation at
- * one cut goes through the codec, the rest of the model runs on, and the
- * top-1 class is compared with the lossless chain's. A hop stays lossless
+ * seeded synthetic frames): the stages run in this process, the frame (hop 0)
+ * or the activation at one cut goes through the codec, the rest of the model
+ * runs on, and the top-1 class is compared with the lossless chain's. The
+ * result hop stays lossless (a few bytes). A hop stays lossless
  * where its link carries the lossless activation within the slowest stage's
  * time (or where no bandwidth is known); otherwise it gets the most accurate
  * precision that fits the link, or failing that the smallest, as long as the
@@ -18,13 +19,15 @@ import type { FlatModel, StageModel, StageSpan } from '../model/flat-model.js';
 import { type PreprocessSpec, preprocessImage } from '../model/preprocess.js';
 import { buildStageModel } from '../model/stage-model.js';
 import { decodeTensor, encodeTensor, type Precision, type RawTensor } from '../protocol/index.js';
+import { transferMs } from './cost-model.js';
 
 export const LOSSY: readonly Precision[] = ['float16', 'int8'];
 
 /** One lossy precision at one cut, measured. */
 export interface HopMeasure {
-  /** hop index: 1 is stage 0 -> stage 1 */
+  /** hop index: 0 is the frame (dispatcher -> stage 0), 1 is stage 0 -> stage 1 */
   hop: number;
+  /** the layer whose output travels on this hop ('' for the frame) */
   after: string;
   precision: Precision;
   /** mean bytes on the wire (LZ4 after the precision) */
@@ -71,7 +74,7 @@ async function runFrom(stages: StageModel[], from: number, x: tf.Tensor): Promis
   return out;
 }
 
-/** Every lossy precision at every cut of `flat` split at `cuts`, on `frames` (and lossless bytes, as precision 'lossless'). */
+/** Every lossy precision on the frame and at every cut of `flat` split at `cuts`, on `frames` (and lossless bytes, as precision 'lossless'). */
 export async function measureHopPrecisions(flat: FlatModel, cuts: string[], frames: RawTensor[]): Promise<HopMeasure[]> {
   if (!frames.length) throw new DeferError('E_CONFIG', 'precision auto needs calibration frames');
   const spans = flat.spans(cuts);
@@ -80,8 +83,9 @@ export async function measureHopPrecisions(flat: FlatModel, cuts: string[], fram
   const key = (hop: number, p: Precision) => `${hop}/${p}`;
   try {
     for (const f of frames) {
-      // the lossless chain, keeping the activation at every cut
-      const acts: RawTensor[] = [];
+      // the lossless chain, keeping the frame and the activation at every cut
+      const acts: RawTensor[] = f.dtype === 'float32' ? [f] : [];
+      const firstHop = f.dtype === 'float32' ? 0 : 1;
       let t: tf.Tensor = tf.tensor(f.data as Float32Array, f.shape, f.dtype === 'int32' ? 'int32' : 'float32');
       for (let k = 0; k < stages.length; k++) {
         const y = stages[k].run(t);
@@ -93,7 +97,7 @@ export async function measureHopPrecisions(flat: FlatModel, cuts: string[], fram
       const want = t.dataSync() as Float32Array;
       t.dispose();
       for (const [i, a] of acts.entries()) {
-        const hop = i + 1;
+        const hop = i + firstHop;
         for (const p of ['lossless', ...LOSSY] as Precision[]) {
           const w = encodeTensor(a, { codec: 'lz4', precision: p });
           const bytes = w.data.byteLength + (w.scale?.byteLength ?? 0) + (w.offset?.byteLength ?? 0);
@@ -116,10 +120,19 @@ export async function measureHopPrecisions(flat: FlatModel, cuts: string[], fram
     for (const s of stages) s.dispose();
   }
   const out: HopMeasure[] = [];
-  for (let hop = 1; hop < spans.length; hop++) {
+  for (let hop = 0; hop < spans.length; hop++) {
     for (const p of ['lossless', ...LOSSY] as Precision[]) {
-      const e = acc.get(key(hop, p))!;
-      out.push({ hop, after: spans[hop - 1].last, precision: p, bytes: Math.round(e.bytes / frames.length), frames: frames.length, top1Agreement: e.same / frames.length, maxAbsDiff: e.diff });
+      const e = acc.get(key(hop, p));
+      if (!e) continue; // an int32 frame is never lossy
+      out.push({
+        hop,
+        after: hop === 0 ? '' : spans[hop - 1].last,
+        precision: p,
+        bytes: Math.round(e.bytes / frames.length),
+        frames: frames.length,
+        top1Agreement: e.same / frames.length,
+        maxAbsDiff: e.diff,
+      });
     }
   }
   return out;
@@ -148,16 +161,15 @@ export interface ChoiceInputs {
   maxTop1Loss: number;
 }
 
-const transferMs = (bytes: number, mbps: number) => (bytes * 8) / (mbps * 1000);
-
-/** One precision per hop (dispatcher -> stage 0 and the result hop stay lossless), with the reason for each. */
+/** One precision per hop (the result hop stays lossless), with the reason for each. */
 export function choosePrecisions(c: ChoiceInputs): { precision: Precision[]; hops: HopChoice[] } {
   const precision: Precision[] = Array.from({ length: c.stages + 1 }, () => 'lossless');
   const hops: HopChoice[] = [];
   let spent = 0;
-  for (let hop = 1; hop < c.stages; hop++) {
+  for (let hop = 0; hop < c.stages; hop++) {
     const m = c.measures.filter((x) => x.hop === hop);
-    const lossless = m.find((x) => x.precision === 'lossless')!;
+    const lossless = m.find((x) => x.precision === 'lossless');
+    if (!lossless) continue;
     const mbps = c.linkMbps(hop);
     if (!mbps) {
       hops.push({ hop, precision: 'lossless', reason: 'link bandwidth not known (loopback): lossless' });

@@ -30,7 +30,10 @@ export interface Activation {
   stage: number;
   sentAt: number;
   hops: Hop[];
-  tensor: WireTensor;
+  /** the tensor; absent when `image` carries the frame */
+  tensor?: WireTensor;
+  /** stage 0 only, when its assignment has `inputImage`: the device's encoded image (JPEG, PNG, ...), for the node to decode */
+  image?: Uint8Array;
 }
 
 export function encodeActivation(a: Omit<Activation, 'v' | 'kind'>): Buffer {
@@ -60,7 +63,10 @@ export function decodeActivation(buf: Uint8Array, maxBytes: number): Activation 
       ...(o.cpuMs === undefined ? {} : { cpuMs: num(o, 'cpuMs', H) }),
     };
   });
-  const t = obj(m.tensor, `${W}: tensor`);
+  if ((m.tensor === undefined) === (m.image === undefined)) throw new EnvelopeError(`${W}: must carry exactly one of tensor and image`);
+  if (m.image !== undefined && !(m.image instanceof Uint8Array)) throw new EnvelopeError(`${W}: image must be a byte string`);
+  if (m.image !== undefined && m.stage !== 0) throw new EnvelopeError(`${W}: only stage 0 takes an image`);
+  const t = m.tensor === undefined ? undefined : obj(m.tensor, `${W}: tensor`);
   return {
     v: 1,
     kind: 'act',
@@ -70,6 +76,6 @@ export function decodeActivation(buf: Uint8Array, maxBytes: number): Activation 
     stage: int(m, 'stage', W, 0, 1024),
     sentAt: num(m, 'sentAt', W),
     hops,
-    tensor: t as unknown as WireTensor,
+    ...(t ? { tensor: t as unknown as WireTensor } : { image: m.image as Uint8Array }),
   };
 }

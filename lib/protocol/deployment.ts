@@ -5,6 +5,7 @@
  */
 import { EnvelopeError } from '../core/errors.js';
 import { arr, decodeMap, encodeCbor, int, name, num, obj, PROTOCOL_VERSION, SHA256, shapeOf, str } from './fields.js';
+import { type ImageInput, imageInputOf } from './image-input.js';
 import { type Codec, type DType, isDType, PRECISIONS, type Precision } from './tensor-codec.js';
 
 export interface WeightSpec {
@@ -56,6 +57,8 @@ export interface Assignment {
   modelFormat?: ModelFormat;
   inputShape: number[];
   inputDtype: DType;
+  /** stage 0 only: frames may come as encoded images (Activation.image), decoded by the node this way (a compact first hop) */
+  inputImage?: ImageInput;
   manifest: WeightManifest;
   inputTopic: string;
   outputTopic: string;
@@ -147,6 +150,7 @@ export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): 
     ...(modelFormat === undefined ? {} : { modelFormat: modelFormat as ModelFormat }),
     inputShape: shapeOf(m.inputShape, `${W}: inputShape`),
     inputDtype,
+    ...(m.inputImage === undefined ? {} : { inputImage: imageInputOf(m.inputImage, W) }),
     manifest,
     inputTopic: str(m, 'inputTopic', W, 1024),
     outputTopic: str(m, 'outputTopic', W, 1024),

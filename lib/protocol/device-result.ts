@@ -15,6 +15,8 @@ export type Reply = 'json' | 'cbor';
 export interface HopLatency {
   node: string;
   stage: number;
+  /** bytes of the message this node received (for stage 0 with a compact first hop: about the image's size) */
+  bytesIn: number;
   /** from the previous sender's publish to this node's receipt (clocks of two processes) */
   transferMs: number;
   /** waiting in the node's queue */
@@ -96,6 +98,7 @@ export function hopLatencies(r: { sentAt: number; hops: Hop[] }): HopLatency[] {
     return {
       node: h.node,
       stage: h.stage,
+      bytesIn: h.bytesIn,
       transferMs: round(h.recvAt - prevSent),
       waitMs: round(Math.max(0, h.sentAt - h.recvAt - h.decodeMs - h.computeMs - h.encodeMs)),
       decodeMs: round(h.decodeMs),

@@ -10,6 +10,7 @@ export * from './deployment.js';
 export * from './device-frame.js';
 export * from './device-result.js';
 export * from './fields.js';
+export * from './image-input.js';
 export * from './names.js';
 export * from './node-status.js';
 export * from './reports.js';

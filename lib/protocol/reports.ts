@@ -17,6 +17,9 @@ export interface ErrorReport {
   /** the topic of the message the report is about */
   topic: string;
   reason: string;
+  /** the frame (and its deployment) the report is about, when the node could read that far: the dispatcher fails that frame at once */
+  deployment?: string;
+  frame?: string;
   at: number;
 }
 
@@ -33,6 +36,7 @@ export function decodeErrorReport(buf: Uint8Array): ErrorReport {
     ...(m.node !== undefined ? { node: str(m, 'node', W, 64) } : { broker: true as const }),
     topic: str(m, 'topic', W, 1024),
     reason: str(m, 'reason', W, 8192),
+    ...(m.frame === undefined ? {} : { frame: str(m, 'frame', W, 128), deployment: str(m, 'deployment', W, 128) }),
     at: num(m, 'at', W),
   };
 }

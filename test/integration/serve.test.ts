@@ -138,10 +138,15 @@ test('Teachable Machine model: JPEG frames of any size (real photos and syntheti
     const best = local.indexOf(Math.max(...local));
     assert.equal(r.top![0].label, meta.labels![best]);
     assert.equal(r.top![0].score, local[best], 'the score is the local float32 score, exactly');
+    return r;
   };
   const photos = readdirSync(IMAGES).filter((f) => f.endsWith('.JPEG'));
   assert.equal(photos.length, 3);
-  for (const f of photos) await check(readFileSync(join(IMAGES, f)));
+  for (const f of photos) {
+    const jpeg = readFileSync(join(IMAGES, f));
+    const r = await check(jpeg);
+    console.log(`# decoded at the dispatcher: ${f} ${jpeg.byteLength} bytes as JPEG, ${r.hops![0].bytesIn} bytes to stage 0`);
+  }
   for (const [w, h, seed] of [
     [320, 240, 1],
     [224, 224, 2],
@@ -189,6 +194,46 @@ test("graph model (TF-Hub MobileNetV2, graph-model format): real JPEG photos thr
   await server.close();
   await device.close();
   flat.dispose();
+});
+
+test("compact first hop: JPEG frames go to stage 0 as they came and its node decodes them: outputs bit-identical, bytes to stage 0 the JPEG's, a corrupt body failed at once with the node's reason", {
+  timeout: 180_000,
+}, async () => {
+  const spec = join(REAL_MODELS, 'tm-aircraft');
+  const config = loadConfig(undefined, { 'dispatcher.model': spec }, {});
+  const flatForInput = await loadFlatModel(spec);
+  dispatcher.useImageInput(modelInputFor(flatForInput, config.serve, await loadModelMeta(spec)).preprocess!);
+  flatForInput.dispose();
+  try {
+    const { flat, server, input } = await serveModel(spec, ['block_12_add'], { reply: 'cbor' });
+    const device = await TestDevice.connect(broker.url, PIPE, 'cam-compact');
+    const photos = readdirSync(IMAGES).filter((f) => f.endsWith('.JPEG'));
+    for (const f of photos) {
+      const jpeg = readFileSync(join(IMAGES, f));
+      const r = await device.request(jpeg);
+      assert.equal(r.ok, true, JSON.stringify(r.error));
+      const local = await localOutput(flat, await preprocessImage(jpeg, input.preprocess!));
+      assert.ok(sameBits(r.output!.data as Float32Array, local), `${f}: decoded on the node, the output differs from decoding here`);
+      const toStage0 = r.hops![0].bytesIn;
+      assert.ok(toStage0 < jpeg.byteLength + 400, `${f}: ${toStage0} bytes to stage 0 for a ${jpeg.byteLength}-byte JPEG`);
+      console.log(`# compact first hop: ${f} ${jpeg.byteLength} bytes as JPEG, ${toStage0} bytes to stage 0 (float32 pixels: ${224 * 224 * 3 * 4} bytes raw)`);
+    }
+    // a JPEG whose header reads but whose body is garbage: the node cannot decode it and says so; the frame fails now, not at its timeout
+    const good = readFileSync(join(IMAGES, photos[0]));
+    const corrupt = Buffer.concat([good.subarray(0, 700), Buffer.alloc(2000, 0x55)]);
+    const t0 = Date.now();
+    const bad = await device.request(corrupt);
+    assert.equal(bad.ok, false);
+    assert.match(JSON.stringify(bad.error), /node s1 could not compute frame .*image cannot be decoded/);
+    assert.ok(Date.now() - t0 < 10_000, 'failed at once, not after dispatcher.frameTimeoutMs');
+    // and the chain serves on
+    assert.equal((await device.request(good)).ok, true);
+    await server.close();
+    await device.close();
+    flat.dispose();
+  } finally {
+    dispatcher.useImageInput(undefined);
+  }
 });
 
 test('bad frames: each is answered with its reason and counted; the pipeline keeps serving', { timeout: 60_000 }, async () => {
