@@ -227,7 +227,10 @@ export class FrameStream {
   }
 
   private handle(topic: string, payload: Buffer): void {
-    if (topic === this.opts.errorTopic) return this.handleError(payload);
+    if (topic === this.opts.errorTopic) {
+      this.handleError(payload);
+      return;
+    }
     if (topic !== this.target.resultTopic) return;
     const at = now();
     try {

@@ -40,7 +40,7 @@ export function imageInputOf(value: unknown, W: string): ImageInput {
   const nums = (key: string) => (o[key] === undefined ? undefined : arr(o, key, X, 4).map((v, i) => num({ v }, 'v', `${X} ${key} ${i}`)));
   const mean = nums('mean');
   const std = nums('std');
-  if ((mean === undefined) !== (std === undefined) || (std && std.some((s) => s <= 0))) throw new EnvelopeError(`${X}: mean and std come together, std positive`);
+  if ((mean === undefined) !== (std === undefined) || std?.some((s) => s <= 0)) throw new EnvelopeError(`${X}: mean and std come together, std positive`);
   const channelOrder = str(o, 'channelOrder', X, 3);
   if (channelOrder !== 'rgb' && channelOrder !== 'bgr') throw new EnvelopeError(`${X}: channelOrder must be rgb or bgr`);
   const resize = str(o, 'resize', X, 16) as ResizeMode;
