@@ -10,12 +10,14 @@ import {
   ANY_PIPELINE,
   type Assignment,
   assertTopicName,
+  decodeActivation,
   decodeAssignment,
   decodeDeviceResult,
   decodeErrorReport,
   decodeHeartbeat,
   decodeMetrics,
   decodeStatus,
+  encodeActivation,
   encodeAssignment,
   encodeCbor,
   encodeDeviceFrame,
@@ -181,4 +183,52 @@ test('assignments: a graph-model stage with uint8 and float16 quantized weights 
   const spec = a.manifest.specs[0];
   bad({ manifest: { ...a.manifest, specs: [{ ...spec, quantization: { dtype: 'int4', scale: 1, min: 0 } }] } }, /quantization dtype must be one of uint8, uint16, float16/);
   bad({ manifest: { ...a.manifest, specs: [{ ...spec, quantization: { dtype: 'uint8', scale: Number.NaN, min: 0 } }] } }, /field 'scale' must be a finite number/);
+});
+
+test('compact first hop: an activation carries a tensor or an image, never both, the image only to stage 0; an assignment\'s inputImage is checked field by field', () => {
+  const base = { v: 1, kind: 'act', deployment: 'd1', frame: 'f1', device: 'cam', stage: 0, sentAt: 1, hops: [] };
+  const image = Buffer.from([0xff, 0xd8, 0xff, 0xe0]);
+  assert.deepEqual(decodeActivation(encodeActivation({ deployment: 'd1', frame: 'f1', device: 'cam', stage: 0, sentAt: 1, hops: [], image }), 1 << 20).image, image);
+  const refused = (m: Record<string, unknown>, re: RegExp) =>
+    assert.throws(
+      () => decodeActivation(encodeCbor({ ...base, ...m }), 1 << 20),
+      (e: unknown) => e instanceof EnvelopeError && re.test(e.message),
+    );
+  refused({}, /exactly one of tensor and image/);
+  refused({ image, tensor: { dtype: 'float32', shape: [1], codec: 'none', size: 4, crc: 0, data: Buffer.alloc(4) } }, /exactly one of tensor and image/);
+  refused({ image, stage: 1 }, /only stage 0 takes an image/);
+  refused({ image: 'not bytes' }, /image must be a byte string/);
+  const sha = 'cd'.repeat(32);
+  const inputImage = { height: 224, width: 224, channels: 3, range: [-1, 1], channelOrder: 'rgb', resize: 'crop', pad: 0, maxPixels: 40_000_000 };
+  const a = {
+    v: 1,
+    kind: 'assign',
+    deployment: 'd1',
+    pipeline: 'p',
+    nodeId: 'n1',
+    stage: 0,
+    stageCount: 1,
+    topology: '{}',
+    inputShape: [224, 224, 3],
+    inputDtype: 'float32',
+    inputImage,
+    manifest: { specs: [], totalBytes: 0, sha256: sha, chunkBytes: 1, chunks: [] },
+    inputTopic: 'a',
+    outputTopic: 'b',
+    codec: 'lz4',
+    qos: 1,
+    createdAt: 1,
+  };
+  assert.deepEqual(decodeAssignment(encodeCbor(a)).inputImage, inputImage);
+  const badImage = (patch: Record<string, unknown>, re: RegExp) =>
+    assert.throws(
+      () => decodeAssignment(encodeCbor({ ...a, inputImage: { ...inputImage, ...patch } })),
+      (e: unknown) => e instanceof EnvelopeError && re.test(e.message),
+    );
+  badImage({ channels: 2 }, /channels must be 1 or 3/);
+  badImage({ resize: 'zoom' }, /resize must be one of crop, letterbox, stretch/);
+  badImage({ mean: [0.5] }, /mean and std come together/);
+  badImage({ mean: [0.5], std: [0] }, /std positive/);
+  badImage({ height: 0 }, /'height' must be an integer/);
+  badImage({ range: [0, Number.NaN] }, /must be a finite number/);
 });
