@@ -257,7 +257,7 @@ test('bad configurations: a red status and a log line, no crash; a message to a 
     ['d4', /broker: pipeline 'bad pipeline!' must be 1-64 letters/],
     ['d5', /broker: broker URL 'not a url' must look like mqtt:\/\/host:1883/],
     ['d6', /'n2' is both an edge node of the chain and a standby/],
-    ['d7', /precision 'int4' must be one of lossless, float16, int8/],
+    ['d7', /precision 'int4' must be auto, or one of lossless, float16, int8/],
     ['d8', /precision has 2 values; 2 stages have 3 hops/],
     ['e1', /node id 'has space' must be 1-64 letters/],
     ['s1', /no DEFER broker configured/],
