@@ -48,6 +48,8 @@ export interface PipelineRow {
   /** null where the run skipped the redeployment */
   redeployMs: number | null;
   weightBytes: number;
+  /** per node: its stage's weight bytes, and its process's peak RSS and wasm heap (bytes, from its last heartbeat; null: not reported) */
+  memory: { weightBytes: number; peakRssBytes: number | null; engineHeapBytes: number | null }[];
   /** joules per frame from RAPL, or null where the machine has no counters */
   joulesPerFrame: number | null;
   maxAbsDiffVsLocal: number;
@@ -84,7 +86,7 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
     const e0 = await raplMicrojoules();
     const chain = await runChain(again, frames);
     const e1 = await raplMicrojoules();
-    const s = summarise(config.dispatcher.model, l.backend, again, frames, chain, local);
+    const s = summarise(config.dispatcher.model, l.backend, again, frames, chain, local, l.dispatcher.nodes.heartbeats);
     const hops = chain.results.map(hopLatencies);
     const overhead = s.stages.map((st, k) => {
       const m = (f: (h: ReturnType<typeof hopLatencies>[number]) => number) => round(mean(hops.map((h) => f(h[k]))), 2);
@@ -121,6 +123,7 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
       deployMs: round(first.deployMs, 0),
       redeployMs: opts.redeploy === false ? null : round(again.deployMs, 0),
       weightBytes: again.package.totalBytes,
+      memory: s.stages.map((st) => ({ weightBytes: st.weightBytes, peakRssBytes: st.peakRssBytes, engineHeapBytes: st.engineHeapBytes })),
       joulesPerFrame: e0 !== null && e1 !== null ? round((e1 - e0) / 1e6 / frames.length, 3) : null,
       maxAbsDiffVsLocal: s.maxAbsDiffVsLocal ?? NaN,
     };

@@ -93,6 +93,17 @@ function markdown(r: BenchResult): string {
         `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${p.cuts.join(', ') || '-'} | ${p.throughputFps} | ${p.singleProcessFps} | ${p.speedup}x | ${p.idealSpeedup}x | ${p.p50Ms} / ${p.p95Ms} | ${p.stageComputeMs.join(' / ')} | ${p.nodeCpuMsPerFrame.map((x) => f(x)).join(' / ')} | ${p.brokerDispatcherCpuMsPerFrame} | ${p.joulesPerFrame ?? 'n/a'} |`,
     ),
     '',
+    '## Memory per node',
+    '',
+    "Each node process's peak resident set (the kernel's maxrss, from its last heartbeat) and the wasm heap in it, beside its stage's weight bytes; stage 0 first.",
+    '',
+    '| model | nodes | per node: peak RSS MB (wasm heap MB) / weights MB |',
+    '| --- | --- | --- |',
+    ...r.pipeline.map(
+      (p) =>
+        `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${(p.memory ?? []).map((m) => `${m.peakRssBytes === null ? 'n/a' : (m.peakRssBytes / 1e6).toFixed(0)} (${m.engineHeapBytes === null ? 'n/a' : (m.engineHeapBytes / 1e6).toFixed(0)}) / ${(m.weightBytes / 1e6).toFixed(1)}`).join('; ')} |`,
+    ),
+    '',
     `Energy: ${r.energy}`,
     '',
     '## Overhead per hop',

@@ -7,7 +7,7 @@ import type { MqttClient } from 'mqtt';
 import { now } from '../lib/core/clock.js';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
-import { type BackendChoice, initEngine, tf } from '../lib/model/engine.js';
+import { type BackendChoice, engineHeapBytes, initEngine, tf } from '../lib/model/engine.js';
 import { sha256 } from '../lib/model/partition.js';
 import { closeMqtt, connectMqtt, publish } from '../lib/mqtt/connect.js';
 import { calibrate } from '../lib/planning/calibrate.js';
@@ -154,7 +154,17 @@ export class EdgeNode {
   /** What the heartbeat says: frames computed, the input queue, and the process's memory and CPU. */
   private heartbeatNow(): Omit<Heartbeat, 'v'> {
     const cpu = process.cpuUsage();
-    return { node: this.opts.id, at: Date.now(), frames: this.counters.frames, queue: this.queue.length, rssBytes: process.memoryUsage.rss(), cpuSeconds: (cpu.user + cpu.system) / 1e6 };
+    const heap = engineHeapBytes();
+    return {
+      node: this.opts.id,
+      at: Date.now(),
+      frames: this.counters.frames,
+      queue: this.queue.length,
+      rssBytes: process.memoryUsage.rss(),
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      ...(heap === undefined ? {} : { engineHeapBytes: heap }),
+      cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    };
   }
 
   get slowdown(): number {

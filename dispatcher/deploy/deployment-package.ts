@@ -9,7 +9,18 @@ import { DeferError } from '../../lib/core/errors.js';
 import type { FlatModel, StageSpan } from '../../lib/model/flat-model.js';
 import { sha256 } from '../../lib/model/partition.js';
 import { publish } from '../../lib/mqtt/connect.js';
-import { type Assignment, type Codec, encodeAssignment, encodeWeightChunk, type ImageInput, PRECISIONS, type Precision, type Topics, type WeightManifest } from '../../lib/protocol/index.js';
+import {
+  type Assignment,
+  type Codec,
+  encodeAssignment,
+  encodeWeightChunk,
+  type ImageInput,
+  PRECISIONS,
+  type Precision,
+  type Topics,
+  type WeightManifest,
+  zfpAvailable,
+} from '../../lib/protocol/index.js';
 
 export interface DeployOptions {
   nodes: string[];
@@ -46,6 +57,8 @@ export function hopPrecisions(given: readonly Precision[] | undefined, stages: n
   const list = given?.length ? given : ['lossless' as const];
   const bad = list.find((p) => !PRECISIONS.includes(p));
   if (bad) throw new DeferError('E_CONFIG', `precision '${bad}' is not one of ${PRECISIONS.join(', ')} (dispatcher.precision)`);
+  if (list.includes('zfp') && !zfpAvailable())
+    throw new DeferError('E_CONFIG', 'precision zfp needs the ZFP addon, which this install lacks: install libzfp-dev (Debian) and run npm run build, on the dispatcher and every node');
   if (list.length === 1) return Array.from({ length: stages + 1 }, () => list[0]);
   if (list.length !== stages + 1) {
     throw new DeferError(

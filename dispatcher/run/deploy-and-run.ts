@@ -39,7 +39,7 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
         progress(`  results: ${done}/${frames.length}`);
       }
     });
-    return summarise(config.dispatcher.model, r.backend, deployment, frames, chain, local);
+    return summarise(config.dispatcher.model, r.backend, deployment, frames, chain, local, d.nodes.heartbeats);
   };
   const summary = await run(order, cuts, '');
   if (!auto) return summary;

@@ -9,7 +9,7 @@ import { tf } from '../../lib/model/engine.js';
 import type { StageModel } from '../../lib/model/flat-model.js';
 import { shortNameMap } from '../../lib/model/graph.js';
 import { formatPlanCheck, type PredictionCheck } from '../../lib/planning/plan-check.js';
-import type { Hop, Precision, RawTensor } from '../../lib/protocol/index.js';
+import type { Heartbeat, Hop, Precision, RawTensor } from '../../lib/protocol/index.js';
 import type { FrameResult } from '../chain/frame-stream.js';
 import type { Deployment } from '../dispatcher.js';
 import type { RepairEvent } from '../events.js';
@@ -97,6 +97,10 @@ export interface RunSummary {
     meanBusyMs: number;
     /** CPU ms of the node's process per frame (null where the node does not report it) */
     meanCpuMs: number | null;
+    /** the node process's largest resident set so far, bytes, from its last heartbeat (null: not reported) */
+    peakRssBytes: number | null;
+    /** the engine's heap in that process (the wasm backend's memory), bytes */
+    engineHeapBytes: number | null;
   }[];
   cuts: string[];
   frames: number;
@@ -134,7 +138,10 @@ function hopMean(res: FrameResult[], stage: number, f: (h: Hop) => number): numb
   return round(mean(res.map((r) => (r.hops[stage] ? f(r.hops[stage]) : NaN)).filter((x) => !Number.isNaN(x))), 1);
 }
 
-export function summarise(modelName: string, backend: string, d: Deployment, frames: RawTensor[], chain: ChainRun, local: LocalRun | null): RunSummary {
+/** What a node last said of its memory (its heartbeat). */
+export type NodeMemory = Pick<Heartbeat, 'rssBytes' | 'peakRssBytes' | 'engineHeapBytes'>;
+
+export function summarise(modelName: string, backend: string, d: Deployment, frames: RawTensor[], chain: ChainRun, local: LocalRun | null, memory?: ReadonlyMap<string, NodeMemory>): RunSummary {
   const stages = d.package.stages;
   const res = chain.results;
   const lat = res.map((r) => r.latencyMs);
@@ -182,6 +189,8 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
       meanComputeMs: hopMean(res, k, (h) => h.computeMs),
       meanBusyMs: hopMean(res, k, (h) => h.decodeMs + h.computeMs + h.encodeMs),
       meanCpuMs: res.some((r) => r.hops[k]?.cpuMs !== undefined) ? hopMean(res, k, (h) => h.cpuMs ?? NaN) : null,
+      peakRssBytes: memory?.get(s.nodeId)?.peakRssBytes ?? null,
+      engineHeapBytes: memory?.get(s.nodeId)?.engineHeapBytes ?? null,
     })),
     cuts: stages.slice(0, -1).map((s) => s.span.last),
     frames: frames.length,
@@ -208,7 +217,10 @@ export function formatSummary(s: RunSummary): string {
     `DEFER run: ${s.model} on ${s.stages.length} stages, backend ${s.backend}, deployment ${s.deployment}`,
     ...s.stages.map(
       (st) =>
-        `  stage ${st.index} on ${st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})`,
+        `  stage ${st.index} on ${st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
+        (st.peakRssBytes !== null
+          ? `, weights ${(st.weightBytes / 1e6).toFixed(1)} MB, peak RSS ${(st.peakRssBytes / 1e6).toFixed(0)} MB${st.engineHeapBytes !== null ? ` (wasm heap ${(st.engineHeapBytes / 1e6).toFixed(0)} MB)` : ''}`
+          : ''),
     ),
     `  frames: ${s.framesReturned}/${s.frames} returned${s.failures.length ? ` (${s.failures.length} failed: ${s.failures[0]})` : ''}`,
     `  throughput: ${s.throughputFps} frames/s` +

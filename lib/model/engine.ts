@@ -73,3 +73,13 @@ async function selectBackend(choice: BackendChoice): Promise<string> {
 }
 
 export { tf };
+
+/** Bytes of the engine's own heap where it has one (the wasm backend's linear memory, which never shrinks); undefined otherwise. */
+export function engineHeapBytes(): number | undefined {
+  try {
+    const b = tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } };
+    return b.wasm?.HEAPU8?.byteLength;
+  } catch {
+    return undefined; // no backend yet
+  }
+}

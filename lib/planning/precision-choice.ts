@@ -18,10 +18,11 @@ import { tf } from '../model/engine.js';
 import type { FlatModel, StageModel, StageSpan } from '../model/flat-model.js';
 import { type PreprocessSpec, preprocessImage } from '../model/preprocess.js';
 import { buildStageModel } from '../model/stage-model.js';
-import { decodeTensor, encodeTensor, type Precision, type RawTensor } from '../protocol/index.js';
+import { decodeTensor, encodeTensor, type Precision, type RawTensor, zfpAvailable } from '../protocol/index.js';
 import { transferMs } from './cost-model.js';
 
-export const LOSSY: readonly Precision[] = ['float16', 'int8'];
+/** The lossy precisions, most accurate first; zfp only where its addon is built. */
+export const LOSSY: readonly Precision[] = zfpAvailable() ? ['float16', 'int8', 'zfp'] : ['float16', 'int8'];
 
 /** One lossy precision at one cut, measured. */
 export interface HopMeasure {

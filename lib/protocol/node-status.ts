@@ -90,6 +90,10 @@ export interface Heartbeat {
   queue?: number;
   /** resident set size of its process, bytes */
   rssBytes?: number;
+  /** the largest resident set size its process has had, bytes (the kernel's maxrss) */
+  peakRssBytes?: number;
+  /** the engine's own heap, bytes (the wasm backend's linear memory; it never shrinks) */
+  engineHeapBytes?: number;
   /** CPU seconds (user + system) its process has used since it started */
   cpuSeconds?: number;
 }
@@ -104,6 +108,8 @@ export function decodeHeartbeat(buf: Uint8Array): Heartbeat {
   const h: Heartbeat = { v: 1, node: str(m, 'node', W, 64), at: num(m, 'at', W), frames: int(m, 'frames', W) };
   if (m.queue !== undefined) h.queue = int(m, 'queue', W);
   if (m.rssBytes !== undefined) h.rssBytes = int(m, 'rssBytes', W);
+  if (m.peakRssBytes !== undefined) h.peakRssBytes = int(m, 'peakRssBytes', W);
+  if (m.engineHeapBytes !== undefined) h.engineHeapBytes = int(m, 'engineHeapBytes', W);
   if (m.cpuSeconds !== undefined) {
     h.cpuSeconds = num(m, 'cpuSeconds', W);
     if (h.cpuSeconds < 0) throw new EnvelopeError(`${W}: field 'cpuSeconds' must be >= 0`);

@@ -15,6 +15,7 @@ import { endianness } from 'node:os';
 import { crc32 } from 'node:zlib';
 import { CodecError } from '../core/errors.js';
 import { fromHalf, toHalf } from './float16.js';
+import { ZFP_BITS, zfpCompress, zfpDecompress } from './zfp.js';
 
 const require = createRequire(import.meta.url);
 const lz4 = require('lz4') as {
@@ -37,9 +38,12 @@ export const DTYPES = {
 export type DType = keyof typeof DTYPES;
 export type TypedArray = Float32Array | Float64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array | Uint32Array;
 export type Codec = 'lz4' | 'none';
-/** How precisely a float32 activation travels: as it is, as IEEE half floats, or as int8 with a scale and offset per channel. */
-export type Precision = 'lossless' | 'float16' | 'int8';
-export const PRECISIONS: readonly Precision[] = ['lossless', 'float16', 'int8'];
+/**
+ * How precisely a float32 activation travels: as it is, as IEEE half floats, as int8 with a scale and offset per
+ * channel, or as ZFP (DEFER's codec, fixed precision; only where the optional ZFP addon is built: lib/protocol/zfp.ts).
+ */
+export type Precision = 'lossless' | 'float16' | 'int8' | 'zfp';
+export const PRECISIONS: readonly Precision[] = ['lossless', 'float16', 'int8', 'zfp'];
 
 export interface RawTensor {
   dtype: DType;
@@ -57,8 +61,10 @@ export interface WireTensor {
   /** CRC-32 of the raw little-endian bytes: LZ4 blocks carry no checksum of their own */
   crc: number;
   data: Uint8Array;
-  /** absent: the data is `dtype` as it is; float16 or int8: the float32 values with less precision (size and crc are of those bytes) */
-  precision?: 'float16' | 'int8';
+  /** absent: the data is `dtype` as it is; float16, int8 or zfp: the float32 values with less precision (size and crc are of those bytes: for zfp, its stream) */
+  precision?: 'float16' | 'int8' | 'zfp';
+  /** zfp: bit planes kept per value (its fixed-precision parameter) */
+  zfpBits?: number;
   /** int8: one float32 (little-endian) per channel of the last axis */
   scale?: Uint8Array;
   offset?: Uint8Array;
@@ -113,11 +119,18 @@ export function encodeTensor(t: RawTensor, opts: EncodeOptions = {}): WireTensor
   // int8 with fewer than 4 values per channel would be larger than the float32 it replaces (8 bytes of scale and
   // offset per channel): such a tensor (a classifier's scores, say) travels lossless
   const tooFewPerChannel = opts.precision === 'int8' && t.data.length < 4 * channelsOf(t.shape);
-  const precision = tooFewPerChannel ? 'lossless' : (opts.precision ?? 'lossless');
+  const precision = tooFewPerChannel || (opts.precision === 'zfp' && t.data.length === 0) ? 'lossless' : (opts.precision ?? 'lossless');
   if (precision !== 'lossless' && t.dtype !== 'float32') throw new CodecError(`precision ${precision} is for float32 tensors, not ${t.dtype}`);
-  const lossy = precision === 'float16' ? { precision, raw: toFloat16Bytes(t.data as Float32Array) } : precision === 'int8' ? { precision, ...toInt8(t.data as Float32Array, t.shape) } : null;
+  const lossy =
+    precision === 'float16'
+      ? { precision, raw: toFloat16Bytes(t.data as Float32Array) }
+      : precision === 'int8'
+        ? { precision, ...toInt8(t.data as Float32Array, t.shape) }
+        : precision === 'zfp'
+          ? { precision, raw: zfpCompress(t.data as Float32Array, t.shape), zfpBits: ZFP_BITS }
+          : null;
   const raw = lossy ? lossy.raw : toLittleEndianBytes(t.data);
-  const extra = lossy ? { precision: lossy.precision, ...('scale' in lossy ? { scale: lossy.scale, offset: lossy.offset } : {}) } : {};
+  const extra = lossy ? { precision: lossy.precision, ...('scale' in lossy ? { scale: lossy.scale, offset: lossy.offset } : {}), ...('zfpBits' in lossy ? { zfpBits: lossy.zfpBits } : {}) } : {};
   const size = raw.byteLength;
   const crc = crc32(raw);
   if ((opts.codec ?? 'lz4') === 'lz4' && size >= MIN_COMPRESS_BYTES) {
@@ -207,14 +220,20 @@ function validateShape(shape: unknown): asserts shape is number[] {
  */
 export function decodeTensor(w: unknown, maxBytes = DEFAULT_MAX_TENSOR_BYTES): RawTensor {
   if (w === null || typeof w !== 'object' || Array.isArray(w)) throw new CodecError('tensor must be a map');
-  const { dtype, shape, codec, size, crc, data, precision, scale, offset } = w as Record<string, unknown>;
+  const { dtype, shape, codec, size, crc, data, precision, scale, offset, zfpBits } = w as Record<string, unknown>;
   if (!isDType(dtype)) throw new CodecError(`unknown tensor dtype '${String(dtype)}'`);
   validateShape(shape);
-  if (precision !== undefined && precision !== 'float16' && precision !== 'int8') throw new CodecError(`unknown tensor precision '${String(precision)}': expected float16 or int8 (or none)`);
+  if (precision !== undefined && precision !== 'float16' && precision !== 'int8' && precision !== 'zfp')
+    throw new CodecError(`unknown tensor precision '${String(precision)}': expected float16, int8 or zfp (or none)`);
   if (precision !== undefined && dtype !== 'float32') throw new CodecError(`a ${precision} tensor must have dtype float32, not ${dtype}`);
+  if (precision === 'zfp' && !(Number.isInteger(zfpBits) && (zfpBits as number) >= 1 && (zfpBits as number) <= 32))
+    throw new CodecError(`a zfp tensor needs zfpBits, an integer in [1, 32], not ${String(zfpBits)}`);
   const n = elementCount(shape);
   const width = precision === 'float16' ? 2 : precision === 'int8' ? 1 : bytesPerElement(dtype);
-  const expected = n * width;
+  // a zfp stream's size is its own: bounded by the raw float32 bytes and ZFP's per-block overhead
+  if (precision === 'zfp' && !(Number.isInteger(size) && (size as number) <= n * 4 * 2 + 4096))
+    throw new CodecError(`zfp tensor size field ${String(size)} is not a plausible stream size for ${n} values`);
+  const expected = precision === 'zfp' ? (size as number) : n * width;
   if (!Number.isSafeInteger(expected) || !Number.isSafeInteger(n * 4)) throw new CodecError(`tensor shape [${shape.join(',')}] is too large`);
   if (n * bytesPerElement(dtype) > maxBytes) {
     throw new CodecError(`tensor of shape [${shape.join(',')}] ${dtype} needs ${n * bytesPerElement(dtype)} bytes, over the limit of ${maxBytes}`, 'E_TOO_LARGE');
@@ -240,6 +259,7 @@ export function decodeTensor(w: unknown, maxBytes = DEFAULT_MAX_TENSOR_BYTES): R
     throw new CodecError(`unknown tensor codec '${String(codec)}': expected lz4 or none`);
   }
   if (crc !== crc32(out)) throw new CodecError(`tensor data does not match its CRC-32 (corrupt in transit)`);
+  if (precision === 'zfp') return { dtype: 'float32', shape: [...shape], data: zfpDecompress(out, shape, n, zfpBits as number) };
   if (precision === 'float16') {
     const f = new Float32Array(n);
     for (let i = 0; i < n; i++) f[i] = fromHalf(out[2 * i] | (out[2 * i + 1] << 8));

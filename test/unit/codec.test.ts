@@ -15,6 +15,8 @@ import {
   encodeCbor,
   encodeTensor,
   type RawTensor,
+  ZFP_BITS,
+  zfpAvailable,
 } from '../../lib/protocol/index.js';
 
 const bitEqual = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
@@ -190,4 +192,40 @@ test('lossy precisions refuse what they cannot carry, and their decoders refuse 
   const data = new Uint8Array(good.data);
   data[2] = 0x80; // -128
   assert.throws(() => decodeTensor({ ...good, data, crc: crc32(data) }), /value 2 is -128/);
+});
+
+test("zfp precision (DEFER's codec, the optional addon): an NHWC activation within 5% of its range at 12 bit planes; bad zfp fields refused with a CodecError", () => {
+  const shape = [1, 8, 8, 16];
+  const x = new Float32Array(8 * 8 * 16).map((_, i) => Math.max(0, Math.sin(i / 7) * 5));
+  if (!zfpAvailable()) {
+    assert.throws(() => encodeTensor({ dtype: 'float32', shape, data: x }, { precision: 'zfp' }), /precision zfp needs the ZFP addon.*libzfp-dev/);
+    return;
+  }
+  const w = encodeTensor({ dtype: 'float32', shape, data: x }, { precision: 'zfp', codec: 'none' });
+  assert.deepEqual([w.precision, w.zfpBits, w.dtype], ['zfp', ZFP_BITS, 'float32']);
+  assert.ok(w.size < x.byteLength / 2, `${w.size} bytes for ${x.byteLength} of float32`);
+  const y = decodeTensor(w).data as Float32Array;
+  let err = 0;
+  for (let i = 0; i < x.length; i++) err = Math.max(err, Math.abs(y[i] - x[i]));
+  // fixed precision keeps 12 bit planes per 4x4x4 block after its decorrelating transform: within a few percent of the range (5)
+  assert.ok(err > 0 && err < 0.05 * 5, `largest error ${err}`);
+  assert.throws(() => encodeTensor({ dtype: 'float32', shape, data: new Float32Array(x).fill(Number.NaN, 3, 4) }, { precision: 'zfp' }), /zfp precision carries finite values only: value 3/);
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ ...w, zfpBits: 0 }, /needs zfpBits, an integer in \[1, 32\]/],
+    [{ ...w, zfpBits: undefined }, /needs zfpBits/],
+    [{ ...w, size: 10 ** 9 }, /not a plausible stream size/],
+    [{ ...w, dtype: 'int32' }, /must have dtype float32/],
+  ];
+  for (const [t, re] of bad)
+    assert.throws(
+      () => decodeTensor(t),
+      (e: unknown) => e instanceof CodecError && re.test((e as Error).message),
+      String(re),
+    );
+  // a truncated stream (its CRC made to match): refused, not read past its end
+  const cut = w.data.subarray(0, 16);
+  assert.throws(
+    () => decodeTensor({ ...w, data: cut, size: cut.byteLength, crc: crc32(cut) }),
+    (e: unknown) => e instanceof CodecError && /zfp tensor/.test((e as Error).message),
+  );
 });

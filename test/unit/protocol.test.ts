@@ -185,7 +185,7 @@ test('assignments: a graph-model stage with uint8 and float16 quantized weights 
   bad({ manifest: { ...a.manifest, specs: [{ ...spec, quantization: { dtype: 'uint8', scale: Number.NaN, min: 0 } }] } }, /field 'scale' must be a finite number/);
 });
 
-test('compact first hop: an activation carries a tensor or an image, never both, the image only to stage 0; an assignment\'s inputImage is checked field by field', () => {
+test("compact first hop: an activation carries a tensor or an image, never both, the image only to stage 0; an assignment's inputImage is checked field by field", () => {
   const base = { v: 1, kind: 'act', deployment: 'd1', frame: 'f1', device: 'cam', stage: 0, sentAt: 1, hops: [] };
   const image = Buffer.from([0xff, 0xd8, 0xff, 0xe0]);
   assert.deepEqual(decodeActivation(encodeActivation({ deployment: 'd1', frame: 'f1', device: 'cam', stage: 0, sentAt: 1, hops: [], image }), 1 << 20).image, image);
