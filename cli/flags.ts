@@ -45,5 +45,5 @@ export const PRECISION: FlagSpec = {
   key: 'dispatcher.precision',
   type: 'string',
   list: true,
-  help: 'lossless | float16 | int8: how precisely activations travel, for every hop or one per hop (dispatcher -> first stage, ..., last stage -> dispatcher); auto: chosen per hop from --bandwidth and --max-top1-loss',
+  help: 'lossless | float16 | int8 | zfp: how precisely activations travel, for every hop or one per hop (dispatcher -> first stage, ..., last stage -> dispatcher); auto: chosen per hop from --bandwidth and --max-top1-loss',
 };
