@@ -16,7 +16,7 @@ interface ZfpAddon {
   decompress(stream: Uint8Array, nx: number, ny: number, nz: number, bits: number, out: Float32Array): number;
 }
 
-/** Bit planes kept per value: 12 was smaller than int8 + LZ4 at every ResNet50 cut the bench measures (docs/benchmarks.md). */
+/** Bit planes kept per value: at 12, ZFP was smaller than int8 + LZ4 at two of the three ResNet50 cuts the bench measures, at the same measured agreement (docs/benchmarks.md). */
 export const ZFP_BITS = 12;
 
 // dist/lib/protocol/zfp.js (or lib/protocol/zfp.ts) -> the package root
