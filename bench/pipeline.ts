@@ -86,6 +86,10 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
     const e0 = await raplMicrojoules();
     const chain = await runChain(again, frames);
     const e1 = await raplMicrojoules();
+    await l.dispatcher.nodes.freshHeartbeats(
+      again.package.stages.map((st) => st.nodeId),
+      Date.now(),
+    );
     const s = summarise(config.dispatcher.model, l.backend, again, frames, chain, local, l.dispatcher.nodes.heartbeats);
     const hops = chain.results.map(hopLatencies);
     const overhead = s.stages.map((st, k) => {

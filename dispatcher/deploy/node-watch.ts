@@ -61,6 +61,17 @@ export class NodeWatch {
     this.client.off('message', this.onMessage);
   }
 
+  /**
+   * Wait (up to `ms`) until each of `nodes` has sent a heartbeat stamped at or after `since` (epoch ms), so that
+   * its figures (memory, CPU) cover everything up to then. Resolves either way; nodes that send no heartbeat are not waited for long.
+   */
+  async freshHeartbeats(nodes: string[], since: number, ms = 2500): Promise<void> {
+    for (let t = 0; t < ms; t += 50) {
+      if (nodes.every((n) => (this.heartbeats.get(n)?.at ?? 0) >= since)) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   /** Up as far as we can tell: its status is not offline, and its heartbeat (if it sends one) is not older than `staleMs`. */
   isUp(node: string, staleMs: number): boolean {
     const s = this.statuses.get(node);

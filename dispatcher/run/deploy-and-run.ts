@@ -39,6 +39,11 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
         progress(`  results: ${done}/${frames.length}`);
       }
     });
+    // each node's next heartbeat covers the whole run (its peak memory)
+    await d.nodes.freshHeartbeats(
+      deployment.package.stages.map((s) => s.nodeId),
+      Date.now(),
+    );
     return summarise(config.dispatcher.model, r.backend, deployment, frames, chain, local, d.nodes.heartbeats);
   };
   const summary = await run(order, cuts, '');
