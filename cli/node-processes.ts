@@ -4,6 +4,7 @@
  * when its parent goes away (its stdin closes).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { constants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -59,7 +60,8 @@ export class NodeProcesses {
       });
       this.children.set(id, child);
       createInterface({ input: child.stderr! }).on('line', (l) => onLine(id, l));
-      this.exits.set(id, new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null)))));
+      // killed by a signal: 128 + its number, as a shell reports it (SIGKILL: 137)
+      this.exits.set(id, new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 + (constants.signals[signal] ?? 0) : null)))));
     }
   }
 

@@ -20,6 +20,7 @@ import { loadFlatModel } from '../lib/model/model-source.js';
 import { chooseSplit, defaultCuts, modelProfile } from '../lib/planning/auto-plan.js';
 import type { Capabilities, ServeMetrics } from '../lib/protocol/index.js';
 import { printEvents } from './event-output.js';
+import { NodeCgroups, parseBytes } from './node-cgroups.js';
 import { NodeProcesses } from './node-processes.js';
 
 export interface UpOptions {
@@ -54,6 +55,14 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
   const slow = config.up.slowdown;
   if (slow.length > config.up.nodes) throw new DeferError('E_CONFIG', `up.slowdown has ${slow.length} values for ${config.up.nodes} nodes`);
   if (slow.some((f) => !(f >= 1))) throw new DeferError('E_CONFIG', `up.slowdown: every factor must be >= 1, got ${slow.join(',')}`);
+  // emulated small devices: checked before anything starts (root, cgroups, a limit an idle node fits in)
+  const limits = {
+    ...(config.up.nodeMemory ? { memoryBytes: parseBytes(config.up.nodeMemory, 'up.nodeMemory (--node-memory)') } : {}),
+    ...(config.up.nodeCpus > 0 ? { cpus: config.up.nodeCpus } : {}),
+  };
+  if (config.up.nodeCpus < 0) throw new DeferError('E_CONFIG', `up.nodeCpus (--node-cpus) must be a positive number of cores, got ${config.up.nodeCpus}`);
+  const cgroups = limits.memoryBytes !== undefined || limits.cpus !== undefined ? new NodeCgroups(limits) : undefined;
+  if (cgroups) progress(`each node in a cgroup of its own:${limits.memoryBytes !== undefined ? ` memory ${config.up.nodeMemory}` : ''}${limits.cpus !== undefined ? ` cpus ${limits.cpus}` : ''}`);
   const backend = await initEngine(config.backend);
   const broker = await startBroker({ host: config.broker.host, port: config.broker.port, maxPacketBytes: config.broker.maxPacketBytes });
   progress(`broker listening at ${broker.url}`);
@@ -70,8 +79,14 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
       const f = slow[ids.indexOf(id)];
       return f && f !== 1 ? ['--slowdown', String(f)] : [];
     },
-    ...(opts.nodeNetwork ? { brokerUrlFor: (id: string) => opts.nodeNetwork!.brokerUrlFor(id, broker.port), commandPrefix: (id: string) => opts.nodeNetwork!.commandPrefix(id) } : {}),
+    ...(opts.nodeNetwork ? { brokerUrlFor: (id: string) => opts.nodeNetwork!.brokerUrlFor(id, broker.port) } : {}),
+    ...(cgroups || opts.nodeNetwork ? { commandPrefix: (id: string) => [...(cgroups?.prepare(id) ?? []), ...(opts.nodeNetwork?.commandPrefix(id) ?? [])] } : {}),
   });
+  /** how node `id` ended, in words: its exit code, and an out-of-memory kill where its cgroup saw one */
+  const exitText = (id: string, code: number | null) => {
+    const why = cgroups?.exitReason(id);
+    return `exited (code ${code})${why ? `: ${why}` : ''}`;
+  };
   const dispatcher = new Dispatcher({
     ...config.dispatcher,
     standby: [...config.dispatcher.standby, ...standby],
@@ -87,6 +102,7 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
     await observer?.close().catch(() => undefined);
     await dispatcher.close().catch(() => undefined);
     await nodes.stop();
+    cgroups?.remove();
     await broker.close();
   };
   const signalled = () => {
@@ -119,7 +135,7 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
       for (const id of ids) {
         nodes.start([id]);
         const exited = nodes.exitOf(id).then((code) => {
-          throw new DeferError('E_DEPLOY', `edge node ${id} exited during its start (code ${code}); see its log lines above`);
+          throw new DeferError('E_DEPLOY', `edge node ${id} ${exitText(id, code)} during its start; see its log lines above`);
         });
         await Promise.race([dispatcher.nodes.waitCapabilities([id], config.planner.onlineTimeoutMs), exited]);
       }
@@ -134,8 +150,10 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
     // a node that dies is the supervisor's to mend (standby, merge); without either, the run stops
     const crashed = nodes.firstExit().then(({ id, code }) => {
       if (stopping) return new Promise<never>(() => undefined);
+      // a stage that does not fit its device's memory would not fit a standby's or a neighbour's either
+      if (cgroups?.exitReason(id)) throw new DeferError('E_DEPLOY', `edge node ${id} ${exitText(id, code)}: its stage does not fit --node-memory; give more, or more nodes`);
       if (config.dispatcher.onNodeFailure !== 'off' || standby.length) {
-        progress(`edge node ${id} exited (code ${code}); the dispatcher mends the chain`);
+        progress(`edge node ${id} ${exitText(id, code)}; the dispatcher mends the chain`);
         return new Promise<never>(() => undefined);
       }
       throw new DeferError('E_DEPLOY', `edge node ${id} exited early (code ${code}); see its log lines above`);

@@ -377,6 +377,18 @@ export const schema = {
     slowdown: { doc: 'Slow-down factor of each node that defer up starts, in order (see node.slowdown); empty: none.', format: 'number-list', default: [] as number[], env: 'DEFER_UP_SLOWDOWN' },
     nodes: { doc: 'Number of edge-node processes that defer up starts.', format: int(1, 64), default: 3, env: 'DEFER_UP_NODES' },
     standby: { doc: 'Extra edge-node processes that defer up starts as standbys (see dispatcher.standby).', format: int(0, 64), default: 0, env: 'DEFER_UP_STANDBY' },
+    nodeMemory: {
+      doc: 'Memory limit of each node process that defer up starts, e.g. 256M: each runs in a cgroup of its own (v2, or v1 memory and cpu controllers; root needed), as a small device would. A node the kernel kills for memory stops the run, named as such. Empty: no limit.',
+      format: String,
+      default: '',
+      env: 'DEFER_UP_NODE_MEMORY',
+    },
+    nodeCpus: {
+      doc: 'CPU quota of each node process that defer up starts, in cores (0.5: half of one), in its cgroup as nodeMemory. 0: no quota.',
+      format: Number,
+      default: 0,
+      env: 'DEFER_UP_NODE_CPUS',
+    },
     frames: { doc: 'Synthetic frames that defer up and defer dispatch stream through the chain (defer dispatch: 0 deploys only).', format: int(0, 1_000_000), default: 30, env: 'DEFER_UP_FRAMES' },
     baseline: { doc: 'Also run the whole model in one process on the same frames (throughput baseline and maxAbsDiffVsLocal).', format: Boolean, default: true, env: 'DEFER_UP_BASELINE' },
     json: { doc: 'Print the summary as one JSON object on stdout.', format: Boolean, default: false, env: 'DEFER_UP_JSON' },
@@ -459,7 +471,7 @@ export type DeferConfig = {
     labels: string;
     metricsIntervalMs: number;
   };
-  up: { serve: boolean; slowdown: number[]; nodes: number; standby: number; frames: number; baseline: boolean; json: boolean };
+  up: { serve: boolean; slowdown: number[]; nodes: number; standby: number; nodeMemory: string; nodeCpus: number; frames: number; baseline: boolean; json: boolean };
 };
 
 /**

@@ -19,6 +19,8 @@ export const upCommand: Command = {
     replan: REPLAN,
     ...SERVE,
     slowdown: { key: 'up.slowdown', type: 'string', help: 'slow-down factor per node, e.g. 1,2,1 (the second node twice as slow)' },
+    'node-memory': { key: 'up.nodeMemory', type: 'string', help: 'memory limit per node process, e.g. 256M (a cgroup each; root)' },
+    'node-cpus': { key: 'up.nodeCpus', type: 'string', number: true, help: 'CPU quota per node process in cores, e.g. 0.5 (a cgroup each; root)' },
     frames: FRAMES,
     json: JSON_FLAG,
     'no-baseline': NO_BASELINE,

@@ -1,0 +1,110 @@
+/**
+ * Emulated small devices: `defer up --node-memory/--node-cpus` puts each node
+ * process in a cgroup of its own with those limits (checked in the kernel's own
+ * files while it serves), removes them after; a node killed by the kernel for
+ * memory stops the run with "out of memory" named; bad limits are clear errors.
+ * These machines let root manage cgroups; where the test does not run as root,
+ * it checks the refusal instead.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import mqtt from 'mqtt';
+import { decodeStatus } from '../../lib/protocol/index.js';
+import { CLI, freePort, ROOT } from '../helpers/common.js';
+
+const run = promisify(execFile);
+const isRoot = process.getuid?.() === 0;
+
+async function fails(args: string[], re: RegExp): Promise<void> {
+  await assert.rejects(run(process.execPath, [CLI, ...args], { cwd: ROOT }), (e: { code: number; stderr: string }) => {
+    assert.notEqual(e.code, 0);
+    assert.match(e.stderr, re);
+    return true;
+  });
+}
+
+test('bad --node-memory and --node-cpus are clear errors before anything starts', { timeout: 60_000 }, async () => {
+  await fails(['up', '--model', 'tiny', '--nodes', '1', '--frames', '1', '--port', '0', '--node-memory', 'lots'], /up.nodeMemory \(--node-memory\) must be a size such as 256M/);
+  await fails(['up', '--model', 'tiny', '--nodes', '1', '--frames', '1', '--port', '0', '--node-cpus=-1'], /--node-cpus\) must be a positive number of cores/);
+  if (isRoot) await fails(['up', '--model', 'tiny', '--nodes', '1', '--frames', '1', '--port', '0', '--node-memory', '64M'], /--node-memory 64 MiB is below what an idle node needs \(about 160 MiB/);
+  else await fails(['up', '--model', 'tiny', '--nodes', '1', '--frames', '1', '--port', '0', '--node-memory', '256M'], /needs root/);
+  if (isRoot && existsSync('/usr/bin/setpriv')) {
+    // the same command as an ordinary user
+    const asNobody = run(
+      '/usr/bin/setpriv',
+      ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'up', '--model', 'tiny', '--nodes', '1', '--frames', '1', '--port', '0', '--node-memory', '256M'],
+      { cwd: '/tmp' },
+    );
+    await assert.rejects(asNobody, (e: { stderr: string }) => /cgroup of its own, which needs root/.test(e.stderr));
+  }
+});
+
+/** The cgroup paths of a process, by controller (v1: memory, cpu; v2: ''), from /proc/<pid>/cgroup. */
+function cgroupsOf(pid: number): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n')) {
+    const [, controllers, path] = line.split(':');
+    for (const c of controllers.split(',')) out.set(c, path);
+  }
+  return out;
+}
+
+test('defer up --serve --node-memory 384M --node-cpus 0.5: every node process runs in its own cgroup with those limits, removed after', {
+  timeout: 120_000,
+  skip: isRoot ? false : 'needs root (cgroups)',
+}, async () => {
+  const port = await freePort();
+  const up = spawn(process.execPath, [CLI, 'up', '--serve', '--model', 'tiny', '--nodes', '2', '--port', String(port), '--node-memory', '384M', '--node-cpus', '0.5', '--json'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  up.stdout!.on('data', (d) => (log += d));
+  up.stderr!.on('data', (d) => (log += d));
+  const dirs: string[] = [];
+  try {
+    for (let t = 0; t < 90_000 && !log.includes('"type":"serving"'); t += 100) await new Promise((r) => setTimeout(r, 100));
+    assert.match(log, /"type":"serving"/, log);
+    const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0 });
+    const pids = new Map<string, number>();
+    c.on('message', (_t, p) => {
+      const s = decodeStatus(p);
+      if (s.pid) pids.set(s.node, s.pid);
+    });
+    await c.subscribeAsync('defer/default/node/+/status');
+    for (let i = 0; i < 40 && pids.size < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    await c.endAsync();
+    assert.equal(pids.size, 2, 'both nodes have a pid in their status');
+    for (const [node, pid] of pids) {
+      const cg = cgroupsOf(pid);
+      const v2 = cg.has('') && !cg.has('memory');
+      const mem = v2 ? join('/sys/fs/cgroup', cg.get('')!) : join('/sys/fs/cgroup/memory', cg.get('memory')!);
+      const cpu = v2 ? mem : join('/sys/fs/cgroup/cpu', cg.get('cpu') ?? cg.get('cpu,cpuacct')!);
+      assert.match(mem, new RegExp(`defer-\\d+-${node}$`), `${node} is in a cgroup of its own: ${mem}`);
+      assert.equal(readFileSync(join(mem, v2 ? 'memory.max' : 'memory.limit_in_bytes'), 'utf8').trim(), String(384 * 2 ** 20));
+      if (v2) assert.equal(readFileSync(join(cpu, 'cpu.max'), 'utf8').trim(), '50000 100000');
+      else assert.equal(readFileSync(join(cpu, 'cpu.cfs_quota_us'), 'utf8').trim(), '50000');
+      dirs.push(mem, cpu);
+    }
+  } finally {
+    up.kill('SIGTERM');
+    await new Promise((r) => (up.exitCode !== null ? r(null) : up.once('exit', r)));
+  }
+  for (const d of dirs) assert.equal(existsSync(d), false, `${d} removed after the run`);
+});
+
+test('defer up --nodes 1 --node-memory 200M with ResNet50: the node is killed by the kernel, and the run says "out of memory"', {
+  timeout: 180_000,
+  skip: isRoot ? false : 'needs root (cgroups)',
+}, async () => {
+  const t0 = Date.now();
+  await fails(
+    ['up', '--model', 'resnet50', '--nodes', '1', '--frames', '2', '--port', '0', '--node-memory', '200M'],
+    /edge node n1 exited \(code 137\): killed by the kernel: out of memory \(its cgroup's limit is 200 MiB; peak \d+ MiB\).*does not fit --node-memory/,
+  );
+  assert.ok(Date.now() - t0 < 120_000, 'it stops at once, not after the ready timeout');
+});
