@@ -6,6 +6,7 @@
 import type { MqttClient } from 'mqtt';
 import { now } from '../lib/core/clock.js';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
+import { collectGarbage } from '../lib/core/gc.js';
 import { log } from '../lib/core/log.js';
 import { type BackendChoice, engineHeapBytes, initEngine, tf } from '../lib/model/engine.js';
 import { sha256 } from '../lib/model/partition.js';
@@ -29,7 +30,7 @@ import {
   topicsFor,
 } from '../lib/protocol/index.js';
 import { Prefetcher } from './prefetch.js';
-import { buildStage, computeActivation, FrameComputeError, type RunningStage } from './stage.js';
+import { buildStage, computeActivation, FrameComputeError, type RunningStage, warmUp } from './stage.js';
 import { WeightCache } from './weight-cache.js';
 
 const isChunkOf = (t: ParsedTopic | null, node: string) => t?.kind === 'node-weights' && t.node === node;
@@ -70,9 +71,14 @@ export interface EdgeNodeCounters {
 
 interface Loading {
   assignment: Assignment;
-  chunks: (Uint8Array | undefined)[];
+  /** the stage's weight blob, filled chunk by chunk as they arrive (no chunk is kept, no second copy made) */
+  blob: Buffer;
+  /** which chunks have arrived */
+  got: boolean[];
   received: number;
   lastReport: number;
+  /** chunk bytes stored since the last garbage collection */
+  sinceGc: number;
 }
 
 export class EdgeNode {
@@ -305,9 +311,9 @@ export class EdgeNode {
     const have = (this.loading ?? this.stage)?.assignment;
     if (a.deployment === have?.deployment && a.stage === have.stage) return; // already have it
     log.info(`node ${this.opts.id}: assignment ${a.deployment}: stage ${a.stage + 1}/${a.stageCount}, ${(a.manifest.totalBytes / 1e6).toFixed(1)} MB of weights in ${a.manifest.chunks.length} chunks`);
-    const chunks = new Array<Uint8Array | undefined>(a.manifest.chunks.length);
-    this.loading = { assignment: a, chunks, received: 0, lastReport: 0 };
-    void this.setStatus('loading', { received: 0, total: chunks.length });
+    const count = a.manifest.chunks.length;
+    this.loading = { assignment: a, blob: Buffer.alloc(0), got: new Array<boolean>(count).fill(false), received: 0, lastReport: 0, sinceGc: 0 };
+    void this.setStatus('loading', { received: 0, total: count });
     if (this.early?.deployment === a.deployment) {
       const early = this.early.chunks;
       this.early = undefined;
@@ -326,8 +332,8 @@ export class EdgeNode {
       this.early.chunks.set(c.index, c.data);
       return;
     }
-    if (c.count !== l.chunks.length) {
-      this.failLoading(`weight chunk ${c.index} says ${c.count} chunks, the manifest ${l.chunks.length}`);
+    if (c.count !== l.got.length) {
+      this.failLoading(`weight chunk ${c.index} says ${c.count} chunks, the manifest ${l.got.length}`);
       return;
     }
     this.storeChunk(c.index, c.data);
@@ -336,19 +342,35 @@ export class EdgeNode {
 
   private storeChunk(index: number, data: Uint8Array): void {
     const l = this.loading!;
-    if (index >= l.chunks.length || l.chunks[index]) return;
+    if (index >= l.got.length || l.got[index]) return;
     const digest = sha256(data);
-    if (digest !== l.assignment.manifest.chunks[index]) {
-      this.failLoading(`weight chunk ${index} does not match its sha256 in the manifest (got ${digest.slice(0, 12)}…, expected ${l.assignment.manifest.chunks[index].slice(0, 12)}…)`);
+    const m = l.assignment.manifest;
+    if (digest !== m.chunks[index]) {
+      this.failLoading(`weight chunk ${index} does not match its sha256 in the manifest (got ${digest.slice(0, 12)}…, expected ${m.chunks[index].slice(0, 12)}…)`);
       return;
     }
-    l.chunks[index] = data;
+    const at = index * m.chunkBytes;
+    const want = Math.min(m.chunkBytes, m.totalBytes - at);
+    if (data.byteLength !== want) {
+      this.failLoading(`weight chunk ${index} is ${data.byteLength} bytes; the manifest makes it ${want}`);
+      return;
+    }
+    // the blob is allocated with the first chunk that fits: an assignment alone costs no memory
+    if (l.blob.byteLength !== m.totalBytes) l.blob = Buffer.allocUnsafe(m.totalBytes);
+    l.blob.set(data, at);
+    l.got[index] = true;
     l.received++;
+    // the broker's messages are garbage once copied: collected every 16 MB, they never pile up
+    l.sinceGc += data.byteLength;
+    if (l.sinceGc >= 16 * 2 ** 20) {
+      l.sinceGc = 0;
+      collectGarbage();
+    }
     this.counters.chunks++;
     const t = Date.now();
-    if (t - l.lastReport > 250 && l.received < l.chunks.length) {
+    if (t - l.lastReport > 250 && l.received < l.got.length) {
       l.lastReport = t;
-      void this.setStatus('loading', { received: l.received, total: l.chunks.length });
+      void this.setStatus('loading', { received: l.received, total: l.got.length });
     }
   }
 
@@ -362,18 +384,22 @@ export class EdgeNode {
 
   private maybeBuild(): void {
     const l = this.loading;
-    if (!l || l.received < l.chunks.length) return;
+    if (!l || l.received < l.got.length) return;
     this.loading = undefined;
-    const blob = Buffer.concat(l.chunks as Uint8Array[]);
-    l.chunks.length = 0;
-    void this.build(l.assignment, blob, 'broker');
+    void this.build(l.assignment, l.assignment.manifest.totalBytes === 0 ? Buffer.alloc(0) : l.blob, 'broker');
   }
 
-  private async build(a: Assignment, blob: Buffer, from: 'broker' | 'cache'): Promise<void> {
+  private async build(a: Assignment, blob: Buffer | undefined, from: 'broker' | 'cache'): Promise<void> {
+    // the blob is held here only until it is built and cached: dropped before the warm-up, whose workspaces then reuse its memory
     try {
+      if (!blob) throw new DeferError('E_WEIGHTS', 'no weights to build the stage from');
       const t0 = now();
       const standDowns = this.standDowns;
       const model = await buildStage(a, blob);
+      if (from === 'broker') await this.cache?.put(a.manifest.sha256, blob);
+      blob = undefined;
+      collectGarbage();
+      warmUp(a, model);
       if (standDowns !== this.standDowns) {
         model.dispose(); // the assignment was cleared meanwhile
         return;
@@ -386,13 +412,14 @@ export class EdgeNode {
       }
       await this.client?.subscribeAsync(a.inputTopic, { qos: a.qos });
       if (!this.loading) await this.subscribeWeights(false); // nothing more to fetch
-      if (from === 'broker') await this.cache?.put(a.manifest.sha256, blob);
       this.weightsFrom = from;
       log.info(`node ${this.opts.id}: ready: stage ${a.stage + 1}/${a.stageCount} of ${a.deployment} (weights from the ${from}, built in ${(now() - t0).toFixed(0)} ms), reading ${a.inputTopic}`);
       await this.setStatus('ready');
     } catch (err) {
       this.failLoading(errorMessage(err), a);
     }
+    // the weight blob (and a replaced stage's JS objects) are garbage once this returns
+    setImmediate(collectGarbage);
   }
 
   private enqueue(payload: Buffer): void {

@@ -104,7 +104,7 @@ async function computeFrame(stage: RunningStage, msg: Activation, bytesIn: numbe
   return { frame: msg.frame, deployment: a.deployment, body };
 }
 
-/** The stage model of assignment `a` from its weight blob: size and sha256 checked against the manifest, warmed up. */
+/** The stage model of assignment `a` from its weight blob: size and sha256 checked against the manifest (warm it up with warmUp once the blob is dropped). */
 export async function buildStage(a: Assignment, blob: Buffer): Promise<StageModel> {
   if (blob.byteLength !== a.manifest.totalBytes) throw new DeferError('E_WEIGHTS', `weights are ${blob.byteLength} bytes, the manifest says ${a.manifest.totalBytes}`);
   if (sha256(blob) !== a.manifest.sha256) throw new DeferError('E_WEIGHTS', 'the weights do not match the sha256 of the manifest');
@@ -114,10 +114,12 @@ export async function buildStage(a: Assignment, blob: Buffer): Promise<StageMode
   } catch {
     throw new DeferError('E_ENVELOPE', 'the stage topology is not valid JSON');
   }
-  const model = await buildStageModel(a.modelFormat ?? 'layers-model', topology, a.manifest.specs, blob);
-  // warm up: the first call compiles kernels and allocates
+  return buildStageModel(a.modelFormat ?? 'layers-model', topology, a.manifest.specs, blob);
+}
+
+/** The first call compiles kernels and allocates their workspaces (on wasm, XNNPACK packs the weights once more): done before frames come. */
+export function warmUp(a: Assignment, model: StageModel): void {
   tf.tidy(() => {
     model.run(tf.zeros([1, ...a.inputShape], a.inputDtype === 'int32' ? 'int32' : 'float32'));
   });
-  return model;
 }
