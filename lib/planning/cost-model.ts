@@ -117,15 +117,24 @@ export function transferMs(bytes: number, mbps: number | undefined): number {
   return mbps && Number.isFinite(mbps) ? (bytes * 8 * MS_PER_BIT_PER_MBPS) / mbps : 0;
 }
 
-/** Estimated memory of a stage: its weights twice (the received blob, and the built model's loaded weights) and its largest activation four times. */
+/**
+ * What a stage adds to an idle node's memory, per byte of its weights once loaded and per byte of its largest
+ * activation: constants measured on the wasm engine (peak RSS of the node less an idle node's, ResNet50 stages of
+ * 0.6 to 102.5 MB on 1, 3 and 4 nodes, 2026-11-27: docs/planner.md). The weights count about 3.8 times (received,
+ * built, and packed once more by XNNPACK, with its workspaces); activations about 8 times.
+ */
+export const MEMORY_PER_WEIGHT_BYTE = 3.8;
+export const MEMORY_PER_ACTIVATION_BYTE = 8;
+
+/** Estimated memory a stage adds to an idle node: its weights (received, plus 2.8x their loaded size) and its largest activation, by the measured constants. */
 export function stageMemoryBytes(cost: CostModel, first: number, last: number): number {
   let w = 0;
   let act = first === 0 ? cost.inputBytes : cost.outputBytes[first - 1];
   for (let i = first; i <= last; i++) {
-    w += cost.weightBytes[i] + (cost.loadedBytes?.[i] ?? cost.weightBytes[i]);
+    w += cost.weightBytes[i] + (MEMORY_PER_WEIGHT_BYTE - 1) * (cost.loadedBytes?.[i] ?? cost.weightBytes[i]);
     act = Math.max(act, cost.outputBytes[i]);
   }
-  return w + 4 * act;
+  return w + MEMORY_PER_ACTIVATION_BYTE * act;
 }
 
 export interface Evaluation {

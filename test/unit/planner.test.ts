@@ -196,7 +196,7 @@ test('memory: a node never gets a stage that does not fit it, and too little mem
         { id: 'x', timeFactor: 1, memoryBytes: 1e6 },
         { id: 'y', timeFactor: 1, memoryBytes: 1e6 },
       ]),
-    (e: unknown) => e instanceof DeferError && /no split of the model fits the nodes' memory \(x: 1 MB, y: 1 MB\).*about 60 MB/.test(e.message),
+    (e: unknown) => e instanceof DeferError && /no split of the model fits the nodes' memory \(x: 1 MB, y: 1 MB\).*about 114 MB/.test(e.message),
   );
   assert.throws(() => planPipeline(cost, [{ id: 'x', timeFactor: 0 }]), /speed must be a positive number/);
   assert.throws(
