@@ -41,11 +41,9 @@ export interface Codec {
   lossy: boolean;
   encode(x: Float32Array, shape: number[]): Uint8Array;
   decode(b: Uint8Array, n: number): Float32Array;
-  /** the last encode's and decode's own times, where the codec measures them itself (an external library) */
-  timing?: () => { encodeMs: number; decodeMs: number } | undefined;
 }
 
-export function lz4Pack(raw: Uint8Array): Uint8Array {
+function lz4Pack(raw: Uint8Array): Uint8Array {
   const out = Buffer.allocUnsafe(lz4.encodeBound(raw.byteLength));
   const n = lz4.encodeBlock(raw, out);
   return n > 0 ? out.subarray(0, n) : raw;
@@ -186,9 +184,8 @@ export async function codecBench(flat: FlatModel, cuts: string[], frames: number
       let jsonBytes = 0;
       for (const codec of [...CODECS, ...extra]) {
         const enc = codec.encode(data, shape);
-        const own = codec.timing?.();
-        const encMs = own?.encodeMs ?? timeIt(reps, () => codec.encode(data, shape));
-        const decMs = own?.decodeMs ?? timeIt(reps, () => codec.decode(enc, data.length));
+        const encMs = timeIt(reps, () => codec.encode(data, shape));
+        const decMs = timeIt(reps, () => codec.decode(enc, data.length));
         if (codec.name.startsWith('JSON')) jsonBytes = enc.byteLength;
         let maxDiff: number | null = null;
         let agree: number | null = null;

@@ -17,7 +17,7 @@ import { initEngine } from '../lib/model/engine.js';
 import { loadFlatModel } from '../lib/model/model-source.js';
 import { type BrokerRow, brokerBench } from './broker.js';
 import { payloadSvg, throughputSvg, writePng } from './charts.js';
-import { type CodecRow, codecBench, lz4Pack } from './codecs.js';
+import { type CodecRow, codecBench } from './codecs.js';
 import { createLinks, netemCheck, type Shape } from './netem.js';
 import { measurePipeline, type PipelineRow, raplMicrojoules } from './pipeline.js';
 import { zfpCodecs } from './zfp.js';
@@ -205,7 +205,7 @@ async function main(): Promise<void> {
   if (only.includes('codecs')) {
     say(`codecs on ResNet50 at ${p.codecCuts.join(', ')}`);
     const resnet = await loadFlatModel('resnet50');
-    const zfp = full ? zfpCodecs(lz4Pack, p.codecReps) : { codecs: [], note: 'ZFP: measured in full mode only' };
+    const zfp = full ? zfpCodecs() : { codecs: [], note: 'ZFP: measured in full mode only' };
     zfpNote = zfp.note;
     say(zfp.note);
     codecs = await codecBench(resnet, p.codecCuts, p.codecFrames, p.codecReps, zfp.codecs);

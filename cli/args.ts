@@ -73,3 +73,15 @@ export function helpText(usage: string, about: string, specs: Record<string, Fla
   const rows = Object.entries(all).map(([k, s]) => `  --${k}${s.type === 'string' ? ' <value>' : ''}`.padEnd(30) + s.help + (s.key ? ` [${s.key}]` : ''));
   return `usage: ${usage}\n\n${about}\n\noptions:\n${rows.join('\n')}\n`;
 }
+
+/** A numeric flag: its value, or `dflt` when it is not given; a clear error when it is not a number in [min, max]. */
+export function numberFlag(flags: Parsed['flags'], name: string, dflt: number, min: number, max = Number.POSITIVE_INFINITY, unit = ''): number {
+  const v = flags[name] === undefined ? dflt : Number(flags[name]);
+  if (!(Number.isFinite(v) && v >= min && v <= max)) {
+    throw new DeferError(
+      'E_CONFIG',
+      `--${name} must be a number${unit ? ` of ${unit}` : ''} ${max === Number.POSITIVE_INFINITY ? `>= ${min}` : `from ${min} to ${max}`}, got '${String(flags[name])}'`,
+    );
+  }
+  return v;
+}

@@ -33,39 +33,49 @@ static zfp_field *make_field(float *data, uint32_t nx, uint32_t ny, uint32_t nz)
   return f;
 }
 
-static int read_dims(napi_env env, napi_value *argv, uint32_t *nx, uint32_t *ny, uint32_t *nz, uint32_t *bits) {
-  if (napi_get_value_uint32(env, argv[0], nx) != napi_ok) return 0;
-  if (napi_get_value_uint32(env, argv[1], ny) != napi_ok) return 0;
-  if (napi_get_value_uint32(env, argv[2], nz) != napi_ok) return 0;
-  if (napi_get_value_uint32(env, argv[3], bits) != napi_ok) return 0;
-  return *bits >= 1 && *bits <= 32;
+/* The arguments both calls share: a typed array of `want` type at argv[a], then nx, ny, nz and bits. Its data
+   and length, and the field's size, go to the out parameters; a JavaScript exception is thrown (and 0 returned)
+   when they are not as described. */
+static int field_args(napi_env env, napi_value *argv, size_t a, napi_typedarray_type want, const char *what, void **data, size_t *length,
+                      uint32_t *dims, size_t *n) {
+  napi_typedarray_type type;
+  if (napi_get_typedarray_info(env, argv[a], &type, length, data, NULL, NULL) != napi_ok || type != want) {
+    napi_throw_type_error(env, NULL, what);
+    return 0;
+  }
+  for (int i = 0; i < 4; i++) {
+    if (napi_get_value_uint32(env, argv[1 + i], &dims[i]) != napi_ok) {
+      napi_throw_type_error(env, NULL, what);
+      return 0;
+    }
+  }
+  if (dims[3] < 1 || dims[3] > 32) {
+    napi_throw_range_error(env, NULL, "bits must be 1..32");
+    return 0;
+  }
+  *n = (dims[1] == 0 || dims[2] == 0) ? dims[0] : (size_t)dims[0] * dims[1] * dims[2];
+  return 1;
 }
 
 static napi_value compress(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *data;
+  size_t length, n;
+  uint32_t d[4];
   if (argc != 5) {
     napi_throw_type_error(env, NULL, "compress(data, nx, ny, nz, bits)");
     return NULL;
   }
-  napi_typedarray_type type;
-  size_t length;
-  void *data;
-  CHECK(napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL));
-  uint32_t nx, ny, nz, bits;
-  if (type != napi_float32_array || !read_dims(env, argv + 1, &nx, &ny, &nz, &bits)) {
-    napi_throw_type_error(env, NULL, "compress: data must be a Float32Array, extents integers, bits 1..32");
-    return NULL;
-  }
-  size_t n = (ny == 0 || nz == 0) ? nx : (size_t)nx * ny * nz;
+  if (!field_args(env, argv, 0, napi_float32_array, "compress: data must be a Float32Array, extents and bits integers", &data, &length, d, &n)) return NULL;
   if (n != length) {
     napi_throw_range_error(env, NULL, "compress: extents do not match the data's length");
     return NULL;
   }
-  zfp_field *field = make_field((float *)data, nx, ny, nz);
+  zfp_field *field = make_field((float *)data, d[0], d[1], d[2]);
   zfp_stream *zfp = zfp_stream_open(NULL);
-  zfp_stream_set_precision(zfp, bits);
+  zfp_stream_set_precision(zfp, d[3]);
   size_t cap = zfp_stream_maximum_size(zfp, field);
   void *buf = malloc(cap);
   bitstream *bs = stream_open(buf, cap);
@@ -87,28 +97,22 @@ static napi_value decompress(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *sdata, *odata;
+  size_t slen, olen, n;
+  uint32_t d[4];
   if (argc != 6) {
     napi_throw_type_error(env, NULL, "decompress(stream, nx, ny, nz, bits, out)");
     return NULL;
   }
-  napi_typedarray_type stype, otype;
-  size_t slen, olen;
-  void *sdata, *odata;
-  CHECK(napi_get_typedarray_info(env, argv[0], &stype, &slen, &sdata, NULL, NULL));
-  CHECK(napi_get_typedarray_info(env, argv[5], &otype, &olen, &odata, NULL, NULL));
-  uint32_t nx, ny, nz, bits;
-  if (stype != napi_uint8_array || otype != napi_float32_array || !read_dims(env, argv + 1, &nx, &ny, &nz, &bits)) {
-    napi_throw_type_error(env, NULL, "decompress: stream must be a Uint8Array, out a Float32Array, extents integers, bits 1..32");
+  if (!field_args(env, argv, 0, napi_uint8_array, "decompress: stream must be a Uint8Array, extents and bits integers", &sdata, &slen, d, &n)) return NULL;
+  napi_typedarray_type otype;
+  if (napi_get_typedarray_info(env, argv[5], &otype, &olen, &odata, NULL, NULL) != napi_ok || otype != napi_float32_array || n != olen) {
+    napi_throw_range_error(env, NULL, "decompress: out must be a Float32Array of the extents' length");
     return NULL;
   }
-  size_t n = (ny == 0 || nz == 0) ? nx : (size_t)nx * ny * nz;
-  if (n != olen) {
-    napi_throw_range_error(env, NULL, "decompress: extents do not match the output's length");
-    return NULL;
-  }
-  zfp_field *field = make_field((float *)odata, nx, ny, nz);
+  zfp_field *field = make_field((float *)odata, d[0], d[1], d[2]);
   zfp_stream *zfp = zfp_stream_open(NULL);
-  zfp_stream_set_precision(zfp, bits);
+  zfp_stream_set_precision(zfp, d[3]);
   /* zfp does not bound its reads: a truncated or corrupt stream is copied into a buffer as large as the
      largest stream this field can have, so no read leaves it */
   size_t max = zfp_stream_maximum_size(zfp, field);

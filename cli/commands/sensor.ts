@@ -1,6 +1,6 @@
 import { DeferError } from '../../lib/core/errors.js';
 import { brokerAuth } from '../../lib/mqtt/connect.js';
-import { parseCommand } from '../args.js';
+import { numberFlag, parseCommand } from '../args.js';
 import type { Command } from '../command.js';
 import { SEED } from '../flags.js';
 import { formatSensorReport, runSensor, type SensorSource } from '../sensor.js';
@@ -28,11 +28,7 @@ export const sensorCommand: Command = {
     if (!device) throw new DeferError('E_CONFIG', 'defer sensor needs a device name: --device cam1');
     const kinds = [flags.images !== undefined, flags.synthetic === true, flags.mnist === true].filter(Boolean).length;
     if (kinds !== 1) throw new DeferError('E_CONFIG', 'defer sensor needs exactly one source: --images DIR, --synthetic or --mnist');
-    const num = (name: string, dflt: number, min: number) => {
-      const v = flags[name] === undefined ? dflt : Number(flags[name]);
-      if (!Number.isFinite(v) || v < min) throw new DeferError('E_CONFIG', `--${name} must be a number >= ${min}, got '${String(flags[name])}'`);
-      return v;
-    };
+    const num = (name: string, dflt: number, min: number) => numberFlag(flags, name, dflt, min);
     const source: SensorSource = typeof flags.images === 'string' ? { kind: 'images', dir: flags.images } : flags.synthetic ? { kind: 'synthetic', width: 320, height: 240 } : { kind: 'mnist' };
     const count = num('count', source.kind === 'images' ? 0 : 100, 0);
     let stop!: () => void;

@@ -1,6 +1,5 @@
-import { DeferError } from '../../lib/core/errors.js';
 import { brokerAuth } from '../../lib/mqtt/connect.js';
-import { parseCommand } from '../args.js';
+import { numberFlag, parseCommand } from '../args.js';
 import type { Command } from '../command.js';
 import { waitForSignal } from '../process-input.js';
 import { formatStatus, StatusReader } from '../status-table.js';
@@ -17,11 +16,7 @@ export const statusCommand: Command = {
   },
   async run(argv) {
     const { config, flags } = parseCommand(argv, this.flags);
-    const seconds = (name: string, dflt: number) => {
-      const v = flags[name] === undefined ? dflt : Number(flags[name]);
-      if (!(v >= 0 && v <= 3600)) throw new DeferError('E_CONFIG', `--${name} must be a number of seconds from 0 to 3600, got '${String(flags[name])}'`);
-      return v * 1000;
-    };
+    const seconds = (name: string, dflt: number) => numberFlag(flags, name, dflt, 0, 3600, 'seconds') * 1000;
     const waitMs = seconds('wait', 1.5);
     const intervalMs = Math.max(200, seconds('interval', 2));
     const reader = await StatusReader.open(config.broker.url, config.pipeline, brokerAuth(config.broker));

@@ -10,7 +10,7 @@ import { loadModelMeta } from '../../lib/model/labels.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
 import { modelProfile } from '../../lib/planning/auto-plan.js';
 import { perNode } from '../../lib/planning/plan-inputs.js';
-import { type ChoosePrecision, calibrationFrames, choosePrecisions, measureHopPrecisions } from '../../lib/planning/precision-choice.js';
+import { type ChoosePrecision, calibrationFrames, choosePrecisions, LOSSY, measureHopPrecisions } from '../../lib/planning/precision-choice.js';
 import { modelInputFor } from '../serving/start-serving.js';
 
 export function isAutoPrecision(config: Pick<DeferConfig, 'dispatcher'>): boolean {
@@ -30,7 +30,7 @@ export function autoPrecision(config: DeferConfig, backend: string, ids: string[
     const input = modelInputFor(flat, config.serve, await loadModelMeta(config.dispatcher.model, config.serve.labels));
     const n = config.planner.calibrationFrames;
     const { frames, source } = await calibrationFrames(config.planner.calibrationImages, n, input.preprocess, () => syntheticFrames(flat.inputShape, n, config.dispatcher.seed + 1000));
-    progress(`precision auto: measuring top-1 agreement of float16 and int8 on the frame and at ${cuts.length} cut(s), on ${source}`);
+    progress(`precision auto: measuring top-1 agreement of ${LOSSY.join(', ')} on the frame and at ${cuts.length} cut(s), on ${source}`);
     const measures = await measureHopPrecisions(flat, cuts, frames);
     const dispatcherMbps = config.planner.dispatcherBandwidthMbps;
     const link = (hop: number) => {

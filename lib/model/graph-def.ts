@@ -42,7 +42,7 @@ export function parseInput(s: string): InputRef {
 }
 
 /** Ops that make a graph data-dependent in its structure: tfjs runs them only with executeAsync, and no cut can cross them. */
-export const CONTROL_FLOW_OPS = new Set(['Switch', 'Merge', 'Enter', 'Exit', 'NextIteration', 'LoopCond', 'If', 'StatelessIf', 'While', 'StatelessWhile', 'LoopCond']);
+export const CONTROL_FLOW_OPS = new Set(['Switch', 'Merge', 'Enter', 'Exit', 'NextIteration', 'LoopCond', 'If', 'StatelessIf', 'While', 'StatelessWhile']);
 
 export interface GraphStructure {
   /** the data nodes in topological order: layers[0] is the Placeholder, the last is the output */

@@ -144,7 +144,8 @@ export class GraphFlatModel implements FlatModel {
   }
 
   /** Analyse a graph model's JSON and weights (as readModelArtifacts gives them), load it, and run it once to learn every node's output shape. */
-  static async from(artifacts: tf.io.ModelArtifacts, modelJson: Json, where: string): Promise<GraphFlatModel> {
+  static async from(artifacts: tf.io.ModelArtifacts, where: string): Promise<GraphFlatModel> {
+    const modelJson = artifacts as unknown as Json;
     const structure = analyseGraphDef(modelJson, where);
     const data = artifacts.weightData;
     if (Array.isArray(data)) throw new DeferError('E_MODEL', `${where}: weights in several buffers are not supported`);

@@ -17,6 +17,9 @@ interface ModelJson {
   modelTopology: Record<string, unknown>;
   weightsManifest?: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
   format?: string;
+  /** graph models: the inputs and outputs (the converter writes it here or inside userDefinedMetadata) */
+  signature?: tf.io.ModelArtifacts['signature'];
+  userDefinedMetadata?: tf.io.ModelArtifacts['userDefinedMetadata'];
   generatedBy?: string;
   convertedBy?: string | null;
 }
@@ -57,6 +60,8 @@ export async function readModelArtifacts(modelJsonPath: string): Promise<tf.io.M
     weightSpecs,
     weightData,
     format,
+    ...(json.signature ? { signature: json.signature } : {}),
+    ...(json.userDefinedMetadata ? { userDefinedMetadata: json.userDefinedMetadata } : {}),
     generatedBy: json.generatedBy,
     convertedBy: json.convertedBy ?? null,
   };

@@ -3,7 +3,7 @@
  * the path of a model.json (or of the folder that holds one): a LayersModel
  * or a GraphModel.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DeferError } from '../core/errors.js';
 import type { tf } from './engine.js';
@@ -33,7 +33,7 @@ export async function loadFlatModel(spec: string, seed = 1): Promise<FlatModel> 
   if (!isZooName(spec)) {
     const path = await resolveModelPath(spec);
     const artifacts = await readModelArtifacts(path);
-    if (artifacts.format === 'graph-model') return GraphFlatModel.from(artifacts, JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>, path);
+    if (artifacts.format === 'graph-model') return GraphFlatModel.from(artifacts, path);
     return layersFlat(await layersModelFrom(artifacts, path));
   }
   return layersFlat(await createZooModel(spec, seed));

@@ -16,4 +16,4 @@ export * from './node-status.js';
 export * from './reports.js';
 export * from './tensor-codec.js';
 export * from './topics.js';
-export { ZFP_BITS, zfpAvailable } from './zfp.js';
+export { ZFP_BITS, zfpAvailable, zfpCompress, zfpDecompress } from './zfp.js';

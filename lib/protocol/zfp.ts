@@ -21,7 +21,7 @@ export const ZFP_BITS = 12;
 
 // dist/lib/protocol/zfp.js (or lib/protocol/zfp.ts) -> the package root
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const ADDON = [join(ROOT, 'native', 'build', 'zfp.node'), join(ROOT, '..', 'native', 'build', 'zfp.node')].find((p) => existsSync(p));
+const ADDON_PATH = join(ROOT, 'native', 'build', 'zfp.node');
 
 let addon: ZfpAddon | null | undefined;
 
@@ -29,7 +29,7 @@ let addon: ZfpAddon | null | undefined;
 function zfp(): ZfpAddon | null {
   if (addon === undefined) {
     try {
-      addon = ADDON ? (createRequire(import.meta.url)(ADDON) as ZfpAddon) : null;
+      addon = existsSync(ADDON_PATH) ? (createRequire(import.meta.url)(ADDON_PATH) as ZfpAddon) : null;
     } catch {
       addon = null;
     }

