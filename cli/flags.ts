@@ -17,6 +17,8 @@ export const PLANNER: Record<string, FlagSpec> = {
   bandwidth: { key: 'planner.bandwidthMbps', type: 'string', help: 'link bandwidth per node in Mbit/s (one per node, or one for all)' },
   latency: { key: 'planner.latencyMs', type: 'string', help: 'link latency per node in ms (one per node, or one for all)' },
   order: { key: 'planner.order', type: 'string', help: 'best | given: may the planner reorder the nodes' },
+  shape: { key: 'planner.shape', type: 'string', help: 'auto | chain: without --cut, the planner chooses stages, replicas and workers (auto), or one node per stage (chain)' },
+  replicas: { key: 'planner.replicas', type: 'string', help: 'nodes serving each stage, e.g. 2,1 (the planner chooses the cuts and workers)' },
   refresh: { key: 'planner.refresh', type: 'boolean', help: 'profile the model again, ignoring a cached profile' },
   'max-top1-loss': { key: 'planner.maxTop1Loss', type: 'string', number: true, help: 'with --precision auto: the top-1 agreement (percent) the lossy hops may lose, summed (default 0.5)' },
   'calibration-images': {
@@ -35,6 +37,7 @@ export const SERVE: Record<string, FlagSpec> = {
   resize: { key: 'serve.resize', type: 'string', help: 'auto | crop | letterbox | stretch' },
   'top-k': { key: 'serve.topK', type: 'string', number: true, help: 'labels with scores in each result' },
 };
+export const WORKERS: FlagSpec = { key: 'node.workers', type: 'string', number: true, help: 'the most engines (worker threads) a node runs for its stage (0: its cores)' };
 export const ON_FAILURE: FlagSpec = { key: 'dispatcher.onNodeFailure', type: 'string', help: 'merge | replan | off: what a node failure with no standby up does' };
 export const REPLAN: FlagSpec = { key: 'planner.replan', type: 'boolean', help: 'after the frames, re-plan from the measured stage times, redeploy and run again' };
 export const HTTP: Record<string, FlagSpec> = {

@@ -17,7 +17,7 @@ import { log } from '../lib/core/log.js';
 import { initEngine } from '../lib/model/engine.js';
 import type { FlatModel } from '../lib/model/flat-model.js';
 import { loadFlatModel } from '../lib/model/model-source.js';
-import { chooseSplit, defaultCuts, modelProfile } from '../lib/planning/auto-plan.js';
+import { chooseSplit, defaultCuts, modelProfile, needsNodeFigures } from '../lib/planning/auto-plan.js';
 import type { Capabilities, ServeMetrics } from '../lib/protocol/index.js';
 import { printEvents } from './event-output.js';
 import { NodeCgroups, parseBytes } from './node-cgroups.js';
@@ -77,7 +77,7 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
     logLevel: config.logLevel === 'debug' ? 'debug' : 'warn',
     argsFor: (id) => {
       const f = slow[ids.indexOf(id)];
-      return f && f !== 1 ? ['--slowdown', String(f)] : [];
+      return [...(f && f !== 1 ? ['--slowdown', String(f)] : []), ...(config.node.workers > 0 ? ['--workers', String(config.node.workers)] : [])];
     },
     ...(opts.nodeNetwork ? { brokerUrlFor: (id: string) => opts.nodeNetwork!.brokerUrlFor(id, broker.port) } : {}),
     ...(cgroups || opts.nodeNetwork ? { commandPrefix: (id: string) => [...(cgroups?.prepare(id) ?? []), ...(opts.nodeNetwork?.commandPrefix(id) ?? [])] } : {}),
@@ -119,7 +119,7 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
     progress(`loading model ${config.dispatcher.model} (backend ${backend})`);
     flat = await loadFlatModel(config.dispatcher.model, config.dispatcher.seed);
     let cuts: string[] | undefined;
-    if (config.planner.auto) await modelProfile(flat, config, backend, progress);
+    if (needsNodeFigures(config)) await modelProfile(flat, config, backend, progress);
     else {
       ({ cuts } = await chooseSplit({ config, backend, flat, ids, progress }));
       progress(`cuts: ${cuts.join(', ') || '(none: one stage)'}`);
@@ -130,7 +130,7 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
       progress(`live page: ${observer.url}/  (Prometheus metrics: ${observer.url}/metrics)`);
     }
     let caps: Map<string, Capabilities> | undefined;
-    if (config.planner.auto && !config.planner.speeds.length) {
+    if (needsNodeFigures(config) && !config.planner.speeds.length) {
       // one at a time, so that each node's calibration runs alone
       for (const id of ids) {
         nodes.start([id]);
@@ -197,9 +197,9 @@ export async function serveUp(config: DeferConfig, opts: UpOptions & { onReady?:
     opts,
     async (l) => {
       const req = { config: l.config, backend: l.backend, flat: l.flat, ids: l.ids, caps: l.caps, cuts: l.cuts, progress: l.progress };
-      const { order, cuts } = await chooseSplit(req);
+      const { order, cuts, shape } = await chooseSplit(req);
       await prepareServing(l.dispatcher, l.flat, l.config);
-      const deployment = await l.dispatcher.deploy(l.flat, order, cuts);
+      const deployment = await l.dispatcher.deploy(l.flat, order, cuts, shape);
       const serving = await startServing(l.dispatcher, deployment, l.flat, l.config);
       l.observer?.serving(serving.server);
       (opts.onReady ?? ((b: string) => process.stdout.write(b + '\n')))(servingBanner(l.brokerUrl, l.dispatcher, serving));

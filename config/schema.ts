@@ -159,6 +159,12 @@ export const schema = {
       default: 1,
       env: 'DEFER_NODE_SLOWDOWN',
     },
+    workers: {
+      doc: "The most engines (worker threads, each with its own TensorFlow.js engine and copy of the stage's weights) a node runs for its stage; the dispatcher's assignment says how many it runs. 0: the node's cores. (The wasm backend is single-threaded: one engine uses one core.)",
+      format: int(0, 256),
+      default: 0,
+      env: 'DEFER_NODE_WORKERS',
+    },
     heartbeatMs: {
       doc: 'How often a node publishes its heartbeat (defer/<pipeline>/node/<id>/alive), ms; the dispatcher takes a silent node as failed after dispatcher.heartbeatTimeoutMs. 0: none.',
       format: int(0, 3_600_000),
@@ -290,6 +296,18 @@ export const schema = {
       env: 'DEFER_PLANNER_RELAY_MS_PER_MESSAGE',
     },
     order: { doc: 'best: try every order of the nodes along the chain; given: keep the order of dispatcher.nodes.', format: ['best', 'given'], default: 'best', env: 'DEFER_PLANNER_ORDER' },
+    shape: {
+      doc: "auto: without dispatcher.cut, the planner chooses the deployment's shape from the nodes' measured figures: the number of stages, the cuts, which nodes serve each stage (replicas, fed by load), each node's engines (worker threads), and which nodes stay idle. chain: one node per stage, one engine each (cuts balanced, or planned with planner.auto).",
+      format: ['auto', 'chain'],
+      default: 'auto',
+      env: 'DEFER_PLANNER_SHAPE',
+    },
+    replicas: {
+      doc: 'With planner.shape auto: the number of nodes serving each stage, e.g. 2,1 (two replicas of the first of two stages); the planner chooses the rest. Empty: the planner chooses.',
+      format: 'number-list',
+      default: [] as number[],
+      env: 'DEFER_PLANNER_REPLICAS',
+    },
     cacheDir: { doc: 'Where model profiles are cached; empty: ~/.cache/defer for zoo models, beside the model.json for model files.', format: String, default: '', env: 'DEFER_PLANNER_CACHE_DIR' },
     refresh: { doc: 'Profile the model again even when a cached profile exists.', format: Boolean, default: false, env: 'DEFER_PLANNER_REFRESH' },
     replan: {
@@ -414,7 +432,7 @@ export type DeferConfig = {
     topicLimits: TopicLimits;
     persistence: string;
   };
-  node: { id: string; maxQueue: number; weightCache: string; slowdown: number; heartbeatMs: number };
+  node: { id: string; maxQueue: number; weightCache: string; slowdown: number; workers: number; heartbeatMs: number };
   dispatcher: {
     model: string;
     nodes: string[];
@@ -446,6 +464,8 @@ export type DeferConfig = {
     relayMsPerMB: number;
     relayMsPerMessage: number;
     order: 'best' | 'given';
+    shape: 'auto' | 'chain';
+    replicas: number[];
     cacheDir: string;
     refresh: boolean;
     replan: boolean;

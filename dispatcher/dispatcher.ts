@@ -16,7 +16,7 @@ import { type Assignment, assertTopicName, type Codec, decodeAssignment, type Im
 import type { Deployment } from './chain/deployment.js';
 import { type FrameResult, FrameStream } from './chain/frame-stream.js';
 import { type ChainHost, type FailurePolicy, Supervisor } from './chain/supervisor.js';
-import { type DeploymentPackage, hopPrecisions, packageDeployment, publishDeployment } from './deploy/deployment-package.js';
+import { type DeploymentPackage, deploymentNodes, hopPrecisions, packageDeployment, publishDeployment, replicaTargets, type StageMember, stageNodes } from './deploy/deployment-package.js';
 import { NodeWatch } from './deploy/node-watch.js';
 import type { DispatcherEvent } from './events.js';
 
@@ -194,16 +194,20 @@ export class Dispatcher implements ChainHost {
     );
   }
 
-  /** `adopt` when allowed and possible, else `deploy`. */
-  async adoptOrDeploy(flat: FlatModel, nodes: string[], cuts: string[], adopt: boolean): Promise<Deployment> {
-    return (adopt && (await this.adopt(flat, nodes, cuts))) || this.deploy(flat, nodes, cuts);
+  /** `adopt` when allowed and possible (a chain of one engine per node), else `deploy`. */
+  async adoptOrDeploy(flat: FlatModel, nodes: string[], cuts: string[], adopt: boolean, shape?: StageMember[][]): Promise<Deployment> {
+    const chain = !shape || shape.every((s) => s.length === 1 && s[0].workers === 1);
+    return (adopt && chain && (await this.adopt(flat, nodes, cuts))) || this.deploy(flat, nodes, cuts, shape);
   }
 
-  /** Deploy `flat` cut at `cuts` onto `nodes` (one per stage, in order), wait until all are ready, and open a stream into it. */
-  async deploy(flat: FlatModel, nodes: string[], cuts: string[]): Promise<Deployment> {
+  /**
+   * Deploy `flat` cut at `cuts` onto `nodes` (one per stage, in order), wait until all are ready, and open a stream
+   * into it. `shape`: the nodes of each stage with their engines instead (several nodes: replicas, fed by load).
+   */
+  async deploy(flat: FlatModel, nodes: string[], cuts: string[], shape?: StageMember[][]): Promise<Deployment> {
     // the deployment it replaces is no longer mended (its supervisor would take the nodes back)
     for (const s of this.supervisors.splice(0)) s.stop();
-    const { plan, deployMs } = await this.publishPlan(flat, nodes, cuts);
+    const { plan, deployMs } = await this.publishPlan(flat, shape ? shape.map((s) => s[0].node) : nodes, cuts, false, shape);
     const first = plan.stages[0].assignment;
     return this.openStream(plan, flat, first.inputTopic, this.topics.results(this.id), deployMs);
   }
@@ -234,12 +238,13 @@ export class Dispatcher implements ChainHost {
    * `mended`: a repair's new chain (merge, re-plan, restore). A precision given hop by hop for a chain of
    * another length does not fit it: its hops are then lossless (a single given precision still applies).
    */
-  async publishPlan(flat: FlatModel, nodes: string[], cuts: string[], mended = false): Promise<{ plan: DeploymentPackage; deployMs: number }> {
+  async publishPlan(flat: FlatModel, nodes: string[], cuts: string[], mended = false, shape?: StageMember[][]): Promise<{ plan: DeploymentPackage; deployMs: number }> {
     if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
-    for (const n of nodes) assertTopicName('node id', n);
+    for (const n of shape ? shape.flat().map((m) => m.node) : nodes) assertTopicName('node id', n);
     const t0 = performance.now();
     const plan = packageDeployment(flat, this.topics, {
       nodes,
+      ...(shape ? { shape } : {}),
       cuts,
       chunkBytes: this.opts.chunkBytes,
       codec: this.opts.codec,
@@ -249,10 +254,11 @@ export class Dispatcher implements ChainHost {
       pipeline: this.opts.pipeline,
       ...(this.opts.inputImage ? { inputImage: this.opts.inputImage } : {}),
     });
-    this.events.emit({ type: 'deploy-start', deployment: plan.id, nodes, stages: plan.stages.length, totalBytes: plan.totalBytes });
+    const all = deploymentNodes(plan);
+    this.events.emit({ type: 'deploy-start', deployment: plan.id, nodes: all, stages: plan.stages.length, totalBytes: plan.totalBytes });
     let lastPct = -1;
-    const ready = this.watch.waitReady(nodes, plan.id, this.opts.readyTimeoutMs, (r) => {
-      if (r.length) this.events.emit({ type: 'nodes-ready', deployment: plan.id, ready: r, total: nodes.length });
+    const ready = this.watch.waitReady(all, plan.id, this.opts.readyTimeoutMs, (r) => {
+      if (r.length) this.events.emit({ type: 'nodes-ready', deployment: plan.id, ready: r, total: all.length });
     });
     ready.catch(() => undefined); // observed below
     await publishDeployment(this.client, this.topics, plan, (sent, total) => {
@@ -298,10 +304,12 @@ export class Dispatcher implements ChainHost {
         precision: plan.precision[0],
         imageInput: plan.stages[0].assignment.inputImage !== undefined,
         qos: this.opts.qos,
+        replicas: replicaTargets(plan),
       },
       {
         errorTopic: this.topics.errors,
-        maxInFlight: this.opts.maxInFlight > 0 ? this.opts.maxInFlight : 2 * plan.stages.length,
+        // two frames per engine: one computing, one waiting
+        maxInFlight: this.opts.maxInFlight > 0 ? this.opts.maxInFlight : 2 * plan.stages.reduce((n, s) => n + stageNodes(s).reduce((w, x) => w + (x.assignment.workers ?? 1), 0), 0),
         frameTimeoutMs: this.opts.frameTimeoutMs,
         maxMessageBytes: this.opts.maxMessageBytes,
         onResult: (r) => {
@@ -318,7 +326,7 @@ export class Dispatcher implements ChainHost {
       // one deployment is supervised at a time: the newest
       for (const s of this.supervisors.splice(0)) s.stop();
       const supervisor = new Supervisor(this, d, {
-        standby: [...(this.opts.standby ?? []), ...spares].filter((n) => !plan.stages.some((s) => s.nodeId === n)),
+        standby: [...(this.opts.standby ?? []), ...spares].filter((n) => !deploymentNodes(plan).includes(n)),
         heartbeatTimeoutMs: this.opts.heartbeatTimeoutMs ?? 5000,
         onNodeFailure: this.opts.onNodeFailure ?? 'merge',
         chooseCuts: this.opts.chooseCuts,

@@ -3,15 +3,18 @@
  * broker, builds its stage, and computes every activation that arrives on its
  * input topic, forwarding the result to its output topic.
  */
+import { availableParallelism, freemem } from 'node:os';
 import type { MqttClient } from 'mqtt';
 import { now } from '../lib/core/clock.js';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { collectGarbage } from '../lib/core/gc.js';
 import { log } from '../lib/core/log.js';
 import { type BackendChoice, engineHeapBytes, initEngine, tf } from '../lib/model/engine.js';
+import type { StageModel } from '../lib/model/flat-model.js';
 import { sha256 } from '../lib/model/partition.js';
 import { closeMqtt, connectMqtt, publish } from '../lib/mqtt/connect.js';
 import { calibrate } from '../lib/planning/calibrate.js';
+import { MEMORY_PER_WEIGHT_BYTE } from '../lib/planning/cost-model.js';
 import {
   type Assignment,
   assertTopicName,
@@ -30,7 +33,8 @@ import {
   topicsFor,
 } from '../lib/protocol/index.js';
 import { Prefetcher } from './prefetch.js';
-import { buildStage, computeActivation, FrameComputeError, type RunningStage, warmUp } from './stage.js';
+import { buildStage, type ComputeOutcome, computeActivation, FrameComputeError, warmUp } from './stage.js';
+import { StageWorkers } from './stage-workers.js';
 import { WeightCache } from './weight-cache.js';
 
 const isChunkOf = (t: ParsedTopic | null, node: string) => t?.kind === 'node-weights' && t.node === node;
@@ -55,7 +59,19 @@ export interface EdgeNodeOptions {
   weightCache?: string;
   /** how often the node publishes its heartbeat on node/<id>/alive, ms; 0: never (default 1000) */
   heartbeatMs?: number;
+  /** the most engines (worker threads) this node runs for a stage; the assignment says how many (default: the cores) */
+  workers?: number;
 }
+
+/** A stage being served: in this thread (`model`), or on worker threads (`pool`). */
+interface NodeStage {
+  assignment: Assignment;
+  model?: StageModel;
+  pool?: StageWorkers;
+}
+
+/** memory one more engine needs beyond its stage's weights (its own wasm module, heap and thread) */
+const ENGINE_OVERHEAD_BYTES = 64 * 2 ** 20;
 
 export interface EdgeNodeCounters {
   frames: number;
@@ -90,13 +106,14 @@ export class EdgeNode {
   /** where the running stage's weights came from */
   weightsFrom?: 'broker' | 'cache';
   private client?: MqttClient;
-  private stage?: RunningStage;
+  private stage?: NodeStage;
   private loading?: Loading;
   /** chunks that arrived before their assignment, for one deployment at most */
   private early?: { deployment: string; chunks: Map<number, Uint8Array> };
   private state: NodeState = 'online';
   private queue: { payload: Buffer; recvAt: number }[] = [];
-  private working = false;
+  /** activations being computed now (at most one per engine) */
+  private active = 0;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
   private heartbeat?: NodeJS.Timeout;
@@ -114,7 +131,7 @@ export class EdgeNode {
     this.backend = await initEngine(this.opts.backend);
     if (this.opts.calibrate !== false) {
       // before connecting: the first status the planner sees carries the figures
-      this.capabilities = await calibrate({ slowdown: this.slowdown });
+      this.capabilities = { ...(await calibrate({ slowdown: this.slowdown })), workers: this.maxWorkers };
       log.info(
         `node ${this.opts.id}: calibration ${this.capabilities.calibrationMs.toFixed(1)} ms (cpu ${this.capabilities.calibrationCpuMs.toFixed(1)} ms, slow-down ${this.slowdown}), ${this.capabilities.cores} cores, ${(this.capabilities.freeMemoryBytes / 1e6).toFixed(0)} MB free`,
       );
@@ -160,7 +177,7 @@ export class EdgeNode {
   /** What the heartbeat says: frames computed, the input queue, and the process's memory and CPU. */
   private heartbeatNow(): Omit<Heartbeat, 'v'> {
     const cpu = process.cpuUsage();
-    const heap = engineHeapBytes();
+    const heap = this.stage?.pool ? this.stage.pool.engineHeapBytes : engineHeapBytes();
     return {
       node: this.opts.id,
       at: Date.now(),
@@ -175,6 +192,16 @@ export class EdgeNode {
 
   get slowdown(): number {
     return this.opts.slowdown ?? 1;
+  }
+
+  /** the most engines this node runs for a stage: --workers, or its cores */
+  get maxWorkers(): number {
+    return Math.max(1, this.opts.workers ?? availableParallelism());
+  }
+
+  /** engines running the stage now */
+  get workers(): number {
+    return this.stage?.pool?.size ?? (this.stage ? 1 : 0);
   }
 
   get currentState(): NodeState {
@@ -201,6 +228,7 @@ export class EdgeNode {
       tensors: tf.memory().numTensors,
       capabilities: this.capabilities,
       weightsFrom: this.weightsFrom,
+      ...(this.stage ? { workers: this.workers } : {}),
       heartbeatMs: (this.opts.heartbeatMs ?? 1000) || undefined,
       ...(this.prefetcher?.total ? { prefetched: this.prefetcher.held, prefetchTotal: this.prefetcher.total } : {}),
       ...extra,
@@ -268,7 +296,7 @@ export class EdgeNode {
     this.stage = undefined;
     this.queue.length = 0;
     await this.idle();
-    old?.model.dispose();
+    await disposeStage(old);
     await this.subscribeWeights(false);
     if (old) await this.client?.unsubscribeAsync(old.assignment.inputTopic).catch(() => undefined);
     log.info(`node ${this.opts.id}: assignment cleared${old ? ` (was stage ${old.assignment.stage + 1}/${old.assignment.stageCount} of ${old.assignment.deployment})` : ''}: standing by`);
@@ -395,25 +423,39 @@ export class EdgeNode {
       if (!blob) throw new DeferError('E_WEIGHTS', 'no weights to build the stage from');
       const t0 = now();
       const standDowns = this.standDowns;
-      const model = await buildStage(a, blob);
-      if (from === 'broker') await this.cache?.put(a.manifest.sha256, blob);
-      blob = undefined;
-      collectGarbage();
-      warmUp(a, model);
+      const engines = this.enginesFor(a);
+      let next: NodeStage;
+      if (engines > 1) {
+        // each worker builds and warms up its own copy; this thread keeps none
+        if (from === 'broker') await this.cache?.put(a.manifest.sha256, blob);
+        const ctx = { nodeId: this.opts.id, maxMessageBytes: this.opts.maxMessageBytes, slowdown: this.slowdown };
+        const pool = await StageWorkers.start(a, blob, engines, this.backend as BackendChoice, ctx);
+        blob = undefined;
+        next = { assignment: a, pool };
+      } else {
+        const model = await buildStage(a, blob);
+        if (from === 'broker') await this.cache?.put(a.manifest.sha256, blob);
+        blob = undefined;
+        collectGarbage();
+        warmUp(a, model);
+        next = { assignment: a, model };
+      }
       if (standDowns !== this.standDowns) {
-        model.dispose(); // the assignment was cleared meanwhile
+        await disposeStage(next); // the assignment was cleared meanwhile
         return;
       }
       const old = this.stage;
-      this.stage = { assignment: a, model };
+      this.stage = next;
       if (old) {
-        old.model.dispose();
+        await disposeStage(old);
         if (old.assignment.inputTopic !== a.inputTopic) await this.client?.unsubscribeAsync(old.assignment.inputTopic);
       }
       await this.client?.subscribeAsync(a.inputTopic, { qos: a.qos });
       if (!this.loading) await this.subscribeWeights(false); // nothing more to fetch
       this.weightsFrom = from;
-      log.info(`node ${this.opts.id}: ready: stage ${a.stage + 1}/${a.stageCount} of ${a.deployment} (weights from the ${from}, built in ${(now() - t0).toFixed(0)} ms), reading ${a.inputTopic}`);
+      log.info(
+        `node ${this.opts.id}: ready: stage ${a.stage + 1}/${a.stageCount} of ${a.deployment} (weights from the ${from}, built in ${(now() - t0).toFixed(0)} ms${engines > 1 ? ` on ${engines} worker threads` : ''}), reading ${a.inputTopic}`,
+      );
       await this.setStatus('ready');
     } catch (err) {
       this.failLoading(errorMessage(err), a);
@@ -429,28 +471,47 @@ export class EdgeNode {
       return;
     }
     this.queue.push({ payload, recvAt: now() });
-    if (!this.working) void this.work();
+    this.pump();
   }
 
-  private async work(): Promise<void> {
-    this.working = true;
-    while (this.queue.length > 0 && !this.closed) {
-      const job = this.queue.shift()!;
-      const stage = this.stage;
-      if (!stage) break;
-      try {
-        await this.compute(stage, job.payload, job.recvAt);
-      } catch (err) {
-        this.reportError(stage.assignment.inputTopic, errorMessage(err), err instanceof FrameComputeError ? { deployment: err.deployment, frame: err.frame } : undefined);
-      }
+  /**
+   * How many engines to run for assignment `a`: what it asks for (default 1), no more than this node's
+   * maximum (--workers) nor than its free memory holds (each engine holds its own copy of the weights).
+   */
+  private enginesFor(a: Assignment): number {
+    const want = a.workers ?? 1;
+    const perEngine = MEMORY_PER_WEIGHT_BYTE * a.manifest.totalBytes + ENGINE_OVERHEAD_BYTES;
+    const fit = Math.max(1, Math.floor(freemem() / perEngine));
+    const engines = Math.max(1, Math.min(want, this.maxWorkers, fit));
+    if (engines < want) {
+      const why = engines === this.maxWorkers ? `its maximum is ${this.maxWorkers} (--workers)` : `its free memory (${(freemem() / 1e6).toFixed(0)} MB) holds ${fit}`;
+      log.warn(`node ${this.opts.id}: stage ${a.stage + 1} asks for ${want} workers; running ${engines}: ${why}`);
     }
-    this.working = false;
-    for (const w of this.idleWaiters.splice(0)) w();
+    return engines;
   }
 
-  private async compute(stage: RunningStage, payload: Buffer, recvAt: number): Promise<void> {
+  /** Start computing queued activations, one per engine at most. */
+  private pump(): void {
+    const stage = this.stage;
+    const engines = stage?.pool?.size ?? 1;
+    while (stage && this.active < engines && this.queue.length > 0 && !this.closed) {
+      const job = this.queue.shift()!;
+      this.active++;
+      this.compute(stage, job.payload, job.recvAt)
+        .catch((err) => this.reportError(stage.assignment.inputTopic, errorMessage(err), err instanceof FrameComputeError ? { deployment: err.deployment, frame: err.frame } : undefined))
+        .finally(() => {
+          this.active--;
+          if (this.stage === stage) this.pump();
+          if (this.active === 0 && (this.queue.length === 0 || this.stage !== stage || this.closed)) for (const w of this.idleWaiters.splice(0)) w();
+        });
+    }
+    if (this.active === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private async compute(stage: NodeStage, payload: Buffer, recvAt: number): Promise<void> {
     const a = stage.assignment;
-    const r = await computeActivation(stage, payload, recvAt, { nodeId: this.opts.id, maxMessageBytes: this.opts.maxMessageBytes, slowdown: this.slowdown });
+    const ctx = { nodeId: this.opts.id, maxMessageBytes: this.opts.maxMessageBytes, slowdown: this.slowdown };
+    const r: ComputeOutcome = stage.pool ? await stage.pool.compute(payload, recvAt) : await computeActivation({ assignment: a, model: stage.model! }, payload, recvAt, ctx);
     if (!r.body) {
       this.counters.dropped++;
       log.debug(`dropped frame ${r.frame} of deployment ${r.deployment} (current: ${a.deployment})`);
@@ -458,14 +519,15 @@ export class EdgeNode {
     }
     this.counters.frames++;
     // Not awaited: waiting for the broker's PUBACK would idle this node for a round trip on every frame.
-    this.client!.publish(a.outputTopic, r.body, { qos: a.qos }, (err) => {
-      if (err) log.warn(`cannot publish frame ${r.frame} to ${a.outputTopic}: ${err.message}`);
+    const topic = r.topic ?? a.outputTopic;
+    this.client!.publish(topic, r.body, { qos: a.qos }, (err) => {
+      if (err) log.warn(`cannot publish frame ${r.frame} to ${topic}: ${err.message}`);
     });
   }
 
   /** Resolves when the input queue is empty (for tests and clean shutdown). */
   idle(): Promise<void> {
-    if (!this.working) return Promise.resolve();
+    if (this.active === 0) return Promise.resolve();
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
@@ -477,8 +539,14 @@ export class EdgeNode {
     this.closed = true;
     this.queue.length = 0;
     await this.idle();
-    this.stage?.model.dispose();
+    await disposeStage(this.stage);
     this.stage = undefined;
     await closeMqtt(this.client);
   }
+}
+
+/** Free a stage's engine memory: its model in this thread, or its worker threads. */
+async function disposeStage(s: NodeStage | undefined): Promise<void> {
+  s?.model?.dispose();
+  await s?.pool?.close();
 }

@@ -11,7 +11,7 @@ import type { StageModel } from '../lib/model/flat-model.js';
 import { sha256 } from '../lib/model/partition.js';
 import { preprocessImage } from '../lib/model/preprocess.js';
 import { buildStageModel } from '../lib/model/stage-model.js';
-import { type Activation, type Assignment, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop, type RawTensor } from '../lib/protocol/index.js';
+import { type Activation, type Assignment, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop, type RawTensor, topicsFor } from '../lib/protocol/index.js';
 
 export interface RunningStage {
   assignment: Assignment;
@@ -25,11 +25,31 @@ export interface ComputeContext {
   slowdown: number;
 }
 
-/** The encoded activation for the next stage; without `body`, the frame belonged to another deployment and was dropped. */
+/** The encoded activation for the next stage and where it goes; without `body`, the frame belonged to another deployment and was dropped. */
 export interface ComputeOutcome {
   frame: string;
   deployment: string;
   body?: Buffer;
+  /** the topic to publish `body` on: the frame's route (a replica of the next stage) or the assignment's output topic */
+  topic?: string;
+}
+
+/**
+ * Where this stage's output of `msg` goes: its route's entry for this stage (the replica of the next stage the
+ * dispatcher chose), checked to be an input of the next stage of this pipeline; else the assignment's output.
+ */
+export function nextTopic(a: Assignment, msg: Activation): string {
+  const last = a.stage === a.stageCount - 1;
+  if (!msg.route || last) return a.outputTopic;
+  const to = msg.route[a.stage];
+  const t = to === undefined ? null : topicsFor(a.pipeline).parse(to);
+  if (t?.kind !== 'stage-in' || t.stage !== a.stage + 1) {
+    throw new DeferError(
+      'E_ENVELOPE',
+      `frame ${msg.frame}: its route sends stage ${a.stage}'s output to '${to ?? '(nothing)'}', which is not an input of stage ${a.stage + 1} of pipeline ${a.pipeline}`,
+    );
+  }
+  return to!;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -70,6 +90,7 @@ async function inputOf(a: Assignment, msg: Activation, maxBytes: number): Promis
 async function computeFrame(stage: RunningStage, msg: Activation, bytesIn: number, recvAt: number, t0: number, cpu0: NodeJS.CpuUsage, ctx: ComputeContext): Promise<ComputeOutcome> {
   const a = stage.assignment;
   if (msg.stage !== a.stage) throw new DeferError('E_ENVELOPE', `activation for stage ${msg.stage} arrived at stage ${a.stage}`);
+  const topic = nextTopic(a, msg);
   const input = await inputOf(a, msg, ctx.maxMessageBytes * 8);
   const want = a.inputShape;
   const got = input.shape;
@@ -100,8 +121,8 @@ async function computeFrame(stage: RunningStage, msg: Activation, bytesIn: numbe
   hop.sentAt = now();
   const cpu = process.cpuUsage(cpu0);
   hop.cpuMs = (cpu.user + cpu.system) / 1000;
-  const body = encodeActivation({ deployment: a.deployment, frame: msg.frame, device: msg.device, stage: a.stage + 1, sentAt: msg.sentAt, hops, tensor });
-  return { frame: msg.frame, deployment: a.deployment, body };
+  const body = encodeActivation({ deployment: a.deployment, frame: msg.frame, device: msg.device, stage: a.stage + 1, sentAt: msg.sentAt, hops, tensor, ...(msg.route ? { route: msg.route } : {}) });
+  return { frame: msg.frame, deployment: a.deployment, body, topic };
 }
 
 /** The stage model of assignment `a` from its weight blob: size and sha256 checked against the manifest (warm it up with warmUp once the blob is dropped). */

@@ -1,3 +1,4 @@
+import type { StageMember } from '../../dispatcher/deploy/deployment-package.js';
 import { autoPrecision } from '../../dispatcher/deploy/precision-auto.js';
 import { Dispatcher } from '../../dispatcher/dispatcher.js';
 import { startObserver } from '../../dispatcher/observe/observer.js';
@@ -8,7 +9,7 @@ import { log } from '../../lib/core/log.js';
 import { initEngine } from '../../lib/model/engine.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
 import { brokerAuth } from '../../lib/mqtt/connect.js';
-import { chooseSplit, defaultCuts } from '../../lib/planning/auto-plan.js';
+import { chooseSplit, defaultCuts, needsNodeFigures } from '../../lib/planning/auto-plan.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
 import { printEvents } from '../event-output.js';
@@ -22,7 +23,7 @@ export const dispatchCommand: Command = {
   about: 'Deploy a model onto running edge nodes, wait until they are ready, then stream F synthetic frames (0: none) and print a summary, or serve devices until SIGINT or SIGTERM (--serve).',
   flags: {
     model: MODEL,
-    nodes: { key: 'dispatcher.nodes', type: 'string', list: true, help: 'node ids in chain order, one per stage' },
+    nodes: { key: 'dispatcher.nodes', type: 'string', list: true, help: 'node ids: the nodes the planner may use (with --cut or --shape chain: one per stage, in chain order)' },
     standby: { key: 'dispatcher.standby', type: 'string', list: true, help: 'standby node ids: one takes over the stage of a node that fails' },
     'on-node-failure': ON_FAILURE,
     cut: CUT,
@@ -58,14 +59,14 @@ export const dispatchCommand: Command = {
     const observer = config.http.port >= 0 ? await startObserver(d, { host: config.http.host, port: config.http.port, standby: config.dispatcher.standby }) : undefined;
     if (observer) log.info(`live page: ${observer.url}/  (Prometheus metrics: ${observer.url}/metrics)`);
     try {
-      const caps = config.planner.auto && !config.planner.speeds.length ? await d.nodes.waitCapabilities(nodes, config.planner.onlineTimeoutMs) : undefined;
+      const caps = needsNodeFigures(config) && !config.planner.speeds.length ? await d.nodes.waitCapabilities(nodes, config.planner.onlineTimeoutMs) : undefined;
       const adopt = flags.redeploy !== true;
       const req = { config, backend, flat, ids: nodes, caps, progress, adopt };
-      const deploy = (order: string[], cuts: string[]) => d.adoptOrDeploy(flat, order, cuts, adopt);
+      const deploy = (order: string[], cuts: string[], shape?: StageMember[][]) => d.adoptOrDeploy(flat, order, cuts, adopt, shape);
       if (config.up.serve) {
-        const { order, cuts } = await chooseSplit(req);
+        const { order, cuts, shape } = await chooseSplit(req);
         await prepareServing(d, flat, config);
-        const serving = await startServing(d, await deploy(order, cuts), flat, config);
+        const serving = await startServing(d, await deploy(order, cuts, shape), flat, config);
         observer?.serving(serving.server);
         process.stdout.write(servingBanner(config.broker.url, d, serving) + '\n');
         await waitForSignal();
@@ -77,8 +78,8 @@ export const dispatchCommand: Command = {
         printSummary(s, config.up.json);
         if (s.framesReturned !== s.frames) process.exitCode = 1;
       } else {
-        const { order, cuts } = await chooseSplit(req);
-        await deploy(order, cuts);
+        const { order, cuts, shape } = await chooseSplit(req);
+        await deploy(order, cuts, shape);
       }
     } finally {
       await observer?.close();

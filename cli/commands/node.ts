@@ -4,6 +4,7 @@ import { setLogPrefix } from '../../lib/core/log.js';
 import { brokerAuth } from '../../lib/mqtt/connect.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
+import { WORKERS } from '../flags.js';
 import { waitForSignal } from '../process-input.js';
 
 /** `defer node`. */
@@ -13,6 +14,7 @@ export const nodeCommand: Command = {
   flags: {
     id: { key: 'node.id', type: 'string', help: 'node id (unique in the pipeline)' },
     slowdown: { key: 'node.slowdown', type: 'string', number: true, help: 'artificial slow-down factor (>= 1), to test plans on unequal devices' },
+    workers: WORKERS,
     'weight-cache': { key: 'node.weightCache', type: 'string', help: 'folder of the stage weights cache (default ~/.cache/defer/weights; empty string: none)' },
   },
   async run(argv) {
@@ -29,6 +31,7 @@ export const nodeCommand: Command = {
       slowdown: config.node.slowdown,
       weightCache: config.node.weightCache || undefined,
       heartbeatMs: config.node.heartbeatMs,
+      ...(config.node.workers > 0 ? { workers: config.node.workers } : {}),
       ...brokerAuth(config.broker),
     });
     await node.start();

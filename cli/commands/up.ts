@@ -1,15 +1,16 @@
 import { DeferError } from '../../lib/core/errors.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
-import { BALANCE, CUT, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, PRECISION, REPLAN, SEED, SERVE } from '../flags.js';
+import { BALANCE, CUT, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, PRECISION, REPLAN, SEED, SERVE, WORKERS } from '../flags.js';
 import { formatServeMetrics, printSummary, runUp, serveUp } from '../up.js';
 
 /** `defer up`. */
 export const upCommand: Command = {
-  usage: 'defer up [--nodes N] [--model M] [--cut a,b | --auto [--replan]] [--frames F | --serve] [--json]',
+  usage: 'defer up [--nodes N] [--model M] [--cut a,b | --replicas 2,1 | --shape chain [--auto [--replan]]] [--workers W] [--frames F | --serve] [--json]',
   about: 'Run a whole local deployment: embedded broker, N edge-node processes, dispatcher; stream synthetic frames and print a summary, or serve devices until SIGINT or SIGTERM (--serve).',
   flags: {
-    nodes: { key: 'up.nodes', type: 'string', number: true, help: 'edge-node processes (= stages)' },
+    nodes: { key: 'up.nodes', type: 'string', number: true, help: 'edge-node processes (the planner chooses which serve which stage; with --cut or --shape chain: one per stage)' },
+    workers: WORKERS,
     standby: { key: 'up.standby', type: 'string', number: true, help: 'extra edge-node processes kept as standbys (s1, s2, ...)' },
     'on-node-failure': ON_FAILURE,
     model: MODEL,
@@ -26,7 +27,7 @@ export const upCommand: Command = {
     'no-baseline': NO_BASELINE,
     port: { key: 'broker.port', type: 'string', number: true, help: 'embedded broker port (0: a free one)' },
     host: { key: 'broker.host', type: 'string', help: 'embedded broker address' },
-    'max-in-flight': { key: 'dispatcher.maxInFlight', type: 'string', number: true, help: 'frames in the chain at once (0: 2 x stages)' },
+    'max-in-flight': { key: 'dispatcher.maxInFlight', type: 'string', number: true, help: 'frames in the chain at once (0: 2 per engine)' },
     codec: { key: 'dispatcher.codec', type: 'string', help: 'lz4 | none' },
     seed: SEED,
     precision: PRECISION,

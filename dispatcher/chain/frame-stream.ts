@@ -8,6 +8,13 @@
  * stream, mend the chain (a standby, a merged stage, a reconnected broker),
  * retarget it, and send every pending frame again. A frame's first result is
  * delivered; later copies are dropped by frame id and counted.
+ *
+ * A stage served by several nodes (replicas): each frame gets a route, one node
+ * per stage, chosen when it is sent by load: the node with the least expected
+ * wait, (frames of ours it holds + 1) x its measured ms per frame / its engines.
+ * A replica half as fast thus gets about half the frames. A replica that fails
+ * is dropped from the routes and the frames it held are sent again through the
+ * others (dropReplica).
  */
 import type { MqttClient } from 'mqtt';
 import { now } from '../../lib/core/clock.js';
@@ -40,6 +47,13 @@ export interface FrameResult {
   hops: Hop[];
 }
 
+/** One node serving a stage, where it reads, and its engines. */
+export interface ReplicaTarget {
+  node: string;
+  topic: string;
+  workers: number;
+}
+
 export interface StreamTarget {
   deployment: string;
   stageCount: number;
@@ -51,6 +65,8 @@ export interface StreamTarget {
   /** stage 0 decodes encoded images itself (its assignment has inputImage): frames may go as images */
   imageInput?: boolean;
   qos: 0 | 1;
+  /** the nodes serving each stage, when a stage has several (frames then carry a route); absent: a chain, `inputTopic` */
+  replicas?: ReplicaTarget[][];
 }
 
 /** A frame as the device sent it: an encoded image, for a stage 0 that decodes images itself. */
@@ -66,6 +82,8 @@ interface Pending {
   bytesOut: number;
   /** times sent into the chain */
   sends: number;
+  /** the node of each stage this frame was last sent through (replicated deployments) */
+  path?: string[];
   timer?: NodeJS.Timeout;
   resolve(r: FrameResult): void;
   reject(e: Error): void;
@@ -94,6 +112,13 @@ export class FrameStream {
   resent = 0;
   /** the longest a node spent on one frame (decode + compute + encode, from the hop records), ms: its event loop was busy that long */
   readonly busyMs = new Map<string, number>();
+  /** frames of ours each node holds now (sent through it, no result yet): replicated deployments */
+  private readonly held = new Map<string, number>();
+  /** each node's ms per frame on one engine, a moving average of its hop records */
+  private readonly serviceMs = new Map<string, number>();
+  /** frames sent through each node (replicated deployments), for the run summary */
+  readonly routed = new Map<string, number>();
+  private turn = 0;
 
   constructor(
     private readonly client: MqttClient,
@@ -142,6 +167,7 @@ export class FrameStream {
     for (const [frame, p] of this.pending) {
       clearTimeout(p.timer);
       this.pending.delete(frame);
+      this.unhold(p);
       this.release();
       p.reject(err);
     }
@@ -221,6 +247,7 @@ export class FrameStream {
     if (!p) return;
     this.pending.delete(r.frame);
     this.remember(r.frame);
+    this.unhold(p);
     clearTimeout(p.timer);
     this.release();
     p.reject(new DeferError('E_COMPUTE', `node ${r.node ?? '?'} could not compute frame ${r.frame}: ${r.reason}`));
@@ -243,9 +270,12 @@ export class FrameStream {
       }
       this.pending.delete(msg.frame);
       this.remember(msg.frame);
+      this.unhold(p);
       for (const h of msg.hops) {
         const busy = h.decodeMs + h.computeMs + h.encodeMs;
         if (busy > (this.busyMs.get(h.node) ?? 0)) this.busyMs.set(h.node, busy);
+        const avg = this.serviceMs.get(h.node);
+        this.serviceMs.set(h.node, avg === undefined ? busy : 0.8 * avg + 0.2 * busy);
       }
       clearTimeout(p.timer);
       this.release();
@@ -280,6 +310,60 @@ export class FrameStream {
   private release(): void {
     this.inFlight--;
     this.slots.shift()?.();
+  }
+
+  /** the frame no longer holds its route's nodes */
+  private unhold(p: Pending): void {
+    for (const n of p.path ?? []) this.held.set(n, (this.held.get(n) ?? 1) - 1);
+    p.path = undefined;
+  }
+
+  /**
+   * A route for one frame: for each stage, the node with the least expected wait. Unknown speeds count as the
+   * stage's fastest known (all unknown: equal); ties go round in turn.
+   */
+  private chooseRoute(replicas: ReplicaTarget[][]): ReplicaTarget[] {
+    const turn = this.turn++;
+    return replicas.map((stage) => {
+      if (stage.length === 1) return stage[0];
+      const known = stage.map((r) => this.serviceMs.get(r.node)).filter((x): x is number => x !== undefined);
+      const fallback = known.length ? Math.min(...known) : 1;
+      let best = stage[0];
+      let bestWait = Infinity;
+      for (let i = 0; i < stage.length; i++) {
+        const r = stage[(i + turn) % stage.length];
+        const wait = (((this.held.get(r.node) ?? 0) + 1) * (this.serviceMs.get(r.node) ?? fallback)) / r.workers;
+        if (wait < bestWait) {
+          best = r;
+          bestWait = wait;
+        }
+      }
+      return best;
+    });
+  }
+
+  /**
+   * A replica is gone: no frame is routed through it again, and every pending frame routed through it is sent
+   * again through the others. Not dropped when it is the last node of its stage, or in no route.
+   */
+  dropReplica(node: string): { dropped: boolean; resent: number } {
+    const r = this.target.replicas;
+    const k = r?.findIndex((stage) => stage.some((x) => x.node === node)) ?? -1;
+    if (!r || k < 0 || r[k].length < 2) return { dropped: false, resent: 0 };
+    this.target = { ...this.target, replicas: r.map((stage, i) => (i === k ? stage.filter((x) => x.node !== node) : stage)) };
+    let resent = 0;
+    for (const [frame, p] of this.pending) {
+      if (!p.path?.includes(node)) continue;
+      resent++;
+      void this.transmit(frame);
+    }
+    this.resent += resent;
+    return { dropped: true, resent };
+  }
+
+  /** the nodes serving each stage now (replicated deployments) */
+  get replicas(): ReplicaTarget[][] | undefined {
+    return this.target.replicas;
   }
 
   private async acquire(): Promise<void> {
@@ -330,17 +414,41 @@ export class FrameStream {
     const t = this.target;
     if (p.image && !t.imageInput) {
       this.pending.delete(frame);
+      this.unhold(p);
       this.release();
       p.reject(new DeferError('E_DEPLOY', `frame ${frame} is an encoded image, but stage 0 of deployment ${t.deployment} takes tensors`));
       return;
     }
-    const body = encodeActivation({ deployment: t.deployment, frame, device: p.device, stage: 0, sentAt: p.sentAt, hops: [], ...(p.image ? { image: p.image } : { tensor: p.tensor }) });
+    let topic = t.inputTopic;
+    let route: string[] | undefined;
+    if (t.replicas) {
+      this.unhold(p);
+      const chosen = this.chooseRoute(t.replicas);
+      p.path = chosen.map((r) => r.node);
+      for (const n of p.path) {
+        this.held.set(n, (this.held.get(n) ?? 0) + 1);
+        this.routed.set(n, (this.routed.get(n) ?? 0) + 1);
+      }
+      topic = chosen[0].topic;
+      route = chosen.slice(1).map((r) => r.topic);
+    }
+    const body = encodeActivation({
+      deployment: t.deployment,
+      frame,
+      device: p.device,
+      stage: 0,
+      sentAt: p.sentAt,
+      hops: [],
+      ...(route ? { route } : {}),
+      ...(p.image ? { image: p.image } : { tensor: p.tensor }),
+    });
     p.bytesOut = body.byteLength;
     p.sends++;
     clearTimeout(p.timer);
     p.timer = setTimeout(() => {
       if (this.pending.get(frame) !== p) return;
       this.pending.delete(frame);
+      this.unhold(p);
       this.release();
       p.reject(
         new DeferError(
@@ -350,12 +458,13 @@ export class FrameStream {
       );
     }, this.opts.frameTimeoutMs);
     try {
-      await publish(this.client, t.inputTopic, body, { qos: t.qos });
+      await publish(this.client, topic, body, { qos: t.qos });
     } catch (err) {
       // a connection that is down keeps the frame pending: it is sent again once the chain works
       if (this.paused || !this.client.connected) return;
       if (this.pending.get(frame) !== p) return;
       this.pending.delete(frame);
+      this.unhold(p);
       clearTimeout(p.timer);
       this.release();
       p.reject(new DeferError('E_DEPLOY', `cannot publish frame ${frame}: ${errorMessage(err)}`));

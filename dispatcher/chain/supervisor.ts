@@ -24,7 +24,7 @@ import { publish } from '../../lib/mqtt/connect.js';
 import { mergeCuts } from '../../lib/planning/repair.js';
 import { type Assignment, encodeAssignment, type Topics } from '../../lib/protocol/index.js';
 import type { DeploymentPackage } from '../deploy/deployment-package.js';
-import { republishDeployment } from '../deploy/deployment-package.js';
+import { deploymentNodes, replicaTargets, republishDeployment, stageNodes } from '../deploy/deployment-package.js';
 import type { NodeWatch } from '../deploy/node-watch.js';
 import type { DispatcherEvent, RepairEvent } from '../events.js';
 import type { Deployment } from './deployment.js';
@@ -69,6 +69,7 @@ const streamTarget = (plan: DeploymentPackage) => ({
   resultTopic: plan.stages.at(-1)!.assignment.outputTopic,
   precision: plan.precision[0],
   imageInput: plan.stages[0].assignment.inputImage !== undefined,
+  replicas: replicaTargets(plan),
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -148,7 +149,7 @@ export class Supervisor {
 
   /** The standbys: configured ones and nodes dropped from the chain, not in the chain now. */
   get standbys(): string[] {
-    const inChain = new Set(this.deployment.package.stages.map((s) => s.nodeId));
+    const inChain = new Set(deploymentNodes(this.deployment.package));
     return [...new Set([...this.opts.standby, ...this.dropped])].filter((n) => !inChain.has(n));
   }
 
@@ -188,29 +189,33 @@ export class Supervisor {
   private check(beats = false): void {
     if (this.stopped || this.busy || !this.dispatcher.mqtt.connected || this.lostAt) return;
     const watch = this.dispatcher.nodes;
-    for (const [k, s] of this.deployment.package.stages.entries()) {
-      const st = watch.statuses.get(s.nodeId);
-      let cause: string | undefined;
-      if (st?.state === 'offline') cause = 'offline';
-      else if (st?.state === 'failed' && st.deployment === this.deployment.id) cause = `failed: ${st.reason ?? 'no reason given'}`;
-      else if (beats && st && !watch.isUp(s.nodeId, this.silenceMs(s.nodeId))) cause = `no heartbeat for ${this.silenceMs(s.nodeId)} ms`;
-      else if (st?.deployment && st.deployment !== this.deployment.id) {
-        // another deployment (another dispatcher, or this one redeploying) has the node: do not fight over it
-        this.opts.emit({ type: 'unsupervised', deployment: this.deployment.id, node: s.nodeId, other: st.deployment });
-        this.stop();
-        return;
-      } else if (st && st.state !== 'loading' && (st.deployment !== this.deployment.id || st.stage !== k)) {
-        // up, but no longer running its stage (its assignment was cleared or replaced by someone else): give it back
+    for (const [k, stage] of this.deployment.package.stages.entries()) {
+      for (const s of stageNodes(stage)) {
+        const replicated = stage.replicas !== undefined && stage.replicas.length > 0;
+        const st = watch.statuses.get(s.nodeId);
+        let cause: string | undefined;
+        if (st?.state === 'offline') cause = 'offline';
+        else if (st?.state === 'failed' && st.deployment === this.deployment.id) cause = `failed: ${st.reason ?? 'no reason given'}`;
+        else if (beats && st && !watch.isUp(s.nodeId, this.silenceMs(s.nodeId))) cause = `no heartbeat for ${this.silenceMs(s.nodeId)} ms`;
+        else if (st?.deployment && st.deployment !== this.deployment.id) {
+          // another deployment (another dispatcher, or this one redeploying) has the node: do not fight over it
+          this.opts.emit({ type: 'unsupervised', deployment: this.deployment.id, node: s.nodeId, other: st.deployment });
+          this.stop();
+          return;
+        } else if (st && st.state !== 'loading' && (st.deployment !== this.deployment.id || st.stage !== k)) {
+          // up, but no longer running its stage (its assignment was cleared or replaced by someone else): give it back
+          const node = s.nodeId;
+          this.busy = true;
+          const why = `left the deployment (now ${st.state}${st.deployment ? ` on ${st.deployment}` : ''})`;
+          this.enqueue(() => (replicated ? this.replicaFailed(node, k, why) : this.reassign(node, k, why)));
+          return;
+        }
+        if (!cause) continue;
         const node = s.nodeId;
-        this.busy = true;
-        this.enqueue(() => this.reassign(node, k, `left the deployment (now ${st.state}${st.deployment ? ` on ${st.deployment}` : ''})`));
+        this.busy = true; // until the queued repair runs
+        this.enqueue(() => (replicated ? this.replicaFailed(node, k, cause!) : this.nodeFailed(node, k, cause!)));
         return;
       }
-      if (!cause) continue;
-      const node = s.nodeId;
-      this.busy = true; // until the queued repair runs
-      this.enqueue(() => this.nodeFailed(node, k, cause!));
-      return;
     }
     if (beats) this.maybeRestore();
   }
@@ -295,6 +300,27 @@ export class Supervisor {
     this.done({ kind: 'reassign', at, node, stage: k, cause, replacement: node, deployment: d.id, chain: this.chain, repairMs, resent });
   }
 
+  /**
+   * A node of a stage that has other nodes failed: it leaves the routes, the frames it held go through the
+   * others (no redeployment, no pause), and it comes back as a standby.
+   */
+  private async replicaFailed(node: string, k: number, cause: string): Promise<void> {
+    const d = this.deployment;
+    const stage = d.package.stages[k];
+    const all = stage ? stageNodes(stage) : [];
+    if (!all.some((n) => n.nodeId === node)) return; // already mended
+    if (all.length < 2) return this.nodeFailed(node, k, cause);
+    const t0 = performance.now();
+    const at = Date.now();
+    this.opts.emit({ type: 'node-failed', deployment: d.id, node, stage: k, stageCount: d.package.stages.length, cause, held: d.stream.pendingCount });
+    const { resent } = d.stream.dropReplica(node);
+    const rest = all.filter((n) => n.nodeId !== node);
+    d.package.stages[k] = { ...stage, nodeId: rest[0].nodeId, assignment: rest[0].assignment, replicas: rest.slice(1) };
+    await publish(this.dispatcher.mqtt, this.dispatcher.topics.nodeAssign(node), Buffer.alloc(0), { qos: 1, retain: true });
+    this.dropped.add(node);
+    this.done({ kind: 'replica', at, node, stage: k, cause, deployment: d.id, chain: this.chain, repairMs: performance.now() - t0, resent });
+  }
+
   private async nodeFailed(node: string, k: number, cause: string, paused = false): Promise<void> {
     const d = this.deployment;
     if (d.package.stages[k]?.nodeId !== node) return; // already mended
@@ -339,6 +365,8 @@ export class Supervisor {
       return;
     }
     const nodes = d.package.stages.map((s) => s.nodeId).filter((x) => x !== node);
+    // the new deployment is a chain: the other stages' replicas stand by
+    for (const s of d.package.stages) for (const r of s.replicas ?? []) await publish(client, topics.nodeAssign(r.nodeId), Buffer.alloc(0), { qos: 1, retain: true });
     let cuts: string[];
     let how: string;
     let mergedInto: { stage: number; node: string } | undefined;

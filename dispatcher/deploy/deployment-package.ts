@@ -9,6 +9,7 @@ import { DeferError } from '../../lib/core/errors.js';
 import type { FlatModel, StageSpan } from '../../lib/model/flat-model.js';
 import { sha256 } from '../../lib/model/partition.js';
 import { publish } from '../../lib/mqtt/connect.js';
+import type { ShapeMember } from '../../lib/planning/shape.js';
 import {
   type Assignment,
   type Codec,
@@ -22,8 +23,14 @@ import {
   zfpAvailable,
 } from '../../lib/protocol/index.js';
 
+/** One node serving a stage, with its engines (the shape planner's member). */
+export type StageMember = ShapeMember;
+
 export interface DeployOptions {
+  /** one node per stage (a chain); with `shape`, each stage's first node */
   nodes: string[];
+  /** the nodes serving each stage and their engines (several: replicas, fed by load); absent: `nodes`, one engine each */
+  shape?: StageMember[][];
   cuts: string[];
   chunkBytes: number;
   codec: Codec;
@@ -39,9 +46,33 @@ export interface DeployOptions {
 
 export interface StagePackage {
   span: StageSpan;
+  /** the stage's first node: its weight chunks are retained under this node's topics */
   nodeId: string;
   assignment: Omit<Assignment, 'v' | 'kind'>;
   chunks: Uint8Array[];
+  /** the stage's other nodes (replicas), each reading its own input topic and the first node's chunks */
+  replicas?: { nodeId: string; assignment: Omit<Assignment, 'v' | 'kind'> }[];
+}
+
+/** Every node of a stage with its assignment: the first, then its replicas. */
+export function stageNodes(s: StagePackage): { nodeId: string; assignment: Omit<Assignment, 'v' | 'kind'> }[] {
+  return [{ nodeId: s.nodeId, assignment: s.assignment }, ...(s.replicas ?? [])];
+}
+
+/** Every node of a deployment, stage by stage. */
+export function deploymentNodes(d: Pick<DeploymentPackage, 'stages'>): string[] {
+  return d.stages.flatMap((s) => stageNodes(s).map((n) => n.nodeId));
+}
+
+/** Where each stage's nodes read, with their engines: the stream's routes (undefined for a chain: no stage has replicas). */
+export function replicaTargets(d: Pick<DeploymentPackage, 'stages'>): { node: string; topic: string; workers: number }[][] | undefined {
+  if (!hasReplicas(d)) return undefined;
+  return d.stages.map((s) => stageNodes(s).map((n) => ({ node: n.nodeId, topic: n.assignment.inputTopic, workers: n.assignment.workers ?? 1 })));
+}
+
+/** Does a stage of this deployment have replicas (frames then carry a route, chosen by the dispatcher)? */
+export function hasReplicas(d: Pick<DeploymentPackage, 'stages'>): boolean {
+  return d.stages.some((s) => (s.replicas?.length ?? 0) > 0);
 }
 
 export interface DeploymentPackage {
@@ -75,11 +106,18 @@ export function newDeploymentId(): string {
 
 export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployOptions): DeploymentPackage {
   const plans = flat.spans(opts.cuts);
-  if (plans.length !== opts.nodes.length) {
-    throw new DeferError('E_CONFIG', `${opts.cuts.length} cuts make ${plans.length} stages but ${opts.nodes.length} nodes were given (${opts.nodes.join(', ')}): give one node per stage`);
+  const shape = opts.shape ?? opts.nodes.map((node) => [{ node, workers: 1 }]);
+  if (plans.length !== shape.length) {
+    throw new DeferError(
+      'E_CONFIG',
+      `${opts.cuts.length} cuts make ${plans.length} stages but ${shape.length} ${opts.shape ? 'stages of nodes' : 'nodes'} were given (${shape.map((m) => m.map((x) => x.node).join('+')).join(', ')}): give one ${opts.shape ? 'group of nodes' : 'node'} per stage`,
+    );
   }
-  const dup = opts.nodes.find((n, i) => opts.nodes.indexOf(n) !== i);
-  if (dup) throw new DeferError('E_CONFIG', `node '${dup}' is listed twice: each stage needs its own node`);
+  const all = shape.flat().map((m) => m.node);
+  const dup = all.find((n, i) => all.indexOf(n) !== i);
+  if (dup) throw new DeferError('E_CONFIG', `node '${dup}' is listed twice: a node serves one stage`);
+  const empty = shape.findIndex((m) => m.length === 0);
+  if (empty >= 0) throw new DeferError('E_CONFIG', `stage ${empty + 1} has no node`);
   const id = newDeploymentId();
   const precision = hopPrecisions(opts.precision, plans.length);
   let totalBytes = 0;
@@ -89,30 +127,36 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
     for (let off = 0; off < blob.byteLength; off += opts.chunkBytes) chunks.push(blob.subarray(off, Math.min(off + opts.chunkBytes, blob.byteLength)));
     const manifest: WeightManifest = { specs, totalBytes: blob.byteLength, sha256: sha256(blob), chunkBytes: opts.chunkBytes, chunks: chunks.map((c) => sha256(c)) };
     totalBytes += blob.byteLength;
-    return {
-      span: plan,
-      nodeId: opts.nodes[k],
-      chunks,
-      assignment: {
-        deployment: id,
-        pipeline: opts.pipeline,
-        nodeId: opts.nodes[k],
-        stage: k,
-        stageCount: plans.length,
-        topology: JSON.stringify(flat.stageTopology(plan)),
-        ...(flat.format === 'layers-model' ? {} : { modelFormat: flat.format }),
-        inputShape: plan.inputShape,
-        inputDtype: plan.inputDtype,
-        ...(k === 0 && opts.inputImage ? { inputImage: opts.inputImage } : {}),
-        manifest,
-        inputTopic: topics.stageIn(k),
-        outputTopic: k === plans.length - 1 ? opts.resultTopic : topics.stageIn(k + 1),
-        codec: opts.codec,
-        ...(precision[k + 1] === 'lossless' ? {} : { outputPrecision: precision[k + 1] }),
-        qos: opts.qos,
-        createdAt: Date.now(),
-      },
+    const [first, ...others] = shape[k];
+    const replicated = others.length > 0;
+    const assignment: Omit<Assignment, 'v' | 'kind'> = {
+      deployment: id,
+      pipeline: opts.pipeline,
+      nodeId: first.node,
+      stage: k,
+      stageCount: plans.length,
+      topology: JSON.stringify(flat.stageTopology(plan)),
+      ...(flat.format === 'layers-model' ? {} : { modelFormat: flat.format }),
+      inputShape: plan.inputShape,
+      inputDtype: plan.inputDtype,
+      ...(k === 0 && opts.inputImage ? { inputImage: opts.inputImage } : {}),
+      manifest,
+      inputTopic: replicated ? topics.stageIn(k, first.node) : topics.stageIn(k),
+      outputTopic: k === plans.length - 1 ? opts.resultTopic : topics.stageIn(k + 1),
+      codec: opts.codec,
+      ...(precision[k + 1] === 'lossless' ? {} : { outputPrecision: precision[k + 1] }),
+      qos: opts.qos,
+      createdAt: Date.now(),
+      ...(first.workers > 1 ? { workers: first.workers } : {}),
     };
+    const replicas = others.map((m) => {
+      const { workers: _, ...base } = assignment;
+      return {
+        nodeId: m.node,
+        assignment: { ...base, nodeId: m.node, inputTopic: topics.stageIn(k, m.node), weightsNode: first.node, ...(m.workers > 1 ? { workers: m.workers } : {}) },
+      };
+    });
+    return { span: plan, nodeId: first.node, chunks, assignment, ...(replicated ? { replicas } : {}) };
   });
   return { id, stages, totalBytes, precision };
 }
@@ -123,7 +167,7 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
  */
 export async function publishDeployment(client: MqttClient, topics: Topics, d: DeploymentPackage, onProgress?: (sentBytes: number, totalBytes: number) => void): Promise<void> {
   for (const s of d.stages) {
-    await publish(client, topics.nodeAssign(s.nodeId), encodeAssignment(s.assignment), { qos: 1, retain: true });
+    for (const n of stageNodes(s)) await publish(client, topics.nodeAssign(n.nodeId), encodeAssignment(n.assignment), { qos: 1, retain: true });
   }
   const jobs: (() => Promise<void>)[] = [];
   let sent = 0;

@@ -9,8 +9,10 @@ import { tf } from '../../lib/model/engine.js';
 import type { StageModel } from '../../lib/model/flat-model.js';
 import { shortNameMap } from '../../lib/model/graph.js';
 import { formatPlanCheck, type PredictionCheck } from '../../lib/planning/plan-check.js';
+import type { ShapePlan } from '../../lib/planning/shape.js';
 import type { Heartbeat, Hop, Precision, RawTensor } from '../../lib/protocol/index.js';
 import type { FrameResult } from '../chain/frame-stream.js';
+import { stageNodes } from '../deploy/deployment-package.js';
 import type { Deployment } from '../dispatcher.js';
 import type { RepairEvent } from '../events.js';
 
@@ -101,7 +103,11 @@ export interface RunSummary {
     peakRssBytes: number | null;
     /** the engine's heap in that process (the wasm backend's memory), bytes */
     engineHeapBytes: number | null;
+    /** every node that served this stage (replicas), with its engines, the frames it computed and its time per frame */
+    nodes: StageNodeRun[];
   }[];
+  /** the deployment's shape in one line: stages separated by |, replicas by +, engines as xW (e.g. `n1x2 | n2+n3`) */
+  shape: string;
   cuts: string[];
   frames: number;
   framesReturned: number;
@@ -124,8 +130,79 @@ export interface RunSummary {
   duplicates: number;
   /** with a planned deployment: measured against predicted */
   predicted?: PredictionCheck;
+  /** with a shape the planner chose: its prediction, stage by stage and node by node, beside what was measured */
+  plannedShape?: ShapeCheck;
   /** with --replan: the run after re-planning from measured figures */
   replanned?: { changed: boolean; summary: RunSummary };
+}
+
+export interface StageNodeRun {
+  node: string;
+  workers: number;
+  /** frames of this run it computed */
+  frames: number;
+  /** its decode + compute + encode per frame, ms (one engine) */
+  meanBusyMs: number;
+}
+
+export interface ShapeCheck {
+  shape: string;
+  idle: string[];
+  bottleneck: string;
+  predictedThroughputFps: number;
+  measuredThroughputFps: number;
+  /** predicted throughput over one engine's (the single-process baseline's) */
+  predictedSpeedup: number;
+  stages: {
+    index: number;
+    predictedStageMs: number;
+    /** measured ms per frame of the stage as a whole: each node's engines over its busy time, summed */
+    measuredStageMs: number;
+    nodes: { node: string; workers: number; predictedShare: number; measuredShare: number; predictedEngineMs: number; measuredEngineMs: number }[];
+  }[];
+}
+
+/** A shape plan beside a run of it. */
+export function checkShape(plan: ShapePlan, s: RunSummary): ShapeCheck {
+  return {
+    shape: s.shape,
+    idle: plan.idle,
+    bottleneck: plan.bottleneck,
+    predictedThroughputFps: round(plan.predictedThroughputFps, 3),
+    measuredThroughputFps: s.throughputFps,
+    predictedSpeedup: round(plan.predictedThroughputFps / plan.singleFps, 3),
+    stages: plan.stages.map((ps, k) => {
+      const ran = s.stages[k]?.nodes ?? [];
+      const total = ran.reduce((n, x) => n + x.frames, 0);
+      const rate = ran.reduce((r, x) => r + (x.meanBusyMs > 0 ? x.workers / x.meanBusyMs : 0), 0);
+      return {
+        index: k,
+        predictedStageMs: round(ps.stageMs, 2),
+        measuredStageMs: rate > 0 ? round(1 / rate, 2) : 0,
+        nodes: ps.members.map((m) => {
+          const x = ran.find((r) => r.node === m.node);
+          return {
+            node: m.node,
+            workers: m.workers,
+            predictedShare: round(ps.share[m.node], 3),
+            measuredShare: x && total ? round(x.frames / total, 3) : 0,
+            predictedEngineMs: round(ps.engineMs[m.node], 1),
+            measuredEngineMs: x?.meanBusyMs ?? 0,
+          };
+        }),
+      };
+    }),
+  };
+}
+
+export function formatShapeCheck(c: ShapeCheck): string {
+  return [
+    `  planned shape ${c.shape}${c.idle.length ? ` (idle: ${c.idle.join(', ')})` : ''}: predicted ${c.predictedThroughputFps} frames/s (${c.predictedSpeedup}x one engine; bottleneck: ${c.bottleneck}), measured ${c.measuredThroughputFps}`,
+    ...c.stages.map(
+      (st) =>
+        `    stage ${st.index}: predicted ${st.predictedStageMs} ms/frame, measured ${st.measuredStageMs}; ${st.nodes.map((n) => `${n.node}${n.workers > 1 ? `x${n.workers}` : ''} ${Math.round(100 * n.measuredShare)}% of frames (predicted ${Math.round(100 * n.predictedShare)}%), ${n.measuredEngineMs} ms/frame per engine (predicted ${n.predictedEngineMs})`).join('; ')}`,
+    ),
+  ].join('\n');
 }
 
 const argMax = (x: ArrayLike<number>) => {
@@ -171,6 +248,15 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
   const throughputFps = res.length ? res.length / (chain.wallMs / 1000) : 0;
   const single = local && frames.length ? { throughputFps: round(frames.length / (local.wallMs / 1000), 3), msPerFrame: round(local.wallMs / frames.length, 1) } : null;
   const short = shortNameMap(d.flat.graph);
+  const nodesOf = (k: number): StageNodeRun[] => {
+    const workers = new Map(stageNodes(stages[k]).map((n) => [n.nodeId, n.assignment.workers ?? 1]));
+    const seen = [...new Set([...workers.keys(), ...res.flatMap((r) => (r.hops[k] ? [r.hops[k].node] : []))])];
+    return seen.map((node) => {
+      const mine = res.flatMap((r) => (r.hops[k]?.node === node ? [r.hops[k]] : []));
+      return { node, workers: workers.get(node) ?? 1, frames: mine.length, meanBusyMs: round(mean(mine.map((h) => h.decodeMs + h.computeMs + h.encodeMs)), 1) };
+    });
+  };
+  const stageNodeRuns = stages.map((_, k) => nodesOf(k));
   return {
     model: modelName,
     backend,
@@ -191,7 +277,9 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
       meanCpuMs: res.some((r) => r.hops[k]?.cpuMs !== undefined) ? hopMean(res, k, (h) => h.cpuMs ?? NaN) : null,
       peakRssBytes: memory?.get(s.nodeId)?.peakRssBytes ?? null,
       engineHeapBytes: memory?.get(s.nodeId)?.engineHeapBytes ?? null,
+      nodes: stageNodeRuns[k],
     })),
+    shape: stageNodeRuns.map((ns) => ns.map((n) => (n.workers > 1 ? `${n.node}x${n.workers}` : n.node)).join('+')).join(' | '),
     cuts: stages.slice(0, -1).map((s) => s.span.last),
     frames: frames.length,
     framesReturned: res.length,
@@ -214,10 +302,10 @@ export function formatSummary(s: RunSummary): string {
   const kb = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
   const lines = [
     '',
-    `DEFER run: ${s.model} on ${s.stages.length} stages, backend ${s.backend}, deployment ${s.deployment}`,
+    `DEFER run: ${s.model} on ${s.stages.length} stage${s.stages.length > 1 ? 's' : ''} (${s.shape}), backend ${s.backend}, deployment ${s.deployment}`,
     ...s.stages.map(
       (st) =>
-        `  stage ${st.index} on ${st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
+        `  stage ${st.index} on ${st.nodes.length > 1 || st.nodes[0]?.workers > 1 ? st.nodes.map((n) => `${n.node}${n.workers > 1 ? `x${n.workers}` : ''} (${n.frames} frames)`).join(' + ') : st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
         (st.peakRssBytes !== null
           ? `, weights ${(st.weightBytes / 1e6).toFixed(1)} MB, peak RSS ${(st.peakRssBytes / 1e6).toFixed(0)} MB${st.engineHeapBytes !== null ? ` (wasm heap ${(st.engineHeapBytes / 1e6).toFixed(0)} MB)` : ''}`
           : ''),
@@ -235,6 +323,7 @@ export function formatSummary(s: RunSummary): string {
     ),
   ];
   if (s.predicted) lines.push(formatPlanCheck(s.predicted));
+  if (s.plannedShape) lines.push(formatShapeCheck(s.plannedShape));
   if (s.replanned) lines.push('', `after re-planning from the measured figures (${s.replanned.changed ? 'new plan, redeployed' : 'same plan, run again'}):`, formatSummary(s.replanned.summary));
   return lines.join('\n');
 }

@@ -16,6 +16,7 @@ import { type ChainPlan, type CostModel, type PlanNode, type PlanOptions, planPi
 import type { PredictionCheck } from './plan-check.js';
 import { costModelOf, planNodes, remeasuredNodes } from './plan-inputs.js';
 import { type CachedProfile, getProfile } from './profile-cache.js';
+import { planShape, type ShapeMember, type ShapeNode, type ShapePlan, shapeLine } from './shape.js';
 
 export interface AutoPlan {
   plan: ChainPlan;
@@ -89,11 +90,57 @@ export interface SplitRequest {
 }
 
 export interface Split {
-  /** node ids in chain order */
+  /** node ids in chain order (with a shape: each stage's first node) */
   order: string[];
   cuts: string[];
-  /** the plan, when the planner chose (planner.auto) */
+  /** the plan, when the planner chose a chain (planner.auto with planner.shape chain) */
   auto?: AutoPlan;
+  /** the nodes of each stage with their engines, when the shape planner chose (planner.shape auto, no cuts given) */
+  shape?: ShapeMember[][];
+  /** that plan, with the nodes' figures it used */
+  shaped?: ShapedPlan;
+}
+
+export interface ShapedPlan {
+  plan: ShapePlan;
+  nodes: ShapeNode[];
+  profilePath: string;
+  profileCached: boolean;
+}
+
+/** Does this configuration have the shape planner choose (planner.shape auto, no cuts given)? It then needs the nodes' figures. */
+export function shapeAuto(config: DeferConfig): boolean {
+  return config.planner.shape === 'auto' && config.dispatcher.cut.length === 0;
+}
+
+/** Does planning need the nodes' figures (their calibrations, or planner.speeds) before it can choose? */
+export function needsNodeFigures(config: DeferConfig): boolean {
+  return config.planner.auto || shapeAuto(config);
+}
+
+/** The shape planner over `ids` (docs/planner.md, Shapes): stages, cuts, replicas, engines, idle nodes. */
+export async function planShapeFor(
+  flat: FlatModel,
+  config: DeferConfig,
+  backend: string,
+  ids: string[],
+  caps?: Map<string, Capabilities>,
+  progress: (l: string) => void = (l) => log.info(l),
+): Promise<ShapedPlan> {
+  const { profile, path, cached } = await modelProfile(flat, config, backend, progress);
+  const cost = costModelOf(flat, profile, config.dispatcher.codec);
+  const given = config.node.workers > 0 ? config.node.workers : undefined;
+  const nodes: ShapeNode[] = planNodes(ids, config.planner, profile, caps).map((n) => ({ ...n, maxWorkers: caps?.get(n.id)?.workers ?? given }));
+  const opts = planOptions(config, localRelayHost(config.broker.url));
+  const replicas = config.planner.replicas.length ? config.planner.replicas : undefined;
+  const plan = planShape(cost, nodes, { dispatcher: opts.dispatcher, relay: opts.relay, replicas });
+  return { plan, nodes, profilePath: path, profileCached: cached };
+}
+
+/** One line for a shape plan: its shape, cuts, prediction and bottleneck. */
+export function describeShape(p: ShapePlan): string {
+  const engines = p.stages.reduce((n, s) => n + s.members.reduce((w, m) => w + m.workers, 0), 0);
+  return `shape ${shapeLine(p.stages)} (${p.stages.length} stage${p.stages.length > 1 ? 's' : ''}, ${engines} engine${engines > 1 ? 's' : ''}${p.idle.length ? `; idle: ${p.idle.join(', ')}` : ''}), cuts ${p.cuts.join(', ') || '(none)'}; predicted ${p.predictedThroughputFps.toFixed(2)} frames/s, ${(p.predictedThroughputFps / p.singleFps).toFixed(2)}x one engine (bottleneck: ${p.bottleneck})`;
 }
 
 /** The cuts given (--cut, dispatcher.cut) or, without them, balanced for `stages` equal nodes. */
@@ -104,6 +151,14 @@ export function givenOrBalancedCuts(flat: FlatModel, config: DeferConfig, backen
 /** The cuts and node order: planned (--auto), given (--cut), or balanced for equal nodes. */
 export async function chooseSplit(r: SplitRequest): Promise<Split> {
   const { config, flat, progress } = r;
+  if (config.planner.replicas.length && !shapeAuto(config)) throw new DeferError('E_CONFIG', '--replicas (planner.replicas) needs the shape planner: leave out --cut and --shape chain');
+  if (shapeAuto(config) && !r.cuts) {
+    if (config.planner.replan) throw new DeferError('E_CONFIG', '--replan re-plans a chain: add --shape chain (or drop --replan)');
+    const shaped = await planShapeFor(flat, config, r.backend, r.ids, r.caps, progress);
+    const { plan } = shaped;
+    progress(`plan: ${describeShape(plan)}`);
+    return { order: plan.stages.map((s) => s.members[0].node), cuts: plan.cuts, shape: plan.stages.map((s) => s.members), shaped };
+  }
   if (config.planner.auto) {
     if (config.dispatcher.cut.length) throw new DeferError('E_CONFIG', '--auto chooses the cuts: leave --cut (dispatcher.cut) out, or drop --auto');
     const auto = await autoPlan(flat, config, r.backend, r.ids, r.caps, progress);

@@ -32,6 +32,12 @@ export interface Activation {
   hops: Hop[];
   /** the tensor; absent when `image` carries the frame */
   tensor?: WireTensor;
+  /**
+   * Where each stage sends its output, when a stage has replicas: `route[k]` is the topic stage k publishes to
+   * (a replica's input, or the dispatcher's results for the last stage); chosen by the dispatcher per frame.
+   * Absent: each stage's assignment says (`outputTopic`).
+   */
+  route?: string[];
   /** stage 0 only, when its assignment has `inputImage`: the device's encoded image (JPEG, PNG, ...), for the node to decode */
   image?: Uint8Array;
 }
@@ -67,6 +73,13 @@ export function decodeActivation(buf: Uint8Array, maxBytes: number): Activation 
   if (m.image !== undefined && !(m.image instanceof Uint8Array)) throw new EnvelopeError(`${W}: image must be a byte string`);
   if (m.image !== undefined && m.stage !== 0) throw new EnvelopeError(`${W}: only stage 0 takes an image`);
   const t = m.tensor === undefined ? undefined : obj(m.tensor, `${W}: tensor`);
+  const route =
+    m.route === undefined
+      ? undefined
+      : arr(m, 'route', W, 1024).map((x, i) => {
+          if (typeof x !== 'string' || x.length === 0 || x.length > 1024) throw new EnvelopeError(`${W}: route entry ${i} must be a topic (a string of 1 to 1024 characters)`);
+          return x;
+        });
   return {
     v: 1,
     kind: 'act',
@@ -76,6 +89,7 @@ export function decodeActivation(buf: Uint8Array, maxBytes: number): Activation 
     stage: int(m, 'stage', W, 0, 1024),
     sentAt: num(m, 'sentAt', W),
     hops,
+    ...(route ? { route } : {}),
     ...(t ? { tensor: t as unknown as WireTensor } : { image: m.image as Uint8Array }),
   };
 }

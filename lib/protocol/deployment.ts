@@ -67,6 +67,8 @@ export interface Assignment {
   outputPrecision?: Precision;
   qos: 0 | 1;
   createdAt: number;
+  /** engines (worker threads, each with the stage's weights) the node runs for this stage; absent: 1, in the node's own thread */
+  workers?: number;
   /** the node whose retained weight chunks hold this stage's weights (a standby taking over a failed node's stage); unset: the assigned node's own */
   weightsNode?: string;
 }
@@ -159,8 +161,12 @@ export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): 
     qos,
     createdAt: num(m, 'createdAt', W),
     ...(m.weightsNode === undefined ? {} : { weightsNode: name(m, 'weightsNode', W) }),
+    ...(m.workers === undefined ? {} : { workers: int(m, 'workers', W, 1, MAX_WORKERS) }),
   };
 }
+
+/** the most engines one node may run for a stage */
+export const MAX_WORKERS = 256;
 
 // ---- prefetch list -----------------------------------------------------------
 

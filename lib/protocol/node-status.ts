@@ -19,6 +19,8 @@ export interface Capabilities {
   freeMemoryBytes: number;
   totalMemoryBytes: number;
   host: string;
+  /** the most engines (worker threads) the node runs for a stage (`defer node --workers`; default its cores); absent: 1 */
+  workers?: number;
 }
 
 export type NodeState = 'online' | 'loading' | 'ready' | 'failed' | 'offline';
@@ -49,6 +51,8 @@ export interface NodeStatus {
   weightsFrom?: 'broker' | 'cache';
   /** the node publishes a heartbeat on node/<id>/alive this often (ms); absent: none */
   heartbeatMs?: number;
+  /** engines running the stage (worker threads; 1: the node's own thread) */
+  workers?: number;
   /** a standby's prefetch: stages of the running deployment in its weight cache, of how many */
   prefetched?: number;
   prefetchTotal?: number;
@@ -74,7 +78,9 @@ export function decodeStatus(buf: Uint8Array): NodeStatus {
     if (!((c.calibrationMs as number) > 0)) throw new EnvelopeError(`${W}: capabilities.calibrationMs must be positive`);
     str(c, 'backend', `${W} capabilities`, 64);
     str(c, 'host', `${W} capabilities`, 256);
+    if (c.workers !== undefined) int(c, 'workers', `${W} capabilities`, 1, 256);
   }
+  if (m.workers !== undefined) int(m, 'workers', W, 1, 256);
   return m as unknown as NodeStatus;
 }
 

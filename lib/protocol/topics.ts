@@ -23,7 +23,8 @@ export interface Topics {
   nodePrefetch(nodeId: string): string;
   nodeWeights(nodeId: string, index: number | '+'): string;
   nodeWeightsAll(nodeId: string): string;
-  stageIn(stage: number | '+'): string;
+  /** a stage's input; with `node`, the input of one replica of a stage served by several nodes (docs/protocol.md, Replicas) */
+  stageIn(stage: number | '+', node?: string): string;
   /** where the last stage publishes, read by the dispatcher that made the deployment */
   results(dispatcherId: string): string;
   metrics(id: string): string;
@@ -42,7 +43,7 @@ export interface Topics {
 export type ParsedTopic =
   | { kind: 'node-status' | 'node-alive' | 'node-assign' | 'node-prefetch'; node: string }
   | { kind: 'node-weights'; node: string; index: number }
-  | { kind: 'stage-in'; stage: number }
+  | { kind: 'stage-in'; stage: number; node?: string }
   | { kind: 'results'; dispatcher: string }
   | { kind: 'metrics'; id: string }
   | { kind: 'errors' }
@@ -57,6 +58,7 @@ function parseRest(rest: string[]): ParsedTopic | null {
   if (a === 'node' && rest.length === 3 && c in NODE_KINDS) return { kind: NODE_KINDS[c as keyof typeof NODE_KINDS], node: b };
   if (a === 'node' && rest.length === 4 && c === 'weights' && INDEX.test(d)) return { kind: 'node-weights', node: b, index: Number(d) };
   if (a === 'stage' && rest.length === 3 && c === 'in' && INDEX.test(b)) return { kind: 'stage-in', stage: Number(b) };
+  if (a === 'stage' && rest.length === 4 && c === 'in' && INDEX.test(b) && d) return { kind: 'stage-in', stage: Number(b), node: d };
   if (a === 'dispatcher' && rest.length === 3 && c === 'out') return { kind: 'results', dispatcher: b };
   if (a === 'metrics' && rest.length === 2) return { kind: 'metrics', id: b };
   if (a === 'errors' && rest.length === 1) return { kind: 'errors' };
@@ -77,7 +79,7 @@ function tree(pipeline: string): Topics {
     nodePrefetch: (id) => `${root}/node/${id}/prefetch`,
     nodeWeights: (id, i) => `${root}/node/${id}/weights/${i}`,
     nodeWeightsAll: (id) => `${root}/node/${id}/weights/+`,
-    stageIn: (k) => `${root}/stage/${k}/in`,
+    stageIn: (k, node) => (node === undefined ? `${root}/stage/${k}/in` : `${root}/stage/${k}/in/${node}`),
     results: (d) => `${root}/dispatcher/${d}/out`,
     metrics: (id) => `${root}/metrics/${id}`,
     metricsAll: `${root}/metrics/+`,

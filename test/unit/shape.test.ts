@@ -1,0 +1,182 @@
+/**
+ * The shape planner (stages, cuts, replicas, engines): exact against brute force over every shape and every set
+ * of cuts, and the shapes it picks where the answer is known.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { prng } from '../../lib/model/zoo.js';
+import type { CostModel } from '../../lib/planning/cost-model.js';
+import { engineCap, evaluateShape, planShape, type ShapeMember, type ShapeNode, shapeLine } from '../../lib/planning/shape.js';
+
+function randomCost(rnd: () => number, layers: number): CostModel {
+  const validCuts = Array.from({ length: layers - 1 }, (_, i) => i).filter(() => rnd() < 0.7);
+  const segmentMs = Array.from({ length: layers }, () => 0);
+  for (const i of [...validCuts, layers - 1]) segmentMs[i] = Math.round(rnd() * 100) / 10 + 0.1;
+  return {
+    layerNames: Array.from({ length: layers }, (_, i) => `l${i}`),
+    segmentMs,
+    validCuts,
+    outputBytes: Array.from({ length: layers }, () => Math.round(rnd() * 2e6)),
+    weightBytes: Array.from({ length: layers }, () => Math.round(rnd() * 5e6)),
+    inputBytes: Math.round(rnd() * 1e6),
+    encodeMs: Array.from({ length: layers }, () => rnd()),
+    decodeMs: Array.from({ length: layers }, () => rnd()),
+    inputDecodeMs: rnd(),
+  };
+}
+
+function randomNodes(rnd: () => number, k: number): ShapeNode[] {
+  const hosts = ['h1', 'h1', 'h2', undefined];
+  return Array.from({ length: k }, (_, i) => {
+    const host = hosts[Math.floor(rnd() * hosts.length)];
+    return {
+      id: `n${i}`,
+      timeFactor: [0.5, 1, 1, 2][Math.floor(rnd() * 4)],
+      cpuFactor: rnd() < 0.3 ? 0.5 : undefined,
+      bandwidthMbps: rnd() < 0.6 ? undefined : [10, 100, 1000][Math.floor(rnd() * 3)],
+      memoryBytes: rnd() < 0.3 ? Math.round(rnd() * 60e6) : undefined,
+      host,
+      cores: host ? (host === 'h1' ? 2 : 3) : undefined,
+      maxWorkers: rnd() < 0.5 ? 1 : 2,
+    };
+  });
+}
+
+function* combinations(items: number[], k: number, start = 0, acc: number[] = []): Generator<number[]> {
+  if (acc.length === k) {
+    yield [...acc];
+    return;
+  }
+  for (let i = start; i < items.length; i++) {
+    acc.push(items[i]);
+    yield* combinations(items, k, i + 1, acc);
+    acc.pop();
+  }
+}
+
+/** Every node idle or on one of S stages with 1..cap engines, hosts' cores respected; every stage served. */
+function* everyShape(nodes: ShapeNode[], S: number): Generator<{ members: ShapeMember[] }[]> {
+  const choice: [number, number][] = [];
+  function* rec(i: number): Generator<{ members: ShapeMember[] }[]> {
+    if (i === nodes.length) {
+      const stages = Array.from({ length: S }, () => ({ members: [] as ShapeMember[] }));
+      choice.forEach(([s, w], j) => {
+        if (s >= 0) stages[s].members.push({ node: nodes[j].id, workers: w });
+      });
+      const hostUse = new Map<string, number>();
+      choice.forEach(([s, w], j) => {
+        const h = nodes[j].host;
+        if (s >= 0 && h) hostUse.set(h, (hostUse.get(h) ?? 0) + w);
+      });
+      const coresOk = [...hostUse].every(([h, u]) => u <= Math.min(...nodes.filter((n) => n.host === h).map((n) => n.cores ?? 1)));
+      if (coresOk && stages.every((s) => s.members.length > 0)) yield stages;
+      return;
+    }
+    choice.push([-1, 0]);
+    yield* rec(i + 1);
+    choice.pop();
+    for (let s = 0; s < S; s++)
+      for (let w = 1; w <= engineCap(nodes[i]); w++) {
+        choice.push([s, w]);
+        yield* rec(i + 1);
+        choice.pop();
+      }
+  }
+  yield* rec(0);
+}
+
+function bruteForce(cost: CostModel, nodes: ShapeNode[], relay?: { host: string; msPerMB: number; msPerMessage: number }): number {
+  let best = Infinity;
+  for (let S = 1; S <= Math.min(nodes.length, cost.validCuts.length + 1); S++) {
+    for (const combo of combinations(cost.validCuts, S - 1)) {
+      const cuts = combo.map((i) => cost.layerNames[i]);
+      for (const shape of everyShape(nodes, S)) best = Math.min(best, evaluateShape(cost, nodes, shape, cuts, { relay }).bottleneckMs);
+    }
+  }
+  return best;
+}
+
+test('shape planner is exact: random costs, speeds, engines, links, memory and shared hosts match brute force over every shape and cut', () => {
+  const rnd = prng(7);
+  let cases = 0;
+  let replicated = 0;
+  let chains = 0;
+  for (let trial = 0; trial < 240; trial++) {
+    const cost = randomCost(rnd, 3 + Math.floor(rnd() * 5));
+    let nodes = randomNodes(rnd, 1 + Math.floor(rnd() * 3));
+    // a third of the cases: every node on one host whose cores the stages share (the stages' CPU then couples the cuts)
+    if (trial % 3 === 1) nodes = nodes.map((n) => ({ ...n, host: 'h1', cores: 2, bandwidthMbps: undefined }));
+    if (trial % 3 === 1) cost.encodeMs = cost.encodeMs!.map((x) => 10 * x);
+    const relay = trial % 3 !== 2 ? { host: 'h1', msPerMB: 2, msPerMessage: 0.3 } : undefined;
+    const want = bruteForce(cost, nodes, relay);
+    if (want === Infinity) {
+      assert.throws(() => planShape(cost, nodes, { relay }), /fits the nodes' memory/);
+      continue;
+    }
+    const got = planShape(cost, nodes, { relay });
+    assert.ok(Math.abs(got.bottleneckMs - want) <= 1e-9 * Math.max(1, want), `trial ${trial}: planner ${got.bottleneckMs} (${shapeLine(got.stages)}), brute force ${want}`);
+    // what it reports is what the evaluation of that shape says
+    const again = evaluateShape(cost, nodes, got.stages, got.cuts, { relay });
+    assert.ok(Math.abs(again.bottleneckMs - got.bottleneckMs) <= 1e-9 * Math.max(1, want));
+    if (got.stages.some((s) => s.members.length > 1)) replicated++;
+    if (got.stages.length > 1) chains++;
+    cases++;
+  }
+  assert.ok(cases > 100 && replicated > 5 && chains > 5, `${cases} cases, ${replicated} with replicas, ${chains} with several stages`);
+});
+
+/** A light model: 20 ms of compute, 600 KB in, small out; the codec costs of a cut matter. */
+function lightModel(): CostModel {
+  const layers = 6;
+  return {
+    layerNames: ['a', 'b', 'c', 'd', 'e', 'f'],
+    segmentMs: [4, 4, 4, 4, 2, 2],
+    validCuts: [0, 1, 2, 3, 4],
+    outputBytes: [800e3, 400e3, 200e3, 100e3, 50e3, 4e3],
+    weightBytes: Array.from({ length: layers }, () => 2e6),
+    inputBytes: 600e3,
+    encodeMs: [2, 1.2, 0.8, 0.5, 0.3, 0.1],
+    decodeMs: [1.5, 1, 0.6, 0.4, 0.2, 0.1],
+    inputDecodeMs: 1,
+  };
+}
+
+test('shapes where the answer is known: replicas for a light model on one host, a chain for memory, idle nodes beyond the cores, forced replicas', () => {
+  const cost = lightModel();
+  const local = (n: number, cores = 2, maxWorkers = 1): ShapeNode[] => Array.from({ length: n }, (_, i) => ({ id: `n${i + 1}`, timeFactor: 1, host: 'vm', cores, maxWorkers }));
+  const relay = { host: 'vm', msPerMB: 1, msPerMessage: 0.2 };
+  // 2 nodes on a 2-core host: the whole model twice beats any chain (no codec between stages)
+  const two = planShape(cost, local(2), { relay });
+  assert.equal(shapeLine(two.stages), 'n1+n2');
+  // 4 nodes on the same 2 cores: two engines at most, the others idle
+  const four = planShape(cost, local(4), { relay });
+  assert.equal(shapeLine(four.stages), 'n1+n2');
+  assert.deepEqual(four.idle, ['n3', 'n4']);
+  assert.ok(Math.abs(four.bottleneckMs - two.bottleneckMs) < 1e-9);
+  // one node with 2 workers allowed does as well as two nodes (a tie: fewest nodes)
+  const one = planShape(cost, local(1, 2, 2), { relay });
+  assert.equal(shapeLine(one.stages), 'n1x2');
+  // nodes on their own hosts, each with 1 core, too little memory for the whole model: a chain
+  const small: ShapeNode[] = ['a', 'b'].map((id) => ({ id, timeFactor: 1, host: id, cores: 1, memoryBytes: 30e6 }));
+  const chain = planShape(cost, small);
+  assert.equal(chain.stages.length, 2);
+  assert.deepEqual(
+    chain.stages.map((s) => s.members.length),
+    [1, 1],
+  );
+  // forced replica counts
+  const forced = planShape(cost, local(3, 4), { replicas: [2, 1], relay });
+  assert.deepEqual(
+    forced.stages.map((s) => s.members.length),
+    [2, 1],
+  );
+  assert.throws(() => planShape(cost, local(2), { replicas: [2, 1] }), /need 3 nodes, but there are 2/);
+  assert.throws(() => planShape(cost, local(2), { replicas: [0] }), /whole numbers >= 1/);
+  // a node 3x slower gets about a third of a stage's frames next to a normal one
+  const mixed: ShapeNode[] = [
+    { id: 'fast', timeFactor: 1, host: 'x', cores: 1 },
+    { id: 'slow', timeFactor: 3, host: 'y', cores: 1 },
+  ];
+  const m = planShape(cost, mixed);
+  if (m.stages.length === 1) assert.ok(Math.abs(m.stages[0].share.slow - 0.25) < 1e-9, JSON.stringify(m.stages[0].share));
+});
