@@ -2,8 +2,9 @@
 
 import type { FlatModel, StageSpan } from '../lib/model/flat-model.js';
 import { shortNameMap } from '../lib/model/graph.js';
-import type { AutoPlan } from '../lib/planning/auto-plan.js';
+import type { AutoPlan, ShapedPlan } from '../lib/planning/auto-plan.js';
 import type { ChainPlan, PlannedStage } from '../lib/planning/optimiser.js';
+import { shapeLine } from '../lib/planning/shape.js';
 
 export interface PlanReport {
   model: string;
@@ -146,6 +147,90 @@ export function formatAutoPlan(r: AutoPlanReport): string {
     '',
     `predicted throughput: ${r.predictedThroughputFps.toFixed(2)} frames/s (bottleneck: ${r.bottleneck}, ${f1(r.bottleneckMs)} ms/frame); latency ${f1(r.predictedLatencyMs)} ms`,
     ...r.hostLoadMs.map((h) => `shared host ${h.host}: ${h.nodes.join(', ')} on ${h.cores} cores, ${f1(h.ms)} ms of CPU per core per frame`),
+    '',
+  ].join('\n');
+}
+
+/** `defer plan --auto` with the shape planner: the shape, its stages with their nodes and engines, the prediction. */
+export interface ShapePlanReport {
+  model: string;
+  profile: { path: string; cached: boolean };
+  nodes: { id: string; speed: number; maxWorkers: number | null; cores: number | null; memoryMB: number | null; host: string | null }[];
+  shape: string;
+  cuts: string[];
+  stages: {
+    index: number;
+    nodes: { node: string; workers: number; share: number }[];
+    firstLayer: string;
+    lastLayer: string;
+    layerCount: number;
+    params: number;
+    weightBytes: number;
+    stageMs: number;
+  }[];
+  idle: string[];
+  bottleneck: string;
+  predictedThroughputFps: number;
+  /** against one engine running the whole model */
+  predictedSpeedup: number;
+  shapesTried: number;
+}
+
+export function shapePlanReport(model: string, flat: FlatModel, a: ShapedPlan): ShapePlanReport {
+  const p = a.plan;
+  const plans = flat.spans(p.cuts);
+  const short = shortNameMap(flat.graph);
+  const s = (n: string) => short.get(n) ?? n;
+  return {
+    model,
+    profile: { path: a.profilePath, cached: a.profileCached },
+    nodes: a.nodes.map((n) => ({
+      id: n.id,
+      speed: 1 / n.timeFactor,
+      maxWorkers: n.maxWorkers ?? null,
+      cores: n.cores ?? null,
+      memoryMB: n.memoryBytes === undefined ? null : n.memoryBytes / 1e6,
+      host: n.host ?? null,
+    })),
+    shape: shapeLine(p.stages),
+    cuts: p.cuts,
+    stages: p.stages.map((st, i) => ({
+      index: i,
+      nodes: st.members.map((m) => ({ ...m, share: st.share[m.node] })),
+      firstLayer: s(st.firstLayer),
+      lastLayer: s(st.lastLayer),
+      layerCount: st.layerCount,
+      params: plans[i].params,
+      weightBytes: st.weightBytes,
+      stageMs: st.stageMs,
+    })),
+    idle: p.idle,
+    bottleneck: p.bottleneck,
+    predictedThroughputFps: p.predictedThroughputFps,
+    predictedSpeedup: p.predictedThroughputFps / p.singleFps,
+    shapesTried: p.shapesTried,
+  };
+}
+
+export function formatShapePlan(r: ShapePlanReport): string {
+  const f1 = (x: number) => x.toFixed(1);
+  const rows = r.stages.map((st) => [
+    String(st.index),
+    st.nodes.map((n) => `${n.node}${n.workers > 1 ? `x${n.workers}` : ''}${st.nodes.length > 1 ? ` ${Math.round(100 * n.share)}%` : ''}`).join(' + '),
+    `${st.firstLayer} .. ${st.lastLayer}`,
+    String(st.layerCount),
+    st.params.toLocaleString('en'),
+    (st.weightBytes / 1e6).toFixed(2),
+    f1(st.stageMs),
+  ]);
+  return [
+    `${r.model}: profile ${r.profile.cached ? 'from cache' : 'measured'}, ${r.profile.path}`,
+    `nodes: ${r.nodes.map((n) => `${n.id} speed ${n.speed.toFixed(2)}${n.maxWorkers !== null ? `, up to ${n.maxWorkers} workers` : ''}${n.cores !== null ? `, ${n.cores} cores` : ''}${n.host ? ` on ${n.host}` : ''}`).join('; ')}`,
+    `shape: ${r.shape}${r.idle.length ? `   idle: ${r.idle.join(', ')}` : ''}   cuts: ${r.cuts.join(', ') || '(none)'}   (${r.shapesTried} shapes searched)`,
+    '',
+    table(['stage', 'nodes (xW: workers, %: share of frames)', 'layers', 'count', 'params', 'weight MB', 'stage ms/frame'], rows, 3),
+    '',
+    `predicted throughput: ${r.predictedThroughputFps.toFixed(2)} frames/s, ${r.predictedSpeedup.toFixed(2)}x one engine (bottleneck: ${r.bottleneck})`,
     '',
   ].join('\n');
 }

@@ -196,7 +196,12 @@ export const schema = {
     chunkBytes: { doc: 'Size of the retained weight chunks. 256 KiB suits every common broker.', format: int(1024, 64 * 1024 * 1024), default: 256 * 1024, env: 'DEFER_CHUNK_BYTES' },
     readyTimeoutMs: { doc: 'How long to wait for every node to load its stage.', format: int(1000, 3_600_000), default: 180_000, env: 'DEFER_READY_TIMEOUT_MS' },
     frameTimeoutMs: { doc: 'How long a frame may take end to end before it is reported lost.', format: int(100, 3_600_000), default: 60_000, env: 'DEFER_FRAME_TIMEOUT_MS' },
-    maxInFlight: { doc: 'Frames in the chain at once; 0 means twice the number of stages.', format: int(0, 10_000), default: 0, env: 'DEFER_MAX_IN_FLIGHT' },
+    maxInFlight: {
+      doc: 'Frames in the chain at once; 0: two per engine (a worker thread of a node, or the node itself), four per engine where a stage has replicas.',
+      format: int(0, 10_000),
+      default: 0,
+      env: 'DEFER_MAX_IN_FLIGHT',
+    },
     maxMessageBytes: { doc: 'Largest activation message a node or dispatcher accepts.', format: int(1024, 268_435_455), default: 64 * 1024 * 1024, env: 'DEFER_MAX_MESSAGE_BYTES' },
     codec: { doc: 'Activation codec: lz4 (lossless, compressed) or none (raw bytes).', format: ['lz4', 'none'], default: 'lz4', env: 'DEFER_CODEC' },
     precision: {

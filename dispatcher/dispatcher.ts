@@ -16,7 +16,17 @@ import { type Assignment, assertTopicName, type Codec, decodeAssignment, type Im
 import type { Deployment } from './chain/deployment.js';
 import { type FrameResult, FrameStream } from './chain/frame-stream.js';
 import { type ChainHost, type FailurePolicy, Supervisor } from './chain/supervisor.js';
-import { type DeploymentPackage, deploymentNodes, hopPrecisions, packageDeployment, publishDeployment, replicaTargets, type StageMember, stageNodes } from './deploy/deployment-package.js';
+import {
+  type DeploymentPackage,
+  deploymentNodes,
+  hasReplicas,
+  hopPrecisions,
+  packageDeployment,
+  publishDeployment,
+  replicaTargets,
+  type StageMember,
+  stageNodes,
+} from './deploy/deployment-package.js';
 import { NodeWatch } from './deploy/node-watch.js';
 import type { DispatcherEvent } from './events.js';
 
@@ -58,6 +68,16 @@ export interface DispatcherOptions {
 }
 
 export type { Deployment };
+
+/**
+ * Frames in flight by default: two per engine (one computing, one waiting), four where a stage has replicas: fed
+ * by least expected wait, a replica k times slower than its twin gets frames only while the twin holds k or more,
+ * so the window must let the twin hold that many (4 per engine: up to about 8x on two nodes).
+ */
+export function defaultInFlight(plan: Pick<DeploymentPackage, 'stages'>): number {
+  const engines = plan.stages.reduce((n, s) => n + stageNodes(s).reduce((w, x) => w + (x.assignment.workers ?? 1), 0), 0);
+  return (hasReplicas(plan) ? 4 : 2) * engines;
+}
 
 /**
  * The dispatcher: deploys and adopts chains, streams frames into them, and
@@ -308,8 +328,7 @@ export class Dispatcher implements ChainHost {
       },
       {
         errorTopic: this.topics.errors,
-        // two frames per engine: one computing, one waiting
-        maxInFlight: this.opts.maxInFlight > 0 ? this.opts.maxInFlight : 2 * plan.stages.reduce((n, s) => n + stageNodes(s).reduce((w, x) => w + (x.assignment.workers ?? 1), 0), 0),
+        maxInFlight: this.opts.maxInFlight > 0 ? this.opts.maxInFlight : defaultInFlight(plan),
         frameTimeoutMs: this.opts.frameTimeoutMs,
         maxMessageBytes: this.opts.maxMessageBytes,
         onResult: (r) => {

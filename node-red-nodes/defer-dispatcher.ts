@@ -8,6 +8,7 @@
  */
 
 import { loadConfig } from '../config/schema.js';
+import { type StageMember, stageNodes } from '../dispatcher/deploy/deployment-package.js';
 import { autoPrecision } from '../dispatcher/deploy/precision-auto.js';
 import { type Deployment, Dispatcher } from '../dispatcher/dispatcher.js';
 import { type DispatcherEvent, describeEvent } from '../dispatcher/events.js';
@@ -19,6 +20,7 @@ import type { FlatModel } from '../lib/model/flat-model.js';
 import { loadModelMeta } from '../lib/model/labels.js';
 import { loadFlatModel } from '../lib/model/model-source.js';
 import { defaultCuts } from '../lib/planning/auto-plan.js';
+import { shapeLine } from '../lib/planning/shape.js';
 import { type DeviceFrame, hopLatencies, isName, NAME_RULE, PRECISIONS, type Precision, parseFrame, type RawTensor, topK } from '../lib/protocol/index.js';
 import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
 import { type NodeAPI, type NodeMessage, nameList, positiveInt, type RedNode, short } from './red.js';
@@ -30,6 +32,10 @@ export interface DispatcherConfig {
   nodes?: string;
   standby?: string;
   cuts?: string;
+  /** nodes serving each stage, e.g. '2,1'; empty: one node per stage */
+  replicas?: string;
+  /** engines (worker threads) each node runs */
+  workers?: number | string;
   codec?: string;
   precision?: string;
   topK?: number | string;
@@ -42,6 +48,8 @@ interface Settings {
   nodes: string[];
   standby: string[];
   cuts: string[] | 'auto';
+  /** the nodes of each stage with their engines (the nodes in order, grouped by the replica counts) */
+  shape: StageMember[][];
   codec: 'lz4' | 'none';
   precision: (Precision | 'auto')[];
   topK: number;
@@ -63,22 +71,31 @@ export function dispatcherSettings(c: DispatcherConfig): Settings | string {
   if (badStandby) return `standby id '${badStandby}' must be ${NAME_RULE}`;
   const both = standby.find((n) => nodes.includes(n));
   if (both) return `'${both}' is both an edge node of the chain and a standby`;
+  const replicas = nameList(c.replicas).map(Number);
+  if (replicas.some((r) => !Number.isInteger(r) || r < 1)) return `replicas must be whole numbers >= 1, one per stage (e.g. 2,1), not '${c.replicas}'`;
+  if (replicas.length && replicas.reduce((a, b) => a + b, 0) !== nodes.length) return `replicas ${replicas.join(',')} need ${replicas.reduce((a, b) => a + b, 0)} nodes, but ${nodes.length} are given`;
+  const workers = positiveInt(c.workers, 1);
+  if (Number.isNaN(workers)) return 'workers must be a positive integer';
+  const counts = replicas.length ? replicas : nodes.map(() => 1);
+  const starts = counts.map((_, k) => counts.slice(0, k).reduce((a, b) => a + b, 0));
+  const shape = counts.map((r, k) => nodes.slice(starts[k], starts[k] + r).map((node) => ({ node, workers })));
+  const stages = shape.length;
   const cutsText = (c.cuts ?? 'auto').trim();
   const cuts = cutsText === '' || cutsText === 'auto' ? 'auto' : nameList(cutsText);
-  if (cuts !== 'auto' && cuts.length !== nodes.length - 1) return `${cuts.length} cuts make ${cuts.length + 1} stages, but there are ${nodes.length} nodes: give ${nodes.length - 1} cuts, or 'auto'`;
+  if (cuts !== 'auto' && cuts.length !== stages - 1)
+    return `${cuts.length} cuts make ${cuts.length + 1} stages, but there are ${replicas.length ? `${stages} stages (replicas ${replicas.join(',')})` : `${stages} nodes`}: give ${stages - 1} cuts, or 'auto'`;
   const codec = c.codec || 'lz4';
   if (codec !== 'lz4' && codec !== 'none') return `codec must be lz4 or none, not '${codec}'`;
   const precision = nameList(c.precision || 'lossless') as (Precision | 'auto')[];
   const badPrecision = precision.find((p) => p !== 'auto' && !PRECISIONS.includes(p));
   if (badPrecision) return `precision '${badPrecision}' must be auto, or one of ${PRECISIONS.join(', ')} (one for every hop, or one per hop)`;
   if (precision.includes('auto') && precision.length > 1) return "precision 'auto' stands alone: it chooses every hop";
-  if (precision.length > 1 && precision.length !== nodes.length + 1)
-    return `precision has ${precision.length} values; ${nodes.length} stages have ${nodes.length + 1} hops: give one value, or ${nodes.length + 1}`;
+  if (precision.length > 1 && precision.length !== stages + 1) return `precision has ${precision.length} values; ${stages} stages have ${stages + 1} hops: give one value, or ${stages + 1}`;
   const topK = positiveInt(c.topK, 5);
   const timeoutMs = positiveInt(c.timeoutMs, 30_000);
   const maxWaiting = positiveInt(c.maxWaiting, 100);
   if (Number.isNaN(topK) || Number.isNaN(timeoutMs) || Number.isNaN(maxWaiting)) return 'top-k, timeout and waiting limit must be positive integers';
-  return { model, nodes, standby, cuts, codec, precision, topK, timeoutMs, maxWaiting };
+  return { model, nodes, standby, cuts, shape, codec, precision, topK, timeoutMs, maxWaiting };
 }
 
 function isTensorLike(x: unknown): x is { shape: number[]; dtype?: string; dataSync(): ArrayLike<number> } {
@@ -141,11 +158,12 @@ export default function (RED: NodeAPI): void {
     let mending = false;
     const showNodes = () => {
       if (!dispatcher || !ready || mending) return;
-      // the chain as it is now: the supervisor may have moved a stage to a standby, or merged one
-      const chain = deployment ? deployment.package.stages.map((st) => st.nodeId) : s.nodes;
-      const off = chain.filter((n) => dispatcher!.nodes.statuses.get(n)?.state === 'offline');
+      // the deployment as it is now: the supervisor may have moved a stage to a standby, merged one, or dropped a replica
+      const stages = deployment ? deployment.package.stages.map((st) => stageNodes(st).map((n) => ({ node: n.nodeId, workers: n.assignment.workers ?? 1 }))) : s.shape;
+      const all = stages.flat().map((m) => m.node);
+      const off = all.filter((n) => dispatcher!.nodes.statuses.get(n)?.state === 'offline');
       if (off.length) node.status({ fill: 'red', shape: 'ring', text: `node ${off.join(', ')} offline` });
-      else node.status({ fill: 'green', shape: 'dot', text: `ready (${chain.length} node${chain.length === 1 ? '' : 's'}: ${chain.join(', ')})` });
+      else node.status({ fill: 'green', shape: 'dot', text: `ready (${all.length} node${all.length === 1 ? '' : 's'}: ${shapeLine(stages)})` });
     };
     const user = {
       id: node.id,
@@ -174,7 +192,7 @@ export default function (RED: NodeAPI): void {
       labels = meta.labels;
       input = modelInputFor(flat, conf.serve, meta);
       if (closed) return;
-      const cuts = s.cuts === 'auto' ? await defaultCuts(flat, conf, backend, s.nodes.length, (l) => node.log(l)) : s.cuts;
+      const cuts = s.cuts === 'auto' ? await defaultCuts(flat, conf, backend, s.shape.length, (l) => node.log(l)) : s.cuts;
       dispatcher = new Dispatcher({
         ...conf.dispatcher,
         brokerUrl: endpoint.url,
@@ -204,9 +222,15 @@ export default function (RED: NodeAPI): void {
       await dispatcher.connect();
       if (closed) return;
       node.status({ fill: 'yellow', shape: 'ring', text: `deploying on ${s.nodes.join(', ')}` });
-      deployment = await dispatcher.deploy(flat, s.nodes, cuts);
+      const chain = s.shape.every((st) => st.length === 1 && st[0].workers === 1);
+      deployment = await dispatcher.deploy(
+        flat,
+        s.shape.map((st) => st[0].node),
+        cuts,
+        chain ? undefined : s.shape,
+      );
       ready = true;
-      node.log(`deployment ${deployment.id} ready: cuts ${cuts.join(', ') || '(none)'} on ${s.nodes.join(', ')}`);
+      node.log(`deployment ${deployment.id} ready: cuts ${cuts.join(', ') || '(none)'} on ${shapeLine(s.shape)}`);
       dispatcher.nodes.onChange(showNodes);
       showNodes();
       for (const w of readyWaiters.splice(0)) w.resolve();

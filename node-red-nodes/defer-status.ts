@@ -24,6 +24,8 @@ export default function (RED: NodeAPI): void {
     const wantMetrics = config.metrics !== false;
     let closed = false;
     let seen = 0;
+    /** the last node status, in words (its stage and workers) */
+    let last = '';
     const onMessage = (topic: string, payload: Buffer) => {
       if (payload.length === 0) return;
       try {
@@ -31,11 +33,12 @@ export default function (RED: NodeAPI): void {
         if (t?.kind === 'node-status') {
           const s = decodeStatus(payload);
           node.send({ topic: `status/${s.node}`, payload: s });
+          last = `${s.node} ${s.state}${s.stage !== undefined && s.state === 'ready' ? ` stage ${s.stage + 1}` : ''}${(s.workers ?? 1) > 1 ? ` x${s.workers} workers` : ''}`;
         } else if (wantMetrics && t?.kind === 'metrics') {
           node.send({ topic: `metrics/${t.id}`, payload: decodeMetrics(payload) });
         } else return;
         seen++;
-        node.status({ fill: 'green', shape: 'dot', text: `${seen} updates` });
+        node.status({ fill: 'green', shape: 'dot', text: `${seen} updates${last ? `; ${last}` : ''}` });
       } catch (err) {
         node.warn(`unreadable message on ${topic}: ${errorMessage(err)}`);
       }

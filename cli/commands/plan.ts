@@ -3,22 +3,23 @@ import { DeferError } from '../../lib/core/errors.js';
 import { initEngine } from '../../lib/model/engine.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
 import { brokerAuth } from '../../lib/mqtt/connect.js';
-import { autoPlan, givenOrBalancedCuts } from '../../lib/planning/auto-plan.js';
+import { autoPlan, givenOrBalancedCuts, planShapeFor, shapeAuto } from '../../lib/planning/auto-plan.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
-import { CUT, MODEL, PLANNER, SEED } from '../flags.js';
-import { autoPlanReport, formatAutoPlan, formatCutList, formatPlan, planReport } from '../plan-table.js';
+import { CUT, MODEL, PLANNER, SEED, WORKERS } from '../flags.js';
+import { autoPlanReport, formatAutoPlan, formatCutList, formatPlan, formatShapePlan, planReport, shapePlanReport } from '../plan-table.js';
 
 /** `defer plan`. */
 export const planCommand: Command = {
-  usage: 'defer plan --model M [--cut a,b,c | --stages K | --auto --nodes n1,n2 [--speeds 1,0.5]] [--list-cuts] [--json]',
+  usage: 'defer plan --model M [--cut a,b,c | --stages K | --auto --nodes n1,n2 [--speeds 1,0.5] [--workers W] [--replicas 2,1] [--shape chain]] [--list-cuts] [--json]',
   about:
-    'Show how a model splits into stages: layers, parameters, weight bytes, FLOPs, output shape and bytes per stage; with --auto, the cuts and node order the planner chooses, with predicted times.',
+    'Show how a model splits into stages: layers, parameters, weight bytes, FLOPs, output shape and bytes per stage; with --auto, the shape the planner chooses (stages, cuts, replicas, workers; with --shape chain, cuts and node order), with predicted times.',
   flags: {
     model: MODEL,
     cut: CUT,
     nodes: { key: 'dispatcher.nodes', type: 'string', list: true, help: 'node ids (with --auto): online nodes, or as many as --speeds' },
     ...PLANNER,
+    workers: { ...WORKERS, help: 'with --speeds: the most engines each node may run (default 1); calibrated nodes report theirs' },
     stages: { type: 'string', help: 'number of balanced stages, when no --cut is given (default 2)' },
     'list-cuts': { type: 'boolean', help: 'list every valid cut point' },
     json: { type: 'boolean', help: 'print JSON' },
@@ -44,6 +45,12 @@ export const planCommand: Command = {
           'defer plan --auto needs the nodes: --nodes n1,n2 (their calibration is read from the broker), or --speeds 1,0.5 (one per node), or --stages K (K equal nodes)',
         );
       const caps = config.planner.speeds.length ? undefined : await fetchCapabilities(config.broker.url, config.pipeline, ids, config.planner.onlineTimeoutMs, brokerAuth(config.broker));
+      if (shapeAuto(config)) {
+        const shaped = shapePlanReport(config.dispatcher.model, flat, await planShapeFor(flat, config, backend, ids, caps));
+        process.stdout.write(flags.json ? JSON.stringify(shaped) + '\n' : formatShapePlan(shaped));
+        flat.dispose();
+        return;
+      }
       const report = autoPlanReport(config.dispatcher.model, flat, await autoPlan(flat, config, backend, ids, caps));
       process.stdout.write(flags.json ? JSON.stringify(report) + '\n' : formatAutoPlan(report));
       flat.dispose();

@@ -27,7 +27,7 @@ export const upCommand: Command = {
     'no-baseline': NO_BASELINE,
     port: { key: 'broker.port', type: 'string', number: true, help: 'embedded broker port (0: a free one)' },
     host: { key: 'broker.host', type: 'string', help: 'embedded broker address' },
-    'max-in-flight': { key: 'dispatcher.maxInFlight', type: 'string', number: true, help: 'frames in the chain at once (0: 2 per engine)' },
+    'max-in-flight': { key: 'dispatcher.maxInFlight', type: 'string', number: true, help: 'frames in the chain at once (0: 2 per engine, 4 with replicas)' },
     codec: { key: 'dispatcher.codec', type: 'string', help: 'lz4 | none' },
     seed: SEED,
     precision: PRECISION,

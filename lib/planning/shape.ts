@@ -378,8 +378,8 @@ function describe(t: CostTable, terms: Terms, nodes: ShapeNode[], groups: Group[
     const busy = t.busyMs(a, b);
     const names = g.members.map((m) => (m.workers > 1 ? `${m.node.id}x${m.workers}` : m.node.id)).join('+');
     const local = terms.local(g, a, b);
-    consider(busy / g.capacity, `stage ${k + 1} (${names})`);
-    if (local > busy / g.capacity) consider(local, `link or cores of stage ${k + 1} (${names})`);
+    consider(busy / g.capacity, `stage ${k} (${names})`);
+    if (local > busy / g.capacity) consider(local, `link or cores of stage ${k} (${names})`);
     const add = terms.cpu(g, a, b);
     add.forEach((x, i) => {
       cpu[i] += x;
@@ -431,6 +431,6 @@ function describe(t: CostTable, terms: Terms, nodes: ShapeNode[], groups: Group[
 }
 
 /** The shape in one line: `n1x2 | n2+n3` (stages separated by |, replicas by +, engines as xW). */
-export function shapeLine(stages: { members: ShapeMember[] }[]): string {
-  return stages.map((s) => s.members.map((m) => (m.workers > 1 ? `${m.node}x${m.workers}` : m.node)).join('+')).join(' | ');
+export function shapeLine(stages: (ShapeMember[] | { members: ShapeMember[] })[]): string {
+  return stages.map((s) => (Array.isArray(s) ? s : s.members).map((m) => (m.workers > 1 ? `${m.node}x${m.workers}` : m.node)).join('+')).join(' | ');
 }

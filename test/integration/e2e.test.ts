@@ -2,7 +2,7 @@
  * End to end through the `defer` command, every node a real child process.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,57 +10,14 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import sharp from 'sharp';
-import type { DispatcherEvent } from '../../dispatcher/events.js';
 import { decodeStatus } from '../../lib/protocol/index.js';
+import { exited, nodePid, startProcess, waitEvent } from '../helpers/cli-process.js';
 import { brokerReachable, CLI, freePort, REAL_MODELS, ROOT } from '../helpers/common.js';
 
 const run = promisify(execFile);
 
-interface Proc {
-  child: ChildProcess;
-  /** stdout and stderr together */
-  log: () => string;
-  /** the last JSON object the process wrote on stdout (its summary) */
-  summary: () => ReturnType<typeof JSON.parse>;
-  /** the dispatcher's events, as the CLI writes them with --json (one JSON object per line on stderr) */
-  events: () => DispatcherEvent[];
-}
-
-function startProcess(args: string[]): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
-  let out = '';
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d) => {
-    out += d;
-    stdout += d;
-  });
-  child.stderr!.on('data', (d) => {
-    out += d;
-    stderr += d;
-  });
-  const jsonLines = (text: string) =>
-    text
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l));
-  return { child, log: () => out, summary: () => jsonLines(stdout).at(-1), events: () => jsonLines(stderr).filter((e) => typeof e.type === 'string') };
-}
-
-/** Wait (up to `ms`) until the process has written an event of `type`; returns it. */
-async function waitEvent<T extends DispatcherEvent['type']>(p: Proc, type: T, ms = 60_000): Promise<Extract<DispatcherEvent, { type: T }>> {
-  for (let t = 0; t < ms; t += 50) {
-    const e = p.events().find((x) => x.type === type);
-    if (e) return e as Extract<DispatcherEvent, { type: T }>;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`no '${type}' event in ${ms} ms:\n${p.log()}`);
-}
-
-const exited = (c: ChildProcess) => new Promise<number | null>((r) => (c.exitCode !== null ? r(c.exitCode) : c.once('exit', (code) => r(code))));
-
 test('defer up: ResNet50 on 3 node processes, 30 frames, all returned, maxAbsDiffVsLocal 0', { timeout: 300_000 }, async () => {
-  const { stdout } = await run(process.execPath, [CLI, 'up', '--nodes', '3', '--model', 'resnet50', '--frames', '30', '--json', '--port', '0', '--log-level', 'warn'], {
+  const { stdout } = await run(process.execPath, [CLI, 'up', '--nodes', '3', '--shape', 'chain', '--model', 'resnet50', '--frames', '30', '--json', '--port', '0', '--log-level', 'warn'], {
     cwd: ROOT,
     maxBuffer: 1 << 24,
   });
@@ -86,7 +43,7 @@ test('defer up --auto: a node slowed 3x is measured slow and given less of the m
   const env = { ...process.env, DEFER_PLANNER_CACHE_DIR: mkdtempSync(join(tmpdir(), 'defer-e2e-')) };
   const { stdout } = await run(
     process.execPath,
-    [CLI, 'up', '--auto', '--replan', '--model', 'tiny', '--nodes', '2', '--slowdown', '1,3', '--frames', '20', '--json', '--port', '0', '--log-level', 'warn'],
+    [CLI, 'up', '--auto', '--shape', 'chain', '--replan', '--model', 'tiny', '--nodes', '2', '--slowdown', '1,3', '--frames', '20', '--json', '--port', '0', '--log-level', 'warn'],
     {
       cwd: ROOT,
       env,
@@ -127,7 +84,12 @@ test('defer broker + defer node x2 + defer dispatch as separate processes; clean
   // the planner reads the running nodes' calibrations from the broker
   const env = { ...process.env, DEFER_PLANNER_CACHE_DIR: mkdtempSync(join(tmpdir(), 'defer-e2e-')) };
   const plan = JSON.parse(
-    (await run(process.execPath, [CLI, 'plan', '--model', 'tiny', '--auto', '--nodes', 'n1,n2', '--broker', url, '--pipeline', 'e2e', '--json', '--log-level', 'warn'], { cwd: ROOT, env })).stdout,
+    (
+      await run(process.execPath, [CLI, 'plan', '--model', 'tiny', '--auto', '--shape', 'chain', '--nodes', 'n1,n2', '--broker', url, '--pipeline', 'e2e', '--json', '--log-level', 'warn'], {
+        cwd: ROOT,
+        env,
+      })
+    ).stdout,
   );
   assert.equal(plan.nodes.length, 2);
   assert.ok(
@@ -136,10 +98,14 @@ test('defer broker + defer node x2 + defer dispatch as separate processes; clean
   );
   const auto = JSON.parse(
     (
-      await run(process.execPath, [CLI, 'dispatch', '--model', 'tiny', '--nodes', 'n1,n2', '--auto', '--frames', '5', '--json', '--broker', url, '--pipeline', 'e2e', '--log-level', 'warn'], {
-        cwd: ROOT,
-        env,
-      })
+      await run(
+        process.execPath,
+        [CLI, 'dispatch', '--model', 'tiny', '--nodes', 'n1,n2', '--auto', '--shape', 'chain', '--frames', '5', '--json', '--broker', url, '--pipeline', 'e2e', '--log-level', 'warn'],
+        {
+          cwd: ROOT,
+          env,
+        },
+      )
     ).stdout,
   );
   assert.equal(auto.framesReturned, 5);
@@ -162,7 +128,23 @@ test('defer broker + defer node x2 + defer dispatch as separate processes; clean
 test('defer up --serve + defer sensor as processes: MNIST digits as PNG frames, accuracy reported; SIGTERM stops everything cleanly', { timeout: 180_000 }, async () => {
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
-  const up = startProcess(['up', '--serve', '--model', join(REAL_MODELS, 'mnist-keras'), '--nodes', '2', '--port', String(port), '--policy', 'queue', '--queue-size', '200', '--json']);
+  const up = startProcess([
+    'up',
+    '--serve',
+    '--model',
+    join(REAL_MODELS, 'mnist-keras'),
+    '--nodes',
+    '2',
+    '--shape',
+    'chain',
+    '--port',
+    String(port),
+    '--policy',
+    'queue',
+    '--queue-size',
+    '200',
+    '--json',
+  ]);
   const serving = await waitEvent(up, 'serving');
   assert.equal(serving.broker, `mqtt://127.0.0.1:${port}`);
   assert.equal(serving.frames, 'defer/default/frames/<device>');
@@ -188,22 +170,10 @@ test('defer up --serve + defer sensor as processes: MNIST digits as PNG frames, 
   await assert.rejects(mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 2000 }));
 });
 
-/** A node's process id, from its retained status (defer up's nodes are its children). */
-async function nodePid(url: string, node: string): Promise<number> {
-  const c = await mqtt.connectAsync(url, { reconnectPeriod: 0 });
-  let pid = 0;
-  c.on('message', (_t, p) => (pid = decodeStatus(p).pid ?? 0));
-  await c.subscribeAsync(`defer/default/node/${node}/status`);
-  for (let i = 0; i < 40 && !pid; i++) await new Promise((r) => setTimeout(r, 50));
-  await c.endAsync();
-  assert.ok(pid > 0, `${node} has a pid in its status`);
-  return pid;
-}
-
 test('defer up --standby 1: kill -9 of the middle node process mid-run; all 200 frames returned, bit-identical, the repair in the summary', { timeout: 180_000 }, async () => {
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
-  const up = startProcess(['up', '--model', 'tiny', '--nodes', '3', '--standby', '1', '--slowdown', '8,8,8', '--frames', '200', '--port', String(port), '--json']);
+  const up = startProcess(['up', '--model', 'tiny', '--nodes', '3', '--shape', 'chain', '--standby', '1', '--slowdown', '8,8,8', '--frames', '200', '--port', String(port), '--json']);
   assert.equal((await waitEvent(up, 'stream-start')).frames, 200);
   process.kill(await nodePid(url, 'n2'), 'SIGKILL');
   assert.equal(await exited(up.child), 0, up.log());
@@ -227,6 +197,8 @@ test('defer up --serve --standby 1 + defer sensor: kill -9 of a node process mid
     join(REAL_MODELS, 'mnist-keras'),
     '--nodes',
     '2',
+    '--shape',
+    'chain',
     '--standby',
     '1',
     '--slowdown',
@@ -280,7 +252,7 @@ test('Mosquitto as the broker: nodes and defer dispatch --serve on it; mosquitto
   t.after(() => {
     for (const n of nodes) n.child.kill('SIGKILL');
   });
-  const disp = startProcess(['dispatch', '--serve', '--model', 'tiny', '--nodes', 'm1,m2', '--broker', url, '--pipeline', 'mq', '--json']);
+  const disp = startProcess(['dispatch', '--serve', '--model', 'tiny', '--nodes', 'm1,m2', '--shape', 'chain', '--broker', url, '--pipeline', 'mq', '--json']);
   assert.equal((await waitEvent(disp, 'serving')).frames, 'defer/mq/frames/<device>');
   const jpeg = join(dir, 'photo.jpg');
   writeFileSync(

@@ -153,7 +153,7 @@ test('graphs that cannot be split are refused naming the reason: control flow, t
 });
 
 test('defer up --model <graph model> --nodes 2: bit-identical to the whole graph, speed-up reported; defer plan --list-cuts shows short and full names', { timeout: 180_000 }, async () => {
-  const { stdout } = await run(process.execPath, [CLI, 'up', '--model', GRAPH, '--nodes', '2', '--frames', '20', '--json'], { cwd: ROOT, maxBuffer: 1 << 24 });
+  const { stdout } = await run(process.execPath, [CLI, 'up', '--model', GRAPH, '--nodes', '2', '--shape', 'chain', '--frames', '20', '--json'], { cwd: ROOT, maxBuffer: 1 << 24 });
   const s = JSON.parse(stdout.trim().split('\n').at(-1)!);
   assert.deepEqual([s.frames, s.framesReturned, s.maxAbsDiffVsLocal, s.unit], [20, 20, 0, 'node']);
   assert.ok(s.speedupVsSingleProcess > 0);
@@ -167,7 +167,7 @@ test('defer up --model <graph model> --nodes 2: bit-identical to the whole graph
 
 test('defer up --serve --model <graph model>: defer sensor sends the real JPEG photos, every one answered through 2 nodes', { timeout: 180_000 }, async () => {
   const port = await freePort();
-  const up = spawn(process.execPath, [CLI, 'up', '--serve', '--model', GRAPH, '--nodes', '2', '--port', String(port), '--json'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const up = spawn(process.execPath, [CLI, 'up', '--serve', '--model', GRAPH, '--nodes', '2', '--shape', 'chain', '--port', String(port), '--json'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   up.stdout!.on('data', (d) => (log += d));
   up.stderr!.on('data', (d) => (log += d));

@@ -117,7 +117,7 @@ test('a flow of broker, 2 edge nodes, dispatcher and status: an image in, the lo
   const status = watchStatus(d);
   const statusMsgs: Record<string, unknown>[] = [];
   helper.getNode('statusOut').on('input', (m) => statusMsgs.push(m));
-  await status.until(/^ready \(2 nodes: n1, n2\)$/);
+  await status.until(/^ready \(2 nodes: n1 \| n2\)$/);
   assert.ok(
     status.all.some((s) => /deploying/.test(s.text ?? '')),
     'it showed deploying first',
@@ -158,12 +158,39 @@ test('a flow of broker, 2 edge nodes, dispatcher and status: an image in, the lo
   assert.equal(tf.memory().numTensors, tensors0, 'no tensors left behind');
 });
 
+test('replicas and workers: both edge nodes serve the one stage on 2 worker threads each; the status says so; scores exact', { timeout: 120_000 }, async () => {
+  const port = await freePort();
+  await load(pipelineFlow(port, { replicas: '2', workers: 2, cuts: 'auto' }));
+  const d = helper.getNode('d');
+  await watchStatus(d).until(/^ready \(2 nodes: n1x2\+n2x2\)$/);
+  await watchStatus(helper.getNode('s')).until(/x2 workers/);
+  const png = await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: 200, g: 20, b: 90 } } })
+    .png()
+    .toBuffer();
+  const flat = await loadFlatModel('tiny');
+  const input = modelInputFor(flat, loadConfig(undefined, {}, {}).serve, { teachableMachine: false });
+  const x = await preprocessImage(png, input.preprocess!);
+  const local = tf.tidy(() => flat.run(tf.tensor(x.data as Float32Array, x.shape)) as tf.Tensor);
+  const want = Array.from((await local.data()) as Float32Array);
+  tf.dispose(local);
+  flat.dispose();
+  const out = helper.getNode('out');
+  const got: Record<string, unknown>[] = [];
+  out.on('input', (m) => got.push(m));
+  for (let i = 0; i < 12; i++) d.receive({ payload: png, _msgid: `r-${i}` });
+  for (let t = 0; t < 30_000 && got.length < 12; t += 50) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(got.length, 12);
+  for (const m of got) assert.deepEqual(m.payload, want, 'every replica and worker gives the local scores, exactly');
+  const nodes = new Set(got.map((m) => (m.hops as { node: string }[])[0].node));
+  assert.deepEqual([...nodes].sort(), ['n1', 'n2'], 'both replicas answered');
+});
+
 test("the dispatcher node with a graph model (TF-Hub MobileNetV2) and a short node name as its cut: a real photo in, the whole graph's scores out", { timeout: 120_000 }, async () => {
   const port = await freePort();
   const model = join(REAL_MODELS, 'graph-mobilenet-v2');
   await load(pipelineFlow(port, { model, cuts: 'expanded_conv_8/add', topK: 2 }));
   const d = watchStatus(helper.getNode('d'));
-  await d.until(/^ready \(2 nodes: n1, n2\)$/);
+  await d.until(/^ready \(2 nodes: n1 \| n2\)$/);
   const jpeg = readFileSync(join(IMAGES, 'n02095889_Sealyham_terrier.JPEG'));
   const flat = await loadFlatModel(model);
   const input = modelInputFor(flat, loadConfig(undefined, {}, {}).serve, { teachableMachine: false });
@@ -242,6 +269,8 @@ test('bad configurations: a red status and a log line, no crash; a message to a 
     { id: 'd6', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', standby: 'n3,n2' },
     { id: 'd7', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', precision: 'int4' },
     { id: 'd8', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', precision: 'int8,int8' },
+    { id: 'd9', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', replicas: '2,1' },
+    { id: 'd10', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', workers: 'many' },
     { id: 'e1', type: 'defer-edge-node', broker: 'good', nodeId: 'has space' },
     { id: 's1', type: 'defer-status' },
   ]);
@@ -259,6 +288,8 @@ test('bad configurations: a red status and a log line, no crash; a message to a 
     ['d6', /'n2' is both an edge node of the chain and a standby/],
     ['d7', /precision 'int4' must be auto, or one of lossless, float16, int8/],
     ['d8', /precision has 2 values; 2 stages have 3 hops/],
+    ['d9', /replicas 2,1 need 3 nodes, but 2 are given/],
+    ['d10', /workers must be a positive integer/],
     ['e1', /node id 'has space' must be 1-64 letters/],
     ['s1', /no DEFER broker configured/],
   ];

@@ -20,7 +20,10 @@ before(async () => {
 test('defer plan --auto: speeds from the command line, a table and JSON; bad input exits 2 with the reason', { timeout: 120_000 }, async () => {
   const cache = mkdtempSync(join(tmpdir(), 'defer-plan-'));
   const env = { ...process.env, DEFER_PLANNER_CACHE_DIR: cache };
-  const { stdout } = await run(process.execPath, [CLI, 'plan', '--model', 'tiny', '--auto', '--nodes', 'fast,slow', '--speeds', '1,0.25', '--json', '--log-level', 'warn'], { cwd: ROOT, env });
+  const { stdout } = await run(process.execPath, [CLI, 'plan', '--model', 'tiny', '--auto', '--shape', 'chain', '--nodes', 'fast,slow', '--speeds', '1,0.25', '--json', '--log-level', 'warn'], {
+    cwd: ROOT,
+    env,
+  });
   const r = JSON.parse(stdout) as { cuts: string[]; stages: { node: string; computeMs: number; layerCount: number }[]; predictedThroughputFps: number; nodes: { id: string; speed: number }[] };
   assert.equal(r.stages.length, 2);
   assert.deepEqual(
@@ -31,7 +34,10 @@ test('defer plan --auto: speeds from the command line, a table and JSON; bad inp
   const slow = r.stages.find((s) => s.node === 'slow')!;
   const fast = r.stages.find((s) => s.node === 'fast')!;
   assert.ok(slow.computeMs / 4 < fast.computeMs, 'the slow node has less of the model');
-  const table = await run(process.execPath, [CLI, 'plan', '--model', 'tiny', '--auto', '--speeds', '1,1', '--bandwidth', '100', '--latency', '2', '--log-level', 'warn'], { cwd: ROOT, env });
+  const table = await run(process.execPath, [CLI, 'plan', '--model', 'tiny', '--auto', '--shape', 'chain', '--speeds', '1,1', '--bandwidth', '100', '--latency', '2', '--log-level', 'warn'], {
+    cwd: ROOT,
+    env,
+  });
   assert.match(table.stdout, /profile from cache/);
   assert.match(table.stdout, /stage\s+node\s+layers\s+count\s+params\s+weight MB\s+predicted ms\s+output KiB\s+transfer ms/);
   assert.match(table.stdout, /predicted throughput: [\d.]+ frames\/s \(bottleneck: /);

@@ -1,0 +1,101 @@
+/**
+ * Replicas and workers through the `defer` command, every node a real child process: the planned shape for a
+ * light model, outputs bit-identical with replicated stages and worker threads mixed, a replica killed mid-run, a
+ * replica slowed 3x fed by load.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { exited, nodePid, startProcess, waitEvent } from '../helpers/cli-process.js';
+import { CLI, freePort, REAL_MODELS, ROOT } from '../helpers/common.js';
+
+const run = promisify(execFile);
+const TM = join(REAL_MODELS, 'tm-aircraft');
+
+interface StageRun {
+  node: string;
+  nodes: { node: string; workers: number; frames: number }[];
+}
+
+test('defer up --model <Teachable Machine> --nodes 2: the planner chooses the shape, the summary shows it, outputs exact', { timeout: 180_000 }, async () => {
+  const { stdout } = await run(process.execPath, [CLI, 'up', '--model', TM, '--nodes', '2', '--frames', '40', '--json', '--port', '0', '--log-level', 'warn'], { cwd: ROOT, maxBuffer: 1 << 24 });
+  const s = JSON.parse(stdout.trim().split('\n').at(-1)!);
+  assert.deepEqual([s.frames, s.framesReturned, s.maxAbsDiffVsLocal], [40, 40, 0]);
+  // one stage (a light model on one host's 2 cores: no cut pays), on two engines
+  assert.equal(s.stages.length, 1, s.shape);
+  const engines = s.stages[0].nodes.reduce((n: number, x: { workers: number }) => n + x.workers, 0);
+  assert.equal(engines, 2, s.shape);
+  assert.equal(s.plannedShape.shape, s.shape);
+  assert.ok(s.plannedShape.predictedThroughputFps > 0 && s.speedupVsSingleProcess > 0);
+  console.log(`# TM model, defer up --nodes 2: shape ${s.shape}, ${s.throughputFps} frames/s, ${s.speedupVsSingleProcess}x single process`);
+});
+
+test('replicas and workers mixed (--replicas 2,1 --workers 2): every frame answered once, bit-identical to the whole model', { timeout: 180_000 }, async () => {
+  // --speeds: the planner takes the nodes as given (no host to share), so it may give every node 2 engines
+  const { stdout } = await run(
+    process.execPath,
+    [CLI, 'up', '--model', 'tiny', '--nodes', '3', '--speeds', '1,1,1', '--replicas', '2,1', '--workers', '2', '--frames', '120', '--json', '--port', '0', '--log-level', 'warn'],
+    { cwd: ROOT, maxBuffer: 1 << 24 },
+  );
+  const s = JSON.parse(stdout.trim().split('\n').at(-1)!);
+  assert.deepEqual([s.frames, s.framesReturned, s.maxAbsDiffVsLocal, s.duplicates], [120, 120, 0, 0]);
+  assert.deepEqual(
+    s.stages.map((st: StageRun) => st.nodes.length),
+    [2, 1],
+  );
+  assert.ok(
+    s.stages.every((st: StageRun) => st.nodes.every((n) => n.workers === 2)),
+    s.shape,
+  );
+  // both replicas of stage 0 computed frames, and together all of them
+  const first = s.stages[0].nodes as StageRun['nodes'];
+  assert.ok(
+    first.every((n) => n.frames > 10),
+    JSON.stringify(first),
+  );
+  assert.equal(
+    first.reduce((a, n) => a + n.frames, 0),
+    120,
+  );
+});
+
+test('kill -9 of one replica mid-run: every frame answered exactly once, bit-identical; the others took its frames', { timeout: 180_000 }, async () => {
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  const up = startProcess(['up', '--model', 'tiny', '--nodes', '2', '--speeds', '1,1', '--replicas', '2', '--slowdown', '8,8', '--frames', '200', '--port', String(port), '--json']);
+  assert.equal((await waitEvent(up, 'stream-start')).frames, 200);
+  await new Promise((r) => setTimeout(r, 300));
+  process.kill(await nodePid(url, 'n2'), 'SIGKILL');
+  assert.equal(await exited(up.child), 0, up.log());
+  const s = up.summary();
+  assert.deepEqual([s.frames, s.framesReturned, s.maxAbsDiffVsLocal], [200, 200, 0]);
+  assert.equal(s.repairs.length, 1, JSON.stringify(s.repairs));
+  assert.deepEqual([s.repairs[0].kind, s.repairs[0].node], ['replica', 'n2']);
+  const nodes = s.stages[0].nodes as StageRun['nodes'];
+  const n1 = nodes.find((n) => n.node === 'n1')!;
+  const n2 = nodes.find((n) => n.node === 'n2');
+  assert.ok(n1.frames > 100, JSON.stringify(nodes));
+  assert.equal(n1.frames + (n2?.frames ?? 0), 200, 'each frame counted once');
+});
+
+test('a replica slowed 3x is fed by its measured speed: its share of frames follows its time per frame', { timeout: 180_000 }, async () => {
+  const { stdout } = await run(
+    process.execPath,
+    [CLI, 'up', '--model', TM, '--nodes', '2', '--speeds', '1,1', '--replicas', '2', '--slowdown', '1,3', '--frames', '100', '--json', '--port', '0', '--no-baseline', '--log-level', 'warn'],
+    { cwd: ROOT, maxBuffer: 1 << 24 },
+  );
+  const s = JSON.parse(stdout.trim().split('\n').at(-1)!);
+  assert.equal(s.framesReturned, 100);
+  const nodes = s.stages[0].nodes as (StageRun['nodes'][number] & { meanBusyMs: number })[];
+  const fast = nodes.find((n) => n.node === 'n1')!;
+  const slow = nodes.find((n) => n.node === 'n2')!;
+  // on these 2 shared cores the slowed replica's compute is slowed by its twin's too: its measured time per frame,
+  // not the factor 3, is what it is fed by (on a device of its own it would get a third of its twin's frames)
+  const share = slow.frames / fast.frames;
+  const speed = fast.meanBusyMs / slow.meanBusyMs;
+  console.log(`# slowed 3x: ${slow.frames} frames against its twin's ${fast.frames} (${share.toFixed(2)}); measured ${slow.meanBusyMs} against ${fast.meanBusyMs} ms/frame (${speed.toFixed(2)})`);
+  assert.ok(slow.frames >= 3 && share < 0.6, `slow/fast = ${share.toFixed(2)} (${slow.frames}/${fast.frames})`);
+  assert.ok(share > speed / 3 && share < speed * 3, `frames follow the measured speed: share ${share.toFixed(2)}, speed ${speed.toFixed(2)}`);
+});
