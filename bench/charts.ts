@@ -16,31 +16,33 @@ function niceMax(x: number): number {
   return 10 * p;
 }
 
-/** Throughput against nodes, a panel per model: measured, single process, ideal bound. */
+/** Throughput against nodes, a panel per model: the planned shape and the chain, single process, the chain's ideal bound. */
 export function throughputSvg(rows: PipelineRow[], title: string): string {
   const models = [...new Set(rows.map((r) => r.model))];
   const pw = 330;
   const ph = 260;
   const m = { l: 50, r: 15, t: 40, b: 45 };
-  const width = Math.max(models.length * pw + 20, 760);
+  const width = Math.max(models.length * pw + 20, 960);
   const height = ph + 70;
   const panels = models.map((model, i) => {
-    const rs = rows.filter((r) => r.model === model).sort((a, b) => a.nodes - b.nodes);
+    const all = rows.filter((r) => r.model === model).sort((a, b) => a.nodes - b.nodes);
+    const rs = all.filter((r) => r.deployment === 'chain');
+    const planned = all.filter((r) => r.deployment === 'planned');
     const x0 = 10 + i * pw;
     const w = pw - m.l - m.r;
     const h = ph - m.t - m.b;
-    const maxN = Math.max(...rs.map((r) => r.nodes));
-    const maxY = niceMax(Math.max(...rs.flatMap((r) => [r.throughputFps, r.singleProcessFps, r.idealFps])));
+    const maxN = Math.max(...all.map((r) => r.nodes));
+    const maxY = niceMax(Math.max(...all.flatMap((r) => [r.throughputFps, r.singleProcessFps, r.idealFps])));
     const X = (n: number) => x0 + m.l + (maxN === 1 ? w / 2 : ((n - 1) / (maxN - 1)) * w);
     const Y = (v: number) => 30 + m.t + h - (v / maxY) * h;
-    const line = (f: (r: PipelineRow) => number, style: string, colour: string) =>
-      `<polyline fill="none" stroke="${colour}" stroke-width="2" ${style} points="${rs.map((r) => `${X(r.nodes).toFixed(1)},${Y(f(r)).toFixed(1)}`).join(' ')}"/>` +
-      rs.map((r) => `<circle cx="${X(r.nodes).toFixed(1)}" cy="${Y(f(r)).toFixed(1)}" r="3" fill="${colour}"/>`).join('');
+    const line = (f: (r: PipelineRow) => number, style: string, colour: string, of: PipelineRow[] = rs) =>
+      `<polyline fill="none" stroke="${colour}" stroke-width="2" ${style} points="${of.map((r) => `${X(r.nodes).toFixed(1)},${Y(f(r)).toFixed(1)}`).join(' ')}"/>` +
+      of.map((r) => `<circle cx="${X(r.nodes).toFixed(1)}" cy="${Y(f(r)).toFixed(1)}" r="3" fill="${colour}"/>`).join('');
     const ticks = [0, 0.25, 0.5, 0.75, 1].map(
       (f) =>
         `<line x1="${x0 + m.l}" x2="${x0 + m.l + w}" y1="${Y(f * maxY)}" y2="${Y(f * maxY)}" stroke="#ddd"/><text x="${x0 + m.l - 6}" y="${Y(f * maxY) + 4}" text-anchor="end" font-size="11" ${FONT}>${+(f * maxY).toFixed(2)}</text>`,
     );
-    const xt = rs.map((r) => `<text x="${X(r.nodes)}" y="${30 + m.t + h + 16}" text-anchor="middle" font-size="11" ${FONT}>${r.nodes}</text>`);
+    const xt = [...new Map(all.map((r) => [r.nodes, r])).values()].map((r) => `<text x="${X(r.nodes)}" y="${30 + m.t + h + 16}" text-anchor="middle" font-size="11" ${FONT}>${r.nodes}</text>`);
     return [
       `<text x="${x0 + m.l + w / 2}" y="${30 + m.t - 14}" text-anchor="middle" font-size="14" font-weight="bold" ${FONT}>${esc(model)}</text>`,
       ...ticks,
@@ -50,10 +52,12 @@ export function throughputSvg(rows: PipelineRow[], title: string): string {
       line((r) => r.idealFps, 'stroke-dasharray="2,3"', '#7a7a7a'),
       line((r) => r.singleProcessFps, 'stroke-dasharray="6,4"', '#c0392b'),
       line((r) => r.throughputFps, '', '#2471a3'),
+      planned.length ? line((r) => r.throughputFps, '', '#1e8449', planned) : '',
     ].join('\n');
   });
   const legend = [
-    ['#2471a3', '', 'DEFER chain'],
+    ['#1e8449', '', 'planned shape (replicas, workers)'],
+    ['#2471a3', '', 'chain (one node per stage)'],
     ['#c0392b', 'stroke-dasharray="6,4"', 'single process (same run)'],
     ['#7a7a7a', 'stroke-dasharray="2,3"', 'ideal: single ms / slowest stage ms'],
   ]

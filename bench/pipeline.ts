@@ -9,6 +9,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Local, type UpOptions, withLocalDeployment } from '../cli/up.js';
 import type { DeferConfig } from '../config/schema.js';
+import { deploymentNodes } from '../dispatcher/deploy/deployment-package.js';
 import { type LocalRun, runChain, runLocal, summarise } from '../dispatcher/run/measure-run.js';
 import { mean, round } from '../lib/core/stats.js';
 import { syntheticFrames } from '../lib/model/synthetic-frames.js';
@@ -17,13 +18,20 @@ import { hopLatencies } from '../lib/protocol/index.js';
 
 export interface PipelineRow {
   model: string;
+  /** node processes started */
   nodes: number;
+  /** planned: the shape planner's choice (stages, replicas, workers, idle nodes); chain: one node per stage, one engine each */
+  deployment: 'planned' | 'chain';
+  /** the shape run: stages separated by |, replicas by +, workers as xW */
+  shape: string;
+  /** engines that computed (worker threads, or nodes' own threads) */
+  engines: number;
   frames: number;
   cuts: string[];
   throughputFps: number;
   singleProcessFps: number;
   speedup: number;
-  /** single-process ms per frame over the slowest stage's compute ms: what a perfect chain would reach */
+  /** single-process ms per frame over the slowest stage's compute ms (over its engines): what a perfect deployment of this shape would reach */
   idealSpeedup: number;
   idealFps: number;
   p50Ms: number;
@@ -74,11 +82,11 @@ const baselines = new Map<string, LocalRun>();
 
 export async function measurePipeline(config: DeferConfig, progress: (l: string) => void, opts: Pick<UpOptions, 'nodeNetwork'> & { redeploy?: boolean } = {}): Promise<PipelineRow> {
   return withLocalDeployment(config, { progress: () => undefined, ...opts }, async (l: Local) => {
-    const { order, cuts } = await chooseSplit({ config: l.config, backend: l.backend, flat: l.flat, ids: l.ids, caps: l.caps, cuts: l.cuts, progress: () => undefined });
+    const { order, cuts, shape } = await chooseSplit({ config: l.config, backend: l.backend, flat: l.flat, ids: l.ids, caps: l.caps, cuts: l.cuts, progress: () => undefined });
     // nodes up first: the deployment time is from dispatch to all ready, not node start-up
     await l.dispatcher.nodes.waitCapabilities(l.ids, 120_000);
-    const first = await l.dispatcher.deploy(l.flat, order, cuts);
-    const again = opts.redeploy === false ? first : await l.dispatcher.deploy(l.flat, order, cuts);
+    const first = await l.dispatcher.deploy(l.flat, order, cuts, shape);
+    const again = opts.redeploy === false ? first : await l.dispatcher.deploy(l.flat, order, cuts, shape);
     const frames = syntheticFrames(l.flat.inputShape, config.up.frames, config.dispatcher.seed);
     const key = `${config.dispatcher.model}/${frames.length}`;
     if (!baselines.has(key)) baselines.set(key, await runLocal(l.flat, frames));
@@ -86,10 +94,7 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
     const e0 = await raplMicrojoules();
     const chain = await runChain(again, frames);
     const e1 = await raplMicrojoules();
-    await l.dispatcher.nodes.freshHeartbeats(
-      again.package.stages.map((st) => st.nodeId),
-      Date.now(),
-    );
+    await l.dispatcher.nodes.freshHeartbeats(deploymentNodes(again.package), Date.now());
     const s = summarise(config.dispatcher.model, l.backend, again, frames, chain, local, l.dispatcher.nodes.heartbeats);
     const hops = chain.results.map(hopLatencies);
     const overhead = s.stages.map((st, k) => {
@@ -101,13 +106,17 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
       return { node: st.node, transferMs, decodeMs, encodeMs, computeMs, codecShare: round((decodeMs + encodeMs) / (decodeMs + encodeMs + computeMs), 4) };
     });
     const single = s.singleProcess!;
-    const slowest = Math.max(...s.stages.map((st) => st.meanComputeMs));
+    // a stage served by several engines takes its compute time over their number
+    const slowest = Math.max(...s.stages.map((st) => st.meanComputeMs / st.nodes.reduce((w, x) => w + x.workers, 0)));
     progress(
-      `  ${config.dispatcher.model} on ${order.length} node(s): ${s.throughputFps} frames/s (single ${single.throughputFps}), deploy ${(first.deployMs / 1000).toFixed(1)} s, redeploy ${(again.deployMs / 1000).toFixed(1)} s`,
+      `  ${config.dispatcher.model} on ${config.up.nodes} node(s), ${shape ? 'planned' : 'chain'} ${s.shape}: ${s.throughputFps} frames/s (single ${single.throughputFps}), deploy ${(first.deployMs / 1000).toFixed(1)} s, redeploy ${(again.deployMs / 1000).toFixed(1)} s`,
     );
     return {
       model: config.dispatcher.model,
-      nodes: order.length,
+      nodes: config.up.nodes,
+      deployment: shape ? 'planned' : 'chain',
+      shape: s.shape,
+      engines: s.stages.reduce((n, st) => n + st.nodes.reduce((w, x) => w + x.workers, 0), 0),
       frames: frames.length,
       cuts,
       throughputFps: s.throughputFps,

@@ -3,7 +3,8 @@
  * CI): the tiny CNN and MobileNet on 1-2 node processes, the codecs on one
  * ResNet50 activation, broker throughput. `--full` (the published figures):
  * ResNet50, MobileNet and the Teachable Machine MobileNetV2 on 1..N nodes
- * (N = --max-nodes, default 4), the codecs at three cuts, deployment of
+ * (N = --max-nodes, default 4), each as the planner's shape (replicas,
+ * workers) and as a chain, the codecs at three cuts, deployment of
  * ResNet50. Writes <out>/<date>-<host>[-quick].json and .md, and PNG charts.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -76,6 +77,27 @@ function plan(full: boolean, maxNodes: number): Plan {
 
 const f = (x: number | null, d = 1) => (x === null ? 'n/a' : x.toFixed(d));
 
+/** The planned shape against the chain and against the best measured, per model and number of nodes. */
+function plannedVsChain(rows: PipelineRow[]): string[] {
+  const planned = rows.filter((p) => p.deployment === 'planned');
+  if (!planned.length) return [];
+  const out = planned.map((p) => {
+    const chain = rows.find((c) => c.deployment === 'chain' && c.model === p.model && c.nodes === p.nodes);
+    const best = Math.max(...rows.filter((c) => c.model === p.model && c.nodes === p.nodes).map((c) => c.throughputFps));
+    return `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${p.shape} | ${p.speedup}x | ${chain ? `${chain.speedup}x (${chain.shape})` : '-'} | ${chain ? f(p.throughputFps / chain.throughputFps, 2) : '-'}x | ${f(p.throughputFps / best, 2)} |`;
+  });
+  return [
+    '## Planned shape against the chain',
+    '',
+    'Speed-ups against the single process of the same run; "of best": the planned throughput over the best measured for that model and N.',
+    '',
+    '| model | nodes | planned shape | planned speed-up | chain speed-up (shape) | planned / chain | of best |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+    ...out,
+    '',
+  ];
+}
+
 function markdown(r: BenchResult): string {
   const m = r.machine;
   const lines = [
@@ -86,13 +108,16 @@ function markdown(r: BenchResult): string {
     '',
     '## Throughput and latency against nodes',
     '',
-    '| model | nodes | cuts | frames/s | single process | speed-up | ideal speed-up | p50 / p95 ms | stage compute ms | node CPU ms/frame | broker+dispatcher CPU ms/frame | energy J/frame |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    'Planned: the shape the planner chose for N node processes (stages separated by |, replicas by +, worker threads as xW; nodes not named stay idle). Chain: one node per stage, one engine each, cuts balanced by time.',
+    '',
+    '| model | nodes | deployment | shape | cuts | frames/s | single process | speed-up | ideal speed-up | p50 / p95 ms | stage compute ms | node CPU ms/frame | broker+dispatcher CPU ms/frame | energy J/frame |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...r.pipeline.map(
       (p) =>
-        `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${p.cuts.join(', ') || '-'} | ${p.throughputFps} | ${p.singleProcessFps} | ${p.speedup}x | ${p.idealSpeedup}x | ${p.p50Ms} / ${p.p95Ms} | ${p.stageComputeMs.join(' / ')} | ${p.nodeCpuMsPerFrame.map((x) => f(x)).join(' / ')} | ${p.brokerDispatcherCpuMsPerFrame} | ${p.joulesPerFrame ?? 'n/a'} |`,
+        `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${p.deployment} | ${p.shape} | ${p.cuts.join(', ') || '-'} | ${p.throughputFps} | ${p.singleProcessFps} | ${p.speedup}x | ${p.idealSpeedup}x | ${p.p50Ms} / ${p.p95Ms} | ${p.stageComputeMs.join(' / ')} | ${p.nodeCpuMsPerFrame.map((x) => f(x)).join(' / ')} | ${p.brokerDispatcherCpuMsPerFrame} | ${p.joulesPerFrame ?? 'n/a'} |`,
     ),
     '',
+    ...plannedVsChain(r.pipeline),
     '## Memory per node',
     '',
     "Each node process's peak resident set (the kernel's maxrss, from its last heartbeat) and the wasm heap in it, beside its stage's weight bytes; stage 0 first.",
@@ -195,9 +220,13 @@ async function main(): Promise<void> {
   const pipeline: PipelineRow[] = [];
   for (const run of only.includes('pipeline') ? p.pipeline : []) {
     for (let n = 1; n <= run.maxNodes; n++) {
-      say(`${run.label} on ${n} node(s), ${run.frames} frames`);
-      const config = loadConfig(undefined, { 'dispatcher.model': run.model, 'up.nodes': n, 'up.frames': run.frames, 'broker.port': 0, logLevel: 'warn' }, {});
-      pipeline.push({ ...(await measurePipeline(config, say)), model: run.label });
+      // the planner's shape (stages, replicas, workers), then the chain of one node per stage beside it
+      // (quick mode: the planned shape at the most nodes only)
+      for (const shape of full || n === run.maxNodes ? (['auto', 'chain'] as const) : (['chain'] as const)) {
+        say(`${run.label} on ${n} node(s), ${shape === 'auto' ? 'planned shape' : 'chain'}, ${run.frames} frames`);
+        const config = loadConfig(undefined, { 'dispatcher.model': run.model, 'up.nodes': n, 'up.frames': run.frames, 'planner.shape': shape, 'broker.port': 0, logLevel: 'warn' }, {});
+        pipeline.push({ ...(await measurePipeline(config, say)), model: run.label });
+      }
     }
   }
   let codecs: CodecRow[] = [];
@@ -227,7 +256,7 @@ async function main(): Promise<void> {
     const e = p.emulate;
     const ids = Array.from({ length: e.nodes }, (_, i) => `n${i + 1}`);
     say(`${e.model} on ${e.nodes} nodes on loopback, for comparison`);
-    const loopback = loadConfig(undefined, { 'dispatcher.model': e.model, 'up.nodes': e.nodes, 'up.frames': e.frames, 'broker.port': 0, logLevel: 'warn' }, {});
+    const loopback = loadConfig(undefined, { 'dispatcher.model': e.model, 'up.nodes': e.nodes, 'up.frames': e.frames, 'planner.shape': 'chain', 'broker.port': 0, logLevel: 'warn' }, {});
     emulated.push({ shape: 'loopback (no namespaces)', applied: 'none', asked: 'lossless', row: await measurePipeline(loopback, say) });
     for (const shape of e.shapes) {
       for (const precision of e.precisions) {
@@ -242,6 +271,7 @@ async function main(): Promise<void> {
               ...(precision === 'auto' ? { 'planner.bandwidthMbps': [shape.mbit] } : {}),
               'up.nodes': e.nodes,
               'up.frames': e.frames,
+              'planner.shape': 'chain',
               'broker.port': 0,
               'broker.host': '0.0.0.0',
               'dispatcher.readyTimeoutMs': 600_000,

@@ -14,6 +14,8 @@ export interface StatusRow {
   deployment: string | null;
   /** 1-based, of how many, as people count stages; null when it runs none */
   stage: string | null;
+  /** engines running its stage (worker threads; 1: its own thread); null when it runs none */
+  workers: number | null;
   frames: number | null;
   queue: number | null;
   rssBytes: number | null;
@@ -70,6 +72,7 @@ export class StatusReader {
           state: s.state,
           deployment: s.deployment ?? null,
           stage: s.stage !== undefined && s.deployment ? String(s.stage + 1) : null,
+          workers: s.stage !== undefined && s.deployment ? (s.workers ?? 1) : null,
           frames: hb?.frames ?? s.frames ?? null,
           queue: hb?.queue ?? null,
           rssBytes: hb?.rssBytes ?? null,
@@ -99,12 +102,13 @@ export class StatusReader {
 }
 
 export function formatStatus(r: StatusReport): string {
-  const head = ['node', 'state', 'deployment', 'stage', 'frames', 'queue', 'memory MB', 'backend', 'host', 'heard'];
+  const head = ['node', 'state', 'deployment', 'stage', 'workers', 'frames', 'queue', 'memory MB', 'backend', 'host', 'heard'];
   const rows = r.nodes.map((n) => [
     n.node,
     n.state,
     n.deployment ?? '-',
     n.stage ?? '-',
+    n.workers === null ? '-' : String(n.workers),
     n.frames === null ? '-' : String(n.frames),
     n.queue === null ? '-' : String(n.queue),
     n.rssBytes === null ? '-' : (n.rssBytes / 1e6).toFixed(1),

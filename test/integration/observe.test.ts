@@ -235,8 +235,8 @@ test('defer status: the nodes from their statuses and heartbeats on the broker, 
   assert.deepEqual([by.get('n1')?.state, by.get('n1')?.stage, by.get('n2')?.stage, by.get('s1')?.state, by.get('s1')?.stage], ['ready', '1', '2', 'online', null]);
   assert.ok((by.get('n1')?.rssBytes ?? 0) > 0 && by.get('n1')?.heardSecondsAgo !== null, 'figures from a live heartbeat');
   const table = await run(process.execPath, [CLI, 'status', '--broker', broker.url, '--pipeline', PIPE, '--wait', '1.5', '--log-level', 'warn'], { cwd: ROOT });
-  assert.match(table.stdout, /^node +state +deployment +stage +frames +queue +memory MB +backend +host +heard$/m);
-  assert.match(table.stdout, /^n2 +ready +\S+ +2 /m);
+  assert.match(table.stdout, /^node +state +deployment +stage +workers +frames +queue +memory MB +backend +host +heard$/m);
+  assert.match(table.stdout, /^n2 +ready +\S+ +2 +1 /m);
   const bad = await run(process.execPath, [CLI, 'status', '--broker', broker.url, '--interval', 'x', '--watch'], { cwd: ROOT }).then(
     () => assert.fail('a bad --interval must fail'),
     (e: { code: number; stderr: string }) => e,
