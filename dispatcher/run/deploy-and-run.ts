@@ -38,8 +38,8 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
     });
     // each node's next heartbeat covers the whole run (its peak memory)
     await d.nodes.freshHeartbeats(deploymentNodes(deployment.package), Date.now());
-    // the baseline after the chain's run, not before: the whole model run in this process leaves its engine's memory
-    // here, and the dispatcher's work then measured up to 2.6x more CPU per frame (Teachable Machine model, 2026-11-27)
+    // the baseline after the chain's run: the chain's figures are of a dispatcher that has not run the model itself
+    // (an A/B on 2026-11-27 found no lasting effect of that run within this machine's noise, so either order is fair)
     if (config.up.baseline && !local) {
       progress(`single-process baseline: ${frames.length} frames through the whole model here`);
       local = await runLocal(flat, frames);
