@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { type Local, type UpOptions, withLocalDeployment } from '../cli/up.js';
 import type { DeferConfig } from '../config/schema.js';
 import { deploymentNodes } from '../dispatcher/deploy/deployment-package.js';
-import { type LocalRun, runChain, runLocal, summarise } from '../dispatcher/run/measure-run.js';
+import { type LocalRun, runChain, runLocal, summarise, warmChain } from '../dispatcher/run/measure-run.js';
 import { mean, round } from '../lib/core/stats.js';
 import { syntheticFrames } from '../lib/model/synthetic-frames.js';
 import { chooseSplit } from '../lib/planning/auto-plan.js';
@@ -92,6 +92,7 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
     if (!baselines.has(key)) baselines.set(key, await runLocal(l.flat, frames));
     const local = baselines.get(key)!;
     const e0 = await raplMicrojoules();
+    await warmChain(again, frames, again.stream.maxInFlight);
     const chain = await runChain(again, frames);
     const e1 = await raplMicrojoules();
     await l.dispatcher.nodes.freshHeartbeats(deploymentNodes(again.package), Date.now());

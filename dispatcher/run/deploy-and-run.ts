@@ -9,7 +9,7 @@ import { chooseSplit, replanFromMeasured, type SplitRequest } from '../../lib/pl
 import { checkPlan, formatPlanCheck } from '../../lib/planning/plan-check.js';
 import { deploymentNodes } from '../deploy/deployment-package.js';
 import type { Dispatcher } from '../dispatcher.js';
-import { checkShape, formatShapeCheck, type LocalRun, type RunSummary, runChain, runLocal, summarise } from './measure-run.js';
+import { checkShape, formatShapeCheck, type LocalRun, type RunSummary, runChain, runLocal, summarise, warmChain } from './measure-run.js';
 
 export interface RunRequest extends SplitRequest {
   /** the broker runs in this process (defer up): its CPU is in the dispatcher's measured CPU */
@@ -27,6 +27,8 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
   const run = async (nodes: string[], at: string[], label: string): Promise<RunSummary> => {
     const deployment = await d.adoptOrDeploy(flat, nodes, at, adoptable, label === '' ? shape : undefined);
     adoptable = false;
+    // one window of frames first, untimed (see warmChain)
+    await warmChain(deployment, frames, deployment.stream.maxInFlight);
     d.events.emit({ type: 'stream-start', deployment: deployment.id, frames: frames.length, nodes, replanned: label !== '' });
     let lastPct = -1;
     const chain = await runChain(deployment, frames, (done) => {

@@ -30,6 +30,17 @@ export interface ChainRun {
 
 let runs = 0;
 
+/**
+ * Warm a fresh deployment up: `count` frames (the first ones again, not counted anywhere) through it, untimed, as
+ * the single-process baseline's first two are. Fresh node processes and worker threads run their first frames
+ * slower (their JavaScript not yet compiled): on a 40-frame run of a light model that cost a third of its
+ * throughput (Teachable Machine model, 2026-11-27).
+ */
+export async function warmChain(d: Deployment, frames: RawTensor[], count: number): Promise<void> {
+  const run = ++runs;
+  await Promise.allSettled(Array.from({ length: count }, (_, i) => d.stream.send(frames[i % frames.length], 'dispatcher', `w${run}-${i}`)));
+}
+
 /** Stream every frame (bounded in flight by the stream); results are kept in frame order. */
 export async function runChain(d: Deployment, frames: RawTensor[], onResult?: (done: number) => void): Promise<ChainRun> {
   const run = ++runs;
