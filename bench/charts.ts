@@ -22,7 +22,7 @@ export function throughputSvg(rows: PipelineRow[], title: string): string {
   const pw = 330;
   const ph = 260;
   const m = { l: 50, r: 15, t: 40, b: 45 };
-  const width = Math.max(models.length * pw + 20, 960);
+  const width = Math.max(models.length * pw + 20, 1100);
   const height = ph + 70;
   const panels = models.map((model, i) => {
     const all = rows.filter((r) => r.model === model).sort((a, b) => a.nodes - b.nodes);
@@ -59,11 +59,11 @@ export function throughputSvg(rows: PipelineRow[], title: string): string {
     ['#1e8449', '', 'planned shape (replicas, workers)'],
     ['#2471a3', '', 'chain (one node per stage)'],
     ['#c0392b', 'stroke-dasharray="6,4"', 'single process (same run)'],
-    ['#7a7a7a', 'stroke-dasharray="2,3"', 'ideal: single ms / slowest stage ms'],
+    ['#7a7a7a', 'stroke-dasharray="2,3"', 'ideal chain: single ms / slowest stage ms'],
   ]
     .map(
       ([c, st, label], i) =>
-        `<line x1="${20 + i * 230}" x2="${50 + i * 230}" y1="${height - 12}" y2="${height - 12}" stroke="${c}" stroke-width="2" ${st}/><text x="${56 + i * 230}" y="${height - 8}" font-size="12" ${FONT}>${esc(label)}</text>`,
+        `<line x1="${20 + i * 262}" x2="${50 + i * 262}" y1="${height - 12}" y2="${height - 12}" stroke="${c}" stroke-width="2" ${st}/><text x="${56 + i * 262}" y="${height - 8}" font-size="12" ${FONT}>${esc(label)}</text>`,
     )
     .join('');
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}"><rect width="100%" height="100%" fill="white"/><text x="10" y="20" font-size="15" font-weight="bold" ${FONT}>${esc(title)}</text>${panels.join('\n')}${legend}</svg>`;
