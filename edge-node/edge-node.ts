@@ -428,7 +428,7 @@ export class EdgeNode {
       if (engines > 1) {
         // each worker builds and warms up its own copy; this thread keeps none
         if (from === 'broker') await this.cache?.put(a.manifest.sha256, blob);
-        const ctx = { nodeId: this.opts.id, maxMessageBytes: this.opts.maxMessageBytes, slowdown: this.slowdown };
+        const ctx = { nodeId: this.opts.id, maxMessageBytes: this.opts.maxMessageBytes, slowdown: this.slowdown, processCpu: false };
         const pool = await StageWorkers.start(a, blob, engines, this.backend as BackendChoice, ctx);
         blob = undefined;
         next = { assignment: a, pool };

@@ -23,6 +23,8 @@ export interface ComputeContext {
   maxMessageBytes: number;
   /** artificial slow-down factor (1: none) */
   slowdown: number;
+  /** record the process's CPU time per frame in the hop (not on worker threads: the process's time is every thread's) */
+  processCpu?: boolean;
 }
 
 /** The encoded activation for the next stage and where it goes; without `body`, the frame belonged to another deployment and was dropped. */
@@ -119,8 +121,10 @@ async function computeFrame(stage: RunningStage, msg: Activation, bytesIn: numbe
   const hops = [...msg.hops, hop];
   hop.encodeMs = now() - t2;
   hop.sentAt = now();
-  const cpu = process.cpuUsage(cpu0);
-  hop.cpuMs = (cpu.user + cpu.system) / 1000;
+  if (ctx.processCpu !== false) {
+    const cpu = process.cpuUsage(cpu0);
+    hop.cpuMs = (cpu.user + cpu.system) / 1000;
+  }
   const body = encodeActivation({ deployment: a.deployment, frame: msg.frame, device: msg.device, stage: a.stage + 1, sentAt: msg.sentAt, hops, tensor, ...(msg.route ? { route: msg.route } : {}) });
   return { frame: msg.frame, deployment: a.deployment, body, topic };
 }
