@@ -51,6 +51,16 @@ export function localRelayHost(brokerUrl: string): string | undefined {
   return ['127.0.0.1', 'localhost', '0.0.0.0', '::1', '[::1]', hostname()].includes(h) ? hostname() : undefined;
 }
 
+/** The model's profile (cached) and the cost model from it; a warning for each node on another backend than the profile's. */
+async function profiledCost(flat: FlatModel, config: DeferConfig, backend: string, caps: Map<string, Capabilities> | undefined, progress: (l: string) => void) {
+  const got = await modelProfile(flat, config, backend, progress);
+  for (const [id, c] of caps ?? []) {
+    if (c.backend !== got.profile.backend)
+      progress(`warning: node ${id} runs ${c.backend}, the profile was made on ${got.profile.backend}; its speed is scaled from the calibration, but layers may not scale alike`);
+  }
+  return { ...got, cost: costModelOf(flat, got.profile, config.dispatcher.codec) };
+}
+
 /** Plan `ids` (one stage each) from the profile and each node's calibration (or the configured speeds). */
 export async function autoPlan(
   flat: FlatModel,
@@ -60,12 +70,7 @@ export async function autoPlan(
   caps?: Map<string, Capabilities>,
   progress: (l: string) => void = (l) => log.info(l),
 ): Promise<AutoPlan> {
-  const { profile, path, cached } = await modelProfile(flat, config, backend, progress);
-  for (const [id, c] of caps ?? []) {
-    if (c.backend !== profile.backend)
-      progress(`warning: node ${id} runs ${c.backend}, the profile was made on ${profile.backend}; its speed is scaled from the calibration, but layers may not scale alike`);
-  }
-  const cost = costModelOf(flat, profile, config.dispatcher.codec);
+  const { profile, path, cached, cost } = await profiledCost(flat, config, backend, caps, progress);
   const nodes = planNodes(ids, config.planner, profile, caps);
   const plan = planPipeline(cost, nodes, planOptions(config, localRelayHost(config.broker.url)));
   return { plan, nodes, cost, profile, profilePath: path, profileCached: cached };
@@ -127,8 +132,7 @@ export async function planShapeFor(
   caps?: Map<string, Capabilities>,
   progress: (l: string) => void = (l) => log.info(l),
 ): Promise<ShapedPlan> {
-  const { profile, path, cached } = await modelProfile(flat, config, backend, progress);
-  const cost = costModelOf(flat, profile, config.dispatcher.codec);
+  const { profile, path, cached, cost } = await profiledCost(flat, config, backend, caps, progress);
   const given = config.node.workers > 0 ? config.node.workers : undefined;
   const nodes: ShapeNode[] = planNodes(ids, config.planner, profile, caps).map((n) => ({ ...n, maxWorkers: caps?.get(n.id)?.workers ?? given }));
   const opts = planOptions(config, localRelayHost(config.broker.url));

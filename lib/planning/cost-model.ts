@@ -5,6 +5,8 @@
  * searches splits; this module prices them. See docs/planner.md.
  */
 
+import { DeferError } from '../core/errors.js';
+
 export interface PlanNode {
   id: string;
   /** stage time multiplier against the profile: 1 = as fast as the profiling process, 2 = twice as slow */
@@ -153,6 +155,15 @@ export class CostTable {
     this.prefix = [0];
     for (const c of cost.segmentMs) this.prefix.push(this.prefix[this.prefix.length - 1] + c);
     this.pts = [-1, ...cost.validCuts, cost.layerNames.length - 1];
+  }
+  /** the boundaries of a split given as cut names: 0, each cut's index into pts, the last; E_CUT for a name that is no valid cut */
+  boundsOf(cuts: string[]): number[] {
+    const inner = cuts.map((c) => {
+      const b = this.pts.indexOf(this.cost.layerNames.indexOf(c));
+      if (b <= 0) throw new DeferError('E_CUT', `'${c}' is not a valid cut point`);
+      return b;
+    });
+    return [0, ...inner, this.pts.length - 1];
   }
   /** ms of the layers after boundary a up to boundary b (indices into pts) */
   segMs(a: number, b: number): number {

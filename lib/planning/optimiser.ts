@@ -148,14 +148,6 @@ export function evaluateSplit(cost: CostModel, nodes: PlanNode[], cuts: string[]
   validateNodes(nodes);
   if (cuts.length !== nodes.length - 1) throw new DeferError('E_CONFIG', `${cuts.length} cuts make ${cuts.length + 1} stages, but there are ${nodes.length} nodes`);
   const t = new CostTable(cost);
-  const bounds = [
-    0,
-    ...cuts.map((c) => {
-      const b = t.pts.indexOf(cost.layerNames.indexOf(c));
-      if (b <= 0) throw new DeferError('E_CUT', `'${c}' is not a valid cut point`);
-      return b;
-    }),
-    t.pts.length - 1,
-  ];
+  const bounds = t.boundsOf(cuts);
   return planOf(cuts, nodes, evaluate(t, nodes, bounds, opts.dispatcher ?? {}, opts.relay), 1);
 }

@@ -22,6 +22,7 @@
  */
 import { DeferError } from '../core/errors.js';
 import { type CostModel, CostTable, type LinkSpec, type PlanNode, type RelayCost, transferMs } from './cost-model.js';
+import { validateNodes } from './optimiser.js';
 
 export interface ShapeNode extends PlanNode {
   /** the most engines this node may run (its --workers); default: its cores, else 1 */
@@ -257,13 +258,7 @@ function* assignments(kinds: Kind[], S: number, replicas: number[] | undefined, 
 }
 
 function validate(nodes: ShapeNode[], cost: CostModel, opts: ShapeOptions): void {
-  if (!nodes.length) throw new DeferError('E_CONFIG', 'the planner needs at least one node');
-  const seen = new Set<string>();
-  for (const n of nodes) {
-    if (seen.has(n.id)) throw new DeferError('E_CONFIG', `node '${n.id}' is given twice`);
-    seen.add(n.id);
-    if (!(n.timeFactor > 0) || !Number.isFinite(n.timeFactor)) throw new DeferError('E_CONFIG', `node '${n.id}': speed must be a positive number, got time factor ${n.timeFactor}`);
-  }
+  validateNodes(nodes);
   const r = opts.replicas;
   if (r) {
     if (!r.length || r.some((x) => !Number.isInteger(x) || x < 1)) throw new DeferError('E_CONFIG', `replicas must be whole numbers >= 1, one per stage (e.g. 2,1), got ${r.join(',')}`);
@@ -347,15 +342,7 @@ export function evaluateShape(cost: CostModel, nodes: ShapeNode[], stages: { mem
     });
     return { members, capacity: members.reduce((x, m) => x + m.workers / m.node.timeFactor, 0) };
   });
-  const bounds = [
-    0,
-    ...cuts.map((c) => {
-      const b = t.pts.indexOf(cost.layerNames.indexOf(c));
-      if (b <= 0) throw new DeferError('E_CUT', `'${c}' is not a valid cut point`);
-      return b;
-    }),
-    t.pts.length - 1,
-  ];
+  const bounds = t.boundsOf(cuts);
   return describe(t, terms, nodes, groups, bounds, opts, 1);
 }
 

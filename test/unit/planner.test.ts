@@ -18,29 +18,12 @@ import { costModelOf, planNodes, remeasuredNodes } from '../../lib/planning/plan
 import { choosePrecisions, type HopMeasure } from '../../lib/planning/precision-choice.js';
 import { getProfile } from '../../lib/planning/profile-cache.js';
 import type { Capabilities } from '../../lib/protocol/index.js';
+import { combinations, randomCost } from '../helpers/brute-force.js';
 
 before(async () => {
   setLogLevel('warn');
   await initEngine('wasm');
 });
-
-function randomCost(rnd: () => number, layers: number): CostModel {
-  const validCuts = Array.from({ length: layers - 1 }, (_, i) => i).filter(() => rnd() < 0.7);
-  const segmentMs = Array.from({ length: layers }, () => 0);
-  // segments end at the valid cuts and the last layer, as in a profile
-  for (const i of [...validCuts, layers - 1]) segmentMs[i] = Math.round(rnd() * 100) / 10;
-  return {
-    layerNames: Array.from({ length: layers }, (_, i) => `l${i}`),
-    segmentMs,
-    validCuts,
-    outputBytes: Array.from({ length: layers }, () => Math.round(rnd() * 2e6)),
-    weightBytes: Array.from({ length: layers }, () => Math.round(rnd() * 5e6)),
-    inputBytes: Math.round(rnd() * 1e6),
-    encodeMs: Array.from({ length: layers }, () => rnd()),
-    decodeMs: Array.from({ length: layers }, () => rnd()),
-    inputDecodeMs: rnd(),
-  };
-}
 
 function randomNodes(rnd: () => number, k: number, withMemory: boolean): PlanNode[] {
   return Array.from({ length: k }, (_, i) => ({
@@ -50,18 +33,6 @@ function randomNodes(rnd: () => number, k: number, withMemory: boolean): PlanNod
     latencyMs: Math.floor(rnd() * 10),
     memoryBytes: withMemory && rnd() < 0.5 ? Math.round(rnd() * 40e6) : undefined,
   }));
-}
-
-function* combinations(items: number[], k: number, start = 0, acc: number[] = []): Generator<number[]> {
-  if (acc.length === k) {
-    yield [...acc];
-    return;
-  }
-  for (let i = start; i < items.length; i++) {
-    acc.push(items[i]);
-    yield* combinations(items, k, i + 1, acc);
-    acc.pop();
-  }
 }
 
 function* permutations<T>(xs: T[]): Generator<T[]> {

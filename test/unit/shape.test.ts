@@ -7,23 +7,7 @@ import { test } from 'node:test';
 import { prng } from '../../lib/model/zoo.js';
 import type { CostModel } from '../../lib/planning/cost-model.js';
 import { engineCap, evaluateShape, planShape, type ShapeMember, type ShapeNode, shapeLine } from '../../lib/planning/shape.js';
-
-function randomCost(rnd: () => number, layers: number): CostModel {
-  const validCuts = Array.from({ length: layers - 1 }, (_, i) => i).filter(() => rnd() < 0.7);
-  const segmentMs = Array.from({ length: layers }, () => 0);
-  for (const i of [...validCuts, layers - 1]) segmentMs[i] = Math.round(rnd() * 100) / 10 + 0.1;
-  return {
-    layerNames: Array.from({ length: layers }, (_, i) => `l${i}`),
-    segmentMs,
-    validCuts,
-    outputBytes: Array.from({ length: layers }, () => Math.round(rnd() * 2e6)),
-    weightBytes: Array.from({ length: layers }, () => Math.round(rnd() * 5e6)),
-    inputBytes: Math.round(rnd() * 1e6),
-    encodeMs: Array.from({ length: layers }, () => rnd()),
-    decodeMs: Array.from({ length: layers }, () => rnd()),
-    inputDecodeMs: rnd(),
-  };
-}
+import { combinations, randomCost } from '../helpers/brute-force.js';
 
 function randomNodes(rnd: () => number, k: number): ShapeNode[] {
   const hosts = ['h1', 'h1', 'h2', undefined];
@@ -40,18 +24,6 @@ function randomNodes(rnd: () => number, k: number): ShapeNode[] {
       maxWorkers: rnd() < 0.5 ? 1 : 2,
     };
   });
-}
-
-function* combinations(items: number[], k: number, start = 0, acc: number[] = []): Generator<number[]> {
-  if (acc.length === k) {
-    yield [...acc];
-    return;
-  }
-  for (let i = start; i < items.length; i++) {
-    acc.push(items[i]);
-    yield* combinations(items, k, i + 1, acc);
-    acc.pop();
-  }
 }
 
 /** Every node idle or on one of S stages with 1..cap engines, hosts' cores respected; every stage served. */
@@ -102,7 +74,7 @@ test('shape planner is exact: random costs, speeds, engines, links, memory and s
   let replicated = 0;
   let chains = 0;
   for (let trial = 0; trial < 240; trial++) {
-    const cost = randomCost(rnd, 3 + Math.floor(rnd() * 5));
+    const cost = randomCost(rnd, 3 + Math.floor(rnd() * 5), 0.1);
     let nodes = randomNodes(rnd, 1 + Math.floor(rnd() * 3));
     // a third of the cases: every node on one host whose cores the stages share (the stages' CPU then couples the cuts)
     if (trial % 3 === 1) nodes = nodes.map((n) => ({ ...n, host: 'h1', cores: 2, bandwidthMbps: undefined }));
