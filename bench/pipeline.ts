@@ -37,7 +37,7 @@ export interface PipelineRow {
   p50Ms: number;
   p95Ms: number;
   stageComputeMs: number[];
-  /** CPU ms per frame of each node process (its own accounting, process.cpuUsage) */
+  /** CPU ms per frame of each stage's node processes over the run (their heartbeats' CPU seconds; worker threads, MQTT and all) */
   nodeCpuMsPerFrame: number[];
   /** CPU ms per frame of the process holding the broker and the dispatcher */
   brokerDispatcherCpuMsPerFrame: number;
@@ -93,9 +93,18 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
     const local = baselines.get(key)!;
     const e0 = await raplMicrojoules();
     await warmChain(again, frames, again.stream.maxInFlight);
+    // each node process's CPU seconds from its heartbeats, before and after: its CPU per frame, worker threads included
+    const nodeIds = deploymentNodes(again.package);
+    await l.dispatcher.nodes.freshHeartbeats(nodeIds, Date.now());
+    const cpuBefore = new Map(nodeIds.map((n) => [n, l.dispatcher.nodes.heartbeats.get(n)?.cpuSeconds]));
     const chain = await runChain(again, frames);
     const e1 = await raplMicrojoules();
-    await l.dispatcher.nodes.freshHeartbeats(deploymentNodes(again.package), Date.now());
+    await l.dispatcher.nodes.freshHeartbeats(nodeIds, Date.now());
+    const cpuMsPerFrame = (node: string) => {
+      const a = cpuBefore.get(node);
+      const b = l.dispatcher.nodes.heartbeats.get(node)?.cpuSeconds;
+      return a === undefined || b === undefined ? NaN : ((b - a) * 1000) / frames.length;
+    };
     const s = summarise(config.dispatcher.model, l.backend, again, frames, chain, local, l.dispatcher.nodes.heartbeats);
     const hops = chain.results.map(hopLatencies);
     const overhead = s.stages.map((st, k) => {
@@ -128,7 +137,7 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
       p50Ms: s.latencyMs.p50,
       p95Ms: s.latencyMs.p95,
       stageComputeMs: s.stages.map((st) => st.meanComputeMs),
-      nodeCpuMsPerFrame: s.stages.map((st) => st.meanCpuMs ?? NaN),
+      nodeCpuMsPerFrame: s.stages.map((st) => round(st.nodes.reduce((sum, n) => sum + cpuMsPerFrame(n.node), 0), 1)),
       brokerDispatcherCpuMsPerFrame: s.dispatcherCpuMsPerFrame,
       overhead,
       bytesPerHop: s.bytesPerFramePerHop.map((h) => h.bytes),

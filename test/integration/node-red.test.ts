@@ -94,6 +94,21 @@ function pipelineFlow(port: number, extra: Record<string, unknown> = {}) {
   ];
 }
 
+/** A PNG of one colour, its input tensor for the tiny CNN, and the tiny CNN's scores for it run whole, here. */
+async function imageAndLocalScores(background: { r: number; g: number; b: number }, width: number, height: number) {
+  const png = await sharp({ create: { width, height, channels: 3, background } })
+    .png()
+    .toBuffer();
+  const flat = await loadFlatModel('tiny');
+  const input = modelInputFor(flat, loadConfig(undefined, {}, {}).serve, { teachableMachine: false });
+  const x = await preprocessImage(png, input.preprocess!);
+  const local = tf.tidy(() => flat.run(tf.tensor(x.data as Float32Array, x.shape)) as tf.Tensor);
+  const want = Array.from((await local.data()) as Float32Array);
+  tf.dispose(local);
+  flat.dispose();
+  return { png, x, want };
+}
+
 before(async () => {
   setLogLevel('error');
   await initEngine('wasm');
@@ -123,16 +138,7 @@ test('a flow of broker, 2 edge nodes, dispatcher and status: an image in, the lo
     'it showed deploying first',
   );
   // the image, and the same through the local whole model
-  const png = await sharp({ create: { width: 48, height: 40, channels: 3, background: { r: 10, g: 200, b: 90 } } })
-    .png()
-    .toBuffer();
-  const flat = await loadFlatModel('tiny');
-  const input = modelInputFor(flat, loadConfig(undefined, {}, {}).serve, { teachableMachine: false });
-  const x = await preprocessImage(png, input.preprocess!);
-  const local = tf.tidy(() => flat.run(tf.tensor(x.data as Float32Array, x.shape)) as tf.Tensor);
-  const want = Array.from((await local.data()) as Float32Array);
-  tf.dispose(local);
-  flat.dispose();
+  const { png, x, want } = await imageAndLocalScores({ r: 10, g: 200, b: 90 }, 48, 40);
   const out = helper.getNode('out');
   const got = new Promise<Record<string, unknown>>((r) => out.on('input', r));
   d.receive({ payload: png, topic: 'cameras/cam1/image', _msgid: 'm-1', mine: { keep: true } });
@@ -164,16 +170,7 @@ test('replicas and workers: both edge nodes serve the one stage on 2 worker thre
   const d = helper.getNode('d');
   await watchStatus(d).until(/^ready \(2 nodes: n1x2\+n2x2\)$/);
   await watchStatus(helper.getNode('s')).until(/x2 workers/);
-  const png = await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: 200, g: 20, b: 90 } } })
-    .png()
-    .toBuffer();
-  const flat = await loadFlatModel('tiny');
-  const input = modelInputFor(flat, loadConfig(undefined, {}, {}).serve, { teachableMachine: false });
-  const x = await preprocessImage(png, input.preprocess!);
-  const local = tf.tidy(() => flat.run(tf.tensor(x.data as Float32Array, x.shape)) as tf.Tensor);
-  const want = Array.from((await local.data()) as Float32Array);
-  tf.dispose(local);
-  flat.dispose();
+  const { png, want } = await imageAndLocalScores({ r: 200, g: 20, b: 90 }, 40, 30);
   const out = helper.getNode('out');
   const got: Record<string, unknown>[] = [];
   out.on('input', (m) => got.push(m));
