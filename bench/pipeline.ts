@@ -137,7 +137,12 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
       p50Ms: s.latencyMs.p50,
       p95Ms: s.latencyMs.p95,
       stageComputeMs: s.stages.map((st) => st.meanComputeMs),
-      nodeCpuMsPerFrame: s.stages.map((st) => round(st.nodes.reduce((sum, n) => sum + cpuMsPerFrame(n.node), 0), 1)),
+      nodeCpuMsPerFrame: s.stages.map((st) =>
+        round(
+          st.nodes.reduce((sum, n) => sum + cpuMsPerFrame(n.node), 0),
+          1,
+        ),
+      ),
       brokerDispatcherCpuMsPerFrame: s.dispatcherCpuMsPerFrame,
       overhead,
       bytesPerHop: s.bytesPerFramePerHop.map((h) => h.bytes),
