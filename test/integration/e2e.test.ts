@@ -237,7 +237,7 @@ test('defer up --serve --standby 1 + defer sensor: kill -9 of a node process mid
 
 const hasMosquitto = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto_pub', '/usr/bin/mosquitto_sub'].every((f) => existsSync(f));
 
-test('Mosquitto as the broker: nodes and defer dispatch --serve on it; mosquitto_pub -f photo.jpg is a device, mosquitto_sub reads its result', {
+test('Mosquitto as the broker: two replicas and defer dispatch --serve on it; mosquitto_pub -f photo.jpg is a device, mosquitto_sub reads its results, one from each replica', {
   timeout: 120_000,
   skip: !hasMosquitto && !process.env.CI ? 'mosquitto is not installed (apt-get install -y mosquitto mosquitto-clients; .ci/run installs it)' : false,
 }, async (t) => {
@@ -252,7 +252,8 @@ test('Mosquitto as the broker: nodes and defer dispatch --serve on it; mosquitto
   t.after(() => {
     for (const n of nodes) n.child.kill('SIGKILL');
   });
-  const disp = startProcess(['dispatch', '--serve', '--model', 'tiny', '--nodes', 'm1,m2', '--shape', 'chain', '--broker', url, '--pipeline', 'mq', '--json']);
+  // both nodes serve the one stage, each on its own topic (no $share): routes work on Mosquitto as on Aedes
+  const disp = startProcess(['dispatch', '--serve', '--model', 'tiny', '--nodes', 'm1,m2', '--replicas', '2', '--speeds', '1,1', '--broker', url, '--pipeline', 'mq', '--json']);
   assert.equal((await waitEvent(disp, 'serving')).frames, 'defer/mq/frames/<device>');
   const jpeg = join(dir, 'photo.jpg');
   writeFileSync(
@@ -261,18 +262,28 @@ test('Mosquitto as the broker: nodes and defer dispatch --serve on it; mosquitto
       .jpeg()
       .toBuffer(),
   );
-  const sub = promisify(execFile)('/usr/bin/mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-t', 'defer/mq/results/cam9', '-C', '1', '-W', '30']);
+  const sub = promisify(execFile)('/usr/bin/mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-t', 'defer/mq/results/cam9', '-C', '2', '-W', '30']);
   await new Promise((r) => setTimeout(r, 500)); // let the subscription settle
-  await promisify(execFile)('/usr/bin/mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-t', 'defer/mq/frames/cam9', '-f', jpeg]);
-  const result = JSON.parse((await sub).stdout.trim());
-  assert.equal(result.ok, true, JSON.stringify(result));
-  assert.equal(result.device, 'cam9');
-  assert.equal(result.top.length, 5);
-  assert.equal(result.hops.length, 2);
+  for (let i = 0; i < 2; i++) {
+    await promisify(execFile)('/usr/bin/mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-t', 'defer/mq/frames/cam9', '-f', jpeg]);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  const results = (await sub).stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  for (const result of results) {
+    assert.equal(result.ok, true, JSON.stringify(result));
+    assert.equal(result.device, 'cam9');
+    assert.equal(result.top.length, 5);
+    assert.equal(result.hops.length, 1);
+  }
+  assert.deepEqual(results[0].top, results[1].top, 'both replicas give the same scores');
+  assert.deepEqual(results.map((r: { hops: { node: string }[] }) => r.hops[0].node).sort(), ['m1', 'm2'], 'one frame through each replica');
   disp.child.kill('SIGTERM');
   assert.equal(await exited(disp.child), 0);
   const final = disp.summary();
-  assert.deepEqual([final.received, final.served], [1, 1]);
+  assert.deepEqual([final.received, final.served], [2, 2]);
   for (const n of nodes) n.child.kill('SIGTERM');
   assert.deepEqual(await Promise.all(nodes.map((n) => exited(n.child))), [0, 0]);
 });
