@@ -154,6 +154,8 @@ export interface StageNodeRun {
   frames: number;
   /** its decode + compute + encode per frame, ms (one engine) */
   meanBusyMs: number;
+  /** its process's peak resident set, bytes, from its last heartbeat (null: not reported): W workers hold W copies of the stage */
+  peakRssBytes: number | null;
 }
 
 export interface ShapeCheck {
@@ -264,7 +266,13 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
     const seen = [...new Set([...workers.keys(), ...res.flatMap((r) => (r.hops[k] ? [r.hops[k].node] : []))])];
     return seen.map((node) => {
       const mine = res.flatMap((r) => (r.hops[k]?.node === node ? [r.hops[k]] : []));
-      return { node, workers: workers.get(node) ?? 1, frames: mine.length, meanBusyMs: round(mean(mine.map((h) => h.decodeMs + h.computeMs + h.encodeMs)), 1) };
+      return {
+        node,
+        workers: workers.get(node) ?? 1,
+        frames: mine.length,
+        meanBusyMs: round(mean(mine.map((h) => h.decodeMs + h.computeMs + h.encodeMs)), 1),
+        peakRssBytes: memory?.get(node)?.peakRssBytes ?? null,
+      };
     });
   };
   const stageNodeRuns = stages.map((_, k) => nodesOf(k));
@@ -316,7 +324,7 @@ export function formatSummary(s: RunSummary): string {
     `DEFER run: ${s.model} on ${s.stages.length} stage${s.stages.length > 1 ? 's' : ''} (${s.shape}), backend ${s.backend}, deployment ${s.deployment}`,
     ...s.stages.map(
       (st) =>
-        `  stage ${st.index} on ${st.nodes.length > 1 || st.nodes[0]?.workers > 1 ? st.nodes.map((n) => `${n.node}${n.workers > 1 ? `x${n.workers}` : ''} (${n.frames} frames)`).join(' + ') : st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
+        `  stage ${st.index} on ${st.nodes.length > 1 || st.nodes[0]?.workers > 1 ? st.nodes.map((n) => `${n.node}${n.workers > 1 ? `x${n.workers}` : ''} (${n.frames} frames${n.peakRssBytes !== null && st.nodes.length > 1 ? `, peak RSS ${(n.peakRssBytes / 1e6).toFixed(0)} MB` : ''})`).join(' + ') : st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
         (st.peakRssBytes !== null
           ? `, weights ${(st.weightBytes / 1e6).toFixed(1)} MB, peak RSS ${(st.peakRssBytes / 1e6).toFixed(0)} MB${st.engineHeapBytes !== null ? ` (wasm heap ${(st.engineHeapBytes / 1e6).toFixed(0)} MB)` : ''}`
           : ''),
