@@ -92,7 +92,7 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
     if (!baselines.has(key)) baselines.set(key, await runLocal(l.flat, frames));
     const local = baselines.get(key)!;
     const e0 = await raplMicrojoules();
-    await warmChain(again, frames, again.stream.maxInFlight);
+    await warmChain(again, frames);
     // each node process's CPU seconds from its heartbeats, before and after: its CPU per frame, worker threads included
     const nodeIds = deploymentNodes(again.package);
     await l.dispatcher.nodes.freshHeartbeats(nodeIds, Date.now());

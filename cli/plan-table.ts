@@ -4,7 +4,7 @@ import type { FlatModel, StageSpan } from '../lib/model/flat-model.js';
 import { shortNameMap } from '../lib/model/graph.js';
 import type { AutoPlan, ShapedPlan } from '../lib/planning/auto-plan.js';
 import type { ChainPlan, PlannedStage } from '../lib/planning/optimiser.js';
-import { shapeLine } from '../lib/planning/shape.js';
+import { memberName, shapeLine } from '../lib/planning/shape.js';
 
 export interface PlanReport {
   model: string;
@@ -216,7 +216,7 @@ export function formatShapePlan(r: ShapePlanReport): string {
   const f1 = (x: number) => x.toFixed(1);
   const rows = r.stages.map((st) => [
     String(st.index),
-    st.nodes.map((n) => `${n.node}${n.workers > 1 ? `x${n.workers}` : ''}${st.nodes.length > 1 ? ` ${Math.round(100 * n.share)}%` : ''}`).join(' + '),
+    st.nodes.map((n) => `${memberName(n)}${st.nodes.length > 1 ? ` ${Math.round(100 * n.share)}%` : ''}`).join(' + '),
     `${st.firstLayer} .. ${st.lastLayer}`,
     String(st.layerCount),
     st.params.toLocaleString('en'),

@@ -33,7 +33,7 @@ import {
   topicsFor,
 } from '../lib/protocol/index.js';
 import { Prefetcher } from './prefetch.js';
-import { buildStage, type ComputeOutcome, computeActivation, FrameComputeError, warmUp } from './stage.js';
+import { buildStage, type ComputeContext, type ComputeOutcome, computeActivation, FrameComputeError, warmUp } from './stage.js';
 import { StageWorkers } from './stage-workers.js';
 import { WeightCache } from './weight-cache.js';
 
@@ -428,8 +428,7 @@ export class EdgeNode {
       if (engines > 1) {
         // each worker builds and warms up its own copy; this thread keeps none
         if (from === 'broker') await this.cache?.put(a.manifest.sha256, blob);
-        const ctx = { nodeId: this.opts.id, maxMessageBytes: this.opts.maxMessageBytes, slowdown: this.slowdown, processCpu: false };
-        const pool = await StageWorkers.start(a, blob, engines, this.backend as BackendChoice, ctx);
+        const pool = await StageWorkers.start(a, blob, engines, this.backend as BackendChoice, { ...this.computeContext, processCpu: false });
         blob = undefined;
         next = { assignment: a, pool };
       } else {
@@ -502,16 +501,25 @@ export class EdgeNode {
         .finally(() => {
           this.active--;
           if (this.stage === stage) this.pump();
-          if (this.active === 0 && (this.queue.length === 0 || this.stage !== stage || this.closed)) for (const w of this.idleWaiters.splice(0)) w();
+          else this.notifyIdle();
         });
     }
+    this.notifyIdle();
+  }
+
+  /** Nothing computing: whoever waits in idle() goes on. */
+  private notifyIdle(): void {
     if (this.active === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /** what a frame's computation needs of this node */
+  private get computeContext(): ComputeContext {
+    return { nodeId: this.opts.id, maxMessageBytes: this.opts.maxMessageBytes, slowdown: this.slowdown };
   }
 
   private async compute(stage: NodeStage, payload: Buffer, recvAt: number): Promise<void> {
     const a = stage.assignment;
-    const ctx = { nodeId: this.opts.id, maxMessageBytes: this.opts.maxMessageBytes, slowdown: this.slowdown };
-    const r: ComputeOutcome = stage.pool ? await stage.pool.compute(payload, recvAt) : await computeActivation({ assignment: a, model: stage.model! }, payload, recvAt, ctx);
+    const r: ComputeOutcome = stage.pool ? await stage.pool.compute(payload, recvAt) : await computeActivation({ assignment: a, model: stage.model! }, payload, recvAt, this.computeContext);
     if (!r.body) {
       this.counters.dropped++;
       log.debug(`dropped frame ${r.frame} of deployment ${r.deployment} (current: ${a.deployment})`);

@@ -21,11 +21,9 @@ export class StageWorkers {
   private seq = 0;
   private closed = false;
 
-  private constructor(readonly assignment: Assignment) {}
-
   /** Start `count` workers on `blob` and wait until each has built and warmed up the stage; throws with the first failure. */
   static async start(assignment: Assignment, blob: Uint8Array, count: number, backend: BackendChoice, ctx: ComputeContext): Promise<StageWorkers> {
-    const pool = new StageWorkers(assignment);
+    const pool = new StageWorkers();
     const data: StageWorkerData = { assignment, blob, backend, ctx };
     const url = new URL('./stage-worker.js', import.meta.url);
     // one at a time: each build holds a transient copy of the weights, and the first failure stops the rest

@@ -11,7 +11,7 @@ import type { StageModel } from '../lib/model/flat-model.js';
 import { sha256 } from '../lib/model/partition.js';
 import { preprocessImage } from '../lib/model/preprocess.js';
 import { buildStageModel } from '../lib/model/stage-model.js';
-import { type Activation, type Assignment, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop, type RawTensor, topicsFor } from '../lib/protocol/index.js';
+import { type Activation, type Assignment, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop, parseTopic, type RawTensor } from '../lib/protocol/index.js';
 
 export interface RunningStage {
   assignment: Assignment;
@@ -44,8 +44,8 @@ export function nextTopic(a: Assignment, msg: Activation): string {
   const last = a.stage === a.stageCount - 1;
   if (!msg.route || last) return a.outputTopic;
   const to = msg.route[a.stage];
-  const t = to === undefined ? null : topicsFor(a.pipeline).parse(to);
-  if (t?.kind !== 'stage-in' || t.stage !== a.stage + 1) {
+  const t = to === undefined ? null : parseTopic(to);
+  if (t?.pipeline !== a.pipeline || t.topic?.kind !== 'stage-in' || t.topic.stage !== a.stage + 1) {
     throw new DeferError(
       'E_ENVELOPE',
       `frame ${msg.frame}: its route sends stage ${a.stage}'s output to '${to ?? '(nothing)'}', which is not an input of stage ${a.stage + 1} of pipeline ${a.pipeline}`,

@@ -222,12 +222,11 @@ export default function (RED: NodeAPI): void {
       await dispatcher.connect();
       if (closed) return;
       node.status({ fill: 'yellow', shape: 'ring', text: `deploying on ${s.nodes.join(', ')}` });
-      const chain = s.shape.every((st) => st.length === 1 && st[0].workers === 1);
       deployment = await dispatcher.deploy(
         flat,
         s.shape.map((st) => st[0].node),
         cuts,
-        chain ? undefined : s.shape,
+        s.shape,
       );
       ready = true;
       node.log(`deployment ${deployment.id} ready: cuts ${cuts.join(', ') || '(none)'} on ${shapeLine(s.shape)}`);

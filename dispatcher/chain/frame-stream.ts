@@ -12,7 +12,7 @@
  * A stage served by several nodes (replicas): each frame gets a route, one node
  * per stage, chosen when it is sent by load: the node with the least expected
  * wait, (frames of ours it holds + 1) x its measured ms per frame / its engines.
- * A replica half as fast thus gets about half the frames. A replica that fails
+ * Each replica thus gets frames in proportion to its measured speed. A replica that fails
  * is dropped from the routes and the frames it held are sent again through the
  * others (dropReplica).
  */
@@ -116,8 +116,6 @@ export class FrameStream {
   private readonly held = new Map<string, number>();
   /** each node's ms per frame on one engine, a moving average of its hop records */
   private readonly serviceMs = new Map<string, number>();
-  /** frames sent through each node (replicated deployments), for the run summary */
-  readonly routed = new Map<string, number>();
   private turn = 0;
 
   constructor(
@@ -165,10 +163,7 @@ export class FrameStream {
   fail(err: Error): void {
     this.broken = err;
     for (const [frame, p] of this.pending) {
-      clearTimeout(p.timer);
-      this.pending.delete(frame);
-      this.unhold(p);
-      this.release();
+      this.settle(frame, p);
       p.reject(err);
     }
     const paused = this.paused;
@@ -245,11 +240,8 @@ export class FrameStream {
     if (!r.frame || !r.deployment || !this.deployments.has(r.deployment)) return;
     const p = this.pending.get(r.frame);
     if (!p) return;
-    this.pending.delete(r.frame);
+    this.settle(r.frame, p);
     this.remember(r.frame);
-    this.unhold(p);
-    clearTimeout(p.timer);
-    this.release();
     p.reject(new DeferError('E_COMPUTE', `node ${r.node ?? '?'} could not compute frame ${r.frame}: ${r.reason}`));
   }
 
@@ -268,17 +260,14 @@ export class FrameStream {
         else this.unmatched++;
         return;
       }
-      this.pending.delete(msg.frame);
+      this.settle(msg.frame, p);
       this.remember(msg.frame);
-      this.unhold(p);
       for (const h of msg.hops) {
         const busy = h.decodeMs + h.computeMs + h.encodeMs;
         if (busy > (this.busyMs.get(h.node) ?? 0)) this.busyMs.set(h.node, busy);
         const avg = this.serviceMs.get(h.node);
         this.serviceMs.set(h.node, avg === undefined ? busy : 0.8 * avg + 0.2 * busy);
       }
-      clearTimeout(p.timer);
-      this.release();
       let output: RawTensor;
       try {
         output = decodeTensor(msg.tensor, this.opts.maxMessageBytes * 8);
@@ -310,6 +299,14 @@ export class FrameStream {
   private release(): void {
     this.inFlight--;
     this.slots.shift()?.();
+  }
+
+  /** A pending frame is done with (answered, failed or given up): it leaves the pending set, its timer, its route's nodes and its slot. */
+  private settle(frame: string, p: Pending): void {
+    this.pending.delete(frame);
+    clearTimeout(p.timer);
+    this.unhold(p);
+    this.release();
   }
 
   /** the frame no longer holds its route's nodes */
@@ -361,11 +358,6 @@ export class FrameStream {
     return { dropped: true, resent };
   }
 
-  /** the nodes serving each stage now (replicated deployments) */
-  get replicas(): ReplicaTarget[][] | undefined {
-    return this.target.replicas;
-  }
-
   private async acquire(): Promise<void> {
     while (this.inFlight >= this.opts.maxInFlight) await new Promise<void>((r) => this.slots.push(r));
     this.inFlight++;
@@ -413,9 +405,7 @@ export class FrameStream {
     if (!p) return;
     const t = this.target;
     if (p.image && !t.imageInput) {
-      this.pending.delete(frame);
-      this.unhold(p);
-      this.release();
+      this.settle(frame, p);
       p.reject(new DeferError('E_DEPLOY', `frame ${frame} is an encoded image, but stage 0 of deployment ${t.deployment} takes tensors`));
       return;
     }
@@ -425,10 +415,7 @@ export class FrameStream {
       this.unhold(p);
       const chosen = this.chooseRoute(t.replicas);
       p.path = chosen.map((r) => r.node);
-      for (const n of p.path) {
-        this.held.set(n, (this.held.get(n) ?? 0) + 1);
-        this.routed.set(n, (this.routed.get(n) ?? 0) + 1);
-      }
+      for (const n of p.path) this.held.set(n, (this.held.get(n) ?? 0) + 1);
       topic = chosen[0].topic;
       route = chosen.slice(1).map((r) => r.topic);
     }
@@ -447,9 +434,7 @@ export class FrameStream {
     clearTimeout(p.timer);
     p.timer = setTimeout(() => {
       if (this.pending.get(frame) !== p) return;
-      this.pending.delete(frame);
-      this.unhold(p);
-      this.release();
+      this.settle(frame, p);
       p.reject(
         new DeferError(
           'E_TIMEOUT',
@@ -463,10 +448,7 @@ export class FrameStream {
       // a connection that is down keeps the frame pending: it is sent again once the chain works
       if (this.paused || !this.client.connected) return;
       if (this.pending.get(frame) !== p) return;
-      this.pending.delete(frame);
-      this.unhold(p);
-      clearTimeout(p.timer);
-      this.release();
+      this.settle(frame, p);
       p.reject(new DeferError('E_DEPLOY', `cannot publish frame ${frame}: ${errorMessage(err)}`));
     }
   }

@@ -190,8 +190,8 @@ export class Supervisor {
     if (this.stopped || this.busy || !this.dispatcher.mqtt.connected || this.lostAt) return;
     const watch = this.dispatcher.nodes;
     for (const [k, stage] of this.deployment.package.stages.entries()) {
+      const replicated = (stage.replicas?.length ?? 0) > 0;
       for (const s of stageNodes(stage)) {
-        const replicated = stage.replicas !== undefined && stage.replicas.length > 0;
         const st = watch.statuses.get(s.nodeId);
         let cause: string | undefined;
         if (st?.state === 'offline') cause = 'offline';

@@ -22,6 +22,7 @@ import {
   type WeightManifest,
   zfpAvailable,
 } from '../../lib/protocol/index.js';
+import type { ReplicaTarget } from '../chain/frame-stream.js';
 
 /** One node serving a stage, with its engines (the shape planner's member). */
 export type StageMember = ShapeMember;
@@ -65,7 +66,7 @@ export function deploymentNodes(d: Pick<DeploymentPackage, 'stages'>): string[] 
 }
 
 /** Where each stage's nodes read, with their engines: the stream's routes (undefined for a chain: no stage has replicas). */
-export function replicaTargets(d: Pick<DeploymentPackage, 'stages'>): { node: string; topic: string; workers: number }[][] | undefined {
+export function replicaTargets(d: Pick<DeploymentPackage, 'stages'>): ReplicaTarget[][] | undefined {
   if (!hasReplicas(d)) return undefined;
   return d.stages.map((s) => stageNodes(s).map((n) => ({ node: n.nodeId, topic: n.assignment.inputTopic, workers: n.assignment.workers ?? 1 })));
 }

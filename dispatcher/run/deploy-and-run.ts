@@ -28,7 +28,7 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
     const deployment = await d.adoptOrDeploy(flat, nodes, at, adoptable, label === '' ? shape : undefined);
     adoptable = false;
     // one window of frames first, untimed (see warmChain)
-    await warmChain(deployment, frames, deployment.stream.maxInFlight);
+    await warmChain(deployment, frames);
     d.events.emit({ type: 'stream-start', deployment: deployment.id, frames: frames.length, nodes, replanned: label !== '' });
     let lastPct = -1;
     const chain = await runChain(deployment, frames, (done) => {

@@ -9,7 +9,7 @@ import { tf } from '../../lib/model/engine.js';
 import type { StageModel } from '../../lib/model/flat-model.js';
 import { shortNameMap } from '../../lib/model/graph.js';
 import { formatPlanCheck, type PredictionCheck } from '../../lib/planning/plan-check.js';
-import type { ShapePlan } from '../../lib/planning/shape.js';
+import { memberName, type ShapePlan, shapeLine } from '../../lib/planning/shape.js';
 import type { Heartbeat, Hop, Precision, RawTensor } from '../../lib/protocol/index.js';
 import type { FrameResult } from '../chain/frame-stream.js';
 import { stageNodes } from '../deploy/deployment-package.js';
@@ -31,12 +31,11 @@ export interface ChainRun {
 let runs = 0;
 
 /**
- * Warm a fresh deployment up: `count` frames (the first ones again, not counted anywhere) through it, untimed, as
- * the single-process baseline's first two are. Fresh node processes and worker threads run their first frames
- * slower (their JavaScript not yet compiled): on a 40-frame run of a light model that cost a third of its
- * throughput (Teachable Machine model, 2026-11-27).
+ * Warm a fresh deployment up: `count` frames (the first ones again, not counted anywhere; default one window of the
+ * stream) through it, untimed, as the single-process baseline's first two are: fresh node processes and worker
+ * threads, like the baseline, compute their first frames slower.
  */
-export async function warmChain(d: Deployment, frames: RawTensor[], count: number): Promise<void> {
+export async function warmChain(d: Deployment, frames: RawTensor[], count = d.stream.maxInFlight): Promise<void> {
   const run = ++runs;
   await Promise.allSettled(Array.from({ length: count }, (_, i) => d.stream.send(frames[i % frames.length], 'dispatcher', `w${run}-${i}`)));
 }
@@ -213,7 +212,7 @@ export function formatShapeCheck(c: ShapeCheck): string {
     `  planned shape ${c.shape}${c.idle.length ? ` (idle: ${c.idle.join(', ')})` : ''}: predicted ${c.predictedThroughputFps} frames/s (${c.predictedSpeedup}x one engine; bottleneck: ${c.bottleneck}), measured ${c.measuredThroughputFps}`,
     ...c.stages.map(
       (st) =>
-        `    stage ${st.index}: predicted ${st.predictedStageMs} ms/frame, measured ${st.measuredStageMs}; ${st.nodes.map((n) => `${n.node}${n.workers > 1 ? `x${n.workers}` : ''} ${Math.round(100 * n.measuredShare)}% of frames (predicted ${Math.round(100 * n.predictedShare)}%), ${n.measuredEngineMs} ms/frame per engine (predicted ${n.predictedEngineMs})`).join('; ')}`,
+        `    stage ${st.index}: predicted ${st.predictedStageMs} ms/frame, measured ${st.measuredStageMs}; ${st.nodes.map((n) => `${memberName(n)} ${Math.round(100 * n.measuredShare)}% of frames (predicted ${Math.round(100 * n.predictedShare)}%), ${n.measuredEngineMs} ms/frame per engine (predicted ${n.predictedEngineMs})`).join('; ')}`,
     ),
   ].join('\n');
 }
@@ -298,7 +297,7 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
       engineHeapBytes: memory?.get(s.nodeId)?.engineHeapBytes ?? null,
       nodes: stageNodeRuns[k],
     })),
-    shape: stageNodeRuns.map((ns) => ns.map((n) => (n.workers > 1 ? `${n.node}x${n.workers}` : n.node)).join('+')).join(' | '),
+    shape: shapeLine(stageNodeRuns),
     cuts: stages.slice(0, -1).map((s) => s.span.last),
     frames: frames.length,
     framesReturned: res.length,
@@ -324,7 +323,7 @@ export function formatSummary(s: RunSummary): string {
     `DEFER run: ${s.model} on ${s.stages.length} stage${s.stages.length > 1 ? 's' : ''} (${s.shape}), backend ${s.backend}, deployment ${s.deployment}`,
     ...s.stages.map(
       (st) =>
-        `  stage ${st.index} on ${st.nodes.length > 1 || st.nodes[0]?.workers > 1 ? st.nodes.map((n) => `${n.node}${n.workers > 1 ? `x${n.workers}` : ''} (${n.frames} frames${n.peakRssBytes !== null && st.nodes.length > 1 ? `, peak RSS ${(n.peakRssBytes / 1e6).toFixed(0)} MB` : ''})`).join(' + ') : st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
+        `  stage ${st.index} on ${st.nodes.length > 1 || st.nodes[0]?.workers > 1 ? st.nodes.map((n) => `${memberName(n)} (${n.frames} frames${n.peakRssBytes !== null && st.nodes.length > 1 ? `, peak RSS ${(n.peakRssBytes / 1e6).toFixed(0)} MB` : ''})`).join(' + ') : st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
         (st.peakRssBytes !== null
           ? `, weights ${(st.weightBytes / 1e6).toFixed(1)} MB, peak RSS ${(st.peakRssBytes / 1e6).toFixed(0)} MB${st.engineHeapBytes !== null ? ` (wasm heap ${(st.engineHeapBytes / 1e6).toFixed(0)} MB)` : ''}`
           : ''),

@@ -151,6 +151,14 @@ class Terms {
     return out;
   }
 
+  /** the broker's and dispatcher's CPU per frame for a split at `bounds` (0 where their host runs no node): fixedCpu's and cpu's relay parts together */
+  relayMs(bounds: number[]): number {
+    if (!this.relayHost) return 0;
+    let bytes = this.t.wireIn(0);
+    for (let k = 1; k < bounds.length; k++) bytes += this.t.wireOut(bounds[k]);
+    return (bytes / 1e6) * this.relay!.msPerMB + bounds.length * this.relay!.msPerMessage;
+  }
+
   /** the bottleneck from a stage maximum and the shared hosts' CPU */
   value(mx: number, cpu: number[]): number {
     let v = mx;
@@ -363,7 +371,7 @@ function describe(t: CostTable, terms: Terms, nodes: ShapeNode[], groups: Group[
     const first = t.pts[a] + 1;
     const last = t.pts[b];
     const busy = t.busyMs(a, b);
-    const names = g.members.map((m) => (m.workers > 1 ? `${m.node.id}x${m.workers}` : m.node.id)).join('+');
+    const names = g.members.map((m) => memberName({ node: m.node.id, workers: m.workers })).join('+');
     const local = terms.local(g, a, b);
     consider(busy / g.capacity, `stage ${k} (${names})`);
     if (local > busy / g.capacity) consider(local, `link or cores of stage ${k} (${names})`);
@@ -396,13 +404,6 @@ function describe(t: CostTable, terms: Terms, nodes: ShapeNode[], groups: Group[
   for (const h of hostLoadMs) consider(h.ms, `the ${h.cores} cores of host ${h.host}`);
   consider(transferMs(Math.max(t.wireIn(0), t.wireOut(t.pts.length - 1)), opts.dispatcher?.bandwidthMbps), 'link of the dispatcher');
   const used = new Set(groups.flatMap((g) => g.members.map((m) => m.node.id)));
-  const relay = opts.relay;
-  let relayCpuMs = 0;
-  if (relay && terms.shared.length && nodes.some((n) => n.host === relay.host)) {
-    let bytes = t.wireIn(0);
-    for (let k = 1; k < bounds.length; k++) bytes += t.wireOut(bounds[k]);
-    relayCpuMs = (bytes / 1e6) * relay.msPerMB + bounds.length * relay.msPerMessage;
-  }
   return {
     cuts: bounds.slice(1, -1).map((b) => c.layerNames[t.pts[b]]),
     stages,
@@ -412,12 +413,17 @@ function describe(t: CostTable, terms: Terms, nodes: ShapeNode[], groups: Group[
     predictedThroughputFps: bottleneckMs > 0 ? 1000 / bottleneckMs : Infinity,
     singleFps: 1000 / t.busyMs(0, t.pts.length - 1),
     hostLoadMs,
-    relayCpuMs,
+    relayCpuMs: terms.relayMs(bounds),
     shapesTried: tried,
   };
 }
 
+/** A node with its engines, as shapes write it: `n1x2` (2 workers), `n1` (one). */
+export function memberName(m: ShapeMember): string {
+  return m.workers > 1 ? `${m.node}x${m.workers}` : m.node;
+}
+
 /** The shape in one line: `n1x2 | n2+n3` (stages separated by |, replicas by +, engines as xW). */
 export function shapeLine(stages: (ShapeMember[] | { members: ShapeMember[] })[]): string {
-  return stages.map((s) => (Array.isArray(s) ? s : s.members).map((m) => (m.workers > 1 ? `${m.node}x${m.workers}` : m.node)).join('+')).join(' | ');
+  return stages.map((s) => (Array.isArray(s) ? s : s.members).map(memberName).join('+')).join(' | ');
 }

@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { EnvelopeError } from '../../lib/core/errors.js';
+import { nextTopic } from '../../edge-node/stage.js';
+import { DeferError, EnvelopeError } from '../../lib/core/errors.js';
 import {
   ANY_PIPELINE,
   type Assignment,
@@ -45,6 +46,7 @@ test('topics: every builder parses back to its kind and name; other pipelines an
     [t.nodePrefetch('s.1'), { kind: 'node-prefetch', node: 's.1' }],
     [t.nodeWeights('n1', 17), { kind: 'node-weights', node: 'n1', index: 17 }],
     [t.stageIn(3), { kind: 'stage-in', stage: 3 }],
+    [t.stageIn(3, 'n2'), { kind: 'stage-in', stage: 3, node: 'n2' }],
     [t.results('disp1'), { kind: 'results', dispatcher: 'disp1' }],
     [t.metrics('disp1'), { kind: 'metrics', id: 'disp1' }],
     [t.errors, { kind: 'errors' }],
@@ -231,4 +233,27 @@ test("compact first hop: an activation carries a tensor or an image, never both,
   badImage({ mean: [0.5], std: [0] }, /std positive/);
   badImage({ height: 0 }, /'height' must be an integer/);
   badImage({ range: [0, Number.NaN] }, /must be a finite number/);
+});
+
+test("replica routes: an activation's route round-trips; a node sends to its route's next-stage input, refuses any other topic, and the last stage to its output", () => {
+  const t = topicsFor('p');
+  const route = [t.stageIn(1, 'n2'), t.stageIn(2)];
+  const act = decodeActivation(encodeActivation({ deployment: 'd1', frame: 'f1', device: 'cam', stage: 0, sentAt: 1, hops: [], route, image: Buffer.from([1]) }), 1 << 20);
+  assert.deepEqual(act.route, route);
+  assert.throws(
+    () => decodeActivation(encodeCbor({ v: 1, kind: 'act', deployment: 'd1', frame: 'f1', device: 'cam', stage: 0, sentAt: 1, hops: [], route: [7], image: Buffer.from([1]) }), 1 << 20),
+    (e: unknown) => e instanceof EnvelopeError && /route entry 0 must be a topic/.test(e.message),
+  );
+  const at = (stage: number) => ({ pipeline: 'p', stage, stageCount: 3, outputTopic: stage === 2 ? t.results('disp1') : t.stageIn(stage + 1) }) as Assignment;
+  assert.equal(nextTopic(at(0), act), t.stageIn(1, 'n2'));
+  assert.equal(nextTopic(at(1), act), t.stageIn(2));
+  assert.equal(nextTopic(at(2), act), t.results('disp1'), 'the last stage answers where its assignment says');
+  assert.equal(nextTopic(at(0), { ...act, route: undefined }), t.stageIn(1), 'no route: the assignment says');
+  for (const bad of [[t.stageIn(2, 'n2')], [topicsFor('other').stageIn(1, 'n2')], [t.errors], []]) {
+    assert.throws(
+      () => nextTopic(at(0), { ...act, route: bad }),
+      (e: unknown) => e instanceof DeferError && /is not an input of stage 1 of pipeline p/.test(e.message),
+      JSON.stringify(bad),
+    );
+  }
 });
