@@ -11,8 +11,8 @@ import { DeferError } from '../lib/core/errors.js';
 
 const ROOT = '/sys/fs/cgroup';
 
-/** An idle node (engine loaded, calibrated, no stage) needs about this much: `defer node` on wasm measured 155 MB RSS, 175 MB at its peak (2-core VM, 2026-11-27); below it a node cannot start. */
-export const IDLE_NODE_BYTES = 160 * 1024 * 1024;
+/** An idle node (engine loaded, calibrated, no stage) needs about this much: `defer node` on wasm under `defer up` measured 130 MB RSS, 140 MB at its peak, of which its cgroup was charged 91 MB (2-core VM, 2026-11-27); below it a node cannot start. */
+export const IDLE_NODE_BYTES = 128 * 1024 * 1024;
 
 export interface NodeLimits {
   memoryBytes?: number;

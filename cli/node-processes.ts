@@ -27,6 +27,13 @@ export interface NodeProcessOptions {
   commandPrefix?: (id: string) => string[];
 }
 
+/**
+ * V8 flags for node processes: a young generation of 1 MB semi-spaces instead of V8's 16 MB. A node's JavaScript
+ * makes little garbage (its frames are buffers outside V8's heap), and the larger young generation only holds
+ * it longer: an idle node measured 130 MB resident with this flag against 152 MB without (peak 135 against 174).
+ */
+export const NODE_V8_FLAGS = ['--max-semi-space-size=1'];
+
 export class NodeProcesses {
   readonly children = new Map<string, ChildProcess>();
   private exits = new Map<string, Promise<number | null>>();
@@ -38,6 +45,7 @@ export class NodeProcesses {
     const onLine = this.opts.onLine ?? ((id: string, line: string) => process.stderr.write(`[${id}] ${line}\n`));
     for (const id of ids) {
       const args = [
+        ...NODE_V8_FLAGS,
         CLI_PATH,
         'node',
         '--id',

@@ -165,6 +165,12 @@ export const schema = {
       default: 0,
       env: 'DEFER_NODE_WORKERS',
     },
+    keepPackedWeights: {
+      doc: "Keep each weight the engine has packed (wasm: XNNPACK's copies of convolution filters and matrix operands) as well as its packed copy. By default a node gives those weights' memory back after its stage's first frame and checks that the stage then computes the same bits: a stage then needs about its weights once, not twice.",
+      format: Boolean,
+      default: false,
+      env: 'DEFER_NODE_KEEP_PACKED_WEIGHTS',
+    },
     heartbeatMs: {
       doc: 'How often a node publishes its heartbeat (defer/<pipeline>/node/<id>/alive), ms; the dispatcher takes a silent node as failed after dispatcher.heartbeatTimeoutMs. 0: none.',
       format: int(0, 3_600_000),
@@ -437,7 +443,7 @@ export type DeferConfig = {
     topicLimits: TopicLimits;
     persistence: string;
   };
-  node: { id: string; maxQueue: number; weightCache: string; slowdown: number; workers: number; heartbeatMs: number };
+  node: { id: string; maxQueue: number; weightCache: string; slowdown: number; workers: number; keepPackedWeights: boolean; heartbeatMs: number };
   dispatcher: {
     model: string;
     nodes: string[];

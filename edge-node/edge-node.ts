@@ -3,8 +3,9 @@
  * broker, builds its stage, and computes every activation that arrives on its
  * input topic, forwarding the result to its output topic.
  */
-import { availableParallelism, freemem } from 'node:os';
+import { availableParallelism, totalmem } from 'node:os';
 import type { MqttClient } from 'mqtt';
+import { cgroupLimitBytes, cgroupPeakBytes } from '../lib/core/cgroup-memory.js';
 import { now } from '../lib/core/clock.js';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { collectGarbage } from '../lib/core/gc.js';
@@ -12,8 +13,9 @@ import { log } from '../lib/core/log.js';
 import { type BackendChoice, engineHeapBytes, initEngine, tf } from '../lib/model/engine.js';
 import type { StageModel } from '../lib/model/flat-model.js';
 import { sha256 } from '../lib/model/partition.js';
+import { BlobWeights, EngineWeights, type WeightSink } from '../lib/model/weight-sink.js';
 import { closeMqtt, connectMqtt, publish } from '../lib/mqtt/connect.js';
-import { calibrate } from '../lib/planning/calibrate.js';
+import { calibrate, memoryOffer } from '../lib/planning/calibrate.js';
 import { MEMORY_PER_WEIGHT_BYTE } from '../lib/planning/cost-model.js';
 import {
   type Assignment,
@@ -61,6 +63,8 @@ export interface EdgeNodeOptions {
   heartbeatMs?: number;
   /** the most engines (worker threads) this node runs for a stage; the assignment says how many (default: the cores) */
   workers?: number;
+  /** keep the weights the engine packed as well as their packed copies (default: release them after the first frame) */
+  keepPackedWeights?: boolean;
 }
 
 /** A stage being served: in this thread (`model`), or on worker threads (`pool`). */
@@ -69,6 +73,9 @@ interface NodeStage {
   model?: StageModel;
   pool?: StageWorkers;
 }
+
+/** frame bytes (messages in and out, twice for their decoded and encoded copies) between young-generation collections */
+const FRAME_BYTES_PER_GC = 8 * 2 ** 20;
 
 /** memory one more engine needs beyond its stage's weights (its own wasm module, heap and thread) */
 const ENGINE_OVERHEAD_BYTES = 64 * 2 ** 20;
@@ -87,8 +94,10 @@ export interface EdgeNodeCounters {
 
 interface Loading {
   assignment: Assignment;
-  /** the stage's weight blob, filled chunk by chunk as they arrive (no chunk is kept, no second copy made) */
-  blob: Buffer;
+  /** where the stage's weights go, chunk by chunk as they arrive (no chunk is kept): the engine's own tensors where it can, else one blob */
+  sink: WeightSink;
+  /** engines (worker threads when more than 1) the stage will run on */
+  engines: number;
   /** which chunks have arrived */
   got: boolean[];
   received: number;
@@ -108,6 +117,7 @@ export class EdgeNode {
   private client?: MqttClient;
   private stage?: NodeStage;
   private loading?: Loading;
+  private frameBytesSinceGc = 0;
   /** chunks that arrived before their assignment, for one deployment at most */
   private early?: { deployment: string; chunks: Map<number, Uint8Array> };
   private state: NodeState = 'online';
@@ -133,7 +143,7 @@ export class EdgeNode {
       // before connecting: the first status the planner sees carries the figures
       this.capabilities = { ...(await calibrate({ slowdown: this.slowdown })), workers: this.maxWorkers };
       log.info(
-        `node ${this.opts.id}: calibration ${this.capabilities.calibrationMs.toFixed(1)} ms (cpu ${this.capabilities.calibrationCpuMs.toFixed(1)} ms, slow-down ${this.slowdown}), ${this.capabilities.cores} cores, ${(this.capabilities.freeMemoryBytes / 1e6).toFixed(0)} MB free`,
+        `node ${this.opts.id}: calibration ${this.capabilities.calibrationMs.toFixed(1)} ms (cpu ${this.capabilities.calibrationCpuMs.toFixed(1)} ms, slow-down ${this.slowdown}), ${this.capabilities.cores} cores, ${(this.capabilities.freeMemoryBytes / 1e6).toFixed(0)} MB free${this.capabilities.totalMemoryBytes < totalmem() ? ` for a stage (memory limit ${(this.capabilities.totalMemoryBytes / 1e6).toFixed(0)} MB)` : ''}`,
       );
     }
     const statusTopic = this.topics.nodeStatus(this.opts.id);
@@ -178,6 +188,8 @@ export class EdgeNode {
   private heartbeatNow(): Omit<Heartbeat, 'v'> {
     const cpu = process.cpuUsage();
     const heap = this.stage?.pool ? this.stage.pool.engineHeapBytes : engineHeapBytes();
+    const limit = cgroupLimitBytes();
+    const peak = limit === undefined ? undefined : cgroupPeakBytes();
     return {
       node: this.opts.id,
       at: Date.now(),
@@ -186,6 +198,8 @@ export class EdgeNode {
       rssBytes: process.memoryUsage.rss(),
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
       ...(heap === undefined ? {} : { engineHeapBytes: heap }),
+      ...(limit === undefined ? {} : { memoryLimitBytes: limit }),
+      ...(peak === undefined ? {} : { memoryPeakBytes: peak }),
       cpuSeconds: (cpu.user + cpu.system) / 1e6,
     };
   }
@@ -292,7 +306,7 @@ export class EdgeNode {
     const old = this.stage;
     this.standDowns++; // a stage being built now is dropped when built
     if (!old && !this.loading) return;
-    this.loading = undefined;
+    this.dropLoading();
     this.stage = undefined;
     this.queue.length = 0;
     await this.idle();
@@ -322,12 +336,12 @@ export class EdgeNode {
     await this.prefetcher?.stop(); // a stage to run: no more prefetching (and its weights subscription is released)
     if (this.loading !== l) return;
     const m = l.assignment.manifest;
-    const blob = this.cache ? await this.cache.get(m.sha256, m.totalBytes) : null;
+    const cached = this.cache ? await this.cache.readInto(m.sha256, l.sink) : false;
     if (this.loading !== l) return; // replaced meanwhile
-    if (blob) {
+    if (cached) {
       log.info(`node ${this.opts.id}: weights of ${l.assignment.deployment} from the cache (${(m.totalBytes / 1e6).toFixed(1)} MB, no transfer)`);
       this.loading = undefined;
-      await this.build(l.assignment, blob, 'cache');
+      await this.build(l, 'cache');
       return;
     }
     await this.subscribeWeights(true);
@@ -340,7 +354,11 @@ export class EdgeNode {
     if (a.deployment === have?.deployment && a.stage === have.stage) return; // already have it
     log.info(`node ${this.opts.id}: assignment ${a.deployment}: stage ${a.stage + 1}/${a.stageCount}, ${(a.manifest.totalBytes / 1e6).toFixed(1)} MB of weights in ${a.manifest.chunks.length} chunks`);
     const count = a.manifest.chunks.length;
-    this.loading = { assignment: a, blob: Buffer.alloc(0), got: new Array<boolean>(count).fill(false), received: 0, lastReport: 0, sinceGc: 0 };
+    const engines = this.enginesFor(a);
+    // one engine on this thread builds from tensors written in place; worker threads each build from a blob
+    const sink = (engines === 1 && (a.modelFormat ?? 'layers-model') === 'layers-model' ? EngineWeights.tryFor(a.manifest.specs) : undefined) ?? new BlobWeights(a.manifest.totalBytes);
+    this.dropLoading();
+    this.loading = { assignment: a, sink, engines, got: new Array<boolean>(count).fill(false), received: 0, lastReport: 0, sinceGc: 0 };
     void this.setStatus('loading', { received: 0, total: count });
     if (this.early?.deployment === a.deployment) {
       const early = this.early.chunks;
@@ -383,14 +401,13 @@ export class EdgeNode {
       this.failLoading(`weight chunk ${index} is ${data.byteLength} bytes; the manifest makes it ${want}`);
       return;
     }
-    // the blob is allocated with the first chunk that fits: an assignment alone costs no memory
-    if (l.blob.byteLength !== m.totalBytes) l.blob = Buffer.allocUnsafe(m.totalBytes);
-    l.blob.set(data, at);
+    // the sink allocates with the first chunk that fits: an assignment alone costs no memory
+    l.sink.write(at, data);
     l.got[index] = true;
     l.received++;
-    // the broker's messages are garbage once copied: collected every 16 MB, they never pile up
+    // the broker's messages are garbage once copied: collected every 4 MB, they never pile up
     l.sinceGc += data.byteLength;
-    if (l.sinceGc >= 16 * 2 ** 20) {
+    if (l.sinceGc >= 4 * 2 ** 20) {
       l.sinceGc = 0;
       collectGarbage();
     }
@@ -402,9 +419,15 @@ export class EdgeNode {
     }
   }
 
+  /** Forget the stage being loaded, and free what its weights took so far. */
+  private dropLoading(): void {
+    this.loading?.sink.dispose();
+    this.loading = undefined;
+  }
+
   private failLoading(reason: string, failed?: Assignment): void {
     const a = failed ?? this.loading?.assignment;
-    this.loading = undefined;
+    this.dropLoading();
     log.error(`node ${this.opts.id}: deployment ${a?.deployment} failed: ${reason}`);
     // report the failed deployment, not the one still running
     void this.setStatus('failed', { reason, deployment: a?.deployment, stage: a?.stage });
@@ -414,29 +437,31 @@ export class EdgeNode {
     const l = this.loading;
     if (!l || l.received < l.got.length) return;
     this.loading = undefined;
-    void this.build(l.assignment, l.assignment.manifest.totalBytes === 0 ? Buffer.alloc(0) : l.blob, 'broker');
+    void this.build(l, 'broker');
   }
 
-  private async build(a: Assignment, blob: Buffer | undefined, from: 'broker' | 'cache'): Promise<void> {
-    // the blob is held here only until it is built and cached: dropped before the warm-up, whose workspaces then reuse its memory
+  private async build(l: Loading, from: 'broker' | 'cache'): Promise<void> {
+    // the weights outside the engine (a blob) are held here only until built and cached: dropped before the warm-up
+    const { assignment: a, engines } = l;
+    let sink: WeightSink | undefined = l.sink;
     try {
-      if (!blob) throw new DeferError('E_WEIGHTS', 'no weights to build the stage from');
       const t0 = now();
       const standDowns = this.standDowns;
-      const engines = this.enginesFor(a);
       let next: NodeStage;
+      let released = 0;
+      // cached before it is built (an engine's tensors then belong to the stage), once its hash is checked
+      if (from === 'broker' && this.cache && sink.sha256() === a.manifest.sha256) await this.cache.put(a.manifest.sha256, sink.parts());
       if (engines > 1) {
         // each worker builds and warms up its own copy; this thread keeps none
-        if (from === 'broker') await this.cache?.put(a.manifest.sha256, blob);
-        const pool = await StageWorkers.start(a, blob, engines, this.backend as BackendChoice, { ...this.computeContext, processCpu: false });
-        blob = undefined;
+        const pool = await StageWorkers.start(a, (sink as BlobWeights).blob, engines, this.backend as BackendChoice, { ...this.computeContext, processCpu: false }, this.opts.keepPackedWeights);
+        released = pool.releasedBytes;
+        sink = undefined;
         next = { assignment: a, pool };
       } else {
-        const model = await buildStage(a, blob);
-        if (from === 'broker') await this.cache?.put(a.manifest.sha256, blob);
-        blob = undefined;
+        const model = await buildStage(a, sink);
+        sink = undefined;
         collectGarbage();
-        warmUp(a, model);
+        released = warmUp(a, model, this.opts.keepPackedWeights);
         next = { assignment: a, model };
       }
       if (standDowns !== this.standDowns) {
@@ -453,10 +478,11 @@ export class EdgeNode {
       if (!this.loading) await this.subscribeWeights(false); // nothing more to fetch
       this.weightsFrom = from;
       log.info(
-        `node ${this.opts.id}: ready: stage ${a.stage + 1}/${a.stageCount} of ${a.deployment} (weights from the ${from}, built in ${(now() - t0).toFixed(0)} ms${engines > 1 ? ` on ${engines} worker threads` : ''}), reading ${a.inputTopic}`,
+        `node ${this.opts.id}: ready: stage ${a.stage + 1}/${a.stageCount} of ${a.deployment} (weights from the ${from}, built in ${(now() - t0).toFixed(0)} ms${engines > 1 ? ` on ${engines} worker threads` : ''}${released > 0 ? `, ${(released / 1e6).toFixed(1)} MB of packed weights released` : ''}), reading ${a.inputTopic}`,
       );
       await this.setStatus('ready');
     } catch (err) {
+      sink?.dispose();
       this.failLoading(errorMessage(err), a);
     }
     // the weight blob (and a replaced stage's JS objects) are garbage once this returns
@@ -480,10 +506,11 @@ export class EdgeNode {
   private enginesFor(a: Assignment): number {
     const want = a.workers ?? 1;
     const perEngine = MEMORY_PER_WEIGHT_BYTE * a.manifest.totalBytes + ENGINE_OVERHEAD_BYTES;
-    const fit = Math.max(1, Math.floor(freemem() / perEngine));
+    const free = memoryOffer().freeMemoryBytes;
+    const fit = Math.max(1, Math.floor(free / perEngine));
     const engines = Math.max(1, Math.min(want, this.maxWorkers, fit));
     if (engines < want) {
-      const why = engines === this.maxWorkers ? `its maximum is ${this.maxWorkers} (--workers)` : `its free memory (${(freemem() / 1e6).toFixed(0)} MB) holds ${fit}`;
+      const why = engines === this.maxWorkers ? `its maximum is ${this.maxWorkers} (--workers)` : `its free memory (${(free / 1e6).toFixed(0)} MB) holds ${fit}`;
       log.warn(`node ${this.opts.id}: stage ${a.stage + 1} asks for ${want} workers; running ${engines}: ${why}`);
     }
     return engines;
@@ -526,6 +553,13 @@ export class EdgeNode {
       return;
     }
     this.counters.frames++;
+    // a frame's buffers (its message, tensors, encoding) are garbage once it is sent, outside V8's heap: left to
+    // V8, tens of MB of them pile up before it collects; a young-generation collection every few MB frees them
+    this.frameBytesSinceGc += 2 * (payload.byteLength + r.body.byteLength);
+    if (this.frameBytesSinceGc >= FRAME_BYTES_PER_GC) {
+      this.frameBytesSinceGc = 0;
+      setImmediate(() => collectGarbage('minor'));
+    }
     // Not awaited: waiting for the broker's PUBACK would idle this node for a round trip on every frame.
     const topic = r.topic ?? a.outputTopic;
     this.client!.publish(topic, r.body, { qos: a.qos }, (err) => {

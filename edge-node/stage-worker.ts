@@ -6,6 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { errorMessage } from '../lib/core/errors.js';
 import { type BackendChoice, engineHeapBytes, initEngine } from '../lib/model/engine.js';
+import { BlobWeights } from '../lib/model/weight-sink.js';
 import type { Assignment } from '../lib/protocol/index.js';
 import { buildStage, type ComputeContext, computeActivation, FrameComputeError, type RunningStage, warmUp } from './stage.js';
 
@@ -15,6 +16,7 @@ export interface StageWorkerData {
   blob: Uint8Array;
   backend: BackendChoice;
   ctx: ComputeContext;
+  keepPacked: boolean;
 }
 
 /** Main thread -> worker: one activation to compute. */
@@ -26,7 +28,7 @@ export interface WorkerJob {
 
 /** Worker -> main thread. */
 export type WorkerReply =
-  | { type: 'ready'; backend: string; engineHeapBytes?: number }
+  | { type: 'ready'; backend: string; engineHeapBytes?: number; releasedBytes: number }
   | { type: 'failed'; reason: string }
   | { type: 'done'; id: number; frame: string; deployment: string; body?: Uint8Array; topic?: string; engineHeapBytes?: number }
   | { type: 'error'; id: number; reason: string; frame?: string; deployment?: string };
@@ -37,10 +39,10 @@ async function main(): Promise<void> {
   let stage: RunningStage;
   try {
     const backend = await initEngine(data.backend);
-    const model = await buildStage(data.assignment, Buffer.from(data.blob.buffer, data.blob.byteOffset, data.blob.byteLength));
-    warmUp(data.assignment, model);
+    const model = await buildStage(data.assignment, BlobWeights.of(Buffer.from(data.blob.buffer, data.blob.byteOffset, data.blob.byteLength)));
+    const releasedBytes = warmUp(data.assignment, model, data.keepPacked);
     stage = { assignment: data.assignment, model };
-    port.postMessage({ type: 'ready', backend, engineHeapBytes: engineHeapBytes() } satisfies WorkerReply);
+    port.postMessage({ type: 'ready', backend, engineHeapBytes: engineHeapBytes(), releasedBytes } satisfies WorkerReply);
   } catch (err) {
     port.postMessage({ type: 'failed', reason: errorMessage(err) } satisfies WorkerReply);
     return;

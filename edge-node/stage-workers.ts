@@ -20,11 +20,13 @@ export class StageWorkers {
   private slots: Slot[] = [];
   private seq = 0;
   private closed = false;
+  /** bytes of packed weights the workers released after their first frame, all together */
+  releasedBytes = 0;
 
   /** Start `count` workers on `blob` and wait until each has built and warmed up the stage; throws with the first failure. */
-  static async start(assignment: Assignment, blob: Uint8Array, count: number, backend: BackendChoice, ctx: ComputeContext): Promise<StageWorkers> {
+  static async start(assignment: Assignment, blob: Uint8Array, count: number, backend: BackendChoice, ctx: ComputeContext, keepPacked = false): Promise<StageWorkers> {
     const pool = new StageWorkers();
-    const data: StageWorkerData = { assignment, blob, backend, ctx };
+    const data: StageWorkerData = { assignment, blob, backend, ctx, keepPacked };
     const url = new URL('./stage-worker.js', import.meta.url);
     // one at a time: each build holds a transient copy of the weights, and the first failure stops the rest
     try {
@@ -45,6 +47,7 @@ export class StageWorkers {
         if (m.type === 'ready') {
           started = true;
           slot.heapBytes = m.engineHeapBytes;
+          this.releasedBytes += m.releasedBytes;
           resolve(slot);
         } else if (m.type === 'failed') reject(new DeferError('E_WEIGHTS', `worker ${index + 1} could not build the stage: ${m.reason}`));
         else this.reply(slot, m);

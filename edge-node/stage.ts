@@ -8,9 +8,11 @@ import { now } from '../lib/core/clock.js';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { tf } from '../lib/model/engine.js';
 import type { StageModel } from '../lib/model/flat-model.js';
-import { sha256 } from '../lib/model/partition.js';
+import { canReleasePacked } from '../lib/model/packed-weights.js';
+import { buildLayersStage } from '../lib/model/partition.js';
 import { preprocessImage } from '../lib/model/preprocess.js';
 import { buildStageModel } from '../lib/model/stage-model.js';
+import { type BlobWeights, EngineWeights, type WeightSink } from '../lib/model/weight-sink.js';
 import { type Activation, type Assignment, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop, parseTopic, type RawTensor } from '../lib/protocol/index.js';
 
 export interface RunningStage {
@@ -129,22 +131,63 @@ async function computeFrame(stage: RunningStage, msg: Activation, bytesIn: numbe
   return { frame: msg.frame, deployment: a.deployment, body, topic };
 }
 
-/** The stage model of assignment `a` from its weight blob: size and sha256 checked against the manifest (warm it up with warmUp once the blob is dropped). */
-export async function buildStage(a: Assignment, blob: Buffer): Promise<StageModel> {
-  if (blob.byteLength !== a.manifest.totalBytes) throw new DeferError('E_WEIGHTS', `weights are ${blob.byteLength} bytes, the manifest says ${a.manifest.totalBytes}`);
-  if (sha256(blob) !== a.manifest.sha256) throw new DeferError('E_WEIGHTS', 'the weights do not match the sha256 of the manifest');
+/** The stage model of assignment `a` from its weights: size and sha256 checked against the manifest (warm it up with warmUp once a blob is dropped). */
+export async function buildStage(a: Assignment, weights: WeightSink): Promise<StageModel> {
+  if (weights.totalBytes !== a.manifest.totalBytes) throw new DeferError('E_WEIGHTS', `weights are ${weights.totalBytes} bytes, the manifest says ${a.manifest.totalBytes}`);
+  if (weights.sha256() !== a.manifest.sha256) throw new DeferError('E_WEIGHTS', 'the weights do not match the sha256 of the manifest');
   let topology: Record<string, unknown>;
   try {
     topology = JSON.parse(a.topology) as Record<string, unknown>;
   } catch {
     throw new DeferError('E_ENVELOPE', 'the stage topology is not valid JSON');
   }
-  return buildStageModel(a.modelFormat ?? 'layers-model', topology, a.manifest.specs, blob);
+  const format = a.modelFormat ?? 'layers-model';
+  if (weights instanceof EngineWeights) {
+    if (format !== 'layers-model') throw new DeferError('E_WEIGHTS', 'internal: engine weights are for layers models only');
+    return buildLayersStage(topology, a.manifest.specs, weights.take());
+  }
+  return buildStageModel(format, topology, a.manifest.specs, (weights as BlobWeights).blob);
 }
 
-/** The first call compiles kernels and allocates their workspaces (on wasm, XNNPACK packs the weights once more): done before frames come. */
-export function warmUp(a: Assignment, model: StageModel): void {
-  tf.tidy(() => {
-    model.run(tf.zeros([1, ...a.inputShape], a.inputDtype === 'int32' ? 'int32' : 'float32'));
-  });
+/**
+ * The first call compiles kernels and allocates their workspaces (on wasm, XNNPACK packs the weights once more):
+ * done before frames come. Unless `keepPacked`, the weights the engine packed are then released (their memory
+ * reused by the packed copies, not held twice), and a second run on the same input must give the first run's
+ * output bit for bit, or the stage is refused. Returns the bytes released.
+ */
+export function warmUp(a: Assignment, model: StageModel, keepPacked = false): number {
+  const dtype = a.inputDtype === 'int32' ? 'int32' : 'float32';
+  if (keepPacked || !model.runReleasing || !canReleasePacked()) {
+    tf.tidy(() => {
+      model.run(tf.zeros([1, ...a.inputShape], dtype));
+    });
+    return 0;
+  }
+  // values that reach every weight (zeros would hide a wrong one behind a product with zero); indices stay 0
+  const x = dtype === 'int32' ? tf.zeros([1, ...a.inputShape], dtype) : tf.randomUniform([1, ...a.inputShape], 0, 1, dtype, 7);
+  try {
+    const first = model.runReleasing(x);
+    const want = first.output.dataSync();
+    first.output.dispose();
+    if (first.releasedBytes === 0) return 0;
+    const again = model.run(x);
+    const got = again.dataSync();
+    again.dispose();
+    if (!sameBits(want, got)) {
+      throw new DeferError(
+        'E_BACKEND',
+        `stage ${a.stage + 1}: after its packed weights were released the stage computes other values than before; start the node with --keep-packed-weights (and report this)`,
+      );
+    }
+    return first.releasedBytes;
+  } finally {
+    x.dispose();
+  }
+}
+
+function sameBits(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
+  if (a.length !== b.length) return false;
+  const x = new Uint32Array(Float32Array.from(a).buffer);
+  const y = new Uint32Array(Float32Array.from(b).buffer);
+  return x.every((v, i) => v === y[i]);
 }

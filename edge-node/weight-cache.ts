@@ -4,11 +4,14 @@
  * Files are written atomically and checked against their hash when read; the
  * newest `keep` blobs stay, older ones are removed.
  */
-import { mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
-import { sha256 } from '../lib/model/partition.js';
+import type { WeightSink } from '../lib/model/weight-sink.js';
+
+/** the cache reads a blob into a stage's weights this much at a time */
+const READ_PIECE_BYTES = 1 << 20;
 
 const SHA = /^[0-9a-f]{64}$/;
 
@@ -23,20 +26,35 @@ export class WeightCache {
     return join(this.dir, `${hash}.bin`);
   }
 
-  /** The blob with this hash and size, or null (a damaged file is removed). */
-  async get(hash: string, size: number): Promise<Buffer | null> {
-    let blob: Buffer;
+  /**
+   * Read the blob with this hash into `sink` a piece at a time (no copy of it all is held), and check it: true
+   * when it is there and matches (a damaged file is removed, and the sink must then be filled otherwise).
+   */
+  async readInto(hash: string, sink: WeightSink): Promise<boolean> {
+    let fh: FileHandle;
     try {
-      blob = await readFile(this.file(hash));
+      fh = await open(this.file(hash), 'r');
     } catch {
-      return null;
+      return false;
     }
-    if (blob.byteLength !== size || sha256(blob) !== hash) {
+    try {
+      if ((await fh.stat()).size !== sink.totalBytes) throw new Error('size');
+      const piece = Buffer.allocUnsafe(Math.min(READ_PIECE_BYTES, sink.totalBytes));
+      for (let at = 0; at < sink.totalBytes; ) {
+        const { bytesRead } = await fh.read(piece, 0, Math.min(piece.byteLength, sink.totalBytes - at), at);
+        if (bytesRead === 0) throw new Error('short');
+        sink.write(at, piece.subarray(0, bytesRead));
+        at += bytesRead;
+      }
+      if (sink.sha256() !== hash) throw new Error('hash');
+      return true;
+    } catch {
       log.warn(`weight cache: ${this.file(hash)} does not match its hash; removed`);
       await unlink(this.file(hash)).catch(() => undefined);
-      return null;
+      return false;
+    } finally {
+      await fh.close();
     }
-    return blob;
   }
 
   /** Whether a file of this hash and size is there (not read: `get` checks it when it is used). */
@@ -48,11 +66,20 @@ export class WeightCache {
     }
   }
 
-  async put(hash: string, blob: Uint8Array): Promise<void> {
+  /** Keep the blob with this hash: its bytes, or its parts in order. */
+  async put(hash: string, blob: Uint8Array | Iterable<Uint8Array>): Promise<void> {
     try {
       await mkdir(this.dir, { recursive: true });
       const tmp = `${this.file(hash)}.${process.pid}.${Date.now()}.tmp`;
-      await writeFile(tmp, blob);
+      if (blob instanceof Uint8Array) await writeFile(tmp, blob);
+      else {
+        const fh = await open(tmp, 'w');
+        try {
+          for (const part of blob) await fh.write(part);
+        } finally {
+          await fh.close();
+        }
+      }
       await rename(tmp, this.file(hash));
       await this.prune();
     } catch (err) {

@@ -15,6 +15,11 @@ export const nodeCommand: Command = {
     id: { key: 'node.id', type: 'string', help: 'node id (unique in the pipeline)' },
     slowdown: { key: 'node.slowdown', type: 'string', number: true, help: 'artificial slow-down factor (>= 1), to test plans on unequal devices' },
     workers: WORKERS,
+    'keep-packed-weights': {
+      key: 'node.keepPackedWeights',
+      type: 'boolean',
+      help: 'keep weights the engine packed (wasm) as well as the packed copies (default: give their memory back after the first frame)',
+    },
     'weight-cache': { key: 'node.weightCache', type: 'string', help: 'folder of the stage weights cache (default ~/.cache/defer/weights; empty string: none)' },
   },
   async run(argv) {
@@ -31,6 +36,7 @@ export const nodeCommand: Command = {
       slowdown: config.node.slowdown,
       weightCache: config.node.weightCache || undefined,
       heartbeatMs: config.node.heartbeatMs,
+      keepPackedWeights: config.node.keepPackedWeights,
       ...(config.node.workers > 0 ? { workers: config.node.workers } : {}),
       ...brokerAuth(config.broker),
     });

@@ -113,6 +113,9 @@ export interface RunSummary {
     peakRssBytes: number | null;
     /** the engine's heap in that process (the wasm backend's memory), bytes */
     engineHeapBytes: number | null;
+    /** the node's memory cgroup: its limit and the most it was charged, bytes (null: the node is in none) */
+    memoryLimitBytes: number | null;
+    memoryPeakBytes: number | null;
     /** every node that served this stage (replicas), with its engines, the frames it computed and its time per frame */
     nodes: StageNodeRun[];
   }[];
@@ -228,7 +231,7 @@ function hopMean(res: FrameResult[], stage: number, f: (h: Hop) => number): numb
 }
 
 /** What a node last said of its memory (its heartbeat). */
-export type NodeMemory = Pick<Heartbeat, 'rssBytes' | 'peakRssBytes' | 'engineHeapBytes'>;
+export type NodeMemory = Pick<Heartbeat, 'rssBytes' | 'peakRssBytes' | 'engineHeapBytes' | 'memoryLimitBytes' | 'memoryPeakBytes'>;
 
 export function summarise(modelName: string, backend: string, d: Deployment, frames: RawTensor[], chain: ChainRun, local: LocalRun | null, memory?: ReadonlyMap<string, NodeMemory>): RunSummary {
   const stages = d.package.stages;
@@ -295,6 +298,8 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
       meanCpuMs: res.some((r) => r.hops[k]?.cpuMs !== undefined) ? hopMean(res, k, (h) => h.cpuMs ?? NaN) : null,
       peakRssBytes: memory?.get(s.nodeId)?.peakRssBytes ?? null,
       engineHeapBytes: memory?.get(s.nodeId)?.engineHeapBytes ?? null,
+      memoryLimitBytes: memory?.get(s.nodeId)?.memoryLimitBytes ?? null,
+      memoryPeakBytes: memory?.get(s.nodeId)?.memoryPeakBytes ?? null,
       nodes: stageNodeRuns[k],
     })),
     shape: shapeLine(stageNodeRuns),
@@ -325,7 +330,7 @@ export function formatSummary(s: RunSummary): string {
       (st) =>
         `  stage ${st.index} on ${st.nodes.length > 1 || st.nodes[0]?.workers > 1 ? st.nodes.map((n) => `${memberName(n)} (${n.frames} frames${n.peakRssBytes !== null && st.nodes.length > 1 ? `, peak RSS ${(n.peakRssBytes / 1e6).toFixed(0)} MB` : ''})`).join(' + ') : st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
         (st.peakRssBytes !== null
-          ? `, weights ${(st.weightBytes / 1e6).toFixed(1)} MB, peak RSS ${(st.peakRssBytes / 1e6).toFixed(0)} MB${st.engineHeapBytes !== null ? ` (wasm heap ${(st.engineHeapBytes / 1e6).toFixed(0)} MB)` : ''}`
+          ? `, weights ${(st.weightBytes / 1e6).toFixed(1)} MB, peak RSS ${(st.peakRssBytes / 1e6).toFixed(0)} MB${st.engineHeapBytes !== null ? ` (wasm heap ${(st.engineHeapBytes / 1e6).toFixed(0)} MB)` : ''}${st.memoryLimitBytes !== null ? `, cgroup peak ${st.memoryPeakBytes === null ? 'n/a' : (st.memoryPeakBytes / 1e6).toFixed(0)} of ${(st.memoryLimitBytes / 1e6).toFixed(0)} MB` : ''}`
           : ''),
     ),
     `  frames: ${s.framesReturned}/${s.frames} returned${s.failures.length ? ` (${s.failures.length} failed: ${s.failures[0]})` : ''}`,

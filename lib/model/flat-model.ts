@@ -54,6 +54,11 @@ export interface StageWeights {
 export interface StageModel {
   /** run on `x` ([batch, ...inputShape]); the caller disposes the result */
   run(x: tf.Tensor): tf.Tensor;
+  /**
+   * The first frame: run on `x` as `run` does, and where the engine keeps packed copies of weights (wasm),
+   * give back the memory of the weights it no longer reads (packed-weights.ts). Later frames use `run`.
+   */
+  runReleasing?(x: tf.Tensor): { output: tf.Tensor; releasedBytes: number };
   dispose(): void;
 }
 

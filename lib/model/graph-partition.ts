@@ -15,6 +15,7 @@ import type { FlatModel, LayerInfo, StageModel, StageSpan, StageWeights } from '
 import { spansOf } from './flat-model.js';
 import { analyseCuts, type CutAnalysis, type FlatGraph } from './graph.js';
 import { analyseGraphDef, type GraphNodeDef, type GraphStructure } from './graph-def.js';
+import { recordReads, releasePacked, stopRecording } from './packed-weights.js';
 
 type Json = Record<string, unknown>;
 
@@ -277,7 +278,9 @@ export async function buildGraphStage(topology: Json, specs: WeightSpec[], blob:
     entries.push(entry);
   }
   if (offset !== blob.byteLength) throw new DeferError('E_WEIGHTS', `the manifest describes ${offset} bytes of weights, the blob has ${blob.byteLength}`);
-  const weightData = new Uint8Array(blob).buffer; // an aligned copy: the blob may be a view at any offset
+  // the blob's own buffer where it is the whole of it; else an aligned copy (the blob may be a view at any offset)
+  const whole = blob.byteOffset === 0 && blob.byteLength === blob.buffer.byteLength && blob.buffer instanceof ArrayBuffer;
+  const weightData = whole ? (blob.buffer as ArrayBuffer) : new Uint8Array(blob).buffer;
   let model: tf.GraphModel;
   try {
     model = await tf.loadGraphModel(
@@ -287,5 +290,20 @@ export async function buildGraphStage(topology: Json, specs: WeightSpec[], blob:
     throw new DeferError('E_MODEL', `cannot build the graph stage: ${errorMessage(err)}`);
   }
   const { input, output } = topology;
-  return { run: (x) => model.execute({ [input]: x }, output) as tf.Tensor, dispose: () => model.dispose() };
+  const run = (x: tf.Tensor) => model.execute({ [input]: x }, output) as tf.Tensor;
+  return {
+    run,
+    runReleasing: (x) => {
+      // the graph runs as a whole: its packed weights are released after the frame
+      recordReads();
+      try {
+        const out = run(x);
+        const weights = Object.entries(model.weights).flatMap(([name, ts]) => ts.map((tensor) => ({ name, tensor })));
+        return { output: out, releasedBytes: releasePacked(weights) };
+      } finally {
+        stopRecording();
+      }
+    },
+    dispose: () => model.dispose(),
+  };
 }

@@ -10,6 +10,7 @@ import { bytesPerElement, type DType, elementCount, type WeightSpec } from '../p
 import { tf } from './engine.js';
 import { type FlatModel, type LayerInfo, type StageModel, type StageSpan, type StageWeights, spansOf } from './flat-model.js';
 import { analyseCuts, type CutAnalysis, type FlatGraph, type FlatLayer, flattenTopology, toModelTopology } from './graph.js';
+import { recordReads, releasePacked, stopRecording } from './packed-weights.js';
 
 type Json = Record<string, unknown>;
 
@@ -222,8 +223,8 @@ function weightTensors(specs: WeightSpec[], blob: Uint8Array): tf.Tensor[] {
   });
 }
 
-/** Build a layers stage from its topology JSON and weight blob (as an edge node does). */
-export async function buildLayersStage(topology: Json, specs: WeightSpec[], blob: Uint8Array): Promise<StageModel> {
+/** Build a layers stage from its topology JSON and weights (as an edge node does): a blob, or one tensor per spec, which the stage then owns. */
+export async function buildLayersStage(topology: Json, specs: WeightSpec[], weights: Uint8Array | tf.Tensor[]): Promise<StageModel> {
   const byLayer = new Map<string, WeightSpec[]>();
   for (const s of specs) byLayer.set(s.layer, [...(byLayer.get(s.layer) ?? []), s]);
   const build = `b${++builds}`;
@@ -247,7 +248,8 @@ export async function buildLayersStage(topology: Json, specs: WeightSpec[], blob
     const name = String(l.name ?? l.config?.name);
     for (const k of Object.keys(l.config ?? {})) if (k.endsWith('_initializer')) l.config![k] = { class_name: StageWeightInitializer.className, config: { key: key(name) } };
   }
-  const tensors = weightTensors(specs, blob);
+  const tensors = Array.isArray(weights) ? weights : weightTensors(specs, weights);
+  if (tensors.length !== specs.length) throw new DeferError('E_WEIGHTS', `${tensors.length} weight tensors for ${specs.length} specs`);
   let at = 0;
   for (const s of specs) pendingWeights.set(key(s.layer), [...(pendingWeights.get(key(s.layer)) ?? []), tensors[at++]]);
   let model: tf.LayersModel | undefined;
@@ -277,7 +279,24 @@ export async function buildLayersStage(topology: Json, specs: WeightSpec[], blob
   }
   const m = model!;
   const run = layerByLayer(m, t as Json);
-  return { run, dispose: () => m.dispose() };
+  return {
+    run: (x) => run(x),
+    runReleasing: (x) => {
+      // a layer's weights are read only while the layer runs: once it has run for the last time in the frame,
+      // those the engine packed are released, so that the next layers' packed copies reuse their memory
+      let releasedBytes = 0;
+      recordReads();
+      try {
+        const output = run(x, (layer) => {
+          releasedBytes += releasePacked(layer.weights.map((w) => ({ name: w.name, tensor: w.read() })));
+        });
+        return { output, releasedBytes };
+      } finally {
+        stopRecording();
+      }
+    },
+    dispose: () => m.dispose(),
+  };
 }
 
 /**
@@ -286,7 +305,7 @@ export async function buildLayersStage(topology: Json, specs: WeightSpec[], blob
  * high-water mark for good (ResNet50's last quarter: 173 MB of intermediates on 77 MB of weights). The same
  * layers and kernels in the same order, so the same bits.
  */
-function layerByLayer(model: tf.LayersModel, topology: Json): (x: tf.Tensor) => tf.Tensor {
+function layerByLayer(model: tf.LayersModel, topology: Json): (x: tf.Tensor, afterLastUse?: (layer: tf.layers.Layer) => void) => tf.Tensor {
   const cfg = topology.config as { layers: { name: string; inbound_nodes: unknown[][] }[]; input_layers: unknown[][]; output_layers: unknown[][] };
   const input = String(cfg.input_layers[0][0]);
   const output = String(cfg.output_layers[0][0]);
@@ -294,13 +313,16 @@ function layerByLayer(model: tf.LayersModel, topology: Json): (x: tf.Tensor) => 
   const steps = cfg.layers.filter((l) => l.name !== input).map((l) => ({ layer: byName.get(l.name)!, inputs: ((l.inbound_nodes[0] ?? []) as unknown[][]).map((ref) => String(ref[0])) }));
   const readers = new Map<string, number>();
   for (const s of steps) for (const i of s.inputs) readers.set(i, (readers.get(i) ?? 0) + 1);
-  return (x) => {
+  // the step after which a layer (applied more than once in a shared model) runs no more
+  const lastStep = new Map(steps.map((s, i) => [s.layer, i]));
+  return (x, afterLastUse) => {
     const values = new Map<string, tf.Tensor>([[input, x]]);
     const left = new Map(readers);
     try {
-      for (const s of steps) {
+      for (const [at, s] of steps.entries()) {
         const ins = s.inputs.map((n) => values.get(n)!);
         values.set(s.layer.name, s.layer.apply(ins.length === 1 ? ins[0] : ins) as tf.Tensor);
+        if (afterLastUse && lastStep.get(s.layer) === at) afterLastUse(s.layer);
         for (const n of s.inputs) {
           const k = left.get(n)! - 1;
           left.set(n, k);

@@ -5,7 +5,7 @@
  * the model's value range (or mean/std). One function, so that a local
  * reference run and the served frames see the very same floats.
  */
-import sharp, { type Metadata, type Sharp } from 'sharp';
+import type { Metadata, Sharp } from 'sharp';
 import { FrameError } from '../core/errors.js';
 import type { ImageInput, RawTensor } from '../protocol/index.js';
 
@@ -14,11 +14,23 @@ export type { ResizeMode } from '../protocol/index.js';
 /** The preprocessing of an image input (the protocol's ImageInput: it also travels in stage 0's assignment). */
 export type PreprocessSpec = ImageInput;
 
-sharp.cache(false); // frames are all different: no point keeping decoded images
-sharp.concurrency(1); // each decode uses one thread: the nodes need the cores
+type SharpFn = typeof import('sharp')['default'];
+let loaded: Promise<SharpFn> | undefined;
+
+/** sharp (libvips) is loaded with the first image: about 30 MB resident, which a node that is sent tensors never needs. */
+function sharpModule(): Promise<SharpFn> {
+  loaded ??= import('sharp').then((m) => {
+    const sharp = m.default;
+    sharp.cache(false); // frames are all different: no point keeping decoded images
+    sharp.concurrency(1); // each decode uses one thread: the nodes need the cores
+    return sharp;
+  });
+  return loaded;
+}
 
 /** Decode, resize and normalise one image. Throws FrameError('bad-image') with sharp's reason. */
 export async function preprocessImage(bytes: Uint8Array, spec: PreprocessSpec): Promise<RawTensor> {
+  const sharp = await sharpModule();
   let img: Sharp;
   let data: Buffer;
   try {
@@ -41,6 +53,7 @@ export async function preprocessImage(bytes: Uint8Array, spec: PreprocessSpec): 
  * reads its format, and that it is within the pixel limit. Throws FrameError('bad-image').
  */
 export async function checkImageHeader(bytes: Uint8Array, spec: Pick<PreprocessSpec, 'maxPixels'>): Promise<void> {
+  const sharp = await sharpModule();
   let meta: Metadata;
   try {
     meta = await sharp(bytes, { limitInputPixels: spec.maxPixels }).metadata();

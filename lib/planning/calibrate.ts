@@ -5,9 +5,23 @@
  * time of its own run of the same workload by a node's to get the node's speed.
  */
 import { availableParallelism, freemem, hostname, totalmem } from 'node:os';
+import { cgroupLimitBytes, cgroupUsageBytes } from '../core/cgroup-memory.js';
 import { tf } from '../model/engine.js';
 import { seedWeights } from '../model/zoo.js';
 import type { Capabilities } from '../protocol/index.js';
+
+/**
+ * What this process can give a stage, and the most it may ever hold. A process in a memory cgroup (a container,
+ * `defer up --node-memory`) may hold its limit, of which its idle self (what it holds now, after the engine
+ * started and the calibration ran) is already taken; elsewhere the host's free and total memory.
+ */
+export function memoryOffer(): { freeMemoryBytes: number; totalMemoryBytes: number } {
+  const limit = cgroupLimitBytes();
+  if (limit === undefined) return { freeMemoryBytes: freemem(), totalMemoryBytes: totalmem() };
+  // what the kernel counts against the limit, else this process's resident set
+  const used = cgroupUsageBytes() ?? process.memoryUsage.rss();
+  return { freeMemoryBytes: Math.max(0, Math.min(freemem(), limit - used)), totalMemoryBytes: limit };
+}
 
 /** Version of the workload: a planner compares only calibrations of the same version. */
 export const CALIBRATION_VERSION = 1;
@@ -78,8 +92,7 @@ export async function calibrate(opts: { slowdown?: number; runs?: number } = {})
     calibrationCpuMs: median(cpu),
     slowdown,
     cores: availableParallelism(),
-    freeMemoryBytes: freemem(),
-    totalMemoryBytes: totalmem(),
+    ...memoryOffer(),
     host: hostname(),
   };
 }

@@ -120,23 +120,27 @@ export function transferMs(bytes: number, mbps: number | undefined): number {
 }
 
 /**
- * What a stage adds to an idle node's memory, per byte of its weights once loaded and per byte of its largest
- * activation: constants measured on the wasm engine (peak RSS of the node less an idle node's, ResNet50 stages of
- * 0.6 to 102.5 MB on 1, 3 and 4 nodes, 2026-11-27: docs/planner.md). The weights count about 3.8 times (received,
- * built, and packed once more by XNNPACK, with its workspaces); activations about 8 times.
+ * What a stage adds to an idle node's memory (the node's own free memory is measured after it started: see
+ * calibrate.ts): a fixed part, each byte of its weights once loaded twice (the engine's copy, XNNPACK's packed
+ * copy and the transients of packing, less the released originals), and its largest activation 12 times (the
+ * engine's intermediates and the frames a node holds, as messages and tensors). Quantized weights (graph models)
+ * also count once as received: such a stage is built from a blob. Measured on the wasm engine (peak RSS of nodes
+ * less an idle node's, ResNet50 stages of 0.3 to 102.5 MB on 1, 2, 4 and 8 nodes, 2026-11-27: docs/memory.md).
  */
-export const MEMORY_PER_WEIGHT_BYTE = 3.8;
-export const MEMORY_PER_ACTIVATION_BYTE = 8;
+export const STAGE_BASE_BYTES = 10e6;
+export const MEMORY_PER_WEIGHT_BYTE = 2;
+export const MEMORY_PER_ACTIVATION_BYTE = 12;
 
-/** Estimated memory a stage adds to an idle node: its weights (received, plus 2.8x their loaded size) and its largest activation, by the measured constants. */
+/** Estimated memory a stage adds to an idle node, by the measured constants. */
 export function stageMemoryBytes(cost: CostModel, first: number, last: number): number {
   let w = 0;
   let act = first === 0 ? cost.inputBytes : cost.outputBytes[first - 1];
   for (let i = first; i <= last; i++) {
-    w += cost.weightBytes[i] + (MEMORY_PER_WEIGHT_BYTE - 1) * (cost.loadedBytes?.[i] ?? cost.weightBytes[i]);
+    const loaded = cost.loadedBytes?.[i];
+    w += MEMORY_PER_WEIGHT_BYTE * (loaded ?? cost.weightBytes[i]) + (loaded !== undefined ? cost.weightBytes[i] : 0);
     act = Math.max(act, cost.outputBytes[i]);
   }
-  return w + MEMORY_PER_ACTIVATION_BYTE * act;
+  return STAGE_BASE_BYTES + w + MEMORY_PER_ACTIVATION_BYTE * act;
 }
 
 export interface Evaluation {

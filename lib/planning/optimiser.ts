@@ -16,7 +16,8 @@
  * memory does not fit its node is never chosen.
  */
 import { DeferError } from '../core/errors.js';
-import { type ChainPlan, type CostModel, CostTable, type Evaluation, evaluate, type PlanNode, type PlanOptions, stageMemoryBytes } from './cost-model.js';
+import { type ChainPlan, type CostModel, CostTable, type Evaluation, evaluate, type PlanNode, type PlanOptions } from './cost-model.js';
+import { memoryShortfall } from './memory-fit.js';
 import { minMaxPartition } from './min-max.js';
 
 export type { ChainPlan, CostModel, LinkSpec, PlanNode, PlannedStage, PlanOptions, RelayCost } from './cost-model.js';
@@ -113,11 +114,7 @@ export function planPipeline(cost: CostModel, nodes: PlanNode[], opts: PlanOptio
     }
   }
   if (!best) {
-    const need = nodes.map((n) => `${n.id}: ${n.memoryBytes === undefined ? 'unlimited' : `${(n.memoryBytes / 1e6).toFixed(0)} MB`}`).join(', ');
-    throw new DeferError(
-      'E_CONFIG',
-      `no split of the model fits the nodes' memory (${need}); the whole model needs about ${(stageMemoryBytes(cost, 0, cost.layerNames.length - 1) / 1e6).toFixed(0)} MB: add nodes or memory`,
-    );
+    throw new DeferError('E_CONFIG', `no split of the model fits the nodes' memory: ${memoryShortfall(cost, nodes)}`);
   }
   const { order, bounds, ev } = best;
   return planOf(

@@ -58,6 +58,12 @@ export function perNode(name: string, values: number[], ids: string[]): (number 
 }
 
 /**
+ * The share of the memory a node reports free that the planner gives its stage: the memory estimate errs by up
+ * to about 15% either way (docs/memory.md), and a node that runs out of memory is killed, not slowed.
+ */
+export const MEMORY_PLANNED_SHARE = 0.85;
+
+/**
  * Plan nodes for `ids`. Speeds given by the user win; otherwise each node's
  * calibration is compared with the profile's: a node whose workload took
  * twice as long gets time factor 2.
@@ -87,7 +93,7 @@ export function planNodes(ids: string[], opts: NodeOptions, profile: Pick<Cached
       id,
       timeFactor,
       cpuFactor,
-      memoryBytes: mb !== undefined && mb > 0 ? mb * 1e6 : cap?.freeMemoryBytes,
+      memoryBytes: mb !== undefined && mb > 0 ? mb * 1e6 : cap ? cap.freeMemoryBytes * MEMORY_PLANNED_SHARE : undefined,
       bandwidthMbps: bw !== undefined && bw > 0 ? bw : undefined,
       latencyMs: latency[i],
       host: speed === undefined ? cap?.host : undefined,

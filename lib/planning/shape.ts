@@ -22,6 +22,7 @@
  */
 import { DeferError } from '../core/errors.js';
 import { type CostModel, CostTable, type LinkSpec, type PlanNode, type RelayCost, transferMs } from './cost-model.js';
+import { memoryShortfall } from './memory-fit.js';
 import { validateNodes } from './optimiser.js';
 
 export interface ShapeNode extends PlanNode {
@@ -307,31 +308,33 @@ export function planShape(cost: CostModel, nodes: ShapeNode[], opts: ShapeOption
     // ties: fewer engines (memory), then fewer stages (latency, messages), then fewer nodes
     return x.engines < y.engines || (x.engines === y.engines && (x.stages < y.stages || (x.stages === y.stages && x.used < y.used)));
   };
-  for (const S of stageCounts) {
-    for (const a of assignments(kinds, S, opts.replicas, coresOf)) {
-      if (++tried > maxShapes) throw new DeferError('E_CONFIG', `more than ${maxShapes} shapes to search for ${nodes.length} nodes: give --replicas or fewer --workers`);
-      const used = kinds.map(() => 0);
-      const groups: Group[] = Array.from({ length: S }, () => ({ members: [], capacity: 0 }));
-      for (const x of a) {
-        const node = kinds[x.kind].nodes[used[x.kind]++];
-        groups[x.stage].members.push({ node, workers: x.workers });
-        groups[x.stage].capacity += x.workers / node.timeFactor;
+  // First with each host running no more engines than its cores; where no shape then fits the nodes' memory,
+  // again without that rule (stages that must be apart for memory share the cores: the CPU terms price it)
+  for (const cores of [coresOf, (k: Kind): [string | undefined, number] => [k.nodes[0].host, Infinity]]) {
+    if (best) break;
+    for (const S of stageCounts) {
+      for (const a of assignments(kinds, S, opts.replicas, cores)) {
+        if (++tried > maxShapes) throw new DeferError('E_CONFIG', `more than ${maxShapes} shapes to search for ${nodes.length} nodes: give --replicas or fewer --workers`);
+        const used = kinds.map(() => 0);
+        const groups: Group[] = Array.from({ length: S }, () => ({ members: [], capacity: 0 }));
+        for (const x of a) {
+          const node = kinds[x.kind].nodes[used[x.kind]++];
+          groups[x.stage].members.push({ node, workers: x.workers });
+          groups[x.stage].capacity += x.workers / node.timeFactor;
+        }
+        const engines = a.reduce((s, x) => s + x.workers, 0);
+        // a lower bound: the whole model's busy time over every engine of the shape
+        const lower = Math.max(fixed, t.busyMs(0, t.pts.length - 1) / groups.reduce((s, g) => s + g.capacity, 0));
+        if (best && !better({ value: lower, engines, stages: S, used: a.length }, best) && lower >= best.value * (1 - 1e-9)) continue;
+        const r = bestCuts(terms, groups, best ? best.value * (1 + 1e-9) : Infinity);
+        if (!r) continue;
+        const cand = { value: Math.max(r.value, fixed), engines, stages: S, used: a.length };
+        if (better(cand, best)) best = { ...cand, groups, bounds: r.bounds };
       }
-      const engines = a.reduce((s, x) => s + x.workers, 0);
-      // a lower bound: the whole model's busy time over every engine of the shape
-      const lower = Math.max(fixed, t.busyMs(0, t.pts.length - 1) / groups.reduce((s, g) => s + g.capacity, 0));
-      if (best && !better({ value: lower, engines, stages: S, used: a.length }, best) && lower >= best.value * (1 - 1e-9)) continue;
-      const r = bestCuts(terms, groups, best ? best.value * (1 + 1e-9) : Infinity);
-      if (!r) continue;
-      const cand = { value: Math.max(r.value, fixed), engines, stages: S, used: a.length };
-      if (better(cand, best)) best = { ...cand, groups, bounds: r.bounds };
     }
   }
   if (!best) {
-    throw new DeferError(
-      'E_CONFIG',
-      `no shape of the model fits the nodes' memory (${nodes.map((n) => `${n.id}: ${n.memoryBytes === undefined ? 'unlimited' : `${(n.memoryBytes / 1e6).toFixed(0)} MB`}`).join(', ')}): add nodes or memory`,
-    );
+    throw new DeferError('E_CONFIG', `no shape of the model fits the nodes' memory: ${memoryShortfall(cost, nodes)}`);
   }
   return describe(t, terms, nodes, best.groups, best.bounds, opts, tried);
 }

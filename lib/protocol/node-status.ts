@@ -100,6 +100,10 @@ export interface Heartbeat {
   peakRssBytes?: number;
   /** the engine's own heap, bytes (the wasm backend's linear memory; it never shrinks) */
   engineHeapBytes?: number;
+  /** its memory cgroup's limit, bytes (a container, `defer up --node-memory`); absent: none */
+  memoryLimitBytes?: number;
+  /** the most that cgroup has been charged, bytes: what the kernel holds against the limit */
+  memoryPeakBytes?: number;
   /** CPU seconds (user + system) its process has used since it started */
   cpuSeconds?: number;
 }
@@ -116,6 +120,8 @@ export function decodeHeartbeat(buf: Uint8Array): Heartbeat {
   if (m.rssBytes !== undefined) h.rssBytes = int(m, 'rssBytes', W);
   if (m.peakRssBytes !== undefined) h.peakRssBytes = int(m, 'peakRssBytes', W);
   if (m.engineHeapBytes !== undefined) h.engineHeapBytes = int(m, 'engineHeapBytes', W);
+  if (m.memoryLimitBytes !== undefined) h.memoryLimitBytes = int(m, 'memoryLimitBytes', W);
+  if (m.memoryPeakBytes !== undefined) h.memoryPeakBytes = int(m, 'memoryPeakBytes', W);
   if (m.cpuSeconds !== undefined) {
     h.cpuSeconds = num(m, 'cpuSeconds', W);
     if (h.cpuSeconds < 0) throw new EnvelopeError(`${W}: field 'cpuSeconds' must be >= 0`);

@@ -14,7 +14,7 @@ import { initEngine } from '../../lib/model/engine.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
 import { prng } from '../../lib/model/zoo.js';
 import { type CostModel, evaluateSplit, type PlanNode, planPipeline } from '../../lib/planning/optimiser.js';
-import { costModelOf, planNodes, remeasuredNodes } from '../../lib/planning/plan-inputs.js';
+import { costModelOf, MEMORY_PLANNED_SHARE, planNodes, remeasuredNodes } from '../../lib/planning/plan-inputs.js';
 import { choosePrecisions, type HopMeasure } from '../../lib/planning/precision-choice.js';
 import { getProfile } from '../../lib/planning/profile-cache.js';
 import type { Capabilities } from '../../lib/protocol/index.js';
@@ -157,17 +157,22 @@ test('memory: a node never gets a stage that does not fit it, and too little mem
   // the last layers are heavy: the small node must take the start, even though the order given puts it last
   const p = planPipeline(cost, [
     { id: 'big', timeFactor: 1 },
-    { id: 'small', timeFactor: 1, memoryBytes: 1e6 },
+    { id: 'small', timeFactor: 1, memoryBytes: 12e6 },
   ]);
   assert.deepEqual(p.order, ['small', 'big']);
-  assert.ok(p.stages[0].memoryBytes <= 1e6);
+  assert.ok(p.stages[0].memoryBytes <= 12e6);
   assert.throws(
     () =>
       planPipeline(cost, [
-        { id: 'x', timeFactor: 1, memoryBytes: 1e6 },
-        { id: 'y', timeFactor: 1, memoryBytes: 1e6 },
+        { id: 'x', timeFactor: 1, memoryBytes: 12e6 },
+        { id: 'y', timeFactor: 1, memoryBytes: 40e6 },
       ]),
-    (e: unknown) => e instanceof DeferError && /no split of the model fits the nodes' memory \(x: 1 MB, y: 1 MB\).*about 114 MB/.test(e.message),
+    // the whole model (3 layers of 10 MB: 10 MB + 2 x 30 MB) on one node; split by memory, 30 and 50 MB
+    (e: unknown) =>
+      e instanceof DeferError &&
+      /no split of the model fits the nodes' memory: the whole model needs about 70 MB on one node \(the most a node offers: 40 MB on y\); split in 2 stages by memory, the stages need 30 MB, 50 MB: y offers 40 MB for a stage of 50 MB \(lacks 10 MB\); x offers 12 MB for a stage of 30 MB \(lacks 18 MB\)/.test(
+        e.message,
+      ),
   );
   assert.throws(() => planPipeline(cost, [{ id: 'x', timeFactor: 0 }]), /speed must be a positive number/);
   assert.throws(
@@ -203,7 +208,7 @@ test('node figures: from calibrations (noise within 5% merged), from --speeds, p
   const nodes = planNodes(['a', 'b', 'c'], none, profile, caps);
   assert.equal(nodes[1].timeFactor, 2);
   assert.equal(nodes[0].timeFactor, nodes[2].timeFactor, 'a and c within 5%: taken as equal');
-  assert.equal(nodes[0].memoryBytes, 8e9);
+  assert.equal(nodes[0].memoryBytes, 8e9 * MEMORY_PLANNED_SHARE, 'a share of the free memory it reported');
   assert.equal(nodes[0].host, 'h1');
   const given = planNodes(['a', 'b'], { ...none, speeds: [1, 0.25], memoryMb: [512], bandwidthMbps: [100, 0], latencyMs: [5] }, profile);
   assert.deepEqual(

@@ -129,7 +129,7 @@ test('shapes where the answer is known: replicas for a light model on one host, 
   const one = planShape(cost, local(1, 2, 2), { relay });
   assert.equal(shapeLine(one.stages), 'n1x2');
   // nodes on their own hosts, each with 1 core, too little memory for the whole model: a chain
-  const small: ShapeNode[] = ['a', 'b'].map((id) => ({ id, timeFactor: 1, host: id, cores: 1, memoryBytes: 30e6 }));
+  const small: ShapeNode[] = ['a', 'b'].map((id) => ({ id, timeFactor: 1, host: id, cores: 1, memoryBytes: 33e6 }));
   const chain = planShape(cost, small);
   assert.equal(chain.stages.length, 2);
   assert.deepEqual(

@@ -1,0 +1,63 @@
+/**
+ * Why no plan fits the nodes' memory, in figures: the split of the model into one stage per node that needs the
+ * least memory on its heaviest node (memory-balanced, not time-balanced), matched with the nodes, the largest
+ * stage with the node that offers most. What a planner says when it has to refuse.
+ */
+import { type CostModel, stageMemoryBytes } from './cost-model.js';
+
+export interface MemoryOffer {
+  id: string;
+  /** what the node can give a stage, bytes; undefined: unlimited */
+  memoryBytes?: number;
+}
+
+const mb = (b: number) => `${(b / 1e6).toFixed(0)} MB`;
+
+/** Boundaries (layer indices, ascending, last one the model's last layer) of the `k` stages whose largest memory need is least. */
+export function memoryBalancedSplit(cost: CostModel, k: number): { ends: number[]; needs: number[] } {
+  const n = cost.layerNames.length;
+  // boundary points: the start (-1), the valid cuts, the end
+  const pts = [-1, ...cost.validCuts.filter((c) => c < n - 1), n - 1];
+  const P = pts.length;
+  const need = (a: number, b: number) => stageMemoryBytes(cost, pts[a] + 1, pts[b]);
+  const stages = Math.max(1, Math.min(k, P - 1));
+  // best[s][j]: least largest need of s stages covering up to point j
+  const best: number[][] = Array.from({ length: stages + 1 }, () => new Array<number>(P).fill(Infinity));
+  const from: number[][] = Array.from({ length: stages + 1 }, () => new Array<number>(P).fill(-1));
+  best[0][0] = 0;
+  for (let s = 1; s <= stages; s++) {
+    for (let j = s; j < P; j++) {
+      for (let i = s - 1; i < j; i++) {
+        if (best[s - 1][i] === Infinity) continue;
+        const v = Math.max(best[s - 1][i], need(i, j));
+        if (v < best[s][j]) {
+          best[s][j] = v;
+          from[s][j] = i;
+        }
+      }
+    }
+  }
+  const bounds = [P - 1];
+  for (let s = stages; s > 0; s--) bounds.unshift(from[s][bounds[0]]);
+  const needs = bounds.slice(1).map((b, i) => need(bounds[i], b));
+  return { ends: bounds.slice(1).map((b) => pts[b]), needs };
+}
+
+/** A sentence for a refusal: what the whole model needs, and which nodes lack how much for the best split over all of them. */
+export function memoryShortfall(cost: CostModel, nodes: MemoryOffer[]): string {
+  const whole = stageMemoryBytes(cost, 0, cost.layerNames.length - 1);
+  const offers = nodes.map((n) => ({ id: n.id, bytes: n.memoryBytes ?? Infinity })).sort((a, b) => b.bytes - a.bytes);
+  const parts = [
+    `the whole model needs about ${mb(whole)} on one node (the most a node offers: ${offers[0] && Number.isFinite(offers[0].bytes) ? `${mb(offers[0].bytes)} on ${offers[0].id}` : 'unlimited'})`,
+  ];
+  if (nodes.length > 1) {
+    const { needs } = memoryBalancedSplit(cost, nodes.length);
+    const sorted = [...needs].sort((a, b) => b - a);
+    const lacking = sorted
+      .map((need, i) => ({ need, node: offers[i] }))
+      .filter((x) => x.node && x.node.bytes < x.need)
+      .map((x) => `${x.node.id} offers ${mb(x.node.bytes)} for a stage of ${mb(x.need)} (lacks ${mb(x.need - x.node.bytes)})`);
+    parts.push(`split in ${needs.length} stages by memory, the stages need ${needs.map(mb).join(', ')}${lacking.length ? `: ${lacking.join('; ')}` : ''}`);
+  }
+  return `${parts.join('; ')}. Each node offers what its memory limit (or the host's free memory) leaves beyond its idle self; give the nodes more memory, or add nodes`;
+}
