@@ -56,8 +56,19 @@ export interface PipelineRow {
   /** null where the run skipped the redeployment */
   redeployMs: number | null;
   weightBytes: number;
-  /** per node: its stage's weight bytes, and its process's peak RSS and wasm heap (bytes, from its last heartbeat; null: not reported) */
-  memory: { weightBytes: number; peakRssBytes: number | null; engineHeapBytes: number | null }[];
+  /**
+   * per stage (its first node): its weight bytes, what the planner's memory model predicts it adds to an idle node,
+   * and its process's peak RSS, wasm heap and (in a cgroup) the cgroup's limit and peak (bytes, from its last
+   * heartbeat; null: not reported)
+   */
+  memory: {
+    weightBytes: number;
+    predictedBytes: number;
+    peakRssBytes: number | null;
+    engineHeapBytes: number | null;
+    memoryLimitBytes: number | null;
+    memoryPeakBytes: number | null;
+  }[];
   /** joules per frame from RAPL, or null where the machine has no counters */
   joulesPerFrame: number | null;
   maxAbsDiffVsLocal: number;
@@ -151,7 +162,14 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
       deployMs: round(first.deployMs, 0),
       redeployMs: opts.redeploy === false ? null : round(again.deployMs, 0),
       weightBytes: again.package.totalBytes,
-      memory: s.stages.map((st) => ({ weightBytes: st.weightBytes, peakRssBytes: st.peakRssBytes, engineHeapBytes: st.engineHeapBytes })),
+      memory: s.stages.map((st) => ({
+        weightBytes: st.weightBytes,
+        predictedBytes: st.predictedMemoryBytes,
+        peakRssBytes: st.peakRssBytes,
+        engineHeapBytes: st.engineHeapBytes,
+        memoryLimitBytes: st.memoryLimitBytes,
+        memoryPeakBytes: st.memoryPeakBytes,
+      })),
       joulesPerFrame: e0 !== null && e1 !== null ? round((e1 - e0) / 1e6 / frames.length, 3) : null,
       maxAbsDiffVsLocal: s.maxAbsDiffVsLocal ?? NaN,
     };

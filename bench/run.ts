@@ -33,6 +33,12 @@ interface Plan {
   codecReps: number;
   brokerSizes: number[];
   brokerMessages: number;
+  /**
+   * memory: a node with the smallest stage (the idle figure), ResNet50 chains of `nodes` (cuts balanced by time),
+   * and a fleet of small devices: `fleet.nodes` nodes in cgroups of `fleet.memory`, on shaped links where the
+   * machine allows (full mode)
+   */
+  memory: { idleModel: string; model: string; nodes: number[]; frames: number; fleet: { nodes: number; memory: string; frames: number; link: Shape } | null };
   /** network emulation runs (full mode, where the machine allows) */
   emulate: { model: string; nodes: number; frames: number; shapes: Shape[]; precisions: string[] } | null;
 }
@@ -51,6 +57,7 @@ function plan(full: boolean, maxNodes: number): Plan {
         codecReps: 10,
         brokerSizes: [4_000, 600_000, 1_600_000, 3_200_000],
         brokerMessages: 200,
+        memory: { idleModel: 'tiny', model: 'resnet50', nodes: [1, 2, 4, 8], frames: 10, fleet: { nodes: 4, memory: '256M', frames: 30, link: { label: '100 Mbit/s, 5 ms', mbit: 100, delayMs: 5 } } },
         emulate: {
           model: 'resnet50',
           nodes: 2,
@@ -65,13 +72,14 @@ function plan(full: boolean, maxNodes: number): Plan {
     : {
         pipeline: [
           { model: 'tiny', label: 'tiny', frames: 60, maxNodes: 2 },
-          { model: 'mobilenet', label: 'mobilenet', frames: 12, maxNodes: 2 },
+          { model: 'mobilenet', label: 'mobilenet', frames: 12, maxNodes: 1 },
         ],
         codecCuts: ['conv3_block4_out'],
         codecFrames: 2,
         codecReps: 3,
         brokerSizes: [4_000, 1_600_000],
         brokerMessages: 40,
+        memory: { idleModel: 'tiny', model: 'tiny', nodes: [2], frames: 4, fleet: null },
         emulate: null,
       };
 }
@@ -102,6 +110,31 @@ function plannedVsChain(rows: PipelineRow[]): string[] {
   ];
 }
 
+const mb = (b: number | null) => (b === null ? 'n/a' : (b / 1e6).toFixed(0));
+
+/** The memory runs: per stage, the weights, the prediction (an idle node plus the model's estimate) and the measured peaks. */
+function memorySection(r: BenchResult): string[] {
+  if (!r.memory.length) return [];
+  const idle = r.memoryIdleRssBytes;
+  return [
+    '## Memory per node',
+    '',
+    `Each stage's node: its weights, the planner's prediction (an idle node, ${mb(idle)} MB: the peak RSS of a node running the ${r.memoryIdleModel} model's one stage in this session, plus the memory model's estimate for the stage: lib/planning/cost-model.ts), its process's peak resident set (the kernel's maxrss, from its last heartbeat) and wasm heap, and in a cgroup, the most the kernel charged it against its limit. Stage 0 first.`,
+    '',
+    '| run | shape | per stage: weights MB / predicted peak MB / measured peak RSS MB (wasm heap MB)[, cgroup peak / limit MB] | predicted / measured |',
+    '| --- | --- | --- | --- |',
+    ...r.memory.map(({ label, row }) => {
+      const cells = row.memory.map(
+        (m) =>
+          `${(m.weightBytes / 1e6).toFixed(1)} / ${idle === null ? 'n/a' : mb(idle + m.predictedBytes)} / ${mb(m.peakRssBytes)} (${mb(m.engineHeapBytes)})${m.memoryLimitBytes !== null ? `, ${mb(m.memoryPeakBytes)} / ${mb(m.memoryLimitBytes)}` : ''}`,
+      );
+      const ratios = row.memory.map((m) => (idle !== null && m.peakRssBytes ? ((idle + m.predictedBytes) / m.peakRssBytes).toFixed(2) : 'n/a'));
+      return `| ${label} | ${cell(row.shape)} | ${cells.join('; ')} | ${ratios.join(' / ')} |`;
+    }),
+    '',
+  ];
+}
+
 function markdown(r: BenchResult): string {
   const m = r.machine;
   const lines = [
@@ -122,17 +155,7 @@ function markdown(r: BenchResult): string {
     ),
     '',
     ...plannedVsChain(r.pipeline),
-    '## Memory per node',
-    '',
-    "Each node process's peak resident set (the kernel's maxrss, from its last heartbeat) and the wasm heap in it, beside its stage's weight bytes; stage 0 first.",
-    '',
-    '| model | nodes | per node: peak RSS MB (wasm heap MB) / weights MB |',
-    '| --- | --- | --- |',
-    ...r.pipeline.map(
-      (p) =>
-        `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${(p.memory ?? []).map((m) => `${m.peakRssBytes === null ? 'n/a' : (m.peakRssBytes / 1e6).toFixed(0)} (${m.engineHeapBytes === null ? 'n/a' : (m.engineHeapBytes / 1e6).toFixed(0)}) / ${(m.weightBytes / 1e6).toFixed(1)}`).join('; ')} |`,
-    ),
-    '',
+    ...memorySection(r),
     `Energy: ${r.energy}`,
     '',
     '## Overhead per hop',
@@ -204,12 +227,16 @@ interface BenchResult {
   /** how ZFP was measured, or why not */
   zfp: string;
   emulated: { shape: string; applied: string; asked: string; row: PipelineRow }[];
+  /** the memory runs, and the peak RSS of the node of the idle model (null: not measured) */
+  memory: { label: string; row: PipelineRow }[];
+  memoryIdleModel: string;
+  memoryIdleRssBytes: number | null;
   charts: string[];
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { full: { type: 'boolean' }, 'max-nodes': { type: 'string' }, out: { type: 'string' }, only: { type: 'string' } } });
-  const PARTS = ['pipeline', 'codecs', 'broker', 'emulation'];
+  const PARTS = ['pipeline', 'memory', 'codecs', 'broker', 'emulation'];
   const only = values.only ? values.only.split(',') : PARTS;
   const bad = only.filter((x) => !PARTS.includes(x));
   if (bad.length) throw new Error(`--only takes ${PARTS.join(', ')}; not ${bad.join(', ')}`);
@@ -230,6 +257,37 @@ async function main(): Promise<void> {
         say(`${run.label} on ${n} node(s), ${shape === 'auto' ? 'planned shape' : 'chain'}, ${run.frames} frames`);
         const config = loadConfig(undefined, { 'dispatcher.model': run.model, 'up.nodes': n, 'up.frames': run.frames, 'planner.shape': shape, 'broker.port': 0, logLevel: 'warn' }, {});
         pipeline.push({ ...(await measurePipeline(config, say)), model: run.label });
+      }
+    }
+  }
+  const memory: BenchResult['memory'] = [];
+  let memoryIdleRssBytes: number | null = null;
+  if (only.includes('memory')) {
+    const m = p.memory;
+    const chain = (model: string, nodes: number, frames: number, extra: Record<string, unknown> = {}) =>
+      loadConfig(undefined, { 'dispatcher.model': model, 'up.nodes': nodes, 'up.frames': frames, 'planner.shape': 'chain', 'broker.port': 0, logLevel: 'warn', ...extra }, {});
+    say(`memory: an idle node (the ${m.idleModel} model on 1 node)`);
+    memoryIdleRssBytes = (await measurePipeline(chain(m.idleModel, 1, m.frames), say, { redeploy: false })).memory[0]?.peakRssBytes ?? null;
+    for (const n of m.nodes) {
+      say(`memory: ${m.model} on ${n} node(s), cuts balanced by time, ${m.frames} frames`);
+      memory.push({ label: `${m.model}, ${n} node${n > 1 ? 's' : ''}`, row: { ...(await measurePipeline(chain(m.model, n, m.frames), say, { redeploy: false })), model: m.model } });
+    }
+    if (m.fleet) {
+      const fl = m.fleet;
+      const netem = await netemCheck();
+      const ids = Array.from({ length: fl.nodes }, (_, i) => `n${i + 1}`);
+      say(`memory: a fleet of ${fl.nodes} devices of ${fl.memory}${netem.available ? ` on links of ${fl.link.label}` : ' (no network emulation here)'}, ${m.model}, ${fl.frames} frames`);
+      const links = netem.available ? await createLinks(ids, fl.link, netem.netem) : undefined;
+      try {
+        const config = chain(m.model, fl.nodes, fl.frames, {
+          'up.nodeMemory': fl.memory,
+          'planner.auto': true,
+          ...(links ? { 'broker.host': '0.0.0.0', 'planner.bandwidthMbps': [fl.link.mbit], 'dispatcher.readyTimeoutMs': 600_000 } : {}),
+        });
+        const row = await measurePipeline(config, say, { redeploy: false, ...(links ? { nodeNetwork: links } : {}) });
+        memory.push({ label: `${m.model}, ${fl.nodes} devices of ${fl.memory}${links ? `, ${links.applied}` : ''} (planned cuts)`, row: { ...row, model: m.model } });
+      } finally {
+        await links?.close();
       }
     }
   }
@@ -323,6 +381,9 @@ async function main(): Promise<void> {
     energy,
     netem,
     emulated,
+    memory,
+    memoryIdleModel: p.memory.idleModel,
+    memoryIdleRssBytes,
     charts,
   };
   await writeFile(`${base}.json`, JSON.stringify(result, null, 2) + '\n');

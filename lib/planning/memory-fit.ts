@@ -3,6 +3,7 @@
  * least memory on its heaviest node (memory-balanced, not time-balanced), matched with the nodes, the largest
  * stage with the node that offers most. What a planner says when it has to refuse.
  */
+import type { FlatModel, StageSpan } from '../model/flat-model.js';
 import { type CostModel, stageMemoryBytes } from './cost-model.js';
 
 export interface MemoryOffer {
@@ -60,4 +61,20 @@ export function memoryShortfall(cost: CostModel, nodes: MemoryOffer[]): string {
     parts.push(`split in ${needs.length} stages by memory, the stages need ${needs.map(mb).join(', ')}${lacking.length ? `: ${lacking.join('; ')}` : ''}`);
   }
   return `${parts.join('; ')}. Each node offers what its memory limit (or the host's free memory) leaves beyond its idle self; give the nodes more memory, or add nodes`;
+}
+
+/** Each stage's estimated memory (what it adds to an idle node), from the model's sizes alone: for run summaries beside the measured. */
+export function stageMemoryOf(flat: FlatModel, spans: StageSpan[]): number[] {
+  const layers = flat.layers;
+  const cost: CostModel = {
+    layerNames: layers.map((l) => l.name),
+    segmentMs: layers.map(() => 0),
+    validCuts: [],
+    outputBytes: layers.map((l) => l.outputBytes),
+    weightBytes: layers.map((l) => l.weightBytes),
+    ...(layers.some((l) => l.loadedBytes !== undefined) ? { loadedBytes: layers.map((l) => l.loadedBytes ?? l.weightBytes) } : {}),
+    inputBytes: flat.inputShape.reduce((a, b) => a * b, 1) * 4,
+  };
+  const index = new Map(layers.map((l, i) => [l.name, i]));
+  return spans.map((s) => stageMemoryBytes(cost, index.get(s.layers[0]) ?? 0, index.get(s.last) ?? layers.length - 1));
 }

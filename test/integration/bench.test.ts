@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import type { PipelineRow } from '../../bench/pipeline.js';
 import { ROOT } from '../helpers/common.js';
 
 /** Every leaf of `x` that is not a string, boolean or allowed null must be a finite number. */
@@ -32,12 +33,17 @@ test('npm run bench (quick): writes JSON, markdown and PNG charts; every figure 
   assert.equal(r.mode, 'quick');
   assert.ok(r.pipeline.length >= 4 && r.codecs.length >= 7 && r.broker.length >= 2);
   // lossless codecs have no quality figures; energy is null where the machine has no RAPL counters
-  const bad = badFigures(r, 'result', /\.(maxOutputDiff|top1Agreement|joulesPerFrame)$/);
+  // nodes outside a memory cgroup have no cgroup figures, and runs without a redeployment no time for one
+  const bad = badFigures(r, 'result', /\.(maxOutputDiff|top1Agreement|joulesPerFrame|memoryLimitBytes|memoryPeakBytes|redeployMs)$/);
   assert.deepEqual(bad, []);
   for (const p of r.pipeline) assert.equal(p.maxAbsDiffVsLocal, 0, `${p.model} on ${p.nodes}: chained = local`);
   for (const c of r.codecs.filter((c: { lossy: boolean }) => !c.lossy)) assert.equal(c.maxOutputDiff, null);
   assert.equal(typeof r.netem.reason, 'string');
   for (const png of r.charts) assert.deepEqual([...readFileSync(png).subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47], `${png} is a PNG`);
   assert.match(stdout, /## Payload per inference by codec/);
+  // memory: an idle node's peak, and per stage the weights, the prediction and the measured peak
+  assert.ok(r.memoryIdleRssBytes > 0 && r.memory.length >= 1);
+  for (const m of r.memory.flatMap((x: { row: PipelineRow }) => x.row.memory)) assert.ok(m.predictedBytes > 0 && m.peakRssBytes > 0, JSON.stringify(m));
+  assert.match(stdout, /## Memory per node[\s\S]*predicted \/ measured/);
   assert.equal(readFileSync(join(out, json.replace('.json', '.md')), 'utf8'), stdout);
 });
