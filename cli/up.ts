@@ -77,7 +77,12 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
     logLevel: config.logLevel === 'debug' ? 'debug' : 'warn',
     argsFor: (id) => {
       const f = slow[ids.indexOf(id)];
-      return [...(f && f !== 1 ? ['--slowdown', String(f)] : []), ...(config.node.workers > 0 ? ['--workers', String(config.node.workers)] : [])];
+      return [
+        ...(f && f !== 1 ? ['--slowdown', String(f)] : []),
+        ...(config.node.workers > 0 ? ['--workers', String(config.node.workers)] : []),
+        // said outright: a node in a network namespace of its own (the bench) cannot read its cgroup's files
+        ...(limits.memoryBytes !== undefined ? ['--memory-limit', String(limits.memoryBytes)] : []),
+      ];
     },
     ...(opts.nodeNetwork ? { brokerUrlFor: (id: string) => opts.nodeNetwork!.brokerUrlFor(id, broker.port) } : {}),
     ...(cgroups || opts.nodeNetwork ? { commandPrefix: (id: string) => [...(cgroups?.prepare(id) ?? []), ...(opts.nodeNetwork?.commandPrefix(id) ?? [])] } : {}),

@@ -165,6 +165,12 @@ export const schema = {
       default: 0,
       env: 'DEFER_NODE_WORKERS',
     },
+    memoryLimit: {
+      doc: "The memory this node may use (a size: 256M, 1.5G); its planner offer is this less what the node holds once started. Empty: its cgroup's limit where it can read one (a container; defer up --node-memory passes it), else the host's memory.",
+      format: String,
+      default: '',
+      env: 'DEFER_NODE_MEMORY_LIMIT',
+    },
     keepPackedWeights: {
       doc: "Keep each weight the engine has packed (wasm: XNNPACK's copies of convolution filters and matrix operands) as well as its packed copy. By default a node gives those weights' memory back after its stage's first frame and checks that the stage then computes the same bits: a stage then needs about its weights once, not twice.",
       format: Boolean,
@@ -443,7 +449,7 @@ export type DeferConfig = {
     topicLimits: TopicLimits;
     persistence: string;
   };
-  node: { id: string; maxQueue: number; weightCache: string; slowdown: number; workers: number; keepPackedWeights: boolean; heartbeatMs: number };
+  node: { id: string; maxQueue: number; weightCache: string; slowdown: number; workers: number; memoryLimit: string; keepPackedWeights: boolean; heartbeatMs: number };
   dispatcher: {
     model: string;
     nodes: string[];

@@ -65,6 +65,8 @@ export interface EdgeNodeOptions {
   workers?: number;
   /** keep the weights the engine packed as well as their packed copies (default: release them after the first frame) */
   keepPackedWeights?: boolean;
+  /** the memory this node may use, bytes (default: its cgroup's limit, where it can read one; else the host's) */
+  memoryLimitBytes?: number;
 }
 
 /** A stage being served: in this thread (`model`), or on worker threads (`pool`). */
@@ -141,7 +143,7 @@ export class EdgeNode {
     this.backend = await initEngine(this.opts.backend);
     if (this.opts.calibrate !== false) {
       // before connecting: the first status the planner sees carries the figures
-      this.capabilities = { ...(await calibrate({ slowdown: this.slowdown })), workers: this.maxWorkers };
+      this.capabilities = { ...(await calibrate({ slowdown: this.slowdown, memoryLimitBytes: this.opts.memoryLimitBytes })), workers: this.maxWorkers };
       log.info(
         `node ${this.opts.id}: calibration ${this.capabilities.calibrationMs.toFixed(1)} ms (cpu ${this.capabilities.calibrationCpuMs.toFixed(1)} ms, slow-down ${this.slowdown}), ${this.capabilities.cores} cores, ${(this.capabilities.freeMemoryBytes / 1e6).toFixed(0)} MB free${this.capabilities.totalMemoryBytes < totalmem() ? ` for a stage (memory limit ${(this.capabilities.totalMemoryBytes / 1e6).toFixed(0)} MB)` : ''}`,
       );
@@ -188,7 +190,7 @@ export class EdgeNode {
   private heartbeatNow(): Omit<Heartbeat, 'v'> {
     const cpu = process.cpuUsage();
     const heap = this.stage?.pool ? this.stage.pool.engineHeapBytes : engineHeapBytes();
-    const limit = cgroupLimitBytes();
+    const limit = this.opts.memoryLimitBytes ?? cgroupLimitBytes();
     const peak = limit === undefined ? undefined : cgroupPeakBytes();
     return {
       node: this.opts.id,
@@ -450,7 +452,7 @@ export class EdgeNode {
       let next: NodeStage;
       let released = 0;
       // cached before it is built (an engine's tensors then belong to the stage), once its hash is checked
-      if (from === 'broker' && this.cache && sink.sha256() === a.manifest.sha256) await this.cache.put(a.manifest.sha256, sink.parts());
+      if (from === 'broker' && this.cache && sink.sha256() === a.manifest.sha256) await this.cache.put(a.manifest.sha256, sink.pieces());
       if (engines > 1) {
         // each worker builds and warms up its own copy; this thread keeps none
         const pool = await StageWorkers.start(a, (sink as BlobWeights).blob, engines, this.backend as BackendChoice, { ...this.computeContext, processCpu: false }, this.opts.keepPackedWeights);
@@ -506,7 +508,7 @@ export class EdgeNode {
   private enginesFor(a: Assignment): number {
     const want = a.workers ?? 1;
     const perEngine = MEMORY_PER_WEIGHT_BYTE * a.manifest.totalBytes + ENGINE_OVERHEAD_BYTES;
-    const free = memoryOffer().freeMemoryBytes;
+    const free = memoryOffer(this.opts.memoryLimitBytes).freeMemoryBytes;
     const fit = Math.max(1, Math.floor(free / perEngine));
     const engines = Math.max(1, Math.min(want, this.maxWorkers, fit));
     if (engines < want) {

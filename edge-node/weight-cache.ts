@@ -66,7 +66,7 @@ export class WeightCache {
     }
   }
 
-  /** Keep the blob with this hash: its bytes, or its parts in order. */
+  /** Keep the blob with this hash: its bytes, or its pieces in order (each written before the next is taken). */
   async put(hash: string, blob: Uint8Array | Iterable<Uint8Array>): Promise<void> {
     try {
       await mkdir(this.dir, { recursive: true });

@@ -5,6 +5,7 @@ import { brokerAuth } from '../../lib/mqtt/connect.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
 import { WORKERS } from '../flags.js';
+import { parseBytes } from '../node-cgroups.js';
 import { waitForSignal } from '../process-input.js';
 
 /** `defer node`. */
@@ -15,6 +16,7 @@ export const nodeCommand: Command = {
     id: { key: 'node.id', type: 'string', help: 'node id (unique in the pipeline)' },
     slowdown: { key: 'node.slowdown', type: 'string', number: true, help: 'artificial slow-down factor (>= 1), to test plans on unequal devices' },
     workers: WORKERS,
+    'memory-limit': { key: 'node.memoryLimit', type: 'string', help: "the memory this node may use, e.g. 256M (default: its cgroup's limit, else the host's)" },
     'keep-packed-weights': {
       key: 'node.keepPackedWeights',
       type: 'boolean',
@@ -37,6 +39,7 @@ export const nodeCommand: Command = {
       weightCache: config.node.weightCache || undefined,
       heartbeatMs: config.node.heartbeatMs,
       keepPackedWeights: config.node.keepPackedWeights,
+      ...(config.node.memoryLimit ? { memoryLimitBytes: parseBytes(config.node.memoryLimit, 'node.memoryLimit (--memory-limit)') } : {}),
       ...(config.node.workers > 0 ? { workers: config.node.workers } : {}),
       ...brokerAuth(config.broker),
     });

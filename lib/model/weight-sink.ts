@@ -11,14 +11,16 @@ import { DeferError } from '../core/errors.js';
 import { bytesPerElement, elementCount, type WeightSpec } from '../protocol/index.js';
 import { tf } from './engine.js';
 
+const PIECE_BYTES = 1 << 20;
+
 export interface WeightSink {
   readonly totalBytes: number;
   /** copy `data` to byte `at` of the stage's weights (the manifest's blob layout) */
   write(at: number, data: Uint8Array): void;
   /** sha256 of all the bytes, in order */
   sha256(): string;
-  /** the bytes in order, as copies of at most one weight each (safe to hold across awaits) */
-  parts(): Iterable<Uint8Array>;
+  /** the bytes in order, in pieces of at most 1 MB; each piece is valid until the next is taken (one buffer is reused) */
+  pieces(): Iterable<Uint8Array>;
   /** free what was allocated (a failed or replaced load) */
   dispose(): void;
 }
@@ -51,8 +53,8 @@ export class BlobWeights implements WeightSink {
     return this.digest;
   }
 
-  *parts(): Iterable<Uint8Array> {
-    yield this.blob;
+  *pieces(): Iterable<Uint8Array> {
+    for (let at = 0; at < this.totalBytes; at += PIECE_BYTES) yield this.blob.subarray(at, Math.min(this.totalBytes, at + PIECE_BYTES));
   }
 
   dispose(): void {
@@ -144,8 +146,18 @@ export class EngineWeights implements WeightSink {
     return this.digest;
   }
 
-  *parts(): Iterable<Uint8Array> {
-    for (let i = 0; i < this.specs.length; i++) yield new Uint8Array(this.view(i));
+  *pieces(): Iterable<Uint8Array> {
+    // copied out a piece at a time into one buffer: the heap's views go stale when it grows, and copies of
+    // whole weights would pile up as garbage outside V8's heap
+    const buf = Buffer.allocUnsafe(Math.min(PIECE_BYTES, this.totalBytes));
+    for (let i = 0; i < this.specs.length; i++) {
+      for (let from = 0; from < this.specs[i].bytes; from += buf.byteLength) {
+        const v = this.view(i);
+        const n = Math.min(buf.byteLength, v.byteLength - from);
+        buf.set(v.subarray(from, from + n));
+        yield buf.subarray(0, n);
+      }
+    }
   }
 
   /** The tensors, handed over (the caller owns them now). */

@@ -15,8 +15,8 @@ import type { Capabilities } from '../protocol/index.js';
  * `defer up --node-memory`) may hold its limit, of which its idle self (what it holds now, after the engine
  * started and the calibration ran) is already taken; elsewhere the host's free and total memory.
  */
-export function memoryOffer(): { freeMemoryBytes: number; totalMemoryBytes: number } {
-  const limit = cgroupLimitBytes();
+export function memoryOffer(limitBytes?: number): { freeMemoryBytes: number; totalMemoryBytes: number } {
+  const limit = limitBytes ?? cgroupLimitBytes();
   if (limit === undefined) return { freeMemoryBytes: freemem(), totalMemoryBytes: totalmem() };
   // what the kernel counts against the limit, else this process's resident set
   const used = cgroupUsageBytes() ?? process.memoryUsage.rss();
@@ -54,7 +54,7 @@ function median(xs: number[]): number {
  * each run is followed by an idle wait of (slowdown - 1) times its time, as
  * an edge node configured with that slow-down does after each frame.
  */
-export async function calibrate(opts: { slowdown?: number; runs?: number } = {}): Promise<Capabilities> {
+export async function calibrate(opts: { slowdown?: number; runs?: number; memoryLimitBytes?: number } = {}): Promise<Capabilities> {
   const slowdown = opts.slowdown ?? 1;
   const runs = opts.runs ?? 15;
   const model = workload();
@@ -92,7 +92,7 @@ export async function calibrate(opts: { slowdown?: number; runs?: number } = {})
     calibrationCpuMs: median(cpu),
     slowdown,
     cores: availableParallelism(),
-    ...memoryOffer(),
+    ...memoryOffer(opts.memoryLimitBytes),
     host: hostname(),
   };
 }

@@ -27,9 +27,10 @@ async function fails(args: string[], re: RegExp): Promise<void> {
   });
 }
 
-test('bad --node-memory and --node-cpus are clear errors before anything starts', { timeout: 60_000 }, async () => {
+test('bad --node-memory, --node-cpus and --memory-limit are clear errors before anything starts', { timeout: 60_000 }, async () => {
   await fails(['up', '--model', 'tiny', '--nodes', '1', '--frames', '1', '--port', '0', '--node-memory', 'lots'], /up.nodeMemory \(--node-memory\) must be a size such as 256M/);
   await fails(['up', '--model', 'tiny', '--nodes', '1', '--frames', '1', '--port', '0', '--node-cpus=-1'], /--node-cpus\) must be a positive number of cores/);
+  await fails(['node', '--id', 'n1', '--memory-limit', 'lots'], /node.memoryLimit \(--memory-limit\) must be a size such as 256M/);
   if (isRoot) await fails(['up', '--model', 'tiny', '--nodes', '1', '--frames', '1', '--port', '0', '--node-memory', '64M'], /--node-memory 64 MiB is below what an idle node needs \(about 128 MiB/);
   else await fails(['up', '--model', 'tiny', '--nodes', '1', '--frames', '1', '--port', '0', '--node-memory', '256M'], /needs root/);
   if (isRoot && existsSync('/usr/bin/setpriv')) {
