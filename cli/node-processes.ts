@@ -25,14 +25,17 @@ export interface NodeProcessOptions {
   brokerUrlFor?: (id: string) => string;
   /** a command that runs the node, e.g. ['ip', 'netns', 'exec', 'ns1'] */
   commandPrefix?: (id: string) => string[];
+  /** flags for the node processes' V8 (e.g. LEAN_V8_FLAGS) */
+  v8Flags?: string[];
 }
 
 /**
- * V8 flags for node processes: a young generation of 1 MB semi-spaces instead of V8's 16 MB. A node's JavaScript
- * makes little garbage (its frames are buffers outside V8's heap), and the larger young generation only holds
- * it longer: an idle node measured 130 MB resident with this flag against 152 MB without (peak 135 against 174).
+ * V8 flags for nodes short of memory: a young generation of 1 MB semi-spaces instead of V8's 16 MB. An idle node
+ * measured 130 MB resident with them against 152 MB without (peak 135 against 174), but a light model computed
+ * on worker threads makes much short-lived garbage, and lost 15-20% of its throughput (the Teachable Machine
+ * model on 2 nodes, 3 runs each: 35-37 frames/s against 45-56): `defer up` uses them with --node-memory only.
  */
-export const NODE_V8_FLAGS = ['--max-semi-space-size=1'];
+export const LEAN_V8_FLAGS = ['--max-semi-space-size=1'];
 
 export class NodeProcesses {
   readonly children = new Map<string, ChildProcess>();
@@ -45,7 +48,7 @@ export class NodeProcesses {
     const onLine = this.opts.onLine ?? ((id: string, line: string) => process.stderr.write(`[${id}] ${line}\n`));
     for (const id of ids) {
       const args = [
-        ...NODE_V8_FLAGS,
+        ...(this.opts.v8Flags ?? []),
         CLI_PATH,
         'node',
         '--id',

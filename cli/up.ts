@@ -21,7 +21,7 @@ import { chooseSplit, defaultCuts, modelProfile, needsNodeFigures } from '../lib
 import type { Capabilities, ServeMetrics } from '../lib/protocol/index.js';
 import { printEvents } from './event-output.js';
 import { NodeCgroups, parseBytes } from './node-cgroups.js';
-import { NodeProcesses } from './node-processes.js';
+import { LEAN_V8_FLAGS, NodeProcesses } from './node-processes.js';
 
 export interface UpOptions {
   /** where node processes run and which broker URL they use (network emulation); default: here, the broker's URL */
@@ -85,6 +85,7 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
       ];
     },
     ...(opts.nodeNetwork ? { brokerUrlFor: (id: string) => opts.nodeNetwork!.brokerUrlFor(id, broker.port) } : {}),
+    ...(limits.memoryBytes !== undefined ? { v8Flags: LEAN_V8_FLAGS } : {}),
     ...(cgroups || opts.nodeNetwork ? { commandPrefix: (id: string) => [...(cgroups?.prepare(id) ?? []), ...(opts.nodeNetwork?.commandPrefix(id) ?? [])] } : {}),
   });
   /** how node `id` ended, in words: its exit code, and an out-of-memory kill where its cgroup saw one */

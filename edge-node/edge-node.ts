@@ -5,11 +5,11 @@
  */
 import { availableParallelism, totalmem } from 'node:os';
 import type { MqttClient } from 'mqtt';
-import { cgroupLimitBytes, cgroupPeakBytes } from '../lib/core/cgroup-memory.js';
 import { now } from '../lib/core/clock.js';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { collectGarbage } from '../lib/core/gc.js';
 import { log } from '../lib/core/log.js';
+import { cgroupLimitBytes, cgroupPeakBytes, peakRssBytes } from '../lib/core/process-memory.js';
 import { type BackendChoice, engineHeapBytes, initEngine, tf } from '../lib/model/engine.js';
 import type { StageModel } from '../lib/model/flat-model.js';
 import { sha256 } from '../lib/model/partition.js';
@@ -126,6 +126,8 @@ export class EdgeNode {
   private queue: { payload: Buffer; recvAt: number }[] = [];
   /** activations being computed now (at most one per engine) */
   private active = 0;
+  /** results published and not yet acknowledged (QoS 1) or written out (QoS 0) */
+  private unsent = 0;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
   private heartbeat?: NodeJS.Timeout;
@@ -198,7 +200,7 @@ export class EdgeNode {
       frames: this.counters.frames,
       queue: this.queue.length,
       rssBytes: process.memoryUsage.rss(),
-      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      peakRssBytes: peakRssBytes(),
       ...(heap === undefined ? {} : { engineHeapBytes: heap }),
       ...(limit === undefined ? {} : { memoryLimitBytes: limit }),
       ...(peak === undefined ? {} : { memoryPeakBytes: peak }),
@@ -522,7 +524,9 @@ export class EdgeNode {
   private pump(): void {
     const stage = this.stage;
     const engines = stage?.pool?.size ?? 1;
-    while (stage && this.active < engines && this.queue.length > 0 && !this.closed) {
+    // no new frame while the last ones are still not written out: on a slow link or a busy broker, results would
+    // otherwise pile up in the MQTT client (ResNet50's first stage: 3.1 MB each), and memory with them
+    while (stage && this.active < engines && this.unsent <= engines && this.queue.length > 0 && !this.closed) {
       const job = this.queue.shift()!;
       this.active++;
       this.compute(stage, job.payload, job.recvAt)
@@ -564,8 +568,11 @@ export class EdgeNode {
     }
     // Not awaited: waiting for the broker's PUBACK would idle this node for a round trip on every frame.
     const topic = r.topic ?? a.outputTopic;
+    this.unsent++;
     this.client!.publish(topic, r.body, { qos: a.qos }, (err) => {
+      this.unsent--;
       if (err) log.warn(`cannot publish frame ${r.frame} to ${topic}: ${err.message}`);
+      if (this.stage === stage) this.pump();
     });
   }
 

@@ -5,7 +5,7 @@
  * time of its own run of the same workload by a node's to get the node's speed.
  */
 import { availableParallelism, freemem, hostname, totalmem } from 'node:os';
-import { cgroupLimitBytes, cgroupUsageBytes } from '../core/cgroup-memory.js';
+import { cgroupLimitBytes, cgroupUsageBytes } from '../core/process-memory.js';
 import { tf } from '../model/engine.js';
 import { seedWeights } from '../model/zoo.js';
 import type { Capabilities } from '../protocol/index.js';

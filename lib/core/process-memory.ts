@@ -1,6 +1,6 @@
 /**
- * This process's memory cgroup, as the kernel counts it (a container, or `defer up --node-memory`): its limit,
- * what it charges now, and the most it has charged. cgroup v2 (memory.max, memory.current, memory.peak) or v1
+ * This process's memory as the kernel counts it: its own peak resident set, and its memory cgroup (a container,
+ * or `defer up --node-memory`): its limit, what it charges now, and the most it has charged. cgroup v2 (memory.max, memory.current, memory.peak) or v1
  * (memory.limit_in_bytes, memory.usage_in_bytes, memory.max_usage_in_bytes). Where there is none, or the files
  * cannot be read, each is undefined.
  */
@@ -43,6 +43,21 @@ function read(f: Figure): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The largest resident set this process has had: the kernel's high-water mark of its own memory (VmHWM).
+ * Not getrusage's maxrss: Linux carries that across exec from the parent at fork, so a node started by a
+ * dispatcher holding ResNet50 would report the dispatcher's 220 MB as its own peak.
+ */
+export function peakRssBytes(): number {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Number(m[1]) * 1024;
+  } catch {
+    // not Linux
+  }
+  return process.resourceUsage().maxRSS * 1024;
 }
 
 /** The memory limit of this process's cgroup, or undefined where there is none below the host's memory. */
