@@ -48,6 +48,9 @@ export interface FrameResult {
 }
 
 /** One node serving a stage, where it reads, and its engines. */
+/** routes after which a replica that was not chosen, and holds no frame, is sent one to be measured again */
+const PROBE_EVERY = 16;
+
 export interface ReplicaTarget {
   node: string;
   topic: string;
@@ -116,6 +119,8 @@ export class FrameStream {
   private readonly held = new Map<string, number>();
   /** each node's ms per frame on one engine, a moving average of its hop records */
   private readonly serviceMs = new Map<string, number>();
+  /** per replica, the route (turn) it was last chosen in */
+  private readonly lastRouted = new Map<string, number>();
   private turn = 0;
 
   constructor(
@@ -317,26 +322,38 @@ export class FrameStream {
 
   /**
    * A route for one frame: for each stage, the node with the least expected wait. Unknown speeds count as the
-   * stage's fastest known (all unknown: equal); ties go round in turn.
+   * stage's fastest known (all unknown: equal); ties go round in turn. A replica not chosen for PROBE_EVERY
+   * routes and holding no frame gets the next one, so that its speed is measured again: a slow first frame (a
+   * cold engine) would otherwise keep it out for good once its estimate exceeds the frames in flight times its
+   * twin's (seen in a CI run: 2 frames of 100 at an estimate of 239 ms against 25).
    */
   private chooseRoute(replicas: ReplicaTarget[][]): ReplicaTarget[] {
     const turn = this.turn++;
     return replicas.map((stage) => {
       if (stage.length === 1) return stage[0];
-      const known = stage.map((r) => this.serviceMs.get(r.node)).filter((x): x is number => x !== undefined);
-      const fallback = known.length ? Math.min(...known) : 1;
-      let best = stage[0];
-      let bestWait = Infinity;
-      for (let i = 0; i < stage.length; i++) {
-        const r = stage[(i + turn) % stage.length];
-        const wait = (((this.held.get(r.node) ?? 0) + 1) * (this.serviceMs.get(r.node) ?? fallback)) / r.workers;
-        if (wait < bestWait) {
-          best = r;
-          bestWait = wait;
-        }
-      }
-      return best;
+      const starved = stage.find((r) => (this.held.get(r.node) ?? 0) === 0 && turn - (this.lastRouted.get(r.node) ?? turn) >= PROBE_EVERY);
+      const chosen = starved ?? this.leastWait(stage, turn);
+      for (const r of stage) if (!this.lastRouted.has(r.node)) this.lastRouted.set(r.node, turn);
+      this.lastRouted.set(chosen.node, turn);
+      return chosen;
     });
+  }
+
+  /** The replica of a stage with the least expected wait: (frames it holds + 1) x its measured ms per frame / its engines. */
+  private leastWait(stage: ReplicaTarget[], turn: number): ReplicaTarget {
+    const known = stage.map((r) => this.serviceMs.get(r.node)).filter((x): x is number => x !== undefined);
+    const fallback = known.length ? Math.min(...known) : 1;
+    let best = stage[0];
+    let bestWait = Infinity;
+    for (let i = 0; i < stage.length; i++) {
+      const r = stage[(i + turn) % stage.length];
+      const wait = (((this.held.get(r.node) ?? 0) + 1) * (this.serviceMs.get(r.node) ?? fallback)) / r.workers;
+      if (wait < bestWait) {
+        best = r;
+        bestWait = wait;
+      }
+    }
+    return best;
   }
 
   /**
