@@ -47,10 +47,10 @@ export interface FrameResult {
   hops: Hop[];
 }
 
-/** One node serving a stage, where it reads, and its engines. */
 /** routes after which a replica that was not chosen, and holds no frame, is sent one to be measured again */
 const PROBE_EVERY = 16;
 
+/** One node serving a stage, where it reads, and its engines. */
 export interface ReplicaTarget {
   node: string;
   topic: string;

@@ -1,8 +1,8 @@
 /**
  * This process's memory as the kernel counts it: its own peak resident set, and its memory cgroup (a container,
- * or `defer up --node-memory`): its limit, what it charges now, and the most it has charged. cgroup v2 (memory.max, memory.current, memory.peak) or v1
- * (memory.limit_in_bytes, memory.usage_in_bytes, memory.max_usage_in_bytes). Where there is none, or the files
- * cannot be read, each is undefined.
+ * or `defer up --node-memory`): its limit, what it charges now, and the most it has charged. cgroup v2
+ * (memory.max, memory.current, memory.peak) or v1 (memory.limit_in_bytes, memory.usage_in_bytes,
+ * memory.max_usage_in_bytes). Where there is none, or the files cannot be read, each is undefined.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';

@@ -17,7 +17,7 @@ type TensorInfo = { dataId: DataId; shape: number[]; dtype: string };
 type KernelArgs = { inputs: Record<string, TensorInfo | undefined>; attrs?: Record<string, unknown>; backend: unknown };
 
 interface WasmBackend {
-  dataIdMap: { get(id: DataId): { memoryOffset: number } | undefined; has(id: DataId): boolean };
+  dataIdMap: { get(id: DataId): { memoryOffset: number } | undefined };
   wasm: { _free(ptr: number): void; _malloc(n: number): number };
 }
 
@@ -56,11 +56,12 @@ function install(): void {
   for (const config of tf.getKernelsForBackend('wasm')) {
     const role = PACKED_ROLES[config.kernelName];
     const inner = config.kernelFunc;
+    const reads = !NO_READ.has(config.kernelName);
     const kernelFunc = ((args: KernelArgs) => {
-      if (uses || anyReleased) {
+      if (reads && (uses || anyReleased)) {
         const packed = role && (!role.when || role.when(args)) ? role.inputs : [];
         for (const [name, t] of Object.entries(args.inputs)) {
-          if (!t || NO_READ.has(config.kernelName)) continue;
+          if (!t) continue;
           const isPacked = packed.includes(name);
           if (!isPacked && released.has(t.dataId)) {
             throw new DeferError(

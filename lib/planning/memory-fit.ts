@@ -3,7 +3,6 @@
  * least memory on its heaviest node (memory-balanced, not time-balanced), matched with the nodes, the largest
  * stage with the node that offers most. What a planner says when it has to refuse.
  */
-import type { FlatModel, StageSpan } from '../model/flat-model.js';
 import { type CostModel, stageMemoryBytes } from './cost-model.js';
 
 export interface MemoryOffer {
@@ -14,8 +13,8 @@ export interface MemoryOffer {
 
 const mb = (b: number) => `${(b / 1e6).toFixed(0)} MB`;
 
-/** Boundaries (layer indices, ascending, last one the model's last layer) of the `k` stages whose largest memory need is least. */
-export function memoryBalancedSplit(cost: CostModel, k: number): { ends: number[]; needs: number[] } {
+/** Each stage's memory need, in order, for the split into `k` stages whose largest need is least. */
+export function memoryBalancedSplit(cost: CostModel, k: number): number[] {
   const n = cost.layerNames.length;
   // boundary points: the start (-1), the valid cuts, the end
   const pts = [-1, ...cost.validCuts.filter((c) => c < n - 1), n - 1];
@@ -40,8 +39,7 @@ export function memoryBalancedSplit(cost: CostModel, k: number): { ends: number[
   }
   const bounds = [P - 1];
   for (let s = stages; s > 0; s--) bounds.unshift(from[s][bounds[0]]);
-  const needs = bounds.slice(1).map((b, i) => need(bounds[i], b));
-  return { ends: bounds.slice(1).map((b) => pts[b]), needs };
+  return bounds.slice(1).map((b, i) => need(bounds[i], b));
 }
 
 /** A sentence for a refusal: what the whole model needs, and which nodes lack how much for the best split over all of them. */
@@ -52,7 +50,7 @@ export function memoryShortfall(cost: CostModel, nodes: MemoryOffer[]): string {
     `the whole model needs about ${mb(whole)} on one node (the most a node offers: ${offers[0] && Number.isFinite(offers[0].bytes) ? `${mb(offers[0].bytes)} on ${offers[0].id}` : 'unlimited'})`,
   ];
   if (nodes.length > 1) {
-    const { needs } = memoryBalancedSplit(cost, nodes.length);
+    const needs = memoryBalancedSplit(cost, nodes.length);
     const sorted = [...needs].sort((a, b) => b - a);
     const lacking = sorted
       .map((need, i) => ({ need, node: offers[i] }))
@@ -61,20 +59,4 @@ export function memoryShortfall(cost: CostModel, nodes: MemoryOffer[]): string {
     parts.push(`split in ${needs.length} stages by memory, the stages need ${needs.map(mb).join(', ')}${lacking.length ? `: ${lacking.join('; ')}` : ''}`);
   }
   return `${parts.join('; ')}. Each node offers what its memory limit (or the host's free memory) leaves beyond its idle self; give the nodes more memory, or add nodes`;
-}
-
-/** Each stage's estimated memory (what it adds to an idle node), from the model's sizes alone: for run summaries beside the measured. */
-export function stageMemoryOf(flat: FlatModel, spans: StageSpan[]): number[] {
-  const layers = flat.layers;
-  const cost: CostModel = {
-    layerNames: layers.map((l) => l.name),
-    segmentMs: layers.map(() => 0),
-    validCuts: [],
-    outputBytes: layers.map((l) => l.outputBytes),
-    weightBytes: layers.map((l) => l.weightBytes),
-    ...(layers.some((l) => l.loadedBytes !== undefined) ? { loadedBytes: layers.map((l) => l.loadedBytes ?? l.weightBytes) } : {}),
-    inputBytes: flat.inputShape.reduce((a, b) => a * b, 1) * 4,
-  };
-  const index = new Map(layers.map((l, i) => [l.name, i]));
-  return spans.map((s) => stageMemoryBytes(cost, index.get(s.layers[0]) ?? 0, index.get(s.last) ?? layers.length - 1));
 }

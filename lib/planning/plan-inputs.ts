@@ -4,9 +4,9 @@
  * status or from speeds given by the user, with the link and memory options.
  */
 import { DeferError } from '../core/errors.js';
-import type { FlatModel } from '../model/flat-model.js';
+import type { FlatModel, StageSpan } from '../model/flat-model.js';
 import type { Capabilities, Codec } from '../protocol/index.js';
-import type { CostModel, PlanNode } from './optimiser.js';
+import { type CostModel, type PlanNode, stageMemoryBytes } from './cost-model.js';
 import type { CachedProfile } from './profile-cache.js';
 
 /** The planner's cost model: the profile's segment times and codec costs (for `codec`), the model's sizes. */
@@ -25,19 +25,34 @@ export function costModelOf(flat: FlatModel, profile: Pick<CachedProfile, 'layer
     wireBytes[i] = s.output[codec].bytes;
   }
   return {
-    layerNames: flat.layers.map((l) => l.name),
+    ...sizeCost(flat),
     segmentMs: profile.layerMs,
     validCuts: flat.layers.flatMap((l, i) => (validNames.has(l.name) ? [i] : [])),
-    outputBytes: flat.layers.map((l) => l.outputBytes),
-    weightBytes: flat.layers.map((l) => l.weightBytes),
-    ...(flat.layers.some((l) => l.loadedBytes !== undefined) ? { loadedBytes: flat.layers.map((l) => l.loadedBytes ?? l.weightBytes) } : {}),
-    inputBytes: flat.inputShape.reduce((a, b) => a * b, 1) * 4,
     encodeMs,
     decodeMs,
     inputDecodeMs: profile.input[codec].decodeMs,
     wireBytes,
     inputWireBytes: profile.input[codec].bytes,
   };
+}
+
+/** The model's sizes as the cost model holds them (names, outputs, weights as sent and loaded, the input): all that memory needs. */
+function sizeCost(flat: FlatModel): Pick<CostModel, 'layerNames' | 'outputBytes' | 'weightBytes' | 'loadedBytes' | 'inputBytes'> {
+  const layers = flat.layers;
+  return {
+    layerNames: layers.map((l) => l.name),
+    outputBytes: layers.map((l) => l.outputBytes),
+    weightBytes: layers.map((l) => l.weightBytes),
+    ...(layers.some((l) => l.loadedBytes !== undefined) ? { loadedBytes: layers.map((l) => l.loadedBytes ?? l.weightBytes) } : {}),
+    inputBytes: flat.inputShape.reduce((a, b) => a * b, 1) * 4,
+  };
+}
+
+/** Each stage's estimated memory (what it adds to an idle node), from the model's sizes alone: for run summaries beside the measured. */
+export function stageMemoryOf(flat: FlatModel, spans: StageSpan[]): number[] {
+  const cost: CostModel = { ...sizeCost(flat), segmentMs: [], validCuts: [] };
+  const index = new Map(cost.layerNames.map((name, i) => [name, i]));
+  return spans.map((s) => stageMemoryBytes(cost, index.get(s.layers[0]) ?? 0, index.get(s.last) ?? cost.layerNames.length - 1));
 }
 
 export interface NodeOptions {
