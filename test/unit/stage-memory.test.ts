@@ -11,7 +11,7 @@ import { warmUp } from '../../edge-node/stage.js';
 import { initEngine, tf } from '../../lib/model/engine.js';
 import { buildLayersStage, LayersFlatModel } from '../../lib/model/partition.js';
 import { buildStageModel } from '../../lib/model/stage-model.js';
-import { BlobWeights, EngineWeights } from '../../lib/model/weight-sink.js';
+import { EngineWeights } from '../../lib/model/weight-sink.js';
 import { createZooModel, prng } from '../../lib/model/zoo.js';
 import type { Assignment } from '../../lib/protocol/index.js';
 
@@ -45,7 +45,7 @@ test('engine weights and released packed weights: the same bits as a blob-built 
   assert.deepEqual(Buffer.concat(copies), blob, 'its pieces in order are the blob');
   assert.throws(() => sink.write(blob.byteLength - 2, new Uint8Array(4)), /outside the stage's \d+ bytes of weights/);
 
-  const reference = await buildStageModel('layers-model', topology, specs, BlobWeights.of(Buffer.from(blob)).blob);
+  const reference = await buildStageModel('layers-model', topology, specs, blob);
   assert.equal(warmUp(a, reference, true), 0, 'kept: nothing released');
   const lean = await buildLayersStage(topology, specs, sink.take());
   const released = warmUp(a, lean);
