@@ -130,7 +130,7 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
     // a stage served by several engines takes its compute time over their number
     const slowest = Math.max(...s.stages.map((st) => st.meanComputeMs / st.nodes.reduce((w, x) => w + x.workers, 0)));
     progress(
-      `  ${config.dispatcher.model} on ${config.up.nodes} node(s), ${shape ? 'planned' : 'chain'} ${s.shape}: ${s.throughputFps} frames/s (single ${single.throughputFps}), deploy ${(first.deployMs / 1000).toFixed(1)} s, redeploy ${(again.deployMs / 1000).toFixed(1)} s`,
+      `  ${config.dispatcher.model} on ${config.up.nodes} node(s), ${shape ? 'planned' : 'chain'} ${s.shape}: ${s.throughputFps} frames/s (single ${single.throughputFps}), deploy ${(first.deployMs / 1000).toFixed(1)} s${opts.redeploy === false ? '' : `, redeploy ${(again.deployMs / 1000).toFixed(1)} s`}`,
     );
     return {
       model: config.dispatcher.model,

@@ -7,7 +7,7 @@
  * workers) and as a chain, the codecs at three cuts, deployment of
  * ResNet50. Writes <out>/<date>-<host>[-quick].json and .md, and PNG charts.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, hostname, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -135,6 +135,33 @@ function memorySection(r: BenchResult): string[] {
   ];
 }
 
+/** The codec table (a run that measured codecs). */
+function codecLines(r: BenchResult): string[] {
+  return [
+    '## Payload per inference by codec (ResNet50 activations)',
+    '',
+    '| cut | shape | codec | bytes | smaller than JSON | smaller than raw | encode MB/s | decode MB/s | max output diff | top-1 agreement |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...r.codecs.map(
+      (c) =>
+        `| ${c.cut} | ${c.shape.join('x')} | ${c.codec} | ${c.bytes.toLocaleString('en')} | ${c.vsJson}x | ${c.vsRaw}x | ${c.encodeMBps} | ${c.decodeMBps} | ${c.maxOutputDiff ?? 'lossless'} | ${c.top1Agreement === null ? 'lossless' : `${(c.top1Agreement * 100).toFixed(0)}% of ${r.codecFrames}`} |`,
+    ),
+    '',
+  ];
+}
+
+/** The broker table (a run that measured the broker). */
+function brokerLines(r: BenchResult): string[] {
+  return [
+    '## Broker throughput (embedded Aedes, QoS 1, 8 messages in flight, publisher and subscriber in one process)',
+    '',
+    '| message bytes | messages/s | MB/s |',
+    '| --- | --- | --- |',
+    ...r.broker.map((b) => `| ${b.messageBytes.toLocaleString('en')} | ${b.messagesPerSecond} | ${b.MBps} |`),
+    '',
+  ];
+}
+
 function markdown(r: BenchResult): string {
   const m = r.machine;
   const lines = [
@@ -169,22 +196,9 @@ function markdown(r: BenchResult): string {
         `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${p.overhead.map((o) => `${o.node}: ${o.decodeMs} + ${o.encodeMs} / ${o.computeMs} (${(o.codecShare * 100).toFixed(1)}%); ${o.transferMs}`).join('; ')} |`,
     ),
     '',
-    '## Payload per inference by codec (ResNet50 activations)',
-    '',
-    '| cut | shape | codec | bytes | smaller than JSON | smaller than raw | encode MB/s | decode MB/s | max output diff | top-1 agreement |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-    ...r.codecs.map(
-      (c) =>
-        `| ${c.cut} | ${c.shape.join('x')} | ${c.codec} | ${c.bytes.toLocaleString('en')} | ${c.vsJson}x | ${c.vsRaw}x | ${c.encodeMBps} | ${c.decodeMBps} | ${c.maxOutputDiff ?? 'lossless'} | ${c.top1Agreement === null ? 'lossless' : `${(c.top1Agreement * 100).toFixed(0)}% of ${r.codecFrames}`} |`,
-    ),
-    '',
+    ...(r.codecs.length ? codecLines(r) : []),
     ...(r.zfp ? [r.zfp, ''] : []),
-    '## Broker throughput (embedded Aedes, QoS 1, 8 messages in flight, publisher and subscriber in one process)',
-    '',
-    '| message bytes | messages/s | MB/s |',
-    '| --- | --- | --- |',
-    ...r.broker.map((b) => `| ${b.messageBytes.toLocaleString('en')} | ${b.messagesPerSecond} | ${b.MBps} |`),
-    '',
+    ...(r.broker.length ? brokerLines(r) : []),
     '## Deployment (weights retained on the broker, chunks sha256-checked by each node)',
     '',
     '| model | nodes | weights MB | first deployment s | redeployment s |',
@@ -194,10 +208,10 @@ function markdown(r: BenchResult): string {
         `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${(p.weightBytes / 1e6).toFixed(1)} | ${(p.deployMs / 1000).toFixed(2)} | ${p.redeployMs === null ? '-' : (p.redeployMs / 1000).toFixed(2)} |`,
     ),
     '',
-    `## Network emulation`,
-    '',
-    r.netem.available ? `Each node in a network namespace of its own, its veth link to the broker shaped: ${r.netem.reason}.` : `Skipped: ${r.netem.reason}.`,
-    '',
+    // (a report of earlier pipeline rows has no emulation part: no reason)
+    ...(r.netem.reason
+      ? ['## Network emulation', '', r.netem.available ? `Each node in a network namespace of its own, its veth link to the broker shaped: ${r.netem.reason}.` : `Skipped: ${r.netem.reason}.`, '']
+      : []),
     ...(r.emulated.length
       ? [
           '| model | nodes | link | applied | precision | frames/s | single process | p50 / p95 ms | bytes per hop | top-1 agreement | deployment s |',
@@ -234,29 +248,135 @@ interface BenchResult {
   charts: string[];
 }
 
+/** Bad options: the message says what to change, no stack. */
+class UsageError extends Error {}
+
+const USAGE = `npm run bench -- [options]    (or: node dist/bench/run.js [options])
+
+  --full             the published figures (default: quick mode, what CI runs)
+  --only PARTS       some of: pipeline, memory, codecs, broker, emulation (separated by commas)
+  --max-nodes N      pipeline runs at 1..N node processes (full mode; default 4)
+  --nodes LIST       pipeline runs at these node counts only, e.g. 1,2,4,8 (instead of 1..N)
+  --models LIST      pipeline runs of these models only: resnet50, mobilenet, tm-aircraft (full mode)
+  --out DIR          where the results go (default bench/results)
+  --host NAME        the machine's name in the result files (default: this host's name)
+  --no-redeploy      pipeline runs deploy once (the redeployment time is not measured; faster)
+  --report FILES     measure nothing: the report (json, md, chart) of the pipeline rows in these result files
+                     (separated by commas; a run cut short leaves <name>.partial.json), named by --host and --out
+  -h, --help         this text
+
+Writes <out>/<date>-<host>[-quick][-<parts>].json and .md, and PNG charts.
+`;
+
+/** `--report`: the pipeline rows of earlier result files (full or partial) in one report, measuring nothing. */
+async function report(files: string[], out: string, host: string, date: string): Promise<void> {
+  const pipeline: PipelineRow[] = [];
+  let machine: BenchResult['machine'] | undefined;
+  for (const file of files) {
+    let r: Partial<BenchResult>;
+    try {
+      r = JSON.parse(await readFile(file, 'utf8')) as Partial<BenchResult>;
+    } catch (err) {
+      throw new UsageError(`--report: cannot read ${file}: ${(err as Error).message}`);
+    }
+    if (!Array.isArray(r.pipeline)) throw new UsageError(`--report: ${file} holds no pipeline rows (a bench result file is <date>-<host>[...].json or .partial.json)`);
+    if (!r.machine) throw new UsageError(`--report: ${file} does not say which machine measured it (no "machine")`);
+    if (machine && (machine.cpus !== r.machine.cpus || machine.cpu !== r.machine.cpu))
+      throw new UsageError(`--report: ${file} was measured on another machine (${r.machine.cpus} x ${r.machine.cpu}, not ${machine.cpus} x ${machine.cpu})`);
+    machine ??= { ...r.machine, host };
+    pipeline.push(...r.pipeline);
+  }
+  if (!machine) throw new UsageError('--report takes result files, separated by commas');
+  const base = join(out, `${date}-${host}-pipeline`);
+  const result: BenchResult = {
+    date,
+    mode: 'full',
+    machine,
+    pipeline,
+    codecs: [],
+    codecFrames: 0,
+    zfp: '',
+    broker: [],
+    energy: `not measured in these runs (the pipeline rows of ${files.join(', ')}).`,
+    netem: { available: false, netem: false, reason: '' },
+    emulated: [],
+    memory: [],
+    memoryIdleModel: '',
+    memoryIdleRssBytes: null,
+    charts: [`${base}-throughput.png`],
+  };
+  await mkdir(out, { recursive: true });
+  await writePng(throughputSvg(pipeline, `DEFER over MQTT: throughput against node processes (${machine.cpus} cores, ${host}, ${machine.backend})`), result.charts[0]);
+  await writeFile(`${base}.json`, JSON.stringify(result, null, 2) + '\n');
+  await writeFile(`${base}.md`, markdown(result));
+  process.stderr.write(`bench: wrote ${base}.json, ${base}.md, ${result.charts[0]} from ${pipeline.length} rows of ${files.join(', ')}\n`);
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { full: { type: 'boolean' }, 'max-nodes': { type: 'string' }, out: { type: 'string' }, only: { type: 'string' } } });
+  const options = {
+    full: { type: 'boolean' },
+    'max-nodes': { type: 'string' },
+    nodes: { type: 'string' },
+    models: { type: 'string' },
+    out: { type: 'string' },
+    host: { type: 'string' },
+    only: { type: 'string' },
+    'no-redeploy': { type: 'boolean' },
+    report: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  } as const;
+  let values: ReturnType<typeof parseArgs<{ options: typeof options }>>['values'];
+  try {
+    values = parseArgs({ options }).values;
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}; see --help`);
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
   const PARTS = ['pipeline', 'memory', 'codecs', 'broker', 'emulation'];
   const only = values.only ? values.only.split(',') : PARTS;
   const bad = only.filter((x) => !PARTS.includes(x));
-  if (bad.length) throw new Error(`--only takes ${PARTS.join(', ')}; not ${bad.join(', ')}`);
+  if (bad.length) throw new UsageError(`--only takes ${PARTS.join(', ')}; not ${bad.join(', ')}`);
   setLogLevel('warn');
   const full = values.full === true;
   const maxNodes = Number(values['max-nodes'] ?? 4);
-  if (!Number.isInteger(maxNodes) || maxNodes < 1) throw new Error(`--max-nodes must be a positive integer, got ${values['max-nodes']}`);
+  if (!Number.isInteger(maxNodes) || maxNodes < 1) throw new UsageError(`--max-nodes must be a positive integer, got ${values['max-nodes']}`);
+  const nodeCounts = values.nodes === undefined ? null : values.nodes.split(',').map(Number);
+  if (nodeCounts && (!nodeCounts.length || nodeCounts.some((n) => !Number.isInteger(n) || n < 1))) throw new UsageError(`--nodes takes node counts separated by commas (1,2,4,8), got ${values.nodes}`);
   const out = values.out ?? join('bench', 'results');
-  const p = plan(full, maxNodes);
+  const host = values.host ?? hostname();
+  if (!/^[\w.-]+$/.test(host)) throw new UsageError(`--host names the result files: letters, digits, '.', '_' and '-' only, got ${host}`);
+  const p = plan(full, nodeCounts ? Math.max(...nodeCounts) : maxNodes);
+  if (values.models !== undefined) {
+    const wanted = values.models.split(',');
+    const unknown = wanted.filter((m) => !p.pipeline.some((r) => r.model.replace(/^.*\//, '') === m));
+    if (unknown.length) throw new UsageError(`--models takes ${p.pipeline.map((r) => r.model.replace(/^.*\//, '')).join(', ')} in this mode; not ${unknown.join(', ')}`);
+    p.pipeline = wanted.map((m) => p.pipeline.find((r) => r.model.replace(/^.*\//, '') === m)!);
+  }
+  const date = new Date().toISOString().slice(0, 10);
+  if (values.report !== undefined) {
+    await report(values.report.split(','), out, host, date);
+    return;
+  }
+  const base = join(out, `${date}-${host}${full ? '' : '-quick'}${values.only ? `-${only.join('-')}` : ''}`);
+  const partial = `${base}.partial.json`;
   const backend = await initEngine('auto');
+  const machine: BenchResult['machine'] = { host, cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryBytes: totalmem(), node: process.version, backend };
   const say = (l: string) => process.stderr.write(`bench: ${l}\n`);
   const pipeline: PipelineRow[] = [];
   for (const run of only.includes('pipeline') ? p.pipeline : []) {
-    for (let n = 1; n <= run.maxNodes; n++) {
+    for (const n of nodeCounts ?? Array.from({ length: run.maxNodes }, (_, i) => i + 1)) {
       // the planner's shape (stages, replicas, workers), then the chain of one node per stage beside it
       // (quick mode: the planned shape at the most nodes only)
-      for (const shape of full || n === run.maxNodes ? (['auto', 'chain'] as const) : (['chain'] as const)) {
+      for (const shape of full || n === Math.max(...(nodeCounts ?? [run.maxNodes])) ? (['auto', 'chain'] as const) : (['chain'] as const)) {
         say(`${run.label} on ${n} node(s), ${shape === 'auto' ? 'planned shape' : 'chain'}, ${run.frames} frames`);
         const config = loadConfig(undefined, { 'dispatcher.model': run.model, 'up.nodes': n, 'up.frames': run.frames, 'planner.shape': shape, 'broker.port': 0, logLevel: 'warn' }, {});
-        pipeline.push({ ...(await measurePipeline(config, say)), model: run.label });
+        pipeline.push({ ...(await measurePipeline(config, say, { redeploy: values['no-redeploy'] !== true })), model: run.label });
+        // a long run cut short keeps what it measured
+        await mkdir(out, { recursive: true });
+        await writeFile(partial, JSON.stringify({ date, mode: 'full', machine, pipeline }, null, 2) + '\n');
       }
     }
   }
@@ -349,9 +469,6 @@ async function main(): Promise<void> {
       }
     }
   }
-  const date = new Date().toISOString().slice(0, 10);
-  const host = hostname();
-  const base = join(out, `${date}-${host}${full ? '' : '-quick'}${values.only ? `-${only.join('-')}` : ''}`);
   await mkdir(out, { recursive: true });
   const charts: string[] = [];
   if (pipeline.length) {
@@ -372,7 +489,7 @@ async function main(): Promise<void> {
   const result: BenchResult = {
     date,
     mode: full ? 'full' : 'quick',
-    machine: { host, cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryBytes: totalmem(), node: process.version, backend },
+    machine,
     pipeline,
     codecs,
     codecFrames: p.codecFrames,
@@ -389,6 +506,7 @@ async function main(): Promise<void> {
   await writeFile(`${base}.json`, JSON.stringify(result, null, 2) + '\n');
   const md = markdown(result);
   await writeFile(`${base}.md`, md);
+  await rm(partial, { force: true });
   process.stdout.write(md);
   say(`wrote ${base}.json, ${base}.md, ${charts.join(', ')}`);
 }
@@ -396,7 +514,8 @@ async function main(): Promise<void> {
 main().then(
   () => setImmediate(() => process.exit(0)),
   (err: unknown) => {
-    process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
+    // a usage error says what to change; anything else keeps its stack
+    process.stderr.write(`bench failed: ${err instanceof UsageError ? err.message : ((err as Error).stack ?? String(err))}\n`);
     process.exit(1);
   },
 );

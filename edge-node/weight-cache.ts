@@ -90,7 +90,8 @@ export class WeightCache {
   private async prune(): Promise<void> {
     const files = (await readdir(this.dir)).filter((f) => /^[0-9a-f]{64}\.bin$/.test(f));
     if (files.length <= this.keep) return;
-    const dated = await Promise.all(files.map(async (f) => ({ f, t: (await stat(join(this.dir, f))).mtimeMs })));
+    // nodes on one machine share the folder: a file another node's prune removed meanwhile is simply gone
+    const dated = (await Promise.all(files.map(async (f) => ({ f, t: (await stat(join(this.dir, f)).catch(() => null))?.mtimeMs })))).filter((x): x is { f: string; t: number } => x.t !== undefined);
     dated.sort((a, b) => b.t - a.t);
     for (const { f } of dated.slice(this.keep)) await unlink(join(this.dir, f)).catch(() => undefined);
   }

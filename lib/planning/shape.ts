@@ -78,6 +78,8 @@ export interface ShapeOptions {
   maxStages?: number;
   /** give up (E_CONFIG) beyond this many distinct assignments (default 2,000,000) */
   maxShapes?: number;
+  /** false: search without cutting off partial shapes by their bounds (the tests compare the two) */
+  prune?: boolean;
 }
 
 /** the engines a node may run: its --workers, else its cores, else 1 */
@@ -85,11 +87,21 @@ export function engineCap(n: ShapeNode): number {
   return Math.max(1, Math.floor(n.maxWorkers ?? n.cores ?? 1));
 }
 
-const kindOf = (n: ShapeNode) => JSON.stringify([n.timeFactor, n.cpuFactor, n.memoryBytes, n.bandwidthMbps, n.latencyMs, n.host, n.cores, engineCap(n)]);
+/**
+ * Nodes that are interchangeable for the cost model: the same figures, and the same shared host (a node alone on
+ * its host is not coupled to any other: which host it is does not matter).
+ */
+const kindOf = (n: ShapeNode, shared: string[]) =>
+  JSON.stringify([n.timeFactor, n.cpuFactor, n.memoryBytes, n.bandwidthMbps, n.latencyMs, n.host && shared.includes(n.host) ? n.host : n.host ? '' : null, n.cores, engineCap(n)]);
 
 interface Kind {
   nodes: ShapeNode[];
+  /** the most engines one of these nodes may run */
   cap: number;
+  /** the host these nodes share with other nodes (or with the broker and dispatcher), whose cores bound their engines together */
+  sharedHost?: string;
+  /** how many of these nodes serve a stage changes nothing but the nodes used: no memory or link limit, no CPU term of their own above the stage's */
+  free: boolean;
 }
 
 /** One stage's nodes, before cuts: the members, their engines, and what follows from them alone. */
@@ -228,40 +240,82 @@ function insert(front: Entry[], e: Entry): void {
   front.push(e);
 }
 
-/** Every distinct way to spread the kinds' nodes over `S` stages with engine counts, each stage served; host cores respected. */
-function* assignments(kinds: Kind[], S: number, replicas: number[] | undefined, cores: (k: Kind) => [string | undefined, number]): Generator<{ kind: number; stage: number; workers: number }[]> {
-  // options for one node: (stage, workers)
-  const out: { kind: number; stage: number; workers: number }[] = [];
+/** What a partial assignment can still reach: for pruning the search (see planShape). */
+interface Reach {
+  /** sum of w / tf over the engines placed, and at most over those still to place */
+  capacity: number;
+  capacityLeft: number;
+  /** engines placed, and at most still to place */
+  engines: number;
+  enginesLeft: number;
+}
+
+type Assignment = { kind: number; stage: number; workers: number }[];
+
+/**
+ * Every distinct way to spread the kinds' nodes over `S` stages with engine counts, each stage served; shared hosts'
+ * cores respected. Per kind and stage: r of its nodes with W engines among them, spread as evenly as possible. For
+ * interchangeable nodes an even split dominates every other split of W engines over r nodes: the stage's capacity
+ * and the CPU it puts on a host are the same, and the most memory and link share any one node takes are least.
+ * Where a kind's nodes have no memory or link limit (and no CPU term of their own above the stage's), r changes
+ * nothing but the number of nodes used, and only the fewest (ceil(W / cap)) is tried. `prune` cuts off a partial
+ * assignment that cannot beat the best so far.
+ */
+function* assignments(kinds: Kind[], S: number, replicas: number[] | undefined, hostCores: (h: string) => number, prune: (r: Reach) => boolean): Generator<Assignment> {
+  const out: Assignment = [];
   const hostUse = new Map<string, number>();
   const members = new Array<number>(S).fill(0);
-  function* perKind(ki: number): Generator<{ kind: number; stage: number; workers: number }[]> {
+  // the most capacity and engines the kinds from k on can add
+  const cap = (k: Kind, n: number, coresLeft: number) => Math.min(n * k.cap, coresLeft);
+  const capLeft = kinds.map(() => 0);
+  const engLeft = kinds.map(() => 0);
+  for (let k = kinds.length - 1; k >= 0; k--) {
+    const kind = kinds[k];
+    const e = cap(kind, kind.nodes.length, kind.sharedHost ? hostCores(kind.sharedHost) : Infinity);
+    engLeft[k] = e + (engLeft[k + 1] ?? 0);
+    capLeft[k] = e / kind.nodes[0].timeFactor + (capLeft[k + 1] ?? 0);
+  }
+  let capacity = 0;
+  let engines = 0;
+  function* perKind(ki: number): Generator<Assignment> {
     if (ki === kinds.length) {
       if (members.every((c, s) => (replicas ? c === replicas[s] : c > 0))) yield out.slice();
       return;
     }
+    if (prune({ capacity, capacityLeft: capLeft[ki], engines, enginesLeft: engLeft[ki] })) return;
     const kind = kinds[ki];
-    const [host, hostCores] = cores(kind);
-    // non-increasing sequence of option indices: a multiset of options for this kind's nodes (the rest idle)
-    const options: [number, number][] = [];
-    for (let s = 0; s < S; s++) for (let w = 1; w <= kind.cap; w++) options.push([s, w]);
-    function* pick(left: number, from: number): Generator<{ kind: number; stage: number; workers: number }[]> {
-      yield* perKind(ki + 1);
-      if (left === 0) return;
-      for (let o = from; o < options.length; o++) {
-        const [s, w] = options[o];
-        if (replicas && members[s] >= replicas[s]) continue;
-        const used = host ? (hostUse.get(host) ?? 0) : 0;
-        if (host && used + w > hostCores) continue;
-        if (host) hostUse.set(host, used + w);
-        members[s]++;
-        out.push({ kind: ki, stage: s, workers: w });
-        yield* pick(left - 1, o);
-        out.pop();
-        members[s]--;
-        if (host) hostUse.set(host, used);
+    const tf = kind.nodes[0].timeFactor;
+    const host = kind.sharedHost;
+    const cores = host ? hostCores(host) : Infinity;
+    function* stage(s: number, nodesLeft: number): Generator<Assignment> {
+      if (s === S) {
+        yield* perKind(ki + 1);
+        return;
+      }
+      yield* stage(s + 1, nodesLeft);
+      const used = host ? (hostUse.get(host) ?? 0) : 0;
+      for (let r = 1; r <= nodesLeft; r++) {
+        if (replicas && members[s] + r > replicas[s]) break;
+        for (let w = r; w <= r * kind.cap && used + w <= cores; w++) {
+          if (kind.free && !replicas && r !== Math.ceil(w / kind.cap)) continue;
+          const rest = cap(kind, nodesLeft - r, cores - used - w);
+          capacity += w / tf;
+          engines += w;
+          if (!prune({ capacity, capacityLeft: rest / tf + (capLeft[ki + 1] ?? 0), engines, enginesLeft: rest + (engLeft[ki + 1] ?? 0) })) {
+            if (host) hostUse.set(host, used + w);
+            members[s] += r;
+            for (let i = 0; i < r; i++) out.push({ kind: ki, stage: s, workers: Math.floor(w / r) + (i < w % r ? 1 : 0) });
+            yield* stage(s + 1, nodesLeft - r);
+            out.length -= r;
+            members[s] -= r;
+            if (host) hostUse.set(host, used);
+          }
+          capacity -= w / tf;
+          engines -= w;
+        }
       }
     }
-    yield* pick(kind.nodes.length, 0);
+    yield* stage(0, kind.nodes.length);
   }
   yield* perKind(0);
 }
@@ -282,16 +336,19 @@ export function planShape(cost: CostModel, nodes: ShapeNode[], opts: ShapeOption
   validate(nodes, cost, opts);
   const t = new CostTable(cost);
   const terms = new Terms(t, nodes, opts.relay);
-  const kindMap = new Map<string, Kind>();
-  for (const n of nodes) {
-    const k = kindOf(n);
-    if (!kindMap.has(k)) kindMap.set(k, { nodes: [], cap: engineCap(n) });
-    kindMap.get(k)!.nodes.push(n);
-  }
-  const kinds = [...kindMap.values()];
-  const coresOf = (k: Kind): [string | undefined, number] => {
-    const h = k.nodes[0].host;
-    return [h, h ? terms.cores.get(h)! : Infinity];
+  // engines per node: its cap, and on a host of its own no more than the host's cores
+  const capOf = (n: ShapeNode) => (n.host && !terms.shared.includes(n.host) ? Math.min(engineCap(n), terms.cores.get(n.host)!) : engineCap(n));
+  const kindsWith = (cap: (n: ShapeNode) => number): Kind[] => {
+    const kindMap = new Map<string, Kind>();
+    for (const n of nodes) {
+      const k = kindOf(n, terms.shared);
+      const sharedHost = n.host && terms.shared.includes(n.host) ? n.host : undefined;
+      // a node alone on its host: its CPU term (share x busy x cf / cores) stays under the stage's (busy x tf / W) when cf <= tf
+      const free = n.memoryBytes === undefined && n.bandwidthMbps === undefined && (!n.host || sharedHost !== undefined || (n.cpuFactor ?? n.timeFactor) <= n.timeFactor);
+      if (!kindMap.has(k)) kindMap.set(k, { nodes: [], cap: cap(n), sharedHost, free });
+      kindMap.get(k)!.nodes.push(n);
+    }
+    return [...kindMap.values()];
   };
   const totalEngines = nodes.reduce((s, n) => s + engineCap(n), 0);
   const stageCounts = opts.replicas ? [opts.replicas.length] : Array.from({ length: Math.min(opts.maxStages ?? nodes.length, nodes.length, cost.validCuts.length + 1, totalEngines) }, (_, i) => i + 1);
@@ -309,11 +366,46 @@ export function planShape(cost: CostModel, nodes: ShapeNode[], opts: ShapeOption
     return x.engines < y.engines || (x.engines === y.engines && (x.stages < y.stages || (x.stages === y.stages && x.used < y.used)));
   };
   // First with each host running no more engines than its cores; where no shape then fits the nodes' memory,
-  // again without that rule (stages that must be apart for memory share the cores: the CPU terms price it)
-  for (const cores of [coresOf, (k: Kind): [string | undefined, number] => [k.nodes[0].host, Infinity]]) {
+  // again with more engines than cores, one per node (stages that must be apart for memory share the cores: the
+  // CPU terms price it; a second engine on cores already shared would add memory, not throughput)
+  const passes: [Kind[], (h: string) => number][] = [
+    [kindsWith(capOf), (h) => terms.cores.get(h)!],
+    [kindsWith(() => 1), () => Infinity],
+  ];
+  // Lower bounds, valid for every shape of S stages: the whole model's busy time (each cut adds at least the
+  // cheapest decode + encode) over the shape's capacity; and where every node is on one host, that host's CPU (every
+  // stage's, with the broker's and dispatcher's least for S stages) over its cores.
+  const m = t.pts.length;
+  let cheapestCut = Infinity;
+  let leastWire = Infinity;
+  for (let j = 1; j < m - 1; j++) {
+    cheapestCut = Math.min(cheapestCut, t.codecMs(j, j));
+    leastWire = Math.min(leastWire, t.wireOut(j));
+  }
+  const busyOf = (S: number) => t.busyMs(0, m - 1) + (S > 1 ? (S - 1) * cheapestCut : 0);
+  const oneHost = nodes[0].host && nodes.every((n) => n.host === nodes[0].host) && terms.shared.includes(nodes[0].host) ? nodes[0].host : undefined;
+  const hostBound = (S: number) => {
+    if (!oneHost) return 0;
+    const cf = Math.min(...nodes.map((n) => n.cpuFactor ?? n.timeFactor));
+    const relay = opts.relay && opts.relay.host === oneHost ? ((t.wireIn(0) + t.wireOut(m - 1) + (S - 1) * leastWire) / 1e6) * opts.relay.msPerMB + (S + 1) * opts.relay.msPerMessage : 0;
+    return (busyOf(S) * cf + relay) / terms.cores.get(oneHost)!;
+  };
+  // a partial shape is cut off when even all the capacity it could still add leaves it worse than the best so far;
+  // at a tie it needs all of that capacity, so its engines are known and it loses on engines, then stages
+  const pruneFor = (S: number) => (r: Reach) => {
+    if (!best || opts.prune === false) return false;
+    const need = busyOf(S) / (r.capacity + r.capacityLeft);
+    const lower = Math.max(fixed, hostBound(S), need);
+    if (lower > best.value * (1 + 1e-9)) return true;
+    return (
+      need >= best.value * (1 - 1e-9) && !better({ value: best.value, engines: r.engines + r.enginesLeft, stages: S, used: 0 }, best) && r.engines + r.enginesLeft >= best.engines && S >= best.stages
+    );
+  };
+  for (const [kinds, cores] of passes) {
     if (best) break;
     for (const S of stageCounts) {
-      for (const a of assignments(kinds, S, opts.replicas, cores)) {
+      if (best && opts.prune !== false && Math.max(fixed, hostBound(S)) > best.value * (1 + 1e-9)) continue;
+      for (const a of assignments(kinds, S, opts.replicas, cores, pruneFor(S))) {
         if (++tried > maxShapes) throw new DeferError('E_CONFIG', `more than ${maxShapes} shapes to search for ${nodes.length} nodes: give --replicas or fewer --workers`);
         const used = kinds.map(() => 0);
         const groups: Group[] = Array.from({ length: S }, () => ({ members: [], capacity: 0 }));
@@ -324,7 +416,7 @@ export function planShape(cost: CostModel, nodes: ShapeNode[], opts: ShapeOption
         }
         const engines = a.reduce((s, x) => s + x.workers, 0);
         // a lower bound: the whole model's busy time over every engine of the shape
-        const lower = Math.max(fixed, t.busyMs(0, t.pts.length - 1) / groups.reduce((s, g) => s + g.capacity, 0));
+        const lower = Math.max(fixed, hostBound(S), busyOf(S) / groups.reduce((s, g) => s + g.capacity, 0));
         if (best && !better({ value: lower, engines, stages: S, used: a.length }, best) && lower >= best.value * (1 - 1e-9)) continue;
         const r = bestCuts(terms, groups, best ? best.value * (1 + 1e-9) : Infinity);
         if (!r) continue;

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { prng } from '../../lib/model/zoo.js';
-import type { CostModel } from '../../lib/planning/cost-model.js';
+import { type CostModel, CostTable } from '../../lib/planning/cost-model.js';
 import { engineCap, evaluateShape, planShape, type ShapeMember, type ShapeNode, shapeLine } from '../../lib/planning/shape.js';
 import { combinations, randomCost } from '../helpers/brute-force.js';
 
@@ -95,6 +95,82 @@ test('shape planner is exact: random costs, speeds, engines, links, memory and s
     cases++;
   }
   assert.ok(cases > 100 && replicated > 5 && chains > 5, `${cases} cases, ${replicated} with replicas, ${chains} with several stages`);
+});
+
+test('shape planner is exact for interchangeable nodes with several engines each (the search spreads engines evenly and prunes): brute force agrees', () => {
+  const rnd = prng(11);
+  let cases = 0;
+  for (let trial = 0; trial < 120; trial++) {
+    const cost = randomCost(rnd, 3 + Math.floor(rnd() * 4), 0.1);
+    const [proto] = randomNodes(rnd, 1);
+    const k = 2 + Math.floor(rnd() * 2);
+    const sameHost = trial % 2 === 0;
+    const nodes: ShapeNode[] = Array.from({ length: k }, (_, i) => ({
+      ...proto,
+      id: `n${i}`,
+      maxWorkers: 1 + (trial % 3),
+      host: sameHost ? 'h1' : `own${i}`,
+      cores: sameHost ? 2 + (trial % 4) : 1 + (trial % 3),
+      // half the cases unconstrained (the search then tries only the fewest nodes for a stage's engines)
+      ...(trial % 4 < 2 ? { memoryBytes: undefined, bandwidthMbps: undefined } : {}),
+    }));
+    const relay = trial % 3 !== 2 ? { host: 'h1', msPerMB: 2, msPerMessage: 0.3 } : undefined;
+    const want = bruteForce(cost, nodes, relay);
+    if (want === Infinity) continue;
+    const got = planShape(cost, nodes, { relay });
+    assert.ok(Math.abs(got.bottleneckMs - want) <= 1e-9 * Math.max(1, want), `trial ${trial}: planner ${got.bottleneckMs} (${shapeLine(got.stages)}), brute force ${want}`);
+    cases++;
+  }
+  assert.ok(cases > 80, `${cases} cases`);
+});
+
+test('cutting off partial shapes by their bounds loses nothing: fleets of 4-5 nodes, with and without pruning', () => {
+  const rnd = prng(23);
+  let pruned = 0;
+  for (let trial = 0; trial < 60; trial++) {
+    const cost = randomCost(rnd, 6 + Math.floor(rnd() * 10), 0.5);
+    const whole = new CostTable(cost).memory(0, cost.validCuts.length + 1);
+    const nodes = randomNodes(rnd, 4 + (trial % 2)).map((n, i) => ({
+      ...n,
+      maxWorkers: 1 + Math.floor(rnd() * 3),
+      // a third: too little memory for the whole model on one node, so the best shape has several stages
+      memoryBytes: trial % 3 === 0 ? whole * (0.55 + 0.5 * rnd()) : n.memoryBytes,
+      ...(trial % 2 ? { host: 'h1', cores: 4 + (i % 2), bandwidthMbps: undefined } : {}),
+    }));
+    const relay = { host: 'h1', msPerMB: 2, msPerMessage: 0.3 };
+    let want: number;
+    try {
+      want = planShape(cost, nodes, { relay, prune: false }).bottleneckMs;
+    } catch {
+      assert.throws(() => planShape(cost, nodes, { relay }), /fits the nodes' memory/);
+      continue;
+    }
+    const got = planShape(cost, nodes, { relay });
+    const all = planShape(cost, nodes, { relay, prune: false });
+    assert.ok(Math.abs(got.bottleneckMs - want) <= 1e-9 * Math.max(1, want), `trial ${trial}: pruned ${got.bottleneckMs} (${shapeLine(got.stages)}), every shape ${want} (${shapeLine(all.stages)})`);
+    if (got.shapesTried < all.shapesTried) pruned++;
+  }
+  assert.ok(pruned > 30, `the bounds cut off shapes in ${pruned} of 60 cases`);
+});
+
+test('shape planner scales to fleets: 8 and 16 nodes with many cores each are searched in a few thousand shapes', () => {
+  const cost = randomCost(prng(5), 40, 0.1);
+  const relay = { host: 'vm', msPerMB: 1, msPerMessage: 0.2 };
+  // the bench's 16-core machine: every node a process on it
+  for (const n of [8, 16]) {
+    const local: ShapeNode[] = Array.from({ length: n }, (_, i) => ({ id: `n${i + 1}`, timeFactor: 1, host: 'vm', cores: 16, maxWorkers: 16 }));
+    const p = planShape(cost, local, { relay });
+    assert.ok(p.shapesTried < 1000, `${n} nodes on one host: ${p.shapesTried} shapes`);
+    assert.equal(p.stages.reduce((s, st) => s + st.members.reduce((x, m) => x + m.workers, 0), 0) <= 16, true);
+  }
+  // devices of their own (4 cores each), of three speeds: the whole model on each, every core used
+  for (const n of [8, 16]) {
+    const fleet: ShapeNode[] = Array.from({ length: n }, (_, i) => ({ id: `d${i + 1}`, timeFactor: 1 + (i % 3) / 2, host: `pi${i}`, cores: 4, maxWorkers: 4 }));
+    const p = planShape(cost, fleet, { relay });
+    assert.ok(p.shapesTried < 20_000, `${n} devices: ${p.shapesTried} shapes`);
+    assert.equal(p.idle.length, 0);
+    assert.ok(p.stages.every((st) => st.members.every((m) => m.workers === 4)));
+  }
 });
 
 /** A light model: 20 ms of compute, 600 KB in, small out; the codec costs of a cut matter. */
