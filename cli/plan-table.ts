@@ -174,6 +174,8 @@ export interface ShapePlanReport {
   /** against one engine running the whole model */
   predictedSpeedup: number;
   shapesTried: number;
+  /** false: the search stopped at its limit; the shape is the best found, not proven the best */
+  exhaustive: boolean;
 }
 
 export function shapePlanReport(model: string, flat: FlatModel, a: ShapedPlan): ShapePlanReport {
@@ -209,6 +211,7 @@ export function shapePlanReport(model: string, flat: FlatModel, a: ShapedPlan): 
     predictedThroughputFps: p.predictedThroughputFps,
     predictedSpeedup: p.predictedThroughputFps / p.singleFps,
     shapesTried: p.shapesTried,
+    exhaustive: p.exhaustive,
   };
 }
 
@@ -226,7 +229,7 @@ export function formatShapePlan(r: ShapePlanReport): string {
   return [
     `${r.model}: profile ${r.profile.cached ? 'from cache' : 'measured'}, ${r.profile.path}`,
     `nodes: ${r.nodes.map((n) => `${n.id} speed ${n.speed.toFixed(2)}${n.maxWorkers !== null ? `, up to ${n.maxWorkers} workers` : ''}${n.cores !== null ? `, ${n.cores} cores` : ''}${n.host ? ` on ${n.host}` : ''}`).join('; ')}`,
-    `shape: ${r.shape}${r.idle.length ? `   idle: ${r.idle.join(', ')}` : ''}   cuts: ${r.cuts.join(', ') || '(none)'}   (${r.shapesTried} shapes searched)`,
+    `shape: ${r.shape}${r.idle.length ? `   idle: ${r.idle.join(', ')}` : ''}   cuts: ${r.cuts.join(', ') || '(none)'}   (${r.shapesTried} shapes searched${r.exhaustive ? '' : ': the limit; the best found, not proven the best'})`,
     '',
     table(['stage', 'nodes (xW: workers, %: share of frames)', 'layers', 'count', 'params', 'weight MB', 'stage ms/frame'], rows, 3),
     '',

@@ -242,7 +242,7 @@ export const schema = {
       env: 'DEFER_PREFETCH_STANDBY',
     },
     restoreAfterMs: {
-      doc: 'After a merge or re-plan, when standbys (such as the failed node, back again) have been up and idle this long, the chain goes back to the split it started with. 0: it stays as mended.',
+      doc: 'After a merge or re-plan, when standbys (such as the failed node, back again) have been up and idle this long, the chain goes back to the split it started with; a failed replica back and idle this long rejoins its stage. 0: it stays as mended.',
       format: int(0, 86_400_000),
       default: 10_000,
       env: 'DEFER_RESTORE_AFTER_MS',

@@ -9,12 +9,12 @@
 import type { HopChoice } from '../lib/planning/precision-choice.js';
 import type { Precision } from '../lib/protocol/index.js';
 
-export const REPAIR_KINDS = ['standby', 'merge', 'replan', 'reassign', 'restore', 'reconnect', 'replica'] as const;
+export const REPAIR_KINDS = ['standby', 'merge', 'replan', 'reassign', 'restore', 'reconnect', 'replica', 'rejoin'] as const;
 export type RepairKind = (typeof REPAIR_KINDS)[number];
 
 /** A repair that worked: the chain runs again. */
 export interface RepairEvent {
-  /** replica: a stage's other nodes took the frames of its failed replica; standby: stage moved to a standby; merge / replan: new deployment over the nodes left; reassign: a node that dropped its stage got it again; restore: back to the first split; reconnect: broker connection back */
+  /** replica: a stage's other nodes took the frames of its failed replica; rejoin: that replica, up and idle again, serves its stage again; standby: stage moved to a standby; merge / replan: new deployment over the nodes left; reassign: a node that dropped its stage got it again; restore: back to the first split; reconnect: broker connection back */
   kind: RepairKind;
   /** epoch ms when the failure was noticed */
   at: number;
@@ -102,6 +102,8 @@ export function describeEvent(e: DispatcherEvent): string {
           return `  chain mended in ${s2(e.repairMs)} s: ${e.chain.join(' -> ')}; ${e.resent} frames sent again`;
         case 'replica':
           return `  stage ${(e.stage ?? 0) + 1} goes on without ${e.node} (${s2(e.repairMs)} s); ${e.resent} frames it held sent again through the others`;
+        case 'rejoin':
+          return `  ${e.node} serves stage ${(e.stage ?? 0) + 1} again as a replica (${e.cause}; ready in ${s2(e.repairMs)} s)`;
         case 'reassign':
           return `  ${e.node} runs stage ${(e.stage ?? 0) + 1} again after ${s2(e.repairMs)} s; ${e.resent} frames sent again`;
         case 'restore':

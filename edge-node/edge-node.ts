@@ -131,6 +131,8 @@ export class EdgeNode {
   private closed = false;
   private idleWaiters: (() => void)[] = [];
   private heartbeat?: NodeJS.Timeout;
+  /** an assignment waiting while the stage it replaces is freed first (the memory limit cannot hold both) */
+  private releasing?: Assignment;
   /** a standby's prefetch into the weight cache (only with a cache) */
   private prefetcher?: Prefetcher;
 
@@ -231,7 +233,7 @@ export class EdgeNode {
   }
 
   private status(state: NodeState, extra: Partial<NodeStatus> = {}): Omit<NodeStatus, 'v'> {
-    const a = this.loading?.assignment ?? this.stage?.assignment;
+    const a = this.loading?.assignment ?? this.releasing ?? this.stage?.assignment;
     return {
       node: this.opts.id,
       state,
@@ -309,6 +311,7 @@ export class EdgeNode {
   private async standDown(): Promise<void> {
     const old = this.stage;
     this.standDowns++; // a stage being built now is dropped when built
+    this.releasing = undefined;
     if (!old && !this.loading) return;
     this.dropLoading();
     this.stage = undefined;
@@ -354,16 +357,46 @@ export class EdgeNode {
   private onAssignment(a: Assignment): void {
     if (a.nodeId !== this.opts.id) throw new DeferError('E_ENVELOPE', `assignment is for node '${a.nodeId}', not '${this.opts.id}'`);
     if (a.pipeline !== this.opts.pipeline) throw new DeferError('E_ENVELOPE', `assignment is for pipeline '${a.pipeline}', not '${this.opts.pipeline}'`);
-    const have = (this.loading ?? this.stage)?.assignment;
+    const have = this.releasing ?? (this.loading ?? this.stage)?.assignment;
     if (a.deployment === have?.deployment && a.stage === have.stage) return; // already have it
     log.info(`node ${this.opts.id}: assignment ${a.deployment}: stage ${a.stage + 1}/${a.stageCount}, ${(a.manifest.totalBytes / 1e6).toFixed(1)} MB of weights in ${a.manifest.chunks.length} chunks`);
+    // the old stage serves until the new one is built, unless the memory limit cannot hold both: then it goes first
+    const old = this.stage;
+    const limit = this.opts.memoryLimitBytes ?? cgroupLimitBytes();
+    const need = (a.workers ?? 1) * (MEMORY_PER_WEIGHT_BYTE * a.manifest.totalBytes + ENGINE_OVERHEAD_BYTES);
+    const free = memoryOffer(this.opts.memoryLimitBytes).freeMemoryBytes;
+    if (old && limit !== undefined && need > free) {
+      this.dropLoading();
+      this.releasing = a;
+      this.stage = undefined;
+      this.queue.length = 0;
+      void this.setStatus('loading', { received: 0, total: a.manifest.chunks.length, released: 'first' });
+      log.warn(
+        `node ${this.opts.id}: freeing stage ${old.assignment.stage + 1} of ${old.assignment.deployment} before loading the new one: it needs about ${(need / 1e6).toFixed(0)} MB, ${(free / 1e6).toFixed(0)} MB of the ${(limit / 1e6).toFixed(0)} MB limit are free (it serves nothing until the new stage is ready)`,
+      );
+      void (async () => {
+        await this.idle();
+        await disposeStage(old);
+        await this.client?.unsubscribeAsync(old.assignment.inputTopic).catch(() => undefined);
+        collectGarbage();
+        if (this.releasing !== a) return; // replaced or cleared meanwhile
+        this.releasing = undefined;
+        this.load(a, true);
+      })();
+      return;
+    }
+    this.load(a, false);
+  }
+
+  /** Start loading assignment `a`'s weights (from early chunks, the cache, or the broker). */
+  private load(a: Assignment, releasedFirst: boolean): void {
     const count = a.manifest.chunks.length;
     const engines = this.enginesFor(a);
     // one engine on this thread builds from tensors written in place; worker threads each build from a blob
     const sink = (engines === 1 && (a.modelFormat ?? 'layers-model') === 'layers-model' ? EngineWeights.tryFor(a.manifest.specs) : undefined) ?? new BlobWeights(a.manifest.totalBytes);
     this.dropLoading();
     this.loading = { assignment: a, sink, engines, got: new Array<boolean>(count).fill(false), received: 0, lastReport: 0, sinceGc: 0 };
-    void this.setStatus('loading', { received: 0, total: count });
+    void this.setStatus('loading', { received: 0, total: count, ...(releasedFirst ? { released: 'first' as const } : {}) });
     if (this.early?.deployment === a.deployment) {
       const early = this.early.chunks;
       this.early = undefined;

@@ -375,6 +375,13 @@ export class FrameStream {
     return { dropped: true, resent };
   }
 
+  /** A node rejoins stage `k` as one more replica: frames are routed through it again (it is probed first). */
+  addReplica(k: number, replica: ReplicaTarget): void {
+    const r = this.target.replicas;
+    if (!r?.[k] || r[k].some((x) => x.node === replica.node)) return;
+    this.target = { ...this.target, replicas: r.map((stage, i) => (i === k ? [...stage, replica] : stage)) };
+  }
+
   private async acquire(): Promise<void> {
     while (this.inFlight >= this.opts.maxInFlight) await new Promise<void>((r) => this.slots.push(r));
     this.inFlight++;

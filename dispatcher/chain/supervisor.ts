@@ -84,6 +84,8 @@ export class Supervisor {
   private readonly dropped = new Set<string>();
   /** the split the deployment started with: a merged chain grows back to it */
   private readonly first: { nodes: string[]; cuts: string[] };
+  /** replicas that failed, with the stage they served: each rejoins it once it is up and idle again */
+  private readonly lostReplicas = new Map<string, { deployment: string; stage: number; assignment: Omit<Assignment, 'v' | 'kind'> }>();
   /** since when each standby has been up and idle (performance.now ms) */
   private readonly idleSince = new Map<string, number>();
   private readonly prefetch?: StandbyPrefetch;
@@ -217,7 +219,51 @@ export class Supervisor {
         return;
       }
     }
-    if (beats) this.maybeRestore();
+    if (beats) {
+      this.maybeRestore();
+      this.maybeRejoin();
+    }
+  }
+
+  /** A replica that failed is up and idle again (for `restoreAfterMs`): it serves its stage again. */
+  private maybeRejoin(): void {
+    if (this.opts.restoreAfterMs <= 0 || !this.lostReplicas.size || this.busy) return;
+    const settled = this.settledStandbys();
+    for (const [node, r] of this.lostReplicas) {
+      if (r.deployment !== this.deployment.id) {
+        this.lostReplicas.delete(node); // the deployment was replaced (merged, re-planned): it has other stages now
+        continue;
+      }
+      if (!settled.includes(node)) continue;
+      this.busy = true;
+      this.enqueue(() => this.rejoin(node, r));
+      return;
+    }
+  }
+
+  private async rejoin(node: string, r: { deployment: string; stage: number; assignment: Omit<Assignment, 'v' | 'kind'> }): Promise<void> {
+    const d = this.deployment;
+    const stage = d.package.stages[r.stage];
+    this.lostReplicas.delete(node);
+    if (!stage || d.id !== r.deployment || stageNodes(stage).some((n) => n.nodeId === node)) return;
+    const t0 = performance.now();
+    const at = Date.now();
+    const client = this.dispatcher.mqtt;
+    await publish(client, this.dispatcher.topics.nodeAssign(node), encodeAssignment({ ...r.assignment, createdAt: Date.now() }), { qos: 1, retain: true });
+    try {
+      await this.dispatcher.nodes.waitStage(node, d.id, r.stage, this.opts.readyTimeoutMs);
+    } catch (err) {
+      // not this time: it stays a standby (and a later failure of its stage's nodes can still take it)
+      await publish(client, this.dispatcher.topics.nodeAssign(node), Buffer.alloc(0), { qos: 1, retain: true });
+      this.opts.emit({ type: 'standby-refused', deployment: d.id, standby: node, reason: `did not take its stage back: ${errorMessage(err)}` });
+      return;
+    }
+    const now = d.package.stages[r.stage];
+    d.package.stages[r.stage] = { ...now, replicas: [...(now.replicas ?? []), { nodeId: node, assignment: r.assignment }] };
+    d.stream.addReplica(r.stage, { node, topic: r.assignment.inputTopic, workers: r.assignment.workers ?? 1 });
+    this.dropped.delete(node);
+    this.idleSince.delete(node);
+    this.done({ kind: 'rejoin', at, node, stage: r.stage, cause: `up and idle for ${this.opts.restoreAfterMs} ms`, deployment: d.id, chain: this.chain, repairMs: performance.now() - t0, resent: 0 });
   }
 
   /** Standbys that are up, idle (no deployment) and have been for `restoreAfterMs`. */
@@ -315,6 +361,7 @@ export class Supervisor {
     this.opts.emit({ type: 'node-failed', deployment: d.id, node, stage: k, stageCount: d.package.stages.length, cause, held: d.stream.pendingCount });
     const { resent } = d.stream.dropReplica(node);
     const rest = all.filter((n) => n.nodeId !== node);
+    this.lostReplicas.set(node, { deployment: d.id, stage: k, assignment: all.find((n) => n.nodeId === node)!.assignment });
     d.package.stages[k] = { ...stage, nodeId: rest[0].nodeId, assignment: rest[0].assignment, replicas: rest.slice(1) };
     await publish(this.dispatcher.mqtt, this.dispatcher.topics.nodeAssign(node), Buffer.alloc(0), { qos: 1, retain: true });
     this.dropped.add(node);

@@ -138,6 +138,11 @@ export async function planShapeFor(
   const opts = planOptions(config, localRelayHost(config.broker.url));
   const replicas = config.planner.replicas.length ? config.planner.replicas : undefined;
   const plan = planShape(cost, nodes, { dispatcher: opts.dispatcher, relay: opts.relay, replicas });
+  if (!plan.exhaustive) {
+    progress(
+      `the shape search stopped at its limit (${plan.shapesTried} shapes for ${nodes.length} nodes): the shape is the best found, not proven the best; --replicas (nodes per stage) narrows the search`,
+    );
+  }
   return { plan, nodes, profilePath: path, profileCached: cached };
 }
 

@@ -22,7 +22,7 @@
  */
 import { DeferError } from '../core/errors.js';
 import { type CostModel, CostTable, type LinkSpec, type PlanNode, type RelayCost, transferMs } from './cost-model.js';
-import { memoryShortfall } from './memory-fit.js';
+import { memoryBalancedSplit, memoryShortfall } from './memory-fit.js';
 import { validateNodes } from './optimiser.js';
 
 export interface ShapeNode extends PlanNode {
@@ -67,6 +67,8 @@ export interface ShapePlan {
   relayCpuMs: number;
   /** distinct assignments of nodes to stages and engines searched */
   shapesTried: number;
+  /** false: the search stopped at its limit (maxShapes) for some stage count: the best found, not proven the best */
+  exhaustive: boolean;
 }
 
 export interface ShapeOptions {
@@ -76,7 +78,7 @@ export interface ShapeOptions {
   replicas?: number[];
   /** the most stages to consider (default: nodes, and valid cuts + 1) */
   maxStages?: number;
-  /** give up (E_CONFIG) beyond this many distinct assignments (default 2,000,000) */
+  /** search at most this many distinct assignments, shared evenly among the stage counts (default 400,000: about 10 s on a slow core) */
   maxShapes?: number;
   /** false: search without cutting off partial shapes by their bounds (the tests compare the two) */
   prune?: boolean;
@@ -353,7 +355,7 @@ export function planShape(cost: CostModel, nodes: ShapeNode[], opts: ShapeOption
   const totalEngines = nodes.reduce((s, n) => s + engineCap(n), 0);
   const stageCounts = opts.replicas ? [opts.replicas.length] : Array.from({ length: Math.min(opts.maxStages ?? nodes.length, nodes.length, cost.validCuts.length + 1, totalEngines) }, (_, i) => i + 1);
   const fixed = Math.max(0, transferMs(Math.max(t.wireIn(0), t.wireOut(t.pts.length - 1)), opts.dispatcher?.bandwidthMbps));
-  const maxShapes = opts.maxShapes ?? 2_000_000;
+  const maxShapes = opts.maxShapes ?? 400_000;
   let tried = 0;
   type Best = { value: number; engines: number; stages: number; used: number; groups: Group[]; bounds: number[] };
   let best: Best | undefined;
@@ -390,6 +392,8 @@ export function planShape(cost: CostModel, nodes: ShapeNode[], opts: ShapeOption
     const relay = opts.relay && opts.relay.host === oneHost ? ((t.wireIn(0) + t.wireOut(m - 1) + (S - 1) * leastWire) / 1e6) * opts.relay.msPerMB + (S + 1) * opts.relay.msPerMessage : 0;
     return (busyOf(S) * cf + relay) / terms.cores.get(oneHost)!;
   };
+  // the most memory any node offers (undefined: some node is unlimited)
+  const roomiest = nodes.every((n) => n.memoryBytes !== undefined) ? Math.max(...nodes.map((n) => n.memoryBytes!)) : undefined;
   // a partial shape is cut off when even all the capacity it could still add leaves it worse than the best so far;
   // at a tie it needs all of that capacity, so its engines are known and it loses on engines, then stages
   const pruneFor = (S: number) => (r: Reach) => {
@@ -401,12 +405,21 @@ export function planShape(cost: CostModel, nodes: ShapeNode[], opts: ShapeOption
       need >= best.value * (1 - 1e-9) && !better({ value: best.value, engines: r.engines + r.enginesLeft, stages: S, used: 0 }, best) && r.engines + r.enginesLeft >= best.engines && S >= best.stages
     );
   };
+  // each stage count gets an even share of what is left of the budget: where one runs out, the next still gets its turn
+  let exhaustive = true;
   for (const [kinds, cores] of passes) {
     if (best) break;
-    for (const S of stageCounts) {
+    for (const [i, S] of stageCounts.entries()) {
       if (best && opts.prune !== false && Math.max(fixed, hostBound(S)) > best.value * (1 + 1e-9)) continue;
+      // no S stages fit: even the split whose largest stage needs least needs more than any node has
+      if (opts.prune !== false && roomiest !== undefined && Math.max(...memoryBalancedSplit(cost, S)) > roomiest) continue;
+      const budget = tried + Math.floor((maxShapes - tried) / (stageCounts.length - i));
       for (const a of assignments(kinds, S, opts.replicas, cores, pruneFor(S))) {
-        if (++tried > maxShapes) throw new DeferError('E_CONFIG', `more than ${maxShapes} shapes to search for ${nodes.length} nodes: give --replicas or fewer --workers`);
+        if (++tried > budget) {
+          tried--;
+          exhaustive = false;
+          break;
+        }
         const used = kinds.map(() => 0);
         const groups: Group[] = Array.from({ length: S }, () => ({ members: [], capacity: 0 }));
         for (const x of a) {
@@ -425,10 +438,11 @@ export function planShape(cost: CostModel, nodes: ShapeNode[], opts: ShapeOption
       }
     }
   }
+  if (!best && !exhaustive) throw new DeferError('E_CONFIG', `no shape found in ${maxShapes} shapes searched for ${nodes.length} nodes: give --replicas (nodes per stage) or fewer --workers`);
   if (!best) {
     throw new DeferError('E_CONFIG', `no shape of the model fits the nodes' memory: ${memoryShortfall(cost, nodes)}`);
   }
-  return describe(t, terms, nodes, best.groups, best.bounds, opts, tried);
+  return { ...describe(t, terms, nodes, best.groups, best.bounds, opts, tried), exhaustive };
 }
 
 /** Evaluate a given shape (groups in stage order, with their cuts) under the same model: for reports, and the brute-force test. */
@@ -510,6 +524,7 @@ function describe(t: CostTable, terms: Terms, nodes: ShapeNode[], groups: Group[
     hostLoadMs,
     relayCpuMs: terms.relayMs(bounds),
     shapesTried: tried,
+    exhaustive: true,
   };
 }
 

@@ -56,6 +56,12 @@ export interface NodeStatus {
   /** a standby's prefetch: stages of the running deployment in its weight cache, of how many */
   prefetched?: number;
   prefetchTotal?: number;
+  /**
+   * while loading a stage that replaces another: 'first' where the old stage was freed before the new one was
+   * built, because the node's memory limit could not hold both (the node serves nothing meanwhile); absent: the
+   * old stage serves until the new one is ready
+   */
+  released?: 'first';
 }
 
 const CAPABILITY_NUMBERS = ['calibrationMs', 'calibrationCpuMs', 'slowdown', 'cores', 'freeMemoryBytes', 'totalMemoryBytes'] as const;
@@ -81,6 +87,7 @@ export function decodeStatus(buf: Uint8Array): NodeStatus {
     if (c.workers !== undefined) int(c, 'workers', `${W} capabilities`, 1, 256);
   }
   if (m.workers !== undefined) int(m, 'workers', W, 1, 256);
+  if (m.released !== undefined && m.released !== 'first') throw new EnvelopeError(`${W}: released must be 'first', got '${String(m.released)}'`);
   return m as unknown as NodeStatus;
 }
 

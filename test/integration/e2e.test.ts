@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import sharp from 'sharp';
-import { decodeStatus } from '../../lib/protocol/index.js';
+import { decodeHeartbeat, decodeStatus } from '../../lib/protocol/index.js';
 import { exited, nodePid, startProcess, waitEvent } from '../helpers/cli-process.js';
 import { brokerReachable, CLI, freePort, REAL_MODELS, ROOT } from '../helpers/common.js';
 
@@ -129,6 +129,58 @@ test('defer broker + defer node x2 + defer dispatch as separate processes; clean
   await c.endAsync();
   broker.child.kill('SIGTERM');
   assert.equal(await exited(broker.child), 0);
+});
+
+test('a node whose memory limit cannot hold two stages frees the old one before loading the new: defer node --memory-limit, two deployments in turn, both exact', { timeout: 120_000 }, async () => {
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  const procs: ReturnType<typeof startProcess>[] = [];
+  const broker = startProcess(['broker', '--port', String(port)]);
+  procs.push(broker);
+  await brokerReachable(url);
+  const c = await mqtt.connectAsync(url);
+  try {
+    const statuses: { state: string; released?: string }[] = [];
+    let rss = 0;
+    c.on('message', (t, p) => {
+      if (!p.length) return;
+      if (t.endsWith('/alive')) rss = decodeHeartbeat(p).rssBytes ?? rss;
+      else statuses.push(decodeStatus(p));
+    });
+    await c.subscribeAsync(['defer/mem/node/n1/status', 'defer/mem/node/n1/alive']);
+    // the node's idle size here, then the node again with a limit 30 MB above it: room for the tiny model's stage
+    // by the planner's measure, not for a second engine's worth beside it by the node's
+    const probe = startProcess(['node', '--id', 'n1', '--broker', url, '--pipeline', 'mem']);
+    procs.push(probe);
+    for (let i = 0; i < 400 && !rss; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(rss > 0, 'the node reported its RSS');
+    probe.child.kill('SIGTERM');
+    await exited(probe.child);
+    const node = startProcess(['node', '--id', 'n1', '--broker', url, '--pipeline', 'mem', '--memory-limit', String(rss + 30e6)]);
+    procs.push(node);
+    const dispatch = async (extra: string[]) =>
+      JSON.parse(
+        (
+          await run(process.execPath, [CLI, 'dispatch', '--model', 'tiny', '--nodes', 'n1', '--frames', '4', '--json', '--broker', url, '--pipeline', 'mem', '--log-level', 'warn', ...extra], {
+            cwd: ROOT,
+          })
+        ).stdout,
+      );
+    const first = await dispatch([]);
+    assert.equal(first.maxAbsDiffVsLocal, 0);
+    assert.ok(!statuses.some((s) => s.released), 'nothing to free before the first stage');
+    const second = await dispatch(['--redeploy']);
+    assert.equal(second.framesReturned, 4);
+    assert.equal(second.maxAbsDiffVsLocal, 0);
+    const freed = statuses.filter((s) => s.released === 'first');
+    assert.ok(freed.length >= 1 && freed.every((s) => s.state === 'loading'), JSON.stringify(statuses.map((s) => [s.state, s.released])));
+    assert.match(node.log(), /freeing stage 1 of \S+ before loading the new one: it needs about \d+ MB, \d+ MB of the \d+ MB limit are free/);
+    node.child.kill('SIGTERM');
+    assert.equal(await exited(node.child), 0);
+  } finally {
+    await c.endAsync();
+    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+  }
 });
 
 test('defer up --serve + defer sensor as processes: MNIST digits as PNG frames, accuracy reported; SIGTERM stops everything cleanly', { timeout: 180_000 }, async () => {

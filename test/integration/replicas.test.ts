@@ -1,13 +1,15 @@
 /**
  * Replicas and workers through the `defer` command, every node a real child process: the planned shape for a
- * light model, outputs bit-identical with replicated stages and worker threads mixed, a replica killed mid-run, a
- * replica slowed 3x fed by load.
+ * light model, outputs bit-identical with replicated stages and worker threads mixed, a replica killed mid-run (and
+ * one started again, which rejoins), a replica slowed 3x fed by load.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import mqtt from 'mqtt';
+import { decodeHeartbeat } from '../../lib/protocol/index.js';
 import { exited, nodePid, startProcess, waitEvent } from '../helpers/cli-process.js';
 import { CLI, freePort, REAL_MODELS, ROOT } from '../helpers/common.js';
 
@@ -61,23 +63,57 @@ test('replicas and workers mixed (--replicas 2,1 --workers 2): every frame answe
   );
 });
 
-test('kill -9 of one replica mid-run: every frame answered exactly once, bit-identical; the others took its frames', { timeout: 180_000 }, async () => {
+test('kill -9 of one replica mid-run: every frame answered exactly once, bit-identical, the other took its frames; started again, it rejoins its stage and computes frames again', {
+  timeout: 180_000,
+}, async () => {
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
-  const up = startProcess(['up', '--model', 'tiny', '--nodes', '2', '--speeds', '1,1', '--replicas', '2', '--slowdown', '8,8', '--frames', '200', '--port', String(port), '--json']);
-  assert.equal((await waitEvent(up, 'stream-start')).frames, 200);
-  await new Promise((r) => setTimeout(r, 300));
-  process.kill(await nodePid(url, 'n2'), 'SIGKILL');
-  assert.equal(await exited(up.child), 0, up.log());
-  const s = up.summary();
-  assert.deepEqual([s.frames, s.framesReturned, s.maxAbsDiffVsLocal], [200, 200, 0]);
-  assert.equal(s.repairs.length, 1, JSON.stringify(s.repairs));
-  assert.deepEqual([s.repairs[0].kind, s.repairs[0].node], ['replica', 'n2']);
-  const nodes = s.stages[0].nodes as StageRun['nodes'];
-  const n1 = nodes.find((n) => n.node === 'n1')!;
-  const n2 = nodes.find((n) => n.node === 'n2');
-  assert.ok(n1.frames > 100, JSON.stringify(nodes));
-  assert.equal(n1.frames + (n2?.frames ?? 0), 200, 'each frame counted once');
+  process.env.DEFER_RESTORE_AFTER_MS = '500';
+  const up = startProcess(['up', '--model', 'tiny', '--nodes', '2', '--speeds', '1,1', '--replicas', '2', '--slowdown', '10,10', '--frames', '800', '--port', String(port), '--json']);
+  delete process.env.DEFER_RESTORE_AFTER_MS;
+  let again: ReturnType<typeof startProcess> | undefined;
+  const c = await (async () => {
+    await waitEvent(up, 'stream-start');
+    return mqtt.connectAsync(url);
+  })();
+  try {
+    // the frames the restarted n2 computed, from its heartbeats (its counter starts at 0)
+    let framesAfter = 0;
+    let restarted = false;
+    c.on('message', (_t, p) => {
+      if (restarted && p.length) framesAfter = Math.max(framesAfter, decodeHeartbeat(p).frames);
+    });
+    await c.subscribeAsync('defer/default/node/n2/alive');
+    await new Promise((r) => setTimeout(r, 1000));
+    process.kill(await nodePid(url, 'n2'), 'SIGKILL');
+    await waitEvent(up, 'repair-done');
+    restarted = true;
+    // (no --slowdown: a slowed node's calibration is slowed too, and it would start after the run)
+    process.env.DEFER_NODE_HEARTBEAT_MS = '200';
+    again = startProcess(['node', '--id', 'n2', '--broker', url]);
+    delete process.env.DEFER_NODE_HEARTBEAT_MS;
+    assert.equal(await exited(up.child), 0, up.log());
+    const s = up.summary();
+    assert.deepEqual([s.frames, s.framesReturned, s.maxAbsDiffVsLocal], [800, 800, 0]);
+    assert.deepEqual(
+      s.repairs.map((r: { kind: string; node: string }) => [r.kind, r.node]),
+      [
+        ['replica', 'n2'],
+        ['rejoin', 'n2'],
+      ],
+      JSON.stringify(s.repairs),
+    );
+    assert.ok(framesAfter > 0, `the restarted n2 computed ${framesAfter} frames`);
+    const nodes = s.stages[0].nodes as StageRun['nodes'];
+    const n1 = nodes.find((n) => n.node === 'n1')!;
+    const n2 = nodes.find((n) => n.node === 'n2');
+    assert.ok(n1.frames > 400, JSON.stringify(nodes));
+    assert.equal(n1.frames + (n2?.frames ?? 0), 800, 'each frame counted once');
+  } finally {
+    await c.endAsync();
+    if (again && again.child.exitCode === null) again.child.kill('SIGKILL');
+    if (up.child.exitCode === null) up.child.kill('SIGKILL');
+  }
 });
 
 test('a replica slowed 3x is fed by its measured speed: its share of frames follows its time per frame', { timeout: 180_000 }, async () => {

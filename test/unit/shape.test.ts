@@ -170,7 +170,15 @@ test('shape planner scales to fleets: 8 and 16 nodes with many cores each are se
     assert.ok(p.shapesTried < 20_000, `${n} devices: ${p.shapesTried} shapes`);
     assert.equal(p.idle.length, 0);
     assert.ok(p.stages.every((st) => st.members.every((m) => m.workers === 4)));
+    assert.equal(p.exhaustive, true);
   }
+  // a search past its limit returns the best it found, says so, and gave every stage count its turn
+  const tight: ShapeNode[] = Array.from({ length: 4 }, (_, i) => ({ id: `m${i + 1}`, timeFactor: 1 + (i % 3) / 2, host: `pi${i}`, cores: 4, maxWorkers: 4, bandwidthMbps: 100 }));
+  const full = planShape(cost, tight, { relay });
+  const cut = planShape(cost, tight, { relay, maxShapes: 60 });
+  assert.equal(full.exhaustive, true);
+  assert.equal(cut.exhaustive, false);
+  assert.ok(cut.shapesTried <= 60 && cut.bottleneckMs >= full.bottleneckMs * (1 - 1e-9), `${cut.shapesTried} shapes, ${cut.bottleneckMs} against ${full.bottleneckMs}`);
 });
 
 /** A light model: 20 ms of compute, 600 KB in, small out; the codec costs of a cut matter. */
