@@ -12,6 +12,7 @@ import type { FlatModel } from '../lib/model/flat-model.js';
 import { sha256 } from '../lib/model/partition.js';
 import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
 import type { ChoosePrecision } from '../lib/planning/precision-choice.js';
+import { memberName } from '../lib/planning/shape.js';
 import { type Assignment, assertTopicName, type Codec, decodeAssignment, type ImageInput, type Precision, type Topics, topicsFor } from '../lib/protocol/index.js';
 import type { Deployment } from './chain/deployment.js';
 import { type FrameResult, FrameStream } from './chain/frame-stream.js';
@@ -214,10 +215,89 @@ export class Dispatcher implements ChainHost {
     );
   }
 
-  /** `adopt` when allowed and possible (a chain of one engine per node), else `deploy`. */
+  /**
+   * A dispatcher that restarts, for a deployment with replicas or workers (`shape`: each stage's nodes with their
+   * engines): if every node of the shape runs its stage of one deployment, ready, with those engines, and each
+   * stage's weights are this split's (by sha256), carry on with it: no weights sent, frames routed over the
+   * replicas again. Null otherwise (no standby substitution here: a mended replicated deployment is deployed anew).
+   */
+  async adoptShape(flat: FlatModel, shape: StageMember[][], cuts: string[], waitMs = 1500): Promise<Deployment | null> {
+    if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
+    const watch = this.watch;
+    const t0 = performance.now();
+    const plans = flat.spans(cuts);
+    const members = shape.flat().map((m) => m.node);
+    if (plans.length !== shape.length || new Set(members).size !== members.length) return null;
+    const precision = hopPrecisions(
+      await this.precisionFor(
+        flat,
+        shape.map((s) => s[0].node),
+        cuts,
+      ),
+      plans.length,
+    );
+    const found = new Map<string, Assignment>();
+    const topics = members.map((n) => this.topics.nodeAssign(n));
+    const onMessage = (topic: string, payload: Buffer) => {
+      const i = topics.indexOf(topic);
+      if (i < 0 || payload.length === 0) return;
+      try {
+        found.set(members[i], decodeAssignment(payload, this.opts.maxMessageBytes * 4));
+      } catch {
+        // not one we can adopt
+      }
+    };
+    const id = () => found.get(shape[0][0].node)?.deployment;
+    const runs = (m: StageMember, k: number) => {
+      const a = found.get(m.node);
+      const st = watch.statuses.get(m.node);
+      return (
+        a !== undefined &&
+        a.deployment === id() &&
+        a.stage === k &&
+        a.stageCount === plans.length &&
+        (a.workers ?? 1) === m.workers &&
+        a.codec === this.opts.codec &&
+        (a.outputPrecision ?? 'lossless') === precision[k + 1] &&
+        st?.deployment === a.deployment &&
+        st.stage === k &&
+        st.state === 'ready'
+      );
+    };
+    const all = () => id() !== undefined && shape.every((s, k) => s.every((m) => runs(m, k)));
+    this.client.on('message', onMessage);
+    try {
+      await this.client.subscribeAsync(topics, { qos: 1 });
+      for (let t = 0; t < waitMs && !all(); t += 50) await new Promise((r) => setTimeout(r, 50));
+      await this.client.unsubscribeAsync(topics);
+    } finally {
+      this.client.off('message', onMessage);
+    }
+    if (!all()) return null;
+    const as = shape.map((s) => s.map((m) => found.get(m.node)!));
+    if (!plans.every((p, k) => sha256(flat.stageWeights(p).blob) === as[k][0].manifest.sha256)) return null;
+    const deployment = as[0][0].deployment;
+    this.events.emit({ type: 'adopted', deployment, chain: shape.map((s) => s.map((m) => memberName(m)).join('+')), replaced: [] });
+    const plan: DeploymentPackage = {
+      id: deployment,
+      stages: plans.map((p, k) => ({
+        span: p,
+        nodeId: shape[k][0].node,
+        assignment: as[k][0],
+        chunks: [],
+        ...(shape[k].length > 1 ? { replicas: shape[k].slice(1).map((m, i) => ({ nodeId: m.node, assignment: as[k][i + 1] })) } : {}),
+      })),
+      totalBytes: as.reduce((t, a) => t + a[0].manifest.totalBytes, 0),
+      precision,
+    };
+    return this.openStream(plan, flat, as[0][0].inputTopic, as[plans.length - 1][0].outputTopic, performance.now() - t0);
+  }
+
+  /** `adopt` (or `adoptShape` for replicas and workers) when allowed and possible, else `deploy`. */
   async adoptOrDeploy(flat: FlatModel, nodes: string[], cuts: string[], adopt: boolean, shape?: StageMember[][]): Promise<Deployment> {
     const chain = !shape || shape.every((s) => s.length === 1 && s[0].workers === 1);
-    return (adopt && chain && (await this.adopt(flat, nodes, cuts))) || this.deploy(flat, nodes, cuts, shape);
+    const adopted = adopt ? await (chain ? this.adopt(flat, nodes, cuts) : this.adoptShape(flat, shape!, cuts)) : null;
+    return adopted ?? this.deploy(flat, nodes, cuts, shape);
   }
 
   /**

@@ -183,6 +183,43 @@ test('a node whose memory limit cannot hold two stages frees the old one before 
   }
 });
 
+test('a restarted defer dispatch adopts a deployment with replicas: no weights sent, frames over both replicas, exact', { timeout: 120_000 }, async () => {
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  const procs = [startProcess(['broker', '--port', String(port)])];
+  try {
+    await brokerReachable(url);
+    procs.push(...['r1', 'r2'].map((id) => startProcess(['node', '--id', id, '--broker', url, '--pipeline', 'adopt', '--workers', '1'])));
+    const dispatch = async () => {
+      const { stdout, stderr } = await run(
+        process.execPath,
+        [CLI, 'dispatch', '--model', 'tiny', '--nodes', 'r1,r2', '--replicas', '2', '--frames', '12', '--json', '--broker', url, '--pipeline', 'adopt', '--log-level', 'warn'],
+        { cwd: ROOT },
+      );
+      const events = stderr
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l));
+      return { s: JSON.parse(stdout), types: events.map((e) => e.type as string), events };
+    };
+    const first = await dispatch();
+    assert.deepEqual([first.s.framesReturned, first.s.maxAbsDiffVsLocal], [12, 0]);
+    assert.ok(first.types.includes('deploy-start'), first.types.join());
+    const again = await dispatch();
+    assert.deepEqual([again.s.framesReturned, again.s.maxAbsDiffVsLocal], [12, 0]);
+    assert.ok(!again.types.includes('deploy-start') && again.types.includes('adopted'), again.types.join());
+    assert.deepEqual(again.events.find((e) => e.type === 'adopted').chain, ['r1+r2']);
+    const nodes = again.s.stages[0].nodes as { node: string; frames: number }[];
+    assert.deepEqual(
+      nodes.map((n) => n.node),
+      ['r1', 'r2'],
+    );
+    assert.equal(nodes[0].frames + nodes[1].frames, 12, JSON.stringify(nodes));
+  } finally {
+    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+  }
+});
+
 test('defer up --serve + defer sensor as processes: MNIST digits as PNG frames, accuracy reported; SIGTERM stops everything cleanly', { timeout: 180_000 }, async () => {
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
