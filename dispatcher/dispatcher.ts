@@ -150,16 +150,6 @@ export class Dispatcher implements ChainHost {
     const precision = hopPrecisions(await this.precisionFor(flat, nodes, cuts), plans.length);
     const candidates = [...nodes, ...standby];
     const found = new Map<string, Assignment>();
-    const topics = candidates.map((n) => this.topics.nodeAssign(n));
-    const onMessage = (topic: string, payload: Buffer) => {
-      const i = topics.indexOf(topic);
-      if (i < 0 || payload.length === 0) return;
-      try {
-        found.set(candidates[i], decodeAssignment(payload, this.opts.maxMessageBytes * 4));
-      } catch {
-        // not one we can adopt
-      }
-    };
     const runs = (n: string, id: string, k: number) => {
       const a = found.get(n);
       const st = watch.statuses.get(n);
@@ -182,14 +172,7 @@ export class Dispatcher implements ChainHost {
       const order = plans.map((_, k) => [nodes[k], ...standby].find((n) => runs(n, id, k)));
       return order.every(Boolean) && new Set(order).size === order.length ? (order as string[]) : null;
     };
-    this.client.on('message', onMessage);
-    try {
-      await this.client.subscribeAsync(topics, { qos: 1 });
-      for (let t = 0; t < waitMs && !chain(); t += 50) await new Promise((r) => setTimeout(r, 50));
-      await this.client.unsubscribeAsync(topics);
-    } finally {
-      this.client.off('message', onMessage);
-    }
+    await this.readAssignments(candidates, found, () => chain() !== null, waitMs);
     const order = chain();
     if (!order) return null;
     const as = order.map((n) => found.get(n)!);
@@ -237,16 +220,6 @@ export class Dispatcher implements ChainHost {
       plans.length,
     );
     const found = new Map<string, Assignment>();
-    const topics = members.map((n) => this.topics.nodeAssign(n));
-    const onMessage = (topic: string, payload: Buffer) => {
-      const i = topics.indexOf(topic);
-      if (i < 0 || payload.length === 0) return;
-      try {
-        found.set(members[i], decodeAssignment(payload, this.opts.maxMessageBytes * 4));
-      } catch {
-        // not one we can adopt
-      }
-    };
     const id = () => found.get(shape[0][0].node)?.deployment;
     const runs = (m: StageMember, k: number) => {
       const a = found.get(m.node);
@@ -265,14 +238,7 @@ export class Dispatcher implements ChainHost {
       );
     };
     const all = () => id() !== undefined && shape.every((s, k) => s.every((m) => runs(m, k)));
-    this.client.on('message', onMessage);
-    try {
-      await this.client.subscribeAsync(topics, { qos: 1 });
-      for (let t = 0; t < waitMs && !all(); t += 50) await new Promise((r) => setTimeout(r, 50));
-      await this.client.unsubscribeAsync(topics);
-    } finally {
-      this.client.off('message', onMessage);
-    }
+    await this.readAssignments(members, found, all, waitMs);
     if (!all()) return null;
     const as = shape.map((s) => s.map((m) => found.get(m.node)!));
     if (!plans.every((p, k) => sha256(flat.stageWeights(p).blob) === as[k][0].manifest.sha256)) return null;
@@ -291,6 +257,32 @@ export class Dispatcher implements ChainHost {
       precision,
     };
     return this.openStream(plan, flat, as[0][0].inputTopic, as[plans.length - 1][0].outputTopic, performance.now() - t0);
+  }
+
+  /**
+   * Read the retained assignments of `nodes` into `found` (those that decode) until `done()` or `waitMs` has
+   * passed: what a restarted dispatcher looks at before it adopts a running deployment.
+   */
+  private async readAssignments(nodes: string[], found: Map<string, Assignment>, done: () => boolean, waitMs: number): Promise<void> {
+    const client = this.mqtt;
+    const topics = nodes.map((n) => this.topics.nodeAssign(n));
+    const onMessage = (topic: string, payload: Buffer) => {
+      const i = topics.indexOf(topic);
+      if (i < 0 || payload.length === 0) return;
+      try {
+        found.set(nodes[i], decodeAssignment(payload, this.opts.maxMessageBytes * 4));
+      } catch {
+        // not one we can adopt
+      }
+    };
+    client.on('message', onMessage);
+    try {
+      await client.subscribeAsync(topics, { qos: 1 });
+      for (let t = 0; t < waitMs && !done(); t += 50) await new Promise((r) => setTimeout(r, 50));
+      await client.unsubscribeAsync(topics);
+    } finally {
+      client.off('message', onMessage);
+    }
   }
 
   /** `adopt` (or `adoptShape` for replicas and workers) when allowed and possible, else `deploy`. */

@@ -284,7 +284,7 @@ export class EdgeNode {
         this.onAssignment(decodeAssignment(payload, this.opts.maxMessageBytes * 4));
       } else if (topic === this.topics.nodePrefetch(this.opts.id)) {
         if (payload.length === 0) void this.prefetcher?.stop();
-        else if (!this.stage && !this.loading) this.prefetcher?.start(decodePrefetchList(payload, this.opts.maxMessageBytes * 4));
+        else if (!this.stage && !this.loading && !this.releasing) this.prefetcher?.start(decodePrefetchList(payload, this.opts.maxMessageBytes * 4));
       } else if (isChunkOf(this.topics.parse(topic), this.weightsNode)) {
         if (payload.length === 0) return; // chunk cleared
         this.onChunk(decodeWeightChunk(payload, this.opts.maxMessageBytes));
@@ -311,8 +311,9 @@ export class EdgeNode {
   private async standDown(): Promise<void> {
     const old = this.stage;
     this.standDowns++; // a stage being built now is dropped when built
+    const releasing = this.releasing !== undefined;
     this.releasing = undefined;
-    if (!old && !this.loading) return;
+    if (!old && !this.loading && !releasing) return;
     this.dropLoading();
     this.stage = undefined;
     this.queue.length = 0;
@@ -360,6 +361,7 @@ export class EdgeNode {
     const have = this.releasing ?? (this.loading ?? this.stage)?.assignment;
     if (a.deployment === have?.deployment && a.stage === have.stage) return; // already have it
     log.info(`node ${this.opts.id}: assignment ${a.deployment}: stage ${a.stage + 1}/${a.stageCount}, ${(a.manifest.totalBytes / 1e6).toFixed(1)} MB of weights in ${a.manifest.chunks.length} chunks`);
+    this.releasing = undefined; // a stage still being freed for an earlier assignment: this one replaces it
     // the old stage serves until the new one is built, unless the memory limit cannot hold both: then it goes first
     const old = this.stage;
     const limit = this.opts.memoryLimitBytes ?? cgroupLimitBytes();

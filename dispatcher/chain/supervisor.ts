@@ -241,6 +241,7 @@ export class Supervisor {
     }
   }
 
+  /** Give the node its assignment again; it joins the routes once ready (waited for outside the repair queue). */
   private async rejoin(node: string, r: { deployment: string; stage: number; assignment: Omit<Assignment, 'v' | 'kind'> }): Promise<void> {
     const d = this.deployment;
     const stage = d.package.stages[r.stage];
@@ -249,21 +250,40 @@ export class Supervisor {
     const t0 = performance.now();
     const at = Date.now();
     const client = this.dispatcher.mqtt;
+    const clear = () => publish(client, this.dispatcher.topics.nodeAssign(node), Buffer.alloc(0), { qos: 1, retain: true });
     await publish(client, this.dispatcher.topics.nodeAssign(node), encodeAssignment({ ...r.assignment, createdAt: Date.now() }), { qos: 1, retain: true });
-    try {
-      await this.dispatcher.nodes.waitStage(node, d.id, r.stage, this.opts.readyTimeoutMs);
-    } catch (err) {
-      // not this time: it stays a standby (and a later failure of its stage's nodes can still take it)
-      await publish(client, this.dispatcher.topics.nodeAssign(node), Buffer.alloc(0), { qos: 1, retain: true });
-      this.opts.emit({ type: 'standby-refused', deployment: d.id, standby: node, reason: `did not take its stage back: ${errorMessage(err)}` });
-      return;
-    }
-    const now = d.package.stages[r.stage];
-    d.package.stages[r.stage] = { ...now, replicas: [...(now.replicas ?? []), { nodeId: node, assignment: r.assignment }] };
-    d.stream.addReplica(r.stage, { node, topic: r.assignment.inputTopic, workers: r.assignment.workers ?? 1 });
-    this.dropped.delete(node);
-    this.idleSince.delete(node);
-    this.done({ kind: 'rejoin', at, node, stage: r.stage, cause: `up and idle for ${this.opts.restoreAfterMs} ms`, deployment: d.id, chain: this.chain, repairMs: performance.now() - t0, resent: 0 });
+    // other failures are watched for meanwhile: the wait holds no repair back
+    void this.dispatcher.nodes.waitStage(node, d.id, r.stage, this.opts.readyTimeoutMs).then(
+      () =>
+        this.enqueue(async () => {
+          const now = d.package.stages[r.stage];
+          if (d.id !== r.deployment || !now) {
+            await clear(); // the deployment was mended into another meanwhile: the node stands by
+            return;
+          }
+          d.package.stages[r.stage] = { ...now, replicas: [...(now.replicas ?? []), { nodeId: node, assignment: r.assignment }] };
+          d.stream.addReplica(r.stage, { node, topic: r.assignment.inputTopic, workers: r.assignment.workers ?? 1 });
+          this.dropped.delete(node);
+          this.idleSince.delete(node);
+          this.done({
+            kind: 'rejoin',
+            at,
+            node,
+            stage: r.stage,
+            cause: `up and idle for ${this.opts.restoreAfterMs} ms`,
+            deployment: d.id,
+            chain: this.chain,
+            repairMs: performance.now() - t0,
+            resent: 0,
+          });
+        }),
+      (err: unknown) =>
+        this.enqueue(async () => {
+          // not this time: it stays a standby (and a later failure of its stage's nodes can still take it)
+          await clear();
+          this.opts.emit({ type: 'standby-refused', deployment: d.id, standby: node, reason: `did not take its stage back: ${errorMessage(err)}` });
+        }),
+    );
   }
 
   /** Standbys that are up, idle (no deployment) and have been for `restoreAfterMs`. */

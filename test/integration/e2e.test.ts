@@ -148,7 +148,7 @@ test('a node whose memory limit cannot hold two stages frees the old one before 
       else statuses.push(decodeStatus(p));
     });
     await c.subscribeAsync(['defer/mem/node/n1/status', 'defer/mem/node/n1/alive']);
-    // the node's idle size here, then the node again with a limit 30 MB above it: room for the tiny model's stage
+    // the node's idle size here, then the node again with a limit 50 MB above it: room for the tiny model's stage
     // by the planner's measure, not for a second engine's worth beside it by the node's
     const probe = startProcess(['node', '--id', 'n1', '--broker', url, '--pipeline', 'mem']);
     procs.push(probe);
@@ -156,7 +156,7 @@ test('a node whose memory limit cannot hold two stages frees the old one before 
     assert.ok(rss > 0, 'the node reported its RSS');
     probe.child.kill('SIGTERM');
     await exited(probe.child);
-    const node = startProcess(['node', '--id', 'n1', '--broker', url, '--pipeline', 'mem', '--memory-limit', String(rss + 30e6)]);
+    const node = startProcess(['node', '--id', 'n1', '--broker', url, '--pipeline', 'mem', '--memory-limit', String(rss + 50e6)]);
     procs.push(node);
     const dispatch = async (extra: string[]) =>
       JSON.parse(
