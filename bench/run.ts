@@ -86,6 +86,9 @@ function plan(full: boolean, maxNodes: number): Plan {
 
 const f = (x: number | null, d = 1) => (x === null ? 'n/a' : x.toFixed(d));
 
+/** A model as the tables and --models name it: a zoo name, or a model folder's last part. */
+const shortModel = (model: string) => model.replace(/^.*\//, '');
+
 /** A markdown table cell: its pipes escaped (shapes separate stages with |). */
 const cell = (x: string) => x.replace(/\|/g, '\\|');
 
@@ -96,7 +99,7 @@ function plannedVsChain(rows: PipelineRow[]): string[] {
   const out = planned.map((p) => {
     const chain = rows.find((c) => c.deployment === 'chain' && c.model === p.model && c.nodes === p.nodes);
     const best = Math.max(...rows.filter((c) => c.model === p.model && c.nodes === p.nodes).map((c) => c.throughputFps));
-    return `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${cell(p.shape)} | ${p.speedup}x | ${chain ? `${chain.speedup}x (${cell(chain.shape)})` : '-'} | ${chain ? f(p.throughputFps / chain.throughputFps, 2) : '-'}x | ${f(p.throughputFps / best, 2)} |`;
+    return `| ${shortModel(p.model)} | ${p.nodes} | ${cell(p.shape)} | ${p.speedup}x | ${chain ? `${chain.speedup}x (${cell(chain.shape)})` : '-'} | ${chain ? f(p.throughputFps / chain.throughputFps, 2) : '-'}x | ${f(p.throughputFps / best, 2)} |`;
   });
   return [
     '## Planned shape against the chain',
@@ -178,7 +181,7 @@ function markdown(r: BenchResult): string {
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...r.pipeline.map(
       (p) =>
-        `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${p.deployment} | ${cell(p.shape)} | ${p.cuts.join(', ') || '-'} | ${p.throughputFps} | ${p.singleProcessFps} | ${p.speedup}x | ${p.idealSpeedup}x | ${p.p50Ms} / ${p.p95Ms} | ${p.stageComputeMs.join(' / ')} | ${p.nodeCpuMsPerFrame.map((x) => f(x)).join(' / ')} | ${p.brokerDispatcherCpuMsPerFrame} | ${p.joulesPerFrame ?? 'n/a'} |`,
+        `| ${shortModel(p.model)} | ${p.nodes} | ${p.deployment} | ${cell(p.shape)} | ${p.cuts.join(', ') || '-'} | ${p.throughputFps} | ${p.singleProcessFps} | ${p.speedup}x | ${p.idealSpeedup}x | ${p.p50Ms} / ${p.p95Ms} | ${p.stageComputeMs.join(' / ')} | ${p.nodeCpuMsPerFrame.map((x) => f(x)).join(' / ')} | ${p.brokerDispatcherCpuMsPerFrame} | ${p.joulesPerFrame ?? 'n/a'} |`,
     ),
     '',
     ...plannedVsChain(r.pipeline),
@@ -193,7 +196,7 @@ function markdown(r: BenchResult): string {
     '| --- | --- | --- |',
     ...r.pipeline.map(
       (p) =>
-        `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${p.overhead.map((o) => `${o.node}: ${o.decodeMs} + ${o.encodeMs} / ${o.computeMs} (${(o.codecShare * 100).toFixed(1)}%); ${o.transferMs}`).join('; ')} |`,
+        `| ${shortModel(p.model)} | ${p.nodes} | ${p.overhead.map((o) => `${o.node}: ${o.decodeMs} + ${o.encodeMs} / ${o.computeMs} (${(o.codecShare * 100).toFixed(1)}%); ${o.transferMs}`).join('; ')} |`,
     ),
     '',
     ...(r.codecs.length ? codecLines(r) : []),
@@ -204,8 +207,7 @@ function markdown(r: BenchResult): string {
     '| model | nodes | weights MB | first deployment s | redeployment s |',
     '| --- | --- | --- | --- | --- |',
     ...r.pipeline.map(
-      (p) =>
-        `| ${p.model.replace(/^.*\//, '')} | ${p.nodes} | ${(p.weightBytes / 1e6).toFixed(1)} | ${(p.deployMs / 1000).toFixed(2)} | ${p.redeployMs === null ? '-' : (p.redeployMs / 1000).toFixed(2)} |`,
+      (p) => `| ${shortModel(p.model)} | ${p.nodes} | ${(p.weightBytes / 1e6).toFixed(1)} | ${(p.deployMs / 1000).toFixed(2)} | ${p.redeployMs === null ? '-' : (p.redeployMs / 1000).toFixed(2)} |`,
     ),
     '',
     // (a report of earlier pipeline rows has no emulation part: no reason)
@@ -351,9 +353,9 @@ async function main(): Promise<void> {
   const p = plan(full, nodeCounts ? Math.max(...nodeCounts) : maxNodes);
   if (values.models !== undefined) {
     const wanted = values.models.split(',');
-    const unknown = wanted.filter((m) => !p.pipeline.some((r) => r.model.replace(/^.*\//, '') === m));
-    if (unknown.length) throw new UsageError(`--models takes ${p.pipeline.map((r) => r.model.replace(/^.*\//, '')).join(', ')} in this mode; not ${unknown.join(', ')}`);
-    p.pipeline = wanted.map((m) => p.pipeline.find((r) => r.model.replace(/^.*\//, '') === m)!);
+    const unknown = wanted.filter((m) => !p.pipeline.some((r) => shortModel(r.model) === m));
+    if (unknown.length) throw new UsageError(`--models takes ${p.pipeline.map((r) => shortModel(r.model)).join(', ')} in this mode; not ${unknown.join(', ')}`);
+    p.pipeline = wanted.map((m) => p.pipeline.find((r) => shortModel(r.model) === m)!);
   }
   const date = new Date().toISOString().slice(0, 10);
   if (values.report !== undefined) {
@@ -376,7 +378,7 @@ async function main(): Promise<void> {
         pipeline.push({ ...(await measurePipeline(config, say, { redeploy: values['no-redeploy'] !== true })), model: run.label });
         // a long run cut short keeps what it measured
         await mkdir(out, { recursive: true });
-        await writeFile(partial, JSON.stringify({ date, mode: 'full', machine, pipeline }, null, 2) + '\n');
+        await writeFile(partial, JSON.stringify({ date, mode: full ? 'full' : 'quick', machine, pipeline }, null, 2) + '\n');
       }
     }
   }

@@ -142,7 +142,6 @@ export class Dispatcher implements ChainHost {
    */
   async adopt(flat: FlatModel, nodes: string[], cuts: string[], waitMs = 1500): Promise<Deployment | null> {
     if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
-    const watch = this.watch;
     const t0 = performance.now();
     const plans = flat.spans(cuts);
     if (plans.length !== nodes.length || new Set(nodes).size !== nodes.length) return null;
@@ -150,20 +149,7 @@ export class Dispatcher implements ChainHost {
     const precision = hopPrecisions(await this.precisionFor(flat, nodes, cuts), plans.length);
     const candidates = [...nodes, ...standby];
     const found = new Map<string, Assignment>();
-    const runs = (n: string, id: string, k: number) => {
-      const a = found.get(n);
-      const st = watch.statuses.get(n);
-      return (
-        a?.deployment === id &&
-        a.stage === k &&
-        a.stageCount === plans.length &&
-        a.codec === this.opts.codec &&
-        (a.outputPrecision ?? 'lossless') === precision[k + 1] &&
-        st?.deployment === id &&
-        st.stage === k &&
-        st.state === 'ready'
-      );
-    };
+    const runs = (n: string, id: string, k: number) => this.runsStage(n, found.get(n), id, k, precision);
     // stage k runs on its own node or on a standby; the deployment is the one stage 0 runs
     const chain = (): string[] | null => {
       const first = [nodes[0], ...standby].find((n) => found.get(n)?.stage === 0);
@@ -206,7 +192,6 @@ export class Dispatcher implements ChainHost {
    */
   async adoptShape(flat: FlatModel, shape: StageMember[][], cuts: string[], waitMs = 1500): Promise<Deployment | null> {
     if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
-    const watch = this.watch;
     const t0 = performance.now();
     const plans = flat.spans(cuts);
     const members = shape.flat().map((m) => m.node);
@@ -223,19 +208,7 @@ export class Dispatcher implements ChainHost {
     const id = () => found.get(shape[0][0].node)?.deployment;
     const runs = (m: StageMember, k: number) => {
       const a = found.get(m.node);
-      const st = watch.statuses.get(m.node);
-      return (
-        a !== undefined &&
-        a.deployment === id() &&
-        a.stage === k &&
-        a.stageCount === plans.length &&
-        (a.workers ?? 1) === m.workers &&
-        a.codec === this.opts.codec &&
-        (a.outputPrecision ?? 'lossless') === precision[k + 1] &&
-        st?.deployment === a.deployment &&
-        st.stage === k &&
-        st.state === 'ready'
-      );
+      return (a?.workers ?? 1) === m.workers && this.runsStage(m.node, a, id(), k, precision);
     };
     const all = () => id() !== undefined && shape.every((s, k) => s.every((m) => runs(m, k)));
     await this.readAssignments(members, found, all, waitMs);
@@ -257,6 +230,25 @@ export class Dispatcher implements ChainHost {
       precision,
     };
     return this.openStream(plan, flat, as[0][0].inputTopic, as[plans.length - 1][0].outputTopic, performance.now() - t0);
+  }
+
+  /**
+   * Whether `node`, by its retained assignment `a` and its status, runs stage `k` of deployment `id` as this
+   * dispatcher would deploy it (the same number of stages, codec and output precision), ready.
+   */
+  private runsStage(node: string, a: Assignment | undefined, id: string | undefined, k: number, precision: Precision[]): boolean {
+    const st = this.nodes.statuses.get(node);
+    return (
+      a !== undefined &&
+      a.deployment === id &&
+      a.stage === k &&
+      a.stageCount === precision.length - 1 &&
+      a.codec === this.opts.codec &&
+      (a.outputPrecision ?? 'lossless') === precision[k + 1] &&
+      st?.deployment === id &&
+      st.stage === k &&
+      st.state === 'ready'
+    );
   }
 
   /**

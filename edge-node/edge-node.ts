@@ -82,6 +82,9 @@ const FRAME_BYTES_PER_GC = 8 * 2 ** 20;
 /** memory one more engine needs beyond its stage's weights (its own wasm module, heap and thread) */
 const ENGINE_OVERHEAD_BYTES = 64 * 2 ** 20;
 
+/** What one engine of assignment `a`'s stage holds, by the node's own measure: its weights twice, and an engine. */
+const engineBytes = (a: Assignment) => MEMORY_PER_WEIGHT_BYTE * a.manifest.totalBytes + ENGINE_OVERHEAD_BYTES;
+
 export interface EdgeNodeCounters {
   frames: number;
   /** messages for another deployment */
@@ -365,7 +368,7 @@ export class EdgeNode {
     // the old stage serves until the new one is built, unless the memory limit cannot hold both: then it goes first
     const old = this.stage;
     const limit = this.opts.memoryLimitBytes ?? cgroupLimitBytes();
-    const need = (a.workers ?? 1) * (MEMORY_PER_WEIGHT_BYTE * a.manifest.totalBytes + ENGINE_OVERHEAD_BYTES);
+    const need = (a.workers ?? 1) * engineBytes(a);
     const free = memoryOffer(this.opts.memoryLimitBytes).freeMemoryBytes;
     if (old && limit !== undefined && need > free) {
       this.dropLoading();
@@ -544,7 +547,7 @@ export class EdgeNode {
    */
   private enginesFor(a: Assignment): number {
     const want = a.workers ?? 1;
-    const perEngine = MEMORY_PER_WEIGHT_BYTE * a.manifest.totalBytes + ENGINE_OVERHEAD_BYTES;
+    const perEngine = engineBytes(a);
     const free = memoryOffer(this.opts.memoryLimitBytes).freeMemoryBytes;
     const fit = Math.max(1, Math.floor(free / perEngine));
     const engines = Math.max(1, Math.min(want, this.maxWorkers, fit));

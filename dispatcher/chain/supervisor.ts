@@ -74,6 +74,9 @@ const streamTarget = (plan: DeploymentPackage) => ({
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A replica that failed: the deployment and stage it served, and its assignment, to give back when it returns. */
+type LostReplica = { deployment: string; stage: number; assignment: Omit<Assignment, 'v' | 'kind'> };
+
 export class Supervisor {
   readonly events: RepairEvent[] = [];
   private timer?: NodeJS.Timeout;
@@ -85,7 +88,7 @@ export class Supervisor {
   /** the split the deployment started with: a merged chain grows back to it */
   private readonly first: { nodes: string[]; cuts: string[] };
   /** replicas that failed, with the stage they served: each rejoins it once it is up and idle again */
-  private readonly lostReplicas = new Map<string, { deployment: string; stage: number; assignment: Omit<Assignment, 'v' | 'kind'> }>();
+  private readonly lostReplicas = new Map<string, LostReplica>();
   /** since when each standby has been up and idle (performance.now ms) */
   private readonly idleSince = new Map<string, number>();
   private readonly prefetch?: StandbyPrefetch;
@@ -242,7 +245,7 @@ export class Supervisor {
   }
 
   /** Give the node its assignment again; it joins the routes once ready (waited for outside the repair queue). */
-  private async rejoin(node: string, r: { deployment: string; stage: number; assignment: Omit<Assignment, 'v' | 'kind'> }): Promise<void> {
+  private async rejoin(node: string, r: LostReplica): Promise<void> {
     const d = this.deployment;
     const stage = d.package.stages[r.stage];
     this.lostReplicas.delete(node);

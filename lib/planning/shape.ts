@@ -78,7 +78,7 @@ export interface ShapeOptions {
   replicas?: number[];
   /** the most stages to consider (default: nodes, and valid cuts + 1) */
   maxStages?: number;
-  /** search at most this many distinct assignments, shared evenly among the stage counts (default 400,000: about 10 s on a slow core) */
+  /** search at most this many distinct assignments, shared evenly among the stage counts (default 400,000: 15-40 s on the 2-core VM where the bounds do not bite) */
   maxShapes?: number;
   /** false: search without cutting off partial shapes by their bounds (the tests compare the two) */
   prune?: boolean;
@@ -93,8 +93,8 @@ export function engineCap(n: ShapeNode): number {
  * Nodes that are interchangeable for the cost model: the same figures, and the same shared host (a node alone on
  * its host is not coupled to any other: which host it is does not matter).
  */
-const kindOf = (n: ShapeNode, shared: string[]) =>
-  JSON.stringify([n.timeFactor, n.cpuFactor, n.memoryBytes, n.bandwidthMbps, n.latencyMs, n.host && shared.includes(n.host) ? n.host : n.host ? '' : null, n.cores, engineCap(n)]);
+const kindOf = (n: ShapeNode, sharedHost: string | undefined) =>
+  JSON.stringify([n.timeFactor, n.cpuFactor, n.memoryBytes, n.bandwidthMbps, n.latencyMs, sharedHost ?? (n.host ? '' : null), n.cores, engineCap(n)]);
 
 interface Kind {
   nodes: ShapeNode[];
@@ -343,8 +343,8 @@ export function planShape(cost: CostModel, nodes: ShapeNode[], opts: ShapeOption
   const kindsWith = (cap: (n: ShapeNode) => number): Kind[] => {
     const kindMap = new Map<string, Kind>();
     for (const n of nodes) {
-      const k = kindOf(n, terms.shared);
       const sharedHost = n.host && terms.shared.includes(n.host) ? n.host : undefined;
+      const k = kindOf(n, sharedHost);
       // a node alone on its host: its CPU term (share x busy x cf / cores) stays under the stage's (busy x tf / W) when cf <= tf
       const free = n.memoryBytes === undefined && n.bandwidthMbps === undefined && (!n.host || sharedHost !== undefined || (n.cpuFactor ?? n.timeFactor) <= n.timeFactor);
       if (!kindMap.has(k)) kindMap.set(k, { nodes: [], cap: cap(n), sharedHost, free });
@@ -386,9 +386,9 @@ export function planShape(cost: CostModel, nodes: ShapeNode[], opts: ShapeOption
   }
   const busyOf = (S: number) => t.busyMs(0, m - 1) + (S > 1 ? (S - 1) * cheapestCut : 0);
   const oneHost = nodes[0].host && nodes.every((n) => n.host === nodes[0].host) && terms.shared.includes(nodes[0].host) ? nodes[0].host : undefined;
+  const cf = Math.min(...nodes.map((n) => n.cpuFactor ?? n.timeFactor));
   const hostBound = (S: number) => {
     if (!oneHost) return 0;
-    const cf = Math.min(...nodes.map((n) => n.cpuFactor ?? n.timeFactor));
     const relay = opts.relay && opts.relay.host === oneHost ? ((t.wireIn(0) + t.wireOut(m - 1) + (S - 1) * leastWire) / 1e6) * opts.relay.msPerMB + (S + 1) * opts.relay.msPerMessage : 0;
     return (busyOf(S) * cf + relay) / terms.cores.get(oneHost)!;
   };
@@ -396,25 +396,25 @@ export function planShape(cost: CostModel, nodes: ShapeNode[], opts: ShapeOption
   const roomiest = nodes.every((n) => n.memoryBytes !== undefined) ? Math.max(...nodes.map((n) => n.memoryBytes!)) : undefined;
   // a partial shape is cut off when even all the capacity it could still add leaves it worse than the best so far;
   // at a tie it needs all of that capacity, so its engines are known and it loses on engines, then stages
-  const pruneFor = (S: number) => (r: Reach) => {
+  // (bounds per stage count: the whole model's busy time, and the larger of the fixed and the host's bounds)
+  const pruneFor = (S: number, busy: number, floor: number) => (r: Reach) => {
     if (!best || opts.prune === false) return false;
-    const need = busyOf(S) / (r.capacity + r.capacityLeft);
-    const lower = Math.max(fixed, hostBound(S), need);
-    if (lower > best.value * (1 + 1e-9)) return true;
-    return (
-      need >= best.value * (1 - 1e-9) && !better({ value: best.value, engines: r.engines + r.enginesLeft, stages: S, used: 0 }, best) && r.engines + r.enginesLeft >= best.engines && S >= best.stages
-    );
+    const need = busy / (r.capacity + r.capacityLeft);
+    if (Math.max(floor, need) > best.value * (1 + 1e-9)) return true;
+    return need >= best.value * (1 - 1e-9) && !better({ value: best.value, engines: r.engines + r.enginesLeft, stages: S, used: 0 }, best) && S >= best.stages;
   };
   // each stage count gets an even share of what is left of the budget: where one runs out, the next still gets its turn
   let exhaustive = true;
   for (const [kinds, cores] of passes) {
     if (best) break;
     for (const [i, S] of stageCounts.entries()) {
-      if (best && opts.prune !== false && Math.max(fixed, hostBound(S)) > best.value * (1 + 1e-9)) continue;
+      const busy = busyOf(S);
+      const floor = Math.max(fixed, hostBound(S));
+      if (best && opts.prune !== false && floor > best.value * (1 + 1e-9)) continue;
       // no S stages fit: even the split whose largest stage needs least needs more than any node has
       if (opts.prune !== false && roomiest !== undefined && Math.max(...memoryBalancedSplit(cost, S)) > roomiest) continue;
       const budget = tried + Math.floor((maxShapes - tried) / (stageCounts.length - i));
-      for (const a of assignments(kinds, S, opts.replicas, cores, pruneFor(S))) {
+      for (const a of assignments(kinds, S, opts.replicas, cores, pruneFor(S, busy, floor))) {
         if (++tried > budget) {
           tried--;
           exhaustive = false;
@@ -429,7 +429,7 @@ export function planShape(cost: CostModel, nodes: ShapeNode[], opts: ShapeOption
         }
         const engines = a.reduce((s, x) => s + x.workers, 0);
         // a lower bound: the whole model's busy time over every engine of the shape
-        const lower = Math.max(fixed, hostBound(S), busyOf(S) / groups.reduce((s, g) => s + g.capacity, 0));
+        const lower = Math.max(floor, busy / groups.reduce((s, g) => s + g.capacity, 0));
         if (best && !better({ value: lower, engines, stages: S, used: a.length }, best) && lower >= best.value * (1 - 1e-9)) continue;
         const r = bestCuts(terms, groups, best ? best.value * (1 + 1e-9) : Infinity);
         if (!r) continue;
