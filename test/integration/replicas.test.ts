@@ -107,7 +107,10 @@ test('kill -9 of one replica mid-run: every frame answered exactly once, bit-ide
     const nodes = s.stages[0].nodes as StageRun['nodes'];
     const n1 = nodes.find((n) => n.node === 'n1')!;
     const n2 = nodes.find((n) => n.node === 'n2');
-    assert.ok(n1.frames > 400, JSON.stringify(nodes));
+    // n1 ran alone from the kill until n2 rejoined; once back, n2 (no longer slowed) may well compute more than n1,
+    // so only n1's having carried the stage meanwhile is asserted, not a majority
+    assert.ok(n1.frames >= 100, JSON.stringify(nodes));
+    assert.ok(n2 !== undefined && n2.frames > 0, JSON.stringify(nodes));
     assert.equal(n1.frames + (n2?.frames ?? 0), 800, 'each frame counted once');
   } finally {
     await c.endAsync();
