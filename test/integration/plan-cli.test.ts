@@ -1,9 +1,9 @@
 /** `defer plan --auto` as a process: speeds from the command line, the table and JSON, bad input. */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { setLogLevel } from '../../lib/core/log.js';
@@ -53,4 +53,45 @@ test('defer plan --auto: speeds from the command line, a table and JSON; bad inp
     assert.equal(err.code, 2, args.join(' '));
     assert.match(err.stderr, re);
   }
+});
+
+/** The project's files `file` loads through static imports, itself included, and the packages they import. */
+function staticClosure(file: string): { files: Set<string>; packages: Set<string> } {
+  const files = new Set<string>();
+  const packages = new Set<string>();
+  const visit = (f: string) => {
+    if (files.has(f)) return;
+    files.add(f);
+    for (const m of readFileSync(f, 'utf8').matchAll(/^\s*(?:import|export)\s[^'"]*?from\s+'([^']+)'|^\s*import\s+'([^']+)'/gm)) {
+      const spec = m[1] ?? m[2];
+      if (spec.startsWith('.')) visit(resolve(dirname(f), spec));
+      else packages.add(spec);
+    }
+  };
+  visit(file);
+  return { files, packages };
+}
+
+test('defer loads only the command it runs: the command list, an unknown command, and an edge node that never imports the broker (Aedes), the dispatcher or Node-RED', { timeout: 60_000 }, async () => {
+  const { stdout } = await run(process.execPath, [CLI], { cwd: ROOT });
+  for (const name of ['up', 'sensor', 'status', 'user', 'broker', 'node', 'dispatch', 'plan', 'model', 'config']) assert.match(stdout, new RegExp(`^  ${name} +\\S`, 'm'), stdout);
+  const bad = await run(process.execPath, [CLI, 'bogus'], { cwd: ROOT }).then(
+    () => assert.fail('an unknown command must fail'),
+    (err: { code: number; stderr: string }) => err,
+  );
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /unknown command 'bogus'[\s\S]*usage: defer <command>/);
+  // the CLI itself imports no command; `defer node` reaches none of the broker's, dispatcher's or bench's files
+  const dist = join(ROOT, 'dist');
+  assert.deepEqual(
+    [...staticClosure(CLI).files].filter((f) => f.includes(join('cli', 'commands'))),
+    [],
+  );
+  const node = staticClosure(join(dist, 'cli', 'commands', 'node.js'));
+  const files = [...node.files].map((f) => relative(dist, f));
+  assert.ok(files.some((f) => f.startsWith('edge-node')) && node.packages.has('mqtt'), files.join(' '));
+  const foreign = files.filter((f) => /^(dispatcher|bench|node-red-nodes)[/\\]|^broker[/\\](?!topic-limits)/.test(f));
+  assert.deepEqual(foreign, [], `defer node imports ${foreign.join(', ')}`);
+  const packages = [...node.packages].filter((p) => /^(aedes|level|node-red|sharp)/.test(p));
+  assert.deepEqual(packages, [], `defer node imports ${packages.join(', ')}`);
 });
