@@ -72,7 +72,9 @@ function staticClosure(file: string): { files: Set<string>; packages: Set<string
   return { files, packages };
 }
 
-test('defer loads only the command it runs: the command list, an unknown command, and an edge node that never imports the broker (Aedes), the dispatcher or Node-RED', { timeout: 60_000 }, async () => {
+test('defer loads only the command it runs: the command list, an unknown command, and an edge node that never imports the broker (Aedes), the dispatcher or Node-RED', {
+  timeout: 60_000,
+}, async () => {
   const { stdout } = await run(process.execPath, [CLI], { cwd: ROOT });
   for (const name of ['up', 'sensor', 'status', 'user', 'broker', 'node', 'dispatch', 'plan', 'model', 'config']) assert.match(stdout, new RegExp(`^  ${name} +\\S`, 'm'), stdout);
   const bad = await run(process.execPath, [CLI, 'bogus'], { cwd: ROOT }).then(
