@@ -277,6 +277,21 @@ function* assignments(kinds: Kind[], S: number, replicas: number[] | undefined, 
     engLeft[k] = e + (engLeft[k + 1] ?? 0);
     capLeft[k] = e / kind.nodes[0].timeFactor + (capLeft[k + 1] ?? 0);
   }
+  // the nodes of the kinds from k on: each serves one stage at most, so stages still without their nodes need as many
+  const nodesFrom = kinds.map(() => 0);
+  for (let k = kinds.length - 1; k >= 0; k--) nodesFrom[k] = kinds[k].nodes.length + (nodesFrom[k + 1] ?? 0);
+  const deficit = (s: number) => (replicas ? replicas[s] - members[s] : members[s] > 0 ? 0 : 1);
+  /** whether the nodes still to place can give every stage its nodes: before stage s only the later kinds can */
+  const servable = (ki: number, s: number, nodesLeft: number) => {
+    let before = 0;
+    let after = 0;
+    for (let x = 0; x < S; x++) {
+      if (x < s) before += deficit(x);
+      else after += deficit(x);
+    }
+    const later = nodesFrom[ki + 1] ?? 0;
+    return before <= later && before + after <= later + nodesLeft;
+  };
   let capacity = 0;
   let engines = 0;
   function* perKind(ki: number): Generator<Assignment> {
@@ -290,6 +305,7 @@ function* assignments(kinds: Kind[], S: number, replicas: number[] | undefined, 
     const host = kind.sharedHost;
     const cores = host ? hostCores(host) : Infinity;
     function* stage(s: number, nodesLeft: number): Generator<Assignment> {
+      if (!servable(ki, s, nodesLeft)) return;
       if (s === S) {
         yield* perKind(ki + 1);
         return;

@@ -8,6 +8,7 @@ import { prng } from '../../lib/model/zoo.js';
 import { type CostModel, CostTable } from '../../lib/planning/cost-model.js';
 import { engineCap, evaluateShape, planShape, type ShapeMember, type ShapeNode, shapeLine } from '../../lib/planning/shape.js';
 import { combinations, randomCost } from '../helpers/brute-force.js';
+import { planInWorker } from '../helpers/plan-in-worker.js';
 
 function randomNodes(rnd: () => number, k: number): ShapeNode[] {
   const hosts = ['h1', 'h1', 'h2', undefined];
@@ -179,6 +180,19 @@ test('shape planner scales to fleets: 8 and 16 nodes with many cores each are se
   assert.equal(full.exhaustive, true);
   assert.equal(cut.exhaustive, false);
   assert.ok(cut.shapesTried <= 60 && cut.bottleneckMs >= full.bottleneckMs * (1 - 1e-9), `${cut.shapesTried} shapes, ${cut.bottleneckMs} against ${full.bottleneckMs}`);
+});
+
+test('eight devices no two alike (speeds and memory): the search skips partial shapes that leave a stage without nodes, so it reaches its budget instead of spinning', {
+  timeout: 120_000,
+}, async () => {
+  // before: with every node its own kind, the search enumerated (1 + 4S)^8 partial shapes for S stages, almost none
+  // of them serving every stage, without yielding one: over 10 minutes for this fleet (now well under a second);
+  // run in a worker so that a search that does not end fails the test instead of hanging it
+  const fleet: ShapeNode[] = Array.from({ length: 8 }, (_, i) => ({ id: `m${i + 1}`, timeFactor: 1 + (i % 3) / 2, host: `pi${i}`, cores: 4, maxWorkers: 4, memoryBytes: (60 + 20 * (i % 4)) * 1e6 }));
+  const p = await planInWorker({ nodes: fleet, seed: 5, layers: 40, options: { relay: { host: 'vm', msPerMB: 1, msPerMessage: 0.2 }, maxShapes: 4000 } }, 60_000);
+  assert.equal(p.exhaustive, false);
+  assert.ok(p.shapesTried <= 4000 && Number.isFinite(p.bottleneckMs), `${p.shapesTried} shapes, ${p.bottleneckMs} ms`);
+  assert.ok(p.stageMembers.every((n) => n > 0));
 });
 
 /** A light model: 20 ms of compute, 600 KB in, small out; the codec costs of a cut matter. */
