@@ -56,22 +56,20 @@ async function measure(c: (typeof CASES)[number]): Promise<string> {
     w._free(p);
     return p;
   };
-  {
-    const f = tf.randomUniform(c.weight);
-    const b = tf.randomUniform([c.weight[c.weight.length - 1] * (c.weight.length === 4 && c.weight[3] === 1 ? c.weight[2] : 1)]);
-    const bytes = f.size * 4;
-    const t0 = top();
-    tf.tidy(() => {
-      c.run(f, b);
-    });
-    const added = top() - t0;
-    // a second run adds nothing: the engine keeps what the first made until the weight is disposed
-    tf.tidy(() => {
-      c.run(f, b);
-    });
-    const again = top() - t0 - added;
-    return `| ${c.name} | ${(bytes / MB).toFixed(2)} | ${(added / MB).toFixed(2)} | ${(added / bytes).toFixed(2)} | ${(again / MB).toFixed(2)} |`;
-  }
+  const f = tf.randomUniform(c.weight);
+  const b = tf.randomUniform([c.weight[c.weight.length - 1] * (c.weight.length === 4 && c.weight[3] === 1 ? c.weight[2] : 1)]);
+  const bytes = f.size * 4;
+  const t0 = top();
+  tf.tidy(() => {
+    c.run(f, b);
+  });
+  const added = top() - t0;
+  // a second run adds nothing: the engine keeps what the first made until the weight is disposed
+  tf.tidy(() => {
+    c.run(f, b);
+  });
+  const again = top() - t0 - added;
+  return `| ${c.name} | ${(bytes / MB).toFixed(2)} | ${(added / MB).toFixed(2)} | ${(added / bytes).toFixed(2)} | ${(again / MB).toFixed(2)} |`;
 }
 
 const which = process.argv[2];

@@ -9,7 +9,7 @@ import type { Command } from './command.js';
 
 /**
  * Each command's module is imported only when that command runs: an edge node (`defer node`) then never loads the
- * broker, the dispatcher, the planner or Node-RED's pieces (an idle node: about 120 MB RSS instead of 155).
+ * broker, the dispatcher or the bench (an idle node: about 135 MB RSS instead of 150; docs/memory.md).
  */
 const commands: Record<string, () => Promise<Command>> = {
   up: async () => (await import('./commands/up.js')).upCommand,
