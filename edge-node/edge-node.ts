@@ -571,8 +571,9 @@ export class EdgeNode {
         .catch((err) => this.reportError(stage.assignment.inputTopic, errorMessage(err), err instanceof FrameComputeError ? { deployment: err.deployment, frame: err.frame } : undefined))
         .finally(() => {
           this.active--;
-          if (this.stage === stage) this.pump();
-          else this.notifyIdle();
+          // the current stage's queue, even when this frame was the replaced stage's: frames of the new stage that
+          // arrived while it computed could not start then, and nothing else would start them
+          this.pump();
         });
     }
     this.notifyIdle();
@@ -610,7 +611,7 @@ export class EdgeNode {
     this.client!.publish(topic, r.body, { qos: a.qos }, (err) => {
       this.unsent--;
       if (err) log.warn(`cannot publish frame ${r.frame} to ${topic}: ${err.message}`);
-      if (this.stage === stage) this.pump();
+      this.pump();
     });
   }
 
