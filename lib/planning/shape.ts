@@ -78,7 +78,7 @@ export interface ShapeOptions {
   replicas?: number[];
   /** the most stages to consider (default: nodes, and valid cuts + 1) */
   maxStages?: number;
-  /** search at most this many distinct assignments, shared evenly among the stage counts (default 400,000: 15-40 s on the 2-core VM where the bounds do not bite) */
+  /** search at most this many distinct assignments, shared evenly among the stage counts (default 400,000: 5-10 s on the 2-core VM where the bounds do not bite) */
   maxShapes?: number;
   /** false: search without cutting off partial shapes by their bounds (the tests compare the two) */
   prune?: boolean;
