@@ -11,8 +11,8 @@ import { type Local, type UpOptions, withLocalDeployment } from '../cli/up.js';
 import type { DeferConfig } from '../config/schema.js';
 import { deploymentNodes } from '../dispatcher/deploy/deployment-package.js';
 import { type LocalRun, runChain, runLocal, summarise, warmChain } from '../dispatcher/run/measure-run.js';
+import { runFramesFor } from '../dispatcher/run/run-frames.js';
 import { mean, round } from '../lib/core/stats.js';
-import { syntheticFrames } from '../lib/model/synthetic-frames.js';
 import { chooseSplit } from '../lib/planning/auto-plan.js';
 import { hopLatencies } from '../lib/protocol/index.js';
 
@@ -96,11 +96,12 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
     const { order, cuts, shape } = await chooseSplit({ config: l.config, backend: l.backend, flat: l.flat, ids: l.ids, caps: l.caps, cuts: l.cuts, progress: () => undefined });
     // nodes up first: the deployment time is from dispatch to all ready, not node start-up
     await l.dispatcher.nodes.waitCapabilities(l.ids, 120_000);
+    const { frames, image } = await runFramesFor(l.flat, config);
+    if (image) l.dispatcher.useImageInput(image);
     const first = await l.dispatcher.deploy(l.flat, order, cuts, shape);
     const again = opts.redeploy === false ? first : await l.dispatcher.deploy(l.flat, order, cuts, shape);
-    const frames = syntheticFrames(l.flat.inputShape, config.up.frames, config.dispatcher.seed);
-    const key = `${config.dispatcher.model}/${frames.length}`;
-    if (!baselines.has(key)) baselines.set(key, await runLocal(l.flat, frames));
+    const key = `${config.dispatcher.model}/${frames.length}/${image ? 'pixels' : 'float32'}`;
+    if (!baselines.has(key)) baselines.set(key, await runLocal(l.flat, frames, image));
     const local = baselines.get(key)!;
     const e0 = await raplMicrojoules();
     await warmChain(again, frames);

@@ -8,6 +8,7 @@ export const BALANCE: FlagSpec = { key: 'dispatcher.balanceBy', type: 'string', 
 export const FRAMES: FlagSpec = { key: 'up.frames', type: 'string', number: true, help: 'synthetic frames to stream' };
 export const JSON_FLAG: FlagSpec = { key: 'up.json', type: 'boolean', help: 'print the summary as one JSON object on stdout, and the events as JSON lines on stderr' };
 export const NO_BASELINE: FlagSpec = { key: 'up.baseline', type: 'boolean', negate: true, help: 'skip the single-process baseline' };
+export const FLOAT_FRAMES: FlagSpec = { key: 'up.pixelFrames', type: 'boolean', negate: true, help: "an image model's synthetic frames as float32 tensors instead of uint8 pixels" };
 export const SEED: FlagSpec = { key: 'dispatcher.seed', type: 'string', number: true, help: 'seed of zoo weights and frames' };
 
 export const PLANNER: Record<string, FlagSpec> = {

@@ -425,6 +425,12 @@ export const schema = {
       env: 'DEFER_UP_NODE_CPUS',
     },
     frames: { doc: 'Synthetic frames that defer up and defer dispatch stream through the chain (defer dispatch: 0 deploys only).', format: int(0, 1_000_000), default: 30, env: 'DEFER_UP_FRAMES' },
+    pixelFrames: {
+      doc: "An image model's synthetic frames are uint8 pixels, as a camera gives them, normalised by stage 0's node as serve.range (or serve.mean and serve.std) says: a quarter of float32's bytes on the first hop; the single-process baseline normalises them too. Only where the first hop is lossless (a lossy or auto precision there keeps float32 frames). false: float32 values in [0, 1).",
+      format: Boolean,
+      default: true,
+      env: 'DEFER_UP_PIXEL_FRAMES',
+    },
     baseline: { doc: 'Also run the whole model in one process on the same frames (throughput baseline and maxAbsDiffVsLocal).', format: Boolean, default: true, env: 'DEFER_UP_BASELINE' },
     json: { doc: 'Print the summary as one JSON object on stdout.', format: Boolean, default: false, env: 'DEFER_UP_JSON' },
   },
@@ -508,7 +514,7 @@ export type DeferConfig = {
     labels: string;
     metricsIntervalMs: number;
   };
-  up: { serve: boolean; slowdown: number[]; nodes: number; standby: number; nodeMemory: string; nodeCpus: number; frames: number; baseline: boolean; json: boolean };
+  up: { serve: boolean; slowdown: number[]; nodes: number; standby: number; nodeMemory: string; nodeCpus: number; frames: number; pixelFrames: boolean; baseline: boolean; json: boolean };
 };
 
 /**

@@ -10,7 +10,7 @@ import { tf } from '../lib/model/engine.js';
 import type { StageModel } from '../lib/model/flat-model.js';
 import { canReleasePacked } from '../lib/model/packed-weights.js';
 import { buildLayersStage } from '../lib/model/partition.js';
-import { preprocessImage } from '../lib/model/preprocess.js';
+import { normalise, preprocessImage } from '../lib/model/preprocess.js';
 import { buildStageModel } from '../lib/model/stage-model.js';
 import { type BlobWeights, EngineWeights, type WeightSink } from '../lib/model/weight-sink.js';
 import { type Activation, type Assignment, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop, parseTopic, type RawTensor } from '../lib/protocol/index.js';
@@ -88,7 +88,23 @@ async function inputOf(a: Assignment, msg: Activation, maxBytes: number): Promis
     if (!a.inputImage) throw new DeferError('E_ENVELOPE', `stage ${a.stage} takes tensors, but frame ${msg.frame} came as an image`);
     return preprocessImage(msg.image, a.inputImage);
   }
-  return decodeTensor(msg.tensor, maxBytes);
+  const t = decodeTensor(msg.tensor, maxBytes);
+  return t.dtype === 'uint8' && a.inputDtype === 'float32' ? pixelsIn(a, msg.frame, t) : t;
+}
+
+/** Pixels [batch, height, width, channels], already sized, into the model's floats as `inputImage` says (the same code as an image's). */
+function pixelsIn(a: Assignment, frame: string, t: RawTensor): RawTensor {
+  const spec = a.inputImage;
+  if (!spec)
+    throw new DeferError(
+      'E_ENVELOPE',
+      `stage ${a.stage} takes float32 tensors, but frame ${frame} came as uint8 pixels (only stage 0 of an image model, whose assignment has inputImage, takes pixels)`,
+    );
+  const [, h, w, c] = t.shape;
+  if (t.shape.length !== 4 || h !== spec.height || w !== spec.width || c !== spec.channels) {
+    throw new DeferError('E_ENVELOPE', `pixels of frame ${frame} have shape [${t.shape}], stage 0 takes [batch,${spec.height},${spec.width},${spec.channels}]`);
+  }
+  return { dtype: 'float32', shape: t.shape, data: normalise(t.data as Uint8Array, spec) };
 }
 
 async function computeFrame(stage: RunningStage, msg: Activation, bytesIn: number, recvAt: number, t0: number, cpu0: NodeJS.CpuUsage, ctx: ComputeContext): Promise<ComputeOutcome> {

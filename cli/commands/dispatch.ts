@@ -13,7 +13,7 @@ import { chooseSplit, defaultCuts, needsNodeFigures } from '../../lib/planning/a
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
 import { printEvents } from '../event-output.js';
-import { BALANCE, CUT, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, PRECISION, REPLAN, SEED, SERVE } from '../flags.js';
+import { BALANCE, CUT, FLOAT_FRAMES, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, PRECISION, REPLAN, SEED, SERVE } from '../flags.js';
 import { waitForSignal } from '../process-input.js';
 import { formatServeMetrics, printSummary } from '../up.js';
 
@@ -35,6 +35,7 @@ export const dispatchCommand: Command = {
     frames: FRAMES,
     json: JSON_FLAG,
     'no-baseline': NO_BASELINE,
+    'float-frames': FLOAT_FRAMES,
     seed: SEED,
     precision: PRECISION,
     ...HTTP,

@@ -1,7 +1,7 @@
 import { DeferError } from '../../lib/core/errors.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
-import { BALANCE, CUT, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, PRECISION, REPLAN, SEED, SERVE, WORKERS } from '../flags.js';
+import { BALANCE, CUT, FLOAT_FRAMES, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, PRECISION, REPLAN, SEED, SERVE, WORKERS } from '../flags.js';
 import { formatServeMetrics, printSummary, runUp, serveUp } from '../up.js';
 
 /** `defer up`. */
@@ -25,6 +25,7 @@ export const upCommand: Command = {
     frames: FRAMES,
     json: JSON_FLAG,
     'no-baseline': NO_BASELINE,
+    'float-frames': FLOAT_FRAMES,
     port: { key: 'broker.port', type: 'string', number: true, help: 'embedded broker port (0: a free one)' },
     host: { key: 'broker.host', type: 'string', help: 'embedded broker address' },
     'max-in-flight': { key: 'dispatcher.maxInFlight', type: 'string', number: true, help: 'frames in the chain at once (0: 2 per engine, 4 with replicas)' },

@@ -4,12 +4,12 @@
  * whole model here, a summary; with a plan, measured against predicted, and
  * with --replan a second plan from the measured figures, redeployed and run.
  */
-import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
 import { chooseSplit, replanFromMeasured, type SplitRequest } from '../../lib/planning/auto-plan.js';
 import { checkPlan, formatPlanCheck } from '../../lib/planning/plan-check.js';
 import { deploymentNodes } from '../deploy/deployment-package.js';
 import type { Dispatcher } from '../dispatcher.js';
 import { checkShape, formatShapeCheck, type LocalRun, type RunSummary, runChain, runLocal, summarise, warmChain } from './measure-run.js';
+import { runFramesFor } from './run-frames.js';
 
 export interface RunRequest extends SplitRequest {
   /** the broker runs in this process (defer up): its CPU is in the dispatcher's measured CPU */
@@ -21,7 +21,9 @@ export interface RunRequest extends SplitRequest {
 export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSummary> {
   const { config, flat, progress } = r;
   const { auto, order, cuts, shape, shaped } = await chooseSplit(r);
-  const frames = syntheticFrames(flat.inputShape, config.up.frames, config.dispatcher.seed);
+  const { frames, image } = await runFramesFor(flat, config);
+  // pixel frames: stage 0 normalises them (its assignment carries the image input)
+  if (image) d.useImageInput(image);
   let local: LocalRun | null = null;
   let adoptable = r.adopt === true;
   const run = async (nodes: string[], at: string[], label: string): Promise<RunSummary> => {
@@ -44,7 +46,7 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
     // (an A/B on 2026-11-27 found no lasting effect of that run within this machine's noise, so either order is fair)
     if (config.up.baseline && !local) {
       progress(`single-process baseline: ${frames.length} frames through the whole model here`);
-      local = await runLocal(flat, frames);
+      local = await runLocal(flat, frames, image);
     }
     return summarise(config.dispatcher.model, r.backend, deployment, frames, chain, local, d.nodes.heartbeats);
   };

@@ -11,11 +11,12 @@ import { shortNameMap } from '../../lib/model/graph.js';
 import { formatPlanCheck, type PredictionCheck } from '../../lib/planning/plan-check.js';
 import { stageMemoryOf } from '../../lib/planning/plan-inputs.js';
 import { memberName, type ShapePlan, shapeLine } from '../../lib/planning/shape.js';
-import type { Heartbeat, Hop, Precision, RawTensor } from '../../lib/protocol/index.js';
+import type { Heartbeat, Hop, ImageInput, Precision, RawTensor } from '../../lib/protocol/index.js';
 import type { FrameResult } from '../chain/frame-stream.js';
 import { stageNodes } from '../deploy/deployment-package.js';
 import type { Deployment } from '../dispatcher.js';
 import type { RepairEvent } from '../events.js';
+import { modelInputOf } from './run-frames.js';
 
 export interface ChainRun {
   /** the result of frame i, or undefined where it failed */
@@ -68,9 +69,13 @@ export interface LocalRun {
   wallMs: number;
 }
 
-/** The whole model, one frame after another, in this process (after two warm-up frames). */
-export async function runLocal(model: StageModel, frames: RawTensor[]): Promise<LocalRun> {
-  const run = async (f: RawTensor) => {
+/**
+ * The whole model, one frame after another, in this process (after two warm-up frames). Pixel frames are
+ * normalised as `image` says, in the timed loop, as a single device would have to.
+ */
+export async function runLocal(model: StageModel, frames: RawTensor[], image?: ImageInput): Promise<LocalRun> {
+  const run = async (frame: RawTensor) => {
+    const f = modelInputOf(frame, image);
     const out = tf.tidy(() => model.run(tf.tensor(f.data as Float32Array, f.shape, 'float32')));
     const data = (await out.data()) as Float32Array;
     out.dispose();

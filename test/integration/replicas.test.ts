@@ -30,6 +30,8 @@ test('defer up --model <Teachable Machine> --nodes 2: the planner chooses the sh
   const engines = s.stages[0].nodes.reduce((n: number, x: { workers: number }) => n + x.workers, 0);
   assert.equal(engines, 2, s.shape);
   assert.equal(s.plannedShape.shape, s.shape);
+  // the frames go as uint8 pixels (224 x 224 x 3 bytes), which stage 0 normalises: exact above means its floats are the local run's
+  assert.equal(s.bytesPerFramePerHop[0].rawBytes, 224 * 224 * 3);
   assert.ok(s.plannedShape.predictedThroughputFps > 0 && s.speedupVsSingleProcess > 0);
   console.log(`# TM model, defer up --nodes 2: shape ${s.shape}, ${s.throughputFps} frames/s, ${s.speedupVsSingleProcess}x single process`);
 });
