@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { DeferError } from '../core/errors.js';
 import { log } from '../core/log.js';
+import { installBatchNormKernel } from './batch-norm-kernel.js';
 
 export type BackendChoice = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
 export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'tensorflow', 'wasm', 'cpu'];
@@ -62,6 +63,8 @@ async function selectBackend(choice: BackendChoice): Promise<string> {
       active = tf.getBackend();
       // keep the console quiet about tfjs-node in every process
       tf.env().set('PROD', true);
+      // the wasm engine's batch normalisation, bit for bit, in SIMD (lib/model/batch-norm-kernel.ts)
+      if (active === 'wasm') installBatchNormKernel();
       log.debug(`engine: backend '${active}' (asked for '${choice}')`);
       return active;
     }

@@ -16,7 +16,8 @@ import { isZooName } from '../model/zoo.js';
 import { CALIBRATION_VERSION, calibrate } from './calibrate.js';
 import { profileSegments, type SegmentProfile } from './profile.js';
 
-export const PROFILE_VERSION = 2;
+/** 3: the wasm engine runs batch normalisation with lib/model/batch-norm-kernel.ts, so layer times changed */
+export const PROFILE_VERSION = 3;
 
 export interface CachedProfile extends SegmentProfile {
   version: number;
