@@ -44,6 +44,8 @@ export interface CostModel {
   decodeMs?: number[];
   /** ms to decode an input frame (stage 0) */
   inputDecodeMs?: number;
+  /** what a stage's call costs besides its layers, once per stage per frame (the profile's callMs) */
+  stageCallMs?: number;
   /** per layer: bytes of its output on the wire (after the codec); default outputBytes */
   wireBytes?: number[];
   inputWireBytes?: number;
@@ -190,7 +192,7 @@ export class CostTable {
   }
   /** ms per frame on a node with time factor 1 */
   busyMs(a: number, b: number): number {
-    return this.segMs(a, b) + this.codecMs(a, b);
+    return this.segMs(a, b) + this.codecMs(a, b) + (this.cost.stageCallMs ?? 0);
   }
   wireOut(b: number): number {
     return this.cost.wireBytes?.[this.pts[b]] ?? this.outBytes(b);

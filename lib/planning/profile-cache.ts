@@ -16,8 +16,8 @@ import { isZooName } from '../model/zoo.js';
 import { CALIBRATION_VERSION, calibrate } from './calibrate.js';
 import { profileSegments, type SegmentProfile } from './profile.js';
 
-/** 3: the wasm engine runs batch normalisation with lib/model/batch-norm-kernel.ts, so layer times changed */
-export const PROFILE_VERSION = 3;
+/** 3: the wasm engine runs batch normalisation with lib/model/batch-norm-kernel.ts; 4: a stage's per-call cost apart (callMs) */
+export const PROFILE_VERSION = 4;
 
 export interface CachedProfile extends SegmentProfile {
   version: number;
@@ -61,6 +61,7 @@ function isUsable(p: Partial<CachedProfile>, hash: string, backend: string, laye
     p.modelHash === hash &&
     p.backend === backend &&
     p.calibration?.version === CALIBRATION_VERSION &&
+    typeof p.callMs === 'number' &&
     Array.isArray(p.layerMs) &&
     p.layerMs.length === layers &&
     p.layerMs.every((x) => typeof x === 'number' && x >= 0)

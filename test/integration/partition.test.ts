@@ -55,6 +55,9 @@ test('measured-time profile: every segment between valid cuts is timed, and chos
   const ends = [...flat.cuts.valid, flat.graph.layers.length - 1];
   for (const i of ends) assert.ok(profile.layerMs[i] > 0, `segment ending at ${flat.graph.layers[i].name} was timed`);
   for (const [i, ms] of profile.layerMs.entries()) assert.ok(ends.includes(i) || ms === 0);
+  // the whole model timed in one call; the segments' figures are net of the per-call cost, never above their measured time
+  assert.ok(profile.wholeMs > 0 && profile.callMs >= 0);
+  for (const s of profile.segments) assert.ok(profile.layerMs[flat.graph.layers.findIndex((l) => l.name === s.last)] <= s.ms);
   const profileOpts = { modelSpec: 'tiny', backend: 'wasm', cacheDir: mkdtempSync(join(tmpdir(), 'defer-cuts-')), progress: () => undefined };
   const cuts = await chooseCuts(flat, 3, 'time', profileOpts);
   assert.equal(cuts.length, 2);

@@ -212,6 +212,46 @@ test('a restarted dispatcher adopts the deployment the nodes run: no weights sen
   }
 });
 
+test("frames of a new stage that arrive while the replaced stage's last frame computes start when it ends, not at their timeout", { timeout: 120_000 }, async () => {
+  const node = new EdgeNode({ id: 'n9', brokerUrl: broker.url, pipeline: 'ptest', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 16 });
+  await node.start(); // calibrated unslowed: the slow-down below is for one frame only
+  const d = new Dispatcher({ ...dispatcherOpts(), frameTimeoutMs: 60_000 });
+  await d.connect();
+  const client = await mqtt.connectAsync(broker.url);
+  const opts = (node as unknown as { opts: { slowdown?: number } }).opts;
+  const active = () => (node as unknown as { active: number }).active;
+  try {
+    const a = await d.deploy(flat, ['n9'], []);
+    const [probe] = (await runChain(a, syntheticFrames(flat.inputShape, 1, 4))).results;
+    // the next frame of deployment a computes about 5 s (its slow-down sleeps after the compute)
+    opts.slowdown = 1 + 5000 / Math.max(0.05, probe.hops[0].computeMs);
+    const stage0 = a.package.stages[0].assignment;
+    const [x] = syntheticFrames(flat.inputShape, 1, 5);
+    await client.publishAsync(
+      stage0.inputTopic,
+      Buffer.from(encodeActivation({ deployment: a.id, frame: 'slow', device: 'test', stage: 0, sentAt: Date.now(), hops: [], tensor: encodeTensor(x, { codec: 'lz4' }) })),
+      { qos: 1 },
+    );
+    for (let i = 0; i < 100 && active() === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(active(), 1, 'the slow frame is computing');
+    // a new deployment of the same stage (its input topic is the same): ready while the slow frame still computes
+    const b = await d.deploy(flat, ['n9'], []);
+    assert.equal(active(), 1, 'the slow frame still computes once the new stage is ready (make its slow-down longer if not)');
+    opts.slowdown = 1;
+    const t0 = performance.now();
+    const run = await runChain(b, syntheticFrames(flat.inputShape, 3, 6));
+    const ms = performance.now() - t0;
+    assert.equal(run.results.length, 3, run.failures.join('; '));
+    // they waited for the slow frame (about 5 s), not for the dispatcher's 60 s timeout and a resend
+    assert.ok(ms < 20_000, `the new stage's frames took ${ms.toFixed(0)} ms`);
+  } finally {
+    opts.slowdown = 1;
+    await client.endAsync();
+    await d.close();
+    await node.close();
+  }
+});
+
 test('a restarted node builds its stage from its weight cache, without a transfer; a damaged cache file is fetched again', async () => {
   const cacheDir = mkdtempSync(join(tmpdir(), 'defer-wcache-'));
   const opts = { id: 'c1', brokerUrl: broker.url, pipeline: 'ptest', backend: 'wasm' as const, maxMessageBytes: 1 << 24, maxQueue: 8, calibrate: false, weightCache: cacheDir };

@@ -144,6 +144,41 @@ test('a node twice as slow gets about half the work of a fast one; a slow link m
   assert.ok(Math.abs(link.bottleneckMs - 80) < 1e-9);
 });
 
+test("a stage's call cost (the profile's callMs) is charged once per stage: in each stage's time, and against more stages", () => {
+  const layers = 9;
+  const cost: CostModel = {
+    layerNames: Array.from({ length: layers }, (_, i) => `l${i}`),
+    segmentMs: Array.from({ length: layers }, () => 1),
+    validCuts: Array.from({ length: layers - 2 }, (_, i) => i + 1),
+    outputBytes: Array.from({ length: layers }, () => 1000),
+    weightBytes: Array.from({ length: layers }, () => 0),
+    inputBytes: 1000,
+  };
+  const nodes = [
+    { id: 'a', timeFactor: 1 },
+    { id: 'b', timeFactor: 1 },
+  ];
+  const plain = evaluateSplit(cost, nodes, ['l3']);
+  const called = evaluateSplit({ ...cost, stageCallMs: 2.5 }, nodes, ['l3']);
+  assert.deepEqual(
+    plain.stages.map((s) => s.computeMs),
+    [4, 5],
+  );
+  assert.deepEqual(
+    called.stages.map((s) => s.computeMs),
+    [6.5, 7.5],
+  );
+  // profiled segments net of the call cost, plus one call per stage: the whole model in one stage is its one call
+  const flatLike = { layers: cost.layerNames.map((name) => ({ name, outputBytes: 1000, weightBytes: 0 })), inputShape: [250], validCutNames: () => cost.layerNames.slice(1, -1) };
+  const fromProfile = costModelOf(flatLike as never, {
+    layerMs: cost.segmentMs,
+    segments: [],
+    input: { lz4: { encodeMs: 0, decodeMs: 0, bytes: 1000 }, none: { encodeMs: 0, decodeMs: 0, bytes: 1000 } },
+    callMs: 2.5,
+  });
+  assert.equal(fromProfile.stageCallMs, 2.5);
+});
+
 test('memory: a node never gets a stage that does not fit it, and too little memory overall is a clear error', () => {
   const layers = 11;
   const cost: CostModel = {
