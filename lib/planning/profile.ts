@@ -11,10 +11,11 @@
  * such a burst slows one run of many segments instead of every run of one.
  *
  * A stage runs its segments in one call, and a call costs something besides its layers (the layers model's
- * checks, the output's copy): timed alone, 77 segments of the Teachable Machine MobileNetV2 summed to 73 ms where
- * the whole model in one call took 17. So the whole model is timed in the same rounds, the excess of the
- * segments' sum over it is spread as a per-call cost (`callMs`: (sum - whole) / (segments - 1)), and each
- * segment's figure is its time less that (at least a tenth of it); the cost model charges `callMs` once per stage.
+ * checks, the output's copy). So the whole model is timed in the same rounds, the excess of the segments' sum over
+ * it is spread as a per-call cost (`callMs`: (sum - whole) / (segments - 1)), and each segment's figure is its time
+ * less that (at least a tenth of it); the cost model charges `callMs` once per stage. (Profiles of the Teachable
+ * Machine MobileNetV2 made without the whole model in the rounds summed to 57-91 ms where the model takes 13-17;
+ * with it, 17-22: docs/planner.md.)
  */
 import { tf } from '../model/engine.js';
 import type { FlatModel } from '../model/flat-model.js';
