@@ -213,7 +213,8 @@ test('a restarted dispatcher adopts the deployment the nodes run: no weights sen
 });
 
 test("frames of a new stage that arrive while the replaced stage's last frame computes start when it ends, not at their timeout", { timeout: 120_000 }, async () => {
-  const node = new EdgeNode({ id: 'n9', brokerUrl: broker.url, pipeline: 'ptest', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 16 });
+  // a node id of its own: its deployments stay retained on the broker for the tests after this one
+  const node = new EdgeNode({ id: 'nr1', brokerUrl: broker.url, pipeline: 'ptest', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 16 });
   await node.start(); // calibrated unslowed: the slow-down below is for one frame only
   const d = new Dispatcher({ ...dispatcherOpts(), frameTimeoutMs: 60_000 });
   await d.connect();
@@ -221,7 +222,7 @@ test("frames of a new stage that arrive while the replaced stage's last frame co
   const opts = (node as unknown as { opts: { slowdown?: number } }).opts;
   const active = () => (node as unknown as { active: number }).active;
   try {
-    const a = await d.deploy(flat, ['n9'], []);
+    const a = await d.deploy(flat, ['nr1'], []);
     const [probe] = (await runChain(a, syntheticFrames(flat.inputShape, 1, 4))).results;
     // the next frame of deployment a computes about 5 s (its slow-down sleeps after the compute)
     opts.slowdown = 1 + 5000 / Math.max(0.05, probe.hops[0].computeMs);
@@ -235,7 +236,7 @@ test("frames of a new stage that arrive while the replaced stage's last frame co
     for (let i = 0; i < 100 && active() === 0; i++) await new Promise((r) => setTimeout(r, 10));
     assert.equal(active(), 1, 'the slow frame is computing');
     // a new deployment of the same stage (its input topic is the same): ready while the slow frame still computes
-    const b = await d.deploy(flat, ['n9'], []);
+    const b = await d.deploy(flat, ['nr1'], []);
     assert.equal(active(), 1, 'the slow frame still computes once the new stage is ready (make its slow-down longer if not)');
     opts.slowdown = 1;
     const t0 = performance.now();
@@ -291,14 +292,17 @@ test('a node that goes away is reported offline by its Last Will', async () => {
   const watcher = await mqtt.connectAsync(broker.url);
   const states: string[] = [];
   watcher.on('message', (_t, p) => p.length && states.push(decodeStatus(p).state));
-  await watcher.subscribeAsync(dispatcher.topics.nodeStatus('n9'));
-  await new Promise((r) => setTimeout(r, 100));
-  client.stream.destroy(); // a dropped link, not a clean close
-  client.options.reconnectPeriod = 0;
-  for (let i = 0; i < 50 && !states.includes('offline'); i++) await new Promise((r) => setTimeout(r, 100));
-  assert.deepEqual([states[0], states.at(-1)], ['online', 'offline']);
-  await watcher.endAsync();
-  client.end(true);
+  try {
+    await watcher.subscribeAsync(dispatcher.topics.nodeStatus('n9'));
+    await new Promise((r) => setTimeout(r, 100));
+    client.stream.destroy(); // a dropped link, not a clean close
+    client.options.reconnectPeriod = 0;
+    for (let i = 0; i < 50 && !states.includes('offline'); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual([states[0], states.at(-1)], ['online', 'offline']);
+  } finally {
+    await watcher.endAsync();
+    client.end(true);
+  }
 });
 
 test('a status speaks only for the node of its topic: a node cannot report another one offline', async () => {
