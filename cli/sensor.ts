@@ -10,8 +10,8 @@ import { extname, join } from 'node:path';
 import sharp from 'sharp';
 import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
+import { prng } from '../lib/core/prng.js';
 import { mean, percentile, round } from '../lib/core/stats.js';
-import { prng } from '../lib/model/zoo.js';
 import { type BrokerAuth, closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
 import { assertTopicName, type DeviceResult, decodeDeviceResult, encodeDeviceFrame, topicsFor } from '../lib/protocol/index.js';
 

@@ -10,7 +10,7 @@ import { tf } from '../lib/model/engine.js';
 import type { StageModel } from '../lib/model/flat-model.js';
 import { canReleasePacked } from '../lib/model/packed-weights.js';
 import { buildLayersStage } from '../lib/model/partition.js';
-import { normalise, preprocessImage } from '../lib/model/preprocess.js';
+import { pixelsToTensor, preprocessImage } from '../lib/model/preprocess.js';
 import { buildStageModel } from '../lib/model/stage-model.js';
 import { type BlobWeights, EngineWeights, type WeightSink } from '../lib/model/weight-sink.js';
 import { type Activation, type Assignment, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop, parseTopic, type RawTensor } from '../lib/protocol/index.js';
@@ -104,7 +104,7 @@ function pixelsIn(a: Assignment, frame: string, t: RawTensor): RawTensor {
   if (t.shape.length !== 4 || h !== spec.height || w !== spec.width || c !== spec.channels) {
     throw new DeferError('E_ENVELOPE', `pixels of frame ${frame} have shape [${t.shape}], stage 0 takes [batch,${spec.height},${spec.width},${spec.channels}]`);
   }
-  return { dtype: 'float32', shape: t.shape, data: normalise(t.data as Uint8Array, spec) };
+  return pixelsToTensor(t, spec);
 }
 
 async function computeFrame(stage: RunningStage, msg: Activation, bytesIn: number, recvAt: number, t0: number, cpu0: NodeJS.CpuUsage, ctx: ComputeContext): Promise<ComputeOutcome> {

@@ -7,7 +7,7 @@
 import type { DeferConfig } from '../../config/schema.js';
 import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadModelMeta } from '../../lib/model/labels.js';
-import { normalise } from '../../lib/model/preprocess.js';
+import { pixelsToTensor } from '../../lib/model/preprocess.js';
 import { syntheticFrames, syntheticPixels } from '../../lib/model/synthetic-frames.js';
 import type { ImageInput, RawTensor } from '../../lib/protocol/index.js';
 import { modelInputFor } from '../serving/start-serving.js';
@@ -31,6 +31,5 @@ export async function runFramesFor(flat: FlatModel, config: DeferConfig): Promis
 
 /** A frame as the model takes it: pixels normalised as `image` says, a tensor as it is. */
 export function modelInputOf(frame: RawTensor, image: ImageInput | undefined): RawTensor {
-  if (frame.dtype !== 'uint8' || !image) return frame;
-  return { dtype: 'float32', shape: frame.shape, data: normalise(frame.data as Uint8Array, image) };
+  return frame.dtype === 'uint8' && image ? pixelsToTensor(frame, image) : frame;
 }

@@ -17,6 +17,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { log } from '../core/log.js';
+import { prng } from '../core/prng.js';
 import { BATCH_NORM_WASM } from './batch-norm-wasm.js';
 
 type DataId = object;
@@ -106,11 +107,7 @@ function batchNorm({ inputs, backend, attrs }: KernelArgs, run: BatchNormFn): Te
 /** Both kernels on seeded random and special values: '' when every bit agrees (NaNs aside), else where not. */
 export function selfCheck(backend: WasmBackend, stock: (a: KernelArgs) => TensorInfo, fast: (a: KernelArgs) => TensorInfo): string {
   const special = [0, -0, 1e-40, -1e-40, 3.4e38, -3.4e38, 1e-30, 1, -1, 0.1, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY];
-  let seed = 0x9e3779b9;
-  const rnd = () => {
-    seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
-    return seed / 4294967296;
-  };
+  const rnd = prng(0x9e3779b9);
   const values = (n: number, positive = false) =>
     Float32Array.from({ length: n }, (_, i) => {
       const v = i % 5 === 0 ? special[(i / 5) % special.length] : (rnd() - 0.5) * Math.exp((rnd() - 0.5) * 40);

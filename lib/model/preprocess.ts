@@ -45,7 +45,12 @@ export async function preprocessImage(bytes: Uint8Array, spec: PreprocessSpec): 
   }
   const n = spec.height * spec.width * spec.channels;
   if (data.length !== n) throw new FrameError('bad-image', `the image decoded to ${data.length} values, expected ${n}`);
-  return { dtype: 'float32', shape: [1, spec.height, spec.width, spec.channels], data: normalise(data, spec) };
+  return pixelsToTensor({ dtype: 'uint8', shape: [1, spec.height, spec.width, spec.channels], data }, spec);
+}
+
+/** Pixels [batch, height, width, channels] (0..255, already at the model's size) as the model's float32 input. */
+export function pixelsToTensor(pixels: RawTensor, spec: Pick<PreprocessSpec, 'channels' | 'range' | 'mean' | 'std' | 'channelOrder'>): RawTensor {
+  return { dtype: 'float32', shape: pixels.shape, data: normalise(pixels.data as Uint8Array, spec) };
 }
 
 /**

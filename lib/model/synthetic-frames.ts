@@ -1,6 +1,7 @@
 /** Synthetic input frames: seeded, reproducible tensors of a model's input shape. */
+
+import { prng } from '../core/prng.js';
 import type { ImageInput, RawTensor } from '../protocol/index.js';
-import { prng } from './zoo.js';
 
 /** `count` frames of shape [1, ...shape], values uniform in [lo, hi), from `seed`. */
 export function syntheticFrames(shape: number[], count: number, seed = 1, lo = 0, hi = 1): RawTensor[] {

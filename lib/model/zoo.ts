@@ -5,6 +5,7 @@
  */
 
 import { DeferError } from '../core/errors.js';
+import { prng } from '../core/prng.js';
 import { tf } from './engine.js';
 
 export const ZOO_NAMES = ['tiny', 'resnet50', 'mobilenet'] as const;
@@ -156,18 +157,6 @@ export function mobilenetV1(): tf.LayersModel {
   x = apply(L.reshape({ name: 'reshape_2', targetShape: [1000] }), x);
   x = apply(L.activation({ name: 'act_softmax', activation: 'softmax' }), x);
   return tf.model({ inputs: input, outputs: x, name: 'mobilenet' });
-}
-
-/** mulberry32: a small, fast, seedable PRNG. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function hashString(s: string, seed: number): number {

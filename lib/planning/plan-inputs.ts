@@ -10,7 +10,7 @@ import { type CostModel, type PlanNode, stageMemoryBytes } from './cost-model.js
 import type { CachedProfile } from './profile-cache.js';
 
 /** The planner's cost model: the profile's segment times and codec costs (for `codec`), the model's sizes. */
-export function costModelOf(flat: FlatModel, profile: Pick<CachedProfile, 'layerMs' | 'segments' | 'input'> & Partial<Pick<CachedProfile, 'callMs'>>, codec: Codec = 'lz4'): CostModel {
+export function costModelOf(flat: FlatModel, profile: Pick<CachedProfile, 'layerMs' | 'segments' | 'input' | 'callMs'>, codec: Codec = 'lz4'): CostModel {
   const validNames = new Set(flat.validCutNames());
   const index = new Map(flat.layers.map((l, i) => [l.name, i]));
   const n = flat.layers.length;
@@ -33,7 +33,7 @@ export function costModelOf(flat: FlatModel, profile: Pick<CachedProfile, 'layer
     inputDecodeMs: profile.input[codec].decodeMs,
     wireBytes,
     inputWireBytes: profile.input[codec].bytes,
-    ...(profile.callMs ? { stageCallMs: profile.callMs } : {}),
+    stageCallMs: profile.callMs,
   };
 }
 

@@ -15,7 +15,7 @@
  * it is spread as a per-call cost (`callMs`: (sum - whole) / (segments - 1)), and each segment's figure is its time
  * less that (at least a tenth of it); the cost model charges `callMs` once per stage. (Profiles of the Teachable
  * Machine MobileNetV2 made without the whole model in the rounds summed to 57-91 ms where the model takes 13-17;
- * with it, 17-22: docs/planner.md.)
+ * with it, 15-23: docs/planner.md.)
  */
 import { tf } from '../model/engine.js';
 import type { FlatModel } from '../model/flat-model.js';

@@ -4,7 +4,7 @@
  * random cost model's seed and layers, and the options; posts the plan's figures.
  */
 import { parentPort, Worker, workerData } from 'node:worker_threads';
-import { prng } from '../../lib/model/zoo.js';
+import { prng } from '../../lib/core/prng.js';
 import { planShape, type ShapeNode, type ShapeOptions } from '../../lib/planning/shape.js';
 import { randomCost } from './brute-force.js';
 

@@ -9,10 +9,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { prng } from '../../lib/core/prng.js';
 import { batchNormKernels, type KernelArgs, selfCheck, type TensorInfo, type WasmBackend } from '../../lib/model/batch-norm-kernel.js';
 import { BATCH_NORM_WASM } from '../../lib/model/batch-norm-wasm.js';
 import { initEngine, tf } from '../../lib/model/engine.js';
-import { prng } from '../../lib/model/zoo.js';
 import { ROOT } from '../helpers/common.js';
 
 const rnd = prng(11);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { crc32 } from 'node:zlib';
 import { CodecError, EnvelopeError } from '../../lib/core/errors.js';
-import { prng } from '../../lib/model/zoo.js';
+import { prng } from '../../lib/core/prng.js';
 import {
   DTYPES,
   type DType,

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { prng } from '../../lib/model/zoo.js';
+import { prng } from '../../lib/core/prng.js';
 import { type CostModel, CostTable } from '../../lib/planning/cost-model.js';
 import { engineCap, evaluateShape, planShape, type ShapeMember, type ShapeNode, shapeLine } from '../../lib/planning/shape.js';
 import { combinations, randomCost } from '../helpers/brute-force.js';

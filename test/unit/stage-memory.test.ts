@@ -8,11 +8,12 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import { warmUp } from '../../edge-node/stage.js';
+import { prng } from '../../lib/core/prng.js';
 import { initEngine, tf } from '../../lib/model/engine.js';
 import { buildLayersStage, LayersFlatModel } from '../../lib/model/partition.js';
 import { buildStageModel } from '../../lib/model/stage-model.js';
 import { EngineWeights } from '../../lib/model/weight-sink.js';
-import { createZooModel, prng } from '../../lib/model/zoo.js';
+import { createZooModel } from '../../lib/model/zoo.js';
 import type { Assignment } from '../../lib/protocol/index.js';
 
 test('engine weights and released packed weights: the same bits as a blob-built stage, and a released weight is never read', async () => {
