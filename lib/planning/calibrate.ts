@@ -5,6 +5,7 @@
  * time of its own run of the same workload by a node's to get the node's speed.
  */
 import { availableParallelism, freemem, hostname, totalmem } from 'node:os';
+import { collectGarbage } from '../core/gc.js';
 import { cgroupLimitBytes, cgroupUsageBytes } from '../core/process-memory.js';
 import { tf } from '../model/engine.js';
 import { seedWeights } from '../model/zoo.js';
@@ -86,6 +87,11 @@ export async function calibrate(opts: { slowdown?: number; runs?: number; memory
     model.dispose();
     input.dispose();
   }
+  // what the node offers is measured on its idle self: the workload's garbage collected, and the pages the
+  // collection freed returned (its sweeper threads release them within about 100 ms). Measured right after the
+  // workload, the same node offered up to 30 MB less from one start to the next (2-core VM, 2026-11-27).
+  collectGarbage();
+  await sleep(100);
   return {
     backend: tf.getBackend(),
     calibrationMs: median(wall),
