@@ -10,9 +10,7 @@
  * delivered; later copies are dropped by frame id and counted.
  *
  * A stage served by several nodes (replicas): each frame gets a route, one node
- * per stage, chosen when it is sent by load: the node with the least expected
- * wait, (frames of ours it holds + 1) x its measured ms per frame / its engines.
- * Each replica thus gets frames in proportion to its measured speed. A replica that fails
+ * per stage, chosen when it is sent by load (replica-router.ts). A replica that fails
  * is dropped from the routes and the frames it held are sent again through the
  * others (dropReplica).
  */
@@ -34,6 +32,7 @@ import {
   type RawTensor,
   type WireTensor,
 } from '../../lib/protocol/index.js';
+import { ReplicaRouter, type ReplicaTarget } from './replica-router.js';
 
 export interface FrameResult {
   frame: string;
@@ -45,16 +44,6 @@ export interface FrameResult {
   /** bytes of each message on the wire: dispatcher -> stage 0, stage 0 -> stage 1, ..., last stage -> dispatcher */
   hopBytes: number[];
   hops: Hop[];
-}
-
-/** routes after which a replica that was not chosen, and holds no frame, is sent one to be measured again */
-const PROBE_EVERY = 16;
-
-/** One node serving a stage, where it reads, and its engines. */
-export interface ReplicaTarget {
-  node: string;
-  topic: string;
-  workers: number;
 }
 
 export interface StreamTarget {
@@ -115,13 +104,8 @@ export class FrameStream {
   resent = 0;
   /** the longest a node spent on one frame (decode + compute + encode, from the hop records), ms: its event loop was busy that long */
   readonly busyMs = new Map<string, number>();
-  /** frames of ours each node holds now (sent through it, no result yet): replicated deployments */
-  private readonly held = new Map<string, number>();
-  /** each node's ms per frame on one engine, a moving average of its hop records */
-  private readonly serviceMs = new Map<string, number>();
-  /** per replica, the route (turn) it was last chosen in */
-  private readonly lastRouted = new Map<string, number>();
-  private turn = 0;
+  /** which replica of each stage serves a frame (replicated deployments): frames held, each node's ms per frame */
+  private readonly router = new ReplicaRouter();
 
   constructor(
     private readonly client: MqttClient,
@@ -270,8 +254,7 @@ export class FrameStream {
       for (const h of msg.hops) {
         const busy = h.decodeMs + h.computeMs + h.encodeMs;
         if (busy > (this.busyMs.get(h.node) ?? 0)) this.busyMs.set(h.node, busy);
-        const avg = this.serviceMs.get(h.node);
-        this.serviceMs.set(h.node, avg === undefined ? busy : 0.8 * avg + 0.2 * busy);
+        this.router.measured(h.node, busy);
       }
       let output: RawTensor;
       try {
@@ -316,44 +299,8 @@ export class FrameStream {
 
   /** the frame no longer holds its route's nodes */
   private unhold(p: Pending): void {
-    for (const n of p.path ?? []) this.held.set(n, (this.held.get(n) ?? 1) - 1);
+    if (p.path) this.router.release(p.path);
     p.path = undefined;
-  }
-
-  /**
-   * A route for one frame: for each stage, the node with the least expected wait. Unknown speeds count as the
-   * stage's fastest known (all unknown: equal); ties go round in turn. A replica not chosen for PROBE_EVERY
-   * routes and holding no frame gets the next one, so that its speed is measured again: a slow first frame (a
-   * cold engine) would otherwise keep it out for good once its estimate exceeds the frames in flight times its
-   * twin's (seen in a CI run: 2 frames of 100 at an estimate of 239 ms against 25).
-   */
-  private chooseRoute(replicas: ReplicaTarget[][]): ReplicaTarget[] {
-    const turn = this.turn++;
-    return replicas.map((stage) => {
-      if (stage.length === 1) return stage[0];
-      const starved = stage.find((r) => (this.held.get(r.node) ?? 0) === 0 && turn - (this.lastRouted.get(r.node) ?? turn) >= PROBE_EVERY);
-      const chosen = starved ?? this.leastWait(stage, turn);
-      for (const r of stage) if (!this.lastRouted.has(r.node)) this.lastRouted.set(r.node, turn);
-      this.lastRouted.set(chosen.node, turn);
-      return chosen;
-    });
-  }
-
-  /** The replica of a stage with the least expected wait: (frames it holds + 1) x its measured ms per frame / its engines. */
-  private leastWait(stage: ReplicaTarget[], turn: number): ReplicaTarget {
-    const known = stage.map((r) => this.serviceMs.get(r.node)).filter((x): x is number => x !== undefined);
-    const fallback = known.length ? Math.min(...known) : 1;
-    let best = stage[0];
-    let bestWait = Infinity;
-    for (let i = 0; i < stage.length; i++) {
-      const r = stage[(i + turn) % stage.length];
-      const wait = (((this.held.get(r.node) ?? 0) + 1) * (this.serviceMs.get(r.node) ?? fallback)) / r.workers;
-      if (wait < bestWait) {
-        best = r;
-        bestWait = wait;
-      }
-    }
-    return best;
   }
 
   /**
@@ -437,9 +384,8 @@ export class FrameStream {
     let route: string[] | undefined;
     if (t.replicas) {
       this.unhold(p);
-      const chosen = this.chooseRoute(t.replicas);
+      const chosen = this.router.route(t.replicas);
       p.path = chosen.map((r) => r.node);
-      for (const n of p.path) this.held.set(n, (this.held.get(n) ?? 0) + 1);
       topic = chosen[0].topic;
       route = chosen.slice(1).map((r) => r.topic);
     }

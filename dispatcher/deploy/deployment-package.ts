@@ -22,7 +22,7 @@ import {
   type WeightManifest,
   zfpAvailable,
 } from '../../lib/protocol/index.js';
-import type { ReplicaTarget } from '../chain/frame-stream.js';
+import type { ReplicaTarget } from '../chain/replica-router.js';
 
 /** One node serving a stage, with its engines (the shape planner's member). */
 export type StageMember = ShapeMember;
