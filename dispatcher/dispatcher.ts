@@ -10,13 +10,13 @@ import { log } from '../lib/core/log.js';
 import { TypedEmitter } from '../lib/core/typed-emitter.js';
 import type { FlatModel } from '../lib/model/flat-model.js';
 import { sha256 } from '../lib/model/partition.js';
-import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
+import { closeMqtt, connectMqtt, publish } from '../lib/mqtt/connect.js';
 import type { ChoosePrecision } from '../lib/planning/precision-choice.js';
 import { memberName } from '../lib/planning/shape.js';
 import { type Assignment, assertTopicName, type Codec, decodeAssignment, type ImageInput, type Precision, type Topics, topicsFor } from '../lib/protocol/index.js';
 import type { Deployment } from './chain/deployment.js';
 import { type FrameResult, FrameStream } from './chain/frame-stream.js';
-import { type ChainHost, type FailurePolicy, Supervisor } from './chain/supervisor.js';
+import { type ChainHost, type FailurePolicy, type LostMember, Supervisor } from './chain/supervisor.js';
 import {
   type DeploymentPackage,
   deploymentNodes,
@@ -186,9 +186,12 @@ export class Dispatcher implements ChainHost {
 
   /**
    * A dispatcher that restarts, for a deployment with replicas or workers (`shape`: each stage's nodes with their
-   * engines): if every node of the shape runs its stage of one deployment, ready, with those engines, and each
+   * engines): if the nodes of the shape run their stages of one deployment, ready, with those engines, and each
    * stage's weights are this split's (by sha256), carry on with it: no weights sent, frames routed over the
-   * replicas again. Null otherwise (no standby substitution here: a mended replicated deployment is deployed anew).
+   * replicas again. A replica missing (down, or dropped by the supervisor before the restart: its assignment
+   * empty) is adopted as lost while its stage has another node: the frames go through the others, its retained
+   * assignment is cleared, and the supervisor gives it its stage back once it is up and idle (as after a replica
+   * failure). Null where a stage has none of its nodes, or a node of the shape runs something else.
    */
   async adoptShape(flat: FlatModel, shape: StageMember[][], cuts: string[], waitMs = 1500): Promise<Deployment | null> {
     if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
@@ -205,31 +208,70 @@ export class Dispatcher implements ChainHost {
       plans.length,
     );
     const found = new Map<string, Assignment>();
-    const id = () => found.get(shape[0][0].node)?.deployment;
+    const statuses = this.watch.statuses;
+    // the deployment: the one the shape's first ready node runs
+    const id = (): string | undefined => {
+      for (const n of members) {
+        const a = found.get(n);
+        const st = statuses.get(n);
+        if (a && st?.state === 'ready' && st.deployment === a.deployment) return a.deployment;
+      }
+      return undefined;
+    };
     const runs = (m: StageMember, k: number) => {
       const a = found.get(m.node);
       return (a?.workers ?? 1) === m.workers && this.runsStage(m.node, a, id(), k, precision);
     };
     const all = () => id() !== undefined && shape.every((s, k) => s.every((m) => runs(m, k)));
     await this.readAssignments(members, found, all, waitMs);
-    if (!all()) return null;
-    const as = shape.map((s) => s.map((m) => found.get(m.node)!));
+    const deployment = id();
+    if (deployment === undefined) return null;
+    const running = shape.map((s, k) => s.filter((m) => runs(m, k)));
+    // a node that is not running its stage may be lost (its assignment ours or none, not serving), not busy elsewhere
+    const lost = shape.flatMap((s, k) => s.filter((m) => !running[k].includes(m)).map((m) => ({ m, k })));
+    const isLost = ({ m }: { m: StageMember }) => {
+      const a = found.get(m.node);
+      return (a === undefined || a.deployment === deployment) && statuses.get(m.node)?.state !== 'ready';
+    };
+    if (running.some((r) => r.length === 0) || !lost.every(isLost)) return null;
+    const as = running.map((r) => r.map((m) => found.get(m.node)!));
     if (!plans.every((p, k) => sha256(flat.stageWeights(p).blob) === as[k][0].manifest.sha256)) return null;
-    const deployment = as[0][0].deployment;
-    this.events.emit({ type: 'adopted', deployment, chain: shape.map((s) => s.map((m) => memberName(m)).join('+')), replaced: [] });
+    // a lost replica's assignment, as its stage's others have it: its own input, its engines, the weights where they are retained
+    const lostReplicas = lost.map(({ m, k }) => {
+      const { workers: _, weightsNode, v: _v, kind: _kind, ...base } = as[k][0];
+      const from = weightsNode ?? as[k][0].nodeId;
+      const assignment = {
+        ...base,
+        nodeId: m.node,
+        inputTopic: this.topics.stageIn(k, m.node),
+        ...(from === m.node ? {} : { weightsNode: from }),
+        ...(m.workers > 1 ? { workers: m.workers } : {}),
+      };
+      return { node: m.node, stage: k, assignment };
+    });
+    // cleared, a lost node that comes back is idle: the supervisor then gives it its stage again
+    for (const { m } of lost) if (found.has(m.node)) await publish(this.mqtt, this.topics.nodeAssign(m.node), Buffer.alloc(0), { qos: 1, retain: true });
+    this.events.emit({
+      type: 'adopted',
+      deployment,
+      chain: running.map((r) => r.map((m) => memberName(m)).join('+')),
+      replaced: [],
+      ...(lost.length ? { missing: lost.map(({ m }) => m.node) } : {}),
+    });
     const plan: DeploymentPackage = {
       id: deployment,
       stages: plans.map((p, k) => ({
         span: p,
-        nodeId: shape[k][0].node,
+        nodeId: running[k][0].node,
         assignment: as[k][0],
         chunks: [],
-        ...(shape[k].length > 1 ? { replicas: shape[k].slice(1).map((m, i) => ({ nodeId: m.node, assignment: as[k][i + 1] })) } : {}),
+        ...(running[k].length > 1 ? { replicas: running[k].slice(1).map((m, i) => ({ nodeId: m.node, assignment: as[k][i + 1] })) } : {}),
       })),
       totalBytes: as.reduce((t, a) => t + a[0].manifest.totalBytes, 0),
       precision,
+      ...(lost.length ? { routed: true as const } : {}),
     };
-    return this.openStream(plan, flat, as[0][0].inputTopic, as[plans.length - 1][0].outputTopic, performance.now() - t0);
+    return this.openStream(plan, flat, as[0][0].inputTopic, as[plans.length - 1][0].outputTopic, performance.now() - t0, [], lostReplicas);
   }
 
   /**
@@ -376,7 +418,15 @@ export class Dispatcher implements ChainHost {
     return got;
   }
 
-  private async openStream(plan: DeploymentPackage, flat: FlatModel, inputTopic: string, resultTopic: string, deployMs: number, spares: string[] = []): Promise<Deployment> {
+  private async openStream(
+    plan: DeploymentPackage,
+    flat: FlatModel,
+    inputTopic: string,
+    resultTopic: string,
+    deployMs: number,
+    spares: string[] = [],
+    lostReplicas: LostMember[] = [],
+  ): Promise<Deployment> {
     const stream = new FrameStream(
       this.client!,
       {
@@ -416,6 +466,7 @@ export class Dispatcher implements ChainHost {
         readyTimeoutMs: this.opts.readyTimeoutMs,
         restoreAfterMs: this.opts.restoreAfterMs ?? 10_000,
         prefetch: this.opts.prefetchStandby ?? true,
+        lostReplicas,
         emit: (e) => this.events.emit(e),
       });
       supervisor.start();

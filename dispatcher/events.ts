@@ -45,7 +45,7 @@ export type DispatcherEvent =
   | { type: 'weights-sent'; deployment: string; sentBytes: number; totalBytes: number; pct: number }
   | { type: 'nodes-ready'; deployment: string; ready: string[]; total: number }
   | { type: 'deploy-done'; deployment: string; ms: number }
-  | { type: 'adopted'; deployment: string; chain: string[]; replaced: { node: string; by: string }[] }
+  | { type: 'adopted'; deployment: string; chain: string[]; replaced: { node: string; by: string }[]; missing?: string[] }
   | { type: 'node-failed'; deployment: string; node: string; stage: number; stageCount: number; cause: string; held: number }
   | { type: 'node-left'; deployment: string; node: string; stage: number; stageCount: number; cause: string }
   | { type: 'repair-start'; kind: 'standby'; deployment: string; stage: number; stageCount: number; standby: string; weightsNode: string }
@@ -84,7 +84,8 @@ export function describeEvent(e: DispatcherEvent): string {
       return `deployment ${e.deployment} ready in ${(e.ms / 1000).toFixed(1)} s`;
     case 'adopted': {
       const swapped = e.replaced.map((r) => `${r.by} in place of ${r.node}`);
-      return `adopted deployment ${e.deployment}, already running on ${e.chain.join(', ')}${swapped.length ? ` (${swapped.join(', ')})` : ''}: no weights sent`;
+      const missing = e.missing?.length ? `; ${e.missing.join(', ')} not running (${e.missing.length > 1 ? 'they rejoin' : 'it rejoins'} once up and idle)` : '';
+      return `adopted deployment ${e.deployment}, already running on ${e.chain.join(', ')}${swapped.length ? ` (${swapped.join(', ')})` : ''}: no weights sent${missing}`;
     }
     case 'node-failed':
       return `node ${e.node} (stage ${e.stage + 1}/${e.stageCount} of ${e.deployment}) is down (${e.cause}); ${e.held} frames in flight are held`;

@@ -46,6 +46,8 @@ export interface SupervisorOptions {
   restoreAfterMs: number;
   /** tell the standbys to keep the deployment's stages in their weight caches */
   prefetch: boolean;
+  /** replicas already lost when supervision starts (an adopted deployment missing some): each rejoins its stage once up and idle */
+  lostReplicas?: LostMember[];
   /** where the supervisor tells what it sees and does */
   emit: (event: DispatcherEvent) => void;
 }
@@ -77,6 +79,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** A replica that failed: the deployment and stage it served, and its assignment, to give back when it returns. */
 type LostReplica = { deployment: string; stage: number; assignment: Omit<Assignment, 'v' | 'kind'> };
 
+/** A replica of a stage that is not serving it, with the assignment that gives it the stage back. */
+export type LostMember = { node: string; stage: number; assignment: Omit<Assignment, 'v' | 'kind'> };
+
 export class Supervisor {
   readonly events: RepairEvent[] = [];
   private timer?: NodeJS.Timeout;
@@ -104,6 +109,10 @@ export class Supervisor {
   ) {
     const stages = deployment.package.stages;
     this.first = { nodes: stages.map((s) => s.nodeId), cuts: stages.slice(0, -1).map((s) => s.span.last) };
+    for (const r of opts.lostReplicas ?? []) {
+      this.lostReplicas.set(r.node, { deployment: deployment.id, stage: r.stage, assignment: r.assignment });
+      this.dropped.add(r.node);
+    }
     if (opts.prefetch) this.prefetch = new StandbyPrefetch(() => dispatcher.mqtt, dispatcher.topics);
   }
 

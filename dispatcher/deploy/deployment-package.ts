@@ -66,14 +66,14 @@ export function deploymentNodes(d: Pick<DeploymentPackage, 'stages'>): string[] 
 }
 
 /** Where each stage's nodes read, with their engines: the stream's routes (undefined for a chain: no stage has replicas). */
-export function replicaTargets(d: Pick<DeploymentPackage, 'stages'>): ReplicaTarget[][] | undefined {
+export function replicaTargets(d: Pick<DeploymentPackage, 'stages' | 'routed'>): ReplicaTarget[][] | undefined {
   if (!hasReplicas(d)) return undefined;
   return d.stages.map((s) => stageNodes(s).map((n) => ({ node: n.nodeId, topic: n.assignment.inputTopic, workers: n.assignment.workers ?? 1 })));
 }
 
 /** Does a stage of this deployment have replicas (frames then carry a route, chosen by the dispatcher)? */
-export function hasReplicas(d: Pick<DeploymentPackage, 'stages'>): boolean {
-  return d.stages.some((s) => (s.replicas?.length ?? 0) > 0);
+export function hasReplicas(d: Pick<DeploymentPackage, 'stages' | 'routed'>): boolean {
+  return d.routed === true || d.stages.some((s) => (s.replicas?.length ?? 0) > 0);
 }
 
 export interface DeploymentPackage {
@@ -82,6 +82,8 @@ export interface DeploymentPackage {
   totalBytes: number;
   /** the precision of each hop: dispatcher -> stage 0, stage 0 -> 1, ..., last stage -> dispatcher */
   precision: Precision[];
+  /** frames carry routes though no stage has replicas now: a replicated deployment adopted with replicas missing, which rejoin */
+  routed?: true;
 }
 
 /** One precision per hop of a chain of `stages` stages, from one value for all or one per hop. */

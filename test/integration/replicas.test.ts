@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import { decodeHeartbeat } from '../../lib/protocol/index.js';
 import { exited, nodePid, startProcess, waitEvent } from '../helpers/cli-process.js';
-import { CLI, freePort, REAL_MODELS, ROOT } from '../helpers/common.js';
+import { brokerReachable, CLI, freePort, REAL_MODELS, ROOT } from '../helpers/common.js';
 
 const run = promisify(execFile);
 const TM = join(REAL_MODELS, 'tm-aircraft');
@@ -139,4 +139,50 @@ test('a replica slowed 3x is fed by its measured speed: its share of frames foll
   console.log(`# slowed 3x: ${slow.frames} frames against its twin's ${fast.frames} (${share.toFixed(2)}); measured ${slow.meanBusyMs} against ${fast.meanBusyMs} ms/frame (${speed.toFixed(2)})`);
   assert.ok(slow.frames >= 3 && share < 0.6, `slow/fast = ${share.toFixed(2)} (${slow.frames}/${fast.frames})`);
   assert.ok(share > speed / 3 && share < speed * 3, `frames follow the measured speed: share ${share.toFixed(2)}, speed ${speed.toFixed(2)}`);
+});
+
+test('a restarted defer dispatch adopts a replicated deployment with a replica down: no weights sent, frames through the other, exact; the replica started again rejoins its stage', {
+  timeout: 180_000,
+}, async () => {
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  const procs = [startProcess(['broker', '--port', String(port)])];
+  try {
+    await brokerReachable(url);
+    const nodes = ['r1', 'r2'].map((id) => startProcess(['node', '--id', id, '--broker', url, '--pipeline', 'lost', '--workers', '1', ...(id === 'r1' ? ['--slowdown', '10'] : [])]));
+    procs.push(...nodes);
+    const args = ['dispatch', '--model', 'tiny', '--nodes', 'r1,r2', '--replicas', '2', '--speeds', '1,1', '--json', '--broker', url, '--pipeline', 'lost'];
+    const first = JSON.parse((await run(process.execPath, [CLI, ...args, '--frames', '12', '--log-level', 'warn'], { cwd: ROOT })).stdout);
+    assert.deepEqual([first.framesReturned, first.maxAbsDiffVsLocal], [12, 0]);
+    // r2 dies while no dispatcher runs: its assignment stays retained, its status says offline
+    nodes[1].child.kill('SIGKILL');
+    await exited(nodes[1].child);
+    process.env.DEFER_RESTORE_AFTER_MS = '500';
+    const again = startProcess([...args, '--frames', '600']);
+    delete process.env.DEFER_RESTORE_AFTER_MS;
+    procs.push(again);
+    const adopted = await waitEvent(again, 'adopted');
+    assert.deepEqual([adopted.chain, adopted.missing], [['r1'], ['r2']]);
+    process.env.DEFER_NODE_HEARTBEAT_MS = '200';
+    procs.push(startProcess(['node', '--id', 'r2', '--broker', url, '--pipeline', 'lost', '--workers', '1']));
+    delete process.env.DEFER_NODE_HEARTBEAT_MS;
+    assert.equal(await exited(again.child), 0, again.log());
+    const s = again.summary();
+    assert.deepEqual([s.frames, s.framesReturned, s.maxAbsDiffVsLocal], [600, 600, 0]);
+    const types = again.events().map((e) => e.type);
+    assert.ok(!types.includes('deploy-start'), types.join());
+    assert.deepEqual(
+      s.repairs.map((r: { kind: string; node: string }) => [r.kind, r.node]),
+      [['rejoin', 'r2']],
+      JSON.stringify(s.repairs),
+    );
+    const served = s.stages[0].nodes as StageRun['nodes'];
+    assert.ok((served.find((n) => n.node === 'r2')?.frames ?? 0) > 0, `${JSON.stringify(served)}\n${again.log().slice(-4000)}`);
+    assert.equal(
+      served.reduce((a, n) => a + n.frames, 0),
+      600,
+    );
+  } finally {
+    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+  }
 });
