@@ -158,7 +158,7 @@ test('a restarted defer dispatch adopts a replicated deployment with a replica d
     nodes[1].child.kill('SIGKILL');
     await exited(nodes[1].child);
     process.env.DEFER_RESTORE_AFTER_MS = '500';
-    const again = startProcess([...args, '--frames', '600']);
+    const again = startProcess([...args, '--frames', '1000']);
     delete process.env.DEFER_RESTORE_AFTER_MS;
     procs.push(again);
     const adopted = await waitEvent(again, 'adopted');
@@ -168,7 +168,7 @@ test('a restarted defer dispatch adopts a replicated deployment with a replica d
     delete process.env.DEFER_NODE_HEARTBEAT_MS;
     assert.equal(await exited(again.child), 0, again.log());
     const s = again.summary();
-    assert.deepEqual([s.frames, s.framesReturned, s.maxAbsDiffVsLocal], [600, 600, 0]);
+    assert.deepEqual([s.frames, s.framesReturned, s.maxAbsDiffVsLocal], [1000, 1000, 0]);
     const types = again.events().map((e) => e.type);
     assert.ok(!types.includes('deploy-start'), types.join());
     assert.deepEqual(
@@ -180,7 +180,7 @@ test('a restarted defer dispatch adopts a replicated deployment with a replica d
     assert.ok((served.find((n) => n.node === 'r2')?.frames ?? 0) > 0, `${JSON.stringify(served)}\n${again.log().slice(-4000)}`);
     assert.equal(
       served.reduce((a, n) => a + n.frames, 0),
-      600,
+      1000,
     );
   } finally {
     for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
