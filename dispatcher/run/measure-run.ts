@@ -176,6 +176,12 @@ export interface ShapeCheck {
   measuredThroughputFps: number;
   /** predicted throughput over one engine's (the single-process baseline's) */
   predictedSpeedup: number;
+  /**
+   * the whole model on one engine: the profile's ms per frame, the single-process baseline's in this run (null
+   * without one), and the first over the second. Far from 1, the profile was made on a busier (or idler) machine
+   * than this run's, and every prediction is off by about as much: `--refresh` profiles the model again.
+   */
+  wholeModel: { profileMs: number; baselineMs: number | null; profileOverBaseline: number | null };
   stages: {
     index: number;
     predictedStageMs: number;
@@ -194,6 +200,11 @@ export function checkShape(plan: ShapePlan, s: RunSummary): ShapeCheck {
     predictedThroughputFps: round(plan.predictedThroughputFps, 3),
     measuredThroughputFps: s.throughputFps,
     predictedSpeedup: round(plan.predictedThroughputFps / plan.singleFps, 3),
+    wholeModel: {
+      profileMs: round(1000 / plan.singleFps, 1),
+      baselineMs: s.singleProcess?.msPerFrame ?? null,
+      profileOverBaseline: s.singleProcess ? round(1000 / plan.singleFps / s.singleProcess.msPerFrame, 2) : null,
+    },
     stages: plan.stages.map((ps, k) => {
       const ran = s.stages[k]?.nodes ?? [];
       const total = ran.reduce((n, x) => n + x.frames, 0);
@@ -218,9 +229,19 @@ export function checkShape(plan: ShapePlan, s: RunSummary): ShapeCheck {
   };
 }
 
+/** A profile whose whole model is this far from the run's own single process (either way) is named stale. */
+export const STALE_PROFILE_RATIO = 1.2;
+
 export function formatShapeCheck(c: ShapeCheck): string {
+  const w = c.wholeModel;
+  const stale = w.profileOverBaseline !== null && (w.profileOverBaseline > STALE_PROFILE_RATIO || w.profileOverBaseline < 1 / STALE_PROFILE_RATIO);
   return [
     `  planned shape ${c.shape}${c.idle.length ? ` (idle: ${c.idle.join(', ')})` : ''}: predicted ${c.predictedThroughputFps} frames/s (${c.predictedSpeedup}x one engine; bottleneck: ${c.bottleneck}), measured ${c.measuredThroughputFps}`,
+    ...(stale
+      ? [
+          `    the profile's whole model takes ${w.profileMs} ms per frame, this run's single process ${w.baselineMs} ms (${w.profileOverBaseline}x): the profile was made on a ${w.profileOverBaseline! > 1 ? 'busier' : 'less busy'} machine and the predictions are off by about as much; --refresh profiles the model again`,
+        ]
+      : []),
     ...c.stages.map(
       (st) =>
         `    stage ${st.index}: predicted ${st.predictedStageMs} ms/frame, measured ${st.measuredStageMs}; ${st.nodes.map((n) => `${memberName(n)} ${Math.round(100 * n.measuredShare)}% of frames (predicted ${Math.round(100 * n.predictedShare)}%), ${n.measuredEngineMs} ms/frame per engine (predicted ${n.predictedEngineMs})`).join('; ')}`,
