@@ -13,3 +13,9 @@ export function printEvents(d: Dispatcher, json: boolean): () => void {
     else log.info(describeEvent(e));
   });
 }
+
+/** Progress lines for a wait on the nodes' calibration: which nodes are missing, why, and for how long so far. */
+export function waitingFor(nodes: string[], timeoutMs: number, progress: (line: string) => void): (missing: string[], waitedMs: number) => void {
+  return (missing, waitedMs) =>
+    progress(`waiting for ${missing.length} of ${nodes.length} nodes to report their calibration (${Math.round(waitedMs / 1000)} s of ${timeoutMs / 1000} s): ${missing.join('; ')}`);
+}

@@ -12,7 +12,7 @@ import { brokerAuth } from '../../lib/mqtt/connect.js';
 import { chooseSplit, defaultCuts, needsNodeFigures } from '../../lib/planning/auto-plan.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
-import { printEvents } from '../event-output.js';
+import { printEvents, waitingFor } from '../event-output.js';
 import { BALANCE, CUT, FLOAT_FRAMES, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, PRECISION, REPLAN, SEED, SERVE } from '../flags.js';
 import { waitForSignal } from '../process-input.js';
 import { formatServeMetrics, printSummary } from '../up.js';
@@ -60,7 +60,10 @@ export const dispatchCommand: Command = {
     const observer = config.http.port >= 0 ? await startObserver(d, { host: config.http.host, port: config.http.port, standby: config.dispatcher.standby }) : undefined;
     if (observer) log.info(`live page: ${observer.url}/  (Prometheus metrics: ${observer.url}/metrics)`);
     try {
-      const caps = needsNodeFigures(config) && !config.planner.speeds.length ? await d.nodes.waitCapabilities(nodes, config.planner.onlineTimeoutMs) : undefined;
+      const caps =
+        needsNodeFigures(config) && !config.planner.speeds.length
+          ? await d.nodes.waitCapabilities(nodes, config.planner.onlineTimeoutMs, waitingFor(nodes, config.planner.onlineTimeoutMs, progress))
+          : undefined;
       const adopt = flags.redeploy !== true;
       const req = { config, backend, flat, ids: nodes, caps, progress, adopt };
       const deploy = (order: string[], cuts: string[], shape?: StageMember[][]) => d.adoptOrDeploy(flat, order, cuts, adopt, shape);

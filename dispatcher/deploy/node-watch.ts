@@ -7,6 +7,10 @@ import { DeferError } from '../../lib/core/errors.js';
 import { type BrokerAuth, closeMqtt, connectMqtt } from '../../lib/mqtt/connect.js';
 import { type Capabilities, decodeHeartbeat, decodeStatus, type Heartbeat, type NodeStatus, type Topics, topicsFor } from '../../lib/protocol/index.js';
 
+/** how long a wait for the nodes' calibration runs before it is told, and then how often */
+const WAITING_FIRST_MS = 2000;
+const WAITING_EVERY_MS = 10_000;
+
 export class NodeWatch {
   readonly statuses = new Map<string, NodeStatus>();
   /** when each node was last heard from (a status or a heartbeat), performance.now() ms */
@@ -109,30 +113,50 @@ export class NodeWatch {
 
   /**
    * Wait until every node in `nodes` is up (any state but offline) and has
-   * reported its calibration; resolves with each node's figures.
+   * reported its calibration; resolves with each node's figures. While it waits, `onWaiting` is told which nodes
+   * it still waits for and why (after WAITING_FIRST_MS, then every WAITING_EVERY_MS).
    */
-  waitCapabilities(nodes: string[], timeoutMs: number): Promise<Map<string, Capabilities>> {
+  async waitCapabilities(nodes: string[], timeoutMs: number, onWaiting?: (missing: string[], waitedMs: number) => void): Promise<Map<string, Capabilities>> {
     const up = (n: string) => {
       const s = this.statuses.get(n);
       return s && s.state !== 'offline' && s.capabilities ? s.capabilities : undefined;
     };
-    return this.waitFor(
-      timeoutMs,
-      (resolve) => {
-        if (!nodes.every(up)) return false;
-        resolve(new Map(nodes.map((n) => [n, up(n)!])));
-        return true;
-      },
-      () => {
-        const why = nodes
-          .filter((n) => !up(n))
-          .map((n) => {
-            const s = this.statuses.get(n);
-            return `${n} (${!s ? 'never seen on the broker: is it running, with the same pipeline name?' : s.state === 'offline' ? 'offline' : 'online without a calibration: is it an older version?'})`;
-          });
-        return new DeferError('E_TIMEOUT', `${why.length} of ${nodes.length} nodes did not report their calibration within ${timeoutMs} ms: ${why.join('; ')}`);
-      },
-    );
+    const why = () =>
+      nodes
+        .filter((n) => !up(n))
+        .map((n) => {
+          const s = this.statuses.get(n);
+          return `${n} (${!s ? 'never seen on the broker: is it running, with the same pipeline name?' : s.state === 'offline' ? 'offline' : 'online without a calibration: is it an older version?'})`;
+        });
+    const t0 = performance.now();
+    let every: NodeJS.Timeout | undefined;
+    const first = onWaiting
+      ? setTimeout(() => {
+          const tell = () => {
+            const missing = why();
+            if (missing.length) onWaiting(missing, performance.now() - t0);
+          };
+          tell();
+          every = setInterval(tell, WAITING_EVERY_MS);
+        }, WAITING_FIRST_MS)
+      : undefined;
+    try {
+      return await this.waitFor(
+        timeoutMs,
+        (resolve) => {
+          if (!nodes.every(up)) return false;
+          resolve(new Map(nodes.map((n) => [n, up(n)!])));
+          return true;
+        },
+        () => {
+          const missing = why();
+          return new DeferError('E_TIMEOUT', `${missing.length} of ${nodes.length} nodes did not report their calibration within ${timeoutMs} ms: ${missing.join('; ')}`);
+        },
+      );
+    } finally {
+      clearTimeout(first);
+      clearInterval(every);
+    }
   }
 
   /** Wait until `node` is ready with stage `stage` of `deployment`; fails when it reports failed for it or goes offline. */

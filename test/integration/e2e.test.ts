@@ -131,6 +131,27 @@ test('defer broker + defer node x2 + defer dispatch as separate processes; clean
   assert.equal(await exited(broker.child), 0);
 });
 
+test('defer dispatch waiting for a node that never comes: progress lines name it and why, then a clear error', { timeout: 60_000 }, async () => {
+  const port = await freePort();
+  const url = `mqtt://127.0.0.1:${port}`;
+  const broker = startProcess(['broker', '--port', String(port)]);
+  try {
+    await brokerReachable(url);
+    const failed = await run(process.execPath, [CLI, 'dispatch', '--model', 'tiny', '--nodes', 'ghost', '--frames', '2', '--broker', url, '--pipeline', 'wait'], {
+      cwd: ROOT,
+      env: { ...process.env, DEFER_PLANNER_ONLINE_TIMEOUT_MS: '3500' },
+    }).then(
+      () => assert.fail('dispatch should fail without its node'),
+      (e: { code: number; stderr: string }) => e,
+    );
+    assert.notEqual(failed.code, 0);
+    assert.match(failed.stderr, /waiting for 1 of 1 nodes to report their calibration \(2 s of 3.5 s\): ghost \(never seen on the broker: is it running, with the same pipeline name\?\)/);
+    assert.match(failed.stderr, /1 of 1 nodes did not report their calibration within 3500 ms: ghost/);
+  } finally {
+    broker.child.kill('SIGKILL');
+  }
+});
+
 test('a node whose memory limit cannot hold two stages frees the old one before loading the new: defer node --memory-limit, two deployments in turn, both exact', { timeout: 120_000 }, async () => {
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
