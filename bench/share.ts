@@ -11,12 +11,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import mqtt, { type MqttClient } from 'mqtt';
 import { ReplicaRouter, type ReplicaTarget } from '../dispatcher/chain/replica-router.js';
+import { brokerReachable, freePort } from '../lib/mqtt/local-ports.js';
 
 const MOSQUITTO = '/usr/sbin/mosquitto';
 const STAGE = 'bench/share/stage/0/in';
@@ -41,31 +41,19 @@ interface Row {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
 async function startMosquitto(): Promise<{ url: string; proc: ChildProcess }> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'defer-share-'));
   writeFileSync(join(dir, 'mosquitto.conf'), `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
   const proc = spawn(MOSQUITTO, ['-c', join(dir, 'mosquitto.conf')], { stdio: 'ignore' });
   const url = `mqtt://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    try {
-      const c = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 1000 });
-      await c.endAsync();
-      return { url, proc };
-    } catch {
-      await sleep(50);
-    }
+  try {
+    await brokerReachable(url);
+  } catch {
+    proc.kill();
+    throw new Error(`mosquitto did not listen on ${url} within 10 s (is ${MOSQUITTO} installed? apt-get install -y mosquitto)`);
   }
-  proc.kill();
-  throw new Error(`mosquitto did not listen on ${url} within 5 s (is ${MOSQUITTO} installed? apt-get install -y mosquitto)`);
+  return { url, proc };
 }
 
 /** A replica: serves each frame `ms` long, one at a time, and publishes the frame id and its time. */

@@ -1,15 +1,15 @@
 /** Shared test helpers. */
 import { mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import mqtt from 'mqtt';
 import { tf } from '../../lib/model/engine.js';
 import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadModel } from '../../lib/model/model-source.js';
 import { LayersFlatModel } from '../../lib/model/partition.js';
 import { buildStageModel } from '../../lib/model/stage-model.js';
+
+export { brokerReachable, freePort } from '../../lib/mqtt/local-ports.js';
 
 /** Repository root (this file runs from dist/test/helpers). */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -53,15 +53,6 @@ export function sameBits(a: Float32Array, b: Float32Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
 
-/** A TCP port that was free a moment ago, on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
 /** A model by zoo name or path, and the same model flattened for cutting. */
 export async function flatOf(spec: string): Promise<{ source: tf.LayersModel; flat: LayersFlatModel }> {
   const source = await loadModel(spec);
@@ -71,17 +62,4 @@ export async function flatOf(spec: string): Promise<{ source: tf.LayersModel; fl
 /** A seeded random input for `flat`, batch 1, values in [lo, hi). */
 export function inputFor(flat: FlatModel, seed: number, lo = 0, hi = 1): tf.Tensor {
   return tf.randomUniform([1, ...flat.inputShape], lo, hi, 'float32', seed);
-}
-
-/** Wait (up to 10 s) until an MQTT client can connect to `url`; throws naming the URL otherwise. */
-export async function brokerReachable(url: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 500 }).then(
-      (c) => c.endAsync().then(() => true),
-      () => false,
-    );
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`no broker at ${url}`);
 }
