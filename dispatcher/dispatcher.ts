@@ -24,6 +24,7 @@ import {
   hopPrecisions,
   packageDeployment,
   publishDeployment,
+  replicaAssignment,
   replicaTargets,
   type StageMember,
   stageNodes,
@@ -236,19 +237,8 @@ export class Dispatcher implements ChainHost {
     if (running.some((r) => r.length === 0) || !lost.every(isLost)) return null;
     const as = running.map((r) => r.map((m) => found.get(m.node)!));
     if (!plans.every((p, k) => sha256(flat.stageWeights(p).blob) === as[k][0].manifest.sha256)) return null;
-    // a lost replica's assignment, as its stage's others have it: its own input, its engines, the weights where they are retained
-    const lostReplicas = lost.map(({ m, k }) => {
-      const { workers: _, weightsNode, v: _v, kind: _kind, ...base } = as[k][0];
-      const from = weightsNode ?? as[k][0].nodeId;
-      const assignment = {
-        ...base,
-        nodeId: m.node,
-        inputTopic: this.topics.stageIn(k, m.node),
-        ...(from === m.node ? {} : { weightsNode: from }),
-        ...(m.workers > 1 ? { workers: m.workers } : {}),
-      };
-      return { node: m.node, stage: k, assignment };
-    });
+    // a lost replica's assignment, as its stage's others have it
+    const lostReplicas = lost.map(({ m, k }) => ({ node: m.node, stage: k, assignment: replicaAssignment(as[k][0], m, this.topics) }));
     // cleared, a lost node that comes back is idle: the supervisor then gives it its stage again
     for (const { m } of lost) if (found.has(m.node)) await publish(this.mqtt, this.topics.nodeAssign(m.node), Buffer.alloc(0), { qos: 1, retain: true });
     this.events.emit({

@@ -76,11 +76,11 @@ const streamTarget = (plan: DeploymentPackage) => ({
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A replica that failed: the deployment and stage it served, and its assignment, to give back when it returns. */
-type LostReplica = { deployment: string; stage: number; assignment: Omit<Assignment, 'v' | 'kind'> };
-
 /** A replica of a stage that is not serving it, with the assignment that gives it the stage back. */
 export type LostMember = { node: string; stage: number; assignment: Omit<Assignment, 'v' | 'kind'> };
+
+/** A replica that failed (kept by node): the deployment and stage it served, and its assignment, to give back when it returns. */
+type LostReplica = Omit<LostMember, 'node'> & { deployment: string };
 
 export class Supervisor {
   readonly events: RepairEvent[] = [];

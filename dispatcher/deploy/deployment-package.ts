@@ -103,6 +103,23 @@ export function hopPrecisions(given: readonly Precision[] | undefined, stages: n
   return [...list];
 }
 
+/**
+ * The assignment of `member` as a node serving the stage of `of` (another node's assignment of it, decoded or
+ * not): its own input topic, its engines, the weights read where they are retained (under the node whose
+ * assignment has no `weightsNode`: the stage's first).
+ */
+export function replicaAssignment(of: Omit<Assignment, 'v' | 'kind'> & { v?: unknown; kind?: unknown }, member: StageMember, topics: Topics): Omit<Assignment, 'v' | 'kind'> {
+  const { workers: _w, weightsNode, v: _v, kind: _k, ...base } = of;
+  const from = weightsNode ?? of.nodeId;
+  return {
+    ...base,
+    nodeId: member.node,
+    inputTopic: topics.stageIn(of.stage, member.node),
+    ...(from === member.node ? {} : { weightsNode: from }),
+    ...(member.workers > 1 ? { workers: member.workers } : {}),
+  };
+}
+
 export function newDeploymentId(): string {
   return `d${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
 }
@@ -152,13 +169,7 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
       createdAt: Date.now(),
       ...(first.workers > 1 ? { workers: first.workers } : {}),
     };
-    const replicas = others.map((m) => {
-      const { workers: _, ...base } = assignment;
-      return {
-        nodeId: m.node,
-        assignment: { ...base, nodeId: m.node, inputTopic: topics.stageIn(k, m.node), weightsNode: first.node, ...(m.workers > 1 ? { workers: m.workers } : {}) },
-      };
-    });
+    const replicas = others.map((m) => ({ nodeId: m.node, assignment: replicaAssignment(assignment, m, topics) }));
     return { span: plan, nodeId: first.node, chunks, assignment, ...(replicated ? { replicas } : {}) };
   });
   return { id, stages, totalBytes, precision };
