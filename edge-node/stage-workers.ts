@@ -23,14 +23,30 @@ export class StageWorkers {
   /** bytes of packed weights the workers released after their first frame, all together */
   releasedBytes = 0;
 
-  /** Start `count` workers on `blob` and wait until each has built and warmed up the stage; throws with the first failure. */
-  static async start(assignment: Assignment, blob: Uint8Array, count: number, backend: BackendChoice, ctx: ComputeContext, keepPacked = false): Promise<StageWorkers> {
+  /**
+   * Start `count` workers on `blob` and wait until each has built and warmed up the stage; throws with the first
+   * failure. Up to `together` build at once: each build holds a transient copy of the weights, so the caller
+   * bounds it by memory; after a failure no more start, and those started are closed.
+   */
+  static async start(assignment: Assignment, blob: Uint8Array, count: number, backend: BackendChoice, ctx: ComputeContext, keepPacked = false, together = 1): Promise<StageWorkers> {
     const pool = new StageWorkers();
     const data: StageWorkerData = { assignment, blob, backend, ctx, keepPacked };
     const url = new URL('./stage-worker.js', import.meta.url);
-    // one at a time: each build holds a transient copy of the weights, and the first failure stops the rest
     try {
-      for (let i = 0; i < count; i++) pool.slots.push(await pool.startOne(url, data, i));
+      let next = 0;
+      let failure: unknown;
+      const lane = async () => {
+        while (next < count && failure === undefined) {
+          const index = next++;
+          try {
+            pool.slots.push(await pool.startOne(url, data, index));
+          } catch (err) {
+            failure ??= err;
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.max(1, Math.min(together, count)) }, lane));
+      if (failure !== undefined) throw failure;
     } catch (err) {
       await pool.close();
       throw err;
