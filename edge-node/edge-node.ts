@@ -491,10 +491,12 @@ export class EdgeNode {
       const standDowns = this.standDowns;
       let next: NodeStage;
       let released = 0;
+      let together = 1;
       // cached before it is built (an engine's tensors then belong to the stage), once its hash is checked
       if (from === 'broker' && this.cache && sink.sha256() === a.manifest.sha256) await this.cache.put(a.manifest.sha256, sink.pieces());
       if (engines > 1) {
         // each worker builds and warms up its own copy; this thread keeps none
+        together = this.buildsAtOnce(a, engines);
         const pool = await StageWorkers.start(
           a,
           (sink as BlobWeights).blob,
@@ -502,7 +504,7 @@ export class EdgeNode {
           this.backend as BackendChoice,
           { ...this.computeContext, processCpu: false },
           this.opts.keepPackedWeights,
-          this.buildsAtOnce(a, engines),
+          together,
         );
         released = pool.releasedBytes;
         sink = undefined;
@@ -528,7 +530,7 @@ export class EdgeNode {
       if (!this.loading) await this.subscribeWeights(false); // nothing more to fetch
       this.weightsFrom = from;
       log.info(
-        `node ${this.opts.id}: ready: stage ${a.stage + 1}/${a.stageCount} of ${a.deployment} (weights from the ${from}, built in ${(now() - t0).toFixed(0)} ms${engines > 1 ? ` on ${engines} worker threads` : ''}${released > 0 ? `, ${(released / 1e6).toFixed(1)} MB of packed weights released` : ''}), reading ${a.inputTopic}`,
+        `node ${this.opts.id}: ready: stage ${a.stage + 1}/${a.stageCount} of ${a.deployment} (weights from the ${from}, built in ${(now() - t0).toFixed(0)} ms${engines > 1 ? ` on ${engines} worker threads, ${together} at once` : ''}${released > 0 ? `, ${(released / 1e6).toFixed(1)} MB of packed weights released` : ''}), reading ${a.inputTopic}`,
       );
       await this.setStatus('ready');
     } catch (err) {
