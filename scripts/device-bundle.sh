@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${1:-.devrun}
 command -v strace >/dev/null || { echo "device-bundle: strace is needed (apt-get install strace)" >&2; exit 1; }
-grep -qxF "/$DIR/" .git/info/exclude 2>/dev/null || echo "/$DIR/" >> .git/info/exclude
+case $DIR in /*) ;; *) grep -qxF "/$DIR/" .git/info/exclude 2>/dev/null || echo "/$DIR/" >> .git/info/exclude ;; esac
 mkdir -p "$DIR"
 npm run build --silent
 TMP=$(mktemp -d)
@@ -17,7 +17,7 @@ trap 'rm -rf "$TMP"' EXIT
 echo "device-bundle: tracing the files a bench run opens (the three models on 2 nodes, a few minutes)" >&2
 HOME="$TMP/home" strace -f -qq -e trace=openat -e status=successful -o "$TMP/trace" \
   node dist/bench/run.js --full --only pipeline --models tm-aircraft,mobilenet,resnet50 --nodes 2 --no-redeploy --out "$TMP/out" --host trace >/dev/null
-grep -o "\"$PWD/node_modules/[^\"]*\"" "$TMP/trace" | tr -d '"' | sed "s|^$PWD/||" | sort -u |
+grep -o "\"$PWD/node_modules/[^\"]*\"" "$TMP/trace" | tr -d '"' | xargs realpath -s -m --relative-to="$PWD" | sort -u |
   while read -r f; do [ -f "$f" ] && echo "$f"; done > "$TMP/files"
 find dist -type f ! -name '*.map' >> "$TMP/files"
 tar cJf "$DIR/bundle.tar.xz" -T "$TMP/files"
