@@ -66,3 +66,25 @@ test('defer up frames: pixels for an image model where the first hop is lossless
   assert.equal((await runFramesFor(flat, cfg({ 'dispatcher.precision': ['float16'] }))).frames[0].dtype, 'float32');
   assert.equal((await runFramesFor({ inputShape: [10], inputDtype: 'float32' } as never, cfg({}))).frames[0].dtype, 'float32');
 });
+
+test('normalise: every pixel value of every channel as its own arithmetic gives it, in double precision stored as float32', () => {
+  const pixels = new Uint8Array(256 * 3 * 2);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 7 + (i >> 8)) & 255; // every value in every channel
+  const specs: Pick<ImageInput, 'channels' | 'range' | 'mean' | 'std' | 'channelOrder'>[] = [
+    { channels: 3, range: [-1, 1] as [number, number], channelOrder: 'rgb' as const },
+    { channels: 3, range: [0, 1] as [number, number], channelOrder: 'bgr' as const },
+    { channels: 3, range: [0, 1] as [number, number], channelOrder: 'rgb' as const, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+    { channels: 1, range: [0, 255] as [number, number], channelOrder: 'rgb' as const },
+  ];
+  for (const spec of specs) {
+    const got = normalise(pixels, spec);
+    const c = spec.channels;
+    const want = new Float32Array(pixels.length);
+    for (let i = 0; i < pixels.length; i++) {
+      const k = i % c;
+      const src = pixels[i - k + (c === 3 && spec.channelOrder === 'bgr' ? c - 1 - k : k)];
+      want[i] = spec.mean && spec.std ? (src / 255 - spec.mean[k]) / spec.std[k] : spec.range[0] + ((spec.range[1] - spec.range[0]) / 255) * src;
+    }
+    assert.deepEqual(Buffer.from(got.buffer), Buffer.from(want.buffer), JSON.stringify(spec));
+  }
+});
