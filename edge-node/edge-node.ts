@@ -398,7 +398,7 @@ export class EdgeNode {
     const count = a.manifest.chunks.length;
     const engines = this.enginesFor(a);
     // one engine on this thread builds from tensors written in place; worker threads each build from a blob
-    const sink = (engines === 1 && (a.modelFormat ?? 'layers-model') === 'layers-model' ? EngineWeights.tryFor(a.manifest.specs) : undefined) ?? new BlobWeights(a.manifest.totalBytes);
+    const sink = (engines === 1 && (a.modelFormat ?? 'layers-model') === 'layers-model' ? EngineWeights.tryFor(a.manifest.specs) : undefined) ?? new BlobWeights(a.manifest.totalBytes, engines > 1);
     this.dropLoading();
     this.loading = { assignment: a, sink, engines, got: new Array<boolean>(count).fill(false), received: 0, lastReport: 0, sinceGc: 0 };
     void this.setStatus('loading', { received: 0, total: count, ...(releasedFirst ? { released: 'first' as const } : {}) });

@@ -13,6 +13,7 @@ import { buildStage, type ComputeContext, computeActivation, FrameComputeError, 
 /** What the main thread gives a worker when it starts it. */
 export interface StageWorkerData {
   assignment: Assignment;
+  /** the stage's weights, in a SharedArrayBuffer that every worker of the stage reads; dropped once built */
   blob: Uint8Array;
   backend: BackendChoice;
   ctx: ComputeContext;
@@ -40,6 +41,8 @@ async function main(): Promise<void> {
   try {
     const backend = await initEngine(data.backend);
     const model = await buildStage(data.assignment, BlobWeights.of(Buffer.from(data.blob.buffer, data.blob.byteOffset, data.blob.byteLength)));
+    // the weights are the engine's now: workerData would keep the shared copy alive for this thread's life
+    data.blob = new Uint8Array(0);
     const releasedBytes = warmUp(data.assignment, model, data.keepPacked);
     stage = { assignment: data.assignment, model };
     port.postMessage({ type: 'ready', backend, engineHeapBytes: engineHeapBytes(), releasedBytes } satisfies WorkerReply);

@@ -25,12 +25,19 @@ export class StageWorkers {
 
   /**
    * Start `count` workers on `blob` and wait until each has built and warmed up the stage; throws with the first
-   * failure. Up to `together` build at once: each build holds a transient copy of the weights, so the caller
-   * bounds it by memory; after a failure no more start, and those started are closed.
+   * failure. Up to `together` build at once: each build holds its engine's copy of the weights before packing, so
+   * the caller bounds it by memory; after a failure no more start, and those started are closed.
    */
   static async start(assignment: Assignment, blob: Uint8Array, count: number, backend: BackendChoice, ctx: ComputeContext, keepPacked = false, together = 1): Promise<StageWorkers> {
     const pool = new StageWorkers();
-    const data: StageWorkerData = { assignment, blob, backend, ctx, keepPacked };
+    // one copy of the weights that every worker reads (a SharedArrayBuffer is shared, not copied, when passed to a
+    // thread): a plain buffer would be copied into each worker and stay there as its workerData
+    let shared = blob;
+    if (!(blob.buffer instanceof SharedArrayBuffer)) {
+      shared = new Uint8Array(new SharedArrayBuffer(blob.byteLength));
+      shared.set(blob);
+    }
+    const data: StageWorkerData = { assignment, blob: shared, backend, ctx, keepPacked };
     const url = new URL('./stage-worker.js', import.meta.url);
     try {
       let next = 0;

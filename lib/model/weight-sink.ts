@@ -29,7 +29,11 @@ export interface WeightSink {
 export class BlobWeights implements WeightSink {
   private buf: Buffer | undefined;
   private digest: string | undefined;
-  constructor(readonly totalBytes: number) {}
+  /** `shared`: the bytes in a SharedArrayBuffer, for worker threads to read without a copy each */
+  constructor(
+    readonly totalBytes: number,
+    private readonly shared = false,
+  ) {}
 
   /** A sink around bytes already assembled. */
   static of(blob: Buffer): BlobWeights {
@@ -39,7 +43,7 @@ export class BlobWeights implements WeightSink {
   }
 
   get blob(): Buffer {
-    this.buf ??= Buffer.allocUnsafe(this.totalBytes);
+    this.buf ??= this.shared ? Buffer.from(new SharedArrayBuffer(this.totalBytes)) : Buffer.allocUnsafe(this.totalBytes);
     return this.buf;
   }
 
