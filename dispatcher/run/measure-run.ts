@@ -8,6 +8,7 @@ import { maxAbsDiff, mean, percentile, round } from '../../lib/core/stats.js';
 import { tf } from '../../lib/model/engine.js';
 import type { StageModel } from '../../lib/model/flat-model.js';
 import { shortNameMap } from '../../lib/model/graph.js';
+import { enginesMemoryBytes } from '../../lib/planning/cost-model.js';
 import { formatPlanCheck, type PredictionCheck } from '../../lib/planning/plan-check.js';
 import { stageMemoryOf } from '../../lib/planning/plan-inputs.js';
 import { memberName, type ShapePlan, shapeLine } from '../../lib/planning/shape.js';
@@ -119,7 +120,7 @@ export interface RunSummary {
     peakRssBytes: number | null;
     /** the engine's heap in that process (the wasm backend's memory), bytes */
     engineHeapBytes: number | null;
-    /** what the planner's memory model expects the stage to add to an idle node, bytes, per engine (a node's worker threads each hold a copy) */
+    /** what the planner's memory model expects the stage to add to an idle node (the first node, with its engines: worker threads each hold a copy), bytes */
     predictedMemoryBytes: number;
     /** the node's memory cgroup: its limit and the most it was charged, bytes (null: the node is in none) */
     memoryLimitBytes: number | null;
@@ -331,7 +332,7 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
       meanCpuMs: res.some((r) => r.hops[k]?.cpuMs !== undefined) ? hopMean(res, k, (h) => h.cpuMs ?? NaN) : null,
       peakRssBytes: memory?.get(s.nodeId)?.peakRssBytes ?? null,
       engineHeapBytes: memory?.get(s.nodeId)?.engineHeapBytes ?? null,
-      predictedMemoryBytes: Math.round(predictedMemory[k]),
+      predictedMemoryBytes: Math.round(enginesMemoryBytes(predictedMemory[k], stageNodeRuns[k].find((n) => n.node === s.nodeId)?.workers ?? 1)),
       memoryLimitBytes: memory?.get(s.nodeId)?.memoryLimitBytes ?? null,
       memoryPeakBytes: memory?.get(s.nodeId)?.memoryPeakBytes ?? null,
       nodes: stageNodeRuns[k],
@@ -364,7 +365,7 @@ export function formatSummary(s: RunSummary): string {
       (st) =>
         `  stage ${st.index} on ${st.nodes.length > 1 || st.nodes[0]?.workers > 1 ? st.nodes.map((n) => `${memberName(n)} (${n.frames} frames${n.peakRssBytes !== null && st.nodes.length > 1 ? `, peak RSS ${(n.peakRssBytes / 1e6).toFixed(0)} MB` : ''})`).join(' + ') : st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
         (st.peakRssBytes !== null
-          ? `, weights ${(st.weightBytes / 1e6).toFixed(1)} MB, peak RSS ${(st.peakRssBytes / 1e6).toFixed(0)} MB (${st.engineHeapBytes !== null ? `wasm heap ${(st.engineHeapBytes / 1e6).toFixed(0)} MB; ` : ''}predicted ${(st.predictedMemoryBytes / 1e6).toFixed(0)} MB${st.nodes.some((n) => n.workers > 1) ? ' per engine' : ''} over an idle node)${st.memoryLimitBytes !== null ? `, cgroup peak ${st.memoryPeakBytes === null ? 'n/a' : (st.memoryPeakBytes / 1e6).toFixed(0)} of ${(st.memoryLimitBytes / 1e6).toFixed(0)} MB` : ''}`
+          ? `, weights ${(st.weightBytes / 1e6).toFixed(1)} MB, peak RSS ${(st.peakRssBytes / 1e6).toFixed(0)} MB (${st.engineHeapBytes !== null ? `wasm heap ${(st.engineHeapBytes / 1e6).toFixed(0)} MB; ` : ''}predicted ${(st.predictedMemoryBytes / 1e6).toFixed(0)} MB over an idle node${(st.nodes.find((n) => n.node === st.node)?.workers ?? 1) > 1 ? `, ${st.nodes.find((n) => n.node === st.node)?.workers} engines` : ''})${st.memoryLimitBytes !== null ? `, cgroup peak ${st.memoryPeakBytes === null ? 'n/a' : (st.memoryPeakBytes / 1e6).toFixed(0)} of ${(st.memoryLimitBytes / 1e6).toFixed(0)} MB` : ''}`
           : ''),
     ),
     `  frames: ${s.framesReturned}/${s.frames} returned${s.failures.length ? ` (${s.failures.length} failed: ${s.failures[0]})` : ''}`,

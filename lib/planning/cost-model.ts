@@ -132,6 +132,17 @@ export function transferMs(bytes: number, mbps: number | undefined): number {
 export const STAGE_BASE_BYTES = 10e6;
 export const MEMORY_PER_WEIGHT_BYTE = 2;
 export const MEMORY_PER_ACTIVATION_BYTE = 12;
+/**
+ * What each engine of a node that runs its stage on worker threads adds beyond its stage: the thread's own V8
+ * isolate, wasm module and TensorFlow.js. Measured on 2 workers (peak RSS less an idle node's, less twice the
+ * stage's estimate; 2026-11-27): 51 MB for the Teachable Machine model, 44 for MobileNet v1, 81 for ResNet50.
+ */
+export const WORKER_THREAD_BYTES = 50e6;
+
+/** Estimated memory `workers` engines of a stage of `stageBytes` (stageMemoryBytes) add to an idle node. */
+export function enginesMemoryBytes(stageBytes: number, workers: number): number {
+  return workers > 1 ? workers * (stageBytes + WORKER_THREAD_BYTES) : stageBytes;
+}
 
 /** Estimated memory a stage adds to an idle node, by the measured constants. */
 export function stageMemoryBytes(cost: CostModel, first: number, last: number): number {

@@ -11,7 +11,8 @@
  *  - a node's link: its share x max(bytes in, bytes out) / bandwidth;
  *  - a host's cores: the CPU ms per frame of every engine on it (and of the broker and dispatcher, where they
  *    run there) / its cores; a host never runs more engines than it has cores;
- *  - the dispatcher's link; memory: each engine holds its stage (w_i x the stage's memory must fit the node).
+ *  - the dispatcher's link; memory: each engine holds its stage (w_i x the stage's memory, and for w_i > 1 a worker
+ *    thread's own each, must fit the node).
  * Throughput is 1 / the largest bound.
  *
  * Search, exact for this model: every distinct assignment of nodes to stages and engine counts (nodes with
@@ -21,7 +22,7 @@
  * is ever dropped. Tested against brute force over every shape and every set of cuts.
  */
 import { DeferError } from '../core/errors.js';
-import { type CostModel, CostTable, type LinkSpec, type PlanNode, type RelayCost, transferMs } from './cost-model.js';
+import { type CostModel, CostTable, enginesMemoryBytes, type LinkSpec, type PlanNode, type RelayCost, transferMs } from './cost-model.js';
 import { memoryBalancedSplit, memoryShortfall } from './memory-fit.js';
 import { validateNodes } from './optimiser.js';
 
@@ -139,7 +140,7 @@ class Terms {
     let v = busy / g.capacity;
     const bytes = Math.max(t.wireIn(a), t.wireOut(b));
     for (const { node, workers } of g.members) {
-      if (node.memoryBytes !== undefined && workers * mem > node.memoryBytes) return Infinity;
+      if (node.memoryBytes !== undefined && enginesMemoryBytes(mem, workers) > node.memoryBytes) return Infinity;
       const share = workers / node.timeFactor / g.capacity;
       v = Math.max(v, share * transferMs(bytes, node.bandwidthMbps));
       if (node.host && !this.shared.includes(node.host)) v = Math.max(v, (share * busy * (node.cpuFactor ?? node.timeFactor)) / this.cores.get(node.host)!);
