@@ -397,7 +397,7 @@ export class EdgeNode {
   private load(a: Assignment, releasedFirst: boolean): void {
     const count = a.manifest.chunks.length;
     const engines = this.enginesFor(a);
-    // one engine on this thread builds from tensors written in place; worker threads each build from a blob
+    // one engine on this thread builds from tensors written in place; worker threads each build from one blob they share
     const sink = (engines === 1 && (a.modelFormat ?? 'layers-model') === 'layers-model' ? EngineWeights.tryFor(a.manifest.specs) : undefined) ?? new BlobWeights(a.manifest.totalBytes, engines > 1);
     this.dropLoading();
     this.loading = { assignment: a, sink, engines, got: new Array<boolean>(count).fill(false), received: 0, lastReport: 0, sinceGc: 0 };
@@ -495,7 +495,7 @@ export class EdgeNode {
       // cached before it is built (an engine's tensors then belong to the stage), once its hash is checked
       if (from === 'broker' && this.cache && sink.sha256() === a.manifest.sha256) await this.cache.put(a.manifest.sha256, sink.pieces());
       if (engines > 1) {
-        // each worker builds and warms up its own copy; this thread keeps none
+        // each worker builds and warms up its engine's copy from the shared blob, dropped here once they are built
         together = this.buildsAtOnce(a, engines);
         const pool = await StageWorkers.start(
           a,
@@ -552,9 +552,9 @@ export class EdgeNode {
   }
 
   /**
-   * How many of `engines` workers may build assignment `a`'s stage at once: each build holds a transient copy of
-   * the weights beyond what the engines keep, so as many as the memory left over by all the engines holds, and
-   * no more than the cores (16 ResNet50 engines built one at a time took 36 s on a 16-core machine).
+   * How many of `engines` workers may build assignment `a`'s stage at once: each build holds its engine's copy of
+   * the weights before packing beyond what the engines keep, so as many as the memory left over by all the engines
+   * holds, and no more than the cores (16 ResNet50 engines built one at a time took 36 s on a 16-core machine).
    */
   private buildsAtOnce(a: Assignment, engines: number): number {
     const spare = memoryOffer(this.opts.memoryLimitBytes).freeMemoryBytes - engines * engineBytes(a);

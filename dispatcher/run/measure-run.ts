@@ -332,7 +332,7 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
       meanCpuMs: res.some((r) => r.hops[k]?.cpuMs !== undefined) ? hopMean(res, k, (h) => h.cpuMs ?? NaN) : null,
       peakRssBytes: memory?.get(s.nodeId)?.peakRssBytes ?? null,
       engineHeapBytes: memory?.get(s.nodeId)?.engineHeapBytes ?? null,
-      predictedMemoryBytes: Math.round(enginesMemoryBytes(predictedMemory[k], stageNodeRuns[k].find((n) => n.node === s.nodeId)?.workers ?? 1)),
+      predictedMemoryBytes: Math.round(enginesMemoryBytes(predictedMemory[k], firstNodeWorkers({ node: s.nodeId, nodes: stageNodeRuns[k] }))),
       memoryLimitBytes: memory?.get(s.nodeId)?.memoryLimitBytes ?? null,
       memoryPeakBytes: memory?.get(s.nodeId)?.memoryPeakBytes ?? null,
       nodes: stageNodeRuns[k],
@@ -356,6 +356,11 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
   };
 }
 
+/** The engines of a stage's first node (the one whose memory the summary reports). */
+function firstNodeWorkers(st: { node: string; nodes: { node: string; workers: number }[] }): number {
+  return st.nodes.find((n) => n.node === st.node)?.workers ?? 1;
+}
+
 export function formatSummary(s: RunSummary): string {
   const kb = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
   const lines = [
@@ -365,7 +370,7 @@ export function formatSummary(s: RunSummary): string {
       (st) =>
         `  stage ${st.index} on ${st.nodes.length > 1 || st.nodes[0]?.workers > 1 ? st.nodes.map((n) => `${memberName(n)} (${n.frames} frames${n.peakRssBytes !== null && st.nodes.length > 1 ? `, peak RSS ${(n.peakRssBytes / 1e6).toFixed(0)} MB` : ''})`).join(' + ') : st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
         (st.peakRssBytes !== null
-          ? `, weights ${(st.weightBytes / 1e6).toFixed(1)} MB, peak RSS ${(st.peakRssBytes / 1e6).toFixed(0)} MB (${st.engineHeapBytes !== null ? `wasm heap ${(st.engineHeapBytes / 1e6).toFixed(0)} MB; ` : ''}predicted ${(st.predictedMemoryBytes / 1e6).toFixed(0)} MB over an idle node${(st.nodes.find((n) => n.node === st.node)?.workers ?? 1) > 1 ? `, ${st.nodes.find((n) => n.node === st.node)?.workers} engines` : ''})${st.memoryLimitBytes !== null ? `, cgroup peak ${st.memoryPeakBytes === null ? 'n/a' : (st.memoryPeakBytes / 1e6).toFixed(0)} of ${(st.memoryLimitBytes / 1e6).toFixed(0)} MB` : ''}`
+          ? `, weights ${(st.weightBytes / 1e6).toFixed(1)} MB, peak RSS ${(st.peakRssBytes / 1e6).toFixed(0)} MB (${st.engineHeapBytes !== null ? `wasm heap ${(st.engineHeapBytes / 1e6).toFixed(0)} MB; ` : ''}predicted ${(st.predictedMemoryBytes / 1e6).toFixed(0)} MB over an idle node${firstNodeWorkers(st) > 1 ? `, ${firstNodeWorkers(st)} engines` : ''})${st.memoryLimitBytes !== null ? `, cgroup peak ${st.memoryPeakBytes === null ? 'n/a' : (st.memoryPeakBytes / 1e6).toFixed(0)} of ${(st.memoryLimitBytes / 1e6).toFixed(0)} MB` : ''}`
           : ''),
     ),
     `  frames: ${s.framesReturned}/${s.frames} returned${s.failures.length ? ` (${s.failures.length} failed: ${s.failures[0]})` : ''}`,

@@ -78,7 +78,7 @@ export function normalise(pixels: Uint8Array, spec: Pick<PreprocessSpec, 'channe
   const scale = (hi - lo) / 255;
   const bgr = c === 3 && spec.channelOrder === 'bgr';
   // each channel's 256 values, computed once in double precision as a pixel's own would be and stored as
-  // float32: a table look-up gives every pixel the same bits as the arithmetic (and is 4-5x faster)
+  // float32: a table look-up gives every pixel the same bits as the arithmetic (0.53 ms against 0.96 per 224x224x3 frame)
   const tables = Array.from({ length: c }, (_, k) => {
     const t = new Float32Array(256);
     for (let v = 0; v < 256; v++) t[v] = spec.mean && spec.std ? (v / 255 - spec.mean[k % spec.mean.length]) / spec.std[k % spec.std.length] : lo + scale * v;
