@@ -209,10 +209,16 @@ export const schema = {
     readyTimeoutMs: { doc: 'How long to wait for every node to load its stage.', format: int(1000, 3_600_000), default: 180_000, env: 'DEFER_READY_TIMEOUT_MS' },
     frameTimeoutMs: { doc: 'How long a frame may take end to end before it is reported lost.', format: int(100, 3_600_000), default: 60_000, env: 'DEFER_FRAME_TIMEOUT_MS' },
     maxInFlight: {
-      doc: 'Frames in the chain at once; 0: two per engine (a worker thread of a node, or the node itself), four per engine where a stage has replicas.',
+      doc: "Frames in the chain at once; 0: two per engine (a worker thread of a node, or the node itself), four per engine where a stage has replicas, times the engine's batch.",
       format: int(0, 10_000),
       default: 0,
       env: 'DEFER_MAX_IN_FLIGHT',
+    },
+    batch: {
+      doc: "Frames an engine computes in one call at most when several wait for it (a batch: more frames per second for a light stage under load, each waiting longer; exact, as a node checks its stage computes a batch bit for bit as each frame alone). 0: chosen by the shape planner, about 80 ms of an engine's work and at most 8 frames, as its node's memory allows (1 for a chain given by --cut or --shape chain); 1: no batches.",
+      format: int(0, 16),
+      default: 0,
+      env: 'DEFER_BATCH',
     },
     maxMessageBytes: { doc: 'Largest activation message a node or dispatcher accepts.', format: int(1024, 268_435_455), default: 64 * 1024 * 1024, env: 'DEFER_MAX_MESSAGE_BYTES' },
     codec: { doc: 'Activation codec: lz4 (lossless, compressed) or none (raw bytes).', format: ['lz4', 'none'], default: 'lz4', env: 'DEFER_CODEC' },
@@ -466,6 +472,7 @@ export type DeferConfig = {
     readyTimeoutMs: number;
     frameTimeoutMs: number;
     maxInFlight: number;
+    batch: number;
     maxMessageBytes: number;
     codec: 'lz4' | 'none';
     precision: (Precision | 'auto')[];

@@ -39,6 +39,8 @@ export interface DispatcherOptions {
   readyTimeoutMs: number;
   frameTimeoutMs: number;
   maxInFlight: number;
+  /** frames an engine may compute in one call, for stages whose shape gives none (chains, repairs); 0 or absent: 1 */
+  batch?: number;
   maxMessageBytes: number;
   codec: Codec;
   /** how precisely activations travel: one value for every hop, or one per hop (default lossless); auto: `choosePrecision` decides for each chain */
@@ -74,11 +76,12 @@ export type { Deployment };
 /**
  * Frames in flight by default: two per engine (one computing, one waiting), four where a stage has replicas: fed
  * by least expected wait, a replica k times slower than its twin gets frames only while the twin holds k or more,
- * so the window must let the twin hold that many (4 per engine: up to about 8x on two nodes).
+ * so the window must let the twin hold that many (4 per engine: up to about 8x on two nodes). Each counts as many
+ * frames as its batch: a batch forms only from frames waiting.
  */
 export function defaultInFlight(plan: Pick<DeploymentPackage, 'stages'>): number {
-  const engines = plan.stages.reduce((n, s) => n + stageNodes(s).reduce((w, x) => w + (x.assignment.workers ?? 1), 0), 0);
-  return (hasReplicas(plan) ? 4 : 2) * engines;
+  const slots = plan.stages.reduce((n, s) => n + stageNodes(s).reduce((w, x) => w + (x.assignment.workers ?? 1) * (x.assignment.batch ?? 1), 0), 0);
+  return (hasReplicas(plan) ? 4 : 2) * slots;
 }
 
 /**
@@ -221,7 +224,7 @@ export class Dispatcher implements ChainHost {
     };
     const runs = (m: StageMember, k: number) => {
       const a = found.get(m.node);
-      return (a?.workers ?? 1) === m.workers && this.runsStage(m.node, a, id(), k, precision);
+      return (a?.workers ?? 1) === m.workers && (a?.batch ?? 1) === (m.batch ?? 1) && this.runsStage(m.node, a, id(), k, precision);
     };
     const all = () => id() !== undefined && shape.every((s, k) => s.every((m) => runs(m, k)));
     await this.readAssignments(members, found, all, waitMs);
@@ -366,6 +369,7 @@ export class Dispatcher implements ChainHost {
       codec: this.opts.codec,
       precision: await this.precisionFor(flat, nodes, cuts, mended),
       qos: this.opts.qos,
+      ...(this.opts.batch ? { batch: this.opts.batch } : {}),
       resultTopic: this.topics.results(this.id),
       pipeline: this.opts.pipeline,
       ...(this.opts.inputImage ? { inputImage: this.opts.inputImage } : {}),

@@ -35,7 +35,7 @@ import {
   topicsFor,
 } from '../lib/protocol/index.js';
 import { Prefetcher } from './prefetch.js';
-import { buildStage, type ComputeContext, type ComputeOutcome, computeActivation, FrameComputeError, warmUp } from './stage.js';
+import { type ActivationIn, batchesExactly, buildStage, type ComputeContext, type ComputeOutcome, computeActivations, FrameComputeError, warmUp } from './stage.js';
 import { StageWorkers } from './stage-workers.js';
 import { WeightCache } from './weight-cache.js';
 
@@ -74,6 +74,8 @@ interface NodeStage {
   assignment: Assignment;
   model?: StageModel;
   pool?: StageWorkers;
+  /** frames one engine call computes at most: the assignment's batch where the stage batches exactly, else 1 */
+  batch: number;
 }
 
 /** frame bytes (messages in and out, twice for their decoded and encoded copies) between young-generation collections */
@@ -81,6 +83,12 @@ const FRAME_BYTES_PER_GC = 8 * 2 ** 20;
 
 /** memory one more engine needs beyond its stage's weights (its own wasm module, heap and thread) */
 const ENGINE_OVERHEAD_BYTES = 64 * 2 ** 20;
+
+/** The ready line's words on batches: the batch taken, or why none was. */
+function batchText(a: Assignment, batch: number): string {
+  if ((a.batch ?? 1) <= 1) return '';
+  return batch > 1 ? `, batches of up to ${batch} frames` : `, no batches (the stage computes a batch of ${a.batch} other than its frames alone)`;
+}
 
 /** What one engine of assignment `a`'s stage holds, by the node's own measure: its weights twice, and an engine. */
 const engineBytes = (a: Assignment) => MEMORY_PER_WEIGHT_BYTE * a.manifest.totalBytes + ENGINE_OVERHEAD_BYTES;
@@ -252,6 +260,7 @@ export class EdgeNode {
       capabilities: this.capabilities,
       weightsFrom: this.weightsFrom,
       ...(this.stage ? { workers: this.workers } : {}),
+      ...(this.stage && this.stage.batch > 1 ? { batch: this.stage.batch } : {}),
       heartbeatMs: (this.opts.heartbeatMs ?? 1000) || undefined,
       ...(this.prefetcher?.total ? { prefetched: this.prefetcher.held, prefetchTotal: this.prefetcher.total } : {}),
       ...extra,
@@ -492,6 +501,7 @@ export class EdgeNode {
       let next: NodeStage;
       let released = 0;
       let together = 1;
+      const wantBatch = a.batch ?? 1;
       // cached before it is built (an engine's tensors then belong to the stage), once its hash is checked
       if (from === 'broker' && this.cache && sink.sha256() === a.manifest.sha256) await this.cache.put(a.manifest.sha256, sink.pieces());
       if (engines > 1) {
@@ -505,16 +515,17 @@ export class EdgeNode {
           { ...this.computeContext, processCpu: false },
           this.opts.keepPackedWeights,
           together,
+          wantBatch,
         );
         released = pool.releasedBytes;
         sink = undefined;
-        next = { assignment: a, pool };
+        next = { assignment: a, pool, batch: pool.batch };
       } else {
         const model = await buildStage(a, sink);
         sink = undefined;
         collectGarbage();
         released = warmUp(a, model, this.opts.keepPackedWeights);
-        next = { assignment: a, model };
+        next = { assignment: a, model, batch: wantBatch > 1 && batchesExactly(a, model) ? wantBatch : 1 };
       }
       if (standDowns !== this.standDowns) {
         await disposeStage(next); // the assignment was cleared meanwhile
@@ -530,7 +541,7 @@ export class EdgeNode {
       if (!this.loading) await this.subscribeWeights(false); // nothing more to fetch
       this.weightsFrom = from;
       log.info(
-        `node ${this.opts.id}: ready: stage ${a.stage + 1}/${a.stageCount} of ${a.deployment} (weights from the ${from}, built in ${(now() - t0).toFixed(0)} ms${engines > 1 ? ` on ${engines} worker threads, ${together} at once` : ''}${released > 0 ? `, ${(released / 1e6).toFixed(1)} MB of packed weights released` : ''}), reading ${a.inputTopic}`,
+        `node ${this.opts.id}: ready: stage ${a.stage + 1}/${a.stageCount} of ${a.deployment} (weights from the ${from}, built in ${(now() - t0).toFixed(0)} ms${engines > 1 ? ` on ${engines} worker threads, ${together} at once` : ''}${batchText(a, next.batch)}${released > 0 ? `, ${(released / 1e6).toFixed(1)} MB of packed weights released` : ''}), reading ${a.inputTopic}`,
       );
       await this.setStatus('ready');
     } catch (err) {
@@ -579,21 +590,21 @@ export class EdgeNode {
     return engines;
   }
 
-  /** Start computing queued activations, one per engine at most. */
+  /** Start computing queued activations: one engine call per engine at most, each with up to the stage's batch. */
   private pump(): void {
     const stage = this.stage;
     const engines = stage?.pool?.size ?? 1;
     // no new frame while the last ones are still not written out: on a slow link or a busy broker, results would
     // otherwise pile up in the MQTT client (ResNet50's first stage: 3.1 MB each), and memory with them
-    while (stage && this.active < engines && this.unsent <= engines && this.queue.length > 0 && !this.closed) {
-      const job = this.queue.shift()!;
+    while (stage && this.active < engines && this.unsent <= engines * stage.batch && this.queue.length > 0 && !this.closed) {
+      const jobs = this.queue.splice(0, stage.batch);
       this.active++;
-      this.compute(stage, job.payload, job.recvAt)
-        .catch((err) => this.reportError(stage.assignment.inputTopic, errorMessage(err), err instanceof FrameComputeError ? { deployment: err.deployment, frame: err.frame } : undefined))
+      this.compute(stage, jobs)
+        .catch((err) => this.reportError(stage.assignment.inputTopic, errorMessage(err)))
         .finally(() => {
           this.active--;
-          // the current stage's queue, even when this frame was the replaced stage's: frames of the new stage that
-          // arrived while it computed could not start then, and nothing else would start them
+          // the current stage's queue, even when these frames were the replaced stage's: frames of the new stage
+          // that arrived while they computed could not start then, and nothing else would start them
           this.pump();
         });
     }
@@ -610,9 +621,19 @@ export class EdgeNode {
     return { nodeId: this.opts.id, maxMessageBytes: this.opts.maxMessageBytes, slowdown: this.slowdown };
   }
 
-  private async compute(stage: NodeStage, payload: Buffer, recvAt: number): Promise<void> {
+  private async compute(stage: NodeStage, jobs: ActivationIn[]): Promise<void> {
     const a = stage.assignment;
-    const r: ComputeOutcome = stage.pool ? await stage.pool.compute(payload, recvAt) : await computeActivation({ assignment: a, model: stage.model! }, payload, recvAt, this.computeContext);
+    const outcomes = stage.pool ? await stage.pool.compute(jobs) : await computeActivations({ assignment: a, model: stage.model! }, jobs, this.computeContext, stage.batch);
+    for (const [k, r] of outcomes.entries()) {
+      if ('error' in r) {
+        const e = r.error;
+        this.reportError(a.inputTopic, errorMessage(e), e instanceof FrameComputeError ? { deployment: e.deployment, frame: e.frame } : undefined);
+      } else this.send(a, r, jobs[k].payload.byteLength);
+    }
+  }
+
+  /** Publish one frame's output (not awaited: waiting for the broker's PUBACK would idle this node for a round trip on every frame). */
+  private send(a: Assignment, r: ComputeOutcome, bytesIn: number): void {
     if (!r.body) {
       this.counters.dropped++;
       log.debug(`dropped frame ${r.frame} of deployment ${r.deployment} (current: ${a.deployment})`);
@@ -621,12 +642,11 @@ export class EdgeNode {
     this.counters.frames++;
     // a frame's buffers (its message, tensors, encoding) are garbage once it is sent, outside V8's heap: left to
     // V8, tens of MB of them pile up before it collects; a young-generation collection every few MB frees them
-    this.frameBytesSinceGc += 2 * (payload.byteLength + r.body.byteLength);
+    this.frameBytesSinceGc += 2 * (bytesIn + r.body.byteLength);
     if (this.frameBytesSinceGc >= FRAME_BYTES_PER_GC) {
       this.frameBytesSinceGc = 0;
       setImmediate(() => collectGarbage('minor'));
     }
-    // Not awaited: waiting for the broker's PUBACK would idle this node for a round trip on every frame.
     const topic = r.topic ?? a.outputTopic;
     this.unsent++;
     this.client!.publish(topic, r.body, { qos: a.qos }, (err) => {

@@ -1,19 +1,22 @@
 /**
- * A node's stage on several engines: W worker threads (stage-worker.ts), each with its own TensorFlow.js engine and
- * its own copy of the stage's weights, fed by load: an activation goes to an idle worker, and the node hands out
- * no more activations at once than it has workers. Memory: W times the stage's weights and workspaces.
+ * A node's stage on several engines: W worker threads (stage-worker.ts), each with its own TensorFlow.js engine
+ * built from one shared copy of the stage's weights, fed by load: activations go to an idle worker (as many as its
+ * batch, in one engine call, when more wait), and the node hands out no more calls at once than it has workers.
+ * Memory: W times the stage's weights and workspaces.
  */
 import { Worker } from 'node:worker_threads';
 import { DeferError } from '../lib/core/errors.js';
 import type { BackendChoice } from '../lib/model/engine.js';
 import type { Assignment } from '../lib/protocol/index.js';
-import { type ComputeContext, type ComputeOutcome, FrameComputeError } from './stage.js';
+import { type ActivationIn, type BatchOutcome, type ComputeContext, FrameComputeError } from './stage.js';
 import type { StageWorkerData, WorkerJob, WorkerReply } from './stage-worker.js';
 
 interface Slot {
   worker: Worker;
-  job?: { id: number; resolve(r: ComputeOutcome): void; reject(e: Error): void };
+  job?: { id: number; resolve(r: BatchOutcome[]): void; reject(e: Error): void };
   heapBytes?: number;
+  /** frames it computes in one call at most (1 where its stage does not batch exactly) */
+  batch: number;
 }
 
 export class StageWorkers {
@@ -28,7 +31,7 @@ export class StageWorkers {
    * failure. Up to `together` build at once: each build holds its engine's copy of the weights before packing, so
    * the caller bounds it by memory; after a failure no more start, and those started are closed.
    */
-  static async start(assignment: Assignment, blob: Uint8Array, count: number, backend: BackendChoice, ctx: ComputeContext, keepPacked = false, together = 1): Promise<StageWorkers> {
+  static async start(assignment: Assignment, blob: Uint8Array, count: number, backend: BackendChoice, ctx: ComputeContext, keepPacked = false, together = 1, maxBatch = 1): Promise<StageWorkers> {
     const pool = new StageWorkers();
     // one copy of the weights that every worker reads (a SharedArrayBuffer is shared, not copied, when passed to a
     // thread): a plain buffer would be copied into each worker and stay there as its workerData
@@ -37,7 +40,7 @@ export class StageWorkers {
       shared = new Uint8Array(new SharedArrayBuffer(blob.byteLength));
       shared.set(blob);
     }
-    const data: StageWorkerData = { assignment, blob: shared, backend, ctx, keepPacked };
+    const data: StageWorkerData = { assignment, blob: shared, backend, ctx, keepPacked, maxBatch };
     const url = new URL('./stage-worker.js', import.meta.url);
     try {
       let next = 0;
@@ -63,13 +66,14 @@ export class StageWorkers {
 
   private startOne(url: URL, data: StageWorkerData, index: number): Promise<Slot> {
     const worker = new Worker(url, { workerData: data });
-    const slot: Slot = { worker };
+    const slot: Slot = { worker, batch: 1 };
     return new Promise<Slot>((resolve, reject) => {
       let started = false;
       worker.on('message', (m: WorkerReply) => {
         if (m.type === 'ready') {
           started = true;
           slot.heapBytes = m.engineHeapBytes;
+          slot.batch = m.batch;
           this.releasedBytes += m.releasedBytes;
           resolve(slot);
         } else if (m.type === 'failed') reject(new DeferError('E_WEIGHTS', `worker ${index + 1} could not build the stage: ${m.reason}`));
@@ -88,16 +92,17 @@ export class StageWorkers {
     });
   }
 
-  private reply(slot: Slot, m: Extract<WorkerReply, { type: 'done' | 'error' }>): void {
+  private reply(slot: Slot, m: Extract<WorkerReply, { type: 'done' }>): void {
     const job = slot.job;
     if (!job || job.id !== m.id) return;
     slot.job = undefined;
-    if (m.type === 'error') {
-      job.reject(m.frame && m.deployment ? new FrameComputeError(m.deployment, m.frame, m.reason) : new DeferError('E_ENVELOPE', m.reason));
-      return;
-    }
     if (m.engineHeapBytes !== undefined) slot.heapBytes = m.engineHeapBytes;
-    job.resolve({ frame: m.frame, deployment: m.deployment, ...(m.body ? { body: Buffer.from(m.body.buffer, m.body.byteOffset, m.body.byteLength) } : {}), ...(m.topic ? { topic: m.topic } : {}) });
+    job.resolve(
+      m.results.map((r): BatchOutcome => {
+        if ('reason' in r) return { error: r.frame && r.deployment ? new FrameComputeError(r.deployment, r.frame, r.reason) : new DeferError('E_ENVELOPE', r.reason) };
+        return { frame: r.frame, deployment: r.deployment, ...(r.body ? { body: Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength) } : {}), ...(r.topic ? { topic: r.topic } : {}) };
+      }),
+    );
   }
 
   /** workers running */
@@ -111,16 +116,24 @@ export class StageWorkers {
     return known.length ? known.reduce((a, b) => a + b, 0) : undefined;
   }
 
-  /** Compute one activation on an idle worker (the caller keeps at most `size` in flight). */
-  compute(payload: Buffer, recvAt: number): Promise<ComputeOutcome> {
+  /** frames one call may carry: the least any worker takes (each checked its stage batches exactly) */
+  get batch(): number {
+    return this.slots.length ? Math.min(...this.slots.map((s) => s.batch)) : 1;
+  }
+
+  /** Compute activations (at most `batch`) on an idle worker, in one engine call where they fit (the caller keeps at most `size` calls in flight). */
+  compute(jobs: readonly ActivationIn[]): Promise<BatchOutcome[]> {
     const slot = this.slots.find((s) => !s.job);
     if (!slot) return Promise.reject(new DeferError('E_COMPUTE', this.slots.length ? 'every worker is busy' : 'no worker is running the stage'));
     const id = ++this.seq;
-    // a copy of exactly the message's bytes, moved to the worker (the MQTT payload may be a view of a larger buffer)
-    const bytes = new Uint8Array(payload);
-    return new Promise<ComputeOutcome>((resolve, reject) => {
+    // copies of exactly the messages' bytes, moved to the worker (an MQTT payload may be a view of a larger buffer)
+    const payloads = jobs.map((j) => new Uint8Array(j.payload));
+    return new Promise<BatchOutcome[]>((resolve, reject) => {
       slot.job = { id, resolve, reject };
-      slot.worker.postMessage({ id, payload: bytes, recvAt } satisfies WorkerJob, [bytes.buffer]);
+      slot.worker.postMessage(
+        { id, payloads, recvAts: jobs.map((j) => j.recvAt) } satisfies WorkerJob,
+        payloads.map((p) => p.buffer),
+      );
     });
   }
 

@@ -13,7 +13,7 @@ import { buildLayersStage } from '../lib/model/partition.js';
 import { pixelsToTensor, preprocessImage } from '../lib/model/preprocess.js';
 import { buildStageModel } from '../lib/model/stage-model.js';
 import { type BlobWeights, EngineWeights, type WeightSink } from '../lib/model/weight-sink.js';
-import { type Activation, type Assignment, decodeActivation, decodeTensor, encodeActivation, encodeTensor, type Hop, parseTopic, type RawTensor } from '../lib/protocol/index.js';
+import { type Activation, type Assignment, decodeActivation, decodeTensor, elementCount, encodeActivation, encodeTensor, type Hop, parseTopic, type RawTensor } from '../lib/protocol/index.js';
 
 export interface RunningStage {
   assignment: Assignment;
@@ -59,17 +59,163 @@ export function nextTopic(a: Assignment, msg: Activation): string {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function computeActivation(stage: RunningStage, payload: Buffer, recvAt: number, ctx: ComputeContext): Promise<ComputeOutcome> {
+  const [r] = await computeActivations(stage, [{ payload, recvAt }], ctx, 1);
+  if ('error' in r) throw r.error;
+  return r;
+}
+
+/** One activation as the node received it. */
+export interface ActivationIn {
+  payload: Buffer;
+  recvAt: number;
+}
+
+/** Each activation's outcome, or the error that stopped it (one frame's bad input fails that frame alone). */
+export type BatchOutcome = ComputeOutcome | { error: Error };
+
+/** A frame decoded and checked, its input ready for the engine. */
+interface Prepared {
+  msg: Activation;
+  input: RawTensor;
+  topic: string;
+  bytesIn: number;
+  recvAt: number;
+  t0: number;
+  t1: number;
+}
+
+/**
+ * Compute activations together: each is decoded and checked on its own; those of the current deployment whose
+ * inputs agree in shape and type run through the stage as one batch (at most `maxBatch` frames at once; a stage
+ * whose batched output is not bit for bit its frames' own outputs gets 1, see batchesExactly), and each frame's
+ * output is encoded with its own hop. A hop's computeMs is its share of the batch's time.
+ */
+export async function computeActivations(stage: RunningStage, jobs: readonly ActivationIn[], ctx: ComputeContext, maxBatch: number): Promise<BatchOutcome[]> {
   const a = stage.assignment;
   const cpu0 = process.cpuUsage();
-  const t0 = now();
-  const msg: Activation = decodeActivation(payload, ctx.maxMessageBytes);
-  if (msg.deployment !== a.deployment) return { frame: msg.frame, deployment: msg.deployment };
-  try {
-    return await computeFrame(stage, msg, payload.byteLength, recvAt, t0, cpu0, ctx);
-  } catch (err) {
-    // the frame is known: the report names it, and the dispatcher fails it at once
-    throw new FrameComputeError(msg.deployment, msg.frame, errorMessage(err));
+  const out: BatchOutcome[] = new Array(jobs.length);
+  const ready: { index: number; p: Prepared }[] = [];
+  for (const [index, job] of jobs.entries()) {
+    const t0 = now();
+    let msg: Activation;
+    try {
+      msg = decodeActivation(job.payload, ctx.maxMessageBytes);
+    } catch (err) {
+      out[index] = { error: err instanceof Error ? err : new Error(String(err)) };
+      continue;
+    }
+    if (msg.deployment !== a.deployment) {
+      out[index] = { frame: msg.frame, deployment: msg.deployment };
+      continue;
+    }
+    try {
+      ready.push({ index, p: await prepare(a, msg, job.payload.byteLength, job.recvAt, t0, ctx) });
+    } catch (err) {
+      out[index] = { error: new FrameComputeError(msg.deployment, msg.frame, errorMessage(err)) };
+    }
   }
+  // the process's CPU for decoding, shared out over the jobs (a batch's computing over its frames, below)
+  const decoded = process.cpuUsage(cpu0);
+  const decodeCpuMs = (decoded.user + decoded.system) / 1000 / Math.max(1, jobs.length);
+  // consecutive frames whose inputs fit together, up to maxBatch each
+  let i = 0;
+  while (i < ready.length) {
+    const group = [ready[i]];
+    while (group.length < Math.max(1, maxBatch) && i + group.length < ready.length && fits(group[0].p.input, ready[i + group.length].p.input)) group.push(ready[i + group.length]);
+    i += group.length;
+    try {
+      const t1 = now();
+      const cpu1 = process.cpuUsage();
+      const outputs = await runBatch(
+        stage,
+        group.map((g) => g.p.input),
+        ctx,
+      );
+      const share = (now() - t1) / group.length;
+      const cpu = process.cpuUsage(cpu1);
+      const cpuShare = decodeCpuMs + (cpu.user + cpu.system) / 1000 / group.length;
+      for (const [k, g] of group.entries()) out[g.index] = finish(a, g.p, outputs[k], share, group.length, cpuShare, ctx);
+    } catch (err) {
+      for (const g of group) out[g.index] = { error: new FrameComputeError(g.p.msg.deployment, g.p.msg.frame, errorMessage(err)) };
+    }
+  }
+  return out;
+}
+
+/** Inputs that can share one engine call: same type, same shape beyond the batch dimension. */
+function fits(x: RawTensor, y: RawTensor): boolean {
+  return x.dtype === y.dtype && x.shape.length === y.shape.length && x.shape.every((d, k) => k === 0 || d === y.shape[k]);
+}
+
+async function prepare(a: Assignment, msg: Activation, bytesIn: number, recvAt: number, t0: number, ctx: ComputeContext): Promise<Prepared> {
+  if (msg.stage !== a.stage) throw new DeferError('E_ENVELOPE', `activation for stage ${msg.stage} arrived at stage ${a.stage}`);
+  const topic = nextTopic(a, msg);
+  const input = await inputOf(a, msg, ctx.maxMessageBytes * 8);
+  const want = a.inputShape;
+  const got = input.shape;
+  if (got.length !== want.length + 1 || got[0] < 1 || got[0] > 64 || want.some((d, i) => d !== got[i + 1])) {
+    throw new DeferError('E_ENVELOPE', `activation shape [${got}] does not fit stage input [batch,${want}]`);
+  }
+  if (input.dtype !== a.inputDtype) throw new DeferError('E_ENVELOPE', `activation dtype ${input.dtype} does not fit stage input ${a.inputDtype}`);
+  return { msg, input, topic, bytesIn, recvAt, t0, t1: now() };
+}
+
+/** The stage on the inputs as one batch; each input's rows of the output, in order. */
+async function runBatch(stage: RunningStage, inputs: RawTensor[], ctx: ComputeContext): Promise<RawTensor[]> {
+  const t1 = now();
+  const dtype = inputs[0].dtype === 'int32' ? 'int32' : 'float32';
+  const rows = inputs.map((x) => x.shape[0]);
+  const shape = [rows.reduce((s, r) => s + r, 0), ...inputs[0].shape.slice(1)];
+  let data = inputs[0].data as Float32Array | Int32Array;
+  if (inputs.length > 1) {
+    const all = dtype === 'int32' ? new Int32Array(elementCount(shape)) : new Float32Array(elementCount(shape));
+    let at = 0;
+    for (const x of inputs) {
+      all.set(x.data as ArrayLike<number>, at);
+      at += x.data.length;
+    }
+    data = all;
+  }
+  const out = tf.tidy(() => stage.model.run(tf.tensor(data, shape, dtype)));
+  const values = (await out.data()) as Float32Array;
+  const outShape = [...out.shape];
+  out.dispose();
+  if (ctx.slowdown > 1) await sleep((ctx.slowdown - 1) * (now() - t1));
+  if (inputs.length === 1) return [{ dtype: 'float32', shape: outShape, data: values }];
+  const perRow = values.length / shape[0];
+  let row = 0;
+  return rows.map((r) => {
+    const part = values.slice(row * perRow, (row + r) * perRow);
+    row += r;
+    return { dtype: 'float32', shape: [r, ...outShape.slice(1)], data: part };
+  });
+}
+
+function finish(a: Assignment, p: Prepared, output: RawTensor, computeMs: number, batch: number, cpuShareMs: number, ctx: ComputeContext): ComputeOutcome {
+  const t2 = now();
+  const cpu0 = process.cpuUsage();
+  const tensor = encodeTensor(output, { codec: a.codec, precision: a.outputPrecision });
+  const hop: Hop = {
+    node: ctx.nodeId,
+    stage: a.stage,
+    bytesIn: p.bytesIn,
+    recvAt: p.recvAt,
+    decodeMs: p.t1 - p.t0,
+    computeMs,
+    encodeMs: 0,
+    sentAt: 0,
+    ...(batch > 1 ? { batch } : {}),
+  };
+  const hops = [...p.msg.hops, hop];
+  hop.encodeMs = now() - t2;
+  hop.sentAt = now();
+  if (ctx.processCpu !== false) {
+    const cpu = process.cpuUsage(cpu0);
+    hop.cpuMs = cpuShareMs + (cpu.user + cpu.system) / 1000;
+  }
+  const m = p.msg;
+  const body = encodeActivation({ deployment: a.deployment, frame: m.frame, device: m.device, stage: a.stage + 1, sentAt: m.sentAt, hops, tensor, ...(m.route ? { route: m.route } : {}) });
+  return { frame: m.frame, deployment: a.deployment, body, topic: p.topic };
 }
 
 /** A frame this node could not compute, with the reason. */
@@ -105,46 +251,6 @@ function pixelsIn(a: Assignment, frame: string, t: RawTensor): RawTensor {
     throw new DeferError('E_ENVELOPE', `pixels of frame ${frame} have shape [${t.shape}], stage 0 takes [batch,${spec.height},${spec.width},${spec.channels}]`);
   }
   return pixelsToTensor(t, spec);
-}
-
-async function computeFrame(stage: RunningStage, msg: Activation, bytesIn: number, recvAt: number, t0: number, cpu0: NodeJS.CpuUsage, ctx: ComputeContext): Promise<ComputeOutcome> {
-  const a = stage.assignment;
-  if (msg.stage !== a.stage) throw new DeferError('E_ENVELOPE', `activation for stage ${msg.stage} arrived at stage ${a.stage}`);
-  const topic = nextTopic(a, msg);
-  const input = await inputOf(a, msg, ctx.maxMessageBytes * 8);
-  const want = a.inputShape;
-  const got = input.shape;
-  if (got.length !== want.length + 1 || got[0] < 1 || got[0] > 64 || want.some((d, i) => d !== got[i + 1])) {
-    throw new DeferError('E_ENVELOPE', `activation shape [${got}] does not fit stage input [batch,${want}]`);
-  }
-  if (input.dtype !== a.inputDtype) throw new DeferError('E_ENVELOPE', `activation dtype ${input.dtype} does not fit stage input ${a.inputDtype}`);
-  const t1 = now();
-  const out = tf.tidy(() => stage.model.run(tf.tensor(input.data as Float32Array, got, input.dtype === 'int32' ? 'int32' : 'float32')));
-  const data = (await out.data()) as Float32Array;
-  const shape = [...out.shape];
-  out.dispose();
-  if (ctx.slowdown > 1) await sleep((ctx.slowdown - 1) * (now() - t1));
-  const t2 = now();
-  const tensor = encodeTensor({ dtype: 'float32', shape, data }, { codec: a.codec, precision: a.outputPrecision });
-  const hop: Hop = {
-    node: ctx.nodeId,
-    stage: a.stage,
-    bytesIn,
-    recvAt,
-    decodeMs: t1 - t0,
-    computeMs: t2 - t1,
-    encodeMs: 0,
-    sentAt: 0,
-  };
-  const hops = [...msg.hops, hop];
-  hop.encodeMs = now() - t2;
-  hop.sentAt = now();
-  if (ctx.processCpu !== false) {
-    const cpu = process.cpuUsage(cpu0);
-    hop.cpuMs = (cpu.user + cpu.system) / 1000;
-  }
-  const body = encodeActivation({ deployment: a.deployment, frame: msg.frame, device: msg.device, stage: a.stage + 1, sentAt: msg.sentAt, hops, tensor, ...(msg.route ? { route: msg.route } : {}) });
-  return { frame: msg.frame, deployment: a.deployment, body, topic };
 }
 
 /** The stage model of assignment `a` from its weights: size and sha256 checked against the manifest (warm it up with warmUp once a blob is dropped). */
@@ -199,6 +305,24 @@ export function warmUp(a: Assignment, model: StageModel, keepPacked = false): nu
   } finally {
     x.dispose();
   }
+}
+
+/**
+ * Whether the stage computes frames together bit for bit as it computes each alone: two different inputs, each
+ * alone, then as one batch of two. Checked for every stage before it takes batches (wasm's kernels passed for
+ * every model tried; an engine whose kernels tile by batch might not).
+ */
+export function batchesExactly(a: Assignment, model: StageModel): boolean {
+  const dtype = a.inputDtype === 'int32' ? 'int32' : 'float32';
+  const make = (seed: number) => (dtype === 'int32' ? tf.zeros([1, ...a.inputShape], dtype) : tf.randomUniform([1, ...a.inputShape], 0, 1, dtype, seed));
+  return tf.tidy(() => {
+    const x = make(11);
+    const y = make(12);
+    const alone = [model.run(x).dataSync(), model.run(y).dataSync()];
+    const both = model.run(tf.concat([x, y], 0)).dataSync();
+    const half = both.length / 2;
+    return sameBits(alone[0], both.subarray(0, half)) && sameBits(alone[1], both.subarray(half));
+  });
 }
 
 function sameBits(a: ArrayLike<number>, b: ArrayLike<number>): boolean {

@@ -13,7 +13,7 @@ import { chooseSplit, defaultCuts, needsNodeFigures } from '../../lib/planning/a
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
 import { printEvents, waitingFor } from '../event-output.js';
-import { BALANCE, CUT, FLOAT_FRAMES, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, PRECISION, REPLAN, SEED, SERVE } from '../flags.js';
+import { BALANCE, BATCH, CUT, FLOAT_FRAMES, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, PRECISION, REPLAN, SEED, SERVE } from '../flags.js';
 import { waitForSignal } from '../process-input.js';
 import { formatServeMetrics, printSummary } from '../up.js';
 
@@ -26,6 +26,7 @@ export const dispatchCommand: Command = {
     nodes: { key: 'dispatcher.nodes', type: 'string', list: true, help: 'node ids: the nodes the planner may use (with --cut or --shape chain: one per stage, in chain order)' },
     standby: { key: 'dispatcher.standby', type: 'string', list: true, help: 'standby node ids: one takes over the stage of a node that fails' },
     'on-node-failure': ON_FAILURE,
+    batch: BATCH,
     cut: CUT,
     'balance-by': BALANCE,
     ...PLANNER,

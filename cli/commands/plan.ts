@@ -6,7 +6,7 @@ import { brokerAuth } from '../../lib/mqtt/connect.js';
 import { autoPlan, givenOrBalancedCuts, planShapeFor, shapeAuto } from '../../lib/planning/auto-plan.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
-import { CUT, MODEL, PLANNER, SEED, WORKERS } from '../flags.js';
+import { BATCH, CUT, MODEL, PLANNER, SEED, WORKERS } from '../flags.js';
 import { autoPlanReport, formatAutoPlan, formatCutList, formatPlan, formatShapePlan, planReport, shapePlanReport } from '../plan-table.js';
 
 /** `defer plan`. */
@@ -19,6 +19,7 @@ export const planCommand: Command = {
     cut: CUT,
     nodes: { key: 'dispatcher.nodes', type: 'string', list: true, help: 'node ids (with --auto): online nodes, or as many as --speeds' },
     ...PLANNER,
+    batch: BATCH,
     workers: { ...WORKERS, help: 'with --speeds: the most engines each node may run (default 1); calibrated nodes report theirs' },
     stages: { type: 'string', help: 'number of balanced stages, when no --cut is given (default 2)' },
     'list-cuts': { type: 'boolean', help: 'list every valid cut point' },

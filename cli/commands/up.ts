@@ -1,7 +1,7 @@
 import { DeferError } from '../../lib/core/errors.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
-import { BALANCE, CUT, FLOAT_FRAMES, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, PRECISION, REPLAN, SEED, SERVE, WORKERS } from '../flags.js';
+import { BALANCE, BATCH, CUT, FLOAT_FRAMES, FRAMES, HTTP, JSON_FLAG, MODEL, NO_BASELINE, ON_FAILURE, PLANNER, PRECISION, REPLAN, SEED, SERVE, WORKERS } from '../flags.js';
 import { formatServeMetrics, printSummary, runUp, serveUp } from '../up.js';
 
 /** `defer up`. */
@@ -10,6 +10,7 @@ export const upCommand: Command = {
   about: 'Run a whole local deployment: embedded broker, N edge-node processes, dispatcher; stream synthetic frames and print a summary, or serve devices until SIGINT or SIGTERM (--serve).',
   flags: {
     nodes: { key: 'up.nodes', type: 'string', number: true, help: 'edge-node processes (the planner chooses which serve which stage; with --cut or --shape chain: one per stage)' },
+    batch: BATCH,
     workers: WORKERS,
     standby: { key: 'up.standby', type: 'string', number: true, help: 'extra edge-node processes kept as standbys (s1, s2, ...)' },
     'on-node-failure': ON_FAILURE,

@@ -38,6 +38,8 @@ export interface DeployOptions {
   /** how precisely activations travel: one value for every hop, or one per hop (dispatcher -> stage 0, stage 0 -> 1, ..., last stage -> dispatcher) */
   precision?: Precision[];
   qos: 0 | 1;
+  /** frames an engine may compute in one call where a stage's member gives none (default 1) */
+  batch?: number;
   /** topic where the last stage publishes its output */
   resultTopic: string;
   pipeline: string;
@@ -109,7 +111,7 @@ export function hopPrecisions(given: readonly Precision[] | undefined, stages: n
  * assignment has no `weightsNode`: the stage's first).
  */
 export function replicaAssignment(of: Omit<Assignment, 'v' | 'kind'> & { v?: unknown; kind?: unknown }, member: StageMember, topics: Topics): Omit<Assignment, 'v' | 'kind'> {
-  const { workers: _w, weightsNode, v: _v, kind: _k, ...base } = of;
+  const { workers: _w, batch: _b, weightsNode, v: _v, kind: _k, ...base } = of;
   const from = weightsNode ?? of.nodeId;
   return {
     ...base,
@@ -117,6 +119,7 @@ export function replicaAssignment(of: Omit<Assignment, 'v' | 'kind'> & { v?: unk
     inputTopic: topics.stageIn(of.stage, member.node),
     ...(from === member.node ? {} : { weightsNode: from }),
     ...(member.workers > 1 ? { workers: member.workers } : {}),
+    ...((member.batch ?? 1) > 1 ? { batch: member.batch } : {}),
   };
 }
 
@@ -126,7 +129,8 @@ export function newDeploymentId(): string {
 
 export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployOptions): DeploymentPackage {
   const plans = flat.spans(opts.cuts);
-  const shape = opts.shape ?? opts.nodes.map((node) => [{ node, workers: 1 }]);
+  const given = opts.batch ?? 1;
+  const shape = (opts.shape ?? opts.nodes.map((node): StageMember[] => [{ node, workers: 1 }])).map((s) => s.map((m) => (m.batch === undefined && given > 1 ? { ...m, batch: given } : m)));
   if (plans.length !== shape.length) {
     throw new DeferError(
       'E_CONFIG',
@@ -168,6 +172,7 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
       qos: opts.qos,
       createdAt: Date.now(),
       ...(first.workers > 1 ? { workers: first.workers } : {}),
+      ...((first.batch ?? 1) > 1 ? { batch: first.batch } : {}),
     };
     const replicas = others.map((m) => ({ nodeId: m.node, assignment: replicaAssignment(assignment, m, topics) }));
     return { span: plan, nodeId: first.node, chunks, assignment, ...(replicated ? { replicas } : {}) };

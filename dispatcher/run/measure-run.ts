@@ -161,6 +161,10 @@ export interface RunSummary {
 export interface StageNodeRun {
   node: string;
   workers: number;
+  /** the most frames each engine computed in one call (its assignment's batch; 1: none) */
+  batch: number;
+  /** frames per engine call, on average over this run (from the hops) */
+  meanBatch: number;
   /** frames of this run it computed */
   frames: number;
   /** its decode + compute + encode per frame, ms (one engine) */
@@ -188,7 +192,7 @@ export interface ShapeCheck {
     predictedStageMs: number;
     /** measured ms per frame of the stage as a whole: each node's engines over its busy time, summed */
     measuredStageMs: number;
-    nodes: { node: string; workers: number; predictedShare: number; measuredShare: number; predictedEngineMs: number; measuredEngineMs: number }[];
+    nodes: { node: string; workers: number; batch: number; predictedShare: number; measuredShare: number; predictedEngineMs: number; measuredEngineMs: number }[];
   }[];
 }
 
@@ -219,6 +223,7 @@ export function checkShape(plan: ShapePlan, s: RunSummary): ShapeCheck {
           return {
             node: m.node,
             workers: m.workers,
+            batch: m.batch ?? 1,
             predictedShare: round(ps.share[m.node], 3),
             measuredShare: x && total ? round(x.frames / total, 3) : 0,
             predictedEngineMs: round(ps.engineMs[m.node], 1),
@@ -294,13 +299,17 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
   const single = local && frames.length ? { throughputFps: round(frames.length / (local.wallMs / 1000), 3), msPerFrame: round(local.wallMs / frames.length, 1) } : null;
   const short = shortNameMap(d.flat.graph);
   const nodesOf = (k: number): StageNodeRun[] => {
-    const workers = new Map(stageNodes(stages[k]).map((n) => [n.nodeId, n.assignment.workers ?? 1]));
-    const seen = [...new Set([...workers.keys(), ...res.flatMap((r) => (r.hops[k] ? [r.hops[k].node] : []))])];
+    const assigned = new Map(stageNodes(stages[k]).map((n) => [n.nodeId, n.assignment]));
+    const seen = [...new Set([...assigned.keys(), ...res.flatMap((r) => (r.hops[k] ? [r.hops[k].node] : []))])];
     return seen.map((node) => {
       const mine = res.flatMap((r) => (r.hops[k]?.node === node ? [r.hops[k]] : []));
+      // a batch of b frames is b hops that each say b: calls = sum of 1/b
+      const calls = mine.reduce((n, h) => n + 1 / (h.batch ?? 1), 0);
       return {
         node,
-        workers: workers.get(node) ?? 1,
+        workers: assigned.get(node)?.workers ?? 1,
+        batch: assigned.get(node)?.batch ?? 1,
+        meanBatch: calls > 0 ? round(mine.length / calls, 2) : 1,
         frames: mine.length,
         meanBusyMs: round(mean(mine.map((h) => h.decodeMs + h.computeMs + h.encodeMs)), 1),
         peakRssBytes: memory?.get(node)?.peakRssBytes ?? null,
@@ -332,7 +341,7 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
       meanCpuMs: res.some((r) => r.hops[k]?.cpuMs !== undefined) ? hopMean(res, k, (h) => h.cpuMs ?? NaN) : null,
       peakRssBytes: memory?.get(s.nodeId)?.peakRssBytes ?? null,
       engineHeapBytes: memory?.get(s.nodeId)?.engineHeapBytes ?? null,
-      predictedMemoryBytes: Math.round(enginesMemoryBytes(predictedMemory[k], firstNodeWorkers({ node: s.nodeId, nodes: stageNodeRuns[k] }))),
+      predictedMemoryBytes: Math.round(enginesMemoryBytes(predictedMemory[k].stageBytes, firstNodeWorkers({ node: s.nodeId, nodes: stageNodeRuns[k] }), s.assignment.batch ?? 1, predictedMemory[k].batchFrameBytes)),
       memoryLimitBytes: memory?.get(s.nodeId)?.memoryLimitBytes ?? null,
       memoryPeakBytes: memory?.get(s.nodeId)?.memoryPeakBytes ?? null,
       nodes: stageNodeRuns[k],
@@ -368,7 +377,7 @@ export function formatSummary(s: RunSummary): string {
     `DEFER run: ${s.model} on ${s.stages.length} stage${s.stages.length > 1 ? 's' : ''} (${s.shape}), backend ${s.backend}, deployment ${s.deployment}`,
     ...s.stages.map(
       (st) =>
-        `  stage ${st.index} on ${st.nodes.length > 1 || st.nodes[0]?.workers > 1 ? st.nodes.map((n) => `${memberName(n)} (${n.frames} frames${n.peakRssBytes !== null && st.nodes.length > 1 ? `, peak RSS ${(n.peakRssBytes / 1e6).toFixed(0)} MB` : ''})`).join(' + ') : st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
+        `  stage ${st.index} on ${st.nodes.length > 1 || st.nodes[0]?.workers > 1 || st.nodes[0]?.batch > 1 ? st.nodes.map((n) => `${memberName(n)} (${n.frames} frames${n.batch > 1 ? `, batches of up to ${n.batch}: ${n.meanBatch} on average` : ''}${n.peakRssBytes !== null && st.nodes.length > 1 ? `, peak RSS ${(n.peakRssBytes / 1e6).toFixed(0)} MB` : ''})`).join(' + ') : st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
         (st.peakRssBytes !== null
           ? `, weights ${(st.weightBytes / 1e6).toFixed(1)} MB, peak RSS ${(st.peakRssBytes / 1e6).toFixed(0)} MB (${st.engineHeapBytes !== null ? `wasm heap ${(st.engineHeapBytes / 1e6).toFixed(0)} MB; ` : ''}predicted ${(st.predictedMemoryBytes / 1e6).toFixed(0)} MB over an idle node${firstNodeWorkers(st) > 1 ? `, ${firstNodeWorkers(st)} engines` : ''})${st.memoryLimitBytes !== null ? `, cgroup peak ${st.memoryPeakBytes === null ? 'n/a' : (st.memoryPeakBytes / 1e6).toFixed(0)} of ${(st.memoryLimitBytes / 1e6).toFixed(0)} MB` : ''}`
           : ''),

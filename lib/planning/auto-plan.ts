@@ -12,6 +12,7 @@ import { log } from '../core/log.js';
 import type { FlatModel } from '../model/flat-model.js';
 import type { Capabilities } from '../protocol/index.js';
 import { chooseCuts } from './balanced-cuts.js';
+import { describeBatches, withBatches } from './batching.js';
 import { type ChainPlan, type CostModel, type PlanNode, type PlanOptions, planPipeline } from './optimiser.js';
 import type { PredictionCheck } from './plan-check.js';
 import { costModelOf, planNodes, remeasuredNodes } from './plan-inputs.js';
@@ -137,7 +138,7 @@ export async function planShapeFor(
   const nodes: ShapeNode[] = planNodes(ids, config.planner, profile, caps).map((n) => ({ ...n, maxWorkers: caps?.get(n.id)?.workers ?? given }));
   const opts = planOptions(config, localRelayHost(config.broker.url));
   const replicas = config.planner.replicas.length ? config.planner.replicas : undefined;
-  const plan = planShape(cost, nodes, { dispatcher: opts.dispatcher, relay: opts.relay, replicas });
+  const plan = withBatches(planShape(cost, nodes, { dispatcher: opts.dispatcher, relay: opts.relay, replicas }), nodes, config.dispatcher.batch);
   if (!plan.exhaustive) {
     progress(
       `the shape search stopped at its limit (${plan.shapesTried} shapes for ${nodes.length} nodes): the shape is the best found, not proven the best; --replicas (nodes per stage) narrows the search`,
@@ -149,7 +150,7 @@ export async function planShapeFor(
 /** One line for a shape plan: its shape, cuts, prediction and bottleneck. */
 export function describeShape(p: ShapePlan): string {
   const engines = p.stages.reduce((n, s) => n + s.members.reduce((w, m) => w + m.workers, 0), 0);
-  return `shape ${shapeLine(p.stages)} (${p.stages.length} stage${p.stages.length > 1 ? 's' : ''}, ${engines} engine${engines > 1 ? 's' : ''}${p.idle.length ? `; idle: ${p.idle.join(', ')}` : ''}), cuts ${p.cuts.join(', ') || '(none)'}; predicted ${p.predictedThroughputFps.toFixed(2)} frames/s, ${(p.predictedThroughputFps / p.singleFps).toFixed(2)}x one engine (bottleneck: ${p.bottleneck})`;
+  return `shape ${shapeLine(p.stages)} (${p.stages.length} stage${p.stages.length > 1 ? 's' : ''}, ${engines} engine${engines > 1 ? 's' : ''}${p.idle.length ? `; idle: ${p.idle.join(', ')}` : ''}; ${describeBatches(p.stages)}), cuts ${p.cuts.join(', ') || '(none)'}; predicted ${p.predictedThroughputFps.toFixed(2)} frames/s, ${(p.predictedThroughputFps / p.singleFps).toFixed(2)}x one engine (bottleneck: ${p.bottleneck})`;
 }
 
 /** The cuts given (--cut, dispatcher.cut) or, without them, balanced for `stages` equal nodes. */

@@ -139,21 +139,38 @@ export const MEMORY_PER_ACTIVATION_BYTE = 12;
  */
 export const WORKER_THREAD_BYTES = 50e6;
 
-/** Estimated memory `workers` engines of a stage of `stageBytes` (stageMemoryBytes) add to an idle node. */
-export function enginesMemoryBytes(stageBytes: number, workers: number): number {
-  return workers > 1 ? workers * (stageBytes + WORKER_THREAD_BYTES) : stageBytes;
+/**
+ * What each frame of an engine's batch beyond the first adds (docs/planner.md#batches): its activations through the
+ * engine, 8 times the stage's largest. Measured (peak RSS of one engine, batch 4 against 1, 2026-11-27): the
+ * Teachable Machine model 47 MB more (its largest activation 4.8 MB: 3.3x per added frame), MobileNet v1 78 MB
+ * (3.2 MB: 8x), ResNet50 53 MB (3.2 MB: 5.5x).
+ */
+export const MEMORY_PER_BATCHED_ACTIVATION_BYTE = 8;
+
+/**
+ * Estimated memory `workers` engines of a stage of `stageBytes` (stageMemoryBytes) add to an idle node, each
+ * computing up to `batch` frames at once (each beyond the first adding `batchFrameBytes`).
+ */
+export function enginesMemoryBytes(stageBytes: number, workers: number, batch = 1, batchFrameBytes = 0): number {
+  const engine = stageBytes + (batch - 1) * batchFrameBytes;
+  return workers > 1 ? workers * (engine + WORKER_THREAD_BYTES) : engine;
+}
+
+/** The largest tensor going into, through or out of layers first..last, bytes. */
+export function largestActivationBytes(cost: CostModel, first: number, last: number): number {
+  let act = first === 0 ? cost.inputBytes : cost.outputBytes[first - 1];
+  for (let i = first; i <= last; i++) act = Math.max(act, cost.outputBytes[i]);
+  return act;
 }
 
 /** Estimated memory a stage adds to an idle node, by the measured constants. */
 export function stageMemoryBytes(cost: CostModel, first: number, last: number): number {
   let w = 0;
-  let act = first === 0 ? cost.inputBytes : cost.outputBytes[first - 1];
   for (let i = first; i <= last; i++) {
     const loaded = cost.loadedBytes?.[i];
     w += MEMORY_PER_WEIGHT_BYTE * (loaded ?? cost.weightBytes[i]) + (loaded !== undefined ? cost.weightBytes[i] : 0);
-    act = Math.max(act, cost.outputBytes[i]);
   }
-  return STAGE_BASE_BYTES + w + MEMORY_PER_ACTIVATION_BYTE * act;
+  return STAGE_BASE_BYTES + w + MEMORY_PER_ACTIVATION_BYTE * largestActivationBytes(cost, first, last);
 }
 
 export interface Evaluation {
@@ -194,6 +211,10 @@ export class CostTable {
   }
   memory(a: number, b: number): number {
     return stageMemoryBytes(this.cost, this.pts[a] + 1, this.pts[b]);
+  }
+  /** what each frame of a batch beyond the first adds to one engine of the stage, bytes */
+  batchFrameBytes(a: number, b: number): number {
+    return MEMORY_PER_BATCHED_ACTIVATION_BYTE * largestActivationBytes(this.cost, this.pts[a] + 1, this.pts[b]);
   }
   /** ms to decode the stage's input and encode its output */
   codecMs(a: number, b: number): number {

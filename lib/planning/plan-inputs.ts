@@ -6,7 +6,7 @@
 import { DeferError } from '../core/errors.js';
 import type { FlatModel, StageSpan } from '../model/flat-model.js';
 import type { Capabilities, Codec } from '../protocol/index.js';
-import { type CostModel, type PlanNode, stageMemoryBytes } from './cost-model.js';
+import { type CostModel, largestActivationBytes, MEMORY_PER_BATCHED_ACTIVATION_BYTE, type PlanNode, stageMemoryBytes } from './cost-model.js';
 import type { CachedProfile } from './profile-cache.js';
 
 /** The planner's cost model: the profile's segment times and codec costs (for `codec`), the model's sizes. */
@@ -49,11 +49,18 @@ function sizeCost(flat: FlatModel): Pick<CostModel, 'layerNames' | 'outputBytes'
   };
 }
 
-/** Each stage's estimated memory (what it adds to an idle node), from the model's sizes alone: for run summaries beside the measured. */
-export function stageMemoryOf(flat: FlatModel, spans: StageSpan[]): number[] {
+/**
+ * Each stage's estimated memory (what one engine of it adds to an idle node, and each frame of a batch beyond the
+ * first), from the model's sizes alone: for run summaries beside the measured.
+ */
+export function stageMemoryOf(flat: FlatModel, spans: StageSpan[]): { stageBytes: number; batchFrameBytes: number }[] {
   const cost: CostModel = { ...sizeCost(flat), segmentMs: [], validCuts: [] };
   const index = new Map(cost.layerNames.map((name, i) => [name, i]));
-  return spans.map((s) => stageMemoryBytes(cost, index.get(s.layers[0]) ?? 0, index.get(s.last) ?? cost.layerNames.length - 1));
+  return spans.map((s) => {
+    const first = index.get(s.layers[0]) ?? 0;
+    const last = index.get(s.last) ?? cost.layerNames.length - 1;
+    return { stageBytes: stageMemoryBytes(cost, first, last), batchFrameBytes: MEMORY_PER_BATCHED_ACTIVATION_BYTE * largestActivationBytes(cost, first, last) };
+  });
 }
 
 export interface NodeOptions {

@@ -34,6 +34,8 @@ export interface ShapeNode extends PlanNode {
 export interface ShapeMember {
   node: string;
   workers: number;
+  /** frames each engine computes in one call at most when several wait (batching.ts); absent: 1 */
+  batch?: number;
 }
 
 export interface ShapeStage {
@@ -45,6 +47,8 @@ export interface ShapeStage {
   weightBytes: number;
   /** estimated memory of one engine of this stage */
   memoryBytes: number;
+  /** what each frame of a batch beyond the first adds to one engine, bytes */
+  batchFrameBytes: number;
   /** predicted ms per frame of this stage as a whole (all its engines together) */
   stageMs: number;
   /** predicted ms one engine of each member spends on a frame */
@@ -515,6 +519,7 @@ function describe(t: CostTable, terms: Terms, nodes: ShapeNode[], groups: Group[
       layerCount: last - first + 1,
       weightBytes,
       memoryBytes: t.memory(a, b),
+      batchFrameBytes: t.batchFrameBytes(a, b),
       stageMs: busy / g.capacity,
       engineMs: Object.fromEntries(g.members.map((m) => [m.node.id, busy * m.node.timeFactor])),
       share: Object.fromEntries(g.members.map((m) => [m.node.id, m.workers / m.node.timeFactor / g.capacity])),

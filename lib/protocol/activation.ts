@@ -18,6 +18,8 @@ export interface Hop {
   sentAt: number;
   /** CPU ms (user + system) the node's process spent on this frame, decode to encode (optional) */
   cpuMs?: number;
+  /** frames the node computed together with this one in one engine call (absent: 1); computeMs is this frame's share */
+  batch?: number;
 }
 
 export interface Activation {
@@ -67,6 +69,7 @@ export function decodeActivation(buf: Uint8Array, maxBytes: number): Activation 
       encodeMs: num(o, 'encodeMs', H),
       sentAt: num(o, 'sentAt', H),
       ...(o.cpuMs === undefined ? {} : { cpuMs: num(o, 'cpuMs', H) }),
+      ...(o.batch === undefined ? {} : { batch: int(o, 'batch', H, 1, 64) }),
     };
   });
   if ((m.tensor === undefined) === (m.image === undefined)) throw new EnvelopeError(`${W}: must carry exactly one of tensor and image`);

@@ -69,6 +69,8 @@ export interface Assignment {
   createdAt: number;
   /** engines (worker threads, each with the stage's weights) the node runs for this stage; absent: 1, in the node's own thread */
   workers?: number;
+  /** frames an engine may compute in one call when several wait (a batch), where the node finds the stage computes a batch bit for bit as each frame alone; absent: 1 */
+  batch?: number;
   /** the node whose retained weight chunks hold this stage's weights (a standby taking over a failed node's stage); unset: the assigned node's own */
   weightsNode?: string;
 }
@@ -162,11 +164,14 @@ export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): 
     createdAt: num(m, 'createdAt', W),
     ...(m.weightsNode === undefined ? {} : { weightsNode: name(m, 'weightsNode', W) }),
     ...(m.workers === undefined ? {} : { workers: int(m, 'workers', W, 1, MAX_WORKERS) }),
+    ...(m.batch === undefined ? {} : { batch: int(m, 'batch', W, 1, MAX_BATCH) }),
   };
 }
 
 /** the most engines one node may run for a stage */
 export const MAX_WORKERS = 256;
+/** the most frames an assignment may ask one engine call to compute together */
+export const MAX_BATCH = 16;
 
 // ---- prefetch list -----------------------------------------------------------
 

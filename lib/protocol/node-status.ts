@@ -53,6 +53,8 @@ export interface NodeStatus {
   heartbeatMs?: number;
   /** engines running the stage (worker threads; 1: the node's own thread) */
   workers?: number;
+  /** frames each engine computes in one call at most (absent: 1): the assignment's batch, or 1 where the stage does not batch exactly */
+  batch?: number;
   /** a standby's prefetch: stages of the running deployment in its weight cache, of how many */
   prefetched?: number;
   prefetchTotal?: number;
@@ -87,6 +89,7 @@ export function decodeStatus(buf: Uint8Array): NodeStatus {
     if (c.workers !== undefined) int(c, 'workers', `${W} capabilities`, 1, 256);
   }
   if (m.workers !== undefined) int(m, 'workers', W, 1, 256);
+  if (m.batch !== undefined) int(m, 'batch', W, 1, 64);
   if (m.released !== undefined && m.released !== 'first') throw new EnvelopeError(`${W}: released must be 'first', got '${String(m.released)}'`);
   return m as unknown as NodeStatus;
 }

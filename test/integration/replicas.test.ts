@@ -18,7 +18,7 @@ const TM = join(REAL_MODELS, 'tm-aircraft');
 
 interface StageRun {
   node: string;
-  nodes: { node: string; workers: number; frames: number }[];
+  nodes: { node: string; workers: number; frames: number; batch: number; meanBatch: number }[];
 }
 
 test('defer up --model <Teachable Machine> --nodes 2: the planner chooses the shape, the summary shows it, outputs exact', { timeout: 180_000 }, async () => {
@@ -33,14 +33,21 @@ test('defer up --model <Teachable Machine> --nodes 2: the planner chooses the sh
   // the frames go as uint8 pixels (224 x 224 x 3 bytes), which stage 0 normalises: exact above means its floats are the local run's
   assert.equal(s.bytesPerFramePerHop[0].rawBytes, 224 * 224 * 3);
   assert.ok(s.plannedShape.predictedThroughputFps > 0 && s.speedupVsSingleProcess > 0);
-  console.log(`# TM model, defer up --nodes 2: shape ${s.shape}, ${s.throughputFps} frames/s, ${s.speedupVsSingleProcess}x single process`);
+  // a light model (about 20 ms a frame on an engine): the planner gives its engines batches, which formed, and the
+  // outputs above are exact all the same
+  const served = (s.stages[0].nodes as StageRun['nodes']).filter((n) => n.frames > 0);
+  assert.ok(
+    served.every((n) => n.batch >= 2 && n.meanBatch > 1),
+    JSON.stringify(served),
+  );
+  console.log(`# TM model, defer up --nodes 2: shape ${s.shape}, ${s.throughputFps} frames/s, ${s.speedupVsSingleProcess}x single process, batches of ${served.map((n) => `${n.meanBatch}/${n.batch}`)}`);
 });
 
-test('replicas and workers mixed (--replicas 2,1 --workers 2): every frame answered once, bit-identical to the whole model', { timeout: 180_000 }, async () => {
+test('replicas, workers and batches mixed (--replicas 2,1 --workers 2 --batch 3): every frame answered once, bit-identical to the whole model', { timeout: 180_000 }, async () => {
   // --speeds: the planner takes the nodes as given (no host to share), so it may give every node 2 engines
   const { stdout } = await run(
     process.execPath,
-    [CLI, 'up', '--model', 'tiny', '--nodes', '3', '--speeds', '1,1,1', '--replicas', '2,1', '--workers', '2', '--frames', '120', '--json', '--port', '0', '--log-level', 'warn'],
+    [CLI, 'up', '--model', 'tiny', '--nodes', '3', '--speeds', '1,1,1', '--replicas', '2,1', '--workers', '2', '--batch', '3', '--frames', '120', '--json', '--port', '0', '--log-level', 'warn'],
     { cwd: ROOT, maxBuffer: 1 << 24 },
   );
   const s = JSON.parse(stdout.trim().split('\n').at(-1)!);
@@ -50,8 +57,13 @@ test('replicas and workers mixed (--replicas 2,1 --workers 2): every frame answe
     [2, 1],
   );
   assert.ok(
-    s.stages.every((st: StageRun) => st.nodes.every((n) => n.workers === 2)),
+    s.stages.every((st: StageRun) => st.nodes.every((n) => n.workers === 2 && n.batch === 3)),
     s.shape,
+  );
+  // frames waited (the window holds each engine's batch twice over), so batches formed, on every node
+  assert.ok(
+    s.stages.every((st: StageRun) => st.nodes.every((n) => n.meanBatch > 1)),
+    JSON.stringify(s.stages.map((st: StageRun) => st.nodes)),
   );
   // both replicas of stage 0 computed frames, and together all of them
   const first = s.stages[0].nodes as StageRun['nodes'];
@@ -71,7 +83,8 @@ test('kill -9 of one replica mid-run: every frame answered exactly once, bit-ide
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
   process.env.DEFER_RESTORE_AFTER_MS = '500';
-  const up = startProcess(['up', '--model', 'tiny', '--nodes', '2', '--speeds', '1,1', '--replicas', '2', '--slowdown', '10,10', '--frames', '800', '--port', String(port), '--json']);
+  // --batch 1: the run must last until the killed replica is back (batches would serve the tiny model's frames faster)
+  const up = startProcess(['up', '--model', 'tiny', '--nodes', '2', '--speeds', '1,1', '--replicas', '2', '--slowdown', '10,10', '--batch', '1', '--frames', '800', '--port', String(port), '--json']);
   delete process.env.DEFER_RESTORE_AFTER_MS;
   let again: ReturnType<typeof startProcess> | undefined;
   const c = await (async () => {

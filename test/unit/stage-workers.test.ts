@@ -24,33 +24,41 @@ async function wholeModelStage() {
   return { flat, assignment, blob };
 }
 
-test('workers built at once: each gives the whole model its bits', { timeout: 120_000 }, async () => {
+test('workers built at once: each gives the whole model its bits, one frame or a batch per call', { timeout: 120_000 }, async () => {
   const { flat, assignment, blob } = await wholeModelStage();
-  const pool = await StageWorkers.start(assignment, blob, 3, 'wasm', ctx, false, 3);
+  const pool = await StageWorkers.start(assignment, blob, 3, 'wasm', ctx, false, 3, 2);
   try {
     assert.equal(pool.size, 3);
-    const x = tf.randomUniform([1, ...flat.inputShape], -1, 1, 'float32', 5);
-    const want = flat.run(x);
-    const wantData = want.dataSync();
-    const payload = () =>
-      encodeActivation({
+    assert.equal(pool.batch, 2, 'the stage batches exactly, so each worker takes 2 frames a call');
+    const xs = [5, 6].map((seed) => tf.randomUniform([1, ...flat.inputShape], -1, 1, 'float32', seed));
+    const want = xs.map((x) => flat.run(x).dataSync());
+    const job = (k: number) => ({
+      payload: encodeActivation({
         deployment: assignment.deployment,
-        frame: 'f',
+        frame: `f${k}`,
         device: 'd',
         stage: 0,
         sentAt: Date.now(),
         hops: [],
-        tensor: encodeTensor({ dtype: 'float32', shape: x.shape, data: x.dataSync() as Float32Array }),
-      });
-    // three at once: one on each worker
-    const outs = await Promise.all([0, 1, 2].map(() => pool.compute(payload(), Date.now())));
-    for (const out of outs) {
-      assert.ok(out.body, 'a result for this deployment');
-      const got = decodeTensor(decodeActivation(out.body, ctx.maxMessageBytes).tensor);
-      assert.deepEqual(got.shape, want.shape);
-      assert.deepEqual(Buffer.from(got.data.buffer, got.data.byteOffset, got.data.byteLength), Buffer.from(wantData.buffer, wantData.byteOffset, wantData.byteLength));
+        tensor: encodeTensor({ dtype: 'float32', shape: xs[k].shape, data: xs[k].dataSync() as Float32Array }),
+      }),
+      recvAt: Date.now(),
+    });
+    // three calls at once, one on each worker: a frame alone, two frames together, and the two the other way round
+    const calls = await Promise.all([[0], [0, 1], [1, 0]].map((ks) => pool.compute(ks.map(job)).then((outs) => ({ ks, outs }))));
+    for (const { ks, outs } of calls) {
+      assert.equal(outs.length, ks.length);
+      for (const [i, out] of outs.entries()) {
+        assert.ok(!('error' in out) && out.body, 'a result for this deployment');
+        const msg = decodeActivation(out.body, ctx.maxMessageBytes);
+        assert.equal(msg.frame, `f${ks[i]}`);
+        assert.equal(msg.hops[0].batch, ks.length > 1 ? ks.length : undefined, 'the hop says the frames were computed together');
+        const got = decodeTensor(msg.tensor);
+        const w = want[ks[i]];
+        assert.deepEqual(Buffer.from(got.data.buffer, got.data.byteOffset, got.data.byteLength), Buffer.from(w.buffer, w.byteOffset, w.byteLength));
+      }
     }
-    tf.dispose([x, want]);
+    tf.dispose(xs);
   } finally {
     await pool.close();
   }
