@@ -3,6 +3,7 @@
 import type { FlatModel, StageSpan } from '../lib/model/flat-model.js';
 import { shortNameMap } from '../lib/model/graph.js';
 import type { AutoPlan, ShapedPlan } from '../lib/planning/auto-plan.js';
+import { describeBatches } from '../lib/planning/batching.js';
 import type { ChainPlan, PlannedStage } from '../lib/planning/optimiser.js';
 import { memberName, shapeLine } from '../lib/planning/shape.js';
 
@@ -157,10 +158,13 @@ export interface ShapePlanReport {
   profile: { path: string; cached: boolean };
   nodes: { id: string; speed: number; maxWorkers: number | null; cores: number | null; memoryMB: number | null; host: string | null }[];
   shape: string;
+  /** the engines' batches in words (lib/planning/batching.ts) */
+  batches: string;
   cuts: string[];
   stages: {
     index: number;
-    nodes: { node: string; workers: number; share: number }[];
+    /** each node's engines, share of the stage's frames, and batch (frames per engine call at most) */
+    nodes: { node: string; workers: number; batch?: number; share: number }[];
     firstLayer: string;
     lastLayer: string;
     layerCount: number;
@@ -195,6 +199,7 @@ export function shapePlanReport(model: string, flat: FlatModel, a: ShapedPlan): 
       host: n.host ?? null,
     })),
     shape: shapeLine(p.stages),
+    batches: describeBatches(p.stages),
     cuts: p.cuts,
     stages: p.stages.map((st, i) => ({
       index: i,
@@ -229,7 +234,7 @@ export function formatShapePlan(r: ShapePlanReport): string {
   return [
     `${r.model}: profile ${r.profile.cached ? 'from cache' : 'measured'}, ${r.profile.path}`,
     `nodes: ${r.nodes.map((n) => `${n.id} speed ${n.speed.toFixed(2)}${n.maxWorkers !== null ? `, up to ${n.maxWorkers} workers` : ''}${n.cores !== null ? `, ${n.cores} cores` : ''}${n.host ? ` on ${n.host}` : ''}`).join('; ')}`,
-    `shape: ${r.shape}${r.idle.length ? `   idle: ${r.idle.join(', ')}` : ''}   cuts: ${r.cuts.join(', ') || '(none)'}   (${r.shapesTried} shapes searched${r.exhaustive ? '' : ': the limit; the best found, not proven the best'})`,
+    `shape: ${r.shape}${r.idle.length ? `   idle: ${r.idle.join(', ')}` : ''}   ${r.batches}   cuts: ${r.cuts.join(', ') || '(none)'}   (${r.shapesTried} shapes searched${r.exhaustive ? '' : ': the limit; the best found, not proven the best'})`,
     '',
     table(['stage', 'nodes (xW: workers, %: share of frames)', 'layers', 'count', 'params', 'weight MB', 'stage ms/frame'], rows, 3),
     '',

@@ -16,6 +16,8 @@ export interface StatusRow {
   stage: string | null;
   /** engines running its stage (worker threads; 1: its own thread); null when it runs none */
   workers: number | null;
+  /** frames each engine computes in one call at most (null: no stage) */
+  batch: number | null;
   frames: number | null;
   queue: number | null;
   rssBytes: number | null;
@@ -73,6 +75,7 @@ export class StatusReader {
           deployment: s.deployment ?? null,
           stage: s.stage !== undefined && s.deployment ? String(s.stage + 1) : null,
           workers: s.stage !== undefined && s.deployment ? (s.workers ?? 1) : null,
+          batch: s.stage !== undefined && s.deployment ? (s.batch ?? 1) : null,
           frames: hb?.frames ?? s.frames ?? null,
           queue: hb?.queue ?? null,
           rssBytes: hb?.rssBytes ?? null,
@@ -108,7 +111,7 @@ export function formatStatus(r: StatusReport): string {
     n.state,
     n.deployment ?? '-',
     n.stage ?? '-',
-    n.workers === null ? '-' : String(n.workers),
+    n.workers === null ? '-' : `${n.workers}${(n.batch ?? 1) > 1 ? ` (batch ${n.batch})` : ''}`,
     n.frames === null ? '-' : String(n.frames),
     n.queue === null ? '-' : String(n.queue),
     n.rssBytes === null ? '-' : (n.rssBytes / 1e6).toFixed(1),

@@ -33,7 +33,7 @@ export default function (RED: NodeAPI): void {
         if (t?.kind === 'node-status') {
           const s = decodeStatus(payload);
           node.send({ topic: `status/${s.node}`, payload: s });
-          last = `${s.node} ${s.state}${s.stage !== undefined && s.state === 'ready' ? ` stage ${s.stage + 1}` : ''}${(s.workers ?? 1) > 1 ? ` x${s.workers} workers` : ''}`;
+          last = `${s.node} ${s.state}${s.stage !== undefined && s.state === 'ready' ? ` stage ${s.stage + 1}` : ''}${(s.workers ?? 1) > 1 ? ` x${s.workers} workers` : ''}${(s.batch ?? 1) > 1 ? `, batches of ${s.batch}` : ''}`;
         } else if (wantMetrics && t?.kind === 'metrics') {
           node.send({ topic: `metrics/${t.id}`, payload: decodeMetrics(payload) });
         } else return;

@@ -341,7 +341,9 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
       meanCpuMs: res.some((r) => r.hops[k]?.cpuMs !== undefined) ? hopMean(res, k, (h) => h.cpuMs ?? NaN) : null,
       peakRssBytes: memory?.get(s.nodeId)?.peakRssBytes ?? null,
       engineHeapBytes: memory?.get(s.nodeId)?.engineHeapBytes ?? null,
-      predictedMemoryBytes: Math.round(enginesMemoryBytes(predictedMemory[k].stageBytes, firstNodeWorkers({ node: s.nodeId, nodes: stageNodeRuns[k] }), s.assignment.batch ?? 1, predictedMemory[k].batchFrameBytes)),
+      predictedMemoryBytes: Math.round(
+        enginesMemoryBytes(predictedMemory[k].stageBytes, firstNodeWorkers({ node: s.nodeId, nodes: stageNodeRuns[k] }), s.assignment.batch ?? 1, predictedMemory[k].batchFrameBytes),
+      ),
       memoryLimitBytes: memory?.get(s.nodeId)?.memoryLimitBytes ?? null,
       memoryPeakBytes: memory?.get(s.nodeId)?.memoryPeakBytes ?? null,
       nodes: stageNodeRuns[k],

@@ -40,7 +40,9 @@ test('defer up --model <Teachable Machine> --nodes 2: the planner chooses the sh
     served.every((n) => n.batch >= 2 && n.meanBatch > 1),
     JSON.stringify(served),
   );
-  console.log(`# TM model, defer up --nodes 2: shape ${s.shape}, ${s.throughputFps} frames/s, ${s.speedupVsSingleProcess}x single process, batches of ${served.map((n) => `${n.meanBatch}/${n.batch}`)}`);
+  console.log(
+    `# TM model, defer up --nodes 2: shape ${s.shape}, ${s.throughputFps} frames/s, ${s.speedupVsSingleProcess}x single process, batches of ${served.map((n) => `${n.meanBatch}/${n.batch}`)}`,
+  );
 });
 
 test('replicas, workers and batches mixed (--replicas 2,1 --workers 2 --batch 3): every frame answered once, bit-identical to the whole model', { timeout: 180_000 }, async () => {

@@ -75,7 +75,12 @@ test('frames computed as one batch: each output is its frame alone, bit for bit;
     );
   }
   // at most maxBatch a call: 3 good frames with a batch of 2 go as 2 + 1
-  const split = await computeActivations(stage, [0, 1, 2].map((k) => job(`f${k}`, data(k), xs[k].shape)), ctx, 2);
+  const split = await computeActivations(
+    stage,
+    [0, 1, 2].map((k) => job(`f${k}`, data(k), xs[k].shape)),
+    ctx,
+    2,
+  );
   assert.deepEqual(
     split.map((r) => ('error' in r || !r.body ? null : (decodeActivation(r.body, ctx.maxMessageBytes).hops[0].batch ?? 1))),
     [2, 2, 1],
@@ -117,7 +122,10 @@ test("the planner's batch: about BATCH_TARGET_MS of an engine's frames, at most 
 
 test("the dispatcher's window counts each engine's batch; the protocol carries a batch and bounds it", () => {
   const as = (workers: number, batch?: number) => ({ assignment: { workers, ...(batch ? { batch } : {}) } });
-  const stages = [{ ...as(2, 4), nodeId: 'a' }, { ...as(1), nodeId: 'b' }] as unknown as Parameters<typeof defaultInFlight>[0]['stages'];
+  const stages = [
+    { ...as(2, 4), nodeId: 'a' },
+    { ...as(1), nodeId: 'b' },
+  ] as unknown as Parameters<typeof defaultInFlight>[0]['stages'];
   assert.equal(defaultInFlight({ stages }), 2 * (2 * 4 + 1));
   const base = {
     deployment: 'd1',
@@ -140,7 +148,8 @@ test("the dispatcher's window counts each engine's batch; the protocol carries a
   assert.throws(() => decodeAssignment(encodeAssignment({ ...base, batch: 0 })), /batch/);
   assert.throws(() => decodeAssignment(encodeAssignment({ ...base, batch: 17 })), /batch/);
   const hop = { node: 'n1', stage: 0, bytesIn: 1, recvAt: 1, decodeMs: 0, computeMs: 1, encodeMs: 0, sentAt: 2 };
-  const act = (h: object) => encodeActivation({ deployment: 'd1', frame: 'f', device: 'x', stage: 1, sentAt: 1, hops: [h as typeof hop], tensor: encodeTensor({ dtype: 'float32', shape: [1], data: new Float32Array(1) }) });
+  const act = (h: object) =>
+    encodeActivation({ deployment: 'd1', frame: 'f', device: 'x', stage: 1, sentAt: 1, hops: [h as typeof hop], tensor: encodeTensor({ dtype: 'float32', shape: [1], data: new Float32Array(1) }) });
   assert.equal(decodeActivation(act({ ...hop, batch: 3 }), 1 << 20).hops[0].batch, 3);
   assert.throws(() => decodeActivation(act({ ...hop, batch: 0 }), 1 << 20), /batch/);
 });
