@@ -43,7 +43,7 @@ export const BATCH: FlagSpec = {
   key: 'dispatcher.batch',
   type: 'string',
   number: true,
-  help: 'frames an engine computes in one call at most when several wait (0: the planner chooses, about 80 ms of work, up to 8; 1: none)',
+  help: 'frames an engine computes in one call at most when several wait (0: the planner chooses, about 160 ms of work, up to 8; 1: none)',
 };
 export const ON_FAILURE: FlagSpec = { key: 'dispatcher.onNodeFailure', type: 'string', help: 'merge | replan | off: what a node failure with no standby up does' };
 export const REPLAN: FlagSpec = { key: 'planner.replan', type: 'boolean', help: 'after the frames, re-plan from the measured stage times, redeploy and run again' };

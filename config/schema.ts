@@ -215,7 +215,7 @@ export const schema = {
       env: 'DEFER_MAX_IN_FLIGHT',
     },
     batch: {
-      doc: "Frames an engine computes in one call at most when several wait for it (a batch: more frames per second for a light stage under load, each waiting longer; exact, as a node checks its stage computes a batch bit for bit as each frame alone). 0: chosen by the shape planner, about 80 ms of an engine's work and at most 8 frames, as its node's memory allows (1 for a chain given by --cut or --shape chain); 1: no batches.",
+      doc: "Frames an engine computes in one call at most when several wait for it (a batch: more frames per second for a light stage under load, each waiting longer; exact, as a node checks its stage computes a batch bit for bit as each frame alone). 0: chosen by the shape planner, about 160 ms of an engine's work and at most 8 frames, as its node's memory allows (1 for a chain given by --cut or --shape chain); 1: no batches.",
       format: int(0, 16),
       default: 0,
       env: 'DEFER_BATCH',

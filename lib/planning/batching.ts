@@ -11,7 +11,7 @@ import { enginesMemoryBytes } from './cost-model.js';
 import type { ShapeNode, ShapePlan } from './shape.js';
 
 /** an automatic batch fills about this many ms of an engine's time */
-export const BATCH_TARGET_MS = 80;
+export const BATCH_TARGET_MS = 160;
 /** the largest automatic batch */
 export const MAX_AUTO_BATCH = 8;
 

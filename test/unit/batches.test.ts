@@ -90,7 +90,8 @@ test('frames computed as one batch: each output is its frame alone, bit for bit;
 
 test("the planner's batch: about BATCH_TARGET_MS of an engine's frames, at most MAX_AUTO_BATCH, lowered to fit the node's memory", () => {
   assert.equal(autoBatch(BATCH_TARGET_MS / 4), 4);
-  assert.equal(autoBatch(17), 4, 'the Teachable Machine model on a worker');
+  assert.equal(autoBatch(20), 8, 'the Teachable Machine model on a worker');
+  assert.equal(autoBatch(65), 2, 'MobileNet v1 on a worker');
   assert.equal(autoBatch(0.5), MAX_AUTO_BATCH);
   assert.equal(autoBatch(BATCH_TARGET_MS * 2), 1, 'a heavy stage gets none');
   assert.equal(autoBatch(0), 1);
