@@ -26,6 +26,8 @@ export interface PipelineRow {
   shape: string;
   /** engines that computed (worker threads, or nodes' own threads) */
   engines: number;
+  /** the engines' batches (frames per call at most) and the mean frames per call reached, e.g. '8 (7.41 per call)'; 'none': one frame a call */
+  batches?: string;
   frames: number;
   cuts: string[];
   throughputFps: number;
@@ -139,6 +141,7 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
       deployment: shape ? 'planned' : 'chain',
       shape: s.shape,
       engines: s.stages.reduce((n, st) => n + st.nodes.reduce((w, x) => w + x.workers, 0), 0),
+      batches: batchesOf(s.stages.flatMap((st) => st.nodes.filter((x) => x.frames > 0))),
       frames: frames.length,
       cuts,
       throughputFps: s.throughputFps,
@@ -175,4 +178,10 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
       maxAbsDiffVsLocal: s.maxAbsDiffVsLocal ?? NaN,
     };
   });
+}
+
+/** The batches of a run's engines in a few words: '8 (7.41 per call)', per node where they differ; 'none' where every call took one frame. */
+function batchesOf(nodes: { batch: number; meanBatch: number }[]): string {
+  if (nodes.every((n) => n.batch <= 1)) return 'none';
+  return [...new Set(nodes.map((n) => `${n.batch} (${n.meanBatch} per call)`))].join(', ');
 }

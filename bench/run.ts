@@ -99,15 +99,15 @@ function plannedVsChain(rows: PipelineRow[]): string[] {
   const out = planned.map((p) => {
     const chain = rows.find((c) => c.deployment === 'chain' && c.model === p.model && c.nodes === p.nodes);
     const best = Math.max(...rows.filter((c) => c.model === p.model && c.nodes === p.nodes).map((c) => c.throughputFps));
-    return `| ${shortModel(p.model)} | ${p.nodes} | ${cell(p.shape)} | ${p.speedup}x | ${chain ? `${chain.speedup}x (${cell(chain.shape)})` : '-'} | ${chain ? f(p.throughputFps / chain.throughputFps, 2) : '-'}x | ${f(p.throughputFps / best, 2)} |`;
+    return `| ${shortModel(p.model)} | ${p.nodes} | ${cell(p.shape)} | ${p.batches ?? '-'} | ${p.speedup}x | ${chain ? `${chain.speedup}x (${cell(chain.shape)})` : '-'} | ${chain ? f(p.throughputFps / chain.throughputFps, 2) : '-'}x | ${f(p.throughputFps / best, 2)} |`;
   });
   return [
     '## Planned shape against the chain',
     '',
-    'Speed-ups against the single process of the same run; "of best": the planned throughput over the best measured for that model and N.',
+    'Speed-ups against the single process of the same run; "of best": the planned throughput over the best measured for that model and N; batches: the most frames an engine of the planned shape computed in one call, and how many it took on average (the chains take one frame a call).',
     '',
-    '| model | nodes | planned shape | planned speed-up | chain speed-up (shape) | planned / chain | of best |',
-    '| --- | --- | --- | --- | --- | --- | --- |',
+    '| model | nodes | planned shape | batches | planned speed-up | chain speed-up (shape) | planned / chain | of best |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
     ...out,
     '',
   ];
