@@ -40,7 +40,10 @@ function workload(): tf.LayersModel {
   return m;
 }
 
+/** the longest warm-up: runs are timed once three in a row agree within WARMUP_SPREAD, or after this long */
 const WARMUP_MS = 600;
+/** three warm-up runs this close (slowest over fastest) mean V8's optimised tier is in */
+const WARMUP_SPREAD = 1.15;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -51,25 +54,31 @@ function median(xs: number[]): number {
 }
 
 /**
- * Time the workload `runs` times after a warm-up (at least two runs and WARMUP_MS). With `slowdown` > 1
+ * Time the workload `runs` times (default 9: their median) after a warm-up (until three runs agree, at most
+ * WARMUP_MS). With `slowdown` > 1
  * each run is followed by an idle wait of (slowdown - 1) times its time, as
  * an edge node configured with that slow-down does after each frame.
  */
 export async function calibrate(opts: { slowdown?: number; runs?: number; memoryLimitBytes?: number } = {}): Promise<Capabilities> {
   const slowdown = opts.slowdown ?? 1;
-  const runs = opts.runs ?? 15;
+  const runs = opts.runs ?? 9;
   const model = workload();
   const input = tf.randomUniform([1, 112, 112, 32], 0, 1, 'float32', 11);
   const wall: number[] = [];
   const cpu: number[] = [];
   try {
-    // Warm up for at least WARMUP_MS: right after start, V8 is still compiling the wasm kernels'
-    // optimised tier in the background, and runs then are up to 2x slower than later ones.
+    // Warm up until three runs in a row agree, for WARMUP_MS at most: right after start, V8 is still compiling
+    // the wasm kernels' optimised tier in the background, and runs then are up to 2x slower than later ones.
     const warmUntil = performance.now() + WARMUP_MS;
-    for (let w = 0; w < 2 || performance.now() < warmUntil; w++) {
+    const recent: number[] = [];
+    while (performance.now() < warmUntil) {
+      const t0 = performance.now();
       const out = model.predict(input) as tf.Tensor;
       await out.data();
       out.dispose();
+      recent.push(performance.now() - t0);
+      const last = recent.slice(-3);
+      if (last.length === 3 && Math.max(...last) <= WARMUP_SPREAD * Math.min(...last)) break;
     }
     for (let r = 0; r < runs; r++) {
       const c0 = process.cpuUsage();
