@@ -146,7 +146,12 @@ export const schema = {
   },
   node: {
     id: { doc: 'Id of this edge node (defer node): a topic level, unique in the pipeline.', format: String, default: '', env: 'DEFER_NODE_ID' },
-    maxQueue: { doc: 'Activations a node holds while busy; more are dropped and counted.', format: int(1, 100_000), default: 64, env: 'DEFER_NODE_MAX_QUEUE' },
+    maxQueue: {
+      doc: "Activations a node holds while busy; more are dropped and counted. A node running its stage on W engines with batches of B holds at least 4 x W x B (what the dispatcher's default window may give it).",
+      format: int(1, 100_000),
+      default: 64,
+      env: 'DEFER_NODE_MAX_QUEUE',
+    },
     weightCache: {
       doc: 'Folder where a node keeps its stage weights by sha256 (the newest 8), so that after a restart, or when a standby takes over a stage it prefetched, it builds the stage without a transfer; empty: no cache (and no prefetch).',
       format: String,

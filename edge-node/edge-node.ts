@@ -230,6 +230,16 @@ export class EdgeNode {
     return Math.max(1, this.opts.workers ?? availableParallelism());
   }
 
+  /**
+   * Activations this node holds at most: its --max-queue, and no fewer than the dispatcher's default window may
+   * give it (4 per engine and frame of its batch, where its stage has replicas), so that batches on many engines
+   * are not dropped.
+   */
+  private get queueLimit(): number {
+    const s = this.stage;
+    return Math.max(this.opts.maxQueue, s ? 4 * (s.pool?.size ?? 1) * s.batch : 0);
+  }
+
   /** engines running the stage now */
   get workers(): number {
     return this.stage?.pool?.size ?? (this.stage ? 1 : 0);
@@ -553,9 +563,10 @@ export class EdgeNode {
   }
 
   private enqueue(payload: Buffer): void {
-    if (this.queue.length >= this.opts.maxQueue) {
+    const limit = this.queueLimit;
+    if (this.queue.length >= limit) {
       this.counters.overflow++;
-      this.reportError(this.stage!.assignment.inputTopic, `input queue full (${this.opts.maxQueue}); activation dropped`);
+      this.reportError(this.stage!.assignment.inputTopic, `input queue full (${limit}); activation dropped`);
       return;
     }
     this.queue.push({ payload, recvAt: now() });
