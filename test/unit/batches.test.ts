@@ -15,7 +15,7 @@ import { createZooModel } from '../../lib/model/zoo.js';
 import { autoBatch, BATCH_TARGET_MS, describeBatches, MAX_AUTO_BATCH, withBatches } from '../../lib/planning/batching.js';
 import { enginesMemoryBytes } from '../../lib/planning/cost-model.js';
 import type { ShapePlan } from '../../lib/planning/shape.js';
-import { type Assignment, decodeActivation, decodeAssignment, encodeActivation, encodeAssignment, PROTOCOL_VERSION, topicsFor } from '../../lib/protocol/index.js';
+import { type Assignment, decodeActivation, encodeActivation, PROTOCOL_VERSION, topicsFor } from '../../lib/protocol/index.js';
 import { decodeTensor, encodeTensor } from '../../lib/protocol/tensor-codec.js';
 
 const ctx = { nodeId: 'b', maxMessageBytes: 64 * 2 ** 20, slowdown: 1 };
@@ -121,33 +121,13 @@ test("the planner's batch: about BATCH_TARGET_MS of an engine's frames, at most 
   assert.equal(describeBatches(withBatches(plan, [], 1).stages), 'no batches');
 });
 
-test("the dispatcher's window counts each engine's batch; the protocol carries a batch and bounds it", () => {
+test("the dispatcher's window counts each engine's batch; a hop carries its batch, bounded (an assignment's: protocol.test.ts)", () => {
   const as = (workers: number, batch?: number) => ({ assignment: { workers, ...(batch ? { batch } : {}) } });
   const stages = [
     { ...as(2, 4), nodeId: 'a' },
     { ...as(1), nodeId: 'b' },
   ] as unknown as Parameters<typeof defaultInFlight>[0]['stages'];
   assert.equal(defaultInFlight({ stages }), 2 * (2 * 4 + 1));
-  const base = {
-    deployment: 'd1',
-    pipeline: 'p',
-    nodeId: 'n1',
-    stage: 0,
-    stageCount: 1,
-    topology: '{}',
-    inputShape: [4],
-    inputDtype: 'float32' as const,
-    manifest: { specs: [], totalBytes: 0, sha256: '0'.repeat(64), chunkBytes: 1024, chunks: [] },
-    inputTopic: 'in',
-    outputTopic: 'out',
-    codec: 'lz4' as const,
-    qos: 1 as const,
-    createdAt: 1,
-  };
-  assert.equal(decodeAssignment(encodeAssignment({ ...base, batch: 4 })).batch, 4);
-  assert.equal(decodeAssignment(encodeAssignment(base)).batch, undefined);
-  assert.throws(() => decodeAssignment(encodeAssignment({ ...base, batch: 0 })), /batch/);
-  assert.throws(() => decodeAssignment(encodeAssignment({ ...base, batch: 17 })), /batch/);
   const hop = { node: 'n1', stage: 0, bytesIn: 1, recvAt: 1, decodeMs: 0, computeMs: 1, encodeMs: 0, sentAt: 2 };
   const act = (h: object) =>
     encodeActivation({ deployment: 'd1', frame: 'f', device: 'x', stage: 1, sentAt: 1, hops: [h as typeof hop], tensor: encodeTensor({ dtype: 'float32', shape: [1], data: new Float32Array(1) }) });

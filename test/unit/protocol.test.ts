@@ -233,6 +233,10 @@ test("compact first hop: an activation carries a tensor or an image, never both,
   badImage({ mean: [0.5], std: [0] }, /std positive/);
   badImage({ height: 0 }, /'height' must be an integer/);
   badImage({ range: [0, Number.NaN] }, /must be a finite number/);
+  // an engine's batch: 1..MAX_BATCH frames a call
+  assert.equal(decodeAssignment(encodeCbor({ ...a, batch: 4 })).batch, 4);
+  assert.equal(decodeAssignment(encodeCbor(a)).batch, undefined);
+  for (const batch of [0, 17, 2.5]) assert.throws(() => decodeAssignment(encodeCbor({ ...a, batch })), /field 'batch' must be an integer in \[1, 16\]/);
 });
 
 test("replica routes: an activation's route round-trips; a node sends to its route's next-stage input, refuses any other topic, and the last stage to its output", () => {
