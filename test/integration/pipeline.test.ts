@@ -18,7 +18,7 @@ import { initEngine, tf } from '../../lib/model/engine.js';
 import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
-import { decodeStatus, encodeActivation, encodeTensor } from '../../lib/protocol/index.js';
+import { decodeErrorReport, decodeStatus, encodeActivation, encodeTensor } from '../../lib/protocol/index.js';
 import { sameBits } from '../helpers/common.js';
 
 let broker: RunningBroker;
@@ -313,4 +313,43 @@ test('a status speaks only for the node of its topic: a node cannot report anoth
   await c.endAsync();
   assert.equal(dispatcher.nodes.statuses.get('ghost')?.state, 'offline', 'a status on its own topic counts');
   assert.notEqual(dispatcher.nodes.statuses.get('n2')?.state, 'offline', "one on another node's topic does not");
+});
+
+test("a busy node's input queue: it holds at least 4 frames per engine and frame of its batch beyond its --max-queue, drops the rest, counts and reports each", async () => {
+  const node = new EdgeNode({ id: 'q1', brokerUrl: broker.url, pipeline: 'ptest', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 2, slowdown: 20, calibrate: false });
+  await node.start();
+  const d = new Dispatcher({ ...dispatcherOpts(), batch: 3 });
+  await d.connect();
+  const c = await mqtt.connectAsync(broker.url);
+  try {
+    const deployment = await d.deploy(flat, ['q1'], []);
+    const a = deployment.package.stages[0].assignment;
+    assert.equal(a.batch, 3);
+    const reports: string[] = [];
+    c.on('message', (_t, p) => reports.push(decodeErrorReport(p).reason));
+    await c.subscribeAsync(d.topics.errors, { qos: 1 });
+    const [x] = syntheticFrames(flat.inputShape, 1, 5);
+    const tensor = encodeTensor({ dtype: 'float32', shape: x.shape, data: x.data as Float32Array });
+    const n = 40;
+    await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        c.publishAsync(a.inputTopic, encodeActivation({ deployment: deployment.id, frame: `q${i}`, device: 'q', stage: 0, sentAt: Date.now(), hops: [], tensor }), { qos: 1 }),
+      ),
+    );
+    for (let i = 0; i < 200 && node.counters.frames + node.counters.overflow < n; i++) await new Promise((r) => setTimeout(r, 50));
+    await node.idle();
+    // its limit is 4 x 1 engine x a batch of 3 = 12, not its --max-queue of 2: the rest dropped, none lost unsaid
+    assert.equal(node.counters.frames + node.counters.overflow, n, JSON.stringify(node.counters));
+    assert.ok(node.counters.overflow > 0 && node.counters.frames > 12, JSON.stringify(node.counters));
+    for (let i = 0; i < 40 && reports.length < node.counters.overflow; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(reports.length, node.counters.overflow);
+    assert.ok(
+      reports.every((r) => r === 'input queue full (12); activation dropped'),
+      reports[0],
+    );
+  } finally {
+    await c.endAsync();
+    await d.close();
+    await node.close();
+  }
 });
