@@ -50,7 +50,8 @@ before(async () => {
   broker = await startBroker({ host: '127.0.0.1', port: 0, maxPacketBytes: 1 << 24 });
   flat = await loadFlatModel('tiny');
   procs = startNodeProcesses(broker.url, PIPE, ['n1', 'n2', 's1'], 1);
-  d = testDispatcher(broker.url, PIPE, events, { standby: ['s1'], heartbeatTimeoutMs: 3000 });
+  // batches of up to 2: the nodes' statuses and defer status show them
+  d = testDispatcher(broker.url, PIPE, events, { standby: ['s1'], heartbeatTimeoutMs: 3000, batch: 2 });
   await d.connect();
   await d.nodes.waitCapabilities(['n1', 'n2', 's1'], 60_000);
   observer = await startObserver(d, { host: '127.0.0.1', port: 0, standby: ['s1'] });
@@ -230,13 +231,14 @@ test('the HTTP endpoint refuses what it should: unknown paths, traversal, other 
 test('defer status: the nodes from their statuses and heartbeats on the broker, as a table and as JSON', { timeout: 60_000 }, async () => {
   const run = promisify(execFile);
   const { stdout } = await run(process.execPath, [CLI, 'status', '--broker', broker.url, '--pipeline', PIPE, '--json', '--wait', '1.5', '--log-level', 'warn'], { cwd: ROOT });
-  const r = JSON.parse(stdout) as { nodes: { node: string; state: string; stage: string | null; rssBytes: number | null; heardSecondsAgo: number | null }[] };
+  const r = JSON.parse(stdout) as { nodes: { node: string; state: string; stage: string | null; batch: number | null; rssBytes: number | null; heardSecondsAgo: number | null }[] };
   const by = new Map(r.nodes.map((n) => [n.node, n]));
   assert.deepEqual([by.get('n1')?.state, by.get('n1')?.stage, by.get('n2')?.stage, by.get('s1')?.state, by.get('s1')?.stage], ['ready', '1', '2', 'online', null]);
+  assert.deepEqual([by.get('n1')?.batch, by.get('s1')?.batch], [2, null]);
   assert.ok((by.get('n1')?.rssBytes ?? 0) > 0 && by.get('n1')?.heardSecondsAgo !== null, 'figures from a live heartbeat');
   const table = await run(process.execPath, [CLI, 'status', '--broker', broker.url, '--pipeline', PIPE, '--wait', '1.5', '--log-level', 'warn'], { cwd: ROOT });
   assert.match(table.stdout, /^node +state +deployment +stage +workers +frames +queue +memory MB +backend +host +heard$/m);
-  assert.match(table.stdout, /^n2 +ready +\S+ +2 +1 /m);
+  assert.match(table.stdout, /^n2 +ready +\S+ +2 +1 \(batch 2\) /m);
   const bad = await run(process.execPath, [CLI, 'status', '--broker', broker.url, '--interval', 'x', '--watch'], { cwd: ROOT }).then(
     () => assert.fail('a bad --interval must fail'),
     (e: { code: number; stderr: string }) => e,
