@@ -21,7 +21,7 @@ import { loadModelMeta } from '../lib/model/labels.js';
 import { loadFlatModel } from '../lib/model/model-source.js';
 import { defaultCuts } from '../lib/planning/auto-plan.js';
 import { shapeLine } from '../lib/planning/shape.js';
-import { type DeviceFrame, hopLatencies, isName, NAME_RULE, PRECISIONS, type Precision, parseFrame, type RawTensor, topK } from '../lib/protocol/index.js';
+import { type DeviceFrame, hopLatencies, isName, MAX_BATCH, NAME_RULE, PRECISIONS, type Precision, parseFrame, type RawTensor, topK } from '../lib/protocol/index.js';
 import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
 import { type NodeAPI, type NodeMessage, nameList, positiveInt, type RedNode, short } from './red.js';
 
@@ -36,6 +36,8 @@ export interface DispatcherConfig {
   replicas?: string;
   /** engines (worker threads) each node runs */
   workers?: number | string;
+  /** frames an engine computes in one call at most when several wait (1: none) */
+  batch?: number | string;
   codec?: string;
   precision?: string;
   topK?: number | string;
@@ -76,9 +78,11 @@ export function dispatcherSettings(c: DispatcherConfig): Settings | string {
   if (replicas.length && replicas.reduce((a, b) => a + b, 0) !== nodes.length) return `replicas ${replicas.join(',')} need ${replicas.reduce((a, b) => a + b, 0)} nodes, but ${nodes.length} are given`;
   const workers = positiveInt(c.workers, 1);
   if (Number.isNaN(workers)) return 'workers must be a positive integer';
+  const batch = positiveInt(c.batch, 1);
+  if (Number.isNaN(batch) || batch > MAX_BATCH) return `batch must be a whole number from 1 to ${MAX_BATCH} (frames an engine computes in one call; 1: none), not '${c.batch}'`;
   const counts = replicas.length ? replicas : nodes.map(() => 1);
   const starts = counts.map((_, k) => counts.slice(0, k).reduce((a, b) => a + b, 0));
-  const shape = counts.map((r, k) => nodes.slice(starts[k], starts[k] + r).map((node) => ({ node, workers })));
+  const shape = counts.map((r, k) => nodes.slice(starts[k], starts[k] + r).map((node): StageMember => ({ node, workers, ...(batch > 1 ? { batch } : {}) })));
   const stages = shape.length;
   const cutsText = (c.cuts ?? 'auto').trim();
   const cuts = cutsText === '' || cutsText === 'auto' ? 'auto' : nameList(cutsText);

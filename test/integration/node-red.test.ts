@@ -164,12 +164,12 @@ test('a flow of broker, 2 edge nodes, dispatcher and status: an image in, the lo
   assert.equal(tf.memory().numTensors, tensors0, 'no tensors left behind');
 });
 
-test('replicas and workers: both edge nodes serve the one stage on 2 worker threads each; the status says so; scores exact', { timeout: 120_000 }, async () => {
+test('replicas, workers and batches: both edge nodes serve the one stage on 2 worker threads each, in batches of up to 2; the status says so; scores exact', { timeout: 120_000 }, async () => {
   const port = await freePort();
-  await load(pipelineFlow(port, { replicas: '2', workers: 2, cuts: 'auto' }));
+  await load(pipelineFlow(port, { replicas: '2', workers: 2, batch: 2, cuts: 'auto' }));
   const d = helper.getNode('d');
   await watchStatus(d).until(/^ready \(2 nodes: n1x2\+n2x2\)$/);
-  await watchStatus(helper.getNode('s')).until(/x2 workers/);
+  await watchStatus(helper.getNode('s')).until(/x2 workers, batches of 2/);
   const { png, want } = await imageAndLocalScores({ r: 200, g: 20, b: 90 }, 40, 30);
   const out = helper.getNode('out');
   const got: Record<string, unknown>[] = [];
@@ -268,6 +268,7 @@ test('bad configurations: a red status and a log line, no crash; a message to a 
     { id: 'd8', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', precision: 'int8,int8' },
     { id: 'd9', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', replicas: '2,1' },
     { id: 'd10', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', workers: 'many' },
+    { id: 'd11', type: 'defer-dispatcher', broker: 'good', model: 'tiny', nodes: 'n1,n2', batch: 17 },
     { id: 'e1', type: 'defer-edge-node', broker: 'good', nodeId: 'has space' },
     { id: 's1', type: 'defer-status' },
   ]);
@@ -287,6 +288,7 @@ test('bad configurations: a red status and a log line, no crash; a message to a 
     ['d8', /precision has 2 values; 2 stages have 3 hops/],
     ['d9', /replicas 2,1 need 3 nodes, but 2 are given/],
     ['d10', /workers must be a positive integer/],
+    ['d11', /batch must be a whole number from 1 to 16 \(frames an engine computes in one call; 1: none\), not '17'/],
     ['e1', /node id 'has space' must be 1-64 letters/],
     ['s1', /no DEFER broker configured/],
   ];
