@@ -19,7 +19,7 @@ import { formatServeMetrics, printSummary } from '../up.js';
 
 /** `defer dispatch`. */
 export const dispatchCommand: Command = {
-  usage: 'defer dispatch --model M --nodes n1,n2,n3 [--cut a,b | --auto [--replan]] [--frames F | --serve] [--json]',
+  usage: 'defer dispatch --model M --nodes n1,n2,n3 [--cut a,b | --auto [--replan]] [--batch B] [--frames F | --serve] [--json]',
   about: 'Deploy a model onto running edge nodes, wait until they are ready, then stream F synthetic frames (0: none) and print a summary, or serve devices until SIGINT or SIGTERM (--serve).',
   flags: {
     model: MODEL,

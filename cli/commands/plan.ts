@@ -11,7 +11,7 @@ import { autoPlanReport, formatAutoPlan, formatCutList, formatPlan, formatShapeP
 
 /** `defer plan`. */
 export const planCommand: Command = {
-  usage: 'defer plan --model M [--cut a,b,c | --stages K | --auto --nodes n1,n2 [--speeds 1,0.5] [--workers W] [--replicas 2,1] [--shape chain]] [--list-cuts] [--json]',
+  usage: 'defer plan --model M [--cut a,b,c | --stages K | --auto --nodes n1,n2 [--speeds 1,0.5] [--workers W] [--batch B] [--replicas 2,1] [--shape chain]] [--list-cuts] [--json]',
   about:
     'Show how a model splits into stages: layers, parameters, weight bytes, FLOPs, output shape and bytes per stage; with --auto, the shape the planner chooses (stages, cuts, replicas, workers; with --shape chain, cuts and node order), with predicted times.',
   flags: {

@@ -6,7 +6,7 @@ import { formatServeMetrics, printSummary, runUp, serveUp } from '../up.js';
 
 /** `defer up`. */
 export const upCommand: Command = {
-  usage: 'defer up [--nodes N] [--model M] [--cut a,b | --replicas 2,1 | --shape chain [--auto [--replan]]] [--workers W] [--frames F | --serve] [--json]',
+  usage: 'defer up [--nodes N] [--model M] [--cut a,b | --replicas 2,1 | --shape chain [--auto [--replan]]] [--workers W] [--batch B] [--frames F | --serve] [--json]',
   about: 'Run a whole local deployment: embedded broker, N edge-node processes, dispatcher; stream synthetic frames and print a summary, or serve devices until SIGINT or SIGTERM (--serve).',
   flags: {
     nodes: { key: 'up.nodes', type: 'string', number: true, help: 'edge-node processes (the planner chooses which serve which stage; with --cut or --shape chain: one per stage)' },
