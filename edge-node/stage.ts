@@ -58,12 +58,6 @@ export function nextTopic(a: Assignment, msg: Activation): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function computeActivation(stage: RunningStage, payload: Buffer, recvAt: number, ctx: ComputeContext): Promise<ComputeOutcome> {
-  const [r] = await computeActivations(stage, [{ payload, recvAt }], ctx, 1);
-  if ('error' in r) throw r.error;
-  return r;
-}
-
 /** One activation as the node received it. */
 export interface ActivationIn {
   payload: Buffer;
@@ -85,10 +79,10 @@ interface Prepared {
 }
 
 /**
- * Compute activations together: each is decoded and checked on its own; those of the current deployment whose
- * inputs agree in shape and type run through the stage as one batch (at most `maxBatch` frames at once; a stage
- * whose batched output is not bit for bit its frames' own outputs gets 1, see batchesExactly), and each frame's
- * output is encoded with its own hop. A hop's computeMs is its share of the batch's time.
+ * Compute activations together: each is decoded and checked on its own (its input then has the stage's input
+ * shape and type); those of the current deployment run through the stage as batches of at most `maxBatch` frames
+ * (a stage whose batched output is not bit for bit its frames' own outputs gets 1, see batchesExactly), and each
+ * frame's output is encoded with its own hop. A hop's computeMs is its share of the batch's time.
  */
 export async function computeActivations(stage: RunningStage, jobs: readonly ActivationIn[], ctx: ComputeContext, maxBatch: number): Promise<BatchOutcome[]> {
   const a = stage.assignment;
@@ -117,12 +111,10 @@ export async function computeActivations(stage: RunningStage, jobs: readonly Act
   // the process's CPU for decoding, shared out over the jobs (a batch's computing over its frames, below)
   const decoded = process.cpuUsage(cpu0);
   const decodeCpuMs = (decoded.user + decoded.system) / 1000 / Math.max(1, jobs.length);
-  // consecutive frames whose inputs fit together, up to maxBatch each
-  let i = 0;
-  while (i < ready.length) {
-    const group = [ready[i]];
-    while (group.length < Math.max(1, maxBatch) && i + group.length < ready.length && fits(group[0].p.input, ready[i + group.length].p.input)) group.push(ready[i + group.length]);
-    i += group.length;
+  // the checked frames in order, maxBatch at a time
+  const size = Math.max(1, maxBatch);
+  for (let i = 0; i < ready.length; i += size) {
+    const group = ready.slice(i, i + size);
     try {
       const t1 = now();
       const cpu1 = process.cpuUsage();
@@ -140,11 +132,6 @@ export async function computeActivations(stage: RunningStage, jobs: readonly Act
     }
   }
   return out;
-}
-
-/** Inputs that can share one engine call: same type, same shape beyond the batch dimension. */
-function fits(x: RawTensor, y: RawTensor): boolean {
-  return x.dtype === y.dtype && x.shape.length === y.shape.length && x.shape.every((d, k) => k === 0 || d === y.shape[k]);
 }
 
 async function prepare(a: Assignment, msg: Activation, bytesIn: number, recvAt: number, t0: number, ctx: ComputeContext): Promise<Prepared> {
@@ -185,7 +172,8 @@ async function runBatch(stage: RunningStage, inputs: RawTensor[], ctx: ComputeCo
   const perRow = values.length / shape[0];
   let row = 0;
   return rows.map((r) => {
-    const part = values.slice(row * perRow, (row + r) * perRow);
+    // a view of the output's rows (encodeTensor reads views as they are): no copy per frame
+    const part = values.subarray(row * perRow, (row + r) * perRow);
     row += r;
     return { dtype: 'float32', shape: [r, ...outShape.slice(1)], data: part };
   });
@@ -308,9 +296,10 @@ export function warmUp(a: Assignment, model: StageModel, keepPacked = false): nu
 }
 
 /**
- * Whether the stage computes frames together bit for bit as it computes each alone: two different inputs, each
- * alone, then as one batch of two. Checked for every stage before it takes batches (wasm's kernels passed for
- * every model tried; an engine whose kernels tile by batch might not).
+ * Whether the stage computes frames together bit for bit as it computes each alone: two inputs, each alone, then
+ * as one batch of two (two different random inputs; for a stage of int32 indices, zeros twice, as any index may
+ * be out of its range). Checked for every stage before it takes batches (wasm's kernels passed for every model
+ * tried; an engine whose kernels tile by batch might not).
  */
 export function batchesExactly(a: Assignment, model: StageModel): boolean {
   const dtype = a.inputDtype === 'int32' ? 'int32' : 'float32';

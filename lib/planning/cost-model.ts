@@ -141,9 +141,9 @@ export const WORKER_THREAD_BYTES = 50e6;
 
 /**
  * What each frame of an engine's batch beyond the first adds (docs/planner.md#batches): its activations through the
- * engine, 8 times the stage's largest. Measured (peak RSS of one engine, batch 4 against 1, 2026-11-27): the
- * Teachable Machine model 47 MB more (its largest activation 4.8 MB: 3.3x per added frame), MobileNet v1 78 MB
- * (3.2 MB: 8x), ResNet50 53 MB (3.2 MB: 5.5x).
+ * engine, 8 times the stage's largest. Measured (RSS of one process after six runs of the whole model, batch 4
+ * against 1, one run each, 2026-11-27): the Teachable Machine model 47 MB more (its largest activation 4.8 MB: 3.3x
+ * per added frame), MobileNet v1 78 MB (3.2 MB: 8x), ResNet50 53 MB (3.2 MB: 5.5x).
  */
 export const MEMORY_PER_BATCHED_ACTIVATION_BYTE = 8;
 
@@ -157,10 +157,15 @@ export function enginesMemoryBytes(stageBytes: number, workers: number, batch = 
 }
 
 /** The largest tensor going into, through or out of layers first..last, bytes. */
-export function largestActivationBytes(cost: CostModel, first: number, last: number): number {
+function largestActivationBytes(cost: CostModel, first: number, last: number): number {
   let act = first === 0 ? cost.inputBytes : cost.outputBytes[first - 1];
   for (let i = first; i <= last; i++) act = Math.max(act, cost.outputBytes[i]);
   return act;
+}
+
+/** What each frame of a batch beyond the first adds to one engine of layers first..last, bytes. */
+export function batchFrameBytes(cost: CostModel, first: number, last: number): number {
+  return MEMORY_PER_BATCHED_ACTIVATION_BYTE * largestActivationBytes(cost, first, last);
 }
 
 /** Estimated memory a stage adds to an idle node, by the measured constants. */
@@ -214,7 +219,7 @@ export class CostTable {
   }
   /** what each frame of a batch beyond the first adds to one engine of the stage, bytes */
   batchFrameBytes(a: number, b: number): number {
-    return MEMORY_PER_BATCHED_ACTIVATION_BYTE * largestActivationBytes(this.cost, this.pts[a] + 1, this.pts[b]);
+    return batchFrameBytes(this.cost, this.pts[a] + 1, this.pts[b]);
   }
   /** ms to decode the stage's input and encode its output */
   codecMs(a: number, b: number): number {

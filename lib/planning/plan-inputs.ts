@@ -6,7 +6,7 @@
 import { DeferError } from '../core/errors.js';
 import type { FlatModel, StageSpan } from '../model/flat-model.js';
 import type { Capabilities, Codec } from '../protocol/index.js';
-import { type CostModel, largestActivationBytes, MEMORY_PER_BATCHED_ACTIVATION_BYTE, type PlanNode, stageMemoryBytes } from './cost-model.js';
+import { batchFrameBytes, type CostModel, type PlanNode, stageMemoryBytes } from './cost-model.js';
 import type { CachedProfile } from './profile-cache.js';
 
 /** The planner's cost model: the profile's segment times and codec costs (for `codec`), the model's sizes. */
@@ -59,7 +59,7 @@ export function stageMemoryOf(flat: FlatModel, spans: StageSpan[]): { stageBytes
   return spans.map((s) => {
     const first = index.get(s.layers[0]) ?? 0;
     const last = index.get(s.last) ?? cost.layerNames.length - 1;
-    return { stageBytes: stageMemoryBytes(cost, first, last), batchFrameBytes: MEMORY_PER_BATCHED_ACTIVATION_BYTE * largestActivationBytes(cost, first, last) };
+    return { stageBytes: stageMemoryBytes(cost, first, last), batchFrameBytes: batchFrameBytes(cost, first, last) };
   });
 }
 

@@ -56,6 +56,7 @@ test('frames computed as one batch: each output is its frame alone, bit for bit;
   assert.match((bad as { error: Error }).error.message, /does not fit stage input/);
   const other = out[3];
   assert.ok(!('error' in other) && other.body === undefined && other.deployment === 'another-deployment', "another deployment's frame is dropped");
+  const shares = new Set<number>();
   for (const [i, k] of [
     [0, 0],
     [2, 1],
@@ -66,7 +67,8 @@ test('frames computed as one batch: each output is its frame alone, bit for bit;
     const msg = decodeActivation(r.body, ctx.maxMessageBytes);
     assert.equal(msg.frame, `f${k}`);
     assert.equal(msg.hops[0].batch, 3, 'the three good frames went as one batch');
-    assert.ok(msg.hops[0].computeMs >= 0 && (msg.hops[0].cpuMs ?? 0) >= 0);
+    assert.equal(typeof msg.hops[0].cpuMs, 'number', "each hop carries its share of the process's CPU");
+    shares.add(msg.hops[0].computeMs);
     const got = decodeTensor(msg.tensor);
     assert.deepEqual(
       Buffer.from(got.data.buffer, got.data.byteOffset, got.data.byteLength),
@@ -74,6 +76,7 @@ test('frames computed as one batch: each output is its frame alone, bit for bit;
       `frame f${k}: bit for bit its own output`,
     );
   }
+  assert.equal(shares.size, 1, "each frame of the batch carries the same share of the call's time");
   // at most maxBatch a call: 3 good frames with a batch of 2 go as 2 + 1
   const split = await computeActivations(
     stage,

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { loadConfig } from '../../config/schema.js';
 import { runFramesFor } from '../../dispatcher/run/run-frames.js';
-import { computeActivation, FrameComputeError, type RunningStage } from '../../edge-node/stage.js';
+import { type ComputeContext, type ComputeOutcome, computeActivations, FrameComputeError, type RunningStage } from '../../edge-node/stage.js';
 import { initEngine, tf } from '../../lib/model/engine.js';
 import { normalise } from '../../lib/model/preprocess.js';
 import { syntheticPixels } from '../../lib/model/synthetic-frames.js';
@@ -32,6 +32,13 @@ function stage(withImage: boolean, stageIndex = 0): RunningStage {
 }
 
 const ctx = { nodeId: 'n1', maxMessageBytes: 1 << 20, slowdown: 1, processCpu: false };
+/** One frame through the stage: its outcome, or the error it failed with, thrown. */
+async function computeActivation(st: RunningStage, payload: Buffer, recvAt: number, c: ComputeContext): Promise<ComputeOutcome> {
+  const [r] = await computeActivations(st, [{ payload, recvAt }], c, 1);
+  if ('error' in r) throw r.error;
+  return r;
+}
+
 const frameOf = (t: RawTensor, stageIndex = 0) =>
   Buffer.from(encodeActivation({ deployment: 'd1', frame: 'f1', device: 'dev', stage: stageIndex, sentAt: 0, hops: [], tensor: encodeTensor(t, { codec: 'lz4' }) }));
 
