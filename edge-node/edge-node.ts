@@ -65,6 +65,8 @@ export interface EdgeNodeOptions {
   workers?: number;
   /** keep the weights the engine packed as well as their packed copies (default: release them after the first frame) */
   keepPackedWeights?: boolean;
+  /** every convolution on the engine's own kernel, none as a matrix product (default: those whose filter outweighs their patches) */
+  plainConvolutions?: boolean;
   /** the memory this node may use, bytes (default: its cgroup's limit, where it can read one; else the host's) */
   memoryLimitBytes?: number;
 }
@@ -517,21 +519,12 @@ export class EdgeNode {
       if (engines > 1) {
         // each worker builds and warms up its engine's copy from the shared blob, dropped here once they are built
         together = this.buildsAtOnce(a, engines);
-        const pool = await StageWorkers.start(
-          a,
-          (sink as BlobWeights).blob,
-          engines,
-          this.backend as BackendChoice,
-          { ...this.computeContext, processCpu: false },
-          this.opts.keepPackedWeights,
-          together,
-          wantBatch,
-        );
+        const pool = await StageWorkers.start(a, (sink as BlobWeights).blob, engines, this.backend as BackendChoice, { ...this.computeContext, processCpu: false }, this.opts, together, wantBatch);
         released = pool.releasedBytes;
         sink = undefined;
         next = { assignment: a, pool, batch: pool.batch };
       } else {
-        const model = await buildStage(a, sink);
+        const model = await buildStage(a, sink, this.opts);
         sink = undefined;
         collectGarbage();
         released = warmUp(a, model, this.opts.keepPackedWeights);

@@ -18,6 +18,8 @@ export interface StageWorkerData {
   backend: BackendChoice;
   ctx: ComputeContext;
   keepPacked: boolean;
+  /** every convolution on the engine's own kernel (defer node --plain-convolutions) */
+  plainConvolutions: boolean;
   /** frames this worker may compute in one engine call, if its stage batches exactly (stage.ts batchesExactly) */
   maxBatch: number;
 }
@@ -45,7 +47,9 @@ async function main(): Promise<void> {
   let batch = 1;
   try {
     const backend = await initEngine(data.backend);
-    const model = await buildStage(data.assignment, BlobWeights.of(Buffer.from(data.blob.buffer, data.blob.byteOffset, data.blob.byteLength)));
+    const model = await buildStage(data.assignment, BlobWeights.of(Buffer.from(data.blob.buffer, data.blob.byteOffset, data.blob.byteLength)), {
+      plainConvolutions: data.plainConvolutions,
+    });
     // the weights are the engine's now: workerData would keep the shared copy alive for this thread's life
     data.blob = new Uint8Array(0);
     const releasedBytes = warmUp(data.assignment, model, data.keepPacked);

@@ -8,7 +8,7 @@ import { Worker } from 'node:worker_threads';
 import { DeferError } from '../lib/core/errors.js';
 import type { BackendChoice } from '../lib/model/engine.js';
 import type { Assignment } from '../lib/protocol/index.js';
-import { type ActivationIn, type BatchOutcome, type ComputeContext, FrameComputeError } from './stage.js';
+import { type ActivationIn, type BatchOutcome, type ComputeContext, type EngineOptions, FrameComputeError } from './stage.js';
 import type { StageWorkerData, WorkerJob, WorkerReply } from './stage-worker.js';
 
 interface Slot {
@@ -31,7 +31,16 @@ export class StageWorkers {
    * failure. Up to `together` build at once: each build holds its engine's copy of the weights before packing, so
    * the caller bounds it by memory; after a failure no more start, and those started are closed.
    */
-  static async start(assignment: Assignment, blob: Uint8Array, count: number, backend: BackendChoice, ctx: ComputeContext, keepPacked = false, together = 1, maxBatch = 1): Promise<StageWorkers> {
+  static async start(
+    assignment: Assignment,
+    blob: Uint8Array,
+    count: number,
+    backend: BackendChoice,
+    ctx: ComputeContext,
+    engine: EngineOptions = {},
+    together = 1,
+    maxBatch = 1,
+  ): Promise<StageWorkers> {
     const pool = new StageWorkers();
     // one copy of the weights that every worker reads (a SharedArrayBuffer is shared, not copied, when passed to a
     // thread): a plain buffer would be copied into each worker and stay there as its workerData
@@ -40,7 +49,7 @@ export class StageWorkers {
       shared = new Uint8Array(new SharedArrayBuffer(blob.byteLength));
       shared.set(blob);
     }
-    const data: StageWorkerData = { assignment, blob: shared, backend, ctx, keepPacked, maxBatch };
+    const data: StageWorkerData = { assignment, blob: shared, backend, ctx, keepPacked: !!engine.keepPackedWeights, plainConvolutions: !!engine.plainConvolutions, maxBatch };
     const url = new URL('./stage-worker.js', import.meta.url);
     try {
       let next = 0;

@@ -9,11 +9,17 @@ import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { tf } from '../lib/model/engine.js';
 import type { StageModel } from '../lib/model/flat-model.js';
 import { canReleasePacked } from '../lib/model/packed-weights.js';
-import { buildLayersStage } from '../lib/model/partition.js';
+import { buildLayersStage, type StageBuildOptions } from '../lib/model/partition.js';
 import { pixelsToTensor, preprocessImage } from '../lib/model/preprocess.js';
 import { buildStageModel } from '../lib/model/stage-model.js';
 import { type BlobWeights, EngineWeights, type WeightSink } from '../lib/model/weight-sink.js';
 import { type Activation, type Assignment, decodeActivation, decodeTensor, elementCount, encodeActivation, encodeTensor, type Hop, parseTopic, type RawTensor } from '../lib/protocol/index.js';
+
+/** What a node keeps of its stage's weights in its engine (docs/memory.md, "How a node keeps it small"). */
+export interface EngineOptions extends StageBuildOptions {
+  /** keep the weights the engine packed as well as their packed copies (default: release them after the first frame) */
+  keepPackedWeights?: boolean;
+}
 
 export interface RunningStage {
   assignment: Assignment;
@@ -242,7 +248,7 @@ function pixelsIn(a: Assignment, frame: string, t: RawTensor): RawTensor {
 }
 
 /** The stage model of assignment `a` from its weights: size and sha256 checked against the manifest (warm it up with warmUp once a blob is dropped). */
-export async function buildStage(a: Assignment, weights: WeightSink): Promise<StageModel> {
+export async function buildStage(a: Assignment, weights: WeightSink, options: StageBuildOptions = {}): Promise<StageModel> {
   if (weights.totalBytes !== a.manifest.totalBytes) throw new DeferError('E_WEIGHTS', `weights are ${weights.totalBytes} bytes, the manifest says ${a.manifest.totalBytes}`);
   if (weights.sha256() !== a.manifest.sha256) throw new DeferError('E_WEIGHTS', 'the weights do not match the sha256 of the manifest');
   let topology: Record<string, unknown>;
@@ -254,9 +260,9 @@ export async function buildStage(a: Assignment, weights: WeightSink): Promise<St
   const format = a.modelFormat ?? 'layers-model';
   if (weights instanceof EngineWeights) {
     if (format !== 'layers-model') throw new DeferError('E_WEIGHTS', 'internal: engine weights are for layers models only');
-    return buildLayersStage(topology, a.manifest.specs, weights.take());
+    return buildLayersStage(topology, a.manifest.specs, weights.take(), options);
   }
-  return buildStageModel(format, topology, a.manifest.specs, (weights as BlobWeights).blob);
+  return buildStageModel(format, topology, a.manifest.specs, (weights as BlobWeights).blob, options);
 }
 
 /**

@@ -22,6 +22,11 @@ export const nodeCommand: Command = {
       type: 'boolean',
       help: 'keep weights the engine packed (wasm) as well as the packed copies (default: give their memory back after the first frame)',
     },
+    'plain-convolutions': {
+      key: 'node.plainConvolutions',
+      type: 'boolean',
+      help: "compute every convolution with the engine's own kernel (default, wasm: one whose filter outweighs its patches as a matrix product, the same bits, its filter held once)",
+    },
     'weight-cache': { key: 'node.weightCache', type: 'string', help: 'folder of the stage weights cache (default ~/.cache/defer/weights; empty string: none)' },
   },
   async run(argv) {
@@ -39,6 +44,7 @@ export const nodeCommand: Command = {
       weightCache: config.node.weightCache || undefined,
       heartbeatMs: config.node.heartbeatMs,
       keepPackedWeights: config.node.keepPackedWeights,
+      plainConvolutions: config.node.plainConvolutions,
       ...(config.node.memoryLimit ? { memoryLimitBytes: parseBytes(config.node.memoryLimit, 'node.memoryLimit (--memory-limit)') } : {}),
       ...(config.node.workers > 0 ? { workers: config.node.workers } : {}),
       ...brokerAuth(config.broker),

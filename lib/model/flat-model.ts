@@ -20,6 +20,8 @@ export interface LayerInfo {
   weightBytes: number;
   /** bytes of its weights once loaded, where that differs (quantized weights are float32 in memory) */
   loadedBytes?: number;
+  /** bytes the wasm engine keeps for its weights once its stage has run (conv-as-matmul.ts engineWeightCopies); absent: twice its weights as loaded */
+  heldBytes?: number;
   /** output shape without the batch dimension */
   outputShape: number[];
   outputBytes: number;

@@ -7,6 +7,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { DeferError } from '../core/errors.js';
 import { bytesPerElement, type DType, elementCount, type WeightSpec } from '../protocol/index.js';
+import { asMatMul, convAsMatMul, engineWeightCopies } from './conv-as-matmul.js';
 import { tf } from './engine.js';
 import { type FlatModel, type LayerInfo, type StageModel, type StageSpan, type StageWeights, spansOf } from './flat-model.js';
 import { analyseCuts, type CutAnalysis, type FlatGraph, type FlatLayer, flattenTopology, toModelTopology } from './graph.js';
@@ -65,6 +66,7 @@ export class LayersFlatModel implements FlatModel {
         className: fl.className,
         params: layer.countParams(),
         weightBytes,
+        heldBytes: engineWeightCopies(layer, inShape) * weightBytes,
         outputShape,
         outputBytes: elementCount(outputShape) * 4,
         flops: estimateFlops(layer, inShape, outputShape),
@@ -223,8 +225,18 @@ function weightTensors(specs: WeightSpec[], blob: Uint8Array): tf.Tensor[] {
   });
 }
 
-/** Build a layers stage from its topology JSON and weights (as an edge node does): a blob, or one tensor per spec, which the stage then owns. */
-export async function buildLayersStage(topology: Json, specs: WeightSpec[], weights: Uint8Array | tf.Tensor[]): Promise<StageModel> {
+/** How a stage is built for its engine. */
+export interface StageBuildOptions {
+  /** compute every convolution with the engine's own kernel, never as a matrix product (conv-as-matmul.ts) */
+  plainConvolutions?: boolean;
+}
+
+/**
+ * Build a layers stage from its topology JSON and weights (as an edge node does): a blob, or one tensor per spec,
+ * which the stage then owns. On the wasm engine, a convolution whose filter outweighs its patches is computed as
+ * a matrix product (the same bits, its filter held once, not twice) unless `plainConvolutions`.
+ */
+export async function buildLayersStage(topology: Json, specs: WeightSpec[], weights: Uint8Array | tf.Tensor[], options: StageBuildOptions = {}): Promise<StageModel> {
   const byLayer = new Map<string, WeightSpec[]>();
   for (const s of specs) byLayer.set(s.layer, [...(byLayer.get(s.layer) ?? []), s]);
   const build = `b${++builds}`;
@@ -278,7 +290,7 @@ export async function buildLayersStage(topology: Json, specs: WeightSpec[], weig
     }
   }
   const m = model!;
-  const run = layerByLayer(m, t as Json);
+  const run = layerByLayer(m, t as Json, !options.plainConvolutions);
   return {
     run: (x) => run(x),
     runReleasing: (x) => {
@@ -303,9 +315,10 @@ export async function buildLayersStage(topology: Json, specs: WeightSpec[], weig
  * A functional model run one layer at a time, each tensor disposed as soon as the last layer that reads it
  * has run: `predict` keeps every intermediate tensor until the end, and on wasm the engine's heap keeps the
  * high-water mark for good (ResNet50's last quarter: 173 MB of intermediates on 77 MB of weights). The same
- * layers and kernels in the same order, so the same bits.
+ * layers in the same order, so the same bits; with `convAsMatMuls`, the convolutions that conv-as-matmul.ts
+ * takes are computed as matrix products (decided on each layer's first frame's shape).
  */
-function layerByLayer(model: tf.LayersModel, topology: Json): (x: tf.Tensor, afterLastUse?: (layer: tf.layers.Layer) => void) => tf.Tensor {
+function layerByLayer(model: tf.LayersModel, topology: Json, convAsMatMuls: boolean): (x: tf.Tensor, afterLastUse?: (layer: tf.layers.Layer) => void) => tf.Tensor {
   const cfg = topology.config as { layers: { name: string; inbound_nodes: unknown[][] }[]; input_layers: unknown[][]; output_layers: unknown[][] };
   const input = String(cfg.input_layers[0][0]);
   const output = String(cfg.output_layers[0][0]);
@@ -315,13 +328,17 @@ function layerByLayer(model: tf.LayersModel, topology: Json): (x: tf.Tensor, aft
   for (const s of steps) for (const i of s.inputs) readers.set(i, (readers.get(i) ?? 0) + 1);
   // the step after which a layer (applied more than once in a shared model) runs no more
   const lastStep = new Map(steps.map((s, i) => [s.layer, i]));
+  // per step: whether its convolution is computed as a matrix product (decided on its first frame's shape)
+  const matMul: (boolean | undefined)[] = [];
   return (x, afterLastUse) => {
     const values = new Map<string, tf.Tensor>([[input, x]]);
     const left = new Map(readers);
     try {
       for (const [at, s] of steps.entries()) {
         const ins = s.inputs.map((n) => values.get(n)!);
-        values.set(s.layer.name, applyLayer(s.layer, ins));
+        matMul[at] ??= convAsMatMuls && ins.length === 1 && asMatMul(s.layer, ins[0].shape.slice(1));
+        const mm = matMul[at];
+        values.set(s.layer.name, mm ? convAsMatMul(s.layer, ins[0]) : applyLayer(s.layer, ins));
         if (afterLastUse && lastStep.get(s.layer) === at) afterLastUse(s.layer);
         for (const n of s.inputs) {
           const k = left.get(n)! - 1;

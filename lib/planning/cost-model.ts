@@ -36,6 +36,8 @@ export interface CostModel {
   weightBytes: number[];
   /** per layer: bytes of its weights once loaded, where they differ from weightBytes (quantized graph weights become float32); absent: the same */
   loadedBytes?: number[];
+  /** per layer: bytes the engine keeps for its weights once its stage has run (LayerInfo.heldBytes); absent: twice loadedBytes */
+  heldBytes?: number[];
   /** bytes of one input frame */
   inputBytes: number;
   /** per layer: ms to encode its output for the wire (at cut points and the last layer; 0 or absent elsewhere) */
@@ -173,7 +175,7 @@ export function stageMemoryBytes(cost: CostModel, first: number, last: number): 
   let w = 0;
   for (let i = first; i <= last; i++) {
     const loaded = cost.loadedBytes?.[i];
-    w += MEMORY_PER_WEIGHT_BYTE * (loaded ?? cost.weightBytes[i]) + (loaded !== undefined ? cost.weightBytes[i] : 0);
+    w += (cost.heldBytes?.[i] ?? MEMORY_PER_WEIGHT_BYTE * (loaded ?? cost.weightBytes[i])) + (loaded !== undefined ? cost.weightBytes[i] : 0);
   }
   return STAGE_BASE_BYTES + w + MEMORY_PER_ACTIVATION_BYTE * largestActivationBytes(cost, first, last);
 }

@@ -26,7 +26,7 @@ async function wholeModelStage() {
 
 test('workers built at once: each gives the whole model its bits, one frame or a batch per call', { timeout: 120_000 }, async () => {
   const { flat, assignment, blob } = await wholeModelStage();
-  const pool = await StageWorkers.start(assignment, blob, 3, 'wasm', ctx, false, 3, 2);
+  const pool = await StageWorkers.start(assignment, blob, 3, 'wasm', ctx, {}, 3, 2);
   try {
     assert.equal(pool.size, 3);
     assert.equal(pool.batch, 2, 'the stage batches exactly, so each worker takes 2 frames a call');
@@ -68,5 +68,5 @@ test('a stage that cannot be built: one error with the reason, no worker left ru
   const { assignment, blob } = await wholeModelStage();
   const bad = new Uint8Array(blob);
   bad[100] ^= 0xff;
-  await assert.rejects(StageWorkers.start(assignment, bad, 4, 'wasm', ctx, false, 2), /worker \d could not build the stage: the weights do not match the sha256/);
+  await assert.rejects(StageWorkers.start(assignment, bad, 4, 'wasm', ctx, {}, 2), /worker \d could not build the stage: the weights do not match the sha256/);
 });
