@@ -10,6 +10,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { convAsMatMul } from '../lib/model/conv-as-matmul.js';
 import { initEngine, tf } from '../lib/model/engine.js';
 
 interface WasmModule {
@@ -35,9 +36,18 @@ const CASES: { name: string; weight: number[]; run: (wt: tf.Tensor, b: tf.Tensor
     weight: [3, 3, 256, 256],
     run: (f, b) => tf.fused.conv2d({ x: tf.zeros([1, 14, 14, 256]) as tf.Tensor4D, filter: f as tf.Tensor4D, bias: b, pad: 'same', strides: 1 }),
   },
+  { name: 'the same conv 3x3, 512 -> 512, as a matrix product (conv-as-matmul.ts)', weight: [3, 3, 512, 512], run: (f, b) => asProduct(f, b, [7, 7, 512], 1, 'same') },
+  { name: 'the same conv 1x1, stride 2, as a matrix product', weight: [1, 1, 1024, 2048], run: (f, b) => asProduct(f, b, [14, 14, 1024], 2, 'valid') },
   { name: 'depthwise 3x3, 1024 channels', weight: [3, 3, 1024, 1], run: (f) => tf.depthwiseConv2d(tf.zeros([1, 7, 7, 1024]) as tf.Tensor4D, f as tf.Tensor4D, 1, 'same') },
   { name: 'matrix product 2048 -> 1000 (dense)', weight: [2048, 1000], run: (f, b) => tf.fused.matMul({ a: tf.zeros([1, 2048]) as tf.Tensor2D, b: f as tf.Tensor2D, bias: b }) },
 ];
+
+/** A Keras convolution layer (not built: it allocates nothing) that reads `f` and `b` as its kernel and bias, computed as a matrix product. */
+function asProduct(f: tf.Tensor, b: tf.Tensor, input: number[], strides: number, padding: 'same' | 'valid'): tf.Tensor {
+  const layer = tf.layers.conv2d({ filters: f.shape[3]!, kernelSize: f.shape[0]!, strides, padding });
+  Object.assign(layer, { kernel: { read: () => f }, bias: { read: () => b } });
+  return convAsMatMul(layer, tf.zeros([1, ...input]));
+}
 
 function main(): void {
   const rows = ['| operation | weight MB | its first run adds MB | x weight | a second run adds MB |', '| --- | --- | --- | --- | --- |'];

@@ -125,11 +125,14 @@ export function transferMs(bytes: number, mbps: number | undefined): number {
 
 /**
  * What a stage adds to an idle node's memory (the node's own free memory is measured after it started: see
- * calibrate.ts): a fixed part, each byte of its weights once loaded twice (the engine's copy, XNNPACK's packed
- * copy and the transients of packing, less the released originals), and its largest activation 12 times (the
- * engine's intermediates and the frames a node holds, as messages and tensors). Quantized weights (graph models)
- * also count once as received: such a stage is built from a blob. Measured on the wasm engine (peak RSS of nodes
- * less an idle node's, ResNet50 stages of 0.3 to 102.5 MB on 1, 2, 4 and 8 nodes, 2026-11-27: docs/memory.md).
+ * calibrate.ts): a fixed part, its weights as the engine holds them once the stage has run its first frame and
+ * released the packed originals (CostModel.heldBytes: twice the filter of a convolution the engine computes,
+ * transposed and packed; once a convolution computed as a matrix product, a dense layer's operand and any other
+ * weight; where a model gives no held bytes, MEMORY_PER_WEIGHT_BYTE times its weights as loaded), and its largest
+ * activation 12 times (the engine's intermediates and the frames a node holds, as messages and tensors).
+ * Quantized weights (graph models) also count once as received: such a stage is built from a blob. Measured on
+ * the wasm engine (peak RSS of nodes less an idle node's, ResNet50 stages of 0.3 to 102.5 MB on 1, 2, 4 and 8
+ * nodes, 2026-11-27, and again with convolutions as matrix products, 2026-11-28: docs/memory.md).
  */
 export const STAGE_BASE_BYTES = 10e6;
 export const MEMORY_PER_WEIGHT_BYTE = 2;
