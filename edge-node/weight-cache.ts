@@ -4,7 +4,7 @@
  * Files are written atomically and checked against their hash when read; the
  * newest `keep` blobs stay, older ones are removed.
  */
-import { type FileHandle, mkdir, open, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
@@ -12,6 +12,8 @@ import type { WeightSink } from '../lib/model/weight-sink.js';
 
 /** the cache reads a blob into a stage's weights this much at a time */
 const READ_PIECE_BYTES = 1 << 20;
+/** bytes written to a cache file between two flushes to disk */
+const SYNC_BYTES = 8 << 20;
 
 const SHA = /^[0-9a-f]{64}$/;
 
@@ -71,14 +73,25 @@ export class WeightCache {
     try {
       await mkdir(this.dir, { recursive: true });
       const tmp = `${this.file(hash)}.${process.pid}.${Date.now()}.tmp`;
-      if (blob instanceof Uint8Array) await writeFile(tmp, blob);
-      else {
-        const fh = await open(tmp, 'w');
-        try {
-          for (const part of blob) await fh.write(part);
-        } finally {
-          await fh.close();
+      const fh = await open(tmp, 'w');
+      try {
+        // written out every few MB: dirty pages count against a memory cgroup until they are written, and a node
+        // whose stage nearly fills its limit was killed while the kernel still held its cache file's pages dirty
+        let dirty = 0;
+        for (const part of blob instanceof Uint8Array ? [blob] : blob) {
+          for (let at = 0; at < part.byteLength; at += SYNC_BYTES) {
+            const piece = part.subarray(at, Math.min(part.byteLength, at + SYNC_BYTES));
+            await fh.write(piece);
+            dirty += piece.byteLength;
+            if (dirty >= SYNC_BYTES) {
+              await fh.datasync();
+              dirty = 0;
+            }
+          }
         }
+        await fh.datasync();
+      } finally {
+        await fh.close();
       }
       await rename(tmp, this.file(hash));
       await this.prune();

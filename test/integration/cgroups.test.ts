@@ -98,7 +98,7 @@ test('defer up --serve --node-memory 384M --node-cpus 0.5: every node process ru
   for (const d of dirs) assert.equal(existsSync(d), false, `${d} removed after the run`);
 });
 
-test('ResNet50 (102.5 MB of weights) on 4 nodes of 256 MB each: the planner cuts it to fit, 30 frames bit for bit; on 1 node it is refused with the figures; forced with --cut, the node is killed and "out of memory" named', {
+test('ResNet50 (102.5 MB of weights) on 4 nodes of 256 MB each: the planner cuts it to fit, 30 frames bit for bit; on 1 node of 160 MB it is refused with the figures; forced with --cut, the node is killed and "out of memory" named', {
   timeout: 300_000,
   skip: isRoot ? false : 'needs root (cgroups)',
 }, async () => {
@@ -121,21 +121,19 @@ test('ResNet50 (102.5 MB of weights) on 4 nodes of 256 MB each: the planner cuts
     // no stage planned that could not fit beside an idle node (its cgroup is charged 90-odd MB; 64 MiB at the least)
     assert.ok(st.predictedMemoryBytes + 64 * 2 ** 20 <= limit, `stages of ${s.stages.map((x) => (x.weightBytes / 1e6).toFixed(1)).join(', ')} MB`);
   }
-  // and not the time-balanced cuts, whose last quarter (conv4_block4_out on, 77.2 MB) a node of 256 MB does not
-  // offer room for: it needs about 170 MB beside an idle node charged 80-90 MB (runs so far: 68.2 and 72.7 MB at most)
-  assert.ok(Math.max(...s.stages.map((st) => st.weightBytes)) < 77e6, `stages of ${s.stages.map((x) => (x.weightBytes / 1e6).toFixed(1)).join(', ')} MB`);
 
-  // one such node: the planner refuses before deploying, saying what the model needs and what the node offers
+  // a node of 160 MB: the planner refuses before deploying, saying what the model needs and what the node offers
+  // (since convolutions are computed as matrix products, the whole model runs on one node of 256 MB: docs/memory.md)
   await fails(
-    ['up', '--model', 'resnet50', '--nodes', '1', '--frames', '2', '--port', '0', '--node-memory', '256M'],
+    ['up', '--model', 'resnet50', '--nodes', '1', '--frames', '2', '--port', '0', '--node-memory', '160M'],
     /no shape of the model fits the nodes' memory: the whole model needs about \d+ MB on one node \(the most a node offers: \d+ MB on n1\)/,
   );
 
   // forced: a cut that leaves nearly the whole model in the second stage is deployed as given, and its node is killed
   const t0 = Date.now();
   await fails(
-    ['up', '--model', 'resnet50', '--nodes', '2', '--cut', 'conv2_block1_out', '--frames', '2', '--port', '0', '--node-memory', '256M'],
-    /edge node n2 exited \(code 137\): killed by the kernel: out of memory \(its cgroup's limit is 256 MiB; peak \d+ MiB\).*does not fit --node-memory/,
+    ['up', '--model', 'resnet50', '--nodes', '2', '--cut', 'conv2_block1_out', '--frames', '2', '--port', '0', '--node-memory', '160M'],
+    /edge node n2 exited \(code 137\): killed by the kernel: out of memory \(its cgroup's limit is 160 MiB; peak \d+ MiB\).*does not fit --node-memory/,
   );
   assert.ok(Date.now() - t0 < 120_000, 'it stops at once, not after the ready timeout');
 });
