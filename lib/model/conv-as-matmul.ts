@@ -2,13 +2,14 @@
  * A Keras convolution computed as one matrix product, where that saves the engine memory. On the wasm engine, a
  * convolution's operator keeps twice its filter for good (tfjs-backend-wasm transposes the filter to XNNPACK's
  * layout, XNNPACK packs that), while a matrix product's operator keeps its operand once: XNNPACK packs the
- * operand as it is (docs/memory.md, "What the engine keeps"). So a convolution whose filter outweighs its
- * input's patches is computed here as patches x filter: the input's kh x kw shifted windows side by side
+ * operand as it is (docs/memory.md, "What the engine keeps"). So a convolution whose filter holds 512 KB or more
+ * and outweighs its input's patches is computed here as patches x filter: the input's kh x kw shifted windows side by side
  * (`[frames x outH x outW, kh x kw x inC]`; a 1x1 convolution with stride 1 needs none, only a reshape) times the
  * filter seen as `[kh x kw x inC, outC]` (a reshape of the same tensor: no copy). XNNPACK computes a convolution
- * as the same product, over the same terms in the same order, so the outputs are the same bits (checked on
- * every convolution of the zoo's and the fixtures' models: test/unit/conv-as-matmul.test.ts, and every chained
- * run's `maxAbsDiffVsLocal`, whose reference runs the plain convolutions).
+ * as the same product, over the same terms in the same order, so the outputs are the same bits (checked on whole
+ * models, MobileNet v1, the Teachable Machine MobileNetV2, the MNIST CNN and the tiny CNN, in
+ * test/unit/conv-as-matmul.test.ts; ResNet50 by every chained run's `maxAbsDiffVsLocal`, whose reference runs
+ * the engine's convolutions).
  *
  * Only on the wasm engine, for 2-D convolutions, channels last, without dilation, whose activation the
  * convolution fuses as a clamp (linear, relu) or applies after it; anything else runs as Keras runs it. Before
