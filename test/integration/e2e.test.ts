@@ -29,8 +29,10 @@ test('defer up: ResNet50 on 3 node processes, 8 frames, all returned, maxAbsDiff
   assert.equal(s.frames, 8);
   assert.equal(s.framesReturned, 8);
   for (const st of s.stages) {
-    // the planner's estimate beside the measured peak; no cgroup here
-    assert.ok(st.predictedMemoryBytes > 10e6 + 2 * st.weightBytes, `stage ${st.index}: predicted ${st.predictedMemoryBytes}`);
+    // the planner's estimate beside the measured peak (at least the fixed part and the weights once: the engine
+    // holds some twice, docs/memory.md); no cgroup here
+    assert.ok(st.predictedMemoryBytes > 10e6 + st.weightBytes, `stage ${st.index}: predicted ${st.predictedMemoryBytes}`);
+    assert.ok(st.predictedMemoryBytes < st.peakRssBytes, `stage ${st.index}: predicted ${st.predictedMemoryBytes} over an idle node, measured ${st.peakRssBytes} in all`);
     assert.ok(st.peakRssBytes > 0 && st.engineHeapBytes > 0);
     assert.equal(st.memoryLimitBytes, null);
   }

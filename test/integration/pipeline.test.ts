@@ -243,8 +243,10 @@ test("frames of a new stage that arrive while the replaced stage's last frame co
     const run = await runChain(b, syntheticFrames(flat.inputShape, 3, 6));
     const ms = performance.now() - t0;
     assert.equal(run.results.length, 3, run.failures.join('; '));
-    // they waited for the slow frame (about 5 s), not for the dispatcher's 60 s timeout and a resend
-    assert.ok(ms < 20_000, `the new stage's frames took ${ms.toFixed(0)} ms`);
+    // they waited for the slow frame (about 5 s: its sleep is its compute times the slow-down, and a frame of the
+    // tiny model computes in well under a millisecond, so a loaded machine can make it 4x longer), not for the
+    // dispatcher's 60 s timeout and a resend
+    assert.ok(ms < 45_000, `the new stage's frames took ${ms.toFixed(0)} ms`);
   } finally {
     opts.slowdown = 1;
     await client.endAsync();
