@@ -342,7 +342,13 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
       peakRssBytes: memory?.get(s.nodeId)?.peakRssBytes ?? null,
       engineHeapBytes: memory?.get(s.nodeId)?.engineHeapBytes ?? null,
       predictedMemoryBytes: Math.round(
-        enginesMemoryBytes(predictedMemory[k].stageBytes, firstNodeWorkers({ node: s.nodeId, nodes: stageNodeRuns[k] }), s.assignment.batch ?? 1, predictedMemory[k].batchFrameBytes),
+        enginesMemoryBytes(
+          predictedMemory[k].stageBytes,
+          firstNodeWorkers({ node: s.nodeId, nodes: stageNodeRuns[k] }),
+          s.assignment.batch ?? 1,
+          predictedMemory[k].batchFrameBytes,
+          s.span.weightBytes,
+        ),
       ),
       memoryLimitBytes: memory?.get(s.nodeId)?.memoryLimitBytes ?? null,
       memoryPeakBytes: memory?.get(s.nodeId)?.memoryPeakBytes ?? null,

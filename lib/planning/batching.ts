@@ -32,7 +32,7 @@ export function withBatches(plan: ShapePlan, nodes: readonly ShapeNode[], given 
     members: s.members.map((m) => {
       let batch = given > 0 ? given : autoBatch(s.engineMs[m.node] ?? 0);
       const memory = byId.get(m.node)?.memoryBytes;
-      while (batch > 1 && memory !== undefined && enginesMemoryBytes(s.memoryBytes, m.workers, batch, s.batchFrameBytes) > memory) batch--;
+      while (batch > 1 && memory !== undefined && enginesMemoryBytes(s.memoryBytes, m.workers, batch, s.batchFrameBytes, s.weightBytes) > memory) batch--;
       return batch > 1 ? { ...m, batch } : { node: m.node, workers: m.workers };
     }),
   }));

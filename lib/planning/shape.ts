@@ -141,10 +141,11 @@ class Terms {
     const t = this.t;
     const busy = t.busyMs(a, b);
     const mem = t.memory(a, b);
+    const weights = t.weightBytes(a, b);
     let v = busy / g.capacity;
     const bytes = Math.max(t.wireIn(a), t.wireOut(b));
     for (const { node, workers } of g.members) {
-      if (node.memoryBytes !== undefined && enginesMemoryBytes(mem, workers) > node.memoryBytes) return Infinity;
+      if (node.memoryBytes !== undefined && enginesMemoryBytes(mem, workers, 1, 0, weights) > node.memoryBytes) return Infinity;
       const share = workers / node.timeFactor / g.capacity;
       v = Math.max(v, share * transferMs(bytes, node.bandwidthMbps));
       if (node.host && !this.shared.includes(node.host)) v = Math.max(v, (share * busy * (node.cpuFactor ?? node.timeFactor)) / this.cores.get(node.host)!);
@@ -509,15 +510,13 @@ function describe(t: CostTable, terms: Terms, nodes: ShapeNode[], groups: Group[
     add.forEach((x, i) => {
       cpu[i] += x;
     });
-    let weightBytes = 0;
-    for (let i = first; i <= last; i++) weightBytes += c.weightBytes[i];
     return {
       index: k,
       members: g.members.map((m) => ({ node: m.node.id, workers: m.workers })),
       firstLayer: c.layerNames[first],
       lastLayer: c.layerNames[last],
       layerCount: last - first + 1,
-      weightBytes,
+      weightBytes: t.weightBytes(a, b),
       memoryBytes: t.memory(a, b),
       batchFrameBytes: t.batchFrameBytes(a, b),
       stageMs: busy / g.capacity,
