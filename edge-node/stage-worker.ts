@@ -8,7 +8,7 @@ import { errorMessage } from '../lib/core/errors.js';
 import { type BackendChoice, engineHeapBytes, initEngine } from '../lib/model/engine.js';
 import { BlobWeights } from '../lib/model/weight-sink.js';
 import type { Assignment } from '../lib/protocol/index.js';
-import { type BatchOutcome, batchesExactly, buildStage, type ComputeContext, computeActivations, FrameComputeError, type RunningStage, warmUp } from './stage.js';
+import { type BatchOutcome, batchesExactly, buildStage, type ComputeContext, computeActivations, type EngineOptions, FrameComputeError, type RunningStage, warmUp } from './stage.js';
 
 /** What the main thread gives a worker when it starts it. */
 export interface StageWorkerData {
@@ -17,9 +17,8 @@ export interface StageWorkerData {
   blob: Uint8Array;
   backend: BackendChoice;
   ctx: ComputeContext;
-  keepPacked: boolean;
-  /** every convolution on the engine's own kernel (defer node --plain-convolutions) */
-  plainConvolutions: boolean;
+  /** what the engine keeps of the weights (defer node --keep-packed-weights, --plain-convolutions) */
+  engine: EngineOptions;
   /** frames this worker may compute in one engine call, if its stage batches exactly (stage.ts batchesExactly) */
   maxBatch: number;
 }
@@ -47,12 +46,10 @@ async function main(): Promise<void> {
   let batch = 1;
   try {
     const backend = await initEngine(data.backend);
-    const model = await buildStage(data.assignment, BlobWeights.of(Buffer.from(data.blob.buffer, data.blob.byteOffset, data.blob.byteLength)), {
-      plainConvolutions: data.plainConvolutions,
-    });
+    const model = await buildStage(data.assignment, BlobWeights.of(Buffer.from(data.blob.buffer, data.blob.byteOffset, data.blob.byteLength)), data.engine);
     // the weights are the engine's now: workerData would keep the shared copy alive for this thread's life
     data.blob = new Uint8Array(0);
-    const releasedBytes = warmUp(data.assignment, model, data.keepPacked);
+    const releasedBytes = warmUp(data.assignment, model, data.engine.keepPackedWeights);
     batch = data.maxBatch > 1 && batchesExactly(data.assignment, model) ? data.maxBatch : 1;
     stage = { assignment: data.assignment, model };
     port.postMessage({ type: 'ready', backend, engineHeapBytes: engineHeapBytes(), releasedBytes, batch } satisfies WorkerReply);

@@ -49,7 +49,9 @@ export class StageWorkers {
       shared = new Uint8Array(new SharedArrayBuffer(blob.byteLength));
       shared.set(blob);
     }
-    const data: StageWorkerData = { assignment, blob: shared, backend, ctx, keepPacked: !!engine.keepPackedWeights, plainConvolutions: !!engine.plainConvolutions, maxBatch };
+    // only these fields: the caller may pass its whole options object, which a thread would be sent a copy of
+    const { keepPackedWeights, plainConvolutions } = engine;
+    const data: StageWorkerData = { assignment, blob: shared, backend, ctx, engine: { keepPackedWeights, plainConvolutions }, maxBatch };
     const url = new URL('./stage-worker.js', import.meta.url);
     try {
       let next = 0;

@@ -75,7 +75,7 @@ function convOf(layer: tf.layers.Layer): ConvLayer | undefined {
  * The smallest filter computed as a matrix product: below it, the memory saved is small and the product's few
  * more calls (reshapes) cost a light model's many small convolutions time.
  */
-export const MIN_MATMUL_FILTER_BYTES = 512 * 1024;
+const MIN_MATMUL_FILTER_BYTES = 512 * 1024;
 
 /**
  * Whether a convolution layer, given one frame of `inputShape` (without the batch), pays as a matrix product: its

@@ -36,8 +36,8 @@ export interface CostModel {
   weightBytes: number[];
   /** per layer: bytes of its weights once loaded, where they differ from weightBytes (quantized graph weights become float32); absent: the same */
   loadedBytes?: number[];
-  /** per layer: bytes the engine keeps for its weights once its stage has run (LayerInfo.heldBytes); absent: twice loadedBytes */
-  heldBytes?: number[];
+  /** per layer: bytes the engine keeps for its weights once its stage has run (LayerInfo.heldBytes); absent: MEMORY_PER_WEIGHT_BYTE x loadedBytes */
+  heldBytes?: (number | undefined)[];
   /** bytes of one input frame */
   inputBytes: number;
   /** per layer: ms to encode its output for the wire (at cut points and the last layer; 0 or absent elsewhere) */
@@ -156,7 +156,8 @@ export const MEMORY_PER_BATCHED_ACTIVATION_BYTE = 8;
  * Estimated memory `workers` engines of a stage of `stageBytes` (stageMemoryBytes) add to an idle node, each
  * computing up to `batch` frames at once (each beyond the first adding `batchFrameBytes`). On worker threads, the
  * node also holds the stage's `weightBytes` once, as the shared blob every engine builds from, until all are built
- * (ResNet50 on 2 workers, 2026-11-28: peak RSS 685 MB, 547 over an idle node; without the blob counted, 416 predicted).
+ * (ResNet50 on 2 workers, 2026-11-28: peak RSS 685 and 688 MB in two runs, about 550 over an idle node of 138 MB;
+ * 416 predicted over an idle node without the blob counted, 519 with it).
  */
 export function enginesMemoryBytes(stageBytes: number, workers: number, batch = 1, batchFrameBytes = 0, weightBytes = 0): number {
   const engine = stageBytes + (batch - 1) * batchFrameBytes;

@@ -6,7 +6,7 @@
 import { DeferError } from '../core/errors.js';
 import type { FlatModel, StageSpan } from '../model/flat-model.js';
 import type { Capabilities, Codec } from '../protocol/index.js';
-import { batchFrameBytes, type CostModel, MEMORY_PER_WEIGHT_BYTE, type PlanNode, stageMemoryBytes } from './cost-model.js';
+import { batchFrameBytes, type CostModel, type PlanNode, stageMemoryBytes } from './cost-model.js';
 import type { CachedProfile } from './profile-cache.js';
 
 /** The planner's cost model: the profile's segment times and codec costs (for `codec`), the model's sizes. */
@@ -45,7 +45,7 @@ function sizeCost(flat: FlatModel): Pick<CostModel, 'layerNames' | 'outputBytes'
     outputBytes: layers.map((l) => l.outputBytes),
     weightBytes: layers.map((l) => l.weightBytes),
     ...(layers.some((l) => l.loadedBytes !== undefined) ? { loadedBytes: layers.map((l) => l.loadedBytes ?? l.weightBytes) } : {}),
-    ...(layers.some((l) => l.heldBytes !== undefined) ? { heldBytes: layers.map((l) => l.heldBytes ?? MEMORY_PER_WEIGHT_BYTE * (l.loadedBytes ?? l.weightBytes)) } : {}),
+    ...(layers.some((l) => l.heldBytes !== undefined) ? { heldBytes: layers.map((l) => l.heldBytes) } : {}),
     inputBytes: flat.inputShape.reduce((a, b) => a * b, 1) * 4,
   };
 }

@@ -141,11 +141,10 @@ class Terms {
     const t = this.t;
     const busy = t.busyMs(a, b);
     const mem = t.memory(a, b);
-    const weights = t.weightBytes(a, b);
     let v = busy / g.capacity;
     const bytes = Math.max(t.wireIn(a), t.wireOut(b));
     for (const { node, workers } of g.members) {
-      if (node.memoryBytes !== undefined && enginesMemoryBytes(mem, workers, 1, 0, weights) > node.memoryBytes) return Infinity;
+      if (node.memoryBytes !== undefined && enginesMemoryBytes(mem, workers, 1, 0, t.weightBytes(a, b)) > node.memoryBytes) return Infinity;
       const share = workers / node.timeFactor / g.capacity;
       v = Math.max(v, share * transferMs(bytes, node.bandwidthMbps));
       if (node.host && !this.shared.includes(node.host)) v = Math.max(v, (share * busy * (node.cpuFactor ?? node.timeFactor)) / this.cores.get(node.host)!);
