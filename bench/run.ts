@@ -119,14 +119,15 @@ const mb = (b: number | null) => (b === null ? 'n/a' : (b / 1e6).toFixed(0));
 function memorySection(r: BenchResult): string[] {
   if (!r.memory.length) return [];
   const idle = r.memoryIdleRssBytes;
+  const lean = r.memory.find((x) => x.idleRssBytes !== idle)?.idleRssBytes;
   return [
     '## Memory per node',
     '',
-    `Each stage's node: its weights, the planner's prediction (an idle node, ${mb(idle)} MB: the peak RSS of a node running the ${r.memoryIdleModel} model's one stage in this session, plus the memory model's estimate for the stage: lib/planning/cost-model.ts), its process's peak resident set (the kernel's maxrss, from its last heartbeat) and wasm heap, and in a cgroup, the most the kernel charged it against its limit. Stage 0 first.`,
+    `Each stage's node: its weights, the planner's prediction (an idle node, ${mb(idle)} MB: the peak RSS of a node running the ${r.memoryIdleModel} model's one stage in this session, plus the memory model's estimate for the stage: lib/planning/cost-model.ts), its process's peak resident set (the kernel's maxrss, from its last heartbeat) and wasm heap, and in a cgroup, the most the kernel charged it against its limit. Stage 0 first.${lean !== undefined ? ` Nodes in a memory cgroup run V8's small young generation (cli/node-processes.ts), so their idle node is measured the same way: ${mb(lean)} MB.` : ''}`,
     '',
     '| run | shape | per stage: weights MB / predicted peak MB / measured peak RSS MB (wasm heap MB)[, cgroup peak / limit MB] | predicted / measured |',
     '| --- | --- | --- | --- |',
-    ...r.memory.map(({ label, row }) => {
+    ...r.memory.map(({ label, row, idleRssBytes: idle }) => {
       const cells = row.memory.map(
         (m) =>
           `${(m.weightBytes / 1e6).toFixed(1)} / ${idle === null ? 'n/a' : mb(idle + m.predictedBytes)} / ${mb(m.peakRssBytes)} (${mb(m.engineHeapBytes)})${m.memoryLimitBytes !== null ? `, ${mb(m.memoryPeakBytes)} / ${mb(m.memoryLimitBytes)}` : ''}`,
@@ -243,8 +244,11 @@ interface BenchResult {
   /** how ZFP was measured, or why not */
   zfp: string;
   emulated: { shape: string; applied: string; asked: string; row: PipelineRow }[];
-  /** the memory runs, and the peak RSS of the node of the idle model (null: not measured) */
-  memory: { label: string; row: PipelineRow }[];
+  /**
+   * the memory runs, each with the peak RSS of an idle node started as its nodes were (null: not measured), and
+   * the peak RSS of a node of the idle model started by default
+   */
+  memory: { label: string; row: PipelineRow; idleRssBytes: number | null }[];
   memoryIdleModel: string;
   memoryIdleRssBytes: number | null;
   charts: string[];
@@ -392,13 +396,20 @@ async function main(): Promise<void> {
     memoryIdleRssBytes = (await measurePipeline(chain(m.idleModel, 1, m.frames), say, { redeploy: false })).memory[0]?.peakRssBytes ?? null;
     for (const n of m.nodes) {
       say(`memory: ${m.model} on ${n} node(s), cuts balanced by time, ${m.frames} frames`);
-      memory.push({ label: `${m.model}, ${n} node${n > 1 ? 's' : ''}`, row: { ...(await measurePipeline(chain(m.model, n, m.frames), say, { redeploy: false })), model: m.model } });
+      memory.push({
+        label: `${m.model}, ${n} node${n > 1 ? 's' : ''}`,
+        row: { ...(await measurePipeline(chain(m.model, n, m.frames), say, { redeploy: false })), model: m.model },
+        idleRssBytes: memoryIdleRssBytes,
+      });
     }
     if (m.fleet) {
       const fl = m.fleet;
       const netem = await netemCheck();
       const ids = Array.from({ length: fl.nodes }, (_, i) => `n${i + 1}`);
       say(`memory: a fleet of ${fl.nodes} devices of ${fl.memory}${netem.available ? ` on links of ${fl.link.label}` : ' (no network emulation here)'}, ${m.model}, ${fl.frames} frames`);
+      // its nodes run with a memory limit, and so with V8's small young generation: an idle node the same way
+      say(`memory: an idle node of ${fl.memory} (the ${m.idleModel} model on 1 node)`);
+      const idle = (await measurePipeline(chain(m.idleModel, 1, m.frames, { 'up.nodeMemory': fl.memory }), say, { redeploy: false })).memory[0]?.peakRssBytes ?? null;
       const links = netem.available ? await createLinks(ids, fl.link, netem.netem) : undefined;
       try {
         const config = chain(m.model, fl.nodes, fl.frames, {
@@ -407,7 +418,7 @@ async function main(): Promise<void> {
           ...(links ? { 'broker.host': '0.0.0.0', 'planner.bandwidthMbps': [fl.link.mbit], 'dispatcher.readyTimeoutMs': 600_000 } : {}),
         });
         const row = await measurePipeline(config, say, { redeploy: false, ...(links ? { nodeNetwork: links } : {}) });
-        memory.push({ label: `${m.model}, ${fl.nodes} devices of ${fl.memory}${links ? `, ${links.applied}` : ''} (planned cuts)`, row: { ...row, model: m.model } });
+        memory.push({ label: `${m.model}, ${fl.nodes} devices of ${fl.memory}${links ? `, ${links.applied}` : ''} (planned cuts)`, row: { ...row, model: m.model }, idleRssBytes: idle });
       } finally {
         await links?.close();
       }

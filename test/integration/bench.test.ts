@@ -43,6 +43,7 @@ test('npm run bench (quick): writes JSON, markdown and PNG charts; every figure 
   assert.match(stdout, /## Payload per inference by codec/);
   // memory: an idle node's peak, and per stage the weights, the prediction and the measured peak
   assert.ok(r.memoryIdleRssBytes > 0 && r.memory.length >= 1);
+  for (const x of r.memory) assert.ok(x.idleRssBytes > 0, `${x.label}: the idle node its prediction adds to`);
   for (const m of r.memory.flatMap((x: { row: PipelineRow }) => x.row.memory)) assert.ok(m.predictedBytes > 0 && m.peakRssBytes > 0, JSON.stringify(m));
   assert.match(stdout, /## Memory per node[\s\S]*predicted \/ measured/);
   assert.equal(readFileSync(join(out, json.replace('.json', '.md')), 'utf8'), stdout);
