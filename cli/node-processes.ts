@@ -25,7 +25,7 @@ export interface NodeProcessOptions {
   brokerUrlFor?: (id: string) => string;
   /** a command that runs the node, e.g. ['ip', 'netns', 'exec', 'ns1'] */
   commandPrefix?: (id: string) => string[];
-  /** flags for the node processes' V8 (e.g. LEAN_V8_FLAGS) */
+  /** flags for the node processes' V8 (default NODE_V8_FLAGS; LEAN_V8_FLAGS where memory is short) */
   v8Flags?: string[];
 }
 
@@ -36,6 +36,20 @@ export interface NodeProcessOptions {
  * model on 2 nodes, 3 runs each: 35-37 frames/s against 45-56): `defer up` uses them with --node-memory only.
  */
 export const LEAN_V8_FLAGS = ['--max-semi-space-size=1'];
+
+/**
+ * V8 flags for every other node: 4 MB semi-spaces. Against V8's 16 MB (docs/memory.md, 2026-11-28, runs
+ * alternating): the same throughput within this VM's noise (the Teachable Machine model on 1 node of 2 workers,
+ * 5 runs each: 79.7 frames/s on average against 81.2; MobileNet v1, 3 runs: 20.3-22.8 against 17.8-20.3), and
+ * less memory: that node's peak 411 MB on average against 450, MobileNet's 312-358 against 373-384, an idle
+ * node's 129-139 against 138-146, ResNet50's 4 stages about 5 MB each.
+ */
+export const NODE_V8_FLAGS = ['--max-semi-space-size=4'];
+
+/** The flags to start a node with: `flags`, unless NODE_OPTIONS already sizes the young generation (the user's choice stands). */
+export function nodeV8Flags(flags: string[]): string[] {
+  return /--max-semi-space-size/.test(process.env.NODE_OPTIONS ?? '') ? [] : flags;
+}
 
 export class NodeProcesses {
   readonly children = new Map<string, ChildProcess>();
@@ -48,7 +62,7 @@ export class NodeProcesses {
     const onLine = this.opts.onLine ?? ((id: string, line: string) => process.stderr.write(`[${id}] ${line}\n`));
     for (const id of ids) {
       const args = [
-        ...(this.opts.v8Flags ?? []),
+        ...nodeV8Flags(this.opts.v8Flags ?? NODE_V8_FLAGS),
         CLI_PATH,
         'node',
         '--id',

@@ -90,6 +90,8 @@ test('defer up --serve --node-memory 384M --node-cpus 0.5: every node process ru
       if (v2) assert.equal(readFileSync(join(cpu, 'cpu.max'), 'utf8').trim(), '50000 100000');
       else assert.equal(readFileSync(join(cpu, 'cpu.cfs_quota_us'), 'utf8').trim(), '50000');
       dirs.push(mem, cpu);
+      // short of memory: V8's young generation at 1 MB semi-spaces
+      assert.ok(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--max-semi-space-size=1'), `${node}'s command line`);
     }
   } finally {
     up.kill('SIGTERM');

@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -355,6 +355,8 @@ test('defer up --serve --standby 1 + defer sensor: kill -9 of a node process mid
   ]);
   await waitEvent(up, 'serving');
   const pid = await nodePid(url, 'n2');
+  // defer up starts its nodes with V8's young generation at 4 MB semi-spaces (cli/node-processes.ts, docs/memory.md)
+  assert.ok(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--max-semi-space-size=4'), readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
   const sensor = run(process.execPath, [CLI, 'sensor', '--device', 'cam1', '--mnist', '--count', '200', '--fps', '40', '--broker', url, '--json'], { cwd: ROOT, maxBuffer: 1 << 24 });
   await new Promise((r) => setTimeout(r, 1500));
   process.kill(pid, 'SIGKILL');

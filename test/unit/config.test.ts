@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseCommand } from '../../cli/args.js';
+import { LEAN_V8_FLAGS, NODE_V8_FLAGS, nodeV8Flags } from '../../cli/node-processes.js';
 import { configurationDoc, loadConfig } from '../../config/schema.js';
 import { ROOT } from '../helpers/common.js';
 
@@ -61,4 +62,20 @@ test('every example file in config/ is valid', () => {
 test('docs/configuration.md is generated from the schema and current', () => {
   const doc = readFileSync(join(ROOT, 'docs', 'configuration.md'), 'utf8');
   assert.equal(doc, configurationDoc(), "docs/configuration.md is stale: run 'node dist/cli/defer.js config docs --out docs/configuration.md'");
+});
+
+test('node processes: V8 young generation flags, unless NODE_OPTIONS sizes it already', () => {
+  const saved = process.env.NODE_OPTIONS;
+  try {
+    delete process.env.NODE_OPTIONS;
+    assert.deepEqual(nodeV8Flags(NODE_V8_FLAGS), ['--max-semi-space-size=4']);
+    assert.deepEqual(nodeV8Flags(LEAN_V8_FLAGS), ['--max-semi-space-size=1']);
+    process.env.NODE_OPTIONS = '--max-old-space-size=512';
+    assert.deepEqual(nodeV8Flags(NODE_V8_FLAGS), ['--max-semi-space-size=4'], 'other options leave it');
+    process.env.NODE_OPTIONS = '--max-old-space-size=512 --max-semi-space-size=8';
+    assert.deepEqual(nodeV8Flags(LEAN_V8_FLAGS), [], "the user's own size stands");
+  } finally {
+    if (saved === undefined) delete process.env.NODE_OPTIONS;
+    else process.env.NODE_OPTIONS = saved;
+  }
 });
