@@ -355,8 +355,10 @@ test('defer up --serve --standby 1 + defer sensor: kill -9 of a node process mid
   ]);
   await waitEvent(up, 'serving');
   const pid = await nodePid(url, 'n2');
-  // defer up starts its nodes with V8's young generation at 4 MB semi-spaces (cli/node-processes.ts, docs/memory.md)
+  // defer up starts its nodes with V8's young generation at 4 MB semi-spaces, and glibc mapping buffers of 1 MB or
+  // more on their own (cli/node-processes.ts, docs/memory.md)
   assert.ok(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--max-semi-space-size=4'), readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+  assert.ok(readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes('MALLOC_MMAP_THRESHOLD_=1048576'), 'the node environment');
   const sensor = run(process.execPath, [CLI, 'sensor', '--device', 'cam1', '--mnist', '--count', '200', '--fps', '40', '--broker', url, '--json'], { cwd: ROOT, maxBuffer: 1 << 24 });
   await new Promise((r) => setTimeout(r, 1500));
   process.kill(pid, 'SIGKILL');

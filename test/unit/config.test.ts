@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseCommand } from '../../cli/args.js';
-import { LEAN_V8_FLAGS, NODE_V8_FLAGS, nodeV8Flags } from '../../cli/node-processes.js';
+import { LEAN_V8_FLAGS, NODE_V8_FLAGS, nodeEnv, nodeV8Flags } from '../../cli/node-processes.js';
 import { configurationDoc, loadConfig } from '../../config/schema.js';
 import { ROOT } from '../helpers/common.js';
 
@@ -78,4 +78,10 @@ test('node processes: V8 young generation flags, unless NODE_OPTIONS sizes it al
     if (saved === undefined) delete process.env.NODE_OPTIONS;
     else process.env.NODE_OPTIONS = saved;
   }
+});
+
+test('node processes: glibc maps buffers of 1 MB or more on their own, unless the environment says otherwise', () => {
+  assert.equal(nodeEnv({ PATH: '/bin' }).MALLOC_MMAP_THRESHOLD_, String(1 << 20));
+  assert.equal(nodeEnv({ PATH: '/bin' }).PATH, '/bin');
+  assert.equal(nodeEnv({ MALLOC_MMAP_THRESHOLD_: '65536' }).MALLOC_MMAP_THRESHOLD_, '65536', "the user's own setting stands");
 });
