@@ -91,6 +91,12 @@ const FRAME_BYTES_PER_GC = 8 * 2 ** 20;
 const FULL_GC_EVERY_MS = 1000;
 const FULL_GC_SHARE = 40;
 
+/**
+ * The most bytes of weight chunks a node holds before their assignment comes (they come on another topic, and may
+ * come first); beyond it, it takes them from the broker's retained copies once the assignment is there.
+ */
+const EARLY_CHUNK_BYTES = 16 * 2 ** 20;
+
 /** memory one more engine needs beyond its stage's weights (its own wasm module, heap and thread) */
 const ENGINE_OVERHEAD_BYTES = 64 * 2 ** 20;
 
@@ -113,6 +119,10 @@ export interface EdgeNodeCounters {
   overflow: number;
   /** weight chunks taken from the broker */
   chunks: number;
+  /** weight chunks held because they came before their assignment */
+  earlyChunks: number;
+  /** weight chunks that came before their assignment and were not held (EARLY_CHUNK_BYTES): taken from the broker again */
+  earlyDropped: number;
 }
 
 interface Loading {
@@ -132,7 +142,7 @@ interface Loading {
 export class EdgeNode {
   readonly opts: EdgeNodeOptions;
   readonly topics: Topics;
-  readonly counters: EdgeNodeCounters = { frames: 0, dropped: 0, rejected: 0, overflow: 0, chunks: 0 };
+  readonly counters: EdgeNodeCounters = { frames: 0, dropped: 0, rejected: 0, overflow: 0, chunks: 0, earlyChunks: 0, earlyDropped: 0 };
   backend = '';
   capabilities?: Capabilities;
   /** where the running stage's weights came from */
@@ -143,8 +153,13 @@ export class EdgeNode {
   private frameBytesSinceGc = 0;
   /** when the last full collection ran, and how long it took (ms) */
   private fullGc = { at: 0, ms: 0 };
-  /** chunks that arrived before their assignment, for one deployment at most */
-  private early?: { deployment: string; chunks: Map<number, Uint8Array> };
+  /**
+   * chunks that arrived before their assignment, for one deployment at most, up to EARLY_CHUNK_BYTES (`dropped`:
+   * some were not kept, so the node subscribes again for the broker's retained copies when the assignment comes)
+   */
+  private early?: { deployment: string; chunks: Map<number, Uint8Array>; bytes: number; dropped: boolean };
+  /** the deployment whose stage is being built from chunks all received (its chunks, sent again, are not needed) */
+  private building?: string;
   private state: NodeState = 'online';
   private queue: { payload: Buffer; recvAt: number }[] = [];
   /** activations being computed now (at most one per engine) */
@@ -374,7 +389,7 @@ export class EdgeNode {
   }
 
   /** Build from the weight cache if it holds the blob; else fetch the chunks. */
-  private async fetchWeights(l: Loading): Promise<void> {
+  private async fetchWeights(l: Loading, again = false): Promise<void> {
     await this.prefetcher?.stop(); // a stage to run: no more prefetching (and its weights subscription is released)
     if (this.loading !== l) return;
     const m = l.assignment.manifest;
@@ -386,6 +401,8 @@ export class EdgeNode {
       await this.build(l, 'cache');
       return;
     }
+    // chunks that came before the assignment and were not kept: the broker sends its retained copies to a new subscription
+    if (again) await this.subscribeWeights(false);
     await this.subscribeWeights(true);
   }
 
@@ -433,22 +450,44 @@ export class EdgeNode {
     this.dropLoading();
     this.loading = { assignment: a, sink, engines, got: new Array<boolean>(count).fill(false), received: 0, lastReport: 0, sinceGc: 0 };
     void this.setStatus('loading', { received: 0, total: count, ...(releasedFirst ? { released: 'first' as const } : {}) });
+    let again = false;
     if (this.early?.deployment === a.deployment) {
-      const early = this.early.chunks;
+      const early = this.early;
       this.early = undefined;
-      for (const [i, data] of early) this.storeChunk(i, data);
+      again = early.dropped;
+      // each one let go as it is stored: the chunks and the weights are never held twice
+      for (const [i, data] of early.chunks) {
+        early.chunks.delete(i);
+        if (this.loading?.assignment !== a) break; // failed
+        this.storeChunk(i, data);
+      }
     }
     this.maybeBuild();
-    if (this.loading?.assignment === a) void this.fetchWeights(this.loading);
+    if (this.loading?.assignment === a) void this.fetchWeights(this.loading, again);
   }
 
   private onChunk(c: { deployment: string; index: number; count: number; data: Uint8Array }): void {
     const l = this.loading;
     if (!l || l.assignment.deployment !== c.deployment) {
-      if (this.stage?.assignment.deployment === c.deployment) return; // a chunk of the stage we run
-      // the assignment may come after its chunks: hold them, for one deployment only
-      if (this.early?.deployment !== c.deployment) this.early = { deployment: c.deployment, chunks: new Map() };
-      this.early.chunks.set(c.index, c.data);
+      // a chunk of the stage this node runs, or builds from chunks all received (sent again: after a reconnection,
+      // the broker sends every retained chunk of a subscription once more)
+      if (this.stage?.assignment.deployment === c.deployment || this.building === c.deployment) return;
+      // the assignment may come after its chunks: hold them, for one deployment only, and only so many
+      if (this.early?.deployment !== c.deployment) this.early = { deployment: c.deployment, chunks: new Map(), bytes: 0, dropped: false };
+      const e = this.early;
+      if (e.chunks.has(c.index)) return;
+      if (e.bytes + c.data.byteLength > EARLY_CHUNK_BYTES) {
+        if (!e.dropped)
+          log.info(
+            `node ${this.opts.id}: weight chunks of ${c.deployment} came before its assignment; beyond ${EARLY_CHUNK_BYTES / 2 ** 20} MiB of them, the rest will be taken from the broker again`,
+          );
+        e.dropped = true;
+        this.counters.earlyDropped++;
+        return;
+      }
+      e.chunks.set(c.index, c.data);
+      e.bytes += c.data.byteLength;
+      this.counters.earlyChunks++;
       return;
     }
     if (c.count !== l.got.length) {
@@ -516,6 +555,8 @@ export class EdgeNode {
   private async build(l: Loading, from: 'broker' | 'cache'): Promise<void> {
     // the weights outside the engine (a blob) are held here only until built and cached: dropped before the warm-up
     const { assignment: a, engines } = l;
+    this.building = a.deployment;
+    if (this.early?.deployment === a.deployment) this.early = undefined;
     let sink: WeightSink | undefined = l.sink;
     try {
       const t0 = now();
@@ -560,6 +601,8 @@ export class EdgeNode {
     } catch (err) {
       sink?.dispose();
       this.failLoading(errorMessage(err), a);
+    } finally {
+      if (this.building === a.deployment) this.building = undefined;
     }
     // the weight blob (and a replaced stage's JS objects) are garbage once this returns
     setImmediate(collectGarbage);

@@ -17,8 +17,9 @@ import { setLogLevel } from '../../lib/core/log.js';
 import { initEngine, tf } from '../../lib/model/engine.js';
 import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
+import { LayersFlatModel } from '../../lib/model/partition.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
-import { decodeErrorReport, decodeStatus, encodeActivation, encodeTensor } from '../../lib/protocol/index.js';
+import { decodeErrorReport, decodeStatus, encodeActivation, encodeAssignment, encodeTensor, encodeWeightChunk } from '../../lib/protocol/index.js';
 import { sameBits } from '../helpers/common.js';
 
 let broker: RunningBroker;
@@ -353,5 +354,49 @@ test("a busy node's input queue: it holds at least 4 frames per engine and frame
     await c.endAsync();
     await d.close();
     await node.close();
+  }
+});
+
+test('weight chunks that come before their assignment: a node holds at most 16 MiB of them, takes the rest from the broker once the assignment comes, and builds the stage', async () => {
+  // a stage of 17.6 MB (one dense layer of 2100 x 2100), on a node with no weight cache, so that it must take every byte
+  const dense = tf.sequential({ layers: [tf.layers.dense({ inputShape: [2100], units: 2100, name: 'big' })] });
+  const big = await LayersFlatModel.from(dense);
+  const node = new EdgeNode({ id: 'e1', brokerUrl: broker.url, pipeline: 'ptest', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 16, calibrate: false });
+  await node.start();
+  const client = await mqtt.connectAsync(broker.url);
+  try {
+    const pack = () => packageDeployment(big, dispatcher.topics, { nodes: ['e1'], cuts: [], chunkBytes: 256 * 1024, codec: 'lz4', qos: 1, resultTopic: 'x', pipeline: 'ptest' });
+    const [a, b] = [pack(), pack()];
+    assert.ok(b.totalBytes > 16 * 2 ** 20, `${b.totalBytes} bytes`);
+    // deployment a: its assignment only, so the node waits for its chunks, subscribed to its weights topic
+    await client.publishAsync(dispatcher.topics.nodeAssign('e1'), encodeAssignment(a.stages[0].assignment), { qos: 1, retain: true });
+    const loadingA = () => dispatcher.nodes.statuses.get('e1')?.state === 'loading' && dispatcher.nodes.statuses.get('e1')?.deployment === a.id;
+    for (let i = 0; i < 400 && !loadingA(); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(loadingA(), JSON.stringify(dispatcher.nodes.statuses.get('e1')));
+    // deployment b's chunks before its assignment
+    const chunks = b.stages[0].chunks;
+    for (const [index, data] of chunks.entries()) {
+      await client.publishAsync(dispatcher.topics.nodeWeights('e1', index), encodeWeightChunk({ deployment: b.id, index, count: chunks.length, data }), { qos: 1, retain: true });
+    }
+    for (let i = 0; i < 200 && node.counters.earlyChunks + node.counters.earlyDropped < chunks.length; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(node.counters.earlyChunks, 64, 'held: 16 MiB of 256 KiB chunks');
+    assert.equal(node.counters.earlyDropped, chunks.length - 64);
+    const ready = dispatcher.nodes.waitReady(['e1'], b.id, 20_000);
+    await client.publishAsync(dispatcher.topics.nodeAssign('e1'), encodeAssignment(b.stages[0].assignment), { qos: 1, retain: true });
+    await ready;
+    assert.equal(node.assignment?.deployment, b.id);
+    assert.equal(node.counters.chunks, chunks.length, 'each chunk stored once');
+    // the stage computes the layer's own output
+    const x = tf.randomUniform([1, 2100], -1, 1, 'float32', 5);
+    const want = dense.predict(x) as tf.Tensor;
+    const stage = (node as unknown as { stage: { model: { run(x: tf.Tensor): tf.Tensor } } }).stage.model;
+    const got = stage.run(x);
+    assert.ok(sameBits(got.dataSync() as Float32Array, want.dataSync() as Float32Array), 'the built stage is the layer');
+    tf.dispose([x, want, got]);
+  } finally {
+    await client.publishAsync(dispatcher.topics.nodeAssign('e1'), Buffer.alloc(0), { qos: 1, retain: true });
+    await client.endAsync();
+    await node.close();
+    dense.dispose();
   }
 });
