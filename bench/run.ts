@@ -123,7 +123,7 @@ function memorySection(r: BenchResult): string[] {
   return [
     '## Memory per node',
     '',
-    `Each stage's node: its weights, the planner's prediction (an idle node, ${mb(idle)} MB: the peak RSS of a node running the ${r.memoryIdleModel} model's one stage in this session, plus the memory model's estimate for the stage: lib/planning/cost-model.ts), its process's peak resident set (the kernel's maxrss, from its last heartbeat) and wasm heap, and in a cgroup, the most the kernel charged it against its limit. Stage 0 first.${lean !== undefined ? ` Nodes in a memory cgroup run V8's small young generation (cli/node-processes.ts), so their idle node is measured the same way: ${mb(lean)} MB.` : ''}`,
+    `Each stage's node: its weights, the planner's prediction (an idle node, ${mb(idle)} MB: the peak RSS of a node running the ${r.memoryIdleModel} model's one stage in this session, plus the memory model's estimate for the stage: lib/planning/cost-model.ts), its process's peak resident set (its own high-water mark, VmHWM, from its last heartbeat) and wasm heap, and in a cgroup, the most the kernel charged it against its limit. Stage 0 first.${lean !== undefined ? ` Nodes in a memory cgroup run V8's small young generation (cli/node-processes.ts), so their idle node is measured the same way: ${mb(lean)} MB.` : ''}`,
     '',
     '| run | shape | per stage: weights MB / predicted peak MB / measured peak RSS MB (wasm heap MB)[, cgroup peak / limit MB] | predicted / measured |',
     '| --- | --- | --- | --- |',

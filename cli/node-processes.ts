@@ -65,9 +65,9 @@ export function nodeEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv
   return out;
 }
 
-/** The flags to start a node with: `flags`, unless NODE_OPTIONS already sizes the young generation (the user's choice stands). */
-export function nodeV8Flags(flags: string[]): string[] {
-  return /--max-semi-space-size/.test(process.env.NODE_OPTIONS ?? '') ? [] : flags;
+/** The flags to start a node with: `flags`, unless `env`'s NODE_OPTIONS already sizes the young generation (the user's choice stands). */
+export function nodeV8Flags(flags: string[], env: NodeJS.ProcessEnv = process.env): string[] {
+  return /--max-semi-space-size/.test(env.NODE_OPTIONS ?? '') ? [] : flags;
 }
 
 export class NodeProcesses {

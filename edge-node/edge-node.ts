@@ -556,7 +556,6 @@ export class EdgeNode {
     // the weights outside the engine (a blob) are held here only until built and cached: dropped before the warm-up
     const { assignment: a, engines } = l;
     this.building = a.deployment;
-    if (this.early?.deployment === a.deployment) this.early = undefined;
     let sink: WeightSink | undefined = l.sink;
     try {
       const t0 = now();

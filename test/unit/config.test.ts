@@ -65,19 +65,10 @@ test('docs/configuration.md is generated from the schema and current', () => {
 });
 
 test('node processes: V8 young generation flags, unless NODE_OPTIONS sizes it already', () => {
-  const saved = process.env.NODE_OPTIONS;
-  try {
-    delete process.env.NODE_OPTIONS;
-    assert.deepEqual(nodeV8Flags(NODE_V8_FLAGS), ['--max-semi-space-size=4']);
-    assert.deepEqual(nodeV8Flags(LEAN_V8_FLAGS), ['--max-semi-space-size=1']);
-    process.env.NODE_OPTIONS = '--max-old-space-size=512';
-    assert.deepEqual(nodeV8Flags(NODE_V8_FLAGS), ['--max-semi-space-size=4'], 'other options leave it');
-    process.env.NODE_OPTIONS = '--max-old-space-size=512 --max-semi-space-size=8';
-    assert.deepEqual(nodeV8Flags(LEAN_V8_FLAGS), [], "the user's own size stands");
-  } finally {
-    if (saved === undefined) delete process.env.NODE_OPTIONS;
-    else process.env.NODE_OPTIONS = saved;
-  }
+  assert.deepEqual(nodeV8Flags(NODE_V8_FLAGS, {}), ['--max-semi-space-size=4']);
+  assert.deepEqual(nodeV8Flags(LEAN_V8_FLAGS, {}), ['--max-semi-space-size=1']);
+  assert.deepEqual(nodeV8Flags(NODE_V8_FLAGS, { NODE_OPTIONS: '--max-old-space-size=512' }), ['--max-semi-space-size=4'], 'other options leave it');
+  assert.deepEqual(nodeV8Flags(LEAN_V8_FLAGS, { NODE_OPTIONS: '--max-old-space-size=512 --max-semi-space-size=8' }), [], "the user's own size stands");
 });
 
 test('node processes: glibc maps buffers of 1 MB or more on their own, unless the environment says otherwise', () => {
