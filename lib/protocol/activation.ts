@@ -45,7 +45,7 @@ export interface Activation {
 }
 
 export function encodeActivation(a: Omit<Activation, 'v' | 'kind'>): Buffer {
-  return encodeCbor({ v: PROTOCOL_VERSION, kind: 'act', ...a });
+  return encodeCbor({ v: PROTOCOL_VERSION, kind: 'act', ...a }, a.tensor?.data.byteLength ?? a.image?.byteLength ?? 0);
 }
 
 /**

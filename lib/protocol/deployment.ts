@@ -210,7 +210,7 @@ export interface WeightChunk {
 }
 
 export function encodeWeightChunk(c: Omit<WeightChunk, 'v' | 'kind'>): Buffer {
-  return encodeCbor({ v: PROTOCOL_VERSION, kind: 'weights', ...c });
+  return encodeCbor({ v: PROTOCOL_VERSION, kind: 'weights', ...c }, c.data.byteLength);
 }
 
 export function decodeWeightChunk(buf: Uint8Array, maxBytes: number): WeightChunk {

@@ -122,5 +122,5 @@ export function parseFrame(payload: Uint8Array, maxBytes: number): DeviceFrame {
 
 /** A frame as a device sends it in CBOR: an image's bytes or a tensor, with an optional id and result format. */
 export function encodeDeviceFrame(f: ({ image: Uint8Array } | { tensor: unknown }) & { id?: string; reply?: Reply }): Buffer {
-  return encodeCbor(f);
+  return encodeCbor(f, 'image' in f ? f.image.byteLength : 0);
 }

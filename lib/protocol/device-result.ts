@@ -64,7 +64,9 @@ export type DeviceResult = Partial<Omit<ServedResult, 'ok' | 'v'>> & Partial<Omi
 /** JSON, or with reply 'cbor' CBOR with the whole output (LZ4). */
 export function encodeServedResult(r: Omit<ServedResult, 'v' | 'ok'>, reply: Reply, output: RawTensor): Buffer {
   const body = { v: PROTOCOL_VERSION, ok: true, ...r };
-  return reply === 'cbor' ? encodeCbor({ ...body, output: encodeTensor(output, { codec: 'lz4' }) }) : Buffer.from(JSON.stringify(body));
+  if (reply !== 'cbor') return Buffer.from(JSON.stringify(body));
+  const tensor = encodeTensor(output, { codec: 'lz4' });
+  return encodeCbor({ ...body, output: tensor }, tensor.data.byteLength);
 }
 
 export function encodeFailedResult(r: Omit<FailedResult, 'v' | 'ok'>): Buffer {

@@ -35,6 +35,7 @@ import {
   relativeFilter,
   type ServeMetrics,
   topicsFor,
+  type WireTensor,
 } from '../../lib/protocol/index.js';
 
 test('topics: every builder parses back to its kind and name; other pipelines and foreign topics are not ours', () => {
@@ -260,4 +261,20 @@ test("replica routes: an activation's route round-trips; a node sends to its rou
       JSON.stringify(bad),
     );
   }
+});
+
+test('messages with large payloads: each in a buffer of its own, not a view of one shared and grown to 4x the largest', () => {
+  const tensor: WireTensor = { dtype: 'float32', shape: [1, 350_000], codec: 'none', size: 1_400_000, crc: 0, data: Buffer.alloc(1_400_000, 7) };
+  const hops: never[] = [];
+  const sent = [1, 2, 3].map((i) => encodeActivation({ deployment: 'd1', frame: `f${i}`, device: 'cam', stage: 1, sentAt: 1, hops, tensor }));
+  const small = encodeCbor({ v: 1, kind: 'small' });
+  for (const [i, m] of sent.entries()) {
+    // its own buffer, of its size and some room for the envelope: a frame in flight keeps no other frame's bytes
+    assert.ok(m.buffer.byteLength < m.byteLength + 32 * 1024, `message ${i}: ${m.byteLength} bytes in a buffer of ${m.buffer.byteLength}`);
+    for (const other of [...sent.slice(0, i), small]) assert.notEqual(m.buffer, other.buffer);
+    const back = decodeActivation(m, 1 << 22);
+    assert.equal(back.frame, `f${i + 1}`);
+    assert.deepEqual(back.tensor?.data, tensor.data);
+  }
+  assert.ok(small.buffer.byteLength <= 64 * 1024, `a small message after them: a buffer of ${small.buffer.byteLength}`);
 });
