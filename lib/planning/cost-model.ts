@@ -125,18 +125,30 @@ export function transferMs(bytes: number, mbps: number | undefined): number {
 
 /**
  * What a stage adds to an idle node's memory (the node's own free memory is measured after it started: see
- * calibrate.ts): a fixed part, its weights as the engine holds them once the stage has run its first frame and
- * released the packed originals (CostModel.heldBytes: twice the filter of a convolution the engine computes,
- * transposed and packed; once a convolution computed as a matrix product, a dense layer's operand and any other
- * weight; where a model gives no held bytes, MEMORY_PER_WEIGHT_BYTE times its weights as loaded), and its largest
- * activation 12 times (the engine's intermediates and the frames a node holds, as messages and tensors).
- * Quantized weights (graph models) also count once as received: such a stage is built from a blob. Measured on
- * the wasm engine (peak RSS of nodes less an idle node's, ResNet50 stages of 0.3 to 102.5 MB on 1, 2, 4 and 8
- * nodes, 2026-11-27, and again with convolutions as matrix products, 2026-11-28: docs/memory.md).
+ * calibrate.ts):
+ * - a fixed part (STAGE_BASE_BYTES);
+ * - its weights as the engine holds them once the stage has run its first frame and released the packed originals
+ *   (CostModel.heldBytes: twice the filter of a convolution the engine computes, transposed and packed; once a
+ *   convolution computed as a matrix product, a dense layer's operand and any other weight; where a model gives no
+ *   held bytes, MEMORY_PER_WEIGHT_BYTE times its weights as loaded); quantized weights (graph models) also count
+ *   once as received: such a stage is built from a blob;
+ * - its largest layer's weights once more (MEMORY_PER_LARGEST_WEIGHT_BYTE): on the first frame a layer's weights
+ *   and their packed copy live at once until the layer has run, and the engine's heap keeps that high-water mark;
+ * - its output 12 times (MEMORY_PER_OUTPUT_BYTE): each frame on its way out is the engine's output tensor, its
+ *   values read out, their LZ4 encoding (allocated at LZ4's bound) and the CBOR message, for the frame being sent
+ *   and those computed but not yet written out.
+ * The activations inside the stage do not count of their own: each is freed once its last reader has run
+ * (partition.ts), and the whole of ResNet50 peaks at its held weights and 11 MB.
+ * Fitted on the wasm engine to the peak RSS of nodes less an idle node's: ResNet50 stages of 0.3 to 102.5 MB on 1,
+ * 2, 4 and 8 nodes and on 4 devices of 256 MB, two bench runs (38 stages, 2026-11-28), checked on the Teachable
+ * Machine model and MobileNet v1 on 1 and 2 nodes: predicted peaks 0.90-1.11 of the measured, 3 of 44 stages off
+ * by more than 10% (docs/memory.md). The estimate before counted 12 times the largest activation instead of the
+ * output and the largest layer: 0.91-1.24, 14 of the 44 off by more than 10%, each whole model over by 16-24%.
  */
 export const STAGE_BASE_BYTES = 10e6;
 export const MEMORY_PER_WEIGHT_BYTE = 2;
-export const MEMORY_PER_ACTIVATION_BYTE = 12;
+export const MEMORY_PER_LARGEST_WEIGHT_BYTE = 1;
+export const MEMORY_PER_OUTPUT_BYTE = 12;
 /**
  * What each engine of a node that runs its stage on worker threads adds beyond its stage: the thread's own V8
  * isolate, wasm module and TensorFlow.js. Measured on 2 workers (peak RSS less an idle node's, less twice the
@@ -179,11 +191,13 @@ export function batchFrameBytes(cost: CostModel, first: number, last: number): n
 /** Estimated memory a stage adds to an idle node, by the measured constants. */
 export function stageMemoryBytes(cost: CostModel, first: number, last: number): number {
   let w = 0;
+  let largest = 0;
   for (let i = first; i <= last; i++) {
     const loaded = cost.loadedBytes?.[i];
     w += (cost.heldBytes?.[i] ?? MEMORY_PER_WEIGHT_BYTE * (loaded ?? cost.weightBytes[i])) + (loaded !== undefined ? cost.weightBytes[i] : 0);
+    largest = Math.max(largest, loaded ?? cost.weightBytes[i]);
   }
-  return STAGE_BASE_BYTES + w + MEMORY_PER_ACTIVATION_BYTE * largestActivationBytes(cost, first, last);
+  return STAGE_BASE_BYTES + w + MEMORY_PER_LARGEST_WEIGHT_BYTE * largest + MEMORY_PER_OUTPUT_BYTE * cost.outputBytes[last];
 }
 
 export interface Evaluation {

@@ -83,7 +83,7 @@ export function perNode(name: string, values: number[], ids: string[]): (number 
 
 /**
  * The share of the memory a node reports free that the planner gives its stage: the memory estimate errs by up
- * to about 15% either way (docs/memory.md), and a node that runs out of memory is killed, not slowed.
+ * to about 11% either way (docs/memory.md), and a node that runs out of memory is killed, not slowed.
  */
 export const MEMORY_PLANNED_SHARE = 0.85;
 

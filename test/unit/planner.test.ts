@@ -202,10 +202,10 @@ test('memory: a node never gets a stage that does not fit it, and too little mem
         { id: 'x', timeFactor: 1, memoryBytes: 12e6 },
         { id: 'y', timeFactor: 1, memoryBytes: 40e6 },
       ]),
-    // the whole model (3 layers of 10 MB: 10 MB + 2 x 30 MB) on one node; split by memory, 30 and 50 MB
+    // the whole model (3 layers of 10 MB: 10 MB + 2 x 30 MB + its largest layer's 10 MB) on one node; split by memory, 40 and 60 MB
     (e: unknown) =>
       e instanceof DeferError &&
-      /no split of the model fits the nodes' memory: the whole model needs about 70 MB on one node \(the most a node offers: 40 MB on y\); split in 2 stages by memory, the stages need 30 MB, 50 MB: y offers 40 MB for a stage of 50 MB \(lacks 10 MB\); x offers 12 MB for a stage of 30 MB \(lacks 18 MB\)/.test(
+      /no split of the model fits the nodes' memory: the whole model needs about 80 MB on one node \(the most a node offers: 40 MB on y\); split in 2 stages by memory, the stages need 40 MB, 60 MB: y offers 40 MB for a stage of 60 MB \(lacks 20 MB\); x offers 12 MB for a stage of 40 MB \(lacks 28 MB\)/.test(
         e.message,
       ),
   );
