@@ -63,3 +63,13 @@ export async function flatOf(spec: string): Promise<{ source: tf.LayersModel; fl
 export function inputFor(flat: FlatModel, seed: number, lo = 0, hi = 1): tf.Tensor {
   return tf.randomUniform([1, ...flat.inputShape], lo, hi, 'float32', seed);
 }
+
+/**
+ * Waits until `done()` holds, checking every `everyMs`, for at most `ms`; then returns either way, and the caller's
+ * assertion says what is missing. The deadlines are generous on purpose: `npm test` runs two test files at once on
+ * two cores, and a node process started beside another file's work takes several times as long as alone (a
+ * restarted node was not online within 10 s). They cost nothing when the condition comes.
+ */
+export async function waitUntil(done: () => unknown, ms = 30_000, everyMs = 50): Promise<void> {
+  for (const end = Date.now() + ms; !done() && Date.now() < end; ) await new Promise((r) => setTimeout(r, everyMs));
+}

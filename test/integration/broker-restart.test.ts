@@ -22,7 +22,7 @@ import { loadFlatModel } from '../../lib/model/model-source.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
 import type { RawTensor } from '../../lib/protocol/index.js';
 import { eventLines, startNodeProcesses, testDispatcher, verbose } from '../helpers/chain.js';
-import { brokerReachable, CLI, freePort, ROOT, sameBits } from '../helpers/common.js';
+import { brokerReachable, CLI, freePort, ROOT, sameBits, waitUntil } from '../helpers/common.js';
 
 let flat: FlatModel;
 let frames: RawTensor[];
@@ -157,7 +157,7 @@ test('Mosquitto killed -9 and restarted mid-run (no persistence): every frame an
   let retained = 0;
   c.on('message', (_t, p, packet) => packet.retain && p.length && retained++);
   await c.subscribeAsync(['defer/rs2/node/n1/assign', 'defer/rs2/node/n2/assign']);
-  for (let i = 0; i < 40 && retained < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => retained >= 2, 30_000);
   await c.endAsync();
   assert.equal(retained, 2, `assignments of ${dep.id} retained again`);
 });

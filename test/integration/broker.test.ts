@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import mqtt from 'mqtt';
 import { startBroker } from '../../broker/broker.js';
 import { setLogLevel } from '../../lib/core/log.js';
+import { waitUntil } from '../helpers/common.js';
 
 test('the embedded broker enforces its maximum packet size and keeps serving others', async () => {
   setLogLevel('silent');
@@ -16,7 +17,7 @@ test('the embedded broker enforces its maximum packet size and keeps serving oth
   big.publish('t', Buffer.alloc(100 * 1024));
   await closed;
   await reader.publishAsync('t', Buffer.alloc(60 * 1024), { qos: 1 });
-  for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  await waitUntil(() => got.length !== 0, 30_000, 20);
   assert.deepEqual(got, [60 * 1024], 'only the packet under the limit went through');
   assert.equal(broker.oversized, 1);
   big.end(true);

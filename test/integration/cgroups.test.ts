@@ -14,7 +14,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import { decodeStatus } from '../../lib/protocol/index.js';
-import { CLI, freePort, ROOT } from '../helpers/common.js';
+import { CLI, freePort, ROOT, waitUntil } from '../helpers/common.js';
 
 const run = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
@@ -68,7 +68,7 @@ test('defer up --serve --node-memory 384M --node-cpus 0.5: every node process ru
   up.stderr!.on('data', (d) => (log += d));
   const dirs: string[] = [];
   try {
-    for (let t = 0; t < 90_000 && !log.includes('"type":"serving"'); t += 100) await new Promise((r) => setTimeout(r, 100));
+    await waitUntil(() => log.includes('"type":"serving"'), 90_000, 100);
     assert.match(log, /"type":"serving"/, log);
     const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0 });
     const pids = new Map<string, number>();
@@ -77,7 +77,7 @@ test('defer up --serve --node-memory 384M --node-cpus 0.5: every node process ru
       if (s.pid) pids.set(s.node, s.pid);
     });
     await c.subscribeAsync('defer/default/node/+/status');
-    for (let i = 0; i < 40 && pids.size < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    await waitUntil(() => pids.size >= 2, 30_000);
     await c.endAsync();
     assert.equal(pids.size, 2, 'both nodes have a pid in their status');
     for (const [node, pid] of pids) {

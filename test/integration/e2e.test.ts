@@ -12,7 +12,7 @@ import mqtt from 'mqtt';
 import sharp from 'sharp';
 import { decodeHeartbeat, decodeStatus } from '../../lib/protocol/index.js';
 import { exited, nodePid, startProcess, waitEvent } from '../helpers/cli-process.js';
-import { brokerReachable, CLI, freePort, REAL_MODELS, ROOT } from '../helpers/common.js';
+import { brokerReachable, CLI, freePort, REAL_MODELS, ROOT, waitUntil } from '../helpers/common.js';
 
 const run = promisify(execFile);
 
@@ -126,7 +126,7 @@ test('defer broker + defer node x2 + defer dispatch as separate processes; clean
   const states = new Map<string, string>();
   c.on('message', (_t, p) => p.length && states.set(decodeStatus(p).node, decodeStatus(p).state));
   await c.subscribeAsync('defer/e2e/node/+/status');
-  for (let i = 0; i < 50 && states.size < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => states.size >= 2, 30_000);
   assert.deepEqual(Object.fromEntries(states), { n1: 'offline', n2: 'offline' });
   await c.endAsync();
   broker.child.kill('SIGTERM');
@@ -179,7 +179,7 @@ test('a node whose memory limit cannot hold two stages frees the old one before 
     // shrinks its heap some seconds after the start) before the second stage would fit beside the first.
     const probe = startProcess(['node', '--id', 'n1', '--broker', url, '--pipeline', 'mem']);
     procs.push(probe);
-    for (let i = 0; i < 400 && !rss; i++) await new Promise((r) => setTimeout(r, 50));
+    await waitUntil(() => rss, 30_000);
     assert.ok(rss > 0, 'the node reported its RSS');
     probe.child.kill('SIGTERM');
     await exited(probe.child);

@@ -20,7 +20,7 @@ import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
 import { balancedCuts } from '../../lib/planning/balanced-cuts.js';
 import type { RawTensor } from '../../lib/protocol/index.js';
 import { eventLines, startNodeProcesses, testDispatcher } from '../helpers/chain.js';
-import { sameBits } from '../helpers/common.js';
+import { sameBits, waitUntil } from '../helpers/common.js';
 
 let broker: RunningBroker;
 let flat: FlatModel;
@@ -95,7 +95,7 @@ test('kill -9 of the middle node during a 200-frame run, one standby (stages pre
   await d.nodes.waitCapabilities(['n1', 'n2', 'n3', 's1'], 30_000);
   const dep = await d.deploy(flat, ['n1', 'n2', 'n3'], ['block_out', 'conv2']);
   // the standby keeps the three stages in its weight cache, fetched from the broker while idle
-  for (let i = 0; i < 200 && d.nodes.statuses.get('s1')?.prefetched !== 3; i++) await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => d.nodes.statuses.get('s1')?.prefetched === 3, 30_000);
   assert.deepEqual([d.nodes.statuses.get('s1')?.prefetched, d.nodes.statuses.get('s1')?.prefetchTotal], [3, 3]);
   let killedAt = 0;
   const run = await stream(dep, frames200, 60, () => {
@@ -132,7 +132,7 @@ test('kill -9 of the middle node during a 200-frame run, one standby (stages pre
 
   // n2 restarts: its assignment was cleared, so it joins the standbys instead of its old stage
   procs.start(['n2']);
-  for (let i = 0; i < 200 && d.nodes.statuses.get('n2')?.state !== 'online'; i++) await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => d.nodes.statuses.get('n2')?.state === 'online', 30_000);
   assert.equal(d.nodes.statuses.get('n2')?.state, 'online');
   assert.equal(d.nodes.statuses.get('n2')?.deployment, undefined);
   assert.deepEqual(dep.supervisor!.standbys, ['n2']);
@@ -193,7 +193,7 @@ test('kill -9 of a node with no standby: its stage is merged into the lighter ne
   );
   // m2 comes back: a standby; once it has been up and idle for restoreAfterMs, the chain grows back to 3 stages
   procs.start(['m2']);
-  for (let i = 0; i < 300 && dep.supervisor!.events.length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => dep.supervisor!.events.length >= 2, 30_000);
   assert.equal(dep.supervisor!.events[1]?.kind, 'restore', JSON.stringify(dep.supervisor!.events) + eventLines(lines));
   assert.deepEqual(
     dep.package.stages.map((s) => s.nodeId),
@@ -234,7 +234,7 @@ test('a frozen node (SIGSTOP: its link stays open) is caught by its missing hear
   assert.equal(d.nodes.statuses.get('hs')?.weightsFrom, 'broker', 'the standby built the stage from the retained weights of h2');
   procs.children.get('h2')!.kill('SIGCONT');
   // the thawed node reads its cleared assignment and stands by
-  for (let i = 0; i < 200 && d.nodes.statuses.get('h2')?.deployment !== undefined; i++) await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => d.nodes.statuses.get('h2')?.deployment === undefined, 30_000);
   assert.equal(d.nodes.statuses.get('h2')?.state, 'online');
   assert.equal(d.nodes.statuses.get('h2')?.deployment, undefined);
 });

@@ -18,7 +18,7 @@ import { initEngine, tf } from '../../lib/model/engine.js';
 import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
 import { preprocessImage } from '../../lib/model/preprocess.js';
-import { CLI, freePort, IMAGES, REAL_MODELS, ROOT, runChained, sameBits } from '../helpers/common.js';
+import { CLI, freePort, IMAGES, REAL_MODELS, ROOT, runChained, sameBits, waitUntil } from '../helpers/common.js';
 
 const run = promisify(execFile);
 const GRAPH = join(REAL_MODELS, 'graph-mobilenet-v2');
@@ -172,7 +172,7 @@ test('defer up --serve --model <graph model>: defer sensor sends the real JPEG p
   up.stdout!.on('data', (d) => (log += d));
   up.stderr!.on('data', (d) => (log += d));
   try {
-    for (let t = 0; t < 120_000 && !log.includes('"type":"serving"'); t += 100) await new Promise((r) => setTimeout(r, 100));
+    await waitUntil(() => log.includes('"type":"serving"'), 120_000, 100);
     assert.match(log, /"type":"serving"/, log);
     const sensor = await run(process.execPath, [CLI, 'sensor', '--device', 'cam1', '--images', IMAGES, '--fps', '20', '--broker', `mqtt://127.0.0.1:${port}`, '--json'], {
       cwd: ROOT,

@@ -20,7 +20,7 @@ import { modelInputFor } from '../../dispatcher/serving/start-serving.js';
 import { initEngine, tf } from '../../lib/model/engine.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
 import { preprocessImage } from '../../lib/model/preprocess.js';
-import { freePort, ROOT } from '../helpers/common.js';
+import { freePort, ROOT, waitUntil } from '../helpers/common.js';
 
 const require = createRequire(import.meta.url);
 const PKG = '@defer-mqtt/node-red-defer';
@@ -93,7 +93,7 @@ test('Node-RED runtime: our package installs, its node types and editor files lo
     } else predictions.push(JSON.parse(payload.toString()));
   });
   await client.subscribeAsync(['defer/nodered/node/+/status', 'cameras/cam1/prediction'], { qos: 1 });
-  for (let i = 0; i < 600 && ready.size < 2; i++) await new Promise((r) => setTimeout(r, 100));
+  await waitUntil(() => ready.size >= 2, 60_000, 100);
   assert.equal(ready.size, 2, `both edge nodes ready\n${log}`);
   // the local reference: the same images, the same preprocessing, the whole model in this process
   await initEngine('wasm');
@@ -128,7 +128,7 @@ test('Node-RED runtime: our package installs, its node types and editor files lo
   for (const img of images) {
     const n = predictions.length;
     await client.publishAsync('cameras/cam1/image', img, { qos: 1 });
-    for (let i = 0; i < 300 && predictions.length === n; i++) await new Promise((r) => setTimeout(r, 100));
+    await waitUntil(() => predictions.length !== n, 30_000, 100);
   }
   assert.deepEqual(predictions, want, 'the flow answers each frame with the local prediction, exactly');
   await client.endAsync();

@@ -22,7 +22,7 @@ import deferBroker from '../../node-red-nodes/defer-broker.js';
 import deferDispatcher from '../../node-red-nodes/defer-dispatcher.js';
 import deferEdgeNode from '../../node-red-nodes/defer-edge-node.js';
 import deferStatus from '../../node-red-nodes/defer-status.js';
-import { freePort, IMAGES, REAL_MODELS } from '../helpers/common.js';
+import { freePort, IMAGES, REAL_MODELS, waitUntil } from '../helpers/common.js';
 
 const require = createRequire(import.meta.url);
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -175,7 +175,7 @@ test('replicas, workers and batches: both edge nodes serve the one stage on 2 wo
   const got: Record<string, unknown>[] = [];
   out.on('input', (m) => got.push(m));
   for (let i = 0; i < 12; i++) d.receive({ payload: png, _msgid: `r-${i}` });
-  for (let t = 0; t < 30_000 && got.length < 12; t += 50) await new Promise((r) => setTimeout(r, 50));
+  await waitUntil(() => got.length >= 12, 30_000);
   assert.equal(got.length, 12);
   for (const m of got) assert.deepEqual(m.payload, want, 'every replica and worker gives the local scores, exactly');
   const nodes = new Set(got.map((m) => (m.hops as { node: string }[])[0].node));
@@ -239,7 +239,7 @@ test('the broker config node owns the subscriptions of the nodes that use it: on
   const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`);
   const say = (node: string) => c.publishAsync(`defer/nrsub/node/${node}/status`, JSON.stringify({ v: 1, node, state: 'online', at: Date.now() }), { qos: 1 });
   const until = async (ok: () => boolean) => {
-    for (let i = 0; i < 100 && !ok(); i++) await new Promise((r) => setTimeout(r, 50));
+    await waitUntil(() => ok(), 30_000);
   };
   await say('x1');
   await until(() => got.h1.length > 0 && got.h2.length > 0);

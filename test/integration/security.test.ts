@@ -23,7 +23,7 @@ import { initEngine } from '../../lib/model/engine.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
 import { decodeStatus, filterWithin, topicsFor } from '../../lib/protocol/index.js';
-import { CLI, freePort, ROOT } from '../helpers/common.js';
+import { CLI, freePort, ROOT, waitUntil } from '../helpers/common.js';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'defer-sec-'));
@@ -269,7 +269,7 @@ test('per-topic size limits: a 70 KB node status or a 2 KB heartbeat is refused 
     const node = await mqtt.connectAsync(open.url, { reconnectPeriod: 0 });
     await node.publishAsync('defer/lim/stage/1/in', Buffer.alloc(3 << 20, 2), { qos: 1 });
     await node.endAsync();
-    for (let i = 0; i < 40 && errors.length < bad.length; i++) await new Promise((r) => setTimeout(r, 50));
+    await waitUntil(() => errors.length >= bad.length, 30_000);
     assert.equal(open.overLimit, 3);
     assert.deepEqual(errors.map((e) => e.topic).sort(), ['defer/lim/errors', 'defer/lim/node/n1/alive', 'defer/lim/node/n1/status']);
     assert.match(errors[0].reason, /over the topic's limit of \d+ bytes \(broker.topicLimits\)/);
@@ -332,7 +332,7 @@ test('Mosquitto with `defer user acl` and mosquitto_passwd: a deployment under t
     const ops = await as('ops');
     await ops.publishAsync('defer/mq/results/cam1', '{"ok":true}', { qos: 1 });
     await ops.endAsync();
-    for (let i = 0; i < 40 && !heard.includes('defer/mq/results/cam1'); i++) await new Promise((r) => setTimeout(r, 50));
+    await waitUntil(() => heard.includes('defer/mq/results/cam1'), 30_000);
     assert.deepEqual([...new Set(heard)], ['defer/mq/results/cam1'], 'the sensor heard only its results');
   } finally {
     await cam.endAsync();
