@@ -16,7 +16,7 @@ import { sha256 } from '../lib/model/partition.js';
 import { BlobWeights, EngineWeights, type WeightSink } from '../lib/model/weight-sink.js';
 import { closeMqtt, connectMqtt, publish } from '../lib/mqtt/connect.js';
 import { calibrate, memoryOffer } from '../lib/planning/calibrate.js';
-import { MEMORY_PER_WEIGHT_BYTE } from '../lib/planning/cost-model.js';
+import { enginesMemoryBytes, MEMORY_PER_WEIGHT_BYTE, STAGE_BASE_BYTES } from '../lib/planning/cost-model.js';
 import {
   type Assignment,
   assertTopicName,
@@ -97,17 +97,19 @@ const FULL_GC_SHARE = 40;
  */
 const EARLY_CHUNK_BYTES = 16 * 2 ** 20;
 
-/** memory one more engine needs beyond its stage's weights (its own wasm module, heap and thread) */
-const ENGINE_OVERHEAD_BYTES = 64 * 2 ** 20;
-
 /** The ready line's words on batches: the batch taken, or why none was. */
 function batchText(a: Assignment, batch: number): string {
   if ((a.batch ?? 1) <= 1) return '';
   return batch > 1 ? `, batches of up to ${batch} frames` : `, no batches (the stage computes a batch of ${a.batch} other than its frames alone)`;
 }
 
-/** What one engine of assignment `a`'s stage holds, by the node's own measure: its weights twice, and an engine. */
-const engineBytes = (a: Assignment) => MEMORY_PER_WEIGHT_BYTE * a.manifest.totalBytes + ENGINE_OVERHEAD_BYTES;
+/**
+ * What `engines` engines of assignment `a`'s stage add to this node: the planner's estimate, which the assignment
+ * carries (lib/planning/cost-model.ts, the figure the planner fitted the stage to its node with), or where it
+ * carries none (an older dispatcher), the same constants on the weights alone.
+ */
+const stageNeedBytes = (a: Assignment, engines: number) =>
+  enginesMemoryBytes(a.memoryBytes ?? STAGE_BASE_BYTES + MEMORY_PER_WEIGHT_BYTE * a.manifest.totalBytes, engines, a.batch ?? 1, a.batchFrameBytes ?? 0, a.manifest.totalBytes);
 
 export interface EdgeNodeCounters {
   frames: number;
@@ -416,7 +418,7 @@ export class EdgeNode {
     // the old stage serves until the new one is built, unless the memory limit cannot hold both: then it goes first
     const old = this.stage;
     const limit = this.opts.memoryLimitBytes ?? cgroupLimitBytes();
-    const need = (a.workers ?? 1) * engineBytes(a);
+    const need = stageNeedBytes(a, a.workers ?? 1);
     const free = memoryOffer(this.opts.memoryLimitBytes).freeMemoryBytes;
     if (old && limit !== undefined && need > free) {
       this.dropLoading();
@@ -624,23 +626,23 @@ export class EdgeNode {
    * holds, and no more than the cores (16 ResNet50 engines built one at a time took 36 s on a 16-core machine).
    */
   private buildsAtOnce(a: Assignment, engines: number): number {
-    const spare = memoryOffer(this.opts.memoryLimitBytes).freeMemoryBytes - engines * engineBytes(a);
+    const spare = memoryOffer(this.opts.memoryLimitBytes).freeMemoryBytes - stageNeedBytes(a, engines);
     const byMemory = 1 + Math.floor(Math.max(0, spare) / Math.max(1, a.manifest.totalBytes));
     return Math.max(1, Math.min(engines, availableParallelism(), byMemory));
   }
 
   /**
    * How many engines to run for assignment `a`: what it asks for (default 1), no more than this node's
-   * maximum (--workers) nor than its free memory holds (each engine holds its own copy of the weights).
+   * maximum (--workers) nor than its free memory holds by the planner's estimate (each engine holds its own copy
+   * of the weights).
    */
   private enginesFor(a: Assignment): number {
     const want = a.workers ?? 1;
-    const perEngine = engineBytes(a);
     const free = memoryOffer(this.opts.memoryLimitBytes).freeMemoryBytes;
-    const fit = Math.max(1, Math.floor(free / perEngine));
-    const engines = Math.max(1, Math.min(want, this.maxWorkers, fit));
+    let engines = Math.min(want, this.maxWorkers);
+    while (engines > 1 && stageNeedBytes(a, engines) > free) engines--;
     if (engines < want) {
-      const why = engines === this.maxWorkers ? `its maximum is ${this.maxWorkers} (--workers)` : `its free memory (${(free / 1e6).toFixed(0)} MB) holds ${fit}`;
+      const why = engines === this.maxWorkers ? `its maximum is ${this.maxWorkers} (--workers)` : `its free memory (${(free / 1e6).toFixed(0)} MB) holds ${engines}`;
       log.warn(`node ${this.opts.id}: stage ${a.stage + 1} asks for ${want} workers; running ${engines}: ${why}`);
     }
     return engines;

@@ -9,6 +9,7 @@ import { DeferError } from '../../lib/core/errors.js';
 import type { FlatModel, StageSpan } from '../../lib/model/flat-model.js';
 import { sha256 } from '../../lib/model/partition.js';
 import { publish } from '../../lib/mqtt/connect.js';
+import { stageMemoryOf } from '../../lib/planning/plan-inputs.js';
 import type { ShapeMember } from '../../lib/planning/shape.js';
 import {
   type Assignment,
@@ -144,6 +145,8 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
   if (empty >= 0) throw new DeferError('E_CONFIG', `stage ${empty + 1} has no node`);
   const id = newDeploymentId();
   const precision = hopPrecisions(opts.precision, plans.length);
+  // the planner's estimate of each stage's memory, which its nodes weigh their free memory with
+  const memory = stageMemoryOf(flat, plans);
   let totalBytes = 0;
   const stages = plans.map((plan, k): StagePackage => {
     const { specs, blob } = flat.stageWeights(plan);
@@ -173,6 +176,8 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
       createdAt: Date.now(),
       ...(first.workers > 1 ? { workers: first.workers } : {}),
       ...((first.batch ?? 1) > 1 ? { batch: first.batch } : {}),
+      memoryBytes: Math.round(memory[k].stageBytes),
+      batchFrameBytes: Math.round(memory[k].batchFrameBytes),
     };
     const replicas = others.map((m) => ({ nodeId: m.node, assignment: replicaAssignment(assignment, m, topics) }));
     return { span: plan, nodeId: first.node, chunks, assignment, ...(replicated ? { replicas } : {}) };

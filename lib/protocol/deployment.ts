@@ -73,6 +73,14 @@ export interface Assignment {
   batch?: number;
   /** the node whose retained weight chunks hold this stage's weights (a standby taking over a failed node's stage); unset: the assigned node's own */
   weightsNode?: string;
+  /**
+   * The planner's estimate of what this stage adds to an idle node, per engine computing one frame at a time, and
+   * what each frame of a batch beyond the first adds (lib/planning/cost-model.ts): the node weighs its free memory
+   * with the same figures (how many engines fit; whether the old stage must go first). Absent (an older
+   * dispatcher): the node estimates from the weights alone.
+   */
+  memoryBytes?: number;
+  batchFrameBytes?: number;
 }
 
 function quantizationOf(value: unknown, W: string): WeightQuantization {
@@ -165,6 +173,8 @@ export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): 
     ...(m.weightsNode === undefined ? {} : { weightsNode: name(m, 'weightsNode', W) }),
     ...(m.workers === undefined ? {} : { workers: int(m, 'workers', W, 1, MAX_WORKERS) }),
     ...(m.batch === undefined ? {} : { batch: int(m, 'batch', W, 1, MAX_BATCH) }),
+    ...(m.memoryBytes === undefined ? {} : { memoryBytes: int(m, 'memoryBytes', W) }),
+    ...(m.batchFrameBytes === undefined ? {} : { batchFrameBytes: int(m, 'batchFrameBytes', W) }),
   };
 }
 

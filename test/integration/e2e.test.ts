@@ -47,11 +47,11 @@ test('defer up: ResNet50 on 3 node processes, 8 frames, all returned, maxAbsDiff
   assert.ok(s.latencyMs.p95 >= s.latencyMs.p50);
 });
 
-test('defer up --auto: a node slowed 3x is measured slow and given less of the model; --replan runs again; outputs exact', { timeout: 120_000 }, async () => {
+test('defer up --auto: a node slowed 5x is measured slow and given less of the model; --replan runs again; outputs exact', { timeout: 120_000 }, async () => {
   const env = { ...process.env, DEFER_PLANNER_CACHE_DIR: mkdtempSync(join(tmpdir(), 'defer-e2e-')) };
   const { stdout } = await run(
     process.execPath,
-    [CLI, 'up', '--auto', '--shape', 'chain', '--replan', '--model', 'tiny', '--nodes', '2', '--slowdown', '1,3', '--frames', '20', '--json', '--port', '0', '--log-level', 'warn'],
+    [CLI, 'up', '--auto', '--shape', 'chain', '--replan', '--model', 'tiny', '--nodes', '2', '--slowdown', '1,5', '--frames', '20', '--json', '--port', '0', '--log-level', 'warn'],
     {
       cwd: ROOT,
       env,
@@ -62,7 +62,9 @@ test('defer up --auto: a node slowed 3x is measured slow and given less of the m
   assert.equal(s.framesReturned, 20);
   assert.equal(s.maxAbsDiffVsLocal, 0);
   const speed = Object.fromEntries(s.predicted.nodes.map((n: { id: string; speed: number }) => [n.id, n.speed]));
-  assert.ok(speed.n2 < 0.6 * speed.n1, `n2 (slow-down 3) measured slower: ${JSON.stringify(speed)}`);
+  // 0.2 alone; each node's calibration runs beside whatever else the machine does then (npm test runs two files
+  // at once), which has made the two nodes' measures differ by up to 2x
+  assert.ok(speed.n2 < 0.6 * speed.n1, `n2 (slow-down 5) measured slower: ${JSON.stringify(speed)}`);
   // work given to each node, in the planning machine's ms: predicted ms on the node x its speed
   const work = Object.fromEntries(s.predicted.stages.map((st: { node: string; predictedMs: number }) => [st.node, st.predictedMs * speed[st.node]]));
   assert.ok(work.n2 < work.n1, `the slow node has less of the model: ${JSON.stringify(work)}`);
@@ -154,7 +156,9 @@ test('defer dispatch waiting for a node that never comes: progress lines name it
   }
 });
 
-test('a node whose memory limit cannot hold two stages frees the old one before loading the new: defer node --memory-limit, two deployments in turn, both exact', { timeout: 120_000 }, async () => {
+test("a node weighs its memory limit by the planner's estimate: a tiny stage is built beside the old one, ResNet50 (which the limit cannot hold beside it) after freeing it; defer node --memory-limit, three deployments in turn, all exact", {
+  timeout: 240_000,
+}, async () => {
   const port = await freePort();
   const url = `mqtt://127.0.0.1:${port}`;
   const procs: ReturnType<typeof startProcess>[] = [];
@@ -171,12 +175,13 @@ test('a node whose memory limit cannot hold two stages frees the old one before 
       else statuses.push(decodeStatus(p));
     });
     await c.subscribeAsync(['defer/mem/node/n1/status', 'defer/mem/node/n1/alive']);
-    // The node needs a limit with room for the tiny model's stage by the planner's measure (about 10 MB), not for a
-    // second engine's worth beside it by the node's (about 67 MB): about 25 MB above its idle self. An idle node's
+    // The node needs a limit with room for a second tiny model's stage beside the first (about 10 MB each by the
+    // planner's estimate, which the node weighs its memory with), not for ResNet50's (about 128 MB). An idle node's
     // RSS differs by up to 35 MB from one start to the next (126-162 MB, 2-core VM), so no probe predicts it: the
-    // node is started with a limit 25 MB above the last start's RSS until what it offers (its limit less its RSS
-    // after calibration) is 12-42 MB. At most 42 MB free leaves 25 MB for its RSS to drop (about 15 MB when V8
-    // shrinks its heap some seconds after the start) before the second stage would fit beside the first.
+    // node is started with a limit 37 MB above the last start's RSS until what it offers (its limit less its RSS
+    // after calibration) is 22-52 MB. Its RSS may drop some 15 MB later (V8 shrinks its heap), still far from room
+    // for ResNet50. The limit is the node's to weigh (--memory-limit), not a cgroup's: ResNet50 then loads and runs
+    // above it.
     const probe = startProcess(['node', '--id', 'n1', '--broker', url, '--pipeline', 'mem']);
     procs.push(probe);
     await waitUntil(() => rss, 30_000);
@@ -186,7 +191,7 @@ test('a node whose memory limit cannot hold two stages frees the old one before 
     let node: ReturnType<typeof startProcess> | undefined;
     const offered: number[] = [];
     for (let attempt = 0; attempt < 4; attempt++) {
-      const limit = rss + 25e6;
+      const limit = rss + 37e6;
       statuses.length = 0;
       node = startProcess(['node', '--id', 'n1', '--broker', url, '--pipeline', 'mem', '--memory-limit', String(limit)]);
       procs.push(node);
@@ -197,26 +202,31 @@ test('a node whose memory limit cannot hold two stages frees the old one before 
       }
       assert.ok(free !== undefined, 'the node reported what it offers');
       offered.push(Math.round(free / 1e6));
-      if (free >= 12e6 && free <= 42e6) break;
+      if (free >= 22e6 && free <= 52e6) break;
       node.child.kill('SIGTERM');
       await exited(node.child);
       node = undefined;
       rss = limit - free;
     }
-    assert.ok(node, `the node offered ${offered.join(', ')} MB in 4 starts, never 12-42 MB`);
+    assert.ok(node, `the node offered ${offered.join(', ')} MB in 4 starts, never 22-52 MB`);
     statuses.length = 0;
-    const dispatch = async (extra: string[]) =>
+    const dispatch = async (model: string, extra: string[]) =>
       JSON.parse(
         (
-          await run(process.execPath, [CLI, 'dispatch', '--model', 'tiny', '--nodes', 'n1', '--frames', '4', '--json', '--broker', url, '--pipeline', 'mem', '--log-level', 'warn', ...extra], {
+          await run(process.execPath, [CLI, 'dispatch', '--model', model, '--nodes', 'n1', '--frames', '4', '--json', '--broker', url, '--pipeline', 'mem', '--log-level', 'warn', ...extra], {
             cwd: ROOT,
           })
         ).stdout,
       );
-    const first = await dispatch([]);
+    const first = await dispatch('tiny', []);
     assert.equal(first.maxAbsDiffVsLocal, 0);
     assert.ok(!statuses.some((s) => s.released), 'nothing to free before the first stage');
-    const second = await dispatch(['--redeploy']);
+    // a stage that fits beside the old by the planner's estimate is built while the old one serves
+    const again = await dispatch('tiny', ['--redeploy']);
+    assert.equal(again.maxAbsDiffVsLocal, 0);
+    assert.ok(!statuses.some((s) => s.released), JSON.stringify({ statuses: statuses.map((s) => [s.state, s.released]), offered, log: node.log().slice(-2000) }));
+    // the planner would refuse ResNet50 on this node's offer: --memory says the node has room (the node weighs its own)
+    const second = await dispatch('resnet50', ['--redeploy', '--memory', '1000']);
     assert.equal(second.framesReturned, 4);
     assert.equal(second.maxAbsDiffVsLocal, 0);
     const freed = statuses.filter((s) => s.released === 'first');

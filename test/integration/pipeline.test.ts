@@ -19,6 +19,7 @@ import type { FlatModel } from '../../lib/model/flat-model.js';
 import { loadFlatModel } from '../../lib/model/model-source.js';
 import { LayersFlatModel } from '../../lib/model/partition.js';
 import { syntheticFrames } from '../../lib/model/synthetic-frames.js';
+import { stageMemoryOf } from '../../lib/planning/plan-inputs.js';
 import { decodeErrorReport, decodeStatus, encodeActivation, encodeAssignment, encodeTensor, encodeWeightChunk } from '../../lib/protocol/index.js';
 import { sameBits, waitUntil } from '../helpers/common.js';
 
@@ -63,6 +64,12 @@ test('deploy over retained topics, stream frames, and match the whole model bit 
   const d = await dispatcher.deploy(flat, ['n1', 'n2'], ['block_out']);
   assert.equal(nodes[0].assignment?.deployment, d.id);
   assert.equal(nodes[1].assignment?.stage, 1);
+  // each node has the planner's estimate of its stage's memory, which it weighs its free memory with
+  const estimate = stageMemoryOf(flat, flat.spans(['block_out']));
+  assert.deepEqual(
+    nodes.slice(0, 2).map((n) => [n.assignment?.memoryBytes, n.assignment?.batchFrameBytes]),
+    estimate.map((e) => [Math.round(e.stageBytes), Math.round(e.batchFrameBytes)]),
+  );
   const frames = syntheticFrames(flat.inputShape, 12, 3);
   const chain = await runChain(d, frames);
   const local = await runLocal(flat, frames);

@@ -146,7 +146,7 @@ test('device frames and results: what a device sends parses; results round-trip 
   assert.throws(() => decodeDeviceResult(Buffer.from([0xff, 0x00])), EnvelopeError);
 });
 
-test('assignments: a graph-model stage with uint8 and float16 quantized weights round-trips; a bad model format or quantization is refused', () => {
+test("assignments: a graph-model stage with uint8 and float16 quantized weights and the planner's memory estimate round-trips; a bad model format, quantization or estimate is refused", () => {
   const sha = 'ab'.repeat(32);
   const a: Omit<Assignment, 'v' | 'kind'> = {
     deployment: 'd1',
@@ -173,6 +173,8 @@ test('assignments: a graph-model stage with uint8 and float16 quantized weights 
     codec: 'lz4',
     qos: 1,
     createdAt: 1,
+    memoryBytes: 10_000_008,
+    batchFrameBytes: 128,
   };
   assert.deepEqual(decodeAssignment(encodeAssignment(a)), { v: 1, kind: 'assign', ...a });
   const { modelFormat: _, ...layers } = a;
@@ -183,6 +185,10 @@ test('assignments: a graph-model stage with uint8 and float16 quantized weights 
       (e: unknown) => e instanceof EnvelopeError && re.test(e.message),
     );
   bad({ modelFormat: 'onnx' }, /modelFormat must be one of layers-model, graph-model/);
+  bad({ memoryBytes: -1 }, /field 'memoryBytes' must be an integer/);
+  bad({ batchFrameBytes: 1.5 }, /field 'batchFrameBytes' must be an integer/);
+  const { memoryBytes: _m, batchFrameBytes: _f, ...older } = a;
+  assert.equal(decodeAssignment(encodeAssignment(older)).memoryBytes, undefined, "absent: an older dispatcher's");
   const spec = a.manifest.specs[0];
   bad({ manifest: { ...a.manifest, specs: [{ ...spec, quantization: { dtype: 'int4', scale: 1, min: 0 } }] } }, /quantization dtype must be one of uint8, uint16, float16/);
   bad({ manifest: { ...a.manifest, specs: [{ ...spec, quantization: { dtype: 'uint8', scale: Number.NaN, min: 0 } }] } }, /field 'scale' must be a finite number/);
