@@ -10,6 +10,7 @@ import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { collectGarbage } from '../lib/core/gc.js';
 import { log } from '../lib/core/log.js';
 import { cgroupLimitBytes, cgroupPeakBytes, peakRssBytes } from '../lib/core/process-memory.js';
+import { convolutionsAsProducts } from '../lib/model/conv-as-matmul.js';
 import { type BackendChoice, engineHeapBytes, initEngine, tf } from '../lib/model/engine.js';
 import type { StageModel } from '../lib/model/flat-model.js';
 import { sha256 } from '../lib/model/partition.js';
@@ -106,10 +107,14 @@ function batchText(a: Assignment, batch: number): string {
 /**
  * What `engines` engines of assignment `a`'s stage add to this node: the planner's estimate, which the assignment
  * carries (lib/planning/cost-model.ts, the figure the planner fitted the stage to its node with), or where it
- * carries none (an older dispatcher), the same constants on the weights alone.
+ * carries none (an older dispatcher), the same constants on the weights alone. A node whose engine keeps twice its
+ * convolution filters (`plain`) counts at least twice the weights, as the planner does for it.
  */
-const stageNeedBytes = (a: Assignment, engines: number) =>
-  enginesMemoryBytes(a.memoryBytes ?? STAGE_BASE_BYTES + MEMORY_PER_WEIGHT_BYTE * a.manifest.totalBytes, engines, a.batch ?? 1, a.batchFrameBytes ?? 0, a.manifest.totalBytes);
+function stageNeedBytes(a: Assignment, engines: number, plain: boolean): number {
+  const byWeights = STAGE_BASE_BYTES + MEMORY_PER_WEIGHT_BYTE * a.manifest.totalBytes;
+  const stage = a.memoryBytes === undefined ? byWeights : plain ? Math.max(a.memoryBytes, byWeights) : a.memoryBytes;
+  return enginesMemoryBytes(stage, engines, a.batch ?? 1, a.batchFrameBytes ?? 0, a.manifest.totalBytes);
+}
 
 export interface EdgeNodeCounters {
   frames: number;
@@ -187,7 +192,11 @@ export class EdgeNode {
     this.backend = await initEngine(this.opts.backend);
     if (this.opts.calibrate !== false) {
       // before connecting: the first status the planner sees carries the figures
-      this.capabilities = { ...(await calibrate({ slowdown: this.slowdown, memoryLimitBytes: this.opts.memoryLimitBytes })), workers: this.maxWorkers };
+      this.capabilities = {
+        ...(await calibrate({ slowdown: this.slowdown, memoryLimitBytes: this.opts.memoryLimitBytes })),
+        workers: this.maxWorkers,
+        ...(this.plainConvolutions ? { plainConvolutions: true } : {}),
+      };
       log.info(
         `node ${this.opts.id}: calibration ${this.capabilities.calibrationMs.toFixed(1)} ms (cpu ${this.capabilities.calibrationCpuMs.toFixed(1)} ms, slow-down ${this.slowdown}), ${this.capabilities.cores} cores, ${(this.capabilities.freeMemoryBytes / 1e6).toFixed(0)} MB free${this.capabilities.totalMemoryBytes < totalmem() ? ` for a stage (memory limit ${(this.capabilities.totalMemoryBytes / 1e6).toFixed(0)} MB)` : ''}`,
       );
@@ -252,6 +261,14 @@ export class EdgeNode {
 
   get slowdown(): number {
     return this.opts.slowdown ?? 1;
+  }
+
+  /**
+   * Whether this node's wasm engine computes every convolution itself, keeping twice each filter: as told
+   * (--plain-convolutions), or as its engine failed the check that products give the same bits (conv-as-matmul.ts)
+   */
+  get plainConvolutions(): boolean {
+    return this.backend === 'wasm' && (this.opts.plainConvolutions === true || !convolutionsAsProducts());
   }
 
   /** the most engines this node runs for a stage: --workers, or its cores */
@@ -418,7 +435,7 @@ export class EdgeNode {
     // the old stage serves until the new one is built, unless the memory limit cannot hold both: then it goes first
     const old = this.stage;
     const limit = this.opts.memoryLimitBytes ?? cgroupLimitBytes();
-    const need = stageNeedBytes(a, a.workers ?? 1);
+    const need = stageNeedBytes(a, a.workers ?? 1, this.plainConvolutions);
     const free = memoryOffer(this.opts.memoryLimitBytes).freeMemoryBytes;
     if (old && limit !== undefined && need > free) {
       this.dropLoading();
@@ -626,7 +643,7 @@ export class EdgeNode {
    * holds, and no more than the cores (16 ResNet50 engines built one at a time took 36 s on a 16-core machine).
    */
   private buildsAtOnce(a: Assignment, engines: number): number {
-    const spare = memoryOffer(this.opts.memoryLimitBytes).freeMemoryBytes - stageNeedBytes(a, engines);
+    const spare = memoryOffer(this.opts.memoryLimitBytes).freeMemoryBytes - stageNeedBytes(a, engines, this.plainConvolutions);
     const byMemory = 1 + Math.floor(Math.max(0, spare) / Math.max(1, a.manifest.totalBytes));
     return Math.max(1, Math.min(engines, availableParallelism(), byMemory));
   }
@@ -640,7 +657,7 @@ export class EdgeNode {
     const want = a.workers ?? 1;
     const free = memoryOffer(this.opts.memoryLimitBytes).freeMemoryBytes;
     let engines = Math.min(want, this.maxWorkers);
-    while (engines > 1 && stageNeedBytes(a, engines) > free) engines--;
+    while (engines > 1 && stageNeedBytes(a, engines, this.plainConvolutions) > free) engines--;
     if (engines < want) {
       const why = engines === this.maxWorkers ? `its maximum is ${this.maxWorkers} (--workers)` : `its free memory (${(free / 1e6).toFixed(0)} MB) holds ${engines}`;
       log.warn(`node ${this.opts.id}: stage ${a.stage + 1} asks for ${want} workers; running ${engines}: ${why}`);

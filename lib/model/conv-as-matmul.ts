@@ -109,6 +109,11 @@ export function engineWeightCopies(layer: tf.layers.Layer, inputShape: number[])
 
 let checked: boolean | undefined;
 
+/** Whether this thread's engine computes large convolutions as matrix products (the wasm engine, its check passed). */
+export function convolutionsAsProducts(): boolean {
+  return tf.getBackend() === 'wasm' && exact();
+}
+
 /** Whether this engine computes small convolutions of every kind rewritten the same bits both ways (checked once per thread). */
 function exact(): boolean {
   if (checked === undefined) {

@@ -22,6 +22,8 @@ export interface PlanNode {
   /** nodes with the same host share its cores */
   host?: string;
   cores?: number;
+  /** its engine keeps twice each convolution filter (Capabilities.plainConvolutions): its stages count twice their weights */
+  plainConvolutions?: boolean;
 }
 
 export interface CostModel {
@@ -188,13 +190,19 @@ export function batchFrameBytes(cost: CostModel, first: number, last: number): n
   return MEMORY_PER_BATCHED_ACTIVATION_BYTE * largestActivationBytes(cost, first, last);
 }
 
-/** Estimated memory a stage adds to an idle node, by the measured constants. */
-export function stageMemoryBytes(cost: CostModel, first: number, last: number): number {
+/**
+ * Estimated memory a stage adds to an idle node, by the measured constants. On a node whose engine computes every
+ * convolution itself (`plainConvolutions`), each layer's weights count MEMORY_PER_WEIGHT_BYTE times as loaded,
+ * whatever the model's held bytes say: twice a convolution's filter, and a dense layer's weights twice too (over
+ * by those once: on the safe side).
+ */
+export function stageMemoryBytes(cost: CostModel, first: number, last: number, plainConvolutions = false): number {
   let w = 0;
   let largest = 0;
+  const held = plainConvolutions ? undefined : cost.heldBytes;
   for (let i = first; i <= last; i++) {
     const loaded = cost.loadedBytes?.[i];
-    w += (cost.heldBytes?.[i] ?? MEMORY_PER_WEIGHT_BYTE * (loaded ?? cost.weightBytes[i])) + (loaded !== undefined ? cost.weightBytes[i] : 0);
+    w += (held?.[i] ?? MEMORY_PER_WEIGHT_BYTE * (loaded ?? cost.weightBytes[i])) + (loaded !== undefined ? cost.weightBytes[i] : 0);
     largest = Math.max(largest, loaded ?? cost.weightBytes[i]);
   }
   return STAGE_BASE_BYTES + w + MEMORY_PER_LARGEST_WEIGHT_BYTE * largest + MEMORY_PER_OUTPUT_BYTE * cost.outputBytes[last];
@@ -236,8 +244,9 @@ export class CostTable {
   outBytes(b: number): number {
     return this.cost.outputBytes[this.pts[b]];
   }
-  memory(a: number, b: number): number {
-    return stageMemoryBytes(this.cost, this.pts[a] + 1, this.pts[b]);
+  /** what the stage adds to an idle node (on a node that computes every convolution itself: `plain`) */
+  memory(a: number, b: number, plain = false): number {
+    return stageMemoryBytes(this.cost, this.pts[a] + 1, this.pts[b], plain);
   }
   /** bytes of the stage's weights as sent */
   weightBytes(a: number, b: number): number {
@@ -267,7 +276,7 @@ export class CostTable {
   }
   /** the per-stage bound that the DP minimises: compute or link, Infinity when it does not fit */
   stageCost(node: PlanNode, a: number, b: number): number {
-    if (node.memoryBytes !== undefined && this.memory(a, b) > node.memoryBytes) return Infinity;
+    if (node.memoryBytes !== undefined && this.memory(a, b, node.plainConvolutions) > node.memoryBytes) return Infinity;
     const compute = this.busyMs(a, b) * node.timeFactor;
     const link = transferMs(Math.max(this.wireIn(a), this.wireOut(b)), node.bandwidthMbps);
     return Math.max(compute, link);

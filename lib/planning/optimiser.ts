@@ -29,7 +29,7 @@ function bestCutsForOrder(t: CostTable, nodes: PlanNode[]): { value: number; bou
 }
 
 /** Distinct orders of the nodes: nodes with identical figures are interchangeable, so each order of their kinds is tried once. */
-const kindOf = (n: PlanNode) => JSON.stringify([n.timeFactor, n.cpuFactor, n.memoryBytes, n.bandwidthMbps, n.latencyMs, n.host, n.cores]);
+const kindOf = (n: PlanNode) => JSON.stringify([n.timeFactor, n.cpuFactor, n.memoryBytes, n.bandwidthMbps, n.latencyMs, n.host, n.cores, n.plainConvolutions === true]);
 
 /** The given order first (it wins ties), then every other distinct order. */
 function* distinctOrders(nodes: PlanNode[]): Generator<PlanNode[]> {

@@ -122,6 +122,7 @@ export function planNodes(ids: string[], opts: NodeOptions, profile: Pick<Cached
       latencyMs: latency[i],
       host: speed === undefined ? cap?.host : undefined,
       cores: speed === undefined ? cap?.cores : undefined,
+      ...(cap?.plainConvolutions ? { plainConvolutions: true } : {}),
     };
   });
   return mergeSimilar(

@@ -99,7 +99,7 @@ export function engineCap(n: ShapeNode): number {
  * its host is not coupled to any other: which host it is does not matter).
  */
 const kindOf = (n: ShapeNode, sharedHost: string | undefined) =>
-  JSON.stringify([n.timeFactor, n.cpuFactor, n.memoryBytes, n.bandwidthMbps, n.latencyMs, sharedHost ?? (n.host ? '' : null), n.cores, engineCap(n)]);
+  JSON.stringify([n.timeFactor, n.cpuFactor, n.memoryBytes, n.bandwidthMbps, n.latencyMs, sharedHost ?? (n.host ? '' : null), n.cores, engineCap(n), n.plainConvolutions === true]);
 
 interface Kind {
   nodes: ShapeNode[];
@@ -140,11 +140,10 @@ class Terms {
   local(g: Group, a: number, b: number): number {
     const t = this.t;
     const busy = t.busyMs(a, b);
-    const mem = t.memory(a, b);
     let v = busy / g.capacity;
     const bytes = Math.max(t.wireIn(a), t.wireOut(b));
     for (const { node, workers } of g.members) {
-      if (node.memoryBytes !== undefined && enginesMemoryBytes(mem, workers, 1, 0, t.weightBytes(a, b)) > node.memoryBytes) return Infinity;
+      if (node.memoryBytes !== undefined && enginesMemoryBytes(t.memory(a, b, node.plainConvolutions), workers, 1, 0, t.weightBytes(a, b)) > node.memoryBytes) return Infinity;
       const share = workers / node.timeFactor / g.capacity;
       v = Math.max(v, share * transferMs(bytes, node.bandwidthMbps));
       if (node.host && !this.shared.includes(node.host)) v = Math.max(v, (share * busy * (node.cpuFactor ?? node.timeFactor)) / this.cores.get(node.host)!);

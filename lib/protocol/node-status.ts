@@ -21,6 +21,12 @@ export interface Capabilities {
   host: string;
   /** the most engines (worker threads) the node runs for a stage (`defer node --workers`; default its cores); absent: 1 */
   workers?: number;
+  /**
+   * true where the node's wasm engine computes every convolution itself, keeping twice each filter (`defer node
+   * --plain-convolutions`, or its engine failed the check that products give the same bits): the planner then
+   * counts twice the weights of each stage it gives the node (docs/memory.md); absent: convolutions as products
+   */
+  plainConvolutions?: boolean;
 }
 
 export type NodeState = 'online' | 'loading' | 'ready' | 'failed' | 'offline';
@@ -87,6 +93,7 @@ export function decodeStatus(buf: Uint8Array): NodeStatus {
     str(c, 'backend', `${W} capabilities`, 64);
     str(c, 'host', `${W} capabilities`, 256);
     if (c.workers !== undefined) int(c, 'workers', `${W} capabilities`, 1, 256);
+    if (c.plainConvolutions !== undefined && typeof c.plainConvolutions !== 'boolean') throw new EnvelopeError(`${W}: capabilities.plainConvolutions must be a boolean`);
   }
   if (m.workers !== undefined) int(m, 'workers', W, 1, 256);
   if (m.batch !== undefined) int(m, 'batch', W, 1, 64);

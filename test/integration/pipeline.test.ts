@@ -132,6 +132,15 @@ test('nodes report their calibration, host and memory in their status; the dispa
     assert.equal(c.backend, 'wasm');
     assert.ok(c.calibrationMs > 0 && c.calibrationCpuMs > 0 && c.cores >= 1 && c.freeMemoryBytes > 0 && c.host.length > 0, JSON.stringify(c));
     assert.equal(c.slowdown, 1);
+    assert.equal(c.plainConvolutions, undefined, 'convolutions as products: the engine passed its check');
+  }
+  // a node told to compute every convolution itself says so: the planner counts twice its stages' weights
+  const plain = new EdgeNode({ id: 'pc1', brokerUrl: broker.url, pipeline: 'ptest', backend: 'wasm', maxMessageBytes: 1 << 24, maxQueue: 8, plainConvolutions: true });
+  await plain.start();
+  try {
+    assert.equal((await dispatcher.nodes.waitCapabilities(['pc1'], 30_000)).get('pc1')?.plainConvolutions, true);
+  } finally {
+    await plain.close();
   }
   await assert.rejects(dispatcher.nodes.waitCapabilities(['ghost'], 300), /1 of 1 nodes did not report their calibration within 300 ms: ghost \(never seen on the broker/);
   const bad = (c: Record<string, unknown>) => Buffer.from(JSON.stringify({ v: 1, node: 'x', state: 'online', at: 1, capabilities: c }));

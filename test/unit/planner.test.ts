@@ -17,6 +17,7 @@ import { type CostModel, evaluateSplit, type PlanNode, planPipeline } from '../.
 import { costModelOf, MEMORY_PLANNED_SHARE, planNodes, remeasuredNodes } from '../../lib/planning/plan-inputs.js';
 import { choosePrecisions, type HopMeasure } from '../../lib/planning/precision-choice.js';
 import { getProfile } from '../../lib/planning/profile-cache.js';
+import { planShape } from '../../lib/planning/shape.js';
 import type { Capabilities } from '../../lib/protocol/index.js';
 import { combinations, randomCost } from '../helpers/brute-force.js';
 
@@ -210,6 +211,19 @@ test('memory: a node never gets a stage that does not fit it, and too little mem
       ),
   );
   assert.throws(() => planPipeline(cost, [{ id: 'x', timeFactor: 0 }]), /speed must be a positive number/);
+  // weights the engine holds once (convolutions as products): the whole model needs 10 + 30 + 10 MB; on a node
+  // whose engine computes every convolution itself, twice its weights: 10 + 60 + 10 MB
+  const once: CostModel = { ...cost, heldBytes: cost.weightBytes };
+  assert.equal(planPipeline(once, [{ id: 'p', timeFactor: 1, memoryBytes: 60e6 }]).stages.length, 1);
+  assert.throws(() => planPipeline(once, [{ id: 'p', timeFactor: 1, memoryBytes: 60e6, plainConvolutions: true }]), /fits the nodes' memory/);
+  assert.equal(planShape(once, [{ id: 'p', timeFactor: 1, memoryBytes: 60e6 }]).stages.length, 1);
+  assert.throws(() => planShape(once, [{ id: 'p', timeFactor: 1, memoryBytes: 60e6, plainConvolutions: true }]), /fits the nodes' memory/);
+  // two nodes alike but for that: the heavy end goes to the node that holds it once
+  const p2 = planPipeline(once, [
+    { id: 'products', timeFactor: 1, memoryBytes: 45e6 },
+    { id: 'plain', timeFactor: 1, memoryBytes: 45e6, plainConvolutions: true },
+  ]);
+  assert.deepEqual(p2.order, ['plain', 'products']);
   assert.throws(
     () =>
       planPipeline(
@@ -238,9 +252,14 @@ test('node figures: from calibrations (noise within 5% merged), from --speeds, p
   const caps = new Map([
     ['a', cap(20)],
     ['b', cap(40, { slowdown: 2 })],
-    ['c', cap(20.6)],
+    ['c', cap(20.6, { plainConvolutions: true })],
   ]);
   const nodes = planNodes(['a', 'b', 'c'], none, profile, caps);
+  assert.deepEqual(
+    nodes.map((n) => n.plainConvolutions),
+    [undefined, undefined, true],
+    "a node's plain convolutions, from its capabilities",
+  );
   assert.equal(nodes[1].timeFactor, 2);
   assert.equal(nodes[0].timeFactor, nodes[2].timeFactor, 'a and c within 5%: taken as equal');
   assert.equal(nodes[0].memoryBytes, 8e9 * MEMORY_PLANNED_SHARE, 'a share of the free memory it reported');

@@ -83,6 +83,9 @@ test('node status and heartbeat: round trip; wrong version, unknown state, bad c
   assert.throws(() => decodeStatus(bad({ v: 2, node: 'n1', state: 'ready', at: 1 })), /protocol version 2/);
   assert.throws(() => decodeStatus(bad({ v: 1, node: 'n1', state: 'dancing', at: 1 })), /unknown state 'dancing'/);
   assert.throws(() => decodeStatus(bad({ v: 1, node: 'n1', state: 'ready', at: 1, capabilities: { calibrationMs: -1 } })), EnvelopeError);
+  const caps = { backend: 'wasm', calibrationMs: 20, calibrationCpuMs: 20, slowdown: 1, cores: 2, freeMemoryBytes: 1e8, totalMemoryBytes: 2e8, host: 'h', plainConvolutions: true };
+  assert.deepEqual(decodeStatus(encodeStatus({ ...s, capabilities: caps })).capabilities, caps);
+  assert.throws(() => decodeStatus(bad({ v: 1, node: 'n1', state: 'ready', at: 1, capabilities: { ...caps, plainConvolutions: 'yes' } })), /plainConvolutions must be a boolean/);
   assert.throws(
     () => decodeStatus(Buffer.alloc(70 * 1024, 0x20)),
     (e: unknown) => e instanceof EnvelopeError && e.code === 'E_TOO_LARGE',
