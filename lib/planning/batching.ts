@@ -31,8 +31,10 @@ export function withBatches(plan: ShapePlan, nodes: readonly ShapeNode[], given 
     ...s,
     members: s.members.map((m) => {
       let batch = given > 0 ? given : autoBatch(s.engineMs[m.node] ?? 0);
-      const memory = byId.get(m.node)?.memoryBytes;
-      while (batch > 1 && memory !== undefined && enginesMemoryBytes(s.memoryBytes, m.workers, batch, s.batchFrameBytes, s.weightBytes) > memory) batch--;
+      const node = byId.get(m.node);
+      const memory = node?.memoryBytes;
+      const stageBytes = (node?.plainConvolutions ? s.plainMemoryBytes : undefined) ?? s.memoryBytes;
+      while (batch > 1 && memory !== undefined && enginesMemoryBytes(stageBytes, m.workers, batch, s.batchFrameBytes, s.weightBytes) > memory) batch--;
       return batch > 1 ? { ...m, batch } : { node: m.node, workers: m.workers };
     }),
   }));

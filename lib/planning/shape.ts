@@ -47,6 +47,8 @@ export interface ShapeStage {
   weightBytes: number;
   /** estimated memory of one engine of this stage */
   memoryBytes: number;
+  /** the same on a member whose engine computes every convolution itself (PlanNode.plainConvolutions), where one is */
+  plainMemoryBytes?: number;
   /** what each frame of a batch beyond the first adds to one engine, bytes */
   batchFrameBytes: number;
   /** predicted ms per frame of this stage as a whole (all its engines together) */
@@ -516,6 +518,7 @@ function describe(t: CostTable, terms: Terms, nodes: ShapeNode[], groups: Group[
       layerCount: last - first + 1,
       weightBytes: t.weightBytes(a, b),
       memoryBytes: t.memory(a, b),
+      ...(g.members.some((m) => m.node.plainConvolutions) ? { plainMemoryBytes: t.memory(a, b, true) } : {}),
       batchFrameBytes: t.batchFrameBytes(a, b),
       stageMs: busy / g.capacity,
       engineMs: Object.fromEntries(g.members.map((m) => [m.node.id, busy * m.node.timeFactor])),

@@ -119,6 +119,11 @@ test("the planner's batch: about BATCH_TARGET_MS of an engine's frames, at most 
   assert.equal(b, 6);
   assert.equal(withBatches(plan, [{ id: 'n0', timeFactor: 1, memoryBytes: 210e6 }]).stages[0].members[0].batch, undefined, 'no room for a second frame: no batch');
   assert.ok(enginesMemoryBytes(50e6, 2, b, 10e6) <= 300e6 && enginesMemoryBytes(50e6, 2, b + 1, 10e6) > 300e6);
+  // a node whose engine computes every convolution itself: its stage's memory as the planner counts it there
+  const plainPlan = { stages: [{ ...plan.stages[0], plainMemoryBytes: 70e6 }] } as unknown as ShapePlan;
+  assert.equal(withBatches(plainPlan, [{ id: 'n0', timeFactor: 1, memoryBytes: 300e6 }]).stages[0].members[0].batch, 6);
+  // 2 x (70 + (b - 1) x 10 + 50) MB must fit 300 MB: b = 4
+  assert.equal(withBatches(plainPlan, [{ id: 'n0', timeFactor: 1, memoryBytes: 300e6, plainConvolutions: true }]).stages[0].members[0].batch, 4);
   const given = withBatches(plan, [], 3);
   assert.equal(describeBatches(given.stages), 'batches of up to 3');
   assert.equal(describeBatches(withBatches(plan, [], 1).stages), 'no batches');

@@ -218,6 +218,11 @@ test('memory: a node never gets a stage that does not fit it, and too little mem
   assert.throws(() => planPipeline(once, [{ id: 'p', timeFactor: 1, memoryBytes: 60e6, plainConvolutions: true }]), /fits the nodes' memory/);
   assert.equal(planShape(once, [{ id: 'p', timeFactor: 1, memoryBytes: 60e6 }]).stages.length, 1);
   assert.throws(() => planShape(once, [{ id: 'p', timeFactor: 1, memoryBytes: 60e6, plainConvolutions: true }]), /fits the nodes' memory/);
+  assert.deepEqual(
+    planShape(once, [{ id: 'p', timeFactor: 1, memoryBytes: 100e6, plainConvolutions: true }]).stages.map((st) => [st.memoryBytes, st.plainMemoryBytes]),
+    [[50e6, 80e6]],
+    'a plain member: its stage says what it needs there (batches are sized by it: batches.test.ts)',
+  );
   // two nodes alike but for that: the heavy end goes to the node that holds it once
   const p2 = planPipeline(once, [
     { id: 'products', timeFactor: 1, memoryBytes: 45e6 },
