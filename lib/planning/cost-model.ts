@@ -136,9 +136,9 @@ export function transferMs(bytes: number, mbps: number | undefined): number {
  *   once as received: such a stage is built from a blob;
  * - its largest layer's weights once more (MEMORY_PER_LARGEST_WEIGHT_BYTE): on the first frame a layer's weights
  *   and their packed copy live at once until the layer has run, and the engine's heap keeps that high-water mark;
- * - its output 12 times (MEMORY_PER_OUTPUT_BYTE): each frame on its way out is the engine's output tensor, its
- *   values read out, their LZ4 encoding (allocated at LZ4's bound) and the CBOR message, for the frame being sent
- *   and those computed but not yet written out.
+ * - its output 12 times (MEMORY_PER_OUTPUT_BYTE), fitted; taken to be the frames on their way out (the engine's
+ *   output tensor, its values read out, their LZ4 encoding and the CBOR message, for the frame being sent and those
+ *   computed but not yet written out), though which buffers hold it is not measured.
  * The activations inside the stage do not count of their own: each is freed once its last reader has run
  * (partition.ts), and the whole of ResNet50 peaks at its held weights and 11 MB.
  * Fitted on the wasm engine to the peak RSS of nodes less an idle node's: ResNet50 stages of 0.3 to 102.5 MB on 1,
