@@ -119,7 +119,7 @@ export async function measurePipeline(config: DeferConfig, progress: (l: string)
       const b = l.dispatcher.nodes.heartbeats.get(node)?.cpuSeconds;
       return a === undefined || b === undefined ? NaN : ((b - a) * 1000) / frames.length;
     };
-    const s = summarise(config.dispatcher.model, l.backend, again, frames, chain, local, l.dispatcher.nodes.heartbeats);
+    const s = summarise(config.dispatcher.model, l.backend, again, frames, chain, local, l.dispatcher.nodes.heartbeats, l.dispatcher.nodes.plainConvolutionNodes());
     const hops = chain.results.map(hopLatencies);
     const overhead = s.stages.map((st, k) => {
       const m = (f: (h: ReturnType<typeof hopLatencies>[number]) => number) => round(mean(hops.map((h) => f(h[k]))), 2);

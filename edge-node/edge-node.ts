@@ -106,13 +106,13 @@ function batchText(a: Assignment, batch: number): string {
 
 /**
  * What `engines` engines of assignment `a`'s stage add to this node: the planner's estimate, which the assignment
- * carries (lib/planning/cost-model.ts, the figure the planner fitted the stage to its node with), or where it
- * carries none (an older dispatcher), the same constants on the weights alone. A node whose engine keeps twice its
- * convolution filters (`plain`) counts at least twice the weights, as the planner does for it.
+ * carries (lib/planning/cost-model.ts, the figure the planner fitted the stage to its node with), for a node whose
+ * engine keeps twice its convolution filters (`plain`) its estimate for such a node; where it carries none (an
+ * older dispatcher), the same constants on the weights alone, a plain node counting at least twice the weights.
  */
 function stageNeedBytes(a: Assignment, engines: number, plain: boolean): number {
   const byWeights = STAGE_BASE_BYTES + MEMORY_PER_WEIGHT_BYTE * a.manifest.totalBytes;
-  const stage = a.memoryBytes === undefined ? byWeights : plain ? Math.max(a.memoryBytes, byWeights) : a.memoryBytes;
+  const stage = plain ? (a.plainMemoryBytes ?? Math.max(a.memoryBytes ?? 0, byWeights)) : (a.memoryBytes ?? byWeights);
   return enginesMemoryBytes(stage, engines, a.batch ?? 1, a.batchFrameBytes ?? 0, a.manifest.totalBytes);
 }
 

@@ -178,6 +178,7 @@ export function packageDeployment(flat: FlatModel, topics: Topics, opts: DeployO
       ...((first.batch ?? 1) > 1 ? { batch: first.batch } : {}),
       memoryBytes: Math.round(memory[k].stageBytes),
       batchFrameBytes: Math.round(memory[k].batchFrameBytes),
+      plainMemoryBytes: Math.round(memory[k].plainStageBytes),
     };
     const replicas = others.map((m) => ({ nodeId: m.node, assignment: replicaAssignment(assignment, m, topics) }));
     return { span: plan, nodeId: first.node, chunks, assignment, ...(replicated ? { replicas } : {}) };

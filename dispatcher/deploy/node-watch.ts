@@ -76,6 +76,11 @@ export class NodeWatch {
     }
   }
 
+  /** The nodes whose engine computes every convolution itself, as their statuses say (Capabilities.plainConvolutions). */
+  plainConvolutionNodes(): Set<string> {
+    return new Set([...this.statuses.values()].filter((s) => s.capabilities?.plainConvolutions).map((s) => s.node));
+  }
+
   /** Up as far as we can tell: its status is not offline, and its heartbeat (if it sends one) is not older than `staleMs`. */
   isUp(node: string, staleMs: number): boolean {
     const s = this.statuses.get(node);

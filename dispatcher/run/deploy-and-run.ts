@@ -48,7 +48,7 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
       progress(`single-process baseline: ${frames.length} frames through the whole model here`);
       local = await runLocal(flat, frames, image);
     }
-    return summarise(config.dispatcher.model, r.backend, deployment, frames, chain, local, d.nodes.heartbeats);
+    return summarise(config.dispatcher.model, r.backend, deployment, frames, chain, local, d.nodes.heartbeats, d.nodes.plainConvolutionNodes());
   };
   const summary = await run(order, cuts, '');
   if (shaped) {

@@ -268,7 +268,20 @@ function hopMean(res: FrameResult[], stage: number, f: (h: Hop) => number): numb
 /** What a node last said of its memory (its heartbeat). */
 export type NodeMemory = Pick<Heartbeat, 'rssBytes' | 'peakRssBytes' | 'engineHeapBytes' | 'memoryLimitBytes' | 'memoryPeakBytes'>;
 
-export function summarise(modelName: string, backend: string, d: Deployment, frames: RawTensor[], chain: ChainRun, local: LocalRun | null, memory?: ReadonlyMap<string, NodeMemory>): RunSummary {
+/**
+ * A run's summary. `memory`: what each node last said of its memory; `plainNodes`: the nodes that compute every
+ * convolution themselves, whose stage is predicted as the planner counts it for them.
+ */
+export function summarise(
+  modelName: string,
+  backend: string,
+  d: Deployment,
+  frames: RawTensor[],
+  chain: ChainRun,
+  local: LocalRun | null,
+  memory?: ReadonlyMap<string, NodeMemory>,
+  plainNodes?: ReadonlySet<string>,
+): RunSummary {
   const stages = d.package.stages;
   const res = chain.results;
   const lat = res.map((r) => r.latencyMs);
@@ -343,7 +356,7 @@ export function summarise(modelName: string, backend: string, d: Deployment, fra
       engineHeapBytes: memory?.get(s.nodeId)?.engineHeapBytes ?? null,
       predictedMemoryBytes: Math.round(
         enginesMemoryBytes(
-          predictedMemory[k].stageBytes,
+          plainNodes?.has(s.nodeId) ? predictedMemory[k].plainStageBytes : predictedMemory[k].stageBytes,
           firstNodeWorkers({ node: s.nodeId, nodes: stageNodeRuns[k] }),
           s.assignment.batch ?? 1,
           predictedMemory[k].batchFrameBytes,

@@ -9,17 +9,19 @@ export interface MemoryOffer {
   id: string;
   /** what the node can give a stage, bytes; undefined: unlimited */
   memoryBytes?: number;
+  /** its engine computes every convolution itself (PlanNode.plainConvolutions): its stages need more */
+  plainConvolutions?: boolean;
 }
 
 const mb = (b: number) => `${(b / 1e6).toFixed(0)} MB`;
 
-/** Each stage's memory need, in order, for the split into `k` stages whose largest need is least. */
-export function memoryBalancedSplit(cost: CostModel, k: number): number[] {
+/** Each stage's memory need, in order, for the split into `k` stages whose largest need is least (on nodes that compute convolutions themselves where `plain`). */
+export function memoryBalancedSplit(cost: CostModel, k: number, plain = false): number[] {
   const n = cost.layerNames.length;
   // boundary points: the start (-1), the valid cuts, the end
   const pts = [-1, ...cost.validCuts.filter((c) => c < n - 1), n - 1];
   const P = pts.length;
-  const need = (a: number, b: number) => stageMemoryBytes(cost, pts[a] + 1, pts[b]);
+  const need = (a: number, b: number) => stageMemoryBytes(cost, pts[a] + 1, pts[b], plain);
   const stages = Math.max(1, Math.min(k, P - 1));
   // best[s][j]: least largest need of s stages covering up to point j
   const best: number[][] = Array.from({ length: stages + 1 }, () => new Array<number>(P).fill(Infinity));
@@ -42,15 +44,23 @@ export function memoryBalancedSplit(cost: CostModel, k: number): number[] {
   return bounds.slice(1).map((b, i) => need(bounds[i], b));
 }
 
-/** A sentence for a refusal: what the whole model needs, and which nodes lack how much for the best split over all of them. */
+/**
+ * A sentence for a refusal: what the whole model needs, and which nodes lack how much for the best split over all
+ * of them. Needs are counted as for the node that offers most (the whole model), and as for nodes that compute
+ * convolutions themselves only where every node does (the split).
+ */
 export function memoryShortfall(cost: CostModel, nodes: MemoryOffer[]): string {
-  const whole = stageMemoryBytes(cost, 0, cost.layerNames.length - 1);
-  const offers = nodes.map((n) => ({ id: n.id, bytes: n.memoryBytes ?? Infinity })).sort((a, b) => b.bytes - a.bytes);
+  const offers = nodes.map((n) => ({ id: n.id, bytes: n.memoryBytes ?? Infinity, plain: n.plainConvolutions === true })).sort((a, b) => b.bytes - a.bytes);
+  const whole = stageMemoryBytes(cost, 0, cost.layerNames.length - 1, offers[0]?.plain);
   const parts = [
-    `the whole model needs about ${mb(whole)} on one node (the most a node offers: ${offers[0] && Number.isFinite(offers[0].bytes) ? `${mb(offers[0].bytes)} on ${offers[0].id}` : 'unlimited'})`,
+    `the whole model needs about ${mb(whole)} on one node (the most a node offers: ${offers[0] && Number.isFinite(offers[0].bytes) ? `${mb(offers[0].bytes)} on ${offers[0].id}${offers[0].plain ? ', which computes convolutions itself' : ''}` : 'unlimited'})`,
   ];
   if (nodes.length > 1) {
-    const needs = memoryBalancedSplit(cost, nodes.length);
+    const needs = memoryBalancedSplit(
+      cost,
+      nodes.length,
+      offers.every((o) => o.plain),
+    );
     const sorted = [...needs].sort((a, b) => b - a);
     const lacking = sorted
       .map((need, i) => ({ need, node: offers[i] }))

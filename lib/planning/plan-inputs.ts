@@ -51,16 +51,17 @@ function sizeCost(flat: FlatModel): Pick<CostModel, 'layerNames' | 'outputBytes'
 }
 
 /**
- * Each stage's estimated memory (what one engine of it adds to an idle node, and each frame of a batch beyond the
- * first), from the model's sizes alone: for run summaries beside the measured.
+ * Each stage's estimated memory (what one engine of it adds to an idle node, on a node that computes large
+ * convolutions as products and on one that computes them all itself, and what each frame of a batch beyond the
+ * first adds), from the model's sizes alone: for assignments, and for run summaries beside the measured.
  */
-export function stageMemoryOf(flat: FlatModel, spans: StageSpan[]): { stageBytes: number; batchFrameBytes: number }[] {
+export function stageMemoryOf(flat: FlatModel, spans: StageSpan[]): { stageBytes: number; plainStageBytes: number; batchFrameBytes: number }[] {
   const cost: CostModel = { ...sizeCost(flat), segmentMs: [], validCuts: [] };
   const index = new Map(cost.layerNames.map((name, i) => [name, i]));
   return spans.map((s) => {
     const first = index.get(s.layers[0]) ?? 0;
     const last = index.get(s.last) ?? cost.layerNames.length - 1;
-    return { stageBytes: stageMemoryBytes(cost, first, last), batchFrameBytes: batchFrameBytes(cost, first, last) };
+    return { stageBytes: stageMemoryBytes(cost, first, last), plainStageBytes: stageMemoryBytes(cost, first, last, true), batchFrameBytes: batchFrameBytes(cost, first, last) };
   });
 }
 

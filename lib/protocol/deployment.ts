@@ -81,6 +81,11 @@ export interface Assignment {
    */
   memoryBytes?: number;
   batchFrameBytes?: number;
+  /**
+   * The same estimate for a node whose engine computes every convolution itself and keeps twice each filter
+   * (Capabilities.plainConvolutions): the figure such a node weighs its memory with in place of `memoryBytes`.
+   */
+  plainMemoryBytes?: number;
 }
 
 function quantizationOf(value: unknown, W: string): WeightQuantization {
@@ -175,6 +180,7 @@ export function decodeAssignment(buf: Uint8Array, maxBytes = 64 * 1024 * 1024): 
     ...(m.batch === undefined ? {} : { batch: int(m, 'batch', W, 1, MAX_BATCH) }),
     ...(m.memoryBytes === undefined ? {} : { memoryBytes: int(m, 'memoryBytes', W) }),
     ...(m.batchFrameBytes === undefined ? {} : { batchFrameBytes: int(m, 'batchFrameBytes', W) }),
+    ...(m.plainMemoryBytes === undefined ? {} : { plainMemoryBytes: int(m, 'plainMemoryBytes', W) }),
   };
 }
 

@@ -67,8 +67,8 @@ test('deploy over retained topics, stream frames, and match the whole model bit 
   // each node has the planner's estimate of its stage's memory, which it weighs its free memory with
   const estimate = stageMemoryOf(flat, flat.spans(['block_out']));
   assert.deepEqual(
-    nodes.slice(0, 2).map((n) => [n.assignment?.memoryBytes, n.assignment?.batchFrameBytes]),
-    estimate.map((e) => [Math.round(e.stageBytes), Math.round(e.batchFrameBytes)]),
+    nodes.slice(0, 2).map((n) => [n.assignment?.memoryBytes, n.assignment?.batchFrameBytes, n.assignment?.plainMemoryBytes]),
+    estimate.map((e) => [Math.round(e.stageBytes), Math.round(e.batchFrameBytes), Math.round(e.plainStageBytes)]),
   );
   const frames = syntheticFrames(flat.inputShape, 12, 3);
   const chain = await runChain(d, frames);
@@ -139,6 +139,8 @@ test('nodes report their calibration, host and memory in their status; the dispa
   await plain.start();
   try {
     assert.equal((await dispatcher.nodes.waitCapabilities(['pc1'], 30_000)).get('pc1')?.plainConvolutions, true);
+    // which run summaries predict its stage's memory for as the planner counts it there
+    assert.deepEqual([...dispatcher.nodes.plainConvolutionNodes()], ['pc1']);
   } finally {
     await plain.close();
   }

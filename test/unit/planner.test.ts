@@ -215,7 +215,28 @@ test('memory: a node never gets a stage that does not fit it, and too little mem
   // whose engine computes every convolution itself, twice its weights: 10 + 60 + 10 MB
   const once: CostModel = { ...cost, heldBytes: cost.weightBytes };
   assert.equal(planPipeline(once, [{ id: 'p', timeFactor: 1, memoryBytes: 60e6 }]).stages.length, 1);
-  assert.throws(() => planPipeline(once, [{ id: 'p', timeFactor: 1, memoryBytes: 60e6, plainConvolutions: true }]), /fits the nodes' memory/);
+  // refused, it is told what the model needs there (the products' 50 MB would fit the 60 MB it offers)
+  assert.throws(
+    () => planPipeline(once, [{ id: 'p', timeFactor: 1, memoryBytes: 60e6, plainConvolutions: true }]),
+    /the whole model needs about 80 MB on one node \(the most a node offers: 60 MB on p, which computes convolutions itself\)/,
+  );
+  assert.throws(
+    () =>
+      planPipeline(once, [
+        { id: 'p', timeFactor: 1, memoryBytes: 20e6, plainConvolutions: true },
+        { id: 'q', timeFactor: 1, memoryBytes: 20e6, plainConvolutions: true },
+      ]),
+    /split in 2 stages by memory, the stages need 40 MB, 60 MB: p offers 20 MB for a stage of 60 MB \(lacks 40 MB\)/,
+  );
+  assert.throws(
+    () =>
+      planPipeline(once, [
+        { id: 'p', timeFactor: 1, memoryBytes: 20e6 },
+        { id: 'q', timeFactor: 1, memoryBytes: 20e6 },
+      ]),
+    /split in 2 stages by memory, the stages need 30 MB, 40 MB: p offers 20 MB for a stage of 40 MB \(lacks 20 MB\)/,
+    'the same nodes computing products',
+  );
   assert.equal(planShape(once, [{ id: 'p', timeFactor: 1, memoryBytes: 60e6 }]).stages.length, 1);
   assert.throws(() => planShape(once, [{ id: 'p', timeFactor: 1, memoryBytes: 60e6, plainConvolutions: true }]), /fits the nodes' memory/);
   assert.deepEqual(

@@ -178,6 +178,7 @@ test("assignments: a graph-model stage with uint8 and float16 quantized weights 
     createdAt: 1,
     memoryBytes: 10_000_008,
     batchFrameBytes: 128,
+    plainMemoryBytes: 10_000_016,
   };
   assert.deepEqual(decodeAssignment(encodeAssignment(a)), { v: 1, kind: 'assign', ...a });
   const { modelFormat: _, ...layers } = a;
@@ -190,8 +191,10 @@ test("assignments: a graph-model stage with uint8 and float16 quantized weights 
   bad({ modelFormat: 'onnx' }, /modelFormat must be one of layers-model, graph-model/);
   bad({ memoryBytes: -1 }, /field 'memoryBytes' must be an integer/);
   bad({ batchFrameBytes: 1.5 }, /field 'batchFrameBytes' must be an integer/);
-  const { memoryBytes: _m, batchFrameBytes: _f, ...older } = a;
-  assert.equal(decodeAssignment(encodeAssignment(older)).memoryBytes, undefined, "absent: an older dispatcher's");
+  bad({ plainMemoryBytes: '1e7' }, /field 'plainMemoryBytes' must be an integer/);
+  const { memoryBytes: _m, batchFrameBytes: _f, plainMemoryBytes: _p, ...older } = a;
+  const fromOlder = decodeAssignment(encodeAssignment(older));
+  assert.deepEqual([fromOlder.memoryBytes, fromOlder.plainMemoryBytes], [undefined, undefined], "absent: an older dispatcher's");
   const spec = a.manifest.specs[0];
   bad({ manifest: { ...a.manifest, specs: [{ ...spec, quantization: { dtype: 'int4', scale: 1, min: 0 } }] } }, /quantization dtype must be one of uint8, uint16, float16/);
   bad({ manifest: { ...a.manifest, specs: [{ ...spec, quantization: { dtype: 'uint8', scale: Number.NaN, min: 0 } }] } }, /field 'scale' must be a finite number/);
