@@ -210,8 +210,8 @@ export const schema = {
       env: 'DEFER_CUT',
     },
     balanceBy: {
-      doc: 'What the automatic cuts balance: time (each segment between valid cuts measured on this backend), estimated flops, or parameter count.',
-      format: ['time', 'flops', 'params'],
+      doc: "What the automatic cuts balance: time (each segment between valid cuts measured on this backend), estimated flops, parameter count, or memory (the planner's estimate of each stage's memory: the heaviest stage as light as it can be).",
+      format: ['time', 'flops', 'params', 'memory'],
       default: 'time',
       env: 'DEFER_BALANCE_BY',
     },
@@ -477,7 +477,7 @@ export type DeferConfig = {
     model: string;
     nodes: string[];
     cut: string[];
-    balanceBy: 'time' | 'flops' | 'params';
+    balanceBy: 'time' | 'flops' | 'params' | 'memory';
     seed: number;
     chunkBytes: number;
     readyTimeoutMs: number;

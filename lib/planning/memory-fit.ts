@@ -4,6 +4,7 @@
  * stage with the node that offers most. What a planner says when it has to refuse.
  */
 import { type CostModel, stageMemoryBytes } from './cost-model.js';
+import { minMaxPartition } from './min-max.js';
 
 export interface MemoryOffer {
   id: string;
@@ -15,33 +16,22 @@ export interface MemoryOffer {
 
 const mb = (b: number) => `${(b / 1e6).toFixed(0)} MB`;
 
-/** Each stage's memory need, in order, for the split into `k` stages whose largest need is least (on nodes that compute convolutions themselves where `plain`). */
-export function memoryBalancedSplit(cost: CostModel, k: number, plain = false): number[] {
+/**
+ * The split into `k` stages (fewer where the model has fewer cut points) whose largest memory need is least (on
+ * nodes that compute convolutions themselves where `plain`): each stage's last layer (index), and its need.
+ */
+export function memoryBalancedStages(cost: CostModel, k: number, plain = false): { last: number; need: number }[] {
   const n = cost.layerNames.length;
   // boundary points: the start (-1), the valid cuts, the end
   const pts = [-1, ...cost.validCuts.filter((c) => c < n - 1), n - 1];
-  const P = pts.length;
   const need = (a: number, b: number) => stageMemoryBytes(cost, pts[a] + 1, pts[b], plain);
-  const stages = Math.max(1, Math.min(k, P - 1));
-  // best[s][j]: least largest need of s stages covering up to point j
-  const best: number[][] = Array.from({ length: stages + 1 }, () => new Array<number>(P).fill(Infinity));
-  const from: number[][] = Array.from({ length: stages + 1 }, () => new Array<number>(P).fill(-1));
-  best[0][0] = 0;
-  for (let s = 1; s <= stages; s++) {
-    for (let j = s; j < P; j++) {
-      for (let i = s - 1; i < j; i++) {
-        if (best[s - 1][i] === Infinity) continue;
-        const v = Math.max(best[s - 1][i], need(i, j));
-        if (v < best[s][j]) {
-          best[s][j] = v;
-          from[s][j] = i;
-        }
-      }
-    }
-  }
-  const bounds = [P - 1];
-  for (let s = stages; s > 0; s--) bounds.unshift(from[s][bounds[0]]);
-  return bounds.slice(1).map((b, i) => need(bounds[i], b));
+  const split = minMaxPartition(pts.length, Math.max(1, Math.min(k, pts.length - 1)), (_, a, b) => need(a, b))!;
+  return split.bounds.slice(1).map((b, i) => ({ last: pts[b], need: need(split.bounds[i], b) }));
+}
+
+/** Each stage's memory need, in order, for the split into `k` stages whose largest need is least. */
+export function memoryBalancedSplit(cost: CostModel, k: number, plain = false): number[] {
+  return memoryBalancedStages(cost, k, plain).map((s) => s.need);
 }
 
 /**

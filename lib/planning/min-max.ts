@@ -48,14 +48,19 @@ export function minMaxPartition(points: number, stages: number, cost: (stage: nu
  * layer indices.
  */
 export function minMaxCuts(cost: number[], validCuts: number[], stages: number): number[] {
-  if (stages < 1) throw new DeferError('E_CONFIG', 'the number of stages must be at least 1');
-  if (stages - 1 > validCuts.length) {
-    throw new DeferError('E_CONFIG', `cannot make ${stages} stages: the model has only ${validCuts.length} valid cut points (${validCuts.length + 1} stages at most)`);
-  }
+  assertStageCount(validCuts, stages);
   const prefix = [0];
   for (const c of cost) prefix.push(prefix[prefix.length - 1] + c);
   // boundaries: -1, the valid cuts, the last layer; layers (a, b] cost prefix[b+1] - prefix[a+1]
   const pts = [-1, ...validCuts, cost.length - 1];
   const split = minMaxPartition(pts.length, stages, (_, a, b) => prefix[pts[b] + 1] - prefix[pts[a] + 1])!;
   return split.bounds.slice(1, -1).map((j) => pts[j]);
+}
+
+/** A clear error where a model with these valid cuts cannot be split into `stages` stages. */
+export function assertStageCount(validCuts: readonly number[], stages: number): void {
+  if (stages < 1) throw new DeferError('E_CONFIG', 'the number of stages must be at least 1');
+  if (stages - 1 > validCuts.length) {
+    throw new DeferError('E_CONFIG', `cannot make ${stages} stages: the model has only ${validCuts.length} valid cut points (${validCuts.length + 1} stages at most)`);
+  }
 }

@@ -50,13 +50,19 @@ function sizeCost(flat: FlatModel): Pick<CostModel, 'layerNames' | 'outputBytes'
   };
 }
 
+/** The cost model of the model's sizes alone (no times): what the memory estimates and memory-balanced cuts need. */
+export function memoryCostOf(flat: FlatModel): CostModel {
+  const validNames = new Set(flat.validCutNames());
+  return { ...sizeCost(flat), segmentMs: [], validCuts: flat.layers.flatMap((l, i) => (validNames.has(l.name) ? [i] : [])) };
+}
+
 /**
  * Each stage's estimated memory (what one engine of it adds to an idle node, on a node that computes large
  * convolutions as products and on one that computes them all itself, and what each frame of a batch beyond the
  * first adds), from the model's sizes alone: for assignments, and for run summaries beside the measured.
  */
 export function stageMemoryOf(flat: FlatModel, spans: StageSpan[]): { stageBytes: number; plainStageBytes: number; batchFrameBytes: number }[] {
-  const cost: CostModel = { ...sizeCost(flat), segmentMs: [], validCuts: [] };
+  const cost = memoryCostOf(flat);
   const index = new Map(cost.layerNames.map((name, i) => [name, i]));
   return spans.map((s) => {
     const first = index.get(s.layers[0]) ?? 0;

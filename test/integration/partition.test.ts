@@ -7,6 +7,7 @@ import { before, test } from 'node:test';
 import { setLogLevel } from '../../lib/core/log.js';
 import { initEngine } from '../../lib/model/engine.js';
 import { balancedCuts, chooseCuts } from '../../lib/planning/balanced-cuts.js';
+import { stageMemoryOf } from '../../lib/planning/plan-inputs.js';
 import { profileSegments } from '../../lib/planning/profile.js';
 import { flatOf, inputFor, predict, REAL_MODELS, runChained, sameBits } from '../helpers/common.js';
 
@@ -45,6 +46,15 @@ test('ResNet50 (25.6 M parameters) in 2, 4 and 8 balanced stages gives the whole
     assert.equal(cuts.length, k - 1);
     assert.ok(sameBits(await runChained(flat, cuts, x), whole), `${k} stages: ${cuts.join(',')}`);
   }
+  // balanced by memory: no split into 4 stages has a lighter heaviest stage by the planner's memory estimate
+  const heaviest = (cuts: string[]) => Math.max(...stageMemoryOf(flat, flat.spans(cuts)).map((m) => m.stageBytes));
+  const names = flat.validCutNames();
+  let best = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < names.length; i++) for (let j = i + 1; j < names.length; j++) for (let k = j + 1; k < names.length; k++) best = Math.min(best, heaviest([names[i], names[j], names[k]]));
+  const byMemory = balancedCuts(flat, 4, 'memory');
+  assert.equal(heaviest(byMemory), best, byMemory.join(','));
+  assert.ok(heaviest(balancedCuts(flat, 4, 'flops')) > best, 'balanced by FLOPs, the heaviest stage is heavier');
+  assert.throws(() => balancedCuts(flat, names.length + 2, 'memory'), /cannot make \d+ stages: the model has only \d+ valid cut points/);
   source.dispose();
   flat.dispose();
 });
