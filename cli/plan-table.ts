@@ -5,6 +5,7 @@ import { shortNameMap } from '../lib/model/graph.js';
 import type { AutoPlan, ShapedPlan } from '../lib/planning/auto-plan.js';
 import { describeBatches } from '../lib/planning/batching.js';
 import type { ChainPlan, PlannedStage } from '../lib/planning/optimiser.js';
+import { stageMemoryOf } from '../lib/planning/plan-inputs.js';
 import { memberName, shapeLine } from '../lib/planning/shape.js';
 
 export interface PlanReport {
@@ -17,13 +18,15 @@ export interface PlanReport {
   /** each valid cut's shortest unique name (graph nodes' scoped names shortened; the CLI accepts either) */
   validCutsShort: string[];
   cuts: string[];
-  stages: (Omit<StageSpan, 'layers'> & { layerCount: number; firstLayer: string })[];
+  /** memoryBytes: the planner's estimate of what the stage adds to an idle node (one engine, computing large convolutions as products) */
+  stages: (Omit<StageSpan, 'layers'> & { layerCount: number; firstLayer: string; memoryBytes: number })[];
 }
 
 export function planReport(model: string, flat: FlatModel, plans: StageSpan[]): PlanReport {
   const short = shortNameMap(flat.graph);
   const s = (n: string) => short.get(n) ?? n;
   const validCuts = flat.validCutNames();
+  const memory = stageMemoryOf(flat, plans);
   return {
     model,
     params: flat.params,
@@ -32,7 +35,7 @@ export function planReport(model: string, flat: FlatModel, plans: StageSpan[]): 
     validCuts,
     validCutsShort: validCuts.map(s),
     cuts: plans.slice(0, -1).map((p) => p.last),
-    stages: plans.map(({ layers, ...p }) => ({ ...p, layerCount: layers.length, firstLayer: s(layers[0]), last: s(p.last) })),
+    stages: plans.map(({ layers, ...p }, k) => ({ ...p, layerCount: layers.length, firstLayer: s(layers[0]), last: s(p.last), memoryBytes: Math.round(memory[k].stageBytes) })),
   };
 }
 
@@ -59,6 +62,7 @@ export function formatPlan(r: PlanReport): string {
     (s.flops / 1e9).toFixed(3),
     `[${s.outputShape.join(',')}]`,
     (s.outputBytes / 1024).toFixed(1),
+    (s.memoryBytes / 1e6).toFixed(0),
   ]);
   return [
     `${r.model}: ${r.layers} ${r.unit}s, ${r.params.toLocaleString('en')} parameters, ${r.validCuts.length} valid cut points`,
@@ -69,7 +73,8 @@ export function formatPlan(r: PlanReport): string {
         .join(', ') || '(none)'
     }`,
     '',
-    table(['stage', `${r.unit}s`, 'count', 'params', 'weight MB', 'GFLOPs', 'output shape', 'output KiB'], rows),
+    table(['stage', `${r.unit}s`, 'count', 'params', 'weight MB', 'GFLOPs', 'output shape', 'output KiB', 'memory MB'], rows),
+    "memory MB: the planner's estimate of what the stage adds to an idle node (docs/memory.md)",
     '',
   ].join('\n');
 }

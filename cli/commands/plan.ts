@@ -6,14 +6,15 @@ import { brokerAuth } from '../../lib/mqtt/connect.js';
 import { autoPlan, givenOrBalancedCuts, planShapeFor, shapeAuto } from '../../lib/planning/auto-plan.js';
 import { parseCommand } from '../args.js';
 import type { Command } from '../command.js';
-import { BATCH, CUT, MODEL, PLANNER, SEED, WORKERS } from '../flags.js';
+import { BALANCE, BATCH, CUT, MODEL, PLANNER, SEED, WORKERS } from '../flags.js';
 import { autoPlanReport, formatAutoPlan, formatCutList, formatPlan, formatShapePlan, planReport, shapePlanReport } from '../plan-table.js';
 
 /** `defer plan`. */
 export const planCommand: Command = {
-  usage: 'defer plan --model M [--cut a,b,c | --stages K | --auto --nodes n1,n2 [--speeds 1,0.5] [--workers W] [--batch B] [--replicas 2,1] [--shape chain]] [--list-cuts] [--json]',
+  usage:
+    'defer plan --model M [--cut a,b,c | --stages K [--balance-by memory] | --auto --nodes n1,n2 [--speeds 1,0.5] [--workers W] [--batch B] [--replicas 2,1] [--shape chain]] [--list-cuts] [--json]',
   about:
-    'Show how a model splits into stages: layers, parameters, weight bytes, FLOPs, output shape and bytes per stage; with --auto, the shape the planner chooses (stages, cuts, replicas, workers; with --shape chain, cuts and node order), with predicted times.',
+    'Show how a model splits into stages: layers, parameters, weight bytes, FLOPs, output shape and bytes, and estimated memory per stage; with --auto, the shape the planner chooses (stages, cuts, replicas, workers; with --shape chain, cuts and node order), with predicted times.',
   flags: {
     model: MODEL,
     cut: CUT,
@@ -22,6 +23,7 @@ export const planCommand: Command = {
     batch: BATCH,
     workers: { ...WORKERS, help: 'with --speeds: the most engines each node may run (default 1); calibrated nodes report theirs' },
     stages: { type: 'string', help: 'number of balanced stages, when no --cut is given (default 2)' },
+    'balance-by': BALANCE,
     'list-cuts': { type: 'boolean', help: 'list every valid cut point' },
     json: { type: 'boolean', help: 'print JSON' },
     seed: SEED,

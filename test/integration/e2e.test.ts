@@ -454,6 +454,11 @@ test('defer model create writes a model that defer plan reads back; bad input ex
     plan.stages.map((s: { layerCount: number }) => s.layerCount),
     [6, 4],
   );
+  // each stage's memory estimate; cuts balanced by it (the tiny model's heavy end is its dense layers, 10 MB each stage at least)
+  const byMemory = JSON.parse((await run(process.execPath, [CLI, 'plan', '--model', dir, '--stages', '2', '--balance-by', 'memory', '--json'])).stdout);
+  assert.equal(byMemory.stages.length, 2);
+  for (const st of [...plan.stages, ...byMemory.stages]) assert.ok(Number.isInteger(st.memoryBytes) && st.memoryBytes >= 10e6, JSON.stringify(st));
+  await assert.rejects(run(process.execPath, [CLI, 'plan', '--model', dir, '--balance-by', 'ram']), (e: { code: number; stderr: string }) => e.code === 2 && /balanceBy/.test(e.stderr));
   await assert.rejects(run(process.execPath, [CLI, 'plan', '--model', dir, '--cut', 'block_conv_b']), (e: { code: number; stderr: string }) => e.code === 1 && /skip connection/.test(e.stderr));
   await assert.rejects(run(process.execPath, [CLI, 'plan', '--model', '/no/such/model']), (e: { stderr: string }) => /neither a zoo model/.test(e.stderr));
   await assert.rejects(run(process.execPath, [CLI, 'up', '--nodes', 'two']), (e: { code: number; stderr: string }) => e.code === 2 && /up\.nodes/.test(e.stderr));
