@@ -11,7 +11,6 @@ import type { CachedProfile } from './profile-cache.js';
 
 /** The planner's cost model: the profile's segment times and codec costs (for `codec`), the model's sizes. */
 export function costModelOf(flat: FlatModel, profile: Pick<CachedProfile, 'layerMs' | 'segments' | 'input' | 'callMs'>, codec: Codec = 'lz4'): CostModel {
-  const validNames = new Set(flat.validCutNames());
   const index = new Map(flat.layers.map((l, i) => [l.name, i]));
   const n = flat.layers.length;
   const encodeMs = new Array<number>(n).fill(0);
@@ -25,9 +24,8 @@ export function costModelOf(flat: FlatModel, profile: Pick<CachedProfile, 'layer
     wireBytes[i] = s.output[codec].bytes;
   }
   return {
-    ...sizeCost(flat),
+    ...memoryCostOf(flat),
     segmentMs: profile.layerMs,
-    validCuts: flat.layers.flatMap((l, i) => (validNames.has(l.name) ? [i] : [])),
     encodeMs,
     decodeMs,
     inputDecodeMs: profile.input[codec].decodeMs,
