@@ -50,8 +50,8 @@ function sizeCost(flat: FlatModel): Pick<CostModel, 'layerNames' | 'outputBytes'
 
 /** The cost model of the model's sizes alone (no times): what the memory estimates and memory-balanced cuts need. */
 export function memoryCostOf(flat: FlatModel): CostModel {
-  const validNames = new Set(flat.validCutNames());
-  return { ...sizeCost(flat), segmentMs: [], validCuts: flat.layers.flatMap((l, i) => (validNames.has(l.name) ? [i] : [])) };
+  // flat.layers are the graph's layers in order: the cut analysis's indices are theirs
+  return { ...sizeCost(flat), segmentMs: [], validCuts: [...flat.cuts.valid] };
 }
 
 /**

@@ -170,7 +170,7 @@ test("a stage's call cost (the profile's callMs) is charged once per stage: in e
     [6.5, 7.5],
   );
   // profiled segments net of the call cost, plus one call per stage: the whole model in one stage is its one call
-  const flatLike = { layers: cost.layerNames.map((name) => ({ name, outputBytes: 1000, weightBytes: 0 })), inputShape: [250], validCutNames: () => cost.layerNames.slice(1, -1) };
+  const flatLike = { layers: cost.layerNames.map((name) => ({ name, outputBytes: 1000, weightBytes: 0 })), inputShape: [250], cuts: { valid: cost.layerNames.slice(1, -1).map((_, i) => i + 1) } };
   const fromProfile = costModelOf(flatLike as never, {
     layerMs: cost.segmentMs,
     segments: [],
