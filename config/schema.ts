@@ -65,6 +65,14 @@ convict.addFormat({
 });
 
 convict.addFormat({
+  name: 'milliseconds',
+  validate(v: unknown) {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 10_000) throw new Error('must be a number of milliseconds from 0 to 10000 (fractions allowed)');
+  },
+  coerce: Number,
+});
+
+convict.addFormat({
   name: 'topic-name',
   validate(v: unknown) {
     if (typeof v !== 'string' || !isName(v)) throw new Error(`must be ${NAME_RULE} (it becomes a topic level)`);
@@ -318,15 +326,15 @@ export const schema = {
       env: 'DEFER_PLANNER_DISPATCHER_BANDWIDTH_MBPS',
     },
     relayMsPerMB: {
-      doc: 'CPU ms the broker and dispatcher spend per MB of messages relayed, charged to their host when nodes share it (measured with defer up on a 2-core VM).',
-      format: int(0, 10_000),
-      default: 2,
+      doc: "CPU ms the broker and dispatcher spend per MB of messages relayed (the frame and every stage's output), charged to their host when nodes share it (measured with defer up on the 2-core VM: docs/planner.md).",
+      format: 'milliseconds',
+      default: 8,
       env: 'DEFER_PLANNER_RELAY_MS_PER_MB',
     },
     relayMsPerMessage: {
-      doc: 'CPU ms the broker and dispatcher spend per message relayed (a frame makes stages + 1), as relayMsPerMB.',
-      format: int(0, 10_000),
-      default: 4,
+      doc: 'CPU ms the broker and dispatcher spend per message relayed (a frame makes stages + 1), measured as relayMsPerMB.',
+      format: 'milliseconds',
+      default: 0.4,
       env: 'DEFER_PLANNER_RELAY_MS_PER_MESSAGE',
     },
     order: { doc: 'best: try every order of the nodes along the chain; given: keep the order of dispatcher.nodes.', format: ['best', 'given'], default: 'best', env: 'DEFER_PLANNER_ORDER' },

@@ -55,7 +55,11 @@ export interface CostModel {
   inputWireBytes?: number;
 }
 
-/** CPU that the broker and dispatcher spend per frame, on the host where they run */
+/**
+ * CPU that the broker and dispatcher spend per frame, on the host where they run. They share one thread (defer up
+ * and defer dispatch run the embedded broker in the dispatcher's process), so this CPU per frame also bounds the
+ * time per frame on its own.
+ */
 export interface RelayCost {
   host: string;
   /** per MB of messages relayed */
@@ -63,6 +67,9 @@ export interface RelayCost {
   /** per message relayed (a frame makes stages + 1) */
   msPerMessage: number;
 }
+
+/** The bottleneck's name where the broker's and dispatcher's one thread bounds the time per frame. */
+export const RELAY_THREAD = 'the broker and dispatcher (one thread)';
 
 export interface LinkSpec {
   bandwidthMbps?: number;
@@ -114,7 +121,7 @@ export interface ChainPlan {
   predictedLatencyMs: number;
   /** ms of CPU per frame per core, for hosts that carry more than one node */
   hostLoadMs: { host: string; nodes: string[]; cores: number; ms: number }[];
-  /** predicted CPU ms per frame of the broker and dispatcher (0 when their host is not modelled) */
+  /** predicted CPU ms per frame of the broker and dispatcher (0 when the planner was given no relay cost) */
   relayCpuMs: number;
   ordersTried: number;
 }
@@ -338,16 +345,19 @@ export function evaluate(t: CostTable, order: PlanNode[], bounds: number[], disp
   });
   const relayHost = relay ? hosts.get(relay.host) : undefined;
   let relayCpuMs = 0;
-  if (relay && relayHost) {
+  if (relay) {
     // every message of a frame passes the broker once: the frame, each stage's output
     let bytes = t.wireIn(0);
     for (let k = 1; k < bounds.length; k++) bytes += t.wireOut(bounds[k]);
     relayCpuMs = (bytes / 1e6) * relay.msPerMB + bounds.length * relay.msPerMessage;
-    relayHost.cpuMs += relayCpuMs;
-    relayHost.nodes.push('broker+dispatcher');
+    if (relayHost) {
+      relayHost.cpuMs += relayCpuMs;
+      relayHost.nodes.push('broker+dispatcher');
+    }
   }
   const hostLoadMs = [...hosts].filter(([, h]) => h.nodes.length > 1).map(([host, h]) => ({ host, nodes: h.nodes, cores: h.cores, ms: h.cpuMs / h.cores }));
   for (const h of hostLoadMs) consider(h.ms, `the ${h.cores} cores of host ${h.host} (${h.nodes.join(', ')})`);
+  consider(relayCpuMs, RELAY_THREAD);
   const first = order[0];
   const latencyMs =
     transferMs(c.inputBytes, dispatcher.bandwidthMbps) +

@@ -22,7 +22,7 @@
  * is ever dropped. Tested against brute force over every shape and every set of cuts.
  */
 import { DeferError } from '../core/errors.js';
-import { type CostModel, CostTable, enginesMemoryBytes, type LinkSpec, type PlanNode, type RelayCost, transferMs } from './cost-model.js';
+import { type CostModel, CostTable, enginesMemoryBytes, type LinkSpec, type PlanNode, RELAY_THREAD, type RelayCost, transferMs } from './cost-model.js';
 import { memoryBalancedSplit, memoryShortfall } from './memory-fit.js';
 import { validateNodes } from './optimiser.js';
 
@@ -120,11 +120,17 @@ interface Group {
   capacity: number;
 }
 
-/** The bound terms of a stage on points a..b for group g: stage time (max with its link and one-node hosts), and CPU per shared host. */
+/**
+ * The bound terms of a stage on points a..b for group g: stage time (max with its link and one-node hosts), and CPU
+ * per shared host. The broker and dispatcher (given `relay`) run on one thread: their CPU per frame, in a slot of
+ * its own after the hosts', bounds the time per frame on its own as well as adding to their host's load.
+ */
 class Terms {
   readonly shared: string[];
   readonly cores: Map<string, number>;
   private readonly relayHost?: string;
+  /** the relay thread's slot in a CPU vector (after the shared hosts'), where there is a relay */
+  private readonly thread?: number;
   constructor(
     readonly t: CostTable,
     readonly nodes: ShapeNode[],
@@ -136,6 +142,18 @@ class Terms {
     this.relayHost = relay && byHost.has(relay.host) ? relay.host : undefined;
     // hosts whose CPU couples stages: several nodes, or the broker and dispatcher besides a node
     this.shared = [...byHost].filter(([h, ns]) => ns.length > 1 || h === this.relayHost).map(([h]) => h);
+    if (relay) this.thread = this.shared.length;
+  }
+
+  /** a CPU vector of zeros: one per shared host, and the relay thread's */
+  private zeros(): number[] {
+    return new Array(this.shared.length + (this.thread === undefined ? 0 : 1)).fill(0);
+  }
+
+  /** add relay CPU `ms` to its host's slot (where it shares one with nodes) and to its thread's */
+  private addRelay(out: number[], ms: number): void {
+    if (this.relayHost) out[this.shared.indexOf(this.relayHost)] += ms;
+    if (this.thread !== undefined) out[this.thread] += ms;
   }
 
   /** the stage-local bound (Infinity: does not fit memory) */
@@ -153,40 +171,46 @@ class Terms {
     return v;
   }
 
-  /** CPU ms per frame this stage adds to each shared host (the relay's bytes for this stage's output included) */
+  /** CPU ms per frame this stage adds to each shared host and to the relay thread (the relay's bytes for this stage's output) */
   cpu(g: Group, a: number, b: number): number[] {
     const busy = this.t.busyMs(a, b);
-    const out = this.shared.map(() => 0);
+    const out = this.zeros();
     for (const { node, workers } of g.members) {
       const i = node.host ? this.shared.indexOf(node.host) : -1;
       if (i >= 0) out[i] += (workers / node.timeFactor / g.capacity) * busy * (node.cpuFactor ?? node.timeFactor);
     }
-    if (this.relayHost) out[this.shared.indexOf(this.relayHost)] += (this.t.wireOut(b) / 1e6) * this.relay!.msPerMB;
+    if (this.relay) this.addRelay(out, (this.t.wireOut(b) / 1e6) * this.relay.msPerMB);
     return out;
   }
 
-  /** CPU on each shared host that does not depend on the cuts: the relay's input bytes and its messages */
+  /** CPU on each shared host and the relay thread that does not depend on the cuts: the relay's input bytes and its messages */
   fixedCpu(stages: number): number[] {
-    const out = this.shared.map(() => 0);
-    if (this.relayHost) out[this.shared.indexOf(this.relayHost)] = (this.t.wireIn(0) / 1e6) * this.relay!.msPerMB + (stages + 1) * this.relay!.msPerMessage;
+    const out = this.zeros();
+    if (this.relay) this.addRelay(out, (this.t.wireIn(0) / 1e6) * this.relay.msPerMB + (stages + 1) * this.relay.msPerMessage);
     return out;
   }
 
-  /** the broker's and dispatcher's CPU per frame for a split at `bounds` (0 where their host runs no node): fixedCpu's and cpu's relay parts together */
+  /** the broker's and dispatcher's CPU per frame for a split at `bounds` (0 without a relay): fixedCpu's and cpu's relay parts together */
   relayMs(bounds: number[]): number {
-    if (!this.relayHost) return 0;
+    if (!this.relay) return 0;
     let bytes = this.t.wireIn(0);
     for (let k = 1; k < bounds.length; k++) bytes += this.t.wireOut(bounds[k]);
-    return (bytes / 1e6) * this.relay!.msPerMB + bounds.length * this.relay!.msPerMessage;
+    return (bytes / 1e6) * this.relay.msPerMB + bounds.length * this.relay.msPerMessage;
   }
 
-  /** the bottleneck from a stage maximum and the shared hosts' CPU */
+  /** the bottleneck from a stage maximum, the shared hosts' CPU and the relay thread's */
   value(mx: number, cpu: number[]): number {
     let v = mx;
     this.shared.forEach((h, i) => {
       v = Math.max(v, cpu[i] / this.cores.get(h)!);
     });
+    if (this.thread !== undefined) v = Math.max(v, cpu[this.thread]);
     return v;
+  }
+
+  /** the relay thread's CPU per frame in a CPU vector (0 without a relay) */
+  threadMs(cpu: number[]): number {
+    return this.thread === undefined ? 0 : cpu[this.thread];
   }
 }
 
@@ -533,6 +557,7 @@ function describe(t: CostTable, terms: Terms, nodes: ShapeNode[], groups: Group[
     ms: cpu[i] / terms.cores.get(h)!,
   }));
   for (const h of hostLoadMs) consider(h.ms, `the ${h.cores} cores of host ${h.host}`);
+  consider(terms.threadMs(cpu), RELAY_THREAD);
   consider(transferMs(Math.max(t.wireIn(0), t.wireOut(t.pts.length - 1)), opts.dispatcher?.bandwidthMbps), 'link of the dispatcher');
   const used = new Set(groups.flatMap((g) => g.members.map((m) => m.node.id)));
   return {
