@@ -11,6 +11,8 @@
  *  - a node's link: its share x max(bytes in, bytes out) / bandwidth;
  *  - a host's cores: the CPU ms per frame of every engine on it (and of the broker and dispatcher, where they
  *    run there) / its cores; a host never runs more engines than it has cores;
+ *  - the broker and dispatcher's process, where the planner knows their cost: their CPU ms per frame / the cores
+ *    that process keeps busy (RELAY_PROCESS_CORES);
  *  - the dispatcher's link; memory: each engine holds its stage (w_i x the stage's memory, and for w_i > 1 a worker
  *    thread's own each, must fit the node).
  * Throughput is 1 / the largest bound.
@@ -22,7 +24,7 @@
  * is ever dropped. Tested against brute force over every shape and every set of cuts.
  */
 import { DeferError } from '../core/errors.js';
-import { type CostModel, CostTable, enginesMemoryBytes, type LinkSpec, type PlanNode, RELAY_THREAD, type RelayCost, transferMs } from './cost-model.js';
+import { type CostModel, CostTable, enginesMemoryBytes, type LinkSpec, type PlanNode, RELAY_PROCESS, RELAY_PROCESS_CORES, type RelayCost, transferMs } from './cost-model.js';
 import { memoryBalancedSplit, memoryShortfall } from './memory-fit.js';
 import { validateNodes } from './optimiser.js';
 
@@ -122,15 +124,16 @@ interface Group {
 
 /**
  * The bound terms of a stage on points a..b for group g: stage time (max with its link and one-node hosts), and CPU
- * per shared host. The broker and dispatcher (given `relay`) run on one thread: their CPU per frame, in a slot of
- * its own after the hosts', bounds the time per frame on its own as well as adding to their host's load.
+ * per shared host. The broker and dispatcher (given `relay`) run in one process: their CPU per frame, in a slot of
+ * its own after the hosts', over RELAY_PROCESS_CORES bounds the time per frame on its own as well as adding to
+ * their host's load.
  */
 class Terms {
   readonly shared: string[];
   readonly cores: Map<string, number>;
   private readonly relayHost?: string;
-  /** the relay thread's slot in a CPU vector (after the shared hosts'), where there is a relay */
-  private readonly thread?: number;
+  /** the relay process's slot in a CPU vector (after the shared hosts'), where there is a relay */
+  private readonly relaySlot?: number;
   constructor(
     readonly t: CostTable,
     readonly nodes: ShapeNode[],
@@ -142,18 +145,18 @@ class Terms {
     this.relayHost = relay && byHost.has(relay.host) ? relay.host : undefined;
     // hosts whose CPU couples stages: several nodes, or the broker and dispatcher besides a node
     this.shared = [...byHost].filter(([h, ns]) => ns.length > 1 || h === this.relayHost).map(([h]) => h);
-    if (relay) this.thread = this.shared.length;
+    if (relay) this.relaySlot = this.shared.length;
   }
 
-  /** a CPU vector of zeros: one per shared host, and the relay thread's */
+  /** a CPU vector of zeros: one per shared host, and the relay process's */
   private zeros(): number[] {
-    return new Array(this.shared.length + (this.thread === undefined ? 0 : 1)).fill(0);
+    return new Array(this.shared.length + (this.relaySlot === undefined ? 0 : 1)).fill(0);
   }
 
-  /** add relay CPU `ms` to its host's slot (where it shares one with nodes) and to its thread's */
+  /** add relay CPU `ms` to its host's slot (where it shares one with nodes) and to its process's */
   private addRelay(out: number[], ms: number): void {
     if (this.relayHost) out[this.shared.indexOf(this.relayHost)] += ms;
-    if (this.thread !== undefined) out[this.thread] += ms;
+    if (this.relaySlot !== undefined) out[this.relaySlot] += ms;
   }
 
   /** the stage-local bound (Infinity: does not fit memory) */
@@ -171,7 +174,7 @@ class Terms {
     return v;
   }
 
-  /** CPU ms per frame this stage adds to each shared host and to the relay thread (the relay's bytes for this stage's output) */
+  /** CPU ms per frame this stage adds to each shared host and to the relay process (the relay's bytes for this stage's output) */
   cpu(g: Group, a: number, b: number): number[] {
     const busy = this.t.busyMs(a, b);
     const out = this.zeros();
@@ -183,7 +186,7 @@ class Terms {
     return out;
   }
 
-  /** CPU on each shared host and the relay thread that does not depend on the cuts: the relay's input bytes and its messages */
+  /** CPU on each shared host and the relay process that does not depend on the cuts: the relay's input bytes and its messages */
   fixedCpu(stages: number): number[] {
     const out = this.zeros();
     if (this.relay) this.addRelay(out, (this.t.wireIn(0) / 1e6) * this.relay.msPerMB + (stages + 1) * this.relay.msPerMessage);
@@ -198,19 +201,19 @@ class Terms {
     return (bytes / 1e6) * this.relay.msPerMB + bounds.length * this.relay.msPerMessage;
   }
 
-  /** the bottleneck from a stage maximum, the shared hosts' CPU and the relay thread's */
+  /** the bottleneck from a stage maximum, the shared hosts' CPU and the relay process's */
   value(mx: number, cpu: number[]): number {
     let v = mx;
     this.shared.forEach((h, i) => {
       v = Math.max(v, cpu[i] / this.cores.get(h)!);
     });
-    if (this.thread !== undefined) v = Math.max(v, cpu[this.thread]);
+    if (this.relaySlot !== undefined) v = Math.max(v, cpu[this.relaySlot] / RELAY_PROCESS_CORES);
     return v;
   }
 
-  /** the relay thread's CPU per frame in a CPU vector (0 without a relay) */
-  threadMs(cpu: number[]): number {
-    return this.thread === undefined ? 0 : cpu[this.thread];
+  /** the relay process's CPU per frame in a CPU vector (0 without a relay) */
+  relayProcessMs(cpu: number[]): number {
+    return this.relaySlot === undefined ? 0 : cpu[this.relaySlot];
   }
 }
 
@@ -557,7 +560,7 @@ function describe(t: CostTable, terms: Terms, nodes: ShapeNode[], groups: Group[
     ms: cpu[i] / terms.cores.get(h)!,
   }));
   for (const h of hostLoadMs) consider(h.ms, `the ${h.cores} cores of host ${h.host}`);
-  consider(terms.threadMs(cpu), RELAY_THREAD);
+  consider(terms.relayProcessMs(cpu) / RELAY_PROCESS_CORES, RELAY_PROCESS);
   consider(transferMs(Math.max(t.wireIn(0), t.wireOut(t.pts.length - 1)), opts.dispatcher?.bandwidthMbps), 'link of the dispatcher');
   const used = new Set(groups.flatMap((g) => g.members.map((m) => m.node.id)));
   return {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { prng } from '../../lib/core/prng.js';
-import { type CostModel, CostTable, evaluate, RELAY_THREAD } from '../../lib/planning/cost-model.js';
+import { type CostModel, CostTable, evaluate, RELAY_PROCESS, RELAY_PROCESS_CORES } from '../../lib/planning/cost-model.js';
 import { engineCap, evaluateShape, planShape, type ShapeMember, type ShapeNode, shapeLine } from '../../lib/planning/shape.js';
 import { combinations, randomCost } from '../helpers/brute-force.js';
 import { planInWorker } from '../helpers/plan-in-worker.js';
@@ -251,19 +251,20 @@ test('shapes where the answer is known: replicas for a light model on one host, 
   if (m.stages.length === 1) assert.ok(Math.abs(m.stages[0].share.slow - 0.25) < 1e-9, JSON.stringify(m.stages[0].share));
 });
 
-test('the broker and dispatcher run on one thread: on a many-core host their CPU per frame bounds a light model, and engines beyond it are not added', () => {
+test('the broker and dispatcher run in one process: on a many-core host its CPU per frame bounds a light model, and engines beyond it are not added', () => {
   const cost = lightModel();
   const host = (maxWorkers: number): ShapeNode[] => [{ id: 'n1', timeFactor: 1, host: 'big', cores: 16, maxWorkers }];
   const busy = 1000 / planShape(cost, host(1)).singleFps;
-  // relay CPU per frame (one stage: 2 messages, the 600 KB input and the 4 KB output at 1 ms per MB) of busy / 2.5:
-  // 3 engines reach it, 2 do not
-  const relayMs = busy / 2.5;
+  // the relay's bound (its CPU per frame over the cores its process keeps busy) of busy / 2.5: 3 engines reach it,
+  // 2 do not. Its CPU: 2 messages, the 600 KB input and the 4 KB output at 1 ms per MB.
+  const boundMs = busy / 2.5;
+  const relayMs = boundMs * RELAY_PROCESS_CORES;
   const relay = { host: 'big', msPerMB: 1, msPerMessage: (relayMs - 0.604) / 2 };
   const p = planShape(cost, host(16), { relay });
   assert.equal(shapeLine(p.stages), 'n1x3', p.bottleneck);
-  assert.equal(p.bottleneck, RELAY_THREAD);
-  assert.ok(Math.abs(p.bottleneckMs - relayMs) < 1e-9 && Math.abs(p.relayCpuMs - relayMs) < 1e-9, `${p.bottleneckMs} ms, relay ${p.relayCpuMs} ms`);
-  // the host's 16 cores alone would have taken every engine: (busy + relay) / 16 is far below busy / 3
+  assert.equal(p.bottleneck, RELAY_PROCESS);
+  assert.ok(Math.abs(p.bottleneckMs - boundMs) < 1e-9 && Math.abs(p.relayCpuMs - relayMs) < 1e-9, `${p.bottleneckMs} ms, relay ${p.relayCpuMs} ms`);
+  // the host's 16 cores alone would have taken 12 engines: (busy + relay) / 16 is far below busy / 3
   assert.ok((busy + relayMs) / 16 < busy / 3);
   // where the relay runs on another machine than the nodes it still bounds them, and is not charged to their host
   const away = planShape(cost, host(16), { relay: { ...relay, host: 'elsewhere' } });
@@ -272,5 +273,6 @@ test('the broker and dispatcher run on one thread: on a many-core host their CPU
   // the chain planner's evaluation names the same bound
   const t = new CostTable(cost);
   const ev = evaluate(t, [{ id: 'n1', timeFactor: 1 / 3, host: 'big', cores: 16 }], [0, t.pts.length - 1], {}, relay);
-  assert.equal(ev.bottleneck, RELAY_THREAD);
+  assert.equal(ev.bottleneck, RELAY_PROCESS);
+  assert.ok(Math.abs(ev.bottleneckMs - boundMs) < 1e-9);
 });
