@@ -202,7 +202,7 @@ export async function serveUp(config: DeferConfig, opts: UpOptions & { onReady?:
     config,
     opts,
     async (l) => {
-      const req = { config: l.config, backend: l.backend, flat: l.flat, ids: l.ids, caps: l.caps, cuts: l.cuts, progress: l.progress };
+      const req = { config: l.config, backend: l.backend, flat: l.flat, ids: l.ids, caps: l.caps, cuts: l.cuts, progress: l.progress, brokerInProcess: true };
       const { order, cuts, shape } = await chooseSplit(req);
       await prepareServing(l.dispatcher, l.flat, l.config);
       const deployment = await l.dispatcher.deploy(l.flat, order, cuts, shape);

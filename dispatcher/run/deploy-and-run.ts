@@ -12,8 +12,6 @@ import { checkShape, formatShapeCheck, type LocalRun, type RunSummary, runChain,
 import { runFramesFor } from './run-frames.js';
 
 export interface RunRequest extends SplitRequest {
-  /** the broker runs in this process (defer up): its CPU is in the dispatcher's measured CPU */
-  brokerInProcess?: boolean;
   /** carry on with the deployment already running on the nodes when it is this split (a restarted dispatcher) */
   adopt?: boolean;
 }

@@ -26,6 +26,8 @@ export interface AutoPlan {
   profile: CachedProfile;
   profilePath: string;
   profileCached: boolean;
+  /** planned with the broker in the dispatcher's process (defer up) */
+  brokerInProcess: boolean;
 }
 
 export async function modelProfile(flat: FlatModel, config: DeferConfig, backend: string, progress?: (l: string) => void) {
@@ -35,14 +37,16 @@ export async function modelProfile(flat: FlatModel, config: DeferConfig, backend
 /**
  * Planner options from the configuration. `relayHost`: the host where the
  * broker and the dispatcher run, when the planner knows it (defer up: this
- * one), so their CPU counts against the cores its nodes share.
+ * one), so their CPU counts against the cores its nodes share. `brokerInProcess`:
+ * the broker runs in the dispatcher's process (defer up), whose CPU then also
+ * bounds the time per frame on its own (RelayCost.sharedProcess).
  */
-export function planOptions(config: DeferConfig, relayHost?: string): PlanOptions {
+export function planOptions(config: DeferConfig, relayHost?: string, brokerInProcess = false): PlanOptions {
   const bw = config.planner.dispatcherBandwidthMbps;
   return {
     order: config.planner.order,
     dispatcher: { bandwidthMbps: bw > 0 ? bw : undefined },
-    relay: relayHost ? { host: relayHost, msPerMB: config.planner.relayMsPerMB, msPerMessage: config.planner.relayMsPerMessage } : undefined,
+    relay: relayHost ? { host: relayHost, msPerMB: config.planner.relayMsPerMB, msPerMessage: config.planner.relayMsPerMessage, sharedProcess: brokerInProcess } : undefined,
   };
 }
 
@@ -70,11 +74,12 @@ export async function autoPlan(
   ids: string[],
   caps?: Map<string, Capabilities>,
   progress: (l: string) => void = (l) => log.info(l),
+  brokerInProcess = false,
 ): Promise<AutoPlan> {
   const { profile, path, cached, cost } = await profiledCost(flat, config, backend, caps, progress);
   const nodes = planNodes(ids, config.planner, profile, caps);
-  const plan = planPipeline(cost, nodes, planOptions(config, localRelayHost(config.broker.url)));
-  return { plan, nodes, cost, profile, profilePath: path, profileCached: cached };
+  const plan = planPipeline(cost, nodes, planOptions(config, localRelayHost(config.broker.url), brokerInProcess));
+  return { plan, nodes, cost, profile, profilePath: path, profileCached: cached, brokerInProcess };
 }
 
 /** Cuts for `stages` equal nodes without --auto: dispatcher.balanceBy over the cached profile (time), FLOPs or parameters. */
@@ -93,6 +98,8 @@ export interface SplitRequest {
   /** cuts chosen beforehand (manual or balanced); ignored with planner.auto */
   cuts?: string[];
   progress: (line: string) => void;
+  /** the broker runs in this process (defer up): the planner bounds the time per frame by this process's CPU, and its measured CPU is the broker's too */
+  brokerInProcess?: boolean;
 }
 
 export interface Split {
@@ -132,11 +139,12 @@ export async function planShapeFor(
   ids: string[],
   caps?: Map<string, Capabilities>,
   progress: (l: string) => void = (l) => log.info(l),
+  brokerInProcess = false,
 ): Promise<ShapedPlan> {
   const { profile, path, cached, cost } = await profiledCost(flat, config, backend, caps, progress);
   const given = config.node.workers > 0 ? config.node.workers : undefined;
   const nodes: ShapeNode[] = planNodes(ids, config.planner, profile, caps).map((n) => ({ ...n, maxWorkers: caps?.get(n.id)?.workers ?? given }));
-  const opts = planOptions(config, localRelayHost(config.broker.url));
+  const opts = planOptions(config, localRelayHost(config.broker.url), brokerInProcess);
   const replicas = config.planner.replicas.length ? config.planner.replicas : undefined;
   const plan = withBatches(planShape(cost, nodes, { dispatcher: opts.dispatcher, relay: opts.relay, replicas }), nodes, config.dispatcher.batch);
   if (!plan.exhaustive) {
@@ -164,14 +172,14 @@ export async function chooseSplit(r: SplitRequest): Promise<Split> {
   if (config.planner.replicas.length && !shapeAuto(config)) throw new DeferError('E_CONFIG', '--replicas (planner.replicas) needs the shape planner: leave out --cut and --shape chain');
   if (shapeAuto(config) && !r.cuts) {
     if (config.planner.replan) throw new DeferError('E_CONFIG', '--replan re-plans a chain: add --shape chain (or drop --replan)');
-    const shaped = await planShapeFor(flat, config, r.backend, r.ids, r.caps, progress);
+    const shaped = await planShapeFor(flat, config, r.backend, r.ids, r.caps, progress, r.brokerInProcess);
     const { plan } = shaped;
     progress(`plan: ${describeShape(plan)}`);
     return { order: plan.stages.map((s) => s.members[0].node), cuts: plan.cuts, shape: plan.stages.map((s) => s.members), shaped };
   }
   if (config.planner.auto) {
     if (config.dispatcher.cut.length) throw new DeferError('E_CONFIG', '--auto chooses the cuts: leave --cut (dispatcher.cut) out, or drop --auto');
-    const auto = await autoPlan(flat, config, r.backend, r.ids, r.caps, progress);
+    const auto = await autoPlan(flat, config, r.backend, r.ids, r.caps, progress, r.brokerInProcess);
     const { cuts, order } = auto.plan;
     progress(`plan: cuts ${cuts.join(', ') || '(none)'} on ${order.join(' -> ')}; predicted ${auto.plan.predictedThroughputFps.toFixed(2)} frames/s (bottleneck: ${auto.plan.bottleneck})`);
     return { cuts, order, auto };
@@ -191,7 +199,7 @@ export async function chooseSplit(r: SplitRequest): Promise<Split> {
 export function replanFromMeasured(auto: AutoPlan, check: PredictionCheck, config: DeferConfig, measuredRelayCpuMs?: number): { plan: ChainPlan; nodes: PlanNode[] } {
   const nodesInOrder = auto.plan.order.map((id) => auto.nodes.find((n) => n.id === id)!);
   const nodes = remeasuredNodes(nodesInOrder, check.stages);
-  const opts = planOptions(config, localRelayHost(config.broker.url));
+  const opts = planOptions(config, localRelayHost(config.broker.url), auto.brokerInProcess);
   if (opts.relay && measuredRelayCpuMs !== undefined && auto.plan.relayCpuMs > 0) {
     const k = measuredRelayCpuMs / auto.plan.relayCpuMs;
     opts.relay = { ...opts.relay, msPerMB: opts.relay.msPerMB * k, msPerMessage: opts.relay.msPerMessage * k };

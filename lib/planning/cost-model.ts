@@ -56,12 +56,18 @@ export interface CostModel {
 }
 
 /**
- * CPU that the broker and dispatcher spend per frame, on the host where they run. They share one process (defer up
- * and defer dispatch run the embedded broker in the dispatcher's), so this CPU per frame over RELAY_PROCESS_CORES
- * also bounds the time per frame on its own.
+ * CPU that the broker and dispatcher spend per frame, on the host where they run. Where they share one process
+ * (defer up runs the embedded broker in the dispatcher's), this CPU per frame over RELAY_PROCESS_CORES also bounds
+ * the time per frame on its own.
  */
 export interface RelayCost {
   host: string;
+  /**
+   * false: the broker is a process of its own (defer dispatch, against defer broker or Mosquitto). Its CPU and the
+   * dispatcher's still count against their host's cores, but the planner knows neither process's share, so no
+   * bound of one process applies. Default true (defer up).
+   */
+  sharedProcess?: boolean;
   /** per MB of messages relayed */
   msPerMB: number;
   /** per message relayed (a frame makes stages + 1) */
@@ -365,7 +371,7 @@ export function evaluate(t: CostTable, order: PlanNode[], bounds: number[], disp
   }
   const hostLoadMs = [...hosts].filter(([, h]) => h.nodes.length > 1).map(([host, h]) => ({ host, nodes: h.nodes, cores: h.cores, ms: h.cpuMs / h.cores }));
   for (const h of hostLoadMs) consider(h.ms, `the ${h.cores} cores of host ${h.host} (${h.nodes.join(', ')})`);
-  consider(relayCpuMs / RELAY_PROCESS_CORES, RELAY_PROCESS);
+  if (relay?.sharedProcess !== false) consider(relayCpuMs / RELAY_PROCESS_CORES, RELAY_PROCESS);
   const first = order[0];
   const latencyMs =
     transferMs(c.inputBytes, dispatcher.bandwidthMbps) +

@@ -11,8 +11,8 @@
  *  - a node's link: its share x max(bytes in, bytes out) / bandwidth;
  *  - a host's cores: the CPU ms per frame of every engine on it (and of the broker and dispatcher, where they
  *    run there) / its cores; a host never runs more engines than it has cores;
- *  - the broker and dispatcher's process, where the planner knows their cost: their CPU ms per frame / the cores
- *    that process keeps busy (RELAY_PROCESS_CORES);
+ *  - the broker and dispatcher's one process (defer up), where the planner knows their cost: their CPU ms per
+ *    frame / the cores that process keeps busy (RELAY_PROCESS_CORES);
  *  - the dispatcher's link; memory: each engine holds its stage (w_i x the stage's memory, and for w_i > 1 a worker
  *    thread's own each, must fit the node).
  * Throughput is 1 / the largest bound.
@@ -124,8 +124,8 @@ interface Group {
 
 /**
  * The bound terms of a stage on points a..b for group g: stage time (max with its link and one-node hosts), and CPU
- * per shared host. The broker and dispatcher (given `relay`) run in one process: their CPU per frame, in a slot of
- * its own after the hosts', over RELAY_PROCESS_CORES bounds the time per frame on its own as well as adding to
+ * per shared host. Where the broker and dispatcher (given `relay`) run in one process, their CPU per frame, in a slot
+ * of its own after the hosts', over RELAY_PROCESS_CORES bounds the time per frame on its own as well as adding to
  * their host's load.
  */
 class Terms {
@@ -145,7 +145,7 @@ class Terms {
     this.relayHost = relay && byHost.has(relay.host) ? relay.host : undefined;
     // hosts whose CPU couples stages: several nodes, or the broker and dispatcher besides a node
     this.shared = [...byHost].filter(([h, ns]) => ns.length > 1 || h === this.relayHost).map(([h]) => h);
-    if (relay) this.relaySlot = this.shared.length;
+    if (relay && relay.sharedProcess !== false) this.relaySlot = this.shared.length;
   }
 
   /** a CPU vector of zeros: one per shared host, and the relay process's */

@@ -251,7 +251,7 @@ test('shapes where the answer is known: replicas for a light model on one host, 
   if (m.stages.length === 1) assert.ok(Math.abs(m.stages[0].share.slow - 0.25) < 1e-9, JSON.stringify(m.stages[0].share));
 });
 
-test('the broker and dispatcher run in one process: on a many-core host its CPU per frame bounds a light model, and engines beyond it are not added', () => {
+test('the broker and dispatcher in one process (defer up): on a many-core host its CPU per frame bounds a light model, and engines beyond it are not added; a broker apart does not', () => {
   const cost = lightModel();
   const host = (maxWorkers: number): ShapeNode[] => [{ id: 'n1', timeFactor: 1, host: 'big', cores: 16, maxWorkers }];
   const busy = 1000 / planShape(cost, host(1)).singleFps;
@@ -270,9 +270,15 @@ test('the broker and dispatcher run in one process: on a many-core host its CPU 
   const away = planShape(cost, host(16), { relay: { ...relay, host: 'elsewhere' } });
   assert.equal(shapeLine(away.stages), 'n1x3');
   assert.deepEqual(away.hostLoadMs, []);
+  // a broker in a process of its own (defer dispatch): no one process carries all of it, so only the host's cores
+  // bound the engines
+  const apart = planShape(cost, host(16), { relay: { ...relay, sharedProcess: false } });
+  assert.notEqual(apart.bottleneck, RELAY_PROCESS);
+  assert.ok(apart.stages[0].members[0].workers > 3, shapeLine(apart.stages));
   // the chain planner's evaluation names the same bound
   const t = new CostTable(cost);
   const ev = evaluate(t, [{ id: 'n1', timeFactor: 1 / 3, host: 'big', cores: 16 }], [0, t.pts.length - 1], {}, relay);
   assert.equal(ev.bottleneck, RELAY_PROCESS);
   assert.ok(Math.abs(ev.bottleneckMs - boundMs) < 1e-9);
+  assert.notEqual(evaluate(t, [{ id: 'n1', timeFactor: 1 / 3, host: 'big', cores: 16 }], [0, t.pts.length - 1], {}, { ...relay, sharedProcess: false }).bottleneck, RELAY_PROCESS);
 });
