@@ -74,6 +74,7 @@ test('shape planner is exact: random costs, speeds, engines, links, memory and s
   let cases = 0;
   let replicated = 0;
   let chains = 0;
+  let relayBound = 0;
   for (let trial = 0; trial < 240; trial++) {
     const cost = randomCost(rnd, 3 + Math.floor(rnd() * 5), 0.1);
     let nodes = randomNodes(rnd, 1 + Math.floor(rnd() * 3));
@@ -93,9 +94,10 @@ test('shape planner is exact: random costs, speeds, engines, links, memory and s
     assert.ok(Math.abs(again.bottleneckMs - got.bottleneckMs) <= 1e-9 * Math.max(1, want));
     if (got.stages.some((s) => s.members.length > 1)) replicated++;
     if (got.stages.length > 1) chains++;
+    if (got.bottleneck === RELAY_PROCESS) relayBound++;
     cases++;
   }
-  assert.ok(cases > 100 && replicated > 5 && chains > 5, `${cases} cases, ${replicated} with replicas, ${chains} with several stages`);
+  assert.ok(cases > 100 && replicated > 5 && chains > 5 && relayBound > 2, `${cases} cases, ${replicated} with replicas, ${chains} with several stages, ${relayBound} bound by the relay's process`);
 });
 
 test('shape planner is exact for interchangeable nodes with several engines each (the search spreads engines evenly and prunes): brute force agrees', () => {
