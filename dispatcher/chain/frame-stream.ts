@@ -28,6 +28,7 @@ import {
   encodeActivation,
   encodeTensor,
   type Hop,
+  Lz4Gate,
   type Precision,
   type RawTensor,
   type WireTensor,
@@ -106,6 +107,8 @@ export class FrameStream {
   readonly busyMs = new Map<string, number>();
   /** which replica of each stage serves a frame (replicated deployments): frames held, each node's ms per frame */
   private readonly router = new ReplicaRouter();
+  /** whether the frames are worth an LZ4 attempt (a camera's pixels mostly are not) */
+  private readonly lz4 = new Lz4Gate();
 
   constructor(
     private readonly client: MqttClient,
@@ -362,12 +365,20 @@ export class FrameStream {
       this.release();
       throw new DeferError('E_ENVELOPE', `frame id ${frame} is already in the chain: frame ids must be unique`);
     }
-    const body = 'image' in input ? { image: input.image } : { tensor: encodeTensor(input, { codec: this.target.codec, precision: input.dtype === 'float32' ? this.target.precision : 'lossless' }) };
+    const body = 'image' in input ? { image: input.image } : { tensor: this.encodeFrame(input) };
     const result = new Promise<FrameResult>((resolve, reject) => {
       this.pending.set(frame, { device, ...body, sentAt: now(), bytesOut: 0, sends: 0, resolve, reject });
     });
     await this.transmit(frame);
     return result;
+  }
+
+  /** A frame's tensor for the wire: the deployment's codec and precision, LZ4 tried where it has lately paid. */
+  private encodeFrame(input: RawTensor): WireTensor {
+    const codec = this.lz4.codec(this.target.codec);
+    const tensor = encodeTensor(input, { codec, precision: input.dtype === 'float32' ? this.target.precision : 'lossless' });
+    this.lz4.record(codec, tensor);
+    return tensor;
   }
 
   /** (Re)send a pending frame into the current deployment, and (re)start its timeout. */

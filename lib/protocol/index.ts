@@ -11,6 +11,7 @@ export * from './device-frame.js';
 export * from './device-result.js';
 export * from './fields.js';
 export * from './image-input.js';
+export * from './lz4-gate.js';
 export * from './names.js';
 export * from './node-status.js';
 export * from './reports.js';

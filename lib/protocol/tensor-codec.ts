@@ -78,7 +78,7 @@ export interface EncodeOptions {
 }
 
 /** Tensors smaller than this many bytes are sent uncompressed. */
-const MIN_COMPRESS_BYTES = 64;
+export const MIN_COMPRESS_BYTES = 64;
 /**
  * LZ4 must save this share of the bytes, else the tensor goes uncompressed. A 600 KB frame of random float32
  * values did not shrink at all, yet its compression attempt cost 2.3 ms per frame; the 64 KB sample that now

@@ -14,6 +14,9 @@ import {
   encodeActivation,
   encodeCbor,
   encodeTensor,
+  Lz4Gate,
+  MISSES_BEFORE_SKIP,
+  PROBE_EVERY,
   type RawTensor,
   ZFP_BITS,
   zfpAvailable,
@@ -228,4 +231,38 @@ test("zfp precision (DEFER's codec, the optional addon): an NHWC activation with
     () => decodeTensor({ ...w, data: cut, size: cut.byteLength, crc: crc32(cut) }),
     (e: unknown) => e instanceof CodecError && /zfp tensor/.test((e as Error).message),
   );
+});
+
+test('LZ4 gate: a stream of frames LZ4 does not shrink goes raw after a few attempts, with a probe now and then; one that shrinks opens it again; the bytes are the same either way', () => {
+  const rnd = prng(5);
+  const noise = (): RawTensor => ({ dtype: 'uint8', shape: [1, 64, 64, 3], data: Uint8Array.from({ length: 64 * 64 * 3 }, () => Math.floor(256 * rnd())) });
+  const flat: RawTensor = { dtype: 'uint8', shape: [1, 64, 64, 3], data: new Uint8Array(64 * 64 * 3).fill(7) };
+  const g = new Lz4Gate();
+  const send = (t: RawTensor) => {
+    const asked = g.codec('lz4');
+    const w = encodeTensor(t, { codec: asked });
+    g.record(asked, w);
+    // lossless whichever codec went: the receiver gets the frame's bytes
+    assert.ok(bytesOf(decodeTensor(w)).equals(bytesOf(t)));
+    return { asked, sent: w.codec };
+  };
+  // noise: tried MISSES_BEFORE_SKIP times, then raw without a try, but every PROBE_EVERY-th frame is tried again
+  const asked = Array.from({ length: MISSES_BEFORE_SKIP + 2 * PROBE_EVERY }, () => send(noise()).asked);
+  assert.deepEqual(asked.slice(0, MISSES_BEFORE_SKIP), Array(MISSES_BEFORE_SKIP).fill('lz4'));
+  const skipped = asked.slice(MISSES_BEFORE_SKIP);
+  assert.deepEqual(
+    skipped.flatMap((c, i) => (c === 'lz4' ? [i + 1] : [])),
+    [PROBE_EVERY, 2 * PROBE_EVERY],
+  );
+  assert.ok(g.skipping);
+  // frames that shrink: the next probe compresses, and from then on every frame is tried
+  let probe = 0;
+  while (send(flat).asked !== 'lz4') probe++;
+  assert.ok(probe < PROBE_EVERY && !g.skipping);
+  assert.deepEqual(send(flat), { asked: 'lz4', sent: 'lz4' });
+  // a stream configured without LZ4 stays without; tensors too small to compress do not count as misses
+  assert.equal(new Lz4Gate().codec('none'), 'none');
+  const small = new Lz4Gate();
+  for (let i = 0; i < 10; i++) small.record('lz4', encodeTensor({ dtype: 'uint8', shape: [8], data: new Uint8Array(8) }, { codec: 'lz4' }));
+  assert.ok(!small.skipping);
 });
