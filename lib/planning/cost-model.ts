@@ -85,6 +85,13 @@ export const RELAY_PROCESS = 'the broker and dispatcher (their one process)';
  */
 export const RELAY_PROCESS_CORES = 1.2;
 
+/** The broker's and dispatcher's CPU per frame for a split at `bounds`: every message of a frame passes the broker once (the frame, each stage's output). */
+export function relayCpuMs(t: CostTable, bounds: number[], relay: RelayCost): number {
+  let bytes = t.wireIn(0);
+  for (let k = 1; k < bounds.length; k++) bytes += t.wireOut(bounds[k]);
+  return (bytes / 1e6) * relay.msPerMB + bounds.length * relay.msPerMessage;
+}
+
 export interface LinkSpec {
   bandwidthMbps?: number;
   latencyMs?: number;
@@ -357,21 +364,15 @@ export function evaluate(t: CostTable, order: PlanNode[], bounds: number[], disp
     h.cpuMs += t.busyMs(bounds[k], bounds[k + 1]) * (node.cpuFactor ?? node.timeFactor);
     hosts.set(node.host, h);
   });
+  const relayMs = relay ? relayCpuMs(t, bounds, relay) : 0;
   const relayHost = relay ? hosts.get(relay.host) : undefined;
-  let relayCpuMs = 0;
-  if (relay) {
-    // every message of a frame passes the broker once: the frame, each stage's output
-    let bytes = t.wireIn(0);
-    for (let k = 1; k < bounds.length; k++) bytes += t.wireOut(bounds[k]);
-    relayCpuMs = (bytes / 1e6) * relay.msPerMB + bounds.length * relay.msPerMessage;
-    if (relayHost) {
-      relayHost.cpuMs += relayCpuMs;
-      relayHost.nodes.push('broker+dispatcher');
-    }
+  if (relayHost) {
+    relayHost.cpuMs += relayMs;
+    relayHost.nodes.push('broker+dispatcher');
   }
   const hostLoadMs = [...hosts].filter(([, h]) => h.nodes.length > 1).map(([host, h]) => ({ host, nodes: h.nodes, cores: h.cores, ms: h.cpuMs / h.cores }));
   for (const h of hostLoadMs) consider(h.ms, `the ${h.cores} cores of host ${h.host} (${h.nodes.join(', ')})`);
-  if (relay?.sharedProcess !== false) consider(relayCpuMs / RELAY_PROCESS_CORES, RELAY_PROCESS);
+  if (relay && relay.sharedProcess !== false) consider(relayMs / RELAY_PROCESS_CORES, RELAY_PROCESS);
   const first = order[0];
   const latencyMs =
     transferMs(c.inputBytes, dispatcher.bandwidthMbps) +
@@ -379,5 +380,5 @@ export function evaluate(t: CostTable, order: PlanNode[], bounds: number[], disp
     (dispatcher.latencyMs ?? 0) +
     (first.latencyMs ?? 0) +
     stages.reduce((s, st) => s + st.computeMs + st.transferMs, 0);
-  return { bottleneckMs, bottleneck, stages, hostLoadMs, relayCpuMs, latencyMs };
+  return { bottleneckMs, bottleneck, stages, hostLoadMs, relayCpuMs: relayMs, latencyMs };
 }

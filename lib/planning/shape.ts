@@ -24,7 +24,7 @@
  * is ever dropped. Tested against brute force over every shape and every set of cuts.
  */
 import { DeferError } from '../core/errors.js';
-import { type CostModel, CostTable, enginesMemoryBytes, type LinkSpec, type PlanNode, RELAY_PROCESS, RELAY_PROCESS_CORES, type RelayCost, transferMs } from './cost-model.js';
+import { type CostModel, CostTable, enginesMemoryBytes, type LinkSpec, type PlanNode, RELAY_PROCESS, RELAY_PROCESS_CORES, type RelayCost, relayCpuMs, transferMs } from './cost-model.js';
 import { memoryBalancedSplit, memoryShortfall } from './memory-fit.js';
 import { validateNodes } from './optimiser.js';
 
@@ -195,10 +195,7 @@ class Terms {
 
   /** the broker's and dispatcher's CPU per frame for a split at `bounds` (0 without a relay): fixedCpu's and cpu's relay parts together */
   relayMs(bounds: number[]): number {
-    if (!this.relay) return 0;
-    let bytes = this.t.wireIn(0);
-    for (let k = 1; k < bounds.length; k++) bytes += this.t.wireOut(bounds[k]);
-    return (bytes / 1e6) * this.relay.msPerMB + bounds.length * this.relay.msPerMessage;
+    return this.relay ? relayCpuMs(this.t, bounds, this.relay) : 0;
   }
 
   /** the bottleneck from a stage maximum, the shared hosts' CPU and the relay process's */
@@ -207,13 +204,12 @@ class Terms {
     this.shared.forEach((h, i) => {
       v = Math.max(v, cpu[i] / this.cores.get(h)!);
     });
-    if (this.relaySlot !== undefined) v = Math.max(v, cpu[this.relaySlot] / RELAY_PROCESS_CORES);
-    return v;
+    return Math.max(v, this.relayBoundMs(cpu));
   }
 
-  /** the relay process's CPU per frame in a CPU vector (0 without a relay) */
-  relayProcessMs(cpu: number[]): number {
-    return this.relaySlot === undefined ? 0 : cpu[this.relaySlot];
+  /** the relay process's bound in a CPU vector: its CPU per frame over the cores it keeps busy (0 without one) */
+  relayBoundMs(cpu: number[]): number {
+    return this.relaySlot === undefined ? 0 : cpu[this.relaySlot] / RELAY_PROCESS_CORES;
   }
 }
 
@@ -560,7 +556,7 @@ function describe(t: CostTable, terms: Terms, nodes: ShapeNode[], groups: Group[
     ms: cpu[i] / terms.cores.get(h)!,
   }));
   for (const h of hostLoadMs) consider(h.ms, `the ${h.cores} cores of host ${h.host}`);
-  consider(terms.relayProcessMs(cpu) / RELAY_PROCESS_CORES, RELAY_PROCESS);
+  consider(terms.relayBoundMs(cpu), RELAY_PROCESS);
   consider(transferMs(Math.max(t.wireIn(0), t.wireOut(t.pts.length - 1)), opts.dispatcher?.bandwidthMbps), 'link of the dispatcher');
   const used = new Set(groups.flatMap((g) => g.members.map((m) => m.node.id)));
   return {
