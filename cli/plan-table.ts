@@ -54,7 +54,7 @@ function table(header: string[], rows: string[][], textColumns = 2): string {
 export function formatPlan(r: PlanReport): string {
   const mb = (b: number) => (b / 1e6).toFixed(2);
   const rows = r.stages.map((s) => [
-    String(s.index),
+    String(s.index + 1),
     `${s.firstLayer} .. ${s.last}`,
     String(s.layerCount),
     s.params.toLocaleString('en'),
@@ -125,7 +125,7 @@ export function autoPlanReport(model: string, flat: FlatModel, a: AutoPlan): Aut
 export function formatAutoPlan(r: AutoPlanReport): string {
   const f1 = (x: number) => x.toFixed(1);
   const rows = r.stages.map((s) => [
-    String(s.index),
+    String(s.index + 1),
     s.node,
     `${s.firstLayer} .. ${s.lastLayer}`,
     String(s.layerCount),
@@ -228,7 +228,7 @@ export function shapePlanReport(model: string, flat: FlatModel, a: ShapedPlan): 
 export function formatShapePlan(r: ShapePlanReport): string {
   const f1 = (x: number) => x.toFixed(1);
   const rows = r.stages.map((st) => [
-    String(st.index),
+    String(st.index + 1),
     st.nodes.map((n) => `${memberName(n)}${st.nodes.length > 1 ? ` ${Math.round(100 * n.share)}%` : ''}`).join(' + '),
     `${st.firstLayer} .. ${st.lastLayer}`,
     String(st.layerCount),

@@ -6,6 +6,7 @@
  * wait on them. No one reads log text.
  */
 
+import { count } from '../lib/core/words.js';
 import type { HopChoice } from '../lib/planning/precision-choice.js';
 import type { Precision } from '../lib/protocol/index.js';
 
@@ -75,7 +76,7 @@ export function describeEvent(e: DispatcherEvent): string {
         ...e.hops.map((h) => `  hop ${h.hop} (${h.hop === 0 ? 'dispatcher' : e.chain[h.hop - 1]} -> ${e.chain[h.hop]}): ${h.precision}: ${h.reason}`),
       ].join('\n');
     case 'deploy-start':
-      return `deploying ${e.deployment}: ${e.stages} stages on ${e.nodes.join(', ')}, ${mb(e.totalBytes)} MB of weights`;
+      return `deploying ${e.deployment}: ${count(e.stages, 'stage')} on ${e.nodes.join(', ')}, ${mb(e.totalBytes)} MB of weights`;
     case 'weights-sent':
       return `  weights sent: ${mb(e.sentBytes)}/${mb(e.totalBytes)} MB (${e.pct}%)`;
     case 'nodes-ready':
@@ -88,42 +89,42 @@ export function describeEvent(e: DispatcherEvent): string {
       return `adopted deployment ${e.deployment}, already running on ${e.chain.join(', ')}${swapped.length ? ` (${swapped.join(', ')})` : ''}: no weights sent${missing}`;
     }
     case 'node-failed':
-      return `node ${e.node} (stage ${e.stage + 1}/${e.stageCount} of ${e.deployment}) is down (${e.cause}); ${e.held} frames in flight are held`;
+      return `node ${e.node} (stage ${e.stage + 1}/${e.stageCount} of ${e.deployment}) is down (${e.cause}); ${count(e.held, 'frame')} in flight ${e.held === 1 ? 'is' : 'are'} held`;
     case 'node-left':
       return `node ${e.node} (stage ${e.stage + 1}/${e.stageCount} of ${e.deployment}) ${e.cause}: assigning it again`;
     case 'repair-start':
       if (e.kind === 'standby') return `  stage ${e.stage + 1}/${e.stageCount} goes to standby ${e.standby} (weights retained under ${e.weightsNode})`;
-      if (e.kind === 'restore') return `back to ${e.chain.length} stages: cuts ${e.cuts.join(', ')} on ${e.chain.join(' -> ')} (was ${e.was.join(' -> ')})`;
+      if (e.kind === 'restore') return `back to ${count(e.chain.length, 'stage')}: cuts ${e.cuts.join(', ')} on ${e.chain.join(' -> ')} (was ${e.was.join(' -> ')})`;
       return `  no standby is up: ${e.how}; cuts ${e.cuts.join(', ') || '(none)'} on ${e.chain.join(' -> ')}`;
     case 'standby-refused':
       return `  standby ${e.standby} did not take the stage: ${e.reason}`;
     case 'repair-done':
       switch (e.kind) {
         case 'standby':
-          return `  chain mended in ${s2(e.repairMs)} s: ${e.chain.join(' -> ')}; ${e.resent} frames sent again`;
+          return `  chain mended in ${s2(e.repairMs)} s: ${e.chain.join(' -> ')}; ${count(e.resent, 'frame')} sent again`;
         case 'replica':
-          return `  stage ${(e.stage ?? 0) + 1} goes on without ${e.node} (${s2(e.repairMs)} s); ${e.resent} frames it held sent again through the others`;
+          return `  stage ${(e.stage ?? 0) + 1} goes on without ${e.node} (${s2(e.repairMs)} s); ${count(e.resent, 'frame')} it held sent again through the others`;
         case 'rejoin':
           return `  ${e.node} serves stage ${(e.stage ?? 0) + 1} again as a replica (${e.cause}; ready in ${s2(e.repairMs)} s)`;
         case 'reassign':
-          return `  ${e.node} runs stage ${(e.stage ?? 0) + 1} again after ${s2(e.repairMs)} s; ${e.resent} frames sent again`;
+          return `  ${e.node} runs stage ${(e.stage ?? 0) + 1} again after ${s2(e.repairMs)} s; ${count(e.resent, 'frame')} sent again`;
         case 'restore':
-          return `  restored in ${s2(e.repairMs)} s as deployment ${e.deployment} (was ${e.previous}); ${e.resent} frames sent again`;
+          return `  restored in ${s2(e.repairMs)} s as deployment ${e.deployment} (was ${e.previous}); ${count(e.resent, 'frame')} sent again`;
         case 'reconnect':
-          return `  chain back after ${s2(e.repairMs)} s${e.republished ? ' (the broker had lost the retained deployment: republished)' : ''}; ${e.resent} frames sent again`;
+          return `  chain back after ${s2(e.repairMs)} s${e.republished ? ' (the broker had lost the retained deployment: republished)' : ''}; ${count(e.resent, 'frame')} sent again`;
         default:
-          return `  chain mended in ${s2(e.repairMs)} s as deployment ${e.deployment} (was ${e.previous}); ${e.resent} frames sent again`;
+          return `  chain mended in ${s2(e.repairMs)} s as deployment ${e.deployment} (was ${e.previous}); ${count(e.resent, 'frame')} sent again`;
       }
     case 'repair-failed':
       return `could not mend the chain: ${e.reason}`;
     case 'broker-lost':
-      return `lost the broker; ${e.held} frames in flight are held, new frames wait; reconnecting`;
+      return `lost the broker; ${count(e.held, 'frame')} in flight ${e.held === 1 ? 'is' : 'are'} held, new frames wait; reconnecting`;
     case 'broker-back':
       return `reconnected to the broker after ${(e.afterMs / 1000).toFixed(1)} s; waiting for ${e.waitingFor.join(', ')}`;
     case 'frame-failed':
       return `frame ${e.frame} from ${e.device} failed: ${e.reason}`;
     case 'stream-start':
-      return `streaming ${e.frames} frames through ${e.nodes.length} nodes${e.replanned ? ' (replanned)' : ''}`;
+      return `streaming ${count(e.frames, 'frame')} through ${count(e.nodes.length, 'node')}${e.replanned ? ' (replanned)' : ''}`;
     case 'serving':
       return `serving devices: frames on ${e.frames}, results on ${e.results}`;
     case 'unsupervised':

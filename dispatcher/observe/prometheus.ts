@@ -77,7 +77,7 @@ export function createMetrics(dispatcher: Dispatcher, monitor: ChainMonitor): De
     queue.reset();
     rss.reset();
     for (const n of [...snap.chain, ...snap.standbys]) {
-      const labels = { node: n.node, stage: n.stage === null ? 'standby' : String(n.stage) };
+      const labels = { node: n.node, stage: n.stage === null ? 'standby' : String(n.stage + 1) };
       for (const s of STATES) nodeState.set({ ...labels, state: s }, n.state === s ? 1 : 0);
       nodeUp.set(labels, n.state === 'ready' && n.stage !== null ? 1 : 0);
       if (n.queue !== null) queue.set(labels, n.queue);
@@ -128,7 +128,7 @@ export function createMetrics(dispatcher: Dispatcher, monitor: ChainMonitor): De
       latency.observe(r.latencyMs / 1000);
       const chain = d.package.stages.map((s) => s.nodeId);
       for (const h of r.hops) {
-        const labels = { node: h.node, stage: String(h.stage) };
+        const labels = { node: h.node, stage: String(h.stage + 1) };
         frames.inc(labels);
         compute.observe(labels, h.computeMs / 1000);
         decode.observe(labels, h.decodeMs / 1000);

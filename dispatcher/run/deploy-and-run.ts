@@ -5,10 +5,10 @@
  * with --replan a second plan from the measured figures, redeployed and run.
  */
 import { chooseSplit, replanFromMeasured, type SplitRequest } from '../../lib/planning/auto-plan.js';
-import { checkPlan, formatPlanCheck } from '../../lib/planning/plan-check.js';
+import { checkPlan } from '../../lib/planning/plan-check.js';
 import { deploymentNodes } from '../deploy/deployment-package.js';
 import type { Dispatcher } from '../dispatcher.js';
-import { checkShape, formatShapeCheck, type LocalRun, type RunSummary, runChain, runLocal, summarise, warmChain } from './measure-run.js';
+import { checkShape, type LocalRun, type RunSummary, runChain, runLocal, summarise, warmChain } from './measure-run.js';
 import { runFramesFor } from './run-frames.js';
 
 export interface RunRequest extends SplitRequest {
@@ -51,11 +51,9 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
   const summary = await run(order, cuts, '');
   if (shaped) {
     summary.plannedShape = checkShape(shaped.plan, summary);
-    progress(formatShapeCheck(summary.plannedShape));
   }
   if (!auto) return summary;
   summary.predicted = checkPlan(auto.plan, auto.nodes, summary);
-  progress(formatPlanCheck(summary.predicted));
   if (!config.planner.replan) return summary;
   const { plan: second, nodes: measured } = replanFromMeasured(auto, summary.predicted, config, r.brokerInProcess ? summary.dispatcherCpuMsPerFrame : undefined);
   const changed = second.cuts.join() !== cuts.join() || second.order.join() !== order.join();
@@ -64,7 +62,6 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
   );
   const again = await run(second.order, second.cuts, ' (replanned)');
   again.predicted = checkPlan(second, measured, again);
-  progress(formatPlanCheck(again.predicted));
   summary.replanned = { changed, summary: again };
   return summary;
 }

@@ -5,6 +5,7 @@
  */
 
 import { maxAbsDiff, mean, percentile, round } from '../../lib/core/stats.js';
+import { count } from '../../lib/core/words.js';
 import { tf } from '../../lib/model/engine.js';
 import type { StageModel } from '../../lib/model/flat-model.js';
 import { shortNameMap } from '../../lib/model/graph.js';
@@ -29,6 +30,9 @@ export interface ChainRun {
   startedAt: number;
   /** CPU time (user + system) this process spent while the frames ran */
   cpuMs: number;
+  /** ms from the first frame sent to the first result and to the last: the chain's fill, and the run's end */
+  firstResultMs: number | null;
+  lastResultMs: number | null;
 }
 
 let runs = 0;
@@ -50,9 +54,13 @@ export async function runChain(d: Deployment, frames: RawTensor[], onResult?: (d
   const t0 = performance.now();
   const startedAt = Date.now();
   let done = 0;
+  let firstResultMs: number | null = null;
+  let lastResultMs: number | null = null;
   const settled = await Promise.allSettled(
     frames.map((f, i) =>
       d.stream.send(f, 'dispatcher', `r${run}-${i}`).then((r) => {
+        lastResultMs = performance.now() - t0;
+        firstResultMs ??= lastResultMs;
         onResult?.(++done);
         return r;
       }),
@@ -62,7 +70,7 @@ export async function runChain(d: Deployment, frames: RawTensor[], onResult?: (d
   const cpu = process.cpuUsage(cpu0);
   const byFrame = settled.map((s) => (s.status === 'fulfilled' ? s.value : undefined));
   const failures = settled.flatMap((s) => (s.status === 'rejected' ? [(s.reason as Error).message] : []));
-  return { byFrame, results: byFrame.filter((r): r is FrameResult => r !== undefined), failures, wallMs, startedAt, cpuMs: (cpu.user + cpu.system) / 1000 };
+  return { byFrame, results: byFrame.filter((r): r is FrameResult => r !== undefined), failures, wallMs, startedAt, cpuMs: (cpu.user + cpu.system) / 1000, firstResultMs, lastResultMs };
 }
 
 export interface LocalRun {
@@ -135,6 +143,11 @@ export interface RunSummary {
   framesReturned: number;
   failures: string[];
   throughputFps: number;
+  /** the run's wall time and, within it, the first result's arrival (the chain filling up), ms */
+  wallMs: number;
+  firstResultMs: number | null;
+  /** frames/s from the first result to the last: the rate once the chain is full (null: fewer than 2 results) */
+  steadyThroughputFps: number | null;
   latencyMs: { p50: number; p95: number; mean: number; max: number };
   /** mean bytes on the wire per frame, for each hop: dispatcher -> stage 0, ..., last stage -> dispatcher */
   bytesPerFramePerHop: { hop: string; precision: Precision; bytes: number; rawBytes: number }[];
@@ -187,6 +200,8 @@ export interface ShapeCheck {
    * than this run's, and every prediction is off by about as much: `--refresh` profiles the model again.
    */
   wholeModel: { profileMs: number; baselineMs: number | null; profileOverBaseline: number | null };
+  /** the run's own figures that bear on a miss: its length, the first result's arrival, the rate from then on */
+  run: { wallMs: number; firstResultMs: number | null; steadyThroughputFps: number | null; dispatcherCpuMsPerFrame: number; predictedRelayCpuMs: number };
   stages: {
     index: number;
     predictedStageMs: number;
@@ -209,6 +224,13 @@ export function checkShape(plan: ShapePlan, s: RunSummary): ShapeCheck {
       profileMs: round(1000 / plan.singleFps, 1),
       baselineMs: s.singleProcess?.msPerFrame ?? null,
       profileOverBaseline: s.singleProcess ? round(1000 / plan.singleFps / s.singleProcess.msPerFrame, 2) : null,
+    },
+    run: {
+      wallMs: s.wallMs,
+      firstResultMs: s.firstResultMs,
+      steadyThroughputFps: s.steadyThroughputFps,
+      dispatcherCpuMsPerFrame: s.dispatcherCpuMsPerFrame,
+      predictedRelayCpuMs: round(plan.relayCpuMs, 1),
     },
     stages: plan.stages.map((ps, k) => {
       const ran = s.stages[k]?.nodes ?? [];
@@ -238,19 +260,49 @@ export function checkShape(plan: ShapePlan, s: RunSummary): ShapeCheck {
 /** A profile whose whole model is this far from the run's own single process (either way) is named stale. */
 export const STALE_PROFILE_RATIO = 1.2;
 
-export function formatShapeCheck(c: ShapeCheck): string {
+/** A measured throughput this far under the predicted is explained, from the run's own figures. */
+export const MISS_RATIO = 1.2;
+
+/** The profile against this run's single process, where they differ by more than STALE_PROFILE_RATIO either way. */
+function staleProfile(c: ShapeCheck): string | undefined {
   const w = c.wholeModel;
-  const stale = w.profileOverBaseline !== null && (w.profileOverBaseline > STALE_PROFILE_RATIO || w.profileOverBaseline < 1 / STALE_PROFILE_RATIO);
+  if (w.profileOverBaseline === null || (w.profileOverBaseline <= STALE_PROFILE_RATIO && w.profileOverBaseline >= 1 / STALE_PROFILE_RATIO)) return undefined;
+  return `the profile's whole model takes ${w.profileMs} ms per frame, this run's single process ${w.baselineMs} ms (${w.profileOverBaseline}x): this machine computed the model ${w.profileOverBaseline < 1 ? 'slower' : 'faster'} in this run than when it was profiled, and every prediction is off by about as much; --refresh profiles the model again`;
+}
+
+/**
+ * Why a run fell short of its prediction, each reason a figure the run measured: the chain's fill in a short run,
+ * the machine slower than when the model was profiled, a stage slower than planned, the dispatcher's CPU per frame
+ * above what the planner charged it. Empty when the run is within MISS_RATIO of its prediction (or above it).
+ */
+export function explainMiss(c: ShapeCheck): string[] {
+  if (c.measuredThroughputFps * MISS_RATIO >= c.predictedThroughputFps) return [];
+  const why: string[] = [];
+  const r = c.run;
+  if (r.firstResultMs !== null && r.steadyThroughputFps !== null && r.steadyThroughputFps > c.measuredThroughputFps * 1.1)
+    why.push(
+      `the run lasted ${r.wallMs} ms, ${r.firstResultMs} of them before the first result (the chain filling up); from the first result to the last it ran at ${r.steadyThroughputFps} frames/s: more frames (--frames) weigh the fill less`,
+    );
+  const stale = staleProfile(c);
+  if (stale && c.wholeModel.profileOverBaseline! < 1) why.push(stale);
+  for (const st of c.stages)
+    if (st.measuredStageMs > st.predictedStageMs * MISS_RATIO)
+      why.push(`stage ${st.index + 1} took ${st.measuredStageMs} ms per frame, ${round(st.measuredStageMs / st.predictedStageMs, 2)}x the predicted ${st.predictedStageMs}`);
+  if (r.predictedRelayCpuMs > 0 && r.dispatcherCpuMsPerFrame > r.predictedRelayCpuMs * MISS_RATIO)
+    why.push(`the dispatcher's process used ${r.dispatcherCpuMsPerFrame} ms of CPU per frame, the planner charged it ${r.predictedRelayCpuMs}`);
+  if (why.length === 0) why.push("none of the run's figures measured here (its fill, the whole model's speed, the stages' times, the dispatcher's CPU) accounts for it");
+  return why;
+}
+
+export function formatShapeCheck(c: ShapeCheck): string {
+  const why = explainMiss(c);
+  const stale = staleProfile(c);
   return [
     `  planned shape ${c.shape}${c.idle.length ? ` (idle: ${c.idle.join(', ')})` : ''}: predicted ${c.predictedThroughputFps} frames/s (${c.predictedSpeedup}x one engine; bottleneck: ${c.bottleneck}), measured ${c.measuredThroughputFps}`,
-    ...(stale
-      ? [
-          `    the profile's whole model takes ${w.profileMs} ms per frame, this run's single process ${w.baselineMs} ms (${w.profileOverBaseline}x): the profile was made on a ${w.profileOverBaseline! > 1 ? 'busier' : 'less busy'} machine and the predictions are off by about as much; --refresh profiles the model again`,
-        ]
-      : []),
+    ...(why.length ? [`    measured ${round(c.measuredThroughputFps / c.predictedThroughputFps, 2)}x the prediction, as measured:`, ...why.map((x) => `      - ${x}`)] : stale ? [`    ${stale}`] : []),
     ...c.stages.map(
       (st) =>
-        `    stage ${st.index}: predicted ${st.predictedStageMs} ms/frame, measured ${st.measuredStageMs}; ${st.nodes.map((n) => `${memberName(n)} ${Math.round(100 * n.measuredShare)}% of frames (predicted ${Math.round(100 * n.predictedShare)}%), ${n.measuredEngineMs} ms/frame per engine (predicted ${n.predictedEngineMs})`).join('; ')}`,
+        `    stage ${st.index + 1}: predicted ${st.predictedStageMs} ms/frame, measured ${st.measuredStageMs}; ${st.nodes.map((n) => `${memberName(n)} ${Math.round(100 * n.measuredShare)}% of frames (predicted ${Math.round(100 * n.predictedShare)}%), ${n.measuredEngineMs} ms/frame per engine (predicted ${n.predictedEngineMs})`).join('; ')}`,
     ),
   ].join('\n');
 }
@@ -373,6 +425,12 @@ export function summarise(
     framesReturned: res.length,
     failures: chain.failures.slice(0, 10),
     throughputFps: round(throughputFps, 3),
+    wallMs: round(chain.wallMs, 1),
+    firstResultMs: chain.firstResultMs === null ? null : round(chain.firstResultMs, 1),
+    steadyThroughputFps:
+      res.length >= 2 && chain.firstResultMs !== null && chain.lastResultMs !== null && chain.lastResultMs > chain.firstResultMs
+        ? round((res.length - 1) / ((chain.lastResultMs - chain.firstResultMs) / 1000), 3)
+        : null,
     latencyMs: { p50: round(percentile(lat, 50), 1), p95: round(percentile(lat, 95), 1), mean: round(mean(lat), 1), max: round(Math.max(...lat), 1) },
     bytesPerFramePerHop,
     deployMs: round(d.deployMs, 0),
@@ -398,7 +456,7 @@ export function formatSummary(s: RunSummary): string {
     `DEFER run: ${s.model} on ${s.stages.length} stage${s.stages.length > 1 ? 's' : ''} (${s.shape}), backend ${s.backend}, deployment ${s.deployment}`,
     ...s.stages.map(
       (st) =>
-        `  stage ${st.index} on ${st.nodes.length > 1 || st.nodes[0]?.workers > 1 || st.nodes[0]?.batch > 1 ? st.nodes.map((n) => `${memberName(n)} (${n.frames} frames${n.batch > 1 ? `, batches of up to ${n.batch}: ${n.meanBatch} on average` : ''}${n.peakRssBytes !== null && st.nodes.length > 1 ? `, peak RSS ${(n.peakRssBytes / 1e6).toFixed(0)} MB` : ''})`).join(' + ') : st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
+        `  stage ${st.index + 1} on ${st.nodes.length > 1 || st.nodes[0]?.workers > 1 || st.nodes[0]?.batch > 1 ? st.nodes.map((n) => `${memberName(n)} (${n.frames} frames${n.batch > 1 ? `, batches of up to ${n.batch}: ${n.meanBatch} on average` : ''}${n.peakRssBytes !== null && st.nodes.length > 1 ? `, peak RSS ${(n.peakRssBytes / 1e6).toFixed(0)} MB` : ''})`).join(' + ') : st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +
         (st.peakRssBytes !== null
           ? `, weights ${(st.weightBytes / 1e6).toFixed(1)} MB, peak RSS ${(st.peakRssBytes / 1e6).toFixed(0)} MB (${st.engineHeapBytes !== null ? `wasm heap ${(st.engineHeapBytes / 1e6).toFixed(0)} MB; ` : ''}predicted ${(st.predictedMemoryBytes / 1e6).toFixed(0)} MB over an idle node${firstNodeWorkers(st) > 1 ? `, ${firstNodeWorkers(st)} engines` : ''})${st.memoryLimitBytes !== null ? `, cgroup peak ${st.memoryPeakBytes === null ? 'n/a' : (st.memoryPeakBytes / 1e6).toFixed(0)} of ${(st.memoryLimitBytes / 1e6).toFixed(0)} MB` : ''}`
           : ''),
@@ -412,7 +470,7 @@ export function formatSummary(s: RunSummary): string {
     `  maxAbsDiffVsLocal: ${s.maxAbsDiffVsLocal === null ? 'not measured (--no-baseline)' : s.maxAbsDiffVsLocal}${s.top1AgreementVsLocal === null ? '' : `; top-1 agreement with the local run ${(100 * s.top1AgreementVsLocal).toFixed(2)}%`}`,
     ...s.repairs.map(
       (e) =>
-        `  mended: ${e.kind === 'reconnect' ? 'broker connection lost' : e.kind === 'restore' ? e.cause : `node ${e.node} (stage ${(e.stage ?? 0) + 1}) ${e.cause}`}: ${e.kind === 'restore' ? `back to the first split: deployment ${e.deployment}` : e.kind === 'standby' ? `stage moved to standby ${e.replacement}` : e.kind === 'reconnect' ? `reconnected${e.republished ? ', deployment republished' : ''}` : e.kind === 'reassign' ? 'assigned again' : `${e.kind === 'merge' ? 'stage merged into its neighbour' : 're-planned over the nodes left'}: deployment ${e.deployment}`} in ${(e.repairMs / 1000).toFixed(2)} s, ${e.resent} frames sent again`,
+        `  mended: ${e.kind === 'reconnect' ? 'broker connection lost' : e.kind === 'restore' ? e.cause : `node ${e.node} (stage ${(e.stage ?? 0) + 1}) ${e.cause}`}: ${e.kind === 'restore' ? `back to the first split: deployment ${e.deployment}` : e.kind === 'standby' ? `stage moved to standby ${e.replacement}` : e.kind === 'reconnect' ? `reconnected${e.republished ? ', deployment republished' : ''}` : e.kind === 'reassign' ? 'assigned again' : `${e.kind === 'merge' ? 'stage merged into its neighbour' : 're-planned over the nodes left'}: deployment ${e.deployment}`} in ${(e.repairMs / 1000).toFixed(2)} s, ${count(e.resent, 'frame')} sent again`,
     ),
   ];
   if (s.predicted) lines.push(formatPlanCheck(s.predicted));

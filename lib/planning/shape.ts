@@ -527,8 +527,8 @@ function describe(t: CostTable, terms: Terms, nodes: ShapeNode[], groups: Group[
     const busy = t.busyMs(a, b);
     const names = g.members.map((m) => memberName({ node: m.node.id, workers: m.workers })).join('+');
     const local = terms.local(g, a, b);
-    consider(busy / g.capacity, `stage ${k} (${names})`);
-    if (local > busy / g.capacity) consider(local, `link or cores of stage ${k} (${names})`);
+    consider(busy / g.capacity, `stage ${k + 1} (${names})`);
+    if (local > busy / g.capacity) consider(local, `link or cores of stage ${k + 1} (${names})`);
     const add = terms.cpu(g, a, b);
     add.forEach((x, i) => {
       cpu[i] += x;

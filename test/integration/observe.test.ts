@@ -149,15 +149,15 @@ test('/metrics during a run: every series with its labels, parsed as Prometheus 
     const mine = samples(text).filter((x) => x.name === name || x.name.startsWith(`${name}_`));
     assert.ok(mine.length > 0 && mine.every((x) => x.labels.pipeline === PIPE), `${name} is labelled with its pipeline`);
   }
-  assert.equal(value(text, 'defer_stage_frames_total', { node: 'n1', stage: '0' }), 23);
+  assert.equal(value(text, 'defer_stage_frames_total', { node: 'n1', stage: '1' }), 23);
   assert.equal(value(text, 'defer_stage_frames_total', { node: 'n2', stage: '1' }), 23);
   assert.equal(value(text, 'defer_stage_compute_seconds_count', { node: 'n2', stage: '1' }), 23, 'one observation per frame');
   assert.equal(value(text, 'defer_frames_total', {}), 23);
   assert.ok(value(text, 'defer_hop_bytes_total', { from: 'n1', to: 'n2' }) > 0);
   assert.ok(value(text, 'defer_hop_bytes_total', { from: 'dispatcher', to: 'n1' }) > 0);
   assert.ok(value(text, 'defer_hop_bytes_total', { from: 'n2', to: 'dispatcher' }) > 0);
-  assert.equal(value(text, 'defer_node_state', { node: 'n1', stage: '0', state: 'ready' }), 1);
-  assert.equal(value(text, 'defer_node_state', { node: 'n1', stage: '0', state: 'offline' }), 0);
+  assert.equal(value(text, 'defer_node_state', { node: 'n1', stage: '1', state: 'ready' }), 1);
+  assert.equal(value(text, 'defer_node_state', { node: 'n1', stage: '1', state: 'offline' }), 0);
   assert.equal(value(text, 'defer_node_state', { node: 's1', stage: 'standby', state: 'online' }), 1);
   assert.equal(value(text, 'defer_node_up', { node: 'n2', stage: '1' }), 1);
   assert.ok(value(text, 'defer_node_resident_memory_bytes', { node: 'n1' }) > 50e6, 'RSS from the heartbeat');
@@ -179,7 +179,7 @@ test('/metrics during a run: every series with its labels, parsed as Prometheus 
   await Promise.all(frames.slice(20).map((f) => dep.stream.send(f)));
   const again = (await get('/metrics')).body;
   parsePrometheus(again);
-  assert.equal(value(again, 'defer_stage_frames_total', { node: 'n1', stage: '0' }), 33, 'the counter grew by the 10 frames');
+  assert.equal(value(again, 'defer_stage_frames_total', { node: 'n1', stage: '1' }), 33, 'the counter grew by the 10 frames');
   assert.equal(value(again, 'defer_frames_total', {}), 33);
   assert.ok(value(again, 'defer_hop_bytes_total', { from: 'n1', to: 'n2' }) > value(text, 'defer_hop_bytes_total', { from: 'n1', to: 'n2' }));
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { checkShape, formatShapeCheck, type RunSummary } from '../../dispatcher/run/measure-run.js';
+import { checkShape, explainMiss, formatShapeCheck, type RunSummary } from '../../dispatcher/run/measure-run.js';
 import type { ShapePlan } from '../../lib/planning/shape.js';
 
 const plan = (singleFps: number): ShapePlan => ({
@@ -17,10 +17,15 @@ const plan = (singleFps: number): ShapePlan => ({
   exhaustive: true,
 });
 
-const run = (baselineMs: number | null) =>
+const run = (baselineMs: number | null, throughputFps = 5.63, timing: Partial<RunSummary> = {}) =>
   ({
     shape: 'n1x2',
-    throughputFps: 5.63,
+    throughputFps,
+    wallMs: 5329,
+    firstResultMs: 700,
+    steadyThroughputFps: 6.26,
+    dispatcherCpuMsPerFrame: 2,
+    ...timing,
     stages: [{ nodes: [{ node: 'n1', workers: 2, frames: 30, meanBusyMs: 347.5, peakRssBytes: null }] }],
     singleProcess: baselineMs === null ? null : { throughputFps: 1000 / baselineMs, msPerFrame: baselineMs },
   }) as unknown as RunSummary;
@@ -31,14 +36,32 @@ test("a run's shape check: the profile's whole model against the run's single pr
   assert.deepEqual(stale.wholeModel, { profileMs: 333, baselineMs: 260.5, profileOverBaseline: 1.28 });
   assert.match(
     formatShapeCheck(stale),
-    /the profile's whole model takes 333 ms per frame, this run's single process 260.5 ms \(1.28x\): the profile was made on a busier machine .* --refresh profiles the model again/,
+    /the profile's whole model takes 333 ms per frame, this run's single process 260.5 ms \(1.28x\): this machine computed the model faster in this run than when it was profiled, .* --refresh profiles the model again/,
   );
   const idler = checkShape(plan(1000 / 200), run(260.5));
-  assert.match(formatShapeCheck(idler), /\(0.77x\): the profile was made on a less busy machine/);
+  assert.match(formatShapeCheck(idler), /\(0.77x\): this machine computed the model slower in this run/);
   // within 1.2x either way, or no baseline: nothing said
   assert.doesNotMatch(formatShapeCheck(checkShape(plan(1000 / 280), run(260.5))), /profile/);
   const none = checkShape(plan(1000 / 333), run(null));
   assert.deepEqual(none.wholeModel, { profileMs: 333, baselineMs: null, profileOverBaseline: null });
   assert.doesNotMatch(formatShapeCheck(none), /profile/);
   assert.equal(stale.stages[0].measuredStageMs, 173.75);
+});
+
+test('a run under its prediction is explained by its own figures: the fill of a short run, a slow machine, a slow stage', () => {
+  // 30 frames of a light model: 44 ms in all, 38 of them before the first result; 700 frames/s from then on
+  const short = checkShape(plan(1000 / 280), run(260.5, 2.5, { wallMs: 44, firstResultMs: 38, steadyThroughputFps: 4.8 }));
+  const why = explainMiss(short);
+  assert.match(why[0], /the run lasted 44 ms, 38 of them before the first result .* 4.8 frames\/s/);
+  // the stage measured 173.75 ms per frame against 218.9 predicted: not a reason
+  assert.equal(why.length, 1, why.join('; '));
+  assert.match(formatShapeCheck(short), /measured 0.55x the prediction, as measured:\n {6}- the run lasted/);
+  // slower than profiled, and the stage slower than planned, without any fill
+  const slow = { ...plan(1000 / 200), stages: [{ ...plan(0).stages[0], stageMs: 100 }] } as ShapePlan;
+  const reasons = explainMiss(checkShape(slow, run(260.5, 2.5, { steadyThroughputFps: 2.6 })));
+  assert.equal(reasons.length, 2, reasons.join('; '));
+  assert.match(reasons[0], /\(0.77x\): this machine computed the model slower/);
+  assert.match(reasons[1], /stage 1 took 173.75 ms per frame, 1.74x the predicted 100/);
+  // within 1.2x of the prediction: nothing to explain
+  assert.deepEqual(explainMiss(checkShape(plan(1000 / 280), run(260.5, 4))), []);
 });
