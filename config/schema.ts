@@ -451,7 +451,7 @@ export const schema = {
     },
     frames: { doc: 'Synthetic frames that defer up and defer dispatch stream through the chain (defer dispatch: 0 deploys only).', format: int(0, 1_000_000), default: 30, env: 'DEFER_UP_FRAMES' },
     pixelFrames: {
-      doc: "An image model's synthetic frames are uint8 pixels, as a camera gives them, normalised by stage 0's node as serve.range (or serve.mean and serve.std) says: a quarter of float32's bytes on the first hop; the single-process baseline normalises them too. Only where the first hop is lossless (a lossy or auto precision there keeps float32 frames). false: float32 values in [0, 1).",
+      doc: "An image model's synthetic frames are uint8 pixels, as a camera gives them, normalised by the first stage's node as serve.range (or serve.mean and serve.std) says: a quarter of float32's bytes on the first hop; the single-process baseline normalises them too. Only where the first hop is lossless (a lossy or auto precision there keeps float32 frames). false: float32 values in [0, 1).",
       format: Boolean,
       default: true,
       env: 'DEFER_UP_PIXEL_FRAMES',
