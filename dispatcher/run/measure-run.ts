@@ -267,7 +267,7 @@ export const MISS_RATIO = 1.2;
 function staleProfile(c: ShapeCheck): string | undefined {
   const w = c.wholeModel;
   if (w.profileOverBaseline === null || (w.profileOverBaseline <= STALE_PROFILE_RATIO && w.profileOverBaseline >= 1 / STALE_PROFILE_RATIO)) return undefined;
-  return `the profile's whole model takes ${w.profileMs} ms per frame, this run's single process ${w.baselineMs} ms (${w.profileOverBaseline}x): this machine computed the model ${w.profileOverBaseline < 1 ? 'slower' : 'faster'} in this run than when it was profiled, and every prediction is off by about as much; --refresh profiles the model again`;
+  return `the profile's whole model takes ${w.profileMs} ms per frame, this run's single process ${w.baselineMs} ms (${w.profileOverBaseline}x): the model ran ${w.profileOverBaseline < 1 ? 'slower' : 'faster'} here in this run than in its profile, and every prediction, made from the profile, is off by about as much; --refresh profiles the model again`;
 }
 
 /**

@@ -36,10 +36,10 @@ test("a run's shape check: the profile's whole model against the run's single pr
   assert.deepEqual(stale.wholeModel, { profileMs: 333, baselineMs: 260.5, profileOverBaseline: 1.28 });
   assert.match(
     formatShapeCheck(stale),
-    /the profile's whole model takes 333 ms per frame, this run's single process 260.5 ms \(1.28x\): this machine computed the model faster in this run than when it was profiled, .* --refresh profiles the model again/,
+    /the profile's whole model takes 333 ms per frame, this run's single process 260.5 ms \(1.28x\): the model ran faster here in this run than in its profile, .* --refresh profiles the model again/,
   );
   const idler = checkShape(plan(1000 / 200), run(260.5));
-  assert.match(formatShapeCheck(idler), /\(0.77x\): this machine computed the model slower in this run/);
+  assert.match(formatShapeCheck(idler), /\(0.77x\): the model ran slower here in this run/);
   // within 1.2x either way, or no baseline: nothing said
   assert.doesNotMatch(formatShapeCheck(checkShape(plan(1000 / 280), run(260.5))), /profile/);
   const none = checkShape(plan(1000 / 333), run(null));
@@ -60,7 +60,7 @@ test('a run under its prediction is explained by its own figures: the fill of a 
   const slow = { ...plan(1000 / 200), stages: [{ ...plan(0).stages[0], stageMs: 100 }] } as ShapePlan;
   const reasons = explainMiss(checkShape(slow, run(260.5, 2.5, { steadyThroughputFps: 2.6 })));
   assert.equal(reasons.length, 2, reasons.join('; '));
-  assert.match(reasons[0], /\(0.77x\): this machine computed the model slower/);
+  assert.match(reasons[0], /\(0.77x\): the model ran slower here/);
   assert.match(reasons[1], /stage 1 took 173.75 ms per frame, 1.74x the predicted 100/);
   // within 1.2x of the prediction: nothing to explain
   assert.deepEqual(explainMiss(checkShape(plan(1000 / 280), run(260.5, 4))), []);
