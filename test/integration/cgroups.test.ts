@@ -54,7 +54,7 @@ function cgroupsOf(pid: number): Map<string, string> {
   return out;
 }
 
-test('defer up --serve --node-memory 384M --node-cpus 0.5: every node process runs in its own cgroup with those limits, removed after', {
+test('defer up --serve --node-memory 384M --node-cpus 0.5: every node process runs in its own cgroup with those limits, reports the quota as its cores and itself as a device of its own; the cgroups are removed after', {
   timeout: 120_000,
   skip: isRoot ? false : 'needs root (cgroups)',
 }, async () => {
@@ -72,9 +72,11 @@ test('defer up --serve --node-memory 384M --node-cpus 0.5: every node process ru
     assert.match(log, /"type":"serving"/, log);
     const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0 });
     const pids = new Map<string, number>();
+    const caps = new Map<string, { cores: number; host: string }>();
     c.on('message', (_t, p) => {
       const s = decodeStatus(p);
       if (s.pid) pids.set(s.node, s.pid);
+      if (s.capabilities) caps.set(s.node, s.capabilities);
     });
     await c.subscribeAsync('defer/default/node/+/status');
     await waitUntil(() => pids.size >= 2, 30_000);
@@ -90,6 +92,9 @@ test('defer up --serve --node-memory 384M --node-cpus 0.5: every node process ru
       if (v2) assert.equal(readFileSync(join(cpu, 'cpu.max'), 'utf8').trim(), '50000 100000');
       else assert.equal(readFileSync(join(cpu, 'cpu.cfs_quota_us'), 'utf8').trim(), '50000');
       dirs.push(mem, cpu);
+      // the node knows its quota: half a core, and a device of its own (not one of the host's nodes sharing its cores)
+      assert.equal(caps.get(node)?.cores, 0.5, `${node} reports its quota as its cores`);
+      assert.match(caps.get(node)?.host ?? '', new RegExp(`/defer-\\d+-${node}$`), `${node} names itself a device of its own`);
       // short of memory: V8's young generation at 1 MB semi-spaces
       assert.ok(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--max-semi-space-size=1'), `${node}'s command line`);
     }
