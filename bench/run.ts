@@ -12,6 +12,7 @@ import { cpus, hostname, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { createLinks, netemCheck, type Shape } from '../cli/node-network.js';
 import { loadConfig } from '../config/schema.js';
 import { setLogLevel } from '../lib/core/log.js';
 import { initEngine } from '../lib/model/engine.js';
@@ -19,7 +20,6 @@ import { loadFlatModel } from '../lib/model/model-source.js';
 import { type BrokerRow, brokerBench } from './broker.js';
 import { payloadSvg, throughputSvg, writePng } from './charts.js';
 import { type CodecRow, codecBench } from './codecs.js';
-import { createLinks, netemCheck, type Shape } from './netem.js';
 import { measurePipeline, type PipelineRow, raplMicrojoules } from './pipeline.js';
 import { zfpCodecs } from './zfp.js';
 

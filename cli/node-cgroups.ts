@@ -37,23 +37,30 @@ function version(): Version | null {
   return null;
 }
 
+/** Refuse limits no node can run under: below an idle node's memory, or not a positive number of cores. */
+export function checkLimits(limits: NodeLimits, names = { memory: '--node-memory', cpus: '--node-cpus' }): void {
+  if (limits.memoryBytes !== undefined && limits.memoryBytes < IDLE_NODE_BYTES) {
+    throw new DeferError(
+      'E_CONFIG',
+      `${names.memory} ${(limits.memoryBytes / 2 ** 20).toFixed(0)} MiB is below what an idle node needs (about ${IDLE_NODE_BYTES / 2 ** 20} MiB: the engine and the MQTT client before any stage): give at least ${IDLE_NODE_BYTES / 2 ** 20}M`,
+    );
+  }
+  if (limits.cpus !== undefined && !(limits.cpus > 0 && limits.cpus <= 1024))
+    throw new DeferError('E_CONFIG', `${names.cpus} must be a positive number of cores (0.5: half a core), got ${limits.cpus}`);
+}
+
 /** The cgroups of one `defer up`: one per node, made before it starts, removed after it stops. */
 export class NodeCgroups {
   private readonly v: Version;
   private readonly made: string[] = [];
 
+  /** `limits`: every node's, or each node's own (a fleet of unlike devices) */
   constructor(
-    readonly limits: NodeLimits,
+    limits: NodeLimits | ((id: string) => NodeLimits),
     private readonly tag = `defer-${process.pid}`,
   ) {
-    if (limits.memoryBytes !== undefined && limits.memoryBytes < IDLE_NODE_BYTES) {
-      throw new DeferError(
-        'E_CONFIG',
-        `--node-memory ${(limits.memoryBytes / 2 ** 20).toFixed(0)} MiB is below what an idle node needs (about ${IDLE_NODE_BYTES / 2 ** 20} MiB: the engine and the MQTT client before any stage): give at least ${IDLE_NODE_BYTES / 2 ** 20}M`,
-      );
-    }
-    if (limits.cpus !== undefined && !(limits.cpus > 0 && limits.cpus <= 1024))
-      throw new DeferError('E_CONFIG', `--node-cpus must be a positive number of cores (0.5: half a core), got ${limits.cpus}`);
+    this.limitsOf = typeof limits === 'function' ? limits : () => limits;
+    if (typeof limits !== 'function') checkLimits(limits);
     if (typeof process.getuid === 'function' && process.getuid() !== 0) {
       throw new DeferError(
         'E_CONFIG',
@@ -68,6 +75,9 @@ export class NodeCgroups {
       );
     this.v = v;
   }
+
+  /** node `id`'s limits */
+  readonly limitsOf: (id: string) => NodeLimits;
 
   private dirs(id: string): { memory: string; cpu: string } {
     const name = `${this.tag}-${id}`;
@@ -89,26 +99,34 @@ export class NodeCgroups {
       if (!existsSync(dir)) mkdirSync(dir);
       this.made.push(dir);
     }
-    const { memoryBytes, cpus } = this.limits;
+    const { memoryBytes, cpus } = this.limitsOf(id);
     if (this.v === 'v2') {
       if (memoryBytes !== undefined) {
         this.write(join(d.memory, 'memory.max'), String(memoryBytes));
         if (existsSync(join(d.memory, 'memory.swap.max'))) this.write(join(d.memory, 'memory.swap.max'), '0');
       }
-      if (cpus !== undefined) this.write(join(d.cpu, 'cpu.max'), `${Math.round(cpus * 100_000)} 100000`);
+      if (cpus !== undefined) this.setCpus(id, cpus);
     } else {
       if (memoryBytes !== undefined) {
         this.write(join(d.memory, 'memory.limit_in_bytes'), String(memoryBytes));
         // no swapping around the limit: the memory a device has is what it has
         if (existsSync(join(d.memory, 'memory.memsw.limit_in_bytes'))) this.write(join(d.memory, 'memory.memsw.limit_in_bytes'), String(memoryBytes));
       }
-      if (cpus !== undefined) {
-        this.write(join(d.cpu, 'cpu.cfs_period_us'), '100000');
-        this.write(join(d.cpu, 'cpu.cfs_quota_us'), String(Math.round(cpus * 100_000)));
-      }
+      if (cpus !== undefined) this.setCpus(id, cpus);
     }
     const procs = [...new Set([d.memory, d.cpu])].map((dir) => `echo $$ > ${join(dir, 'cgroup.procs')}`).join(' && ');
     return ['sh', '-c', `${procs} && exec "$@"`, 'sh'];
+  }
+
+  /** Set node `id`'s CPU quota, in cores (at start, or while it runs: a device slowed by another program, or heat). */
+  setCpus(id: string, cpus: number): void {
+    checkLimits({ cpus });
+    const d = this.dirs(id);
+    if (this.v === 'v2') this.write(join(d.cpu, 'cpu.max'), `${Math.round(cpus * 100_000)} 100000`);
+    else {
+      this.write(join(d.cpu, 'cpu.cfs_period_us'), '100000');
+      this.write(join(d.cpu, 'cpu.cfs_quota_us'), String(Math.round(cpus * 100_000)));
+    }
   }
 
   /** How many times the kernel killed a process of node `id`'s cgroup for memory (0 where it cannot tell). */
@@ -137,7 +155,7 @@ export class NodeCgroups {
   exitReason(id: string): string | undefined {
     if (this.oomKills(id) === 0) return undefined;
     const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
-    return `killed by the kernel: out of memory (its cgroup's limit is ${mib(this.limits.memoryBytes ?? 0)}; peak ${mib(this.peakBytes(id) ?? 0)})`;
+    return `killed by the kernel: out of memory (its cgroup's limit is ${mib(this.limitsOf(id).memoryBytes ?? 0)}; peak ${mib(this.peakBytes(id) ?? 0)})`;
   }
 
   /** Remove the cgroups (their processes have exited). */

@@ -20,7 +20,7 @@ import { loadFlatModel } from '../lib/model/model-source.js';
 import { chooseSplit, defaultCuts, modelProfile, needsNodeFigures } from '../lib/planning/auto-plan.js';
 import type { Capabilities, ServeMetrics } from '../lib/protocol/index.js';
 import { printEvents } from './event-output.js';
-import { NodeCgroups, parseBytes } from './node-cgroups.js';
+import { nodeEnvironment } from './node-environment.js';
 import { LEAN_V8_FLAGS, NodeProcesses } from './node-processes.js';
 
 export interface UpOptions {
@@ -53,17 +53,17 @@ export interface Local {
 export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOptions, body: (l: Local) => Promise<T>, onSignal?: () => void): Promise<T> {
   const progress = opts.progress ?? ((l: string) => log.info(l));
   const slow = config.up.slowdown;
-  if (slow.length > config.up.nodes) throw new DeferError('E_CONFIG', `up.slowdown has ${slow.length} values for ${config.up.nodes} nodes`);
+  if (slow.length > config.up.nodes && !config.up.fleet) throw new DeferError('E_CONFIG', `up.slowdown has ${slow.length} values for ${config.up.nodes} nodes`);
   if (slow.some((f) => !(f >= 1))) throw new DeferError('E_CONFIG', `up.slowdown: every factor must be >= 1, got ${slow.join(',')}`);
-  // emulated small devices: checked before anything starts (root, cgroups, a limit an idle node fits in)
-  const limits = {
-    ...(config.up.nodeMemory ? { memoryBytes: parseBytes(config.up.nodeMemory, 'up.nodeMemory (--node-memory)') } : {}),
-    ...(config.up.nodeCpus > 0 ? { cpus: config.up.nodeCpus } : {}),
-  };
-  if (config.up.nodeCpus < 0) throw new DeferError('E_CONFIG', `up.nodeCpus (--node-cpus) must be a positive number of cores, got ${config.up.nodeCpus}`);
-  const cgroups = limits.memoryBytes !== undefined || limits.cpus !== undefined ? new NodeCgroups(limits) : undefined;
-  if (cgroups) progress(`each node in a cgroup of its own:${limits.memoryBytes !== undefined ? ` memory ${config.up.nodeMemory}` : ''}${limits.cpus !== undefined ? ` cpus ${limits.cpus}` : ''}`);
-  const backend = await initEngine(config.backend);
+  // emulated small devices, or a fleet: checked before anything starts (root, cgroups, namespaces, limits)
+  const env = await nodeEnvironment(config, progress);
+  config = env.config;
+  const { cgroups } = env;
+  const network = opts.nodeNetwork ?? env.network;
+  const backend = await initEngine(config.backend).catch(async (err) => {
+    await env.close();
+    throw err;
+  });
   const broker = await startBroker({ host: config.broker.host, port: config.broker.port, maxPacketBytes: config.broker.maxPacketBytes });
   progress(`broker listening at ${broker.url}`);
   config = { ...config, broker: { ...config.broker, url: broker.url } };
@@ -81,12 +81,12 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
         ...(f && f !== 1 ? ['--slowdown', String(f)] : []),
         ...(config.node.workers > 0 ? ['--workers', String(config.node.workers)] : []),
         // said outright: a node in a network namespace of its own (the bench) cannot read its cgroup's files
-        ...(limits.memoryBytes !== undefined ? ['--memory-limit', String(limits.memoryBytes)] : []),
+        ...(env.limitsOf(id).memoryBytes !== undefined ? ['--memory-limit', String(env.limitsOf(id).memoryBytes)] : []),
       ];
     },
-    ...(opts.nodeNetwork ? { brokerUrlFor: (id: string) => opts.nodeNetwork!.brokerUrlFor(id, broker.port) } : {}),
-    ...(limits.memoryBytes !== undefined ? { v8Flags: LEAN_V8_FLAGS } : {}),
-    ...(cgroups || opts.nodeNetwork ? { commandPrefix: (id: string) => [...(cgroups?.prepare(id) ?? []), ...(opts.nodeNetwork?.commandPrefix(id) ?? [])] } : {}),
+    ...(network ? { brokerUrlFor: (id: string) => network.brokerUrlFor(id, broker.port) } : {}),
+    ...(ids.some((id) => env.limitsOf(id).memoryBytes !== undefined) ? { v8Flags: LEAN_V8_FLAGS } : {}),
+    ...(cgroups || network ? { commandPrefix: (id: string) => [...(cgroups?.prepare(id) ?? []), ...(network?.commandPrefix(id) ?? [])] } : {}),
   });
   /** how node `id` ended, in words: its exit code, and an out-of-memory kill where its cgroup saw one */
   const exitText = (id: string, code: number | null) => {
@@ -102,13 +102,14 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
     pipeline: config.pipeline,
   });
   printEvents(dispatcher, config.up.json);
+  env.scheduleChanges(dispatcher, progress);
   let stopping = false;
   let observer: Observer | undefined;
   const cleanup = async () => {
     await observer?.close().catch(() => undefined);
     await dispatcher.close().catch(() => undefined);
     await nodes.stop();
-    cgroups?.remove();
+    await env.close();
     await broker.close();
   };
   const signalled = () => {
@@ -157,7 +158,11 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
     const crashed = nodes.firstExit().then(({ id, code }) => {
       if (stopping) return new Promise<never>(() => undefined);
       // a stage that does not fit its device's memory would not fit a standby's or a neighbour's either
-      if (cgroups?.exitReason(id)) throw new DeferError('E_DEPLOY', `edge node ${id} ${exitText(id, code)}: its stage does not fit --node-memory; give more, or more nodes`);
+      if (cgroups?.exitReason(id))
+        throw new DeferError(
+          'E_DEPLOY',
+          `edge node ${id} ${exitText(id, code)}: its stage does not fit ${config.up.fleet ? `its device's memory (fleet class ${env.fleet?.devices.find((d) => d.id === id)?.class})` : '--node-memory'}; give more, or more nodes`,
+        );
       if (config.dispatcher.onNodeFailure !== 'off' || standby.length) {
         progress(`edge node ${id} ${exitText(id, code)}; the dispatcher mends the chain`);
         return new Promise<never>(() => undefined);

@@ -449,6 +449,12 @@ export const schema = {
       default: 0,
       env: 'DEFER_UP_NODE_CPUS',
     },
+    fleet: {
+      doc: 'A fleet file (JSON, docs/fleets.md) that defer up emulates: device classes with their cores, memory and link, how many of each, and changes at given times; each device a node process in a cgroup of its own and, where its class has a link, a network namespace of its own with that link shaped (root needed). Sets the number of nodes. Empty: none.',
+      format: String,
+      default: '',
+      env: 'DEFER_UP_FLEET',
+    },
     frames: { doc: 'Synthetic frames that defer up and defer dispatch stream through the chain (defer dispatch: 0 deploys only).', format: int(0, 1_000_000), default: 30, env: 'DEFER_UP_FRAMES' },
     pixelFrames: {
       doc: "An image model's synthetic frames are uint8 pixels, as a camera gives them, normalised by the first stage's node as serve.range (or serve.mean and serve.std) says: a quarter of float32's bytes on the first hop; the single-process baseline normalises them too. Only where the first hop is lossless (a lossy or auto precision there keeps float32 frames). false: float32 values in [0, 1).",
@@ -540,7 +546,19 @@ export type DeferConfig = {
     labels: string;
     metricsIntervalMs: number;
   };
-  up: { serve: boolean; slowdown: number[]; nodes: number; standby: number; nodeMemory: string; nodeCpus: number; frames: number; pixelFrames: boolean; baseline: boolean; json: boolean };
+  up: {
+    serve: boolean;
+    slowdown: number[];
+    nodes: number;
+    standby: number;
+    nodeMemory: string;
+    nodeCpus: number;
+    fleet: string;
+    frames: number;
+    pixelFrames: boolean;
+    baseline: boolean;
+    json: boolean;
+  };
 };
 
 /**

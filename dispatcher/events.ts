@@ -60,7 +60,9 @@ export type DispatcherEvent =
   | { type: 'unsupervised'; deployment: string; node: string; other: string }
   | { type: 'frame-failed'; deployment: string; frame: string; device: string; reason: string }
   | { type: 'stream-start'; deployment: string; frames: number; nodes: string[]; replanned: boolean }
-  | { type: 'serving'; deployment: string; broker: string; frames: string; results: string; metrics: string };
+  | { type: 'serving'; deployment: string; broker: string; frames: string; results: string; metrics: string }
+  /** an emulated device changed while frames flow (defer up --fleet): its CPU quota, its link, or both; `was`: before */
+  | { type: 'device-changed'; node: string; atMs: number; cpus?: number; mbit?: number; was: { cpus?: number; mbit?: number } };
 
 export type DispatcherEventType = DispatcherEvent['type'];
 
@@ -125,6 +127,8 @@ export function describeEvent(e: DispatcherEvent): string {
       return `frame ${e.frame} from ${e.device} failed: ${e.reason}`;
     case 'stream-start':
       return `streaming ${count(e.frames, 'frame')} through ${count(e.nodes.length, 'node')}${e.replanned ? ' (replanned)' : ''}`;
+    case 'device-changed':
+      return `fleet: ${e.node} ${[e.cpus !== undefined ? `now has ${e.cpus} cores (was ${e.was.cpus})` : '', e.mbit !== undefined ? `its link now ${e.mbit} Mbit/s (was ${e.was.mbit})` : ''].filter(Boolean).join(', ')}, ${(e.atMs / 1000).toFixed(1)} s after frames started`;
     case 'serving':
       return `serving devices: frames on ${e.frames}, results on ${e.results}`;
     case 'unsupervised':

@@ -6,7 +6,7 @@ import { formatServeMetrics, printSummary, runUp, serveUp } from '../up.js';
 
 /** `defer up`. */
 export const upCommand: Command = {
-  usage: 'defer up [--nodes N] [--model M] [--cut a,b | --replicas 2,1 | --shape chain [--auto [--replan]]] [--workers W] [--batch B] [--frames F | --serve] [--json]',
+  usage: 'defer up [--nodes N | --fleet fleet.json] [--model M] [--cut a,b | --replicas 2,1 | --shape chain [--auto [--replan]]] [--workers W] [--batch B] [--frames F | --serve] [--json]',
   about: 'Run a whole local deployment: embedded broker, N edge-node processes, dispatcher; stream synthetic frames and print a summary, or serve devices until SIGINT or SIGTERM (--serve).',
   flags: {
     nodes: { key: 'up.nodes', type: 'string', number: true, help: 'edge-node processes (the planner chooses which serve which stage; with --cut or --shape chain: one per stage)' },
@@ -23,6 +23,7 @@ export const upCommand: Command = {
     slowdown: { key: 'up.slowdown', type: 'string', help: 'slow-down factor per node, e.g. 1,2,1 (the second node twice as slow)' },
     'node-memory': { key: 'up.nodeMemory', type: 'string', help: 'memory limit per node process, e.g. 256M (a cgroup each; root)' },
     'node-cpus': { key: 'up.nodeCpus', type: 'string', number: true, help: 'CPU quota per node process in cores, e.g. 0.5 (a cgroup each; root)' },
+    fleet: { key: 'up.fleet', type: 'string', help: 'emulate a fleet of devices from a fleet file (docs/fleets.md; examples in config/fleets/): cores, memory and link per device; root' },
     frames: FRAMES,
     json: JSON_FLAG,
     'no-baseline': NO_BASELINE,

@@ -2,9 +2,9 @@
  * Network emulation (like DEFER's CORE runs): each node process in a Linux
  * network namespace of its own, joined to this one by a veth pair whose two
  * ends are shaped with `tc`: netem (bandwidth and delay) where the kernel has
- * it, else tbf (bandwidth only, and the report says so). Only the bench's own
- * namespaces (defer-bench-*), veth pairs (dfb*) and 10.77.0.0/16 addresses
- * are ever created, addressed or removed.
+ * it, else tbf (bandwidth only, and the report says so). Used by `defer up
+ * --fleet` and the bench. Only its own namespaces (defer-bench-*), veth pairs
+ * (dfb*) and 10.77.0.0/16 addresses are ever created, addressed or removed.
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -37,6 +37,8 @@ export interface Links {
   commandPrefix(id: string): string[];
   /** what was applied: netem, or tbf without the delay */
   applied: string;
+  /** shape node `id`'s link anew, both ways (a link that narrows while a deployment runs) */
+  change(id: string, shape: Shape): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -73,14 +75,18 @@ export async function netemCheck(): Promise<NetemCheck> {
   }
 }
 
-/** Namespaces and shaped links for `ids` (node k gets 10.77.k.2, this side 10.77.k.1). */
-export async function createLinks(ids: string[], shape: Shape, netem: boolean): Promise<Links> {
+/**
+ * Namespaces and shaped links for `ids` (node k gets 10.77.k.2, this side 10.77.k.1): every link shaped as
+ * `shape`, or each as `shape(id)` says (undefined: not shaped, the veth's own speed).
+ */
+export async function createLinks(ids: string[], shape: Shape | ((id: string) => Shape | undefined), netem: boolean): Promise<Links> {
   await removeLeftovers(ids.length);
-  const qdisc = (dev: string, ns?: string) => {
+  const shapeOf = typeof shape === 'function' ? shape : () => shape;
+  const qdisc = (verb: 'add' | 'replace', dev: string, s: Shape, ns?: string) => {
     const base = ns ? ['ip', 'netns', 'exec', ns, 'tc'] : ['tc'];
     return netem
-      ? [...base, 'qdisc', 'add', 'dev', dev, 'root', 'netem', 'delay', `${shape.delayMs}ms`, 'rate', `${shape.mbit}mbit`, 'limit', '100000']
-      : [...base, 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', `${shape.mbit}mbit`, 'burst', '256kb', 'latency', '2000ms'];
+      ? [...base, 'qdisc', verb, 'dev', dev, 'root', 'netem', 'delay', `${s.delayMs}ms`, 'rate', `${s.mbit}mbit`, 'limit', '100000']
+      : [...base, 'qdisc', verb, 'dev', dev, 'root', 'tbf', 'rate', `${s.mbit}mbit`, 'burst', '256kb', 'latency', '2000ms'];
   };
   try {
     for (let k = 1; k <= ids.length; k++) {
@@ -94,8 +100,11 @@ export async function createLinks(ids: string[], shape: Shape, netem: boolean): 
       await sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', `dfbn${k}`, 'up']);
       await sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
       // both directions: towards the node, and from it
-      await sh(qdisc(`dfbh${k}`));
-      await sh(qdisc(`dfbn${k}`, ns));
+      const s = shapeOf(ids[k - 1]);
+      if (s) {
+        await sh(qdisc('add', `dfbh${k}`, s));
+        await sh(qdisc('add', `dfbn${k}`, s, ns));
+      }
     }
   } catch (err) {
     await removeLeftovers(ids.length);
@@ -105,9 +114,19 @@ export async function createLinks(ids: string[], shape: Shape, netem: boolean): 
   return {
     brokerUrlFor: (id, port) => `mqtt://10.77.${index(id)}.1:${port}`,
     commandPrefix: (id) => ['ip', 'netns', 'exec', nsName(index(id))],
-    applied: netem
-      ? `netem: ${shape.mbit} Mbit/s and ${shape.delayMs} ms each way on every node's link`
-      : `tbf: ${shape.mbit} Mbit/s each way on every node's link; no delay (no netem in this kernel)`,
+    applied:
+      typeof shape === 'function'
+        ? netem
+          ? "netem: each node's link shaped as its device's, bandwidth and delay each way"
+          : "tbf: each node's link shaped to its device's bandwidth each way; no delay (no netem in this kernel)"
+        : netem
+          ? `netem: ${shape.mbit} Mbit/s and ${shape.delayMs} ms each way on every node's link`
+          : `tbf: ${shape.mbit} Mbit/s each way on every node's link; no delay (no netem in this kernel)`,
+    change: async (id, s) => {
+      const k = index(id);
+      await sh(qdisc('replace', `dfbh${k}`, s));
+      await sh(qdisc('replace', `dfbn${k}`, s, nsName(k)));
+    },
     close: () => removeLeftovers(ids.length),
   };
 }
