@@ -29,7 +29,7 @@ export async function deployAndRun(d: Dispatcher, r: RunRequest): Promise<RunSum
     adoptable = false;
     // one window of frames first, untimed (see warmChain)
     await warmChain(deployment, frames);
-    d.events.emit({ type: 'stream-start', deployment: deployment.id, frames: frames.length, nodes, replanned: label !== '' });
+    d.events.emit({ type: 'stream-start', deployment: deployment.id, frames: frames.length, nodes: deploymentNodes(deployment.package), replanned: label !== '' });
     let lastPct = -1;
     const chain = await runChain(deployment, frames, (done) => {
       const pct = Math.floor((done / frames.length) * 10) * 10;
