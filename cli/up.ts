@@ -80,8 +80,9 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
       return [
         ...(f && f !== 1 ? ['--slowdown', String(f)] : []),
         ...(config.node.workers > 0 ? ['--workers', String(config.node.workers)] : []),
-        // said outright: a node in a network namespace of its own (the bench) cannot read its cgroup's files
+        // said outright: a node in a network namespace of its own (the bench, a fleet) cannot read its cgroup's files
         ...(env.limitsOf(id).memoryBytes !== undefined ? ['--memory-limit', String(env.limitsOf(id).memoryBytes)] : []),
+        ...(env.limitsOf(id).cpus !== undefined ? ['--cpus', String(env.limitsOf(id).cpus)] : []),
       ];
     },
     ...(network ? { brokerUrlFor: (id: string) => network.brokerUrlFor(id, broker.port) } : {}),
@@ -147,7 +148,7 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
         await Promise.race([dispatcher.nodes.waitCapabilities([id], config.planner.onlineTimeoutMs), exited]);
       }
       caps = await dispatcher.nodes.waitCapabilities(ids, config.planner.onlineTimeoutMs);
-      progress(`started ${ids.length} edge-node processes, one at a time: ${ids.map((id) => `${id} (calibration ${caps!.get(id)!.calibrationMs.toFixed(1)} ms)`).join(', ')}`);
+      progress(`started ${ids.length} edge-node processes, one at a time: ${ids.map((id) => `${id} (calibration ${caps!.get(id)!.calibrationMs.toFixed(1)} ms, CPU ${caps!.get(id)!.calibrationCpuMs.toFixed(1)} ms${caps!.get(id)!.cores < 1 ? `, ${caps!.get(id)!.cores} cores` : ''})`).join(', ')}`);
       nodes.start(standby);
     } else {
       nodes.start();

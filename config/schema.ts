@@ -184,6 +184,12 @@ export const schema = {
       default: '',
       env: 'DEFER_NODE_MEMORY_LIMIT',
     },
+    cpus: {
+      doc: "The cores this node may use, e.g. 0.2 (a CPU quota it runs under): it calibrates under it, reports it as its cores, and names itself a device of its own. 0: its cgroup's quota where it can read one (a container; not inside a network namespace of its own, whose sysfs has no cgroups: defer up --fleet passes it), else none.",
+      format: Number,
+      default: 0,
+      env: 'DEFER_NODE_CPUS',
+    },
     keepPackedWeights: {
       doc: "Keep each weight the engine has packed (wasm: XNNPACK's copies of convolution filters and matrix operands) as well as its packed copy. By default a node gives those weights' memory back after its stage's first frame and checks that the stage then computes the same bits: a stage then needs about its weights once, not twice.",
       format: Boolean,
@@ -486,7 +492,7 @@ export type DeferConfig = {
     topicLimits: TopicLimits;
     persistence: string;
   };
-  node: { id: string; maxQueue: number; weightCache: string; slowdown: number; workers: number; memoryLimit: string; keepPackedWeights: boolean; plainConvolutions: boolean; heartbeatMs: number };
+  node: { id: string; maxQueue: number; weightCache: string; slowdown: number; workers: number; memoryLimit: string; cpus: number; keepPackedWeights: boolean; plainConvolutions: boolean; heartbeatMs: number };
   dispatcher: {
     model: string;
     nodes: string[];

@@ -16,6 +16,7 @@ export const nodeCommand: Command = {
     id: { key: 'node.id', type: 'string', help: 'node id (unique in the pipeline)' },
     slowdown: { key: 'node.slowdown', type: 'string', number: true, help: 'artificial slow-down factor (>= 1), to test plans on unequal devices' },
     workers: WORKERS,
+    cpus: { key: 'node.cpus', type: 'string', number: true, help: "the cores this node may use, e.g. 0.2: its CPU quota (default: its cgroup's, where it can read one)" },
     'memory-limit': { key: 'node.memoryLimit', type: 'string', help: "the memory this node may use, e.g. 256M (default: its cgroup's limit, else the host's)" },
     'keep-packed-weights': {
       key: 'node.keepPackedWeights',

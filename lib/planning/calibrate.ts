@@ -70,20 +70,35 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+export interface CalibrateOptions {
+  slowdown?: number;
+  runs?: number;
+  memoryLimitBytes?: number;
+  /**
+   * the cores this process may use, where it cannot read its cgroup's quota itself (a node in a network namespace
+   * of its own: `ip netns exec` mounts a sysfs without the cgroup hierarchy); `device` then names it
+   */
+  cpus?: number;
+  device?: string;
+}
+
+/** The kernel's default CFS period, taken for a quota given as cores alone. */
+const DEFAULT_PERIOD_MS = 100;
+
 /**
  * Time the workload `runs` times (default 9: their median) after a warm-up (until three runs agree, at most
  * WARMUP_MS). With `slowdown` > 1
  * each run is followed by an idle wait of (slowdown - 1) times its time, as
  * an edge node configured with that slow-down does after each frame.
  */
-export async function calibrate(opts: { slowdown?: number; runs?: number; memoryLimitBytes?: number } = {}): Promise<Capabilities> {
+export async function calibrate(opts: CalibrateOptions = {}): Promise<Capabilities> {
   const slowdown = opts.slowdown ?? 1;
   const runs = opts.runs ?? 9;
   const model = workload();
   const input = tf.randomUniform([1, 112, 112, 32], 0, 1, 'float32', 11);
   const wall: number[] = [];
   const cpu: number[] = [];
-  const quota = cpuQuota();
+  const quota: CpuQuota | undefined = opts.cpus ? { cores: opts.cpus, periodMs: DEFAULT_PERIOD_MS, cgroup: `/${opts.device ?? 'node'}` } : cpuQuota();
   try {
     // Warm up until three runs in a row agree, for WARMUP_MS at most: right after start, V8 is still compiling
     // the wasm kernels' optimised tier in the background, and runs then are up to 2x slower than later ones.
