@@ -8,7 +8,7 @@ import { DeferError } from '../core/errors.js';
 import { prng } from '../core/prng.js';
 import { tf } from './engine.js';
 
-export const ZOO_NAMES = ['tiny', 'resnet50', 'mobilenet'] as const;
+export const ZOO_NAMES = ['tiny', 'resnet50', 'resnet152', 'mobilenet'] as const;
 export type ZooName = (typeof ZOO_NAMES)[number];
 
 export function isZooName(x: string): x is ZooName {
@@ -58,6 +58,19 @@ function resnetBlock(x: SymbolicTensor, filters: number, stride: number, convSho
 
 /** ResNet50 as keras.applications builds it (224x224x3 in, 1000 classes, 25,636,712 parameters). */
 export function resnet50(): tf.LayersModel {
+  return resnet('resnet50', [3, 4, 6, 3]);
+}
+
+/**
+ * ResNet152 as keras.applications builds it (60,419,944 parameters, about 242 MB of float32 weights): a model
+ * too big for one small device of 256 MB, which a fleet of them can run split.
+ */
+export function resnet152(): tf.LayersModel {
+  return resnet('resnet152', [3, 8, 36, 3]);
+}
+
+/** A ResNet v1 with bottleneck blocks, `blocks` of them in each of its four stacks (Keras' layer names). */
+function resnet(name: string, blocks: [number, number, number, number]): tf.LayersModel {
   const input = tf.input({ shape: [224, 224, 3], name: 'input_1' });
   let x = apply(
     L.zeroPadding2d({
@@ -84,18 +97,18 @@ export function resnet50(): tf.LayersModel {
   );
   x = apply(L.maxPooling2d({ name: 'pool1_pool', poolSize: 3, strides: 2 }), x);
   const stacks: [string, number, number, number][] = [
-    ['conv2', 64, 3, 1],
-    ['conv3', 128, 4, 2],
-    ['conv4', 256, 6, 2],
-    ['conv5', 512, 3, 2],
+    ['conv2', 64, blocks[0], 1],
+    ['conv3', 128, blocks[1], 2],
+    ['conv4', 256, blocks[2], 2],
+    ['conv5', 512, blocks[3], 2],
   ];
-  for (const [name, filters, blocks, stride] of stacks) {
-    x = resnetBlock(x, filters, stride, true, `${name}_block1`);
-    for (let b = 2; b <= blocks; b++) x = resnetBlock(x, filters, 1, false, `${name}_block${b}`);
+  for (const [stack, filters, count, stride] of stacks) {
+    x = resnetBlock(x, filters, stride, true, `${stack}_block1`);
+    for (let b = 2; b <= count; b++) x = resnetBlock(x, filters, 1, false, `${stack}_block${b}`);
   }
   x = apply(L.globalAveragePooling2d({ name: 'avg_pool' }), x);
   x = apply(L.dense({ name: 'predictions', units: 1000, activation: 'softmax' }), x);
-  return tf.model({ inputs: input, outputs: x, name: 'resnet50' });
+  return tf.model({ inputs: input, outputs: x, name });
 }
 
 /** MobileNet v1 (alpha 1.0) as keras.applications builds it (224x224x3, 4,253,864 parameters). */
@@ -208,6 +221,9 @@ export function createZooModel(name: string, seed = 1): tf.LayersModel {
       break;
     case 'resnet50':
       model = resnet50();
+      break;
+    case 'resnet152':
+      model = resnet152();
       break;
     case 'mobilenet':
       model = mobilenetV1();
