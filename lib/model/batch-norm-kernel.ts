@@ -15,10 +15,10 @@
  * denormals, infinities, extremes): if they differ in one bit (another engine version), it is not installed and
  * a warning says so. `DEFER_STOCK_BATCH_NORM=1` keeps the engine's kernel (for A/B measurements).
  */
-import * as tf from '@tensorflow/tfjs';
 import { log } from '../core/log.js';
 import { prng } from '../core/prng.js';
 import { BATCH_NORM_WASM } from './batch-norm-wasm.js';
+import * as tf from './tf.js';
 
 type DataId = object;
 export type TensorInfo = { dataId: DataId; shape: number[]; dtype: string };

@@ -3,10 +3,10 @@
  * `auto` tries native TensorFlow (@tensorflow/tfjs-node, an optional peer),
  * then WebAssembly (SIMD), then plain JavaScript (`cpu`).
  */
-import * as tf from '@tensorflow/tfjs';
 import { DeferError } from '../core/errors.js';
 import { log } from '../core/log.js';
 import { installBatchNormKernel } from './batch-norm-kernel.js';
+import * as tf from './tf.js';
 
 export type BackendChoice = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
 export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'tensorflow', 'wasm', 'cpu'];
