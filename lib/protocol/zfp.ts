@@ -1,7 +1,7 @@
 /**
  * ZFP, DEFER's activation codec, as the tensor codec's `zfp` precision: the
- * optional native addon (native/zfp-addon.c, built by `npm run build` where
- * libzfp-dev and a C compiler exist). Fixed precision (ZFP_BITS bit planes
+ * optional native addon (native/zfp-addon.c, built by `npm run build` in a clone
+ * or `defer build-zfp` in an install, where libzfp-dev and a C compiler exist). Fixed precision (ZFP_BITS bit planes
  * kept per value); an NHWC activation is one 3-D field (x = width, y =
  * height, z = channels), other shapes a 1-D field.
  */
@@ -43,7 +43,7 @@ export function zfpAvailable(): boolean {
 
 function need(): ZfpAddon {
   const z = zfp();
-  if (!z) throw new CodecError('precision zfp needs the ZFP addon, which this install lacks: install libzfp-dev (Debian) and run npm run build');
+  if (!z) throw new CodecError('precision zfp needs the ZFP addon, which this install lacks: install libzfp-dev (Debian) and run npx defer build-zfp (in a clone of the repository: npm run build)');
   return z;
 }
 
