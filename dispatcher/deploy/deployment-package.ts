@@ -95,7 +95,10 @@ export function hopPrecisions(given: readonly Precision[] | undefined, stages: n
   const bad = list.find((p) => !PRECISIONS.includes(p));
   if (bad) throw new DeferError('E_CONFIG', `precision '${bad}' is not one of ${PRECISIONS.join(', ')} (dispatcher.precision)`);
   if (list.includes('zfp') && !zfpAvailable())
-    throw new DeferError('E_CONFIG', 'precision zfp needs the ZFP addon, which this install lacks: install libzfp-dev (Debian) and run npx defer build-zfp (in a clone: npm run build), on the dispatcher and every node');
+    throw new DeferError(
+      'E_CONFIG',
+      'precision zfp needs the ZFP addon, which this install lacks: install libzfp-dev (Debian) and run npx defer build-zfp (in a clone: npm run build), on the dispatcher and every node',
+    );
   if (list.length === 1) return Array.from({ length: stages + 1 }, () => list[0]);
   if (list.length !== stages + 1) {
     throw new DeferError(
