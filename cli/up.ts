@@ -148,7 +148,9 @@ export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOption
         await Promise.race([dispatcher.nodes.waitCapabilities([id], config.planner.onlineTimeoutMs), exited]);
       }
       caps = await dispatcher.nodes.waitCapabilities(ids, config.planner.onlineTimeoutMs);
-      progress(`started ${ids.length} edge-node processes, one at a time: ${ids.map((id) => `${id} (calibration ${caps!.get(id)!.calibrationMs.toFixed(1)} ms, CPU ${caps!.get(id)!.calibrationCpuMs.toFixed(1)} ms${caps!.get(id)!.cores < 1 ? `, ${caps!.get(id)!.cores} cores` : ''})`).join(', ')}`);
+      progress(
+        `started ${ids.length} edge-node processes, one at a time: ${ids.map((id) => `${id} (calibration ${caps!.get(id)!.calibrationMs.toFixed(1)} ms, CPU ${caps!.get(id)!.calibrationCpuMs.toFixed(1)} ms${caps!.get(id)!.cores < 1 ? `, ${caps!.get(id)!.cores} cores` : ''})`).join(', ')}`,
+      );
       nodes.start(standby);
     } else {
       nodes.start();

@@ -492,7 +492,18 @@ export type DeferConfig = {
     topicLimits: TopicLimits;
     persistence: string;
   };
-  node: { id: string; maxQueue: number; weightCache: string; slowdown: number; workers: number; memoryLimit: string; cpus: number; keepPackedWeights: boolean; plainConvolutions: boolean; heartbeatMs: number };
+  node: {
+    id: string;
+    maxQueue: number;
+    weightCache: string;
+    slowdown: number;
+    workers: number;
+    memoryLimit: string;
+    cpus: number;
+    keepPackedWeights: boolean;
+    plainConvolutions: boolean;
+    heartbeatMs: number;
+  };
   dispatcher: {
     model: string;
     nodes: string[];
