@@ -1,6 +1,8 @@
 /**
  * The dispatcher: owns one MQTT connection, deploys a partitioned model onto
- * named nodes, waits for them, and streams frames through the chain.
+ * named nodes (or adopts the deployment they run: deploy/adopt.ts), waits for
+ * them, streams frames through the chain (chain/frame-stream.ts), and has it
+ * supervised (chain/supervisor.ts).
  */
 
 import { randomBytes } from 'node:crypto';
@@ -9,26 +11,14 @@ import { DeferError, errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
 import { TypedEmitter } from '../lib/core/typed-emitter.js';
 import type { FlatModel } from '../lib/model/flat-model.js';
-import { sha256 } from '../lib/model/partition.js';
-import { closeMqtt, connectMqtt, publish } from '../lib/mqtt/connect.js';
+import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
 import type { ChoosePrecision } from '../lib/planning/precision-choice.js';
-import { memberName } from '../lib/planning/shape.js';
-import { type Assignment, assertTopicName, type Codec, decodeAssignment, type ImageInput, type Precision, type Topics, topicsFor } from '../lib/protocol/index.js';
+import { assertTopicName, type Codec, type ImageInput, type Precision, type Topics, topicsFor } from '../lib/protocol/index.js';
 import type { Deployment } from './chain/deployment.js';
 import { type FrameResult, FrameStream } from './chain/frame-stream.js';
 import { type ChainHost, type FailurePolicy, type LostMember, Supervisor } from './chain/supervisor.js';
-import {
-  type DeploymentPackage,
-  deploymentNodes,
-  hasReplicas,
-  hopPrecisions,
-  packageDeployment,
-  publishDeployment,
-  replicaAssignment,
-  replicaTargets,
-  type StageMember,
-  stageNodes,
-} from './deploy/deployment-package.js';
+import { type Adopted, type AdoptHost, adoptChain, adoptShape } from './deploy/adopt.js';
+import { type DeploymentPackage, deploymentNodes, hasReplicas, packageDeployment, publishDeployment, replicaTargets, type StageMember, stageNodes } from './deploy/deployment-package.js';
 import { NodeWatch } from './deploy/node-watch.js';
 import type { DispatcherEvent } from './events.js';
 
@@ -142,174 +132,35 @@ export class Dispatcher implements ChainHost {
    * order) and every node reports it ready, carry on with it: no weights are
    * sent, results are read where its last stage writes them. A stage that a
    * standby (dispatcher.standby) took over from its node is adopted on the
-   * standby. Null otherwise.
+   * standby. Null otherwise (deploy/adopt.ts).
    */
   async adopt(flat: FlatModel, nodes: string[], cuts: string[], waitMs = 1500): Promise<Deployment | null> {
     if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
     const t0 = performance.now();
-    const plans = flat.spans(cuts);
-    if (plans.length !== nodes.length || new Set(nodes).size !== nodes.length) return null;
-    const standby = (this.opts.standby ?? []).filter((n) => !nodes.includes(n));
-    const precision = hopPrecisions(await this.precisionFor(flat, nodes, cuts), plans.length);
-    const candidates = [...nodes, ...standby];
-    const found = new Map<string, Assignment>();
-    const runs = (n: string, id: string, k: number) => this.runsStage(n, found.get(n), id, k, precision);
-    // stage k runs on its own node or on a standby; the deployment is the one stage 0 runs
-    const chain = (): string[] | null => {
-      const first = [nodes[0], ...standby].find((n) => found.get(n)?.stage === 0);
-      const id = first && found.get(first)!.deployment;
-      if (!id) return null;
-      const order = plans.map((_, k) => [nodes[k], ...standby].find((n) => runs(n, id, k)));
-      return order.every(Boolean) && new Set(order).size === order.length ? (order as string[]) : null;
-    };
-    await this.readAssignments(candidates, found, () => chain() !== null, waitMs);
-    const order = chain();
-    if (!order) return null;
-    const as = order.map((n) => found.get(n)!);
-    const id = as[0].deployment;
-    // the same weights, stage by stage: only the blobs' hashes are needed (no chunking)
-    if (!plans.every((p, k) => sha256(flat.stageWeights(p).blob) === as[k].manifest.sha256)) return null;
-    const replaced = order.flatMap((n, k) => (n === nodes[k] ? [] : [{ node: nodes[k], by: n }]));
-    this.events.emit({ type: 'adopted', deployment: id, chain: order, replaced });
-    const plan: DeploymentPackage = {
-      id,
-      stages: plans.map((p, k) => ({ span: p, nodeId: order[k], assignment: as[k], chunks: [] })),
-      totalBytes: as.reduce((t, a) => t + a.manifest.totalBytes, 0),
-      precision,
-    };
-    // nodes a standby replaced are standbys now
-    return this.openStream(
-      plan,
-      flat,
-      as[0].inputTopic,
-      as[nodes.length - 1].outputTopic,
-      performance.now() - t0,
-      nodes.filter((n) => !order.includes(n)),
-    );
+    return this.openAdopted(await adoptChain(this.adoptHost, flat, nodes, cuts, waitMs), flat, t0);
   }
 
   /**
    * A dispatcher that restarts, for a deployment with replicas or workers (`shape`: each stage's nodes with their
-   * engines): if the nodes of the shape run their stages of one deployment, ready, with those engines, and each
-   * stage's weights are this split's (by sha256), carry on with it: no weights sent, frames routed over the
-   * replicas again. A replica missing (down, or dropped by the supervisor before the restart: its assignment
-   * empty) is adopted as lost while its stage has another node: the frames go through the others, its retained
-   * assignment is cleared, and the supervisor gives it its stage back once it is up and idle (as after a replica
-   * failure). Null where a stage has none of its nodes, or a node of the shape runs something else.
+   * engines): if the nodes of the shape run their stages of one deployment, ready, with those engines, carry on
+   * with it; a replica missing is adopted as lost while its stage has another node, and rejoins once up and idle
+   * (deploy/adopt.ts). Null where a stage has none of its nodes, or a node of the shape runs something else.
    */
   async adoptShape(flat: FlatModel, shape: StageMember[][], cuts: string[], waitMs = 1500): Promise<Deployment | null> {
     if (!this.client || !this.watch) throw new Error('dispatcher is not connected: call connect() first');
     const t0 = performance.now();
-    const plans = flat.spans(cuts);
-    const members = shape.flat().map((m) => m.node);
-    if (plans.length !== shape.length || new Set(members).size !== members.length) return null;
-    const precision = hopPrecisions(
-      await this.precisionFor(
-        flat,
-        shape.map((s) => s[0].node),
-        cuts,
-      ),
-      plans.length,
-    );
-    const found = new Map<string, Assignment>();
-    const statuses = this.watch.statuses;
-    // the deployment: the one the shape's first ready node runs
-    const id = (): string | undefined => {
-      for (const n of members) {
-        const a = found.get(n);
-        const st = statuses.get(n);
-        if (a && st?.state === 'ready' && st.deployment === a.deployment) return a.deployment;
-      }
-      return undefined;
-    };
-    const runs = (m: StageMember, k: number) => {
-      const a = found.get(m.node);
-      return (a?.workers ?? 1) === m.workers && (a?.batch ?? 1) === (m.batch ?? 1) && this.runsStage(m.node, a, id(), k, precision);
-    };
-    const all = () => id() !== undefined && shape.every((s, k) => s.every((m) => runs(m, k)));
-    await this.readAssignments(members, found, all, waitMs);
-    const deployment = id();
-    if (deployment === undefined) return null;
-    const running = shape.map((s, k) => s.filter((m) => runs(m, k)));
-    // a node that is not running its stage may be lost (its assignment ours or none, not serving), not busy elsewhere
-    const lost = shape.flatMap((s, k) => s.filter((m) => !running[k].includes(m)).map((m) => ({ m, k })));
-    const isLost = ({ m }: { m: StageMember }) => {
-      const a = found.get(m.node);
-      return (a === undefined || a.deployment === deployment) && statuses.get(m.node)?.state !== 'ready';
-    };
-    if (running.some((r) => r.length === 0) || !lost.every(isLost)) return null;
-    const as = running.map((r) => r.map((m) => found.get(m.node)!));
-    if (!plans.every((p, k) => sha256(flat.stageWeights(p).blob) === as[k][0].manifest.sha256)) return null;
-    // a lost replica's assignment, as its stage's others have it
-    const lostReplicas = lost.map(({ m, k }) => ({ node: m.node, stage: k, assignment: replicaAssignment(as[k][0], m, this.topics) }));
-    // cleared, a lost node that comes back is idle: the supervisor then gives it its stage again
-    for (const { m } of lost) if (found.has(m.node)) await publish(this.mqtt, this.topics.nodeAssign(m.node), Buffer.alloc(0), { qos: 1, retain: true });
-    this.events.emit({
-      type: 'adopted',
-      deployment,
-      chain: running.map((r) => r.map((m) => memberName(m)).join('+')),
-      replaced: [],
-      ...(lost.length ? { missing: lost.map(({ m }) => m.node) } : {}),
-    });
-    const plan: DeploymentPackage = {
-      id: deployment,
-      stages: plans.map((p, k) => ({
-        span: p,
-        nodeId: running[k][0].node,
-        assignment: as[k][0],
-        chunks: [],
-        ...(running[k].length > 1 ? { replicas: running[k].slice(1).map((m, i) => ({ nodeId: m.node, assignment: as[k][i + 1] })) } : {}),
-      })),
-      totalBytes: as.reduce((t, a) => t + a[0].manifest.totalBytes, 0),
-      precision,
-      ...(lost.length ? { routed: true as const } : {}),
-    };
-    return this.openStream(plan, flat, as[0][0].inputTopic, as[plans.length - 1][0].outputTopic, performance.now() - t0, [], lostReplicas);
+    return this.openAdopted(await adoptShape(this.adoptHost, flat, shape, cuts, waitMs), flat, t0);
   }
 
-  /**
-   * Whether `node`, by its retained assignment `a` and its status, runs stage `k` of deployment `id` as this
-   * dispatcher would deploy it (the same number of stages, codec and output precision), ready.
-   */
-  private runsStage(node: string, a: Assignment | undefined, id: string | undefined, k: number, precision: Precision[]): boolean {
-    const st = this.nodes.statuses.get(node);
-    return (
-      a !== undefined &&
-      a.deployment === id &&
-      a.stage === k &&
-      a.stageCount === precision.length - 1 &&
-      a.codec === this.opts.codec &&
-      (a.outputPrecision ?? 'lossless') === precision[k + 1] &&
-      st?.deployment === id &&
-      st.stage === k &&
-      st.state === 'ready'
-    );
+  /** what adoption needs of this dispatcher */
+  private get adoptHost(): AdoptHost {
+    return { mqtt: this.mqtt, nodes: this.nodes, topics: this.topics, opts: this.opts, precisionFor: (f, n, c) => this.precisionFor(f, n, c), emit: (e) => this.events.emit(e) };
   }
 
-  /**
-   * Read the retained assignments of `nodes` into `found` (those that decode) until `done()` or `waitMs` has
-   * passed: what a restarted dispatcher looks at before it adopts a running deployment.
-   */
-  private async readAssignments(nodes: string[], found: Map<string, Assignment>, done: () => boolean, waitMs: number): Promise<void> {
-    const client = this.mqtt;
-    const topics = nodes.map((n) => this.topics.nodeAssign(n));
-    const onMessage = (topic: string, payload: Buffer) => {
-      const i = topics.indexOf(topic);
-      if (i < 0 || payload.length === 0) return;
-      try {
-        found.set(nodes[i], decodeAssignment(payload, this.opts.maxMessageBytes * 4));
-      } catch {
-        // not one we can adopt
-      }
-    };
-    client.on('message', onMessage);
-    try {
-      await client.subscribeAsync(topics, { qos: 1 });
-      for (let t = 0; t < waitMs && !done(); t += 50) await new Promise((r) => setTimeout(r, 50));
-      await client.unsubscribeAsync(topics);
-    } finally {
-      client.off('message', onMessage);
-    }
+  /** A stream (and supervisor) into the deployment adopted, if one was; `t0`: when adoption began. */
+  private async openAdopted(a: Adopted | null, flat: FlatModel, t0: number): Promise<Deployment | null> {
+    if (!a) return null;
+    return this.openStream(a.plan, flat, a.inputTopic, a.resultTopic, performance.now() - t0, a.spares, a.lostReplicas);
   }
 
   /** `adopt` (or `adoptShape` for replicas and workers) when allowed and possible, else `deploy`. */

@@ -15,6 +15,13 @@
  *
  * Either way every frame still pending is then sent again; the stream delivers
  * the first result of each frame and drops later copies.
+ *
+ * One file of about 520 lines, kept whole: every repair here (a node or a replica failed, a node left its stage,
+ * a replica rejoins, a merged chain grows back, the broker is back) runs in the one repair queue and reads and
+ * changes the same state (the deployment and its package, the nodes dropped, the replicas lost, `busy`, the
+ * broker's loss); split along the repairs, each part would need all of it through an interface as wide as this
+ * class. What needs none of it is apart already: the standbys' prefetch lists (standby-prefetch.ts), the choice of
+ * replica per frame (replica-router.ts), the cuts of a merge (lib/planning/repair.ts).
  */
 import type { MqttClient } from 'mqtt';
 import { DeferError, errorMessage } from '../../lib/core/errors.js';
