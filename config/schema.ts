@@ -184,6 +184,12 @@ export const schema = {
       default: '',
       env: 'DEFER_NODE_MEMORY_LIMIT',
     },
+    heartbeatThread: {
+      doc: 'Send the heartbeat from a thread of its own, with its own connection to the broker, so that a stage computed on the main thread does not silence it (a slow device is not a dead one). false: from the main thread, about 15-20 MB less memory, and a node busy computing for longer than dispatcher.heartbeatTimeoutMs is taken for failed.',
+      format: Boolean,
+      default: true,
+      env: 'DEFER_NODE_HEARTBEAT_THREAD',
+    },
     cpus: {
       doc: "The cores this node may use, e.g. 0.2 (a CPU quota it runs under): it calibrates under it, reports it as its cores, and names itself a device of its own. 0: its cgroup's quota where it can read one (a container; not inside a network namespace of its own, whose sysfs has no cgroups: defer up --fleet passes it), else none.",
       format: Number,
@@ -499,6 +505,7 @@ export type DeferConfig = {
     slowdown: number;
     workers: number;
     memoryLimit: string;
+    heartbeatThread: boolean;
     cpus: number;
     keepPackedWeights: boolean;
     plainConvolutions: boolean;

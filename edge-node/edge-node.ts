@@ -5,7 +5,9 @@
  *
  * This file puts the node's parts together and runs its life cycle (start, close) and its messages (which part
  * each one goes to). The parts, each with its own state, meet at small interfaces (node-link.ts):
- *   status-publisher.ts  its status (retained, Last Will), heartbeat and error reports
+ *   status-publisher.ts  its status (retained, Last Will), error reports, and the heartbeat where it has no thread
+ *   heartbeat-thread.ts  its heartbeat from a thread of its own (heartbeat-worker.ts, its own connection), off the
+ *                        compute path; heartbeat-figures.ts: what it says, from plain figures in shared memory
  *   weight-intake.ts     an assignment's weights: from the weight cache, or chunk by chunk from the broker (checked;
  *                        early chunks held)
  *   stage-builder.ts     the stage served and the next one: engines, build and warm-up, the old stage freed first
@@ -34,10 +36,12 @@ import {
   topicsFor,
 } from '../lib/protocol/index.js';
 import { ComputePump } from './compute-pump.js';
+import type { WorkFigures } from './heartbeat-figures.js';
+import { HeartbeatThread } from './heartbeat-thread.js';
 import { Prefetcher } from './prefetch.js';
 import type { ComputeContext } from './stage.js';
 import { type NodeStage, StageBuilder } from './stage-builder.js';
-import { lastWillOf, type StatusFacts, StatusPublisher, type WorkFigures } from './status-publisher.js';
+import { lastWillOf, type StatusFacts, StatusPublisher } from './status-publisher.js';
 import { WeightCache } from './weight-cache.js';
 import { WeightIntake } from './weight-intake.js';
 
@@ -63,6 +67,10 @@ export interface EdgeNodeOptions {
   weightCache?: string;
   /** how often the node publishes its heartbeat on node/<id>/alive, ms; 0: never (default 1000) */
   heartbeatMs?: number;
+  /** send the heartbeat from the compute thread itself, not a thread of its own (default: a thread of its own) */
+  heartbeatThread?: boolean;
+  /** the cores this node may use (a CPU quota), where it cannot read its cgroup's (default: its cgroup's, else none) */
+  cpus?: number;
   /** the most engines (worker threads) this node runs for a stage; the assignment says how many (default: the cores) */
   workers?: number;
   /** keep the weights the engine packed as well as their packed copies (default: release them after the first frame) */
@@ -104,6 +112,7 @@ export class EdgeNode {
   private readonly stages: StageBuilder;
   /** a standby's prefetch into the weight cache (only with a cache) */
   private prefetcher?: Prefetcher;
+  private heartbeat?: HeartbeatThread;
 
   constructor(opts: EdgeNodeOptions) {
     assertTopicName('node id', opts.id);
@@ -128,9 +137,10 @@ export class EdgeNode {
     this.backend = await initEngine(this.opts.backend);
     if (this.opts.calibrate !== false) {
       // before connecting: the first status the planner sees carries the figures
+      const measured = await calibrate({ slowdown: this.slowdown, memoryLimitBytes: this.opts.memoryLimitBytes, cpus: this.opts.cpus, device: this.opts.id });
       this.capabilities = {
-        ...(await calibrate({ slowdown: this.slowdown, memoryLimitBytes: this.opts.memoryLimitBytes })),
-        workers: this.maxWorkers,
+        ...measured,
+        workers: Math.max(1, this.opts.workers ?? Math.floor(measured.cores)),
         ...(this.plainConvolutions ? { plainConvolutions: true } : {}),
       };
       log.info(
@@ -157,7 +167,7 @@ export class EdgeNode {
       void this.status.again();
     });
     await this.status.set('online');
-    this.status.startHeartbeat(this.opts.heartbeatMs ?? 1000, () => this.workFigures(), this.opts.memoryLimitBytes);
+    await this.startHeartbeat(this.opts.heartbeatMs ?? 1000);
     // weights are subscribed to only when an assignment needs them (they are retained): not when the cache has them
     await client.subscribeAsync(this.topics.nodeAssign(this.opts.id), { qos: 1 });
     if (this.cache) {
@@ -224,9 +234,9 @@ export class EdgeNode {
     return this.backend === 'wasm' && (this.opts.plainConvolutions === true || !convolutionsAsProducts());
   }
 
-  /** the most engines this node runs for a stage: --workers, or its cores */
+  /** the most engines this node runs for a stage: --workers, or its cores (a CPU quota's, whole: one engine uses one core) */
   get maxWorkers(): number {
-    return Math.max(1, this.opts.workers ?? availableParallelism());
+    return Math.max(1, this.opts.workers ?? Math.floor(this.capabilities?.cores ?? this.opts.cpus ?? availableParallelism()));
   }
 
   /** engines running the stage now */
@@ -282,6 +292,32 @@ export class EdgeNode {
   }
 
   /** Resolves when nothing computes (for tests and clean shutdown). */
+  /**
+   * The heartbeat, every `everyMs` (0: none): from a thread of its own with its own connection (heartbeat-thread.ts),
+   * so that a stage computed on this thread does not silence it; from this thread where that thread cannot start.
+   */
+  private async startHeartbeat(everyMs: number): Promise<void> {
+    if (everyMs <= 0) return;
+    if (this.opts.heartbeatThread !== false) {
+      try {
+        this.heartbeat = await HeartbeatThread.start(
+          {
+            connect: { url: this.opts.brokerUrl, clientIdPrefix: `defer-node-${this.opts.id}-alive`, username: this.opts.username, password: this.opts.password, ca: this.opts.ca },
+            node: this.opts.id,
+            topic: this.topics.nodeAlive(this.opts.id),
+            everyMs,
+            memoryLimitBytes: this.opts.memoryLimitBytes,
+          },
+          () => this.workFigures(),
+        );
+        return;
+      } catch (err) {
+        log.warn(`node ${this.opts.id}: ${errorMessage(err)}; the heartbeat goes from the compute thread, and stops while it computes`);
+      }
+    }
+    this.status.startHeartbeat(everyMs, () => this.workFigures(), this.opts.memoryLimitBytes);
+  }
+
   idle(): Promise<void> {
     return this.pump.idle();
   }
@@ -289,6 +325,7 @@ export class EdgeNode {
   async close(): Promise<void> {
     if (this.link.closed) return;
     this.status.stopHeartbeat();
+    await this.heartbeat?.close();
     // say so, but do not wait forever for a broker that is gone (its Last Will says it then)
     await Promise.race([this.status.set('offline'), new Promise((r) => setTimeout(r, 2000).unref())]);
     this.link.closed = true;

@@ -1,15 +1,14 @@
 /**
  * What an edge node says about itself: its status on node/<id>/status (retained; a Last Will says `offline`), its
  * heartbeat on node/<id>/alive, and error reports. Both messages are built by functions of plain values
- * (`statusOf`, `heartbeatOf`): the heartbeat's figures are the compute side's few numbers (`WorkFigures`) and the
- * process's (`processFigures`, readable from any thread of the process), so that the heartbeat can be sent from a
- * thread of its own, off the compute path.
+ * (`statusOf`; the heartbeat's `heartbeatOf`, heartbeat-figures.ts), so that the heartbeat can be sent from a thread
+ * of its own, off the compute path (heartbeat-thread.ts).
  */
 import { errorMessage } from '../lib/core/errors.js';
 import { log } from '../lib/core/log.js';
-import { cgroupLimitBytes, cgroupPeakBytes, peakRssBytes } from '../lib/core/process-memory.js';
 import { publish } from '../lib/mqtt/connect.js';
-import { type Assignment, type Capabilities, encodeErrorReport, encodeHeartbeat, encodeStatus, type Heartbeat, type NodeState, type NodeStatus, type Topics } from '../lib/protocol/index.js';
+import { type Assignment, type Capabilities, encodeErrorReport, encodeHeartbeat, encodeStatus, type NodeState, type NodeStatus, type Topics } from '../lib/protocol/index.js';
+import { heartbeatOf, processFigures, type WorkFigures } from './heartbeat-figures.js';
 import type { NodeLink, ReportError } from './node-link.js';
 
 /** What a node's status tells besides its state, as plain values. */
@@ -60,54 +59,6 @@ export function statusOf(node: string, state: NodeState, f: StatusFacts, extra: 
 /** The Last Will: what the broker says for a node whose connection drops. */
 export function lastWillOf(node: string): Buffer {
   return encodeStatus({ node, state: 'offline', at: 0 });
-}
-
-/** What the compute side knows for the heartbeat: plain numbers. */
-export interface WorkFigures {
-  /** frames computed */
-  frames: number;
-  /** activations waiting */
-  queue: number;
-  /** the engines' heap: this thread's engine, or its worker threads' together (none where the backend tells none) */
-  engineHeapBytes?: number;
-}
-
-/** The process's memory and CPU as the kernel counts them: the same from any thread of the process. */
-export interface ProcessFigures {
-  rssBytes: number;
-  peakRssBytes: number;
-  memoryLimitBytes?: number;
-  memoryPeakBytes?: number;
-  cpuSeconds: number;
-}
-
-/** This process's figures now; `memoryLimitBytes`: the node's own limit (default: its cgroup's, where it has one). */
-export function processFigures(memoryLimitBytes?: number): ProcessFigures {
-  const cpu = process.cpuUsage();
-  const limit = memoryLimitBytes ?? cgroupLimitBytes();
-  return {
-    rssBytes: process.memoryUsage.rss(),
-    peakRssBytes: peakRssBytes(),
-    memoryLimitBytes: limit,
-    memoryPeakBytes: limit === undefined ? undefined : cgroupPeakBytes(),
-    cpuSeconds: (cpu.user + cpu.system) / 1e6,
-  };
-}
-
-/** What the heartbeat says at time `at` (ms since the epoch): frames computed, the input queue, and the process's memory and CPU. */
-export function heartbeatOf(node: string, at: number, work: WorkFigures, proc: ProcessFigures): Omit<Heartbeat, 'v'> {
-  return {
-    node,
-    at,
-    frames: work.frames,
-    queue: work.queue,
-    rssBytes: proc.rssBytes,
-    peakRssBytes: proc.peakRssBytes,
-    ...(work.engineHeapBytes === undefined ? {} : { engineHeapBytes: work.engineHeapBytes }),
-    ...(proc.memoryLimitBytes === undefined ? {} : { memoryLimitBytes: proc.memoryLimitBytes }),
-    ...(proc.memoryPeakBytes === undefined ? {} : { memoryPeakBytes: proc.memoryPeakBytes }),
-    cpuSeconds: proc.cpuSeconds,
-  };
 }
 
 /** Publishes a node's status, heartbeat and error reports through its connection. */

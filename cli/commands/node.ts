@@ -44,10 +44,12 @@ export const nodeCommand: Command = {
       slowdown: config.node.slowdown,
       weightCache: config.node.weightCache || undefined,
       heartbeatMs: config.node.heartbeatMs,
+      heartbeatThread: config.node.heartbeatThread,
       keepPackedWeights: config.node.keepPackedWeights,
       plainConvolutions: config.node.plainConvolutions,
       ...(config.node.memoryLimit ? { memoryLimitBytes: parseBytes(config.node.memoryLimit, 'node.memoryLimit (--memory-limit)') } : {}),
       ...(config.node.workers > 0 ? { workers: config.node.workers } : {}),
+      ...(config.node.cpus > 0 ? { cpus: config.node.cpus } : {}),
       ...brokerAuth(config.broker),
     });
     await node.start();

@@ -123,6 +123,11 @@ export interface Heartbeat {
   memoryPeakBytes?: number;
   /** CPU seconds (user + system) its process has used since it started */
   cpuSeconds?: number;
+  /**
+   * ms since the node's compute thread last wrote these figures: how long it has been busy without a break (the
+   * heartbeat comes from a thread of its own); absent: sent by the compute thread itself
+   */
+  busyMs?: number;
 }
 
 export function encodeHeartbeat(h: Omit<Heartbeat, 'v'>): Buffer {
@@ -139,6 +144,7 @@ export function decodeHeartbeat(buf: Uint8Array): Heartbeat {
   if (m.engineHeapBytes !== undefined) h.engineHeapBytes = int(m, 'engineHeapBytes', W);
   if (m.memoryLimitBytes !== undefined) h.memoryLimitBytes = int(m, 'memoryLimitBytes', W);
   if (m.memoryPeakBytes !== undefined) h.memoryPeakBytes = int(m, 'memoryPeakBytes', W);
+  if (m.busyMs !== undefined) h.busyMs = int(m, 'busyMs', W);
   if (m.cpuSeconds !== undefined) {
     h.cpuSeconds = num(m, 'cpuSeconds', W);
     if (h.cpuSeconds < 0) throw new EnvelopeError(`${W}: field 'cpuSeconds' must be >= 0`);

@@ -144,3 +144,22 @@ test('ResNet50 (102.5 MB of weights) on 4 nodes of 256 MB each: the planner cuts
   );
   assert.ok(Date.now() - t0 < 120_000, 'it stops at once, not after the ready timeout');
 });
+
+test('a slow device is not a dead one: ResNet50 on one node of 0.15 cores (seconds a frame, on its main thread) keeps its heartbeat from a thread of its own, and a dispatcher that takes 1.5 s of silence for death repairs nothing', {
+  timeout: 300_000,
+  skip: isRoot ? false : 'needs root (cgroups)',
+}, async () => {
+  const { stdout, stderr } = await run(process.execPath, [CLI, 'up', '--model', 'resnet50', '--nodes', '1', '--node-cpus', '0.15', '--frames', '3', '--port', '0', '--json'], {
+    cwd: ROOT,
+    maxBuffer: 1 << 24,
+    env: { ...process.env, DEFER_HEARTBEAT_TIMEOUT_MS: '1500' },
+  });
+  const s = JSON.parse(stdout) as { framesReturned: number; maxAbsDiffVsLocal: number; repairs: unknown[]; stages: { meanBusyMs: number }[] };
+  assert.equal(s.framesReturned, 3);
+  assert.equal(s.maxAbsDiffVsLocal, 0);
+  // each frame kept the node's main thread busy for longer than the dispatcher's heartbeat timeout
+  assert.ok(s.stages[0].meanBusyMs > 1500, `a frame took ${s.stages[0].meanBusyMs} ms`);
+  const failed = stderr.split('\n').filter((l) => l.startsWith('{') && JSON.parse(l).type === 'node-failed');
+  assert.deepEqual(failed, [], 'no node taken for failed');
+  assert.deepEqual(s.repairs, []);
+});
