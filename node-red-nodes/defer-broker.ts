@@ -14,7 +14,7 @@ import { type RunningBroker, startBroker } from '../broker/broker.js';
 import { errorMessage } from '../lib/core/errors.js';
 import { closeMqtt, connectMqtt } from '../lib/mqtt/connect.js';
 import { filterWithin, isName, NAME_RULE } from '../lib/protocol/index.js';
-import type { NodeAPI, RedNode } from './red.js';
+import { type NodeAPI, type RedNode, short } from './red.js';
 
 export interface BrokerState {
   connected: boolean;
@@ -64,6 +64,43 @@ export interface DeferBrokerNode extends RedNode {
 }
 
 export type MessageHandler = (topic: string, payload: Buffer) => void;
+
+/**
+ * Why the broker node could not start, in two lengths: `status`, short enough for the status line under every node
+ * that uses it (Node-RED shows about 60 characters), and `message`, the whole story with what to do, logged once.
+ */
+export class BrokerStartError extends Error {
+  constructor(
+    readonly status: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'BrokerStartError';
+  }
+}
+
+/** The status a node that uses the broker shows for `err`: the broker's short reason, or the error cut to fit. */
+export function statusOf(err: unknown): string {
+  return err instanceof BrokerStartError ? err.status : short(`error: ${errorMessage(err)}`);
+}
+
+/** The start failure of an embedded broker or of the connection, as a BrokerStartError. */
+export function startError(err: unknown, c: BrokerConfig, url: string): BrokerStartError {
+  const text = errorMessage(err);
+  if ((c.mode ?? 'embedded') === 'embedded' && /already in use/.test(text)) {
+    const port = Number(c.port ?? 1883);
+    const host = c.host || '127.0.0.1';
+    const here = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+    return new BrokerStartError(
+      `port ${port} in use: set the DEFER broker to external`,
+      // the advice first: the debug sidebar shows a long message's first 80 characters
+      `${host}:${port} is taken: set Broker to "external", URL mqtt://${here}:${port} (the broker already there, on most Node-RED hosts Mosquitto), and deploy; ` +
+        'or give the embedded broker a free port (docs/node-red.md, "Port 1883 taken")',
+    );
+  }
+  if (/cannot connect to the MQTT broker/.test(text)) return new BrokerStartError(short(`cannot connect to the MQTT broker at ${url}`), text);
+  return new BrokerStartError(short(`error: ${text}`), text);
+}
 
 /** Check a defer-broker configuration; null when it is good. */
 export function brokerProblem(c: BrokerConfig): string | null {
@@ -140,20 +177,26 @@ export default function (RED: NodeAPI): void {
     this.register = (user) => {
       users.add(user);
       user.brokerState(state);
-      starting ??= start().catch((err: unknown) => {
-        const text = errorMessage(err);
-        this.error(`cannot start the broker connection: ${text}`);
-        push({ connected: false, text });
+      starting ??= start().catch(async (err: unknown) => {
+        const e = startError(err, config, config.url ?? '');
+        this.error(e.message);
+        await stop().catch(() => undefined);
+        push({ connected: false, text: e.status });
         starting = undefined;
-        throw err;
+        throw e;
       });
       return starting;
     };
 
+    /** called when the last user has left */
+    let allLeft: (() => void) | undefined;
     this.deregister = async (user) => {
       await this.unsubscribe(user).catch(() => undefined);
       users.delete(user);
-      if (users.size === 0) await stop();
+      if (users.size === 0) {
+        await stop();
+        allLeft?.();
+      }
     };
 
     this.subscribe = async (user, filter, handler) => {
@@ -179,9 +222,21 @@ export default function (RED: NodeAPI): void {
       return shared;
     };
 
+    // Node-RED closes every node of a deploy at once, this one too: the embedded broker stays up until the nodes that
+    // use it have closed (an edge node says it goes offline, a dispatcher ends its streams), 5 s at most; closed first,
+    // each would wait for a broker that is gone, and the deploy with it.
     this.on('close', (_removed, done) => {
-      users.clear();
-      stop().then(done, done);
+      const left = new Promise<void>((resolve) => {
+        if (users.size === 0) resolve();
+        allLeft = resolve;
+        setTimeout(resolve, 5000).unref();
+      });
+      left
+        .then(() => {
+          users.clear();
+          return stop();
+        })
+        .then(done, done);
     });
   }
 

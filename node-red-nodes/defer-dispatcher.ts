@@ -4,9 +4,16 @@
  * (JPEG, PNG, ...), JSON or CBOR frame bytes, a tensor (anything with `shape`
  * and `dataSync()`), or a typed array or array with `msg.shape`. Output: the
  * same message with `payload` (the output scores), `topk` (labels where the
- * model has them), `frameId`, `latencyMs` and `hops`.
+ * model has them), `prediction` (the best label and score, with the top-k),
+ * `frameId`, `latencyMs` and `hops`.
+ *
+ * With a frames topic it also takes frames from MQTT itself, on the DEFER
+ * broker node's connection (no second connection that could race an embedded
+ * broker), and with a predictions topic it publishes each prediction, with
+ * its label, as JSON.
  */
 
+import { randomBytes } from 'node:crypto';
 import { loadConfig } from '../config/schema.js';
 import { type StageMember, stageNodes } from '../dispatcher/deploy/deployment-package.js';
 import { autoPrecision } from '../dispatcher/deploy/precision-auto.js';
@@ -22,8 +29,8 @@ import { loadFlatModel } from '../lib/model/model-source.js';
 import { defaultCuts } from '../lib/planning/auto-plan.js';
 import { shapeLine } from '../lib/planning/shape.js';
 import { type DeviceFrame, hopLatencies, isName, MAX_BATCH, NAME_RULE, PRECISIONS, type Precision, parseFrame, type RawTensor, topK } from '../lib/protocol/index.js';
-import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
-import { type NodeAPI, type NodeMessage, nameList, positiveInt, type RedNode, short } from './red.js';
+import { BrokerStartError, type BrokerState, type DeferBrokerNode, statusOf } from './defer-broker.js';
+import { filterProblem, type NodeAPI, type NodeMessage, nameList, positiveInt, type RedNode, replyProblem, replyTopicFor, short } from './red.js';
 
 export interface DispatcherConfig {
   name?: string;
@@ -43,6 +50,12 @@ export interface DispatcherConfig {
   topK?: number | string;
   timeoutMs?: number | string;
   maxWaiting?: number | string;
+  /** an MQTT topic filter to take frames from, on the DEFER broker node's connection (e.g. cameras/+/image) */
+  topic?: string;
+  /** where each prediction is published, each + filled from the frame's topic (e.g. cameras/+/prediction) */
+  replyTopic?: string;
+  /** class names: comma-separated, or a labels.txt / labels.json / metadata.json file */
+  labels?: string;
 }
 
 interface Settings {
@@ -57,6 +70,10 @@ interface Settings {
   topK: number;
   timeoutMs: number;
   maxWaiting: number;
+  topic: string;
+  replyTopic: string;
+  /** class names given in the field, a file of them, or null: the model's own (metadata.json, labels.txt) */
+  labels: string[] | { file: string } | null;
 }
 
 /** Validate the editor's fields; a string says what is wrong. */
@@ -99,7 +116,15 @@ export function dispatcherSettings(c: DispatcherConfig): Settings | string {
   const timeoutMs = positiveInt(c.timeoutMs, 30_000);
   const maxWaiting = positiveInt(c.maxWaiting, 100);
   if (Number.isNaN(topK) || Number.isNaN(timeoutMs) || Number.isNaN(maxWaiting)) return 'top-k, timeout and waiting limit must be positive integers';
-  return { model, nodes, standby, cuts, shape, codec, precision, topK, timeoutMs, maxWaiting };
+  const topic = (c.topic ?? '').trim();
+  const replyTopic = (c.replyTopic ?? '').trim();
+  const badTopic = topic ? filterProblem(topic) : null;
+  if (badTopic) return `frames topic: ${badTopic}`;
+  const badReply = replyTopic ? replyProblem(replyTopic, topic) : null;
+  if (badReply) return badReply;
+  const labelsText = (c.labels ?? '').trim();
+  const labels = !labelsText ? null : labelsText.includes(',') ? labelsText.split(',').map((l) => l.trim()) : { file: labelsText };
+  return { model, nodes, standby, cuts, shape, codec, precision, topK, timeoutMs, maxWaiting, topic, replyTopic, labels };
 }
 
 function isTensorLike(x: unknown): x is { shape: number[]; dtype?: string; dataSync(): ArrayLike<number> } {
@@ -144,7 +169,10 @@ export default function (RED: NodeAPI): void {
     if (problem) {
       node.status({ fill: 'red', shape: 'ring', text: short(problem) });
       node.error(`defer-dispatcher not started: ${problem}`);
-      node.on('input', (_msg, _send, done) => done(new Error(`defer-dispatcher is not configured: ${problem}`)));
+      node.on('input', (msg, _send, done) => {
+        node.error(`defer-dispatcher is not configured: ${problem}`, msg);
+        done();
+      });
       return;
     }
     const s = settings as Settings;
@@ -178,9 +206,11 @@ export default function (RED: NodeAPI): void {
       },
     };
     const fail = (err: unknown) => {
-      failure = err instanceof Error ? err : new Error(errorMessage(err));
-      node.status({ fill: 'red', shape: 'dot', text: short(`error: ${failure.message}`) });
-      node.error(`defer-dispatcher: ${failure.message}`);
+      // the broker's own failure is logged once by the broker node, with what to do: here, its short form
+      const text = err instanceof BrokerStartError ? `not started: ${err.status}` : errorMessage(err);
+      failure = new Error(text);
+      node.status({ fill: 'red', shape: 'dot', text: statusOf(err) });
+      if (!(err instanceof BrokerStartError)) node.error(`defer-dispatcher: ${text}`);
       for (const w of readyWaiters.splice(0)) w.reject(failure);
     };
 
@@ -188,12 +218,15 @@ export default function (RED: NodeAPI): void {
       node.status({ fill: 'yellow', shape: 'ring', text: 'connecting' });
       const endpoint = await broker!.register(user);
       if (closed) return;
+      // frames from MQTT wait for the chain like wired messages: subscribed now, none is lost while it deploys
+      if (s.topic) await broker!.subscribe(user, s.topic, onFrame);
+      if (closed) return;
       const conf = loadConfig(undefined, { 'dispatcher.model': s.model, 'dispatcher.codec': s.codec, 'dispatcher.precision': s.precision, 'serve.topK': s.topK }, {});
       const backend = await initEngine('auto');
       node.status({ fill: 'yellow', shape: 'ring', text: 'loading model' });
       flat = await loadFlatModel(s.model);
-      const meta = await loadModelMeta(s.model);
-      labels = meta.labels;
+      const meta = await loadModelMeta(s.model, s.labels && !Array.isArray(s.labels) ? s.labels.file : '');
+      labels = Array.isArray(s.labels) ? s.labels : meta.labels;
       input = modelInputFor(flat, conf.serve, meta);
       if (closed) return;
       const cuts = s.cuts === 'auto' ? await defaultCuts(flat, conf, backend, s.shape.length, (l) => node.log(l)) : s.cuts;
@@ -243,34 +276,72 @@ export default function (RED: NodeAPI): void {
 
     const whenReady = () => (ready ? Promise.resolve() : failure ? Promise.reject(failure) : new Promise<void>((resolve, reject) => readyWaiters.push({ resolve, reject })));
 
-    node.on('input', (msg, send, done) => {
-      if (waiting >= s.maxWaiting) {
-        done(new Error(`busy: ${waiting} messages already wait for the chain (max ${s.maxWaiting}); the message was dropped`));
-        return;
-      }
-      waiting++;
-      (async () => {
+    /** A message's frame through the chain: the message with the prediction, and published where the predictions topic says. */
+    const serve = async (msg: NodeMessage): Promise<NodeMessage> => {
+      const reply = s.replyTopic ? replyTopicFor(s.replyTopic, s.topic, msg.topic) : null;
+      try {
         await whenReady();
         const frame = frameOf(msg, 64 * 1024 * 1024);
         const tensor: RawTensor = await frameTensor(frame, input!);
         const r = await deployment!.stream.send(tensor, 'node-red');
         msg.payload = Array.from(r.output.data as Float32Array);
-        msg.topk = topK(r.output.data, s.topK, labels);
+        const top = topK(r.output.data, s.topK, labels);
+        msg.topk = top;
         msg.frameId = r.frame;
         msg.latencyMs = Math.round(r.latencyMs * 10) / 10;
         msg.hops = hopLatencies(r);
-        send(msg);
-      })().then(
-        () => {
+        // the prediction in short, as it is published: what a debug node or a dashboard shows
+        const prediction = { label: top[0]?.label, score: top[0]?.score, topk: top, frameId: r.frame, latencyMs: msg.latencyMs };
+        msg.prediction = prediction;
+        if (reply) publish(reply, prediction);
+        return msg;
+      } catch (err) {
+        if (reply) publish(reply, { error: errorMessage(err) });
+        throw err;
+      }
+    };
+    const publish = (topic: string, body: object) => {
+      if (!ready) return; // no chain (the broker did not start, or it is not deployed yet): the node's error says why
+      try {
+        broker!
+          .client()
+          .publishAsync(topic, JSON.stringify(body), { qos: 1 })
+          .catch((err: unknown) => node.warn(`cannot publish the prediction on ${topic}: ${errorMessage(err)}`));
+      } catch (err) {
+        node.warn(`cannot publish the prediction on ${topic}: ${errorMessage(err)}`);
+      }
+    };
+    /** Run `msg`; its error, if any, as one line (no stack) that a Catch node gets with the message. */
+    const run = (msg: NodeMessage, send: (m: NodeMessage) => void, done: () => void) => {
+      if (waiting >= s.maxWaiting) {
+        node.error(`busy: ${waiting} messages already wait for the chain (max ${s.maxWaiting}); the message was dropped`, msg);
+        done();
+        return;
+      }
+      waiting++;
+      serve(msg).then(
+        (m) => {
           waiting--;
+          send(m);
           done();
         },
-        (err) => {
+        (err: unknown) => {
           waiting--;
-          done(err instanceof Error ? err : new Error(errorMessage(err)));
+          node.error(errorMessage(err), msg);
+          done();
         },
       );
-    });
+    };
+    function onFrame(topic: string, payload: Buffer) {
+      if (closed) return;
+      run(
+        { _msgid: RED.util?.generateId() ?? randomBytes(8).toString('hex'), topic, payload },
+        (m) => node.send(m),
+        () => undefined,
+      );
+    }
+
+    node.on('input', (msg, send, done) => run(msg, send, () => done()));
 
     node.on('close', (_removed, done) => {
       closed = true;

@@ -1,14 +1,14 @@
 /**
  * defer-edge-node: makes the Node-RED host a DEFER compute node with the
  * given id. It measures itself, announces itself, takes the stage a
- * dispatcher assigns it, and computes. Its status shows its stage and frames
- * per second. It has no wires: its work arrives and leaves over MQTT.
+ * dispatcher assigns it, and computes. Its status shows its stage (1-based),
+ * the frames it has served, and their rate. It has no wires: its work arrives and leaves over MQTT.
  */
 import { EdgeNode } from '../edge-node/edge-node.js';
 import { errorMessage } from '../lib/core/errors.js';
 import { BACKEND_CHOICES, type BackendChoice } from '../lib/model/engine.js';
 import { isName, NAME_RULE } from '../lib/protocol/index.js';
-import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
+import { BrokerStartError, type BrokerState, type DeferBrokerNode, statusOf } from './defer-broker.js';
 import { type NodeAPI, positiveInt, type RedNode, short } from './red.js';
 
 export interface EdgeNodeConfig {
@@ -43,6 +43,8 @@ export default function (RED: NodeAPI): void {
     let timer: NodeJS.Timeout | undefined;
     let last = { frames: 0, at: Date.now() };
     let connected = true;
+    // the frames computed since the node started (EdgeNode.counters.frames), and their rate over the last 2 s
+    const servedText = (frames: number, fps: number) => `${frames} frame${frames === 1 ? '' : 's'} served${fps > 0 ? `, ${fps.toFixed(1)}/s` : ''}`;
 
     const show = () => {
       if (!edge || closed) return;
@@ -53,7 +55,7 @@ export default function (RED: NodeAPI): void {
       last = { frames: edge.counters.frames, at: now };
       switch (edge.currentState) {
         case 'ready':
-          node.status({ fill: 'green', shape: 'dot', text: `${id}: stage ${a!.stage + 1}/${a!.stageCount}, ${fps.toFixed(1)} frames/s` });
+          node.status({ fill: 'green', shape: 'dot', text: `${id}: stage ${a!.stage + 1} of ${a!.stageCount}, ${servedText(edge.counters.frames, fps)}` });
           break;
         case 'loading':
           node.status({ fill: 'yellow', shape: 'ring', text: `${id}: loading its stage` });
@@ -100,8 +102,9 @@ export default function (RED: NodeAPI): void {
       timer = setInterval(show, 2000);
     })().catch((err) => {
       if (closed) return;
-      node.status({ fill: 'red', shape: 'dot', text: short(`error: ${errorMessage(err)}`) });
-      node.error(`defer-edge-node ${id}: ${errorMessage(err)}`);
+      node.status({ fill: 'red', shape: 'dot', text: statusOf(err) });
+      // the broker's own failure: the broker node logs it once, with what to do; the status here says it in short
+      if (!(err instanceof BrokerStartError)) node.error(`defer-edge-node ${id}: ${errorMessage(err)}`);
     });
 
     node.on('close', (_removed, done) => {

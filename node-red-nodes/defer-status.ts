@@ -1,6 +1,6 @@
 import { errorMessage } from '../lib/core/errors.js';
 import { decodeMetrics, decodeStatus, topicsFor } from '../lib/protocol/index.js';
-import type { BrokerState, DeferBrokerNode } from './defer-broker.js';
+import { BrokerStartError, type BrokerState, type DeferBrokerNode, statusOf } from './defer-broker.js';
 import { type NodeAPI, type RedNode, short } from './red.js';
 
 export interface StatusConfig {
@@ -55,8 +55,9 @@ export default function (RED: NodeAPI): void {
       for (const filter of [topics.nodeStatusAll, ...(wantMetrics ? [topics.metricsAll] : [])]) await broker!.subscribe(user, filter, onMessage);
     })().catch((err) => {
       if (closed) return;
-      node.status({ fill: 'red', shape: 'dot', text: short(`error: ${errorMessage(err)}`) });
-      node.error(`defer-status: ${errorMessage(err)}`);
+      node.status({ fill: 'red', shape: 'dot', text: statusOf(err) });
+      // the broker's own failure: the broker node logs it once, with what to do; the status here says it in short
+      if (!(err instanceof BrokerStartError)) node.error(`defer-status: ${errorMessage(err)}`);
     });
     node.on('close', (_removed, done) => {
       closed = true;
