@@ -204,13 +204,18 @@ test("the dispatcher node with a graph model (TF-Hub MobileNetV2) and a short no
   assert.equal((msg.hops as unknown[]).length, 2);
 });
 
-test('edge node status shows its stage and frames per second; the dispatcher shows a node that went offline, mends the chain, and says so', { timeout: 120_000 }, async () => {
+test('edge node status shows its stage (k of n) and the frames it served; the dispatcher shows a node that went offline, mends the chain, and says so', { timeout: 120_000 }, async () => {
   const port = await freePort();
   await load(pipelineFlow(port));
   const e2 = watchStatus(helper.getNode('e2'));
   const d = watchStatus(helper.getNode('d'));
   await d.until(/^ready/);
-  await e2.until(/^n2: stage 2\/2, [\d.]+ frames\/s$/);
+  await e2.until(/^n2: stage 2 of 2, 0 frames served$/);
+  const { png } = await imageAndLocalScores({ r: 90, g: 20, b: 200 }, 30, 30);
+  const served = new Promise<unknown>((r) => helper.getNode('out').on('input', r));
+  helper.getNode('d').receive({ payload: png });
+  await served;
+  await e2.until(/^n2: stage 2 of 2, 1 frame served(, [\d.]+\/s)?$/, 10_000);
   // what n2's Last Will would publish if its host lost power
   const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0 });
   await c.publishAsync('defer/nrtest/node/n2/status', JSON.stringify({ v: 1, node: 'n2', state: 'offline', at: Date.now() }), { qos: 1, retain: true });
@@ -321,4 +326,87 @@ test('a model that cannot be loaded or an unreachable broker: red status with th
   ]);
   await watchStatus(helper.getNode('d')).until(/^error: model '\/no\/such\/model.json' is neither/);
   await watchStatus(helper.getNode('e')).until(/cannot connect to the MQTT broker/);
+});
+
+test("frames from an MQTT topic on the broker node's own connection, sent as soon as it subscribed (while it deploys): each answered, its prediction published with the labels given", {
+  timeout: 120_000,
+}, async () => {
+  const port = await freePort();
+  const labels = 'zero,one,two,three,four,five,six,seven,eight,nine';
+  const flow = pipelineFlow(port, { topic: 'cameras/+/image', replyTopic: 'cameras/+/prediction', labels, cuts: 'auto' });
+  await load(flow);
+  const { png, want } = await imageAndLocalScores({ r: 30, g: 60, b: 220 }, 40, 30);
+  // a camera, connected as soon as the embedded broker listens: before the chain is deployed
+  let c: mqtt.MqttClient | undefined;
+  for (let i = 0; i < 300 && !c; i++) {
+    c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 1000 }).catch(() => undefined);
+    if (!c) await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.ok(c, 'the embedded broker listens');
+  const published: { topic: string; body: { label: string; score: number; topk: { label: string; index: number; score: number }[] } }[] = [];
+  c.on('message', (topic, payload) => published.push({ topic, body: JSON.parse(payload.toString()) }));
+  await c.subscribeAsync('cameras/+/prediction', { qos: 1 });
+  const out: Record<string, unknown>[] = [];
+  helper.getNode('out').on('input', (m) => out.push(m));
+  // the dispatcher subscribes as soon as its connection is up (a frame before that has no subscriber, as with any MQTT
+  // topic): wait for its subscription, then send while it still deploys
+  const d = watchStatus(helper.getNode('d'));
+  await d.until(/loading model/);
+  const early = !d.all.some((st) => /^ready/.test(st.text ?? ''));
+  await c.publishAsync('cameras/cam7/image', png, { qos: 1 });
+  await waitUntil(() => published.length > 0 && out.length > 0, 60_000);
+  process.stderr.write(`the camera's frame was sent ${early ? 'before' : 'after'} the dispatcher was ready\n`);
+  assert.equal(out.length, 1);
+  assert.equal(out[0].topic, 'cameras/cam7/image');
+  assert.deepEqual(out[0].payload, want, 'the local scores, exactly');
+  assert.equal(published.length, 1);
+  assert.equal(published[0].topic, 'cameras/cam7/prediction');
+  const best = want.indexOf(Math.max(...want));
+  assert.equal(published[0].body.label, labels.split(',')[best]);
+  assert.deepEqual(
+    published[0].body.topk.map((k) => k.index),
+    [...want.keys()].sort((a, b) => want[b] - want[a] || a - b).slice(0, 3),
+  );
+  assert.deepEqual((out[0].prediction as { label: string }).label, published[0].body.label);
+  await c.endAsync();
+});
+
+test('the port of the embedded broker taken: every node shows the same short, whole status; the broker node logs what to do once; a message gets a one-line error', { timeout: 60_000 }, async () => {
+  const { createServer } = await import('node:net');
+  const holder = createServer();
+  await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
+  const port = (holder.address() as { port: number }).port;
+  try {
+    await load(pipelineFlow(port));
+    const want = `port ${port} in use: set the DEFER broker to external`;
+    for (const id of ['d', 'e1', 'e2', 's']) await watchStatus(helper.getNode(id)).until(new RegExp(`^${want}$`), 30_000);
+    const errors = helper
+      .log()
+      .args.map((a) => a[0] as { level?: number; msg?: unknown; id?: string })
+      .filter((e) => e?.level === 20)
+      .map((e) => `${e.id}: ${String(e.msg)}`);
+    assert.deepEqual(
+      errors.filter((e) => /is taken/.test(e)),
+      [
+        `b: 127.0.0.1:${port} is taken: set Broker to "external", URL mqtt://127.0.0.1:${port} (the broker already there, on most Node-RED hosts Mosquitto), and deploy; or give the embedded broker a free port (docs/node-red.md, "Port 1883 taken")`,
+      ],
+    );
+    assert.deepEqual(
+      errors.filter((e) => !e.startsWith('b:')),
+      [],
+      'the nodes that use it only show it',
+    );
+    const d = helper.getNode('d') as TestNode & { error: (e: unknown) => void };
+    const reported = new Promise<unknown>((r) => {
+      const orig = d.error.bind(d);
+      d.error = (e: unknown, m?: unknown) => {
+        r(e);
+        (orig as (e: unknown, m?: unknown) => void)(e, m);
+      };
+    });
+    d.receive({ payload: Buffer.from('x') });
+    assert.equal(await reported, `not started: ${want}`);
+  } finally {
+    holder.close();
+  }
 });
