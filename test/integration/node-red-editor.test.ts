@@ -309,7 +309,11 @@ test('the examples are those the editor lists', { skip: missing }, async () => {
   assert.equal(cats[cats.indexOf('network') + 1], 'DEFER', `palette categories: ${cats.join(', ')}`);
   const labels = await page.$$eval('#red-ui-palette-container-DEFER .red-ui-palette-label', (ls) => ls.map((l) => l.textContent?.replace(/\s+/g, ' ').trim()));
   assert.deepEqual(labels.sort(), ['DEFER dispatcher', 'DEFER edge node', 'DEFER status']);
-  if (SHOTS) await page.screenshot({ path: join(SHOTS, 'node-red-palette.png'), clip: { x: 0, y: 40, width: 400, height: 700 } });
+  if (SHOTS) {
+    // the palette scrolled down to DEFER, under "network" (the MQTT nodes)
+    await page.$eval('#red-ui-palette-container-DEFER', (e) => e.scrollIntoView({ block: 'end' }));
+    await page.screenshot({ path: join(SHOTS, 'node-red-palette.png'), clip: { x: 0, y: 40, width: 400, height: 700 } });
+  }
 });
 
 test('each example through Import > Examples: no warning, no red triangle, the dispatcher dialog filled; Deploy with no dialog; a labelled prediction in the debug sidebar within 5 s; the tip works', {
