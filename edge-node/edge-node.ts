@@ -291,7 +291,6 @@ export class EdgeNode {
     this.stages.assign(a);
   }
 
-  /** Resolves when nothing computes (for tests and clean shutdown). */
   /**
    * The heartbeat, every `everyMs` (0: none): from a thread of its own with its own connection (heartbeat-thread.ts),
    * so that a stage computed on this thread does not silence it; from this thread where that thread cannot start.
@@ -318,6 +317,7 @@ export class EdgeNode {
     this.status.startHeartbeat(everyMs, () => this.workFigures(), this.opts.memoryLimitBytes);
   }
 
+  /** Resolves when nothing computes (for tests and clean shutdown). */
   idle(): Promise<void> {
     return this.pump.idle();
   }
