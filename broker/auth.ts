@@ -91,9 +91,9 @@ export function aclFor(p: Principal): { publish: string[]; subscribe: string[] }
       return { publish: [ALL_TOPICS], subscribe: [ALL_TOPICS] };
     case 'node':
       return {
-        publish: [T.nodeStatus(p.id), T.nodeAlive(p.id), T.stageIn('+'), T.stageIn('+', '+'), T.results('+'), T.errors],
+        publish: [T.nodeStatus(p.id), T.nodeAlive(p.id), T.nodeProbe(p.id), T.stageIn('+'), T.stageIn('+', '+'), T.results('+'), T.errors],
         // any node's weight chunks: a standby reads the retained chunks of the node it replaces (each is checked against the manifest's sha256)
-        subscribe: [T.nodeAssign(p.id), T.nodePrefetch(p.id), T.nodeWeightsAll('+'), T.stageIn('+'), T.stageIn('+', p.id)],
+        subscribe: [T.nodeAssign(p.id), T.nodePrefetch(p.id), T.nodeProbe(p.id), T.nodeWeightsAll('+'), T.stageIn('+'), T.stageIn('+', p.id)],
       };
     case 'sensor':
       return { publish: [T.frames(p.id)], subscribe: [T.deviceResults(p.id)] };

@@ -13,7 +13,7 @@ import { NodeCgroups, type NodeLimits, parseBytes } from './node-cgroups.js';
 import { createLinks, type Links, netemCheck } from './node-network.js';
 
 export interface NodeEnvironment {
-  /** the configuration with what the fleet decides: its number of nodes, the broker on every address, its links' bandwidths */
+  /** the configuration with what the fleet decides: its number of nodes, the broker on every address (each node measures its own link) */
   config: DeferConfig;
   cgroups?: NodeCgroups;
   limitsOf(id: string): NodeLimits;
@@ -75,11 +75,6 @@ async function fleetEnvironment(config: DeferConfig, fleet: Fleet, progress: (li
     up: { ...config.up, nodes: devices },
     // nodes in namespaces of their own reach the broker over their veth
     broker: network ? { ...config.broker, host: '0.0.0.0' } : config.broker,
-    planner:
-      network && config.planner.bandwidthMbps.length === 0
-        ? // what the planner knows of each link until nodes measure their own: the fleet's figures (0: loopback)
-          { ...config.planner, bandwidthMbps: fleet.devices.map((d) => d.link?.mbit ?? 0) }
-        : config.planner,
   };
   const timers: NodeJS.Timeout[] = [];
   return {

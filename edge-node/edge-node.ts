@@ -14,6 +14,7 @@
  *                        where memory is short, standing down
  *   compute-pump.ts      the input queue and the compute loop: engine calls, results published, garbage collection
  *   prefetch.ts          a standby filling its weight cache
+ *   link-probe.ts        its link to the broker, measured at start over MQTT (for the planner)
  */
 import { availableParallelism, totalmem } from 'node:os';
 import type { MqttClient } from 'mqtt';
@@ -38,6 +39,7 @@ import {
 import { ComputePump } from './compute-pump.js';
 import type { WorkFigures } from './heartbeat-figures.js';
 import { HeartbeatThread } from './heartbeat-thread.js';
+import { probeLink } from './link-probe.js';
 import { Prefetcher } from './prefetch.js';
 import type { ComputeContext } from './stage.js';
 import { type NodeStage, StageBuilder } from './stage-builder.js';
@@ -166,6 +168,14 @@ export class EdgeNode {
       log.info(`node ${this.opts.id}: reconnected to the broker`);
       void this.status.again();
     });
+    if (this.capabilities) {
+      // its link to the broker, measured before the first status: the planner reads it from there
+      const link = await probeLink(client, this.topics.nodeProbe(this.opts.id));
+      if (link) {
+        this.capabilities = { ...this.capabilities, linkMbps: link.mbps, linkRttMs: link.rttMs };
+        log.info(`node ${this.opts.id}: link to the broker ${link.mbps} Mbit/s each way, round trip ${link.rttMs} ms (measured)`);
+      }
+    }
     await this.status.set('online');
     await this.startHeartbeat(this.opts.heartbeatMs ?? 1000);
     // weights are subscribed to only when an assignment needs them (they are retained): not when the cache has them

@@ -123,7 +123,8 @@ export function planNodes(ids: string[], opts: NodeOptions, profile: Pick<Cached
       timeFactor,
       cpuFactor,
       memoryBytes: mb !== undefined && mb > 0 ? mb * 1e6 : cap ? cap.freeMemoryBytes * MEMORY_PLANNED_SHARE : undefined,
-      bandwidthMbps: bw !== undefined && bw > 0 ? bw : undefined,
+      // given (0: loopback), else what the node measured of its link (edge-node/link-probe.ts), a loopback's excepted
+      bandwidthMbps: bw !== undefined ? (bw > 0 ? bw : undefined) : cap?.linkMbps !== undefined && cap.linkMbps < LOOPBACK_MBPS ? cap.linkMbps : undefined,
       latencyMs: latency[i],
       host: speed === undefined ? cap?.host : undefined,
       cores: speed === undefined ? cap?.cores : undefined,
@@ -135,6 +136,12 @@ export function planNodes(ids: string[], opts: NodeOptions, profile: Pick<Cached
     ids.filter((_, i) => speeds[i] === undefined),
   );
 }
+
+/**
+ * A node's measured link at or above this many Mbit/s is taken as no link at all (a node on the broker's host
+ * measures its loopback at several Gbit/s): only a slower one is charged its transfer time.
+ */
+export const LOOPBACK_MBPS = 1000;
 
 /** Relative noise of one calibration on a busy machine: nodes closer than this are taken as equal. */
 export const CALIBRATION_TOLERANCE = 0.05;

@@ -27,6 +27,12 @@ export interface Capabilities {
    * counts twice the weights of each stage it gives the node (docs/memory.md); absent: convolutions as products
    */
   plainConvolutions?: boolean;
+  /**
+   * the node's link to the broker as it measured it at start (edge-node/link-probe.ts): Mbit/s each way, and the
+   * round trip of a small message, ms; absent: not measured
+   */
+  linkMbps?: number;
+  linkRttMs?: number;
 }
 
 export type NodeState = 'online' | 'loading' | 'ready' | 'failed' | 'offline';
@@ -94,6 +100,9 @@ export function decodeStatus(buf: Uint8Array): NodeStatus {
     str(c, 'host', `${W} capabilities`, 256);
     if (c.workers !== undefined) int(c, 'workers', `${W} capabilities`, 1, 256);
     if (c.plainConvolutions !== undefined && typeof c.plainConvolutions !== 'boolean') throw new EnvelopeError(`${W}: capabilities.plainConvolutions must be a boolean`);
+    for (const k of ['linkMbps', 'linkRttMs'] as const) {
+      if (c[k] !== undefined && (typeof c[k] !== 'number' || !Number.isFinite(c[k]) || (c[k] as number) <= 0)) throw new EnvelopeError(`${W}: capabilities.${k} must be a positive number`);
+    }
   }
   if (m.workers !== undefined) int(m, 'workers', W, 1, 256);
   if (m.batch !== undefined) int(m, 'batch', W, 1, 64);

@@ -21,6 +21,8 @@ export interface Topics {
   nodeAliveAll: string;
   /** retained: the stages a standby keeps in its weight cache */
   nodePrefetch(nodeId: string): string;
+  /** a node's link probe: it publishes there and reads its own messages back through the broker (edge-node/link-probe.ts) */
+  nodeProbe(nodeId: string): string;
   nodeWeights(nodeId: string, index: number | '+'): string;
   nodeWeightsAll(nodeId: string): string;
   /** a stage's input; with `node`, the input of one replica of a stage served by several nodes (docs/protocol.md, Replicas) */
@@ -41,7 +43,7 @@ export interface Topics {
 
 /** A topic of the tree, read back. */
 export type ParsedTopic =
-  | { kind: 'node-status' | 'node-alive' | 'node-assign' | 'node-prefetch'; node: string }
+  | { kind: 'node-status' | 'node-alive' | 'node-assign' | 'node-prefetch' | 'node-probe'; node: string }
   | { kind: 'node-weights'; node: string; index: number }
   | { kind: 'stage-in'; stage: number; node?: string }
   | { kind: 'results'; dispatcher: string }
@@ -49,7 +51,7 @@ export type ParsedTopic =
   | { kind: 'errors' }
   | { kind: 'frames' | 'device-results'; device: string };
 
-const NODE_KINDS = { status: 'node-status', alive: 'node-alive', assign: 'node-assign', prefetch: 'node-prefetch' } as const;
+const NODE_KINDS = { status: 'node-status', alive: 'node-alive', assign: 'node-assign', prefetch: 'node-prefetch', probe: 'node-probe' } as const;
 const INDEX = /^\d{1,6}$/;
 
 /** Parse the levels below the pipeline (`rest` = topic.split('/').slice(2)). */
@@ -77,6 +79,7 @@ function tree(pipeline: string): Topics {
     nodeAlive: (id) => `${root}/node/${id}/alive`,
     nodeAliveAll: `${root}/node/+/alive`,
     nodePrefetch: (id) => `${root}/node/${id}/prefetch`,
+    nodeProbe: (id) => `${root}/node/${id}/probe`,
     nodeWeights: (id, i) => `${root}/node/${id}/weights/${i}`,
     nodeWeightsAll: (id) => `${root}/node/${id}/weights/+`,
     stageIn: (k, node) => (node === undefined ? `${root}/stage/${k}/in` : `${root}/stage/${k}/in/${node}`),

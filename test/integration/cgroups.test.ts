@@ -94,7 +94,7 @@ test('defer up --serve --node-memory 384M --node-cpus 0.5: every node process ru
       dirs.push(mem, cpu);
       // the node knows its quota: half a core, and a device of its own (not one of the host's nodes sharing its cores)
       assert.equal(caps.get(node)?.cores, 0.5, `${node} reports its quota as its cores`);
-      assert.match(caps.get(node)?.host ?? '', new RegExp(`/defer-\\d+-${node}$`), `${node} names itself a device of its own`);
+      assert.match(caps.get(node)?.host ?? '', new RegExp(`^[^/]+/(defer-\\d+-)?${node}$`), `${node} names itself a device of its own`);
       // short of memory: V8's young generation at 1 MB semi-spaces
       assert.ok(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--max-semi-space-size=1'), `${node}'s command line`);
     }

@@ -11,7 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { CLI, ROOT } from '../helpers/common.js';
+import mqtt from 'mqtt';
+import { decodeStatus } from '../../lib/protocol/index.js';
+import { CLI, freePort, ROOT, waitUntil } from '../helpers/common.js';
 
 const run = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
@@ -25,7 +27,7 @@ function fleetFile(json: unknown): string {
   return f;
 }
 
-test('defer up --fleet: each device its own cgroup and shaped link, a change mid-run applied and told as an event, outputs exact, nothing left after', {
+test('defer up --fleet: each device its own cgroup and shaped link (which its node measures), a change mid-run applied and told as an event, outputs exact, nothing left after', {
   timeout: 180_000,
   skip: isRoot ? false : 'needs root (cgroups, network namespaces)',
 }, async () => {
@@ -38,7 +40,8 @@ test('defer up --fleet: each device its own cgroup and shaped link, a change mid
     ],
   });
   const quota = new Map<string, string>();
-  const up = spawn(process.execPath, [CLI, 'up', '--fleet', file, '--model', 'test/fixtures/models/mnist-keras', '--shape', 'chain', '--frames', '400', '--port', '0', '--json'], {
+  const port = await freePort();
+  const up = spawn(process.execPath, [CLI, 'up', '--fleet', file, '--model', 'test/fixtures/models/mnist-keras', '--shape', 'chain', '--frames', '400', '--port', String(port), '--json'], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -46,6 +49,19 @@ test('defer up --fleet: each device its own cgroup and shaped link, a change mid
   let stderr = '';
   const events: { type: string; node?: string; cpus?: number; mbit?: number; was?: { cpus?: number; mbit?: number } }[] = [];
   up.stdout!.on('data', (d) => (stdout += d));
+  // each node's measured link, from its status (the broker listens on every address: a fleet's nodes reach it over their veth)
+  const links = new Map<string, number>();
+  const watch = (async () => {
+    await waitUntil(() => stderr.includes('broker listening'), 60_000);
+    const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0 });
+    c.on('message', (_t, p) => {
+      const st = decodeStatus(p);
+      if (st.capabilities?.linkMbps) links.set(st.node, st.capabilities.linkMbps);
+    });
+    await c.subscribeAsync('defer/default/node/+/status');
+    await waitUntil(() => links.size >= 2, 90_000);
+    await c.endAsync();
+  })();
   up.stderr!.on('data', (d) => {
     stderr += d;
     for (const line of String(d).split('\n')) {
@@ -61,6 +77,9 @@ test('defer up --fleet: each device its own cgroup and shaped link, a change mid
   });
   const code = await new Promise<number | null>((r) => up.once('exit', r));
   assert.equal(code, 0, stderr.slice(-3000));
+  await watch;
+  // each node measured its own 50 Mbit/s link (tbf), within a fifth
+  for (const n of ['n1', 'n2']) assert.ok(Math.abs((links.get(n) ?? 0) - 50) <= 10, `${n} measured ${links.get(n)} Mbit/s on a 50 Mbit/s link`);
   const s = JSON.parse(stdout) as { framesReturned: number; frames: number; maxAbsDiffVsLocal: number; stages: unknown[] };
   assert.equal(s.framesReturned, 400);
   assert.equal(s.maxAbsDiffVsLocal, 0, "the fleet's chain gives the whole model's outputs bit for bit");

@@ -296,7 +296,7 @@ test('Mosquitto with `defer user acl` and mosquitto_passwd: a deployment under t
   chmodSync(mdir, 0o755);
   const acl = join(mdir, 'mosquitto.acl');
   await run(process.execPath, [CLI, 'user', 'acl', '--file', usersFile, '--out', acl], { cwd: ROOT });
-  assert.match(readFileSync(acl, 'utf8'), /user n1\ntopic readwrite defer\/\+\/stage\/\+\/in\ntopic write defer\/\+\/node\/n1\/status\n/);
+  assert.match(readFileSync(acl, 'utf8'), /user n1\ntopic readwrite defer\/\+\/node\/n1\/probe\ntopic readwrite defer\/\+\/stage\/\+\/in\ntopic write defer\/\+\/node\/n1\/status\n/);
   const pw = join(mdir, 'mosquitto.pw');
   for (const [i, u] of ['disp', 'n1', 'n2', 'cam1', 'ops'].entries()) await run('/usr/bin/mosquitto_passwd', [...(i === 0 ? ['-c'] : []), '-b', pw, u, PASS]);
   for (const f of [acl, pw]) chmodSync(f, 0o644);

@@ -272,7 +272,7 @@ const cap = (calibrationMs: number, extra: Partial<Capabilities> = {}): Capabili
   ...extra,
 });
 
-test('node figures: from calibrations (noise within 5% merged), from --speeds, per-node options, and re-measured', () => {
+test('node figures: from calibrations (noise within 5% merged), from --speeds, per-node options, measured links, and re-measured', () => {
   const profile = { backend: 'wasm', calibration: { version: 1, calibrationMs: 20, calibrationCpuMs: 20 } };
   const none = { speeds: [], memoryMb: [], bandwidthMbps: [], latencyMs: [] };
   const caps = new Map([
@@ -297,6 +297,19 @@ test('node figures: from calibrations (noise within 5% merged), from --speeds, p
       [1, 512e6, 100, 5],
       [4, 512e6, undefined, 5],
     ],
+  );
+  // a link the node measured counts where --bandwidth says nothing; a loopback's (>= 1000 Mbit/s) does not; given wins
+  const linked = new Map([
+    ['a', cap(20, { linkMbps: 19.4, linkRttMs: 0.7 })],
+    ['b', cap(20, { linkMbps: 2440, linkRttMs: 0.5 })],
+  ]);
+  assert.deepEqual(
+    planNodes(['a', 'b'], none, profile, linked).map((n) => n.bandwidthMbps),
+    [19.4, undefined],
+  );
+  assert.deepEqual(
+    planNodes(['a', 'b'], { ...none, bandwidthMbps: [100, 0] }, profile, linked).map((n) => n.bandwidthMbps),
+    [100, undefined],
   );
   assert.throws(() => planNodes(['a', 'b', 'c'], { ...none, speeds: [1, 2] }, profile), /planner.speeds has 2 values for 3 nodes/);
   assert.throws(() => planNodes(['a'], { ...none, speeds: [0] }, profile), /speeds must be positive/);

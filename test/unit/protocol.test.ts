@@ -45,6 +45,7 @@ test('topics: every builder parses back to its kind and name; other pipelines an
     [t.nodeAlive('n1'), { kind: 'node-alive', node: 'n1' }],
     [t.nodeAssign('n-2'), { kind: 'node-assign', node: 'n-2' }],
     [t.nodePrefetch('s.1'), { kind: 'node-prefetch', node: 's.1' }],
+    [t.nodeProbe('n1'), { kind: 'node-probe', node: 'n1' }],
     [t.nodeWeights('n1', 17), { kind: 'node-weights', node: 'n1', index: 17 }],
     [t.stageIn(3), { kind: 'stage-in', stage: 3 }],
     [t.stageIn(3, 'n2'), { kind: 'stage-in', stage: 3, node: 'n2' }],
@@ -83,9 +84,22 @@ test('node status and heartbeat: round trip; wrong version, unknown state, bad c
   assert.throws(() => decodeStatus(bad({ v: 2, node: 'n1', state: 'ready', at: 1 })), /protocol version 2/);
   assert.throws(() => decodeStatus(bad({ v: 1, node: 'n1', state: 'dancing', at: 1 })), /unknown state 'dancing'/);
   assert.throws(() => decodeStatus(bad({ v: 1, node: 'n1', state: 'ready', at: 1, capabilities: { calibrationMs: -1 } })), EnvelopeError);
-  const caps = { backend: 'wasm', calibrationMs: 20, calibrationCpuMs: 20, slowdown: 1, cores: 2, freeMemoryBytes: 1e8, totalMemoryBytes: 2e8, host: 'h', plainConvolutions: true };
+  const caps = {
+    backend: 'wasm',
+    calibrationMs: 20,
+    calibrationCpuMs: 20,
+    slowdown: 1,
+    cores: 0.2,
+    freeMemoryBytes: 1e8,
+    totalMemoryBytes: 2e8,
+    host: 'h/n1',
+    plainConvolutions: true,
+    linkMbps: 19.4,
+    linkRttMs: 0.75,
+  };
   assert.deepEqual(decodeStatus(encodeStatus({ ...s, capabilities: caps })).capabilities, caps);
   assert.throws(() => decodeStatus(bad({ v: 1, node: 'n1', state: 'ready', at: 1, capabilities: { ...caps, plainConvolutions: 'yes' } })), /plainConvolutions must be a boolean/);
+  assert.throws(() => decodeStatus(bad({ v: 1, node: 'n1', state: 'ready', at: 1, capabilities: { ...caps, linkMbps: 0 } })), /capabilities.linkMbps must be a positive number/);
   assert.throws(
     () => decodeStatus(Buffer.alloc(70 * 1024, 0x20)),
     (e: unknown) => e instanceof EnvelopeError && e.code === 'E_TOO_LARGE',
@@ -94,7 +108,7 @@ test('node status and heartbeat: round trip; wrong version, unknown state, bad c
   const h = { node: 'n1', at: 123, frames: 7 };
   assert.deepEqual(decodeHeartbeat(encodeHeartbeat(h)), { v: 1, ...h });
   assert.throws(() => decodeHeartbeat(bad({ v: 1, node: 'n1', at: 1, frames: -1 })), /frames/);
-  const full = { node: 'n1', at: 5, frames: 9, queue: 2, rssBytes: 180_000_000, cpuSeconds: 12.5 };
+  const full = { node: 'n1', at: 5, frames: 9, queue: 2, rssBytes: 180_000_000, cpuSeconds: 12.5, busyMs: 2400 };
   assert.deepEqual(decodeHeartbeat(encodeHeartbeat(full)), { v: 1, ...full });
   assert.throws(() => decodeHeartbeat(bad({ ...full, v: 1, queue: 1.5 })), /queue/);
   assert.throws(() => decodeHeartbeat(bad({ ...full, v: 1, cpuSeconds: -1 })), /cpuSeconds/);
