@@ -150,8 +150,8 @@ test('/metrics during a run: every series with its labels, parsed as Prometheus 
     assert.ok(mine.length > 0 && mine.every((x) => x.labels.pipeline === PIPE), `${name} is labelled with its pipeline`);
   }
   assert.equal(value(text, 'defer_stage_frames_total', { node: 'n1', stage: '1' }), 23);
-  assert.equal(value(text, 'defer_stage_frames_total', { node: 'n2', stage: '1' }), 23);
-  assert.equal(value(text, 'defer_stage_compute_seconds_count', { node: 'n2', stage: '1' }), 23, 'one observation per frame');
+  assert.equal(value(text, 'defer_stage_frames_total', { node: 'n2', stage: '2' }), 23);
+  assert.equal(value(text, 'defer_stage_compute_seconds_count', { node: 'n2', stage: '2' }), 23, 'one observation per frame');
   assert.equal(value(text, 'defer_frames_total', {}), 23);
   assert.ok(value(text, 'defer_hop_bytes_total', { from: 'n1', to: 'n2' }) > 0);
   assert.ok(value(text, 'defer_hop_bytes_total', { from: 'dispatcher', to: 'n1' }) > 0);
@@ -159,7 +159,7 @@ test('/metrics during a run: every series with its labels, parsed as Prometheus 
   assert.equal(value(text, 'defer_node_state', { node: 'n1', stage: '1', state: 'ready' }), 1);
   assert.equal(value(text, 'defer_node_state', { node: 'n1', stage: '1', state: 'offline' }), 0);
   assert.equal(value(text, 'defer_node_state', { node: 's1', stage: 'standby', state: 'online' }), 1);
-  assert.equal(value(text, 'defer_node_up', { node: 'n2', stage: '1' }), 1);
+  assert.equal(value(text, 'defer_node_up', { node: 'n2', stage: '2' }), 1);
   assert.ok(value(text, 'defer_node_resident_memory_bytes', { node: 'n1' }) > 50e6, 'RSS from the heartbeat');
   assert.ok(value(text, 'defer_node_cpu_seconds_total', { node: 'n2' }) > 0);
   assert.ok(value(text, 'defer_throughput_frames_per_second', {}) > 0);
