@@ -6,8 +6,10 @@
  * broker is shaped with tc (cli/node-network.ts). Validated here, every error naming the field and the file.
  * Format: docs/fleets.md.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { DeferError } from '../lib/core/errors.js';
+import { PACKAGE_ROOT } from '../lib/model/shipped.js';
 import { checkLimits, type NodeLimits, parseBytes } from './node-cgroups.js';
 
 export interface DeviceLink {
@@ -130,8 +132,13 @@ export function parseFleet(json: unknown, file: string): Fleet {
   return { name: typeof json.name === 'string' ? json.name : file, file, devices, changes };
 }
 
-/** Read and check a fleet file (JSON). */
-export function loadFleet(file: string): Fleet {
+/** The example fleets shipped in config/fleets/, by name (`--fleet raspberry-pi`). */
+export const SHIPPED_FLEETS_DIR = join(PACKAGE_ROOT, 'config', 'fleets');
+
+/** Read and check a fleet file (JSON): a path, or the name of a shipped example (raspberry-pi, mixed-wifi). */
+export function loadFleet(spec: string): Fleet {
+  const shipped = join(SHIPPED_FLEETS_DIR, `${spec}.json`);
+  const file = !existsSync(spec) && /^[\w-]+$/.test(spec) && existsSync(shipped) ? shipped : spec;
   let text: string;
   try {
     text = readFileSync(file, 'utf8');

@@ -23,7 +23,11 @@ export const upCommand: Command = {
     slowdown: { key: 'up.slowdown', type: 'string', help: 'slow-down factor per node, e.g. 1,2,1 (the second node twice as slow)' },
     'node-memory': { key: 'up.nodeMemory', type: 'string', help: 'memory limit per node process, e.g. 256M (a cgroup each; root)' },
     'node-cpus': { key: 'up.nodeCpus', type: 'string', number: true, help: 'CPU quota per node process in cores, e.g. 0.5 (a cgroup each; root)' },
-    fleet: { key: 'up.fleet', type: 'string', help: 'emulate a fleet of devices from a fleet file (docs/fleets.md; examples in config/fleets/): cores, memory and link per device; root' },
+    fleet: {
+      key: 'up.fleet',
+      type: 'string',
+      help: 'emulate a fleet of devices from a fleet file (docs/fleets.md), or a shipped example by name (raspberry-pi, mixed-wifi): cores, memory and link per device; root',
+    },
     frames: FRAMES,
     json: JSON_FLAG,
     'no-baseline': NO_BASELINE,

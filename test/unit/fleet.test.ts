@@ -73,4 +73,7 @@ test('the example fleets in config/fleets/ are valid', () => {
   assert.ok(files.length >= 2, files.join(', '));
   for (const f of files) assert.ok(loadFleet(join(dir, f)).devices.length > 0, f);
   assert.throws(() => loadFleet(join(dir, 'missing.json')), /cannot read the fleet file .*missing\.json/);
+  // a shipped example by name, from any directory
+  assert.equal(loadFleet('raspberry-pi').name, 'raspberry-pi');
+  assert.throws(() => loadFleet('no-such-fleet'), /cannot read the fleet file no-such-fleet/);
 });
