@@ -53,11 +53,15 @@ export interface Local {
 export async function withLocalDeployment<T>(config: DeferConfig, opts: UpOptions, body: (l: Local) => Promise<T>, onSignal?: () => void): Promise<T> {
   const progress = opts.progress ?? ((l: string) => log.info(l));
   const slow = config.up.slowdown;
-  if (slow.length > config.up.nodes && !config.up.fleet) throw new DeferError('E_CONFIG', `up.slowdown has ${slow.length} values for ${config.up.nodes} nodes`);
   if (slow.some((f) => !(f >= 1))) throw new DeferError('E_CONFIG', `up.slowdown: every factor must be >= 1, got ${slow.join(',')}`);
-  // emulated small devices, or a fleet: checked before anything starts (root, cgroups, namespaces, limits)
+  // emulated small devices, or a fleet (which decides the number of nodes): checked before anything starts (root,
+  // cgroups, namespaces, limits)
   const env = await nodeEnvironment(config, progress);
   config = env.config;
+  if (slow.length > config.up.nodes) {
+    await env.close();
+    throw new DeferError('E_CONFIG', `up.slowdown has ${slow.length} values for ${config.up.nodes} nodes`);
+  }
   const { cgroups } = env;
   const network = opts.nodeNetwork ?? env.network;
   const backend = await initEngine(config.backend).catch(async (err) => {

@@ -1,10 +1,12 @@
 /**
  * The node's side of its heartbeat thread (heartbeat-worker.ts): starts it with its own connection to the broker,
  * writes the compute side's figures for it twice a heartbeat period (a timer of this thread, which runs whenever
- * the engine leaves the event loop, and after every frame), and stops it.
+ * the engine leaves the event loop), and stops it. A thread that fails later is said in the log: the node's
+ * heartbeat then stops, and the dispatcher takes it for failed, as for a cut link.
  */
 import { Worker } from 'node:worker_threads';
-import { DeferError } from '../lib/core/errors.js';
+import { DeferError, errorMessage } from '../lib/core/errors.js';
+import { log } from '../lib/core/log.js';
 import type { ConnectOptions } from '../lib/mqtt/connect.js';
 import { figuresBuffer, type WorkFigures, writeFigures } from './heartbeat-figures.js';
 import type { HeartbeatWorkerData } from './heartbeat-worker.js';
@@ -37,6 +39,7 @@ export class HeartbeatThread {
     });
     worker.removeAllListeners('exit');
     worker.removeAllListeners('error');
+    worker.on('error', (err) => log.error(`node ${opts.node}: the heartbeat thread failed: ${errorMessage(err)}; no more heartbeats`));
     worker.unref();
     const every = Math.max(50, opts.everyMs / 2);
     t.timer = setInterval(() => t.update(), every);

@@ -22,6 +22,7 @@ import { type DispatcherEvent, describeEvent } from '../dispatcher/events.js';
 import { frameTensor, type ModelInput } from '../dispatcher/serving/frame-tensor.js';
 import { modelInputFor } from '../dispatcher/serving/start-serving.js';
 import { errorMessage } from '../lib/core/errors.js';
+import { count } from '../lib/core/words.js';
 import { initEngine } from '../lib/model/engine.js';
 import type { FlatModel } from '../lib/model/flat-model.js';
 import { loadModelMeta } from '../lib/model/labels.js';
@@ -195,7 +196,7 @@ export default function (RED: NodeAPI): void {
       const all = stages.flat().map((m) => m.node);
       const off = all.filter((n) => dispatcher!.nodes.statuses.get(n)?.state === 'offline');
       if (off.length) node.status({ fill: 'red', shape: 'ring', text: `node ${off.join(', ')} offline` });
-      else node.status({ fill: 'green', shape: 'dot', text: `ready (${all.length} node${all.length === 1 ? '' : 's'}: ${shapeLine(stages)})` });
+      else node.status({ fill: 'green', shape: 'dot', text: `ready (${count(all.length, 'node')}: ${shapeLine(stages)})` });
     };
     const user = {
       id: node.id,

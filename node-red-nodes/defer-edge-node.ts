@@ -6,6 +6,7 @@
  */
 import { EdgeNode } from '../edge-node/edge-node.js';
 import { errorMessage } from '../lib/core/errors.js';
+import { count } from '../lib/core/words.js';
 import { BACKEND_CHOICES, type BackendChoice } from '../lib/model/engine.js';
 import { isName, NAME_RULE } from '../lib/protocol/index.js';
 import { BrokerStartError, type BrokerState, type DeferBrokerNode, statusOf } from './defer-broker.js';
@@ -44,7 +45,7 @@ export default function (RED: NodeAPI): void {
     let last = { frames: 0, at: Date.now() };
     let connected = true;
     // the frames computed since the node started (EdgeNode.counters.frames), and their rate over the last 2 s
-    const servedText = (frames: number, fps: number) => `${frames} frame${frames === 1 ? '' : 's'} served${fps > 0 ? `, ${fps.toFixed(1)}/s` : ''}`;
+    const servedText = (frames: number, fps: number) => `${count(frames, 'frame')} served${fps > 0 ? `, ${fps.toFixed(1)}/s` : ''}`;
 
     const show = () => {
       if (!edge || closed) return;

@@ -453,7 +453,7 @@ export function formatSummary(s: RunSummary): string {
   const kb = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
   const lines = [
     '',
-    `DEFER run: ${s.model} on ${s.stages.length} stage${s.stages.length > 1 ? 's' : ''} (${s.shape}), backend ${s.backend}, deployment ${s.deployment}`,
+    `DEFER run: ${s.model} on ${count(s.stages.length, 'stage')} (${s.shape}), backend ${s.backend}, deployment ${s.deployment}`,
     ...s.stages.map(
       (st) =>
         `  stage ${st.index + 1} on ${st.nodes.length > 1 || st.nodes[0]?.workers > 1 || st.nodes[0]?.batch > 1 ? st.nodes.map((n) => `${memberName(n)} (${n.frames} frames${n.batch > 1 ? `, batches of up to ${n.batch}: ${n.meanBatch} on average` : ''}${n.peakRssBytes !== null && st.nodes.length > 1 ? `, peak RSS ${(n.peakRssBytes / 1e6).toFixed(0)} MB` : ''})`).join(' + ') : st.node}: ${st.layers} ${s.unit}s (${st.firstLayer} .. ${st.lastLayer}), ${st.params.toLocaleString('en')} params, out [${st.outputShape}] ${kb(st.outputBytes)}, compute ${st.meanComputeMs} ms/frame (busy ${st.meanBusyMs} ms${st.meanCpuMs !== null ? `, CPU ${st.meanCpuMs} ms` : ''})` +

@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import type { DeferConfig } from '../../config/schema.js';
 import { DeferError } from '../core/errors.js';
 import { log } from '../core/log.js';
+import { count } from '../core/words.js';
 import type { FlatModel } from '../model/flat-model.js';
 import type { Capabilities } from '../protocol/index.js';
 import { chooseCuts } from './balanced-cuts.js';
@@ -158,7 +159,7 @@ export async function planShapeFor(
 /** One line for a shape plan: its shape, cuts, prediction and bottleneck. */
 export function describeShape(p: ShapePlan): string {
   const engines = p.stages.reduce((n, s) => n + s.members.reduce((w, m) => w + m.workers, 0), 0);
-  return `shape ${shapeLine(p.stages)} (${p.stages.length} stage${p.stages.length > 1 ? 's' : ''}, ${engines} engine${engines > 1 ? 's' : ''}${p.idle.length ? `; idle: ${p.idle.join(', ')}` : ''}; ${describeBatches(p.stages)}), cuts ${p.cuts.join(', ') || '(none)'}; predicted ${p.predictedThroughputFps.toFixed(2)} frames/s, ${(p.predictedThroughputFps / p.singleFps).toFixed(2)}x one engine (bottleneck: ${p.bottleneck})`;
+  return `shape ${shapeLine(p.stages)} (${count(p.stages.length, 'stage')}, ${count(engines, 'engine')}${p.idle.length ? `; idle: ${p.idle.join(', ')}` : ''}; ${describeBatches(p.stages)}), cuts ${p.cuts.join(', ') || '(none)'}; predicted ${p.predictedThroughputFps.toFixed(2)} frames/s, ${(p.predictedThroughputFps / p.singleFps).toFixed(2)}x one engine (bottleneck: ${p.bottleneck})`;
 }
 
 /** The cuts given (--cut, dispatcher.cut) or, without them, balanced for `stages` equal nodes. */

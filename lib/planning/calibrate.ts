@@ -125,9 +125,9 @@ export async function calibrate(opts: CalibrateOptions = {}): Promise<Capabiliti
       return { wall: performance.now() - t0, cpu: (c.user + c.system) / 1000 };
     };
     if (quota) {
-      // back to back over several periods: what the quota lets through, as a stage's frames will see it. A window
-      // of a few runs straddles periods unevenly (one 0.2-core node measured 106-203 ms from one start to the
-      // next), so the figure is also bounded by the quota itself: the CPU a run takes over the cores it gives.
+      // back to back over several periods: what the quota lets through, as a stage's frames will see it; and no less
+      // than the quota itself allows: the CPU a run takes over the cores it gives (a run that starts a period with
+      // its quota unspent runs at full speed, and the window's count of runs is whole)
       const t0 = performance.now();
       let n = 0;
       let cpuMs = 0;
